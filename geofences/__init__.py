@@ -1,0 +1,40 @@
+"""Port geofences: fence model, spatial index and transition classification (pure, shapely only)."""
+
+from geofences.fence import (
+    DEFAULT_CORRIDOR_WIDTH_M,
+    WGS84_CRS_NAMES,
+    Fence,
+    FenceError,
+    FenceKind,
+    FenceSet,
+    TimeWindow,
+    available_ports,
+    load_fence_set,
+    load_port,
+)
+from geofences.geo import EARTH_RADIUS_M, LocalProjection, buffer_m, distance_m, haversine_m
+from geofences.index import FenceIndex
+from geofences.transitions import Transition, TransitionKind, classify, steady_state
+
+__all__ = [
+    "DEFAULT_CORRIDOR_WIDTH_M",
+    "EARTH_RADIUS_M",
+    "WGS84_CRS_NAMES",
+    "Fence",
+    "FenceError",
+    "FenceIndex",
+    "FenceKind",
+    "FenceSet",
+    "LocalProjection",
+    "TimeWindow",
+    "Transition",
+    "TransitionKind",
+    "available_ports",
+    "buffer_m",
+    "classify",
+    "distance_m",
+    "haversine_m",
+    "load_fence_set",
+    "load_port",
+    "steady_state",
+]

@@ -1,0 +1,208 @@
+"""Shared fixtures.
+
+Integration tests (everything under tests/integration) run against a real Mosquitto
+broker and a real PostgreSQL cluster, started once per session by ``deploy/stack.sh infra``
+in a temporary stack directory on free loopback ports, and destroyed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STACK_SCRIPT = REPO_ROOT / "deploy" / "stack.sh"
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+
+STACK_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    mqtt_host: str
+    mqtt_port: int
+    dsn: str
+    service_user: str
+    service_password: str
+    device_user: str
+    device_password: str
+    security_user: str
+    security_password: str
+    customs_user: str
+    customs_password: str
+    admin_token: str
+    stack_dir: Path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION_DIR):
+            item.add_marker(pytest.mark.integration)
+
+
+def free_port() -> int:
+    """A loopback TCP port that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def run_stack(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Runs deploy/stack.sh; raises with its output when it fails."""
+    try:
+        proc = subprocess.run(
+            ["bash", str(STACK_SCRIPT), *command],
+            env=env,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=STACK_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"deploy/stack.sh {' '.join(command)} timed out after {STACK_TIMEOUT_S} s") from exc
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"deploy/stack.sh {' '.join(command)} failed with exit code {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
+    return proc
+
+
+@dataclass(frozen=True)
+class _StackHandle:
+    env: dict[str, str]
+    stack_dir: Path
+
+
+def _stack_process_env(stack_dir: Path, mqtt_port: int, pg_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    env.update(
+        TRACKER_STACK_DIR=str(stack_dir),
+        TRACKER_MQTT_PORT=str(mqtt_port),
+        TRACKER_PG_PORT=str(pg_port),
+        TRACKER_PG_DB="tracker",
+        TRACKER_PG_USER="tracker",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def stack_handle() -> Iterator[_StackHandle]:
+    """Starts broker + database once per session; destroys them at the end.
+
+    Failing to start is an error of the tests, never a skip.
+    """
+    stack_dir = Path(tempfile.mkdtemp(prefix="port-tracker-stack-", dir="/tmp"))
+    # The postgres / mosquitto system users must reach it when tests run as root.
+    stack_dir.chmod(0o755)
+    mqtt_port = free_port()
+    pg_port = free_port()
+    while pg_port == mqtt_port:
+        pg_port = free_port()
+    env = _stack_process_env(stack_dir, mqtt_port, pg_port)
+    handle = _StackHandle(env=env, stack_dir=stack_dir)
+    reaper = _start_reaper(env)
+    try:
+        run_stack(["infra"], env)
+        yield handle
+    finally:
+        try:
+            run_stack(["destroy", "--yes"], env)
+        finally:
+            reaper.kill()
+            reaper.wait()
+            shutil.rmtree(stack_dir, ignore_errors=True)
+
+
+def _start_reaper(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Destroys the stack if this pytest process dies without its teardown (killed by a
+    timeout, SIGKILL...). It runs in its own session so that it outlives a process-group kill."""
+    script = 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec bash "$2" destroy --yes'
+    return subprocess.Popen(
+        ["bash", "-c", script, "stack-reaper", str(os.getpid()), str(STACK_SCRIPT)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _stack_info(handle: _StackHandle) -> StackInfo:
+    secrets = parse_env_file(handle.stack_dir / "secrets.env")
+    return StackInfo(
+        mqtt_host="127.0.0.1",
+        mqtt_port=int(handle.env["TRACKER_MQTT_PORT"]),
+        dsn=secrets["TRACKER_DB_DSN"],
+        service_user=secrets["TRACKER_MQTT_USERNAME"],
+        service_password=secrets["TRACKER_MQTT_PASSWORD"],
+        device_user=secrets["TRACKER_MQTT_DEVICE_USERNAME"],
+        device_password=secrets["TRACKER_MQTT_DEVICE_PASSWORD"],
+        security_user=secrets["TRACKER_MQTT_SECURITY_USERNAME"],
+        security_password=secrets["TRACKER_MQTT_SECURITY_PASSWORD"],
+        customs_user=secrets["TRACKER_MQTT_CUSTOMS_USERNAME"],
+        customs_password=secrets["TRACKER_MQTT_CUSTOMS_PASSWORD"],
+        admin_token=secrets["TRACKER_ADMIN_TOKEN"],
+        stack_dir=handle.stack_dir,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(stack_handle: _StackHandle) -> StackInfo:
+    """The running broker + database and the credentials of every account."""
+    return _stack_info(stack_handle)
+
+
+@pytest.fixture(scope="session")
+def stack_process_env(stack_handle: _StackHandle) -> dict[str, str]:
+    """Environment under which ``deploy/stack.sh`` manages the session's stack."""
+    return dict(stack_handle.env)
+
+
+@pytest.fixture(scope="session")
+def stack_command(stack_handle: _StackHandle) -> Callable[..., None]:
+    """Runs ``deploy/stack.sh <args>`` on the session's stack; raises when it fails."""
+
+    def run(*args: str) -> None:
+        run_stack(list(args), stack_handle.env)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def stack_env(stack: StackInfo) -> dict[str, str]:
+    """TRACKER_* variables for a service (or CLI) talking to the session's stack."""
+    secrets = parse_env_file(stack.stack_dir / "secrets.env")
+    env = {k: v for k, v in secrets.items() if k.startswith("TRACKER_") and "PG_" not in k}
+    env.update(
+        TRACKER_DB_DSN=stack.dsn,
+        TRACKER_MQTT_HOST=stack.mqtt_host,
+        TRACKER_MQTT_PORT=str(stack.mqtt_port),
+        TRACKER_MQTT_USERNAME=stack.service_user,
+        TRACKER_MQTT_PASSWORD=stack.service_password,
+        TRACKER_ADMIN_TOKEN=stack.admin_token,
+    )
+    return env

@@ -1,0 +1,60 @@
+"""Metric helpers: the margins the product promises (hysteresis, corridor width) are only as good as these."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import shapely
+
+from geofences import LocalProjection, buffer_m, distance_m, haversine_m
+
+SANTOS = (-46.30, -23.95)
+
+
+def test_haversine_one_degree_of_latitude() -> None:
+    assert haversine_m(0.0, 0.0, 0.0, 1.0) == pytest.approx(111_195.08, abs=0.5)
+
+
+def test_haversine_shrinks_with_latitude_for_longitude() -> None:
+    d = haversine_m(-46.30, -23.95, -46.29, -23.95)
+    assert d == pytest.approx(111_195.08 * 0.01 * math.cos(math.radians(23.95)), rel=1e-4)
+    assert haversine_m(*SANTOS, *SANTOS) == 0.0
+
+
+def test_local_projection_round_trip_and_agrees_with_haversine() -> None:
+    proj = LocalProjection(*SANTOS)
+    lon, lat = -46.31, -23.96
+    x, y = proj.to_xy(lon, lat)
+    back_lon, back_lat = proj.to_lonlat(x, y)
+    assert float(back_lon) == pytest.approx(lon, abs=1e-12)
+    assert float(back_lat) == pytest.approx(lat, abs=1e-12)
+    planar = math.hypot(float(x), float(y))
+    # documented bound: well under 0.1 % at ~1.5 km from the reference point
+    assert planar == pytest.approx(haversine_m(*SANTOS, lon, lat), rel=1e-3)
+
+
+def test_buffer_m_is_round_in_metres_not_in_degrees() -> None:
+    circle = buffer_m(shapely.Point(*SANTOS), 100.0, quad_segs=32)
+    proj = LocalProjection(*SANTOS)
+    area = proj.project(circle).area
+    assert area == pytest.approx(math.pi * 100.0**2, rel=0.01)
+    minx, miny, maxx, maxy = circle.bounds
+    ew = haversine_m(minx, SANTOS[1], maxx, SANTOS[1])
+    ns = haversine_m(SANTOS[0], miny, SANTOS[0], maxy)
+    assert ew == pytest.approx(200.0, rel=1e-3)
+    assert ns == pytest.approx(200.0, rel=1e-3)
+
+
+def test_negative_buffer_shrinks_and_empty_passes_through() -> None:
+    square = buffer_m(shapely.Point(*SANTOS), 50.0, quad_segs=1)  # a 100 m diamond
+    assert buffer_m(square, -10.0).area < square.area
+    assert buffer_m(shapely.Polygon(), 10.0).is_empty
+
+
+def test_distance_m() -> None:
+    square = shapely.box(-46.301, -23.951, -46.299, -23.949)
+    assert distance_m(square, *SANTOS) == 0.0
+    lat_edge = -23.949
+    north = lat_edge + 100.0 / 111_195.08
+    assert distance_m(square, -46.300, north) == pytest.approx(100.0, rel=1e-3)

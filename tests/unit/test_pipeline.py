@@ -1,0 +1,152 @@
+"""The pure core as timestamped sequences: what must fire, and what must not."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geofences import FenceIndex, LocalProjection, load_fence_set
+from tracker.core.model import Alert, Ping, Severity
+from tracker.core.pipeline import Pipeline
+from tracker.core.state import DeviceState
+
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+# a local frame near Santos' Alemoa terminals; x east, y north, metres
+PROJ = LocalProjection(-46.33, -23.92)
+
+
+def square(x0: float, y0: float, x1: float, y1: float) -> list[list[list[float]]]:
+    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+    return [[[float(v) for v in PROJ.to_lonlat(x, y)] for x, y in corners]]
+
+
+def fence_set(windows: list[dict[str, object]] | None = None) -> FenceIndex:
+    restricted: dict[str, object] = {"id": "R1", "name": "Vacant lot", "kind": "restricted"}
+    if windows is not None:
+        restricted["windows"] = windows
+    doc = {
+        "type": "FeatureCollection",
+        "port": "testport",
+        "name": "test",
+        "features": [
+            {"type": "Feature", "properties": restricted,
+             "geometry": {"type": "Polygon", "coordinates": square(0, 0, 200, 200)}},
+            {"type": "Feature", "properties": {"id": "G1", "name": "Gate 1", "kind": "gate"},
+             "geometry": {"type": "Polygon", "coordinates": square(500, -10, 520, 10)}},
+            {"type": "Feature", "properties": {"id": "T1", "name": "Terminal", "kind": "terminal"},
+             "geometry": {"type": "Polygon", "coordinates": square(1000, -300, 1600, 300)}},
+        ],
+    }
+    return FenceIndex(load_fence_set(doc).fences, hysteresis_m=25.0)
+
+
+def ping(device: str, seconds: float, x: float, y: float) -> Ping:
+    lon, lat = PROJ.to_lonlat(x, y)
+    return Ping(device_id=device, ts=T0 + timedelta(seconds=seconds), lon=float(lon), lat=float(lat))
+
+
+def run(pipeline: Pipeline, pings: Iterable[Ping]) -> tuple[DeviceState, list[Alert], list[tuple[str, ...]]]:
+    state = DeviceState("TRUCK-1")
+    alerts: list[Alert] = []
+    flags: list[tuple[str, ...]] = []
+    for p in pings:
+        result = pipeline.step(state, p)
+        state = result.state
+        alerts.extend(result.alerts)
+        flags.append(result.flags)
+    return state, alerts, flags
+
+
+def test_enter_and_exit_restricted_zone() -> None:
+    pipeline = Pipeline(fence_set())
+    track = [ping("TRUCK-1", i * 10, -100 + i * 30, 100) for i in range(12)]  # west to east through R1
+    state, alerts, _ = run(pipeline, track)
+    kinds = [(a.kind, a.fence_id, a.severity) for a in alerts]
+    assert kinds == [
+        ("geofence_enter", "R1", Severity.HIGH),
+        ("geofence_exit", "R1", Severity.MEDIUM),
+    ]
+    enter = alerts[0]
+    assert enter.port == "testport"
+    assert enter.evidence["fence"] == {"id": "R1", "name": "Vacant lot", "kind": "restricted"}
+    assert enter.ts == track[4].ts  # first fix inside: x = 20
+    assert state.fences == frozenset()
+
+
+def test_driving_past_outside_raises_nothing() -> None:
+    pipeline = Pipeline(fence_set())
+    track = [ping("TRUCK-1", i * 5, -300 + i * 20, 260) for i in range(40)]  # 60 m north of R1, gate far
+    _, alerts, _ = run(pipeline, track)
+    assert alerts == []
+
+
+def test_parked_on_boundary_with_gps_noise_does_not_flap() -> None:
+    rng = random.Random(7)
+    pipeline = Pipeline(fence_set())
+    track = [ping("TRUCK-1", i * 10, 200 + rng.uniform(-15, 15), 100 + rng.uniform(-15, 15)) for i in range(300)]
+    _, alerts, _ = run(pipeline, track)
+    assert [a.kind for a in alerts] == ["geofence_enter"]
+
+
+def test_sparse_fixes_jumping_over_a_gate_raise_a_crossing() -> None:
+    pipeline = Pipeline(fence_set())
+    _, alerts, _ = run(pipeline, [ping("TRUCK-1", 0, 400, 0), ping("TRUCK-1", 30, 700, 0)])
+    assert [(a.kind, a.fence_id) for a in alerts] == [("geofence_cross", "G1")]
+
+
+def test_long_gap_is_not_taken_as_a_straight_crossing() -> None:
+    pipeline = Pipeline(fence_set())
+    _, alerts, _ = run(pipeline, [ping("TRUCK-1", 0, 400, 0), ping("TRUCK-1", 3600, 700, 0)])
+    assert alerts == []
+
+
+def test_late_and_duplicate_fixes_are_flagged_not_detected() -> None:
+    pipeline = Pipeline(fence_set())
+    track = [ping("TRUCK-1", 0, -50, 100), ping("TRUCK-1", 20, 100, 100), ping("TRUCK-1", 10, -50, 100),
+             ping("TRUCK-1", 20, 100, 100)]
+    state, alerts, flags = run(pipeline, track)
+    assert flags == [(), (), ("late",), ("duplicate_ts",)]
+    assert [a.kind for a in alerts] == ["geofence_enter"]
+    assert state.last is not None
+    assert state.last.ts == T0 + timedelta(seconds=20)
+
+
+def test_fence_outside_its_time_window_raises_nothing() -> None:
+    # restricted only at night (22:00-06:00); T0 is 08:00
+    pipeline = Pipeline(fence_set(windows=[{"start": "22:00", "end": "06:00"}]))
+    _, alerts, _ = run(pipeline, [ping("TRUCK-1", 0, -50, 100), ping("TRUCK-1", 10, 100, 100)])
+    assert alerts == []
+
+
+def test_replay_gives_identical_alert_ids() -> None:
+    pipeline = Pipeline(fence_set())
+    track = [ping("TRUCK-1", i * 10, -100 + i * 30, 100) for i in range(12)]
+    _, first, _ = run(pipeline, track)
+    _, second, _ = run(pipeline, track)
+    assert [a.id for a in first] == [a.id for a in second]
+    assert len({a.id for a in first}) == len(first)
+
+
+def test_state_round_trips_through_json() -> None:
+    pipeline = Pipeline(fence_set())
+    state, _, _ = run(pipeline, [ping("TRUCK-1", 0, -50, 100), ping("TRUCK-1", 10, 100, 100)])
+    again = DeviceState.from_json(state.device_id, state.to_json())
+    assert again == state
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(-150, 350), st.floats(-150, 350)), min_size=1, max_size=60))
+def test_enter_and_exit_alternate_per_fence(points: list[tuple[float, float]]) -> None:
+    pipeline = Pipeline(fence_set())
+    _, alerts, _ = run(pipeline, [ping("TRUCK-1", i * 5, x, y) for i, (x, y) in enumerate(points)])
+    per_fence: dict[str, list[str]] = {}
+    for a in alerts:
+        if a.kind in ("geofence_enter", "geofence_exit"):
+            assert a.fence_id is not None
+            per_fence.setdefault(a.fence_id, []).append(a.kind)
+    for seq in per_fence.values():
+        assert all(k == ("geofence_enter" if i % 2 == 0 else "geofence_exit") for i, k in enumerate(seq)), seq

@@ -1,0 +1,404 @@
+"""HTTP API (aiohttp): health, metrics, positions, alerts; bearer-token auth on every /v1 route.
+
+Roles are least-privilege: ``insurer`` tokens carry a scope of the devices (containers)
+they cover and see nothing else; only ``operator`` and ``admin`` change alert status;
+only ``admin`` registers devices. Every error is JSON with a stable ``error`` code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from tracker.adapters.decode import parse_ts
+
+if TYPE_CHECKING:
+    from tracker.service import Service
+
+ROLES = ("operator", "insurer", "security", "admin")
+PERMISSIONS: Mapping[str, frozenset[str]] = {
+    "positions:read": frozenset({"operator", "security", "admin", "insurer"}),
+    "alerts:read": frozenset({"operator", "security", "admin"}),
+    "alerts:write": frozenset({"operator", "admin"}),
+    "devices:write": frozenset({"admin"}),
+    "fences:read": frozenset({"operator", "security", "admin"}),
+    "deadletters:read": frozenset({"operator", "admin"}),
+}
+MAX_POSITIONS = 50_000
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVICE = web.AppKey("service", object)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: str
+    devices: frozenset[str] | None = None  # None: not limited by device
+
+    def can_see(self, device_id: str) -> bool:
+        return self.devices is None or device_id in self.devices
+
+
+@dataclass
+class TokenCache:
+    """Token lookups hit the database at most every ``ttl`` seconds per token; revocation lags by that much."""
+
+    ttl: float = 30.0
+    entries: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> web.HTTPException:
+    body = json.dumps({"error": code, "message": message, **extra})
+    classes: dict[int, type[web.HTTPException]] = {
+        400: web.HTTPBadRequest,
+        401: web.HTTPUnauthorized,
+        403: web.HTTPForbidden,
+        404: web.HTTPNotFound,
+        405: web.HTTPMethodNotAllowed,
+        409: web.HTTPConflict,
+        413: web.HTTPRequestEntityTooLarge,
+        415: web.HTTPUnsupportedMediaType,
+        422: web.HTTPUnprocessableEntity,
+        503: web.HTTPServiceUnavailable,
+    }
+    cls = classes.get(status, web.HTTPBadRequest)
+    if cls is web.HTTPMethodNotAllowed:
+        return web.HTTPMethodNotAllowed(method="?", allowed_methods=[], text=body, content_type="application/json")
+    if cls is web.HTTPRequestEntityTooLarge:
+        return web.HTTPRequestEntityTooLarge(max_size=0, actual_size=0, text=body, content_type="application/json")
+    headers = {"WWW-Authenticate": 'Bearer realm="port-tracker"'} if status == 401 else None
+    return cls(text=body, content_type="application/json", headers=headers)
+
+
+def _service(request: web.Request) -> Service:
+    svc: Service = request.app[SERVICE]  # type: ignore[assignment]
+    return svc
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure is JSON; an unexpected exception is a 500 without internals."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.status < 400:
+            raise
+        code = (exc.reason or "error").lower().replace(" ", "_")
+        return web.json_response({"error": code, "message": exc.reason}, status=exc.status)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return web.json_response({"error": "internal", "message": "internal error"}, status=500)
+
+
+async def authenticate(request: web.Request) -> Principal:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or len(header) < 8:
+        raise error(401, "unauthenticated", "send 'Authorization: Bearer <token>'")
+    token = header[7:].strip()
+    svc = _service(request)
+    admin = svc.settings.admin_token
+    if admin and hmac.compare_digest(token.encode(), admin.encode()):
+        return Principal("admin", "admin")
+    cache: TokenCache = request.app[TOKENS]
+    digest = hash_token(token)
+    now = time.monotonic()
+    hit = cache.entries.get(digest)
+    if hit is None or hit[0] < now:
+        assert svc.store is not None
+        row = await svc.store.pool.fetchrow(
+            "SELECT name, role, scope FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL", digest
+        )
+        principal = None
+        if row is not None:
+            scope = json.loads(row["scope"])
+            devices = scope.get("devices")
+            principal = Principal(row["name"], row["role"], None if devices is None else frozenset(devices))
+        cache.entries[digest] = (now + cache.ttl, principal)
+        hit = cache.entries[digest]
+    if hit[1] is None:
+        raise error(401, "unauthenticated", "unknown or revoked token")
+    return hit[1]
+
+
+TOKENS = web.AppKey("tokens", TokenCache)
+
+
+async def require(request: web.Request, permission: str) -> Principal:
+    who = await authenticate(request)
+    if who.role not in PERMISSIONS[permission]:
+        raise error(403, "forbidden", f"role {who.role!r} may not {permission}")
+    return who
+
+
+def _time_param(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_ts(raw, name)
+    except Exception:
+        raise error(400, "bad_parameter", f"{name} must be ISO-8601 or epoch seconds/ms", parameter=name) from None
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise error(400, "bad_parameter", f"{name} must be an integer", parameter=name) from None
+    if not low <= value <= high:
+        raise error(400, "bad_parameter", f"{name} must be in [{low}, {high}]", parameter=name)
+    return value
+
+
+# ---- routes --------------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = await _service(request).ready()
+    ok = all(checks.values())
+    return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    svc = _service(request)
+    if svc.store is not None:
+        try:
+            svc.metrics.outbox_backlog.set(await svc.store.outbox_backlog())
+        except Exception as exc:  # metrics must answer even when the database does not
+            log.debug("outbox backlog unavailable: %s", exc)
+    return web.Response(body=svc.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+async def positions(request: web.Request) -> web.Response:
+    who = await require(request, "positions:read")
+    device_id = request.match_info["device_id"]
+    if not who.can_see(device_id):
+        # same answer as an unknown device: an insurer must not learn which devices exist
+        raise error(404, "not_found", f"no device {device_id!r}")
+    end = _time_param(request, "to") or datetime.now(UTC)
+    start = _time_param(request, "from") or end - timedelta(hours=24)
+    if start >= end:
+        raise error(400, "bad_parameter", "'from' must be before 'to'")
+    if end - start > timedelta(days=31):
+        raise error(400, "bad_parameter", "at most 31 days per request")
+    limit = _int_param(request, "limit", 10_000, 1, MAX_POSITIONS)
+    svc = _service(request)
+    assert svc.store is not None
+    if device_id not in svc.devices:
+        raise error(404, "not_found", f"no device {device_id!r}")
+    rows = await svc.store.positions(device_id, start, end, limit)
+    features = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [r["lon"], r["lat"]]},
+            "properties": {
+                "ts": r["ts"].astimezone(UTC).isoformat(),
+                "speed": r["speed"],
+                "heading": r["heading"],
+                "accuracy": r["accuracy"],
+                "events": list(r["events"]),
+                "flags": list(r["flags"]),
+                "source": r["source"],
+            },
+        }
+        for r in rows
+    ]
+    return web.json_response(
+        {
+            "type": "FeatureCollection",
+            "device_id": device_id,
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "truncated": len(rows) == limit,
+            "features": features,
+        }
+    )
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    await require(request, "alerts:read")
+    svc = _service(request)
+    assert svc.store is not None
+    status = request.query.get("status")
+    if status is not None and status not in ("logged", "open", "acknowledged", "resolved"):
+        raise error(400, "bad_parameter", "status must be logged|open|acknowledged|resolved", parameter="status")
+    severity = request.query.get("severity")
+    if severity is not None and severity not in ("info", "low", "medium", "high", "critical"):
+        raise error(400, "bad_parameter", "severity must be info|low|medium|high|critical", parameter="severity")
+    since = _time_param(request, "since") or datetime.now(UTC) - timedelta(days=7)
+    limit = _int_param(request, "limit", 200, 1, 5000)
+    rows = await svc.store.pool.fetch(
+        "SELECT alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
+        " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, hash FROM alerts"
+        " WHERE ts >= $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR severity = $3)"
+        " AND ($4::text IS NULL OR device_id = $4) ORDER BY ts DESC LIMIT $5",
+        since,
+        status,
+        severity,
+        request.query.get("device_id"),
+        limit,
+    )
+    return web.json_response({"alerts": [_alert_json(r) for r in rows]})
+
+
+def _alert_json(r: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in dict(r).items():
+        if isinstance(value, datetime):
+            out[key] = value.astimezone(UTC).isoformat()
+        elif key == "evidence":
+            out[key] = json.loads(value)
+        elif key == "alert_id":
+            out["id"] = str(value)
+        else:
+            out[key] = value
+    return out
+
+
+async def _read_json(request: web.Request, limit: int = 65536) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > limit:
+        raise error(413, "too_large", f"body over {limit} bytes")
+    if request.can_read_body and request.content_type not in ("application/json", ""):
+        raise error(415, "unsupported_media_type", "send application/json")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise error(413, "too_large", f"body over {limit} bytes")
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(400, "bad_json", f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise error(400, "bad_json", "body must be a JSON object")
+    return body
+
+
+async def _transition(request: web.Request, target: str) -> web.Response:
+    who = await require(request, "alerts:write")
+    body = await _read_json(request)
+    note = body.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > 2000):
+        raise error(422, "bad_field", "note must be a string of at most 2000 characters", field="note")
+    try:
+        import uuid
+
+        alert_id = uuid.UUID(request.match_info["alert_id"])
+    except ValueError:
+        raise error(404, "not_found", "no such alert") from None
+    svc = _service(request)
+    assert svc.store is not None
+    allowed_from = ("open", "logged") if target == "acknowledged" else ("open", "logged", "acknowledged")
+    if target == "acknowledged":
+        sql = (
+            "UPDATE alerts SET status = 'acknowledged', acknowledged_by = $2, acknowledged_at = now(),"
+            " updated_at = now() WHERE alert_id = $1 AND status = ANY($3::text[]) RETURNING status"
+        )
+        row = await svc.store.pool.fetchrow(sql, alert_id, who.name, list(allowed_from))
+    else:
+        sql = (
+            "UPDATE alerts SET status = 'resolved', resolved_by = $2, resolved_at = now(), resolution = $4,"
+            " updated_at = now() WHERE alert_id = $1 AND status = ANY($3::text[]) RETURNING status"
+        )
+        row = await svc.store.pool.fetchrow(sql, alert_id, who.name, list(allowed_from), note)
+    if row is None:
+        current = await svc.store.pool.fetchval("SELECT status FROM alerts WHERE alert_id = $1", alert_id)
+        if current is None:
+            raise error(404, "not_found", "no such alert")
+        raise error(409, "conflict", f"alert is {current}; cannot become {target}", current=current)
+    return web.json_response({"id": str(alert_id), "status": target, "by": who.name})
+
+
+async def ack_alert(request: web.Request) -> web.Response:
+    return await _transition(request, "acknowledged")
+
+
+async def resolve_alert(request: web.Request) -> web.Response:
+    return await _transition(request, "resolved")
+
+
+async def register_device(request: web.Request) -> web.Response:
+    await require(request, "devices:write")
+    body = await _read_json(request)
+    from tracker.adapters.decode import DEVICE_ID_RE
+    from tracker.core.model import DeviceKind
+
+    device_id = body.get("device_id")
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.match(device_id):
+        raise error(422, "bad_field", "device_id must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", field="device_id")
+    try:
+        kind = DeviceKind(body.get("kind", "truck"))
+    except ValueError:
+        raise error(422, "bad_field", "kind must be truck|container|seal", field="kind") from None
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise error(422, "bad_field", "name must be a string", field="name")
+    svc = _service(request)
+    assert svc.store is not None
+    await svc.store.register_device(device_id, kind, name=name)
+    svc.devices[device_id] = kind
+    return web.json_response({"device_id": device_id, "kind": kind.value}, status=201)
+
+
+async def list_dead_letters(request: web.Request) -> web.Response:
+    await require(request, "deadletters:read")
+    svc = _service(request)
+    assert svc.store is not None
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    rows = await svc.store.pool.fetch(
+        "SELECT id, received_at, source, topic, device_id, reason, detail FROM dead_letters ORDER BY id DESC LIMIT $1",
+        limit,
+    )
+    counts = await svc.store.pool.fetch("SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason")
+    return web.json_response(
+        {
+            "counts": {r["reason"]: r["n"] for r in counts},
+            "dead_letters": [{**dict(r), "received_at": r["received_at"].isoformat()} for r in rows],
+        }
+    )
+
+
+async def list_fences(request: web.Request) -> web.Response:
+    await require(request, "fences:read")
+    svc = _service(request)
+    return web.json_response({"ports": {port: fs.to_geojson() for port, fs in svc.fences.sets.items()}})
+
+
+def build_app(service: Service) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=1024 * 1024)
+    app[SERVICE] = service
+    app[TOKENS] = TokenCache()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/devices/{device_id}/positions", positions)
+    app.router.add_post("/v1/devices", register_device)
+    app.router.add_get("/v1/alerts", list_alerts)
+    app.router.add_post("/v1/alerts/{alert_id}/ack", ack_alert)
+    app.router.add_post("/v1/alerts/{alert_id}/resolve", resolve_alert)
+    app.router.add_get("/v1/dead-letters", list_dead_letters)
+    app.router.add_get("/v1/fences", list_fences)
+    return app

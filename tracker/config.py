@@ -1,0 +1,138 @@
+"""One typed settings object; every key has a default and a one-line doc.
+
+Values come from ``TRACKER_<KEY>`` environment variables, optionally layered over a
+TOML file named by ``TRACKER_CONFIG``. Secrets (passwords, tokens, DSNs) are only ever
+read from the environment or that file, never from the repository.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Service settings. ``Settings.describe()`` lists them for the README and ``tracker config``."""
+
+    mqtt_host: str = field(default="127.0.0.1", metadata=_doc("MQTT broker host"))
+    mqtt_port: int = field(default=1883, metadata=_doc("MQTT broker port"))
+    mqtt_username: str = field(default="", metadata=_doc("MQTT user of the service (ACL: read pings, write alerts)"))
+    mqtt_password: str = field(default="", metadata=_doc("MQTT password of the service"))
+    mqtt_client_id: str = field(
+        default="port-tracker-ingest",
+        metadata=_doc("fixed client id: the broker keeps the session and queues pings while the service is down"),
+    )
+    mqtt_session_expiry_s: int = field(
+        default=7 * 24 * 3600, metadata=_doc("how long the broker keeps the session while the service is away")
+    )
+    mqtt_reconnect_max_s: float = field(default=30.0, metadata=_doc("upper bound of reconnect back-off"))
+    ping_topics: tuple[str, ...] = field(
+        default=("trackers/+/ping", "owntracks/+/+"), metadata=_doc("topics subscribed for fixes")
+    )
+    inspection_topic: str = field(default="customs/inspections", metadata=_doc("topic for customs decisions"))
+    deadletter_topic: str = field(default="deadletter/pings", metadata=_doc("topic where rejected payloads are echoed"))
+    alert_topic_prefix: str = field(default="alerts", metadata=_doc("alerts go to <prefix>/<port>/<severity>/<kind>"))
+    db_dsn: str = field(
+        default="postgresql://tracker@127.0.0.1:5433/tracker", metadata=_doc("PostgreSQL DSN (password via env)")
+    )
+    db_pool_max: int = field(default=8, metadata=_doc("maximum database connections"))
+    http_host: str = field(default="127.0.0.1", metadata=_doc("HTTP API bind address"))
+    http_port: int = field(default=8080, metadata=_doc("HTTP API port"))
+    admin_token: str = field(
+        default="", metadata=_doc("bootstrap admin API token (create others with `tracker token`)")
+    )
+    unknown_devices: str = field(
+        default="reject", metadata=_doc("'reject' pings of unregistered devices or 'register' them as trucks")
+    )
+    max_payload_bytes: int = field(default=65536, metadata=_doc("payloads larger than this are dead-lettered"))
+    max_future_s: float = field(default=300.0, metadata=_doc("fixes further in the future than this are rejected"))
+    batch_max: int = field(default=500, metadata=_doc("messages per ingest micro-batch"))
+    batch_wait_ms: float = field(default=20.0, metadata=_doc("how long a micro-batch waits to fill"))
+    hysteresis_m: float = field(default=25.0, metadata=_doc("a fence is left only this far outside its edge"))
+    fence_files: tuple[str, ...] = field(
+        default=(), metadata=_doc("extra fence-set files loaded at start besides those stored in the database")
+    )
+    tick_interval_s: float = field(default=5.0, metadata=_doc("how often timeouts (going dark...) are evaluated"))
+    outbox_poll_s: float = field(default=1.0, metadata=_doc("outbox retry poll interval"))
+    webhook_secret: str = field(default="", metadata=_doc("HMAC key signing webhook deliveries"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Layer: defaults < TOML file (``TRACKER_CONFIG``) < ``TRACKER_*`` variables."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        config_path = env.get("TRACKER_CONFIG")
+        if config_path:
+            with Path(config_path).open("rb") as fh:
+                data = tomllib.load(fh)
+            values.update(data.get("tracker", data))
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ValueError(f"unknown setting {key!r} in {config_path}")
+        for f in dataclasses.fields(cls):
+            raw = env.get("TRACKER_" + f.name.upper())
+            if raw is not None:
+                values[f.name] = raw
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            out[name] = _coerce(name, hints[name], value)
+        settings = cls(**out)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.unknown_devices not in ("reject", "register"):
+            raise ValueError("TRACKER_UNKNOWN_DEVICES must be 'reject' or 'register'")
+        if self.batch_max < 1:
+            raise ValueError("TRACKER_BATCH_MAX must be >= 1")
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(env var, default, doc) for each setting."""
+        rows = []
+        for f in dataclasses.fields(cls):
+            default = f.default
+            shown = ",".join(default) if isinstance(default, tuple) else str(default)
+            rows.append(("TRACKER_" + f.name.upper(), shown, str(f.metadata.get("doc", ""))))
+        return rows
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings safe to log: secrets masked."""
+        out = dataclasses.asdict(self)
+        for key in ("mqtt_password", "admin_token", "webhook_secret"):
+            if out[key]:
+                out[key] = "***"
+        if "@" in self.db_dsn and ":" in self.db_dsn.split("@")[0].split("//")[-1]:
+            head, tail = self.db_dsn.split("@", 1)
+            out["db_dsn"] = head.rsplit(":", 1)[0] + ":***@" + tail
+        return out
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    try:
+        if hint is int:
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+        if typing.get_origin(hint) is tuple:
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(str(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"setting {name}: cannot read {value!r} as {hint}") from exc
+    raise TypeError(f"setting {name}: unsupported type {hint}")

@@ -1,0 +1,101 @@
+"""Geofence transition detector: enter / exit / cross alerts with hysteresis.
+
+Membership is the fence set the device is in after this fix; it is computed once per
+fix by the pipeline (other detectors need it too) and this module only turns the
+change of that set into alerts, with a severity chosen by what the fence protects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from geofences import Fence, FenceIndex, FenceKind, Transition, TransitionKind, classify
+from tracker.core.model import Alert, Ping, Severity
+from tracker.core.state import Fix
+
+
+def _default_enter() -> dict[FenceKind, Severity]:
+    return {FenceKind.RESTRICTED: Severity.HIGH}
+
+
+def _default_exit() -> dict[FenceKind, Severity]:
+    return {FenceKind.RESTRICTED: Severity.MEDIUM, FenceKind.PORT_BOUNDARY: Severity.LOW}
+
+
+@dataclass(frozen=True, slots=True)
+class GeofenceParams:
+    """Severity per fence kind and transition; anything not listed is ``info`` (logged, not queued)."""
+
+    enter: Mapping[FenceKind, Severity] = field(default_factory=_default_enter)
+    exit: Mapping[FenceKind, Severity] = field(default_factory=_default_exit)
+    max_cross_gap_s: float = 600.0  # beyond this gap the straight line between fixes says nothing
+
+
+def membership(index: FenceIndex, previous: frozenset[str], ping: Ping) -> frozenset[str]:
+    return index.membership(ping.lon, ping.lat, previous)
+
+
+def crossed(
+    index: FenceIndex, last: Fix | None, ping: Ping, exclude: frozenset[str], params: GeofenceParams
+) -> tuple[str, ...]:
+    """Fences passed through between two sparse fixes (a gate jumped over between pings)."""
+    if last is None or (ping.ts - last.ts).total_seconds() > params.max_cross_gap_s:
+        return ()
+    if last.lon == ping.lon and last.lat == ping.lat:
+        return ()
+    return index.crossed(last.lon, last.lat, ping.lon, ping.lat, exclude)
+
+
+def _severity(fence: Fence, transition: TransitionKind, params: GeofenceParams) -> Severity:
+    if transition in (TransitionKind.ENTER, TransitionKind.CROSS):
+        if fence.severity:
+            return Severity(fence.severity)
+        return params.enter.get(fence.kind, Severity.INFO)
+    return params.exit.get(fence.kind, Severity.INFO)
+
+
+def alerts_for(
+    index: FenceIndex,
+    transitions: Sequence[Transition],
+    ping: Ping,
+    last: Fix | None,
+    params: GeofenceParams,
+) -> list[Alert]:
+    """One alert per transition of an active fence (a fence outside its time window raises nothing)."""
+    out: list[Alert] = []
+    for tr in transitions:
+        fence = index.get(tr.fence_id)
+        if fence.windows and not any(w.active(ping.ts) for w in fence.windows):
+            continue
+        kind = f"geofence_{tr.kind.value}"
+        verb = {"enter": "entered", "exit": "left", "cross": "passed through"}[tr.kind.value]
+        evidence: dict[str, object] = {
+            "fence": {"id": fence.id, "name": fence.name, "kind": fence.kind.value},
+            "fix": {"ts": ping.ts.isoformat(), "lon": ping.lon, "lat": ping.lat, "accuracy": ping.accuracy},
+        }
+        if last is not None:
+            evidence["previous_fix"] = {"ts": last.ts.isoformat(), "lon": last.lon, "lat": last.lat}
+        out.append(
+            Alert(
+                kind=kind,
+                severity=_severity(fence, tr.kind, params),
+                device_id=ping.device_id,
+                ts=ping.ts,
+                message=f"{ping.device_id} {verb} {fence.kind.value.replace('_', ' ')} {fence.name!r}",
+                port=fence.port,
+                fence_id=fence.id,
+                evidence=evidence,
+                key=f"{fence.id}@{ping.ts.isoformat()}",
+            )
+        )
+    return out
+
+
+def step(
+    index: FenceIndex, previous: frozenset[str], last: Fix | None, ping: Ping, params: GeofenceParams
+) -> tuple[frozenset[str], list[Alert]]:
+    """New membership and the alerts its change raises (exits before enters, then crossings)."""
+    new = membership(index, previous, ping)
+    passed = crossed(index, last, ping, previous | new, params)
+    return new, alerts_for(index, classify(previous, new, passed), ping, last, params)

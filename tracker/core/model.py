@@ -1,0 +1,114 @@
+"""Value types shared by the pure core and the adapters.
+
+Everything here is immutable and free of I/O so that the decision core can be
+tested with plain sequences of values and replayed deterministically.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class DeviceKind(enum.StrEnum):
+    TRUCK = "truck"
+    CONTAINER = "container"
+    SEAL = "seal"
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+SENSOR_EVENTS = frozenset({"door_open", "door_close", "seal_tamper", "ignition_on", "ignition_off"})
+"""Sensor events a tracker may attach to a fix; anything else is rejected so typos never pass silently."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """One GPS fix, as decoded from any wire format.
+
+    ``ts`` is the device's event time (timezone-aware, UTC); ``received`` is when the
+    service got it. Detectors only ever look at ``ts`` so replays give the same result.
+    """
+
+    device_id: str
+    ts: datetime
+    lon: float
+    lat: float
+    speed: float | None = None  # m/s
+    heading: float | None = None  # degrees clockwise from north
+    accuracy: float | None = None  # metres, 1 sigma as the device reports it
+    events: tuple[str, ...] = ()
+    source: str = "native"  # native | owntracks | osmand
+    received: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A payload that must not reach the core; stored as a dead letter with its reason."""
+
+    reason: str
+    detail: str
+    device_id: str | None = None
+    source: str = "native"
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A well-formed message that carries no fix (e.g. an OwnTracks ``lwt``); counted, not dead-lettered."""
+
+    kind: str
+    device_id: str | None = None
+
+
+def alert_id(*parts: str) -> uuid.UUID:
+    """Derive the alert id from what identifies it, so a replayed ping yields the same id (idempotent insert)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, "port-tracker:" + "|".join(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A decision the core made, with the evidence an officer needs to judge it without the database."""
+
+    kind: str
+    severity: Severity
+    device_id: str
+    ts: datetime
+    message: str
+    port: str | None = None
+    fence_id: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    key: str = ""  # what makes this alert unique for its device and kind (e.g. the fence and time)
+
+    @property
+    def id(self) -> uuid.UUID:
+        return alert_id(self.device_id, self.kind, self.key or self.ts.isoformat())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "kind": self.kind,
+            "severity": self.severity.value,
+            "device_id": self.device_id,
+            "ts": self.ts.isoformat(),
+            "message": self.message,
+            "port": self.port,
+            "fence_id": self.fence_id,
+            "evidence": self.evidence,
+        }
+
+
+def chain_hash(prev_hash: str, alert: dict[str, Any]) -> str:
+    """Hash linking an alert to its predecessor: editing or deleting a stored alert breaks the chain."""
+    body = json.dumps(alert, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256((prev_hash + body).encode()).hexdigest()

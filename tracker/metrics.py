@@ -1,0 +1,35 @@
+"""Prometheus metrics, one registry per service so tests can run several services in a process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.received = Counter("tracker_messages_received", "MQTT/HTTP messages received", ["source"], registry=r)
+        self.pings_accepted = Counter("tracker_pings_accepted", "fixes decoded and handed to the core", registry=r)
+        self.pings_stored = Counter("tracker_pings_stored", "fixes newly stored (redeliveries excluded)", registry=r)
+        self.pings_flagged = Counter("tracker_pings_flagged", "fixes stored with a flag", ["flag"], registry=r)
+        self.rejected = Counter("tracker_pings_rejected", "payloads dead-lettered", ["reason"], registry=r)
+        self.ignored = Counter("tracker_messages_ignored", "well-formed messages without a fix", ["kind"], registry=r)
+        self.alerts = Counter("tracker_alerts_raised", "alerts stored", ["kind", "severity"], registry=r)
+        self.published = Counter("tracker_alerts_published", "outbox rows delivered", ["channel"], registry=r)
+        self.publish_failures = Counter("tracker_publish_failures", "outbox delivery failures", ["channel"], registry=r)
+        self.store_retries = Counter("tracker_store_retries", "batch writes retried after a database error", registry=r)
+        self.outbox_backlog = Gauge("tracker_outbox_backlog", "outbox rows not yet delivered", registry=r)
+        self.devices = Gauge("tracker_devices_tracked", "devices with state in memory", registry=r)
+        self.ingest_lag = Histogram(
+            "tracker_ingest_lag_seconds",
+            "fix time to commit time",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "tracker_batch_size", "messages per micro-batch", buckets=(1, 5, 10, 50, 100, 250, 500, 1000), registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

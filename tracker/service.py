@@ -1,0 +1,357 @@
+"""Composition root: wires MQTT ingest, the pure core, the store, the outbox and the HTTP API.
+
+Ordering: a single ingest task drains the broker queue in micro-batches and runs the
+core over them, so one device's fixes are never processed concurrently; within a batch
+a device's fixes are taken in event-time order. Messages are acknowledged to the broker
+only after the batch's transaction committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+from aiohttp import web
+
+from geofences import Fence, FenceIndex, FenceSet, load_fence_set
+from tracker.adapters.decode import Limits, decode_mqtt
+from tracker.adapters.mqtt import Message, MqttLink, PublishError
+from tracker.adapters.store import Batch, Store
+from tracker.config import Settings
+from tracker.core.model import Alert, DeviceKind, Ignored, Ping, Rejected
+from tracker.core.pipeline import Params, Pipeline
+from tracker.core.state import DeviceState
+from tracker.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Fences:
+    """The fence sets in force and their index; swapped whole when a set is reloaded."""
+
+    sets: dict[str, FenceSet] = field(default_factory=dict)
+    index: FenceIndex = field(default_factory=lambda: FenceIndex([]))
+
+    @classmethod
+    def build(cls, sets: Iterable[FenceSet], hysteresis_m: float) -> Fences:
+        by_port = {s.port: s for s in sets}
+        fences: list[Fence] = [f for s in by_port.values() for f in s.fences]
+        return cls(by_port, FenceIndex(fences, hysteresis_m=hysteresis_m))
+
+
+class Service:
+    def __init__(self, settings: Settings, *, clock: Clock = utcnow) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = Metrics()
+        self.limits = Limits(settings.max_payload_bytes, settings.max_future_s)
+        self.store: Store | None = None
+        self.link: MqttLink | None = None
+        self.fences = Fences()
+        self.pipeline = Pipeline(self.fences.index)
+        self.devices: dict[str, DeviceKind] = {}
+        self.states: dict[str, DeviceState] = {}
+        self.outbox_wake = asyncio.Event()
+        self.alert_listeners: set[asyncio.Queue[dict[str, object]]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+        self._stopping = False
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, *, http: bool = True) -> None:
+        s = self.settings
+        log.info("starting with %s", s.redacted())
+        self.store = await Store.connect(s.db_dsn, max_size=s.db_pool_max, alert_topic_prefix=s.alert_topic_prefix)
+        await self.store.migrate()
+        await self.reload_fences()
+        self.devices = await self.store.devices()
+        self.states = await self.store.states()
+        self.metrics.devices.set(len(self.states))
+        self.link = MqttLink(
+            host=s.mqtt_host,
+            port=s.mqtt_port,
+            username=s.mqtt_username,
+            password=s.mqtt_password,
+            client_id=s.mqtt_client_id,
+            subscriptions=(*s.ping_topics, s.inspection_topic),
+            session_expiry_s=s.mqtt_session_expiry_s,
+            reconnect_max_s=s.mqtt_reconnect_max_s,
+            receive_maximum=max(s.batch_max * 2, 100),
+        )
+        self.link.start()
+        self._tasks = [
+            asyncio.create_task(self._ingest_loop(), name="ingest"),
+            asyncio.create_task(self._outbox_loop(), name="outbox"),
+        ]
+        if http:
+            from tracker.adapters.api import build_app
+
+            self._runner = web.AppRunner(build_app(self), access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, s.http_host, s.http_port)
+            await site.start()
+            sockets = getattr(site._server, "sockets", None) or []
+            self.http_port = int(sockets[0].getsockname()[1]) if sockets else s.http_port
+            log.info("HTTP API on http://%s:%s", s.http_host, self.http_port)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.link is not None:
+            await self.link.stop()
+        if self.store is not None:
+            await self.store.close()
+
+    async def reload_fences(self) -> None:
+        assert self.store is not None
+        sets = [load_fence_set(g) for g in await self.store.fence_sets()]
+        for path in self.settings.fence_files:
+            sets.append(load_fence_set(path))
+        self.fences = Fences.build(sets, self.settings.hysteresis_m)
+        self.pipeline = Pipeline(self.fences.index, Params())
+        log.info(
+            "fences: %s",
+            ", ".join(f"{p}={len(fs.fences)}" for p, fs in self.fences.sets.items()) or "none loaded",
+        )
+
+    async def ready(self) -> dict[str, bool]:
+        db = self.store is not None and await self.store.ready()
+        mqtt = self.link is not None and self.link.connected.is_set()
+        return {"database": db, "broker": mqtt}
+
+    # ---- ingest ---------------------------------------------------------------------------------
+
+    async def _ingest_loop(self) -> None:
+        assert self.link is not None
+        queue = self.link.messages
+        wait = self.settings.batch_wait_ms / 1000.0
+        while True:
+            batch = [await queue.get()]
+            deadline = asyncio.get_running_loop().time() + wait
+            while len(batch) < self.settings.batch_max:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+                except TimeoutError:
+                    break
+                while len(batch) < self.settings.batch_max and not queue.empty():
+                    batch.append(queue.get_nowait())
+            try:
+                await self.process(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop ingest; the batch stays unacked and is redelivered
+                log.exception("ingest batch of %d failed", len(batch))
+                await asyncio.sleep(1.0)
+
+    def build_batch(
+        self, decoded: list[tuple[Ping | Rejected | Ignored, str | None, bytes | None]]
+    ) -> tuple[Batch, dict[str, DeviceState]]:
+        """Run the core over one micro-batch; returns what to write and the states to adopt after commit."""
+        batch = Batch()
+        pings: list[Ping] = []
+        for item, topic, payload in decoded:
+            if isinstance(item, Rejected):
+                batch.dead_letters.append((item, topic, payload))
+            elif isinstance(item, Ignored):
+                self.metrics.ignored.labels(item.kind).inc()
+            else:
+                if item.device_id not in self.devices and item.device_id not in batch.new_devices:
+                    if self.settings.unknown_devices == "register":
+                        batch.new_devices[item.device_id] = DeviceKind.TRUCK
+                    else:
+                        batch.dead_letters.append(
+                            (
+                                Rejected(
+                                    "unknown_device",
+                                    f"device {item.device_id!r} is not registered",
+                                    item.device_id,
+                                    item.source,
+                                ),
+                                topic,
+                                payload,
+                            )
+                        )
+                        continue
+                pings.append(item)
+        working: dict[str, DeviceState] = {}
+        # stable sort: per device, event-time order; arrival order breaks ties
+        for ping in sorted(pings, key=lambda p: (p.device_id, p.ts)):
+            dev = ping.device_id
+            state = working.get(dev) or self.states.get(dev)
+            if state is None:
+                state = DeviceState(dev, self.devices.get(dev) or batch.new_devices.get(dev, DeviceKind.TRUCK))
+            result = self.pipeline.step(state, ping)
+            working[dev] = result.state
+            batch.pings.append((ping, result.flags))
+            batch.alerts.extend(result.alerts)
+        batch.states = {d: s for d, s in working.items() if s is not self.states.get(d)}
+        return batch, working
+
+    async def process(self, messages: list[Message]) -> None:
+        assert self.store is not None and self.link is not None
+        now = self.clock()
+        decoded: list[tuple[Ping | Rejected | Ignored, str | None, bytes | None]] = []
+        for msg in messages:
+            self.metrics.received.labels(msg.topic.split("/", 1)[0]).inc()
+            item = decode_mqtt(msg.topic, msg.payload, now, self.limits)
+            # a dead letter keeps at most max_payload_bytes of its payload: enough to diagnose, no DoS lever
+            kept = msg.payload[: self.limits.max_payload_bytes] if isinstance(item, Rejected) else None
+            decoded.append((item, msg.topic, kept))
+        await self.commit(decoded)
+        for msg in messages:
+            self.link.ack(msg)
+        self.metrics.batch_size.observe(len(messages))
+
+    async def commit(self, decoded: list[tuple[Ping | Rejected | Ignored, str | None, bytes | None]]) -> None:
+        """Write one batch; retried until the database takes it (messages stay unacknowledged meanwhile)."""
+        assert self.store is not None
+        delay = 0.5
+        while True:
+            batch, working = self.build_batch(decoded)
+            try:
+                result = await self.store.write_batch(batch)
+                break
+            except TRANSIENT_DB_ERRORS as exc:
+                self.metrics.store_retries.inc()
+                log.warning("database unavailable (%s); retrying batch in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except asyncpg.PostgresError as exc:
+                if len(decoded) > 1:
+                    log.error("batch rejected by the database (%s); writing its messages one by one", exc)
+                    for item in decoded:
+                        await self.commit([item])
+                    return
+                only, topic, payload = decoded[0]
+                log.error("message rejected by the database: %s", exc)
+                dev = only.device_id if isinstance(only, Ping | Rejected) else None
+                decoded = [(Rejected("store_error", str(exc)[:300], dev), topic, payload)]
+        self._adopt(batch, working, result.pings_stored, result.alerts_stored)
+
+    def _adopt(self, batch: Batch, working: dict[str, DeviceState], stored: int, alerts: list[Alert]) -> None:
+        self.states.update(working)
+        self.devices.update(batch.new_devices)
+        self.metrics.devices.set(len(self.states))
+        now = self.clock()
+        self.metrics.pings_accepted.inc(len(batch.pings))
+        self.metrics.pings_stored.inc(stored)
+        for ping, flags in batch.pings:
+            self.metrics.ingest_lag.observe(max(0.0, (now - ping.ts).total_seconds()))
+            for flag in flags:
+                self.metrics.pings_flagged.labels(flag).inc()
+        for rejected, topic, _payload in batch.dead_letters:
+            self.metrics.rejected.labels(rejected.reason).inc()
+            echo = {"reason": rejected.reason, "detail": rejected.detail, "topic": topic, "at": now.isoformat()}
+            target = (
+                f"trackers/{rejected.device_id}/rejected"
+                if rejected.device_id and topic and topic.startswith("trackers/")
+                else self.settings.deadletter_topic
+            )
+            if self.link is not None:
+                self.link.publish_nowait(target, json.dumps(echo).encode())
+        for alert in alerts:
+            self.metrics.alerts.labels(alert.kind, alert.severity.value).inc()
+        if alerts:
+            self.outbox_wake.set()
+
+    # ---- outbox ---------------------------------------------------------------------------------
+
+    async def _outbox_loop(self) -> None:
+        assert self.store is not None and self.link is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.outbox_wake.wait(), self.settings.outbox_poll_s)
+            self.outbox_wake.clear()
+            try:
+                await self.drain_outbox()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox drain failed; retrying")
+                await asyncio.sleep(1.0)
+
+    async def drain_outbox(self) -> int:
+        assert self.store is not None and self.link is not None
+        sent = 0
+        while True:
+            rows = await self.store.pending_outbox()
+            self.metrics.outbox_backlog.set(len(rows))
+            if not rows:
+                return sent
+            delivered: list[int] = []
+            failed: list[int] = []
+            error = ""
+            for row in rows:
+                payload = row["payload"]
+                text = payload if isinstance(payload, str) else json.dumps(payload)
+                try:
+                    await self.link.publish(row["topic"], text.encode(), qos=1)
+                except PublishError as exc:
+                    failed.append(row["id"])
+                    error = str(exc)
+                    self.metrics.publish_failures.labels("mqtt").inc()
+                    break  # the broker is away: keep order, try the rest later
+                delivered.append(row["id"])
+                self.metrics.published.labels("mqtt").inc()
+                self._fan_out(json.loads(text))
+            await self.store.mark_delivered(delivered)
+            await self.store.mark_failed(failed, error)
+            sent += len(delivered)
+            if failed:
+                await self.link.wait_connected(self.settings.outbox_poll_s)
+                return sent
+
+    def _fan_out(self, alert: dict[str, object]) -> None:
+        """Live feeds (SSE/WebSocket) get alerts once they are stored and announced."""
+        for queue in list(self.alert_listeners):
+            if queue.full():
+                continue  # a slow viewer misses live items; the API lists every stored alert
+            queue.put_nowait(alert)
+
+
+async def run_forever(settings: Settings) -> None:
+    service = Service(settings)
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await service.stop()
