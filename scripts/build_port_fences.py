@@ -178,6 +178,7 @@ def build_santos(data: Path) -> dict[str, Any]:
         else:
             b.add(f"santos-terminal-{i + 1:02d}", f"Terminal – {operator}", "terminal", geom, extra)
 
+    leased_geoms = shapely.union_all([g for _, _, g in leased])
     customs = layer("customs")
     largest_customs: tuple[float, str, BaseGeometry] | None = None
     for i, props, geom in customs:
@@ -231,6 +232,14 @@ def build_santos(data: Path) -> dict[str, Any]:
 
     for i, props, geom in layer("available"):
         nm = str(props.get("Nome", "")).strip()
+        # The PDZ lists some areas both as leased (with an operator) and as available for lease.
+        # A truck entering a working terminal (or the inspection area) must not raise a high-severity
+        # alarm, so whatever the leased layer covers stays leased; only the vacant remainder is restricted.
+        vacant = shapely.make_valid(geom.difference(leased_geoms))
+        vacant = shapely.union_all([g for g in shapely.get_parts(vacant) if g.geom_type in ("Polygon", "MultiPolygon")])
+        if vacant.is_empty or float(vacant.area) < 0.3 * float(geom.area):
+            continue
+        geom = vacant
         b.add(
             f"santos-restricted-{i + 1:02d}",
             f"Área disponível para arrendamento {nm} (sem operador)",

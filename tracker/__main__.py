@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the service (MQTT ingest, detectors, store, HTTP API)")
     sub.add_parser("migrate", help="create or upgrade the database schema")
     sub.add_parser("config", help="list every setting, its environment variable and default")
+    sub.add_parser("simulate", add_help=False, help="generate a labelled port traffic scenario (simulate --help)")
     g = sub.add_parser("geofences", help="fence sets").add_subparsers(dest="fcmd", required=True)
     c = g.add_parser("check", help="validate fence-set GeoJSON files")
     c.add_argument("files", nargs="+")
@@ -186,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        from tracker.sim.cli import main as simulate
+
+        return simulate(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -65,7 +65,10 @@ class Settings:
     )
     tick_interval_s: float = field(default=5.0, metadata=_doc("how often timeouts (going dark...) are evaluated"))
     outbox_poll_s: float = field(default=1.0, metadata=_doc("outbox retry poll interval"))
-    webhook_secret: str = field(default="", metadata=_doc("HMAC key signing webhook deliveries"))
+    timescale_jobs_s: float = field(
+        default=0.0,
+        metadata=_doc("run TimescaleDB policies in the foreground every N s (0: leave them to its scheduler)"),
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,7 +115,7 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """Settings safe to log: secrets masked."""
         out = dataclasses.asdict(self)
-        for key in ("mqtt_password", "admin_token", "webhook_secret"):
+        for key in ("mqtt_password", "admin_token"):
             if out[key]:
                 out[key] = "***"
         if "@" in self.db_dsn and ":" in self.db_dsn.split("@")[0].split("//")[-1]:

@@ -18,6 +18,9 @@ class Metrics:
         self.alerts = Counter("tracker_alerts_raised", "alerts stored", ["kind", "severity"], registry=r)
         self.published = Counter("tracker_alerts_published", "outbox rows delivered", ["channel"], registry=r)
         self.publish_failures = Counter("tracker_publish_failures", "outbox delivery failures", ["channel"], registry=r)
+        self.inspections_unrouted = Counter(
+            "tracker_inspections_unrouted", "customs decisions for containers without a tracker", registry=r
+        )
         self.store_retries = Counter("tracker_store_retries", "batch writes retried after a database error", registry=r)
         self.outbox_backlog = Gauge("tracker_outbox_backlog", "outbox rows not yet delivered", registry=r)
         self.devices = Gauge("tracker_devices_tracked", "devices with state in memory", registry=r)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,11 +20,11 @@ import asyncpg
 from aiohttp import web
 
 from geofences import Fence, FenceIndex, FenceSet, load_fence_set
-from tracker.adapters.decode import Limits, decode_mqtt
+from tracker.adapters.decode import Limits, decode_inspection, decode_mqtt
 from tracker.adapters.mqtt import Message, MqttLink, PublishError
-from tracker.adapters.store import Batch, Store
+from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.config import Settings
-from tracker.core.model import Alert, DeviceKind, Ignored, Ping, Rejected
+from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
 from tracker.core.pipeline import Params, Pipeline
 from tracker.core.state import DeviceState
 from tracker.metrics import Metrics
@@ -32,6 +32,11 @@ from tracker.metrics import Metrics
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+Decoded = tuple[Ping | Rejected | Ignored | Inspection, str | None, bytes | None]
+"""A decoded input with the topic it came on and, for dead letters, the raw payload."""
+
+TICK_HORIZON_S = 24 * 3600.0
+"""Devices silent for longer than this are no longer ticked (their silence was already reported)."""
 
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -75,6 +80,8 @@ class Service:
         self.devices: dict[str, DeviceKind] = {}
         self.states: dict[str, DeviceState] = {}
         self.outbox_wake = asyncio.Event()
+        self.commands: asyncio.Queue[tuple[object, asyncio.Future[None]]] = asyncio.Queue()
+        self.containers: dict[str, list[str]] = {}
         self.alert_listeners: set[asyncio.Queue[dict[str, object]]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -91,6 +98,9 @@ class Service:
         await self.reload_fences()
         self.devices = await self.store.devices()
         self.states = await self.store.states()
+        self.pipeline.restore(list(self.states.values()))
+        for dev, container_no in (await self.store.containers()).items():
+            self.containers.setdefault(container_no, []).append(dev)
         self.metrics.devices.set(len(self.states))
         self.link = MqttLink(
             host=s.mqtt_host,
@@ -108,10 +118,12 @@ class Service:
             asyncio.create_task(self._ingest_loop(), name="ingest"),
             asyncio.create_task(self._outbox_loop(), name="outbox"),
         ]
+        if s.timescale_jobs_s > 0 and self.store.timescale:
+            self._tasks.append(asyncio.create_task(self._policy_loop(), name="timescale-jobs"))
         if http:
             from tracker.adapters.api import build_app
 
-            self._runner = web.AppRunner(build_app(self), access_log=None)
+            self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
             await self._runner.setup()
             site = web.TCPSite(self._runner, s.http_host, s.http_port)
             await site.start()
@@ -139,7 +151,7 @@ class Service:
         for path in self.settings.fence_files:
             sets.append(load_fence_set(path))
         self.fences = Fences.build(sets, self.settings.hysteresis_m)
-        self.pipeline = Pipeline(self.fences.index, Params())
+        self.pipeline = Pipeline(self.fences.index, Params(), world=self.pipeline.world)
         log.info(
             "fences: %s",
             ", ".join(f"{p}={len(fs.fences)}" for p, fs in self.fences.sets.items()) or "none loaded",
@@ -153,81 +165,144 @@ class Service:
     # ---- ingest ---------------------------------------------------------------------------------
 
     async def _ingest_loop(self) -> None:
+        """The single writer: fixes, customs decisions, API commands and timer ticks all pass here."""
         assert self.link is not None
         queue = self.link.messages
+        loop = asyncio.get_running_loop()
         wait = self.settings.batch_wait_ms / 1000.0
+        next_tick = loop.time() + self.settings.tick_interval_s
         while True:
-            batch = [await queue.get()]
-            deadline = asyncio.get_running_loop().time() + wait
-            while len(batch) < self.settings.batch_max:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(queue.get(), remaining))
-                except TimeoutError:
-                    break
-                while len(batch) < self.settings.batch_max and not queue.empty():
-                    batch.append(queue.get_nowait())
             try:
+                if not self.commands.empty():
+                    await self._run_command(*self.commands.get_nowait())
+                    continue
+                if loop.time() >= next_tick:
+                    next_tick = loop.time() + self.settings.tick_interval_s
+                    await self.commit([], tick_at=self.clock())
+                    continue
+                try:
+                    first = await asyncio.wait_for(queue.get(), min(wait * 5 + 0.05, next_tick - loop.time()))
+                except TimeoutError:
+                    continue
+                batch = [first]
+                deadline = loop.time() + wait
+                while len(batch) < self.settings.batch_max:
+                    while len(batch) < self.settings.batch_max and not queue.empty():
+                        batch.append(queue.get_nowait())
+                    remaining = deadline - loop.time()
+                    if remaining <= 0 or len(batch) >= self.settings.batch_max:
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(queue.get(), remaining))
+                    except TimeoutError:
+                        break
                 await self.process(batch)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a bug must not stop ingest; the batch stays unacked and is redelivered
-                log.exception("ingest batch of %d failed", len(batch))
+            except Exception:  # a bug must not stop ingest; an unacknowledged batch is redelivered
+                log.exception("ingest step failed")
                 await asyncio.sleep(1.0)
 
+    async def _run_command(self, command: object, fut: asyncio.Future[None]) -> None:
+        try:
+            if isinstance(command, tuple) and len(command) == 4 and command[0] == "pair":
+                _, container_id, truck_id, at = command
+                await self._pair(container_id, truck_id, at)
+            else:
+                await self.commit([command])  # type: ignore[list-item]
+        except Exception as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+            raise
+        if not fut.done():
+            fut.set_result(None)
+
+    async def _pair(self, container_id: str, truck_id: str | None, at: datetime) -> None:
+        assert self.store is not None
+        state = self.states.get(container_id) or DeviceState(container_id, DeviceKind.CONTAINER)
+        result = self.pipeline.pair(state, truck_id, at)
+        batch = Batch(states={container_id: result.state})
+        await self.store.record_pairing(container_id, truck_id, at, "api")
+        await self.store.write_batch(batch)
+        self.states[container_id] = result.state
+
     def build_batch(
-        self, decoded: list[tuple[Ping | Rejected | Ignored, str | None, bytes | None]]
+        self, decoded: Sequence[Decoded], now: datetime | None = None
     ) -> tuple[Batch, dict[str, DeviceState]]:
-        """Run the core over one micro-batch; returns what to write and the states to adopt after commit."""
+        """Run the core over one micro-batch; returns what to write and the states to adopt after commit.
+
+        Per device, fixes and customs decisions are applied in event-time order (arrival order
+        breaks ties), so a clearance inside a batch of replayed fixes lands where it happened.
+        A ``now`` runs the timers of every device after the batch.
+        """
         batch = Batch()
-        pings: list[Ping] = []
-        for item, topic, payload in decoded:
+        work: list[tuple[str, datetime, int, Ping | Inspection]] = []
+        for seq, (item, topic, payload) in enumerate(decoded):
             if isinstance(item, Rejected):
                 batch.dead_letters.append((item, topic, payload))
             elif isinstance(item, Ignored):
                 self.metrics.ignored.labels(item.kind).inc()
+            elif isinstance(item, Inspection):
+                batch.inspections.append((item, topic or "api"))
+                targets = self.containers.get(item.container_no, ())
+                if not targets:
+                    self.metrics.inspections_unrouted.inc()
+                for dev in targets:
+                    work.append((dev, item.ts, seq, item))
             else:
                 if item.device_id not in self.devices and item.device_id not in batch.new_devices:
                     if self.settings.unknown_devices == "register":
                         batch.new_devices[item.device_id] = DeviceKind.TRUCK
                     else:
-                        batch.dead_letters.append(
-                            (
-                                Rejected(
-                                    "unknown_device",
-                                    f"device {item.device_id!r} is not registered",
-                                    item.device_id,
-                                    item.source,
-                                ),
-                                topic,
-                                payload,
-                            )
-                        )
+                        reason = f"device {item.device_id!r} is not registered"
+                        rejected = Rejected("unknown_device", reason, item.device_id, item.source)
+                        batch.dead_letters.append((rejected, topic, payload))
                         continue
-                pings.append(item)
+                work.append((item.device_id, item.ts, seq, item))
         working: dict[str, DeviceState] = {}
-        # stable sort: per device, event-time order; arrival order breaks ties
-        for ping in sorted(pings, key=lambda p: (p.device_id, p.ts)):
-            dev = ping.device_id
+        for dev, _ts, _seq, item in sorted(work, key=lambda w: (w[0], w[1], w[2])):
             state = working.get(dev) or self.states.get(dev)
             if state is None:
                 state = DeviceState(dev, self.devices.get(dev) or batch.new_devices.get(dev, DeviceKind.TRUCK))
-            result = self.pipeline.step(state, ping)
+            if isinstance(item, Inspection):
+                result = self.pipeline.inspect(state, item)
+            else:
+                result = self.pipeline.step(state, item)
+                batch.pings.append((item, result.flags))
             working[dev] = result.state
-            batch.pings.append((ping, result.flags))
-            batch.alerts.extend(result.alerts)
+            self._collect(batch, result.alerts)
+        if now is not None:
+            for dev, state in list(self.states.items()):
+                current = working.get(dev, state)
+                if current.last is None or (now - current.last.ts).total_seconds() > TICK_HORIZON_S:
+                    continue
+                result = self.pipeline.tick(current, now)
+                if result.state is not current:
+                    working[dev] = result.state
+                self._collect(batch, result.alerts)
         batch.states = {d: s for d, s in working.items() if s is not self.states.get(d)}
         return batch, working
 
+    @staticmethod
+    def _collect(batch: Batch, events: Iterable[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, AlertUpdate):
+                batch.updates.append(ev)
+            else:
+                batch.alerts.append(ev)
+
     async def process(self, messages: list[Message]) -> None:
-        assert self.store is not None and self.link is not None
+        assert self.store is not None
+        assert self.link is not None
         now = self.clock()
-        decoded: list[tuple[Ping | Rejected | Ignored, str | None, bytes | None]] = []
+        decoded: list[Decoded] = []
         for msg in messages:
             self.metrics.received.labels(msg.topic.split("/", 1)[0]).inc()
-            item = decode_mqtt(msg.topic, msg.payload, now, self.limits)
+            item: Ping | Rejected | Ignored | Inspection
+            if msg.topic == self.settings.inspection_topic:
+                item = decode_inspection(msg.payload, now, self.limits)
+            else:
+                item = decode_mqtt(msg.topic, msg.payload, now, self.limits)
             # a dead letter keeps at most max_payload_bytes of its payload: enough to diagnose, no DoS lever
             kept = msg.payload[: self.limits.max_payload_bytes] if isinstance(item, Rejected) else None
             decoded.append((item, msg.topic, kept))
@@ -236,12 +311,12 @@ class Service:
             self.link.ack(msg)
         self.metrics.batch_size.observe(len(messages))
 
-    async def commit(self, decoded: list[tuple[Ping | Rejected | Ignored, str | None, bytes | None]]) -> None:
+    async def commit(self, decoded: Sequence[Decoded], *, tick_at: datetime | None = None) -> BatchResult:
         """Write one batch; retried until the database takes it (messages stay unacknowledged meanwhile)."""
         assert self.store is not None
         delay = 0.5
         while True:
-            batch, working = self.build_batch(decoded)
+            batch, working = self.build_batch(decoded, tick_at)
             try:
                 result = await self.store.write_batch(batch)
                 break
@@ -253,22 +328,33 @@ class Service:
             except asyncpg.PostgresError as exc:
                 if len(decoded) > 1:
                     log.error("batch rejected by the database (%s); writing its messages one by one", exc)
-                    for item in decoded:
-                        await self.commit([item])
-                    return
+                    last = BatchResult(0, [])
+                    for one in decoded:
+                        last = await self.commit([one])
+                    return last
+                if not decoded:
+                    log.error("timer batch rejected by the database: %s", exc)
+                    return BatchResult(0, [])
                 only, topic, payload = decoded[0]
                 log.error("message rejected by the database: %s", exc)
                 dev = only.device_id if isinstance(only, Ping | Rejected) else None
                 decoded = [(Rejected("store_error", str(exc)[:300], dev), topic, payload)]
-        self._adopt(batch, working, result.pings_stored, result.alerts_stored)
+        self._adopt(batch, working, result)
+        return result
 
-    def _adopt(self, batch: Batch, working: dict[str, DeviceState], stored: int, alerts: list[Alert]) -> None:
+    async def submit(self, command: Decoded | tuple[str, str, str | None, datetime]) -> None:
+        """Hand an API-originated fact to the ingest task (the single writer) and wait until it is stored."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self.commands.put((command, fut))
+        await fut
+
+    def _adopt(self, batch: Batch, working: dict[str, DeviceState], result: BatchResult) -> None:
         self.states.update(working)
         self.devices.update(batch.new_devices)
         self.metrics.devices.set(len(self.states))
         now = self.clock()
         self.metrics.pings_accepted.inc(len(batch.pings))
-        self.metrics.pings_stored.inc(stored)
+        self.metrics.pings_stored.inc(result.pings_stored)
         for ping, flags in batch.pings:
             self.metrics.ingest_lag.observe(max(0.0, (now - ping.ts).total_seconds()))
             for flag in flags:
@@ -283,10 +369,23 @@ class Service:
             )
             if self.link is not None:
                 self.link.publish_nowait(target, json.dumps(echo).encode())
-        for alert in alerts:
+        for alert in result.alerts_stored:
             self.metrics.alerts.labels(alert.kind, alert.severity.value).inc()
-        if alerts:
+        if result.alerts_stored or result.updates_stored:
             self.outbox_wake.set()
+
+    async def _policy_loop(self) -> None:
+        """Some PostgreSQL/TimescaleDB pairs fail background jobs; running them here keeps compression going."""
+        assert self.store is not None
+        while True:
+            await asyncio.sleep(self.settings.timescale_jobs_s)
+            try:
+                jobs = await self.store.run_policies()
+                log.info("ran TimescaleDB jobs %s", jobs)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("TimescaleDB jobs failed; retrying next period")
 
     # ---- outbox ---------------------------------------------------------------------------------
 

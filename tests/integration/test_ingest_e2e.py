@@ -43,9 +43,10 @@ async def test_restricted_entry_raises_stored_and_published_alert(
     dev = new_device_id()
     fence_id, lon, lat = restricted_point()
     now = datetime.now(UTC).replace(microsecond=0)
-    out_lon, out_lat = outside_point()
+    # 30 s earlier the truck was ~150 m further south, outside the fence (a plausible approach)
+    out_lat = lat - 0.00135
     await device.apublish(f"trackers/{dev}/ping", json.dumps({"ts": (now - timedelta(seconds=30)).isoformat(),
-                                                               "lat": out_lat, "lon": out_lon}))
+                                                               "lat": out_lat, "lon": lon}))
     sent = time.monotonic()
     await device.apublish(f"trackers/{dev}/ping", json.dumps({"ts": now.isoformat(), "lat": lat, "lon": lon,
                                                                "speed": 3.2}))

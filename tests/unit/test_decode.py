@@ -104,6 +104,13 @@ def test_future_timestamp_is_rejected_but_small_clock_skew_is_not() -> None:
     assert isinstance(native({"ts": skewed, "lat": 1, "lon": 2}), Ping)
 
 
+def test_fix_older_than_retention_is_rejected() -> None:
+    r = native({"ts": (NOW - timedelta(days=401)).isoformat(), "lat": 1, "lon": 2})
+    assert isinstance(r, Rejected)
+    assert r.reason == "too_old"
+    assert isinstance(native({"ts": (NOW - timedelta(days=30)).isoformat(), "lat": 1, "lon": 2}), Ping)
+
+
 def test_oversize_payload() -> None:
     big = json.dumps({"ts": 1795435200, "lat": 1, "lon": 2, "pad": "x" * 70000}).encode()
     r = decode_native("T1", big, NOW, Limits(max_payload_bytes=65536))
@@ -161,13 +168,14 @@ def _osmand_samples() -> list[dict[str, object]]:
 
 def test_osmand_real_samples_decode_or_reject_cleanly() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
+    archive = Limits(max_age_s=20 * 365 * 86400.0)  # the samples date from 2013-2025
     results = []
     for sample in _osmand_samples():
         if sample["method"] == "GET":
             query = dict(parse_qsl(urlsplit(str(sample["uri"])).query))
-            results.append(decode_osmand(query, now))
+            results.append(decode_osmand(query, now, archive))
         else:
-            results.append(decode_osmand_json(json.dumps(sample["body"]).encode(), now))
+            results.append(decode_osmand_json(json.dumps(sample["body"]).encode(), now, archive))
     pings = [r for r in results if isinstance(r, Ping)]
     rejected = [r for r in results if isinstance(r, Rejected)]
     assert len(pings) + len(rejected) == 15

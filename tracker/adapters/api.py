@@ -7,15 +7,20 @@ only ``admin`` registers devices. Every error is JSON with a stable ``error`` co
 
 from __future__ import annotations
 
+import asyncio
+import csv
 import hashlib
 import hmac
+import io
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import escape as xml_escape
 
 from aiohttp import web
 
@@ -24,7 +29,7 @@ from tracker.adapters.decode import parse_ts
 if TYPE_CHECKING:
     from tracker.service import Service
 
-ROLES = ("operator", "insurer", "security", "admin")
+ROLES = ("operator", "insurer", "security", "admin", "customs")
 PERMISSIONS: Mapping[str, frozenset[str]] = {
     "positions:read": frozenset({"operator", "security", "admin", "insurer"}),
     "alerts:read": frozenset({"operator", "security", "admin"}),
@@ -32,6 +37,8 @@ PERMISSIONS: Mapping[str, frozenset[str]] = {
     "devices:write": frozenset({"admin"}),
     "fences:read": frozenset({"operator", "security", "admin"}),
     "deadletters:read": frozenset({"operator", "admin"}),
+    "inspections:write": frozenset({"customs", "admin"}),
+    "pairings:write": frozenset({"operator", "admin"}),
 }
 MAX_POSITIONS = 50_000
 
@@ -209,7 +216,22 @@ async def positions(request: web.Request) -> web.Response:
     assert svc.store is not None
     if device_id not in svc.devices:
         raise error(404, "not_found", f"no device {device_id!r}")
+    fmt = request.query.get("format", "geojson")
+    if fmt not in ("geojson", "gpx", "csv"):
+        raise error(400, "bad_parameter", "format must be geojson|gpx|csv", parameter="format")
     rows = await svc.store.positions(device_id, start, end, limit)
+    if fmt == "csv":
+        return web.Response(
+            text=_csv(rows),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{device_id}.csv"'},
+        )
+    if fmt == "gpx":
+        return web.Response(
+            text=_gpx(device_id, rows),
+            content_type="application/gpx+xml",
+            headers={"Content-Disposition": f'attachment; filename="{device_id}.gpx"'},
+        )
     features = [
         {
             "type": "Feature",
@@ -235,6 +257,41 @@ async def positions(request: web.Request) -> web.Response:
             "truncated": len(rows) == limit,
             "features": features,
         }
+    )
+
+
+def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["ts", "lon", "lat", "speed_m_s", "heading", "accuracy_m", "events", "flags", "source"])
+    for r in rows:
+        writer.writerow(
+            [
+                r["ts"].astimezone(UTC).isoformat(),
+                r["lon"],
+                r["lat"],
+                r["speed"],
+                r["heading"],
+                r["accuracy"],
+                ";".join(r["events"]),
+                ";".join(r["flags"]),
+                r["source"],
+            ]
+        )
+    return out.getvalue()
+
+
+def _gpx(device_id: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """GPX 1.1 track: what insurers' and investigators' GIS tools open directly."""
+    points = "".join(
+        f'<trkpt lat="{r["lat"]:.7f}" lon="{r["lon"]:.7f}"><time>{r["ts"].astimezone(UTC).isoformat()}</time></trkpt>'
+        for r in rows
+    )
+    name = xml_escape(device_id)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<gpx version="1.1" creator="port-tracker" xmlns="http://www.topografix.com/GPX/1/1">'
+        f"<trk><name>{name}</name><trkseg>{points}</trkseg></trk></gpx>"
     )
 
 
@@ -356,11 +413,107 @@ async def register_device(request: web.Request) -> web.Response:
     name = body.get("name")
     if name is not None and not isinstance(name, str):
         raise error(422, "bad_field", "name must be a string", field="name")
+    container_no = body.get("container_no")
+    if container_no is not None:
+        from tracker.core import iso6346
+
+        if not isinstance(container_no, str):
+            raise error(422, "bad_field", "container_no must be a string", field="container_no")
+        try:
+            container_no = iso6346.validate(container_no)
+        except ValueError as exc:
+            raise error(422, "bad_field", f"container_no: {exc}", field="container_no") from None
     svc = _service(request)
     assert svc.store is not None
-    await svc.store.register_device(device_id, kind, name=name)
+    await svc.store.register_device(device_id, kind, name=name, container_no=container_no)
     svc.devices[device_id] = kind
-    return web.json_response({"device_id": device_id, "kind": kind.value}, status=201)
+    if container_no is not None:
+        for devices in svc.containers.values():
+            if device_id in devices:
+                devices.remove(device_id)
+        svc.containers.setdefault(container_no, []).append(device_id)
+    return web.json_response({"device_id": device_id, "kind": kind.value, "container_no": container_no}, status=201)
+
+
+async def post_inspection(request: web.Request) -> web.Response:
+    """The customs system reports a decision; a clearance opens the container's access window."""
+    await require(request, "inspections:write")
+    body = await _read_json(request)
+    from tracker.adapters.decode import Limits, inspection_from_json
+    from tracker.core.model import Rejected
+
+    svc = _service(request)
+    item = inspection_from_json(
+        body, datetime.now(UTC), Limits(svc.settings.max_payload_bytes, svc.settings.max_future_s)
+    )
+    if isinstance(item, Rejected):
+        raise error(422, item.reason, item.detail)
+    await svc.submit((item, "api", None))
+    targets = svc.containers.get(item.container_no, [])
+    return web.json_response(
+        {
+            "container_no": item.container_no,
+            "result": item.result.value,
+            "ts": item.ts.isoformat(),
+            "devices": sorted(targets),
+        },
+        status=202,
+    )
+
+
+async def post_pairing(request: web.Request) -> web.Response:
+    """Pair a container tracker with the truck hauling it (``truck_id: null`` unpairs)."""
+    who = await require(request, "pairings:write")
+    body = await _read_json(request)
+    svc = _service(request)
+    container_id = body.get("container_id")
+    truck_id = body.get("truck_id")
+    if not isinstance(container_id, str) or svc.devices.get(container_id) is None:
+        raise error(422, "bad_field", "container_id must name a registered container device", field="container_id")
+    if svc.devices[container_id].value != "container":
+        raise error(422, "bad_field", f"{container_id} is not a container tracker", field="container_id")
+    if truck_id is not None and (not isinstance(truck_id, str) or svc.devices.get(truck_id) is None):
+        raise error(422, "bad_field", "truck_id must name a registered device or be null", field="truck_id")
+    at = _time_param(request, "at") or datetime.now(UTC)
+    await svc.submit(("pair", container_id, truck_id, at))
+    return web.json_response({"container_id": container_id, "truck_id": truck_id, "by": who.name}, status=201)
+
+
+SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+
+
+async def alert_stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events of alerts as they are stored and announced (``min_severity`` filters)."""
+    await require(request, "alerts:read")
+    floor = request.query.get("min_severity", "info")
+    if floor not in SEVERITY_RANK:
+        raise error(
+            400, "bad_parameter", "min_severity must be info|low|medium|high|critical", parameter="min_severity"
+        )
+    svc = _service(request)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    queue: asyncio.Queue[dict[str, object]] = asyncio.Queue(maxsize=1000)
+    svc.alert_listeners.add(queue)
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), 15.0)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if SEVERITY_RANK.get(str(item.get("severity")), 0) < SEVERITY_RANK[floor]:
+                continue
+            await response.write(f"event: alert\ndata: {json.dumps(item)}\n\n".encode())
+    finally:
+        svc.alert_listeners.discard(queue)
+    return response
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    """The operators' page; it holds no data itself and calls the API with the operator's token."""
+    html = resources.files("tracker.web").joinpath("index.html").read_text()
+    return web.Response(text=html, content_type="text/html")
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:
@@ -396,9 +549,13 @@ def build_app(service: Service) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/devices/{device_id}/positions", positions)
     app.router.add_post("/v1/devices", register_device)
+    app.router.add_get("/", dashboard)
     app.router.add_get("/v1/alerts", list_alerts)
+    app.router.add_get("/v1/alerts/stream", alert_stream)
     app.router.add_post("/v1/alerts/{alert_id}/ack", ack_alert)
     app.router.add_post("/v1/alerts/{alert_id}/resolve", resolve_alert)
     app.router.add_get("/v1/dead-letters", list_dead_letters)
+    app.router.add_post("/v1/inspections", post_inspection)
+    app.router.add_post("/v1/pairings", post_pairing)
     app.router.add_get("/v1/fences", list_fences)
     return app

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tracker.core.model import SENSOR_EVENTS, Ignored, Ping, Rejected
+from tracker.core import iso6346
+from tracker.core.model import SENSOR_EVENTS, Ignored, Inspection, InspectionResult, Ping, Rejected
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 KNOTS_TO_MS = 0.514444
@@ -32,6 +33,7 @@ class Limits:
 
     max_payload_bytes: int = 65536
     max_future_s: float = 300.0
+    max_age_s: float = 400 * 86400.0  # older than the retention period: it would be dropped on arrival
 
 
 class _BadError(Exception):
@@ -111,6 +113,8 @@ def _check_time(ts: datetime, now: datetime, limits: Limits) -> datetime:
         raise _BadError("future_ts", f"ts {ts.isoformat()} is more than {limits.max_future_s:.0f} s ahead")
     if ts < EARLIEST:
         raise _BadError("bad_ts", f"ts {ts.isoformat()} is before 2000")
+    if ts < now - timedelta(seconds=limits.max_age_s):
+        raise _BadError("too_old", f"ts {ts.isoformat()} is older than {limits.max_age_s / 86400:.0f} days")
     return ts
 
 
@@ -293,3 +297,49 @@ def decode_mqtt(topic: str, payload: bytes, now: datetime, limits: Limits = Limi
     if len(parts) == 3 and parts[0] == "owntracks":
         return decode_owntracks(parts[1], parts[2], payload, now, limits)
     return Rejected("unknown_topic", f"no decoder for topic {topic[:100]!r}")
+
+
+def _optional_text(obj: Mapping[str, Any], key: str, limit: int = 64) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise _BadError("bad_type", f"{key} must be a non-empty string of at most {limit} characters")
+    return value.strip()
+
+
+def inspection_from_json(obj: Mapping[str, Any], now: datetime, limits: Limits = Limits()) -> Inspection | Rejected:
+    """A customs decision; the container number must pass the ISO 6346 check digit (typos route nowhere)."""
+    try:
+        raw_no = obj.get("container_no")
+        if not isinstance(raw_no, str):
+            raise _BadError("missing_field", "container_no is required")
+        try:
+            container_no = iso6346.validate(raw_no)
+        except ValueError as exc:
+            raise _BadError("bad_container_no", str(exc)) from None
+        try:
+            result = InspectionResult(str(obj.get("result")))
+        except ValueError:
+            raise _BadError(
+                "bad_result", f"result must be one of {[r.value for r in InspectionResult]}"
+            ) from None
+        ts = _check_time(parse_ts(obj.get("ts")), now, limits)
+        return Inspection(
+            container_no=container_no,
+            result=result,
+            ts=ts,
+            facility=_optional_text(obj, "facility"),
+            seal=_optional_text(obj, "seal"),
+            inspection_id=_optional_text(obj, "inspection_id"),
+        )
+    except _BadError as bad:
+        return Rejected(bad.reason, bad.detail, None, "customs")
+
+
+def decode_inspection(payload: bytes, now: datetime, limits: Limits = Limits()) -> Inspection | Rejected:
+    try:
+        obj = _json_object(payload, limits)
+    except _BadError as bad:
+        return Rejected(bad.reason, bad.detail, None, "customs")
+    return inspection_from_json(obj, now, limits)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 import asyncpg
 
-from tracker.core.model import Alert, DeviceKind, Ping, Rejected, Severity, chain_hash
+from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping, Rejected, Severity, chain_hash
 from tracker.core.state import DeviceState
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,15 @@ class Batch:
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[tuple[Rejected, str | None, bytes | None]] = field(default_factory=list)
     new_devices: dict[str, DeviceKind] = field(default_factory=dict)
+    updates: list[AlertUpdate] = field(default_factory=list)
+    inspections: list[tuple[Inspection, str]] = field(default_factory=list)  # (decision, source)
 
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     pings_stored: int
     alerts_stored: list[Alert]
+    updates_stored: int = 0
 
 
 def alert_topic(prefix: str, alert: Alert) -> str:
@@ -125,6 +128,14 @@ class Store:
     async def _ensure_pings(self, conn: asyncpg.Connection) -> None:
         exists = await conn.fetchval("SELECT to_regclass('public.pings') IS NOT NULL")
         available = await conn.fetchval("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'")
+        if available and not await conn.fetchval(
+            # This setting exists only once the timescaledb loader is in shared_preload_libraries (which
+            # a non-superuser cannot read). Without it CREATE EXTENSION fails with FATAL "must be
+            # preloaded": the server closes the connection, so the except below never gets to fall back.
+            "SELECT current_setting('timescaledb.bgw_launcher_poll_time', true) IS NOT NULL"
+        ):
+            log.warning("timescaledb is installed but not in shared_preload_libraries; using native partitions")
+            available = 0
         if available:
             try:
                 async with conn.transaction():
@@ -153,7 +164,8 @@ class Store:
             await conn.execute("SELECT add_compression_policy('pings', INTERVAL '7 days')")
             await conn.execute("SELECT add_retention_policy('pings', INTERVAL '400 days')")
             await conn.execute(
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS pings_hourly WITH (timescaledb.continuous) AS"
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS pings_hourly"
+                " WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS"
                 " SELECT device_id, time_bucket(INTERVAL '1 hour', ts) AS bucket, count(*) AS fixes,"
                 " min(ts) AS first_ts, max(ts) AS last_ts FROM pings GROUP BY device_id, bucket WITH NO DATA"
             )
@@ -171,6 +183,27 @@ class Store:
             for months in (-1, 0, 1, 2):
                 await self._ensure_partition(conn, _month_start(now, months))
         log.info("pings storage: %s", "timescaledb hypertable" if self.timescale else "native monthly partitions")
+
+    async def run_policies(self) -> list[int]:
+        """Run the TimescaleDB policy jobs of ``pings`` and ``pings_hourly`` in this session.
+
+        For servers where the background scheduler cannot run them (Debian's PostgreSQL 15.20 with
+        TimescaleDB 2.28 fails every background job with "cannot drop portal"): call it from a periodic
+        task. ``run_job`` commits, so it runs outside any transaction. No-op on native partitions.
+        """
+        if not self.timescale:
+            return []
+        async with self.pool.acquire() as conn:
+            jobs = [
+                int(r["job_id"])
+                for r in await conn.fetch(
+                    "SELECT job_id FROM timescaledb_information.jobs WHERE hypertable_schema = 'public'"
+                    " AND hypertable_name IN ('pings', 'pings_hourly') ORDER BY job_id"
+                )
+            ]
+            for job in jobs:
+                await conn.execute(f"CALL run_job({job})")
+        return jobs
 
     async def _ensure_partition(self, conn: asyncpg.Connection, start: datetime) -> None:
         name = f"pings_{start:%Y%m}"
@@ -223,6 +256,16 @@ class Store:
                 )
             stored = await self._insert_pings(conn, batch.pings)
             new_alerts = await self._insert_alerts(conn, batch.alerts)
+            updates = await self._insert_updates(conn, batch.updates)
+            if batch.inspections:
+                await conn.executemany(
+                    "INSERT INTO inspections (inspection_id, container_no, result, ts, facility, seal, source)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (inspection_id) DO NOTHING",
+                    [
+                        (i.inspection_id, i.container_no, i.result.value, i.ts, i.facility, i.seal, source)
+                        for i, source in batch.inspections
+                    ],
+                )
             if batch.states:
                 await conn.executemany(
                     "INSERT INTO device_state (device_id, state, last_ts, updated_at) VALUES ($1, $2, $3, now())"
@@ -239,7 +282,7 @@ class Store:
                         for r, topic, payload in batch.dead_letters
                     ],
                 )
-        return BatchResult(stored, new_alerts)
+        return BatchResult(stored, new_alerts, updates)
 
     async def _insert_pings(self, conn: asyncpg.Connection, pings: Sequence[tuple[Ping, tuple[str, ...]]]) -> int:
         if not pings:
@@ -315,6 +358,7 @@ class Store:
                 )
             )
             body["status"] = status
+            body["event"] = "raised"
             outbox.append((alert.id, alert_topic(self.alert_topic_prefix, alert), json.dumps(body, default=str)))
             prev = digest
         await conn.executemany(
@@ -325,6 +369,60 @@ class Store:
         await conn.executemany("INSERT INTO outbox (alert_id, topic, payload) VALUES ($1, $2, $3)", outbox)
         await conn.execute("UPDATE alert_chain SET head_hash = $1, head_seq = head_seq + $2 WHERE id", prev, len(fresh))
         return fresh
+
+    async def _insert_updates(self, conn: asyncpg.Connection, updates: Sequence[AlertUpdate]) -> int:
+        """Append updates to alerts that exist; announce each new one through the outbox."""
+        count = 0
+        for upd in updates:
+            fields = json.dumps(upd.fields, default=str)
+            row_id = await conn.fetchval(
+                "INSERT INTO alert_updates (alert_id, ts, fields, closes) SELECT $1, $2, $3, $4"
+                " WHERE EXISTS (SELECT 1 FROM alerts WHERE alert_id = $1)"
+                " ON CONFLICT (alert_id, ts, closes) DO NOTHING RETURNING id",
+                upd.alert.id,
+                upd.ts,
+                fields,
+                upd.closes,
+            )
+            if row_id is None:
+                continue
+            count += 1
+            if upd.closes:
+                await conn.execute(
+                    "UPDATE alerts SET ended_at = $2, updated_at = now() WHERE alert_id = $1", upd.alert.id, upd.ts
+                )
+            body = upd.alert.to_json()
+            body.update(event="updated", update={"ts": upd.ts.isoformat(), "closes": upd.closes, **upd.fields})
+            await conn.execute(
+                "INSERT INTO outbox (alert_id, topic, payload) VALUES ($1, $2, $3)",
+                upd.alert.id,
+                alert_topic(self.alert_topic_prefix, upd.alert),
+                json.dumps(body, default=str),
+            )
+        return count
+
+    async def devices_for_container(self, container_no: str) -> list[str]:
+        rows = await self.pool.fetch("SELECT device_id FROM devices WHERE container_no = $1 AND active", container_no)
+        return [r["device_id"] for r in rows]
+
+    async def containers(self) -> dict[str, str]:
+        """device id -> container number, for routing customs decisions to trackers."""
+        rows = await self.pool.fetch("SELECT device_id, container_no FROM devices WHERE container_no IS NOT NULL")
+        return {r["device_id"]: r["container_no"] for r in rows}
+
+    async def record_pairing(self, container_id: str, truck_id: str | None, at: datetime, by: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE pairings SET until = $2 WHERE container_id = $1 AND until IS NULL", container_id, at
+            )
+            if truck_id is not None:
+                await conn.execute(
+                    "INSERT INTO pairings (container_id, truck_id, since, created_by) VALUES ($1, $2, $3, $4)",
+                    container_id,
+                    truck_id,
+                    at,
+                    by,
+                )
 
     # ---- outbox ---------------------------------------------------------------------------------
 
@@ -450,11 +548,3 @@ def _month_start(at: datetime, months: int) -> datetime:
     index = at.year * 12 + (at.month - 1) + months
     return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
 
-
-def utc_range(start: datetime | None, end: datetime | None, default_span: timedelta) -> tuple[datetime, datetime]:
-    end = end or datetime.now(UTC)
-    return (start or end - default_span), end
-
-
-def iter_ids(values: Iterable[str]) -> list[str]:
-    return sorted(set(values))

@@ -108,6 +108,42 @@ class Alert:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class AlertUpdate:
+    """A later fact about an alert already raised (a stop ended, a signal came back).
+
+    The raised alert stays as it was hashed; updates are appended beside it, so the
+    chain still proves the original and the timeline stays auditable.
+    """
+
+    alert: Alert  # the alert being updated (same id as when it was raised)
+    ts: datetime
+    fields: dict[str, Any]  # e.g. {"ended_at": ..., "duration_s": ...}
+    closes: bool = False  # true when the condition is over (status stays for the operator to resolve)
+
+
+Event = Alert | AlertUpdate
+
+
+class InspectionResult(enum.StrEnum):
+    CLEARED = "cleared"
+    SELECTED = "selected"  # chosen for a second (physical/scanner) inspection
+    HELD = "held"
+    LOADED = "loaded"  # on board: the access window closes
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """A customs decision about one container, as the customs system reports it."""
+
+    container_no: str  # ISO 6346, check digit validated by the decoder
+    result: InspectionResult
+    ts: datetime
+    facility: str | None = None
+    seal: str | None = None
+    inspection_id: str | None = None
+
+
 def chain_hash(prev_hash: str, alert: dict[str, Any]) -> str:
     """Hash linking an alert to its predecessor: editing or deleting a stored alert breaks the chain."""
     body = json.dumps(alert, sort_keys=True, separators=(",", ":"), default=str)

@@ -1,21 +1,51 @@
-"""The per-device decision step: ``step(state, ping) -> (state, alerts, flags)``.
+"""The per-device decision step: ``step(state, ping) -> (state, events, flags)``.
 
 Pure: no clock, no I/O. The service guarantees one writer per device, so a device's
-fixes arrive here one at a time in the order the service decided on. A fix that is
-not newer than the last accepted one is not run through the live detectors (its
-verdicts would be about the past, and replays must not raise alerts twice); it is
-only flagged so the store keeps it with that mark.
+fixes arrive here one at a time in the order the service decided on. Order of work
+for one fix, each computed once and shared:
+
+1. a fix not newer than the last accepted one is only flagged (``late``/``duplicate_ts``):
+   its verdicts would be about the past, and replays must not raise alerts twice;
+2. the integrity pre-filter: an implausible fix (spoofing, jamming) is stored and
+   flagged but never reaches the detectors, nor becomes the reference for the next one;
+3. motion (stationary or not) and fence membership, then every detector in turn;
+4. the world view (latest position of every device) is updated last, so cross-device
+   detectors see the other devices as they were before this fix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from geofences import FenceIndex
-from tracker.core import geofence
+from tracker.core import geofence, motion
+from tracker.core.dark import DarkDetector
+from tracker.core.detector import AUTHORIZED_STOP_KINDS, Detector, FixContext, TickContext
 from tracker.core.geofence import GeofenceParams
-from tracker.core.model import Alert, Ping
+from tracker.core.inspection import AccessWindowDetector
+from tracker.core.integrity import IntegrityCheck, accepted
+from tracker.core.model import Event, Inspection, Ping
+from tracker.core.motion import MotionParams
+from tracker.core.pairing import PairingDetector
+from tracker.core.rendezvous import RendezvousDetector
 from tracker.core.state import DeviceState, Fix
+from tracker.core.stops import StopDetector
+from tracker.core.world import Position, World
+
+MOTION_KEY = "motion"
+INTEGRITY_KEY = "integrity"
+
+
+def default_detectors() -> tuple[Detector, ...]:
+    return (
+        StopDetector(),
+        DarkDetector(),
+        AccessWindowDetector(),
+        RendezvousDetector(),
+        PairingDetector(),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,25 +53,141 @@ class Params:
     """Per-port thresholds of every detector."""
 
     geofence: GeofenceParams = field(default_factory=GeofenceParams)
+    motion: MotionParams = field(default_factory=MotionParams)
 
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
     state: DeviceState
-    alerts: tuple[Alert, ...] = ()
+    alerts: tuple[Event, ...] = ()
     flags: tuple[str, ...] = ()
 
 
 class Pipeline:
-    """Holds what does not change between fixes (fence index, parameters)."""
+    """Holds what does not change between fixes (fence index, parameters) and the shared world view."""
 
-    def __init__(self, index: FenceIndex, params: Params | None = None) -> None:
+    def __init__(
+        self,
+        index: FenceIndex,
+        params: Params | None = None,
+        *,
+        detectors: Sequence[Detector] | None = None,
+        integrity: IntegrityCheck | None = None,
+        world: World | None = None,
+    ) -> None:
         self.index = index
         self.params = params or Params()
+        self.detectors = tuple(default_detectors() if detectors is None else detectors)
+        self.integrity = integrity or IntegrityCheck()
+        self.world = world or World()
+
+    # ---- fixes ----------------------------------------------------------------------------------
 
     def step(self, state: DeviceState, ping: Ping) -> StepResult:
         last = state.last
+        integrity_state, flags, events = self.integrity.check(
+            state.detectors.get(INTEGRITY_KEY), ping, last, state.kind
+        )
+        if integrity_state != state.detectors.get(INTEGRITY_KEY):
+            state = state.with_detector(INTEGRITY_KEY, integrity_state)
+        out: list[Event] = list(events)
         if last is not None and ping.ts <= last.ts:
-            return StepResult(state, (), ("duplicate_ts" if ping.ts == last.ts else "late",))
-        fences, alerts = geofence.step(self.index, state.fences, last, ping, self.params.geofence)
-        return StepResult(replace(state, last=Fix.of(ping), fences=fences), tuple(alerts))
+            late = "duplicate_ts" if ping.ts == last.ts else "late"
+            return StepResult(state, tuple(out), (*flags, late) if late not in flags else flags)
+        if not accepted(flags):
+            return StepResult(state, tuple(out), flags)
+        motion_state, moving = motion.update(state.detectors.get(MOTION_KEY), ping, self.params.motion)
+        fences, fence_alerts = geofence.step(self.index, state.fences, last, ping, self.params.geofence)
+        out.extend(fence_alerts)
+        ctx = FixContext(
+            device_id=state.device_id,
+            kind=state.kind,
+            previous=last,
+            fences_before=state.fences,
+            fences=fences,
+            motion=moving,
+            index=self.index,
+            world=self.world,
+            params_port=self._port_of(fences),
+        )
+        state = replace(state, last=Fix.of(ping), fences=fences).with_detector(MOTION_KEY, motion_state)
+        for det in self.detectors:
+            det_state, det_events = det.on_fix(state.detectors.get(det.name), ping, ctx)
+            state = state.with_detector(det.name, det_state)
+            out.extend(det_events)
+        self.world.update(
+            Position(
+                device_id=state.device_id,
+                kind=state.kind,
+                ts=ping.ts,
+                lon=ping.lon,
+                lat=ping.lat,
+                stationary_since=moving.stationary_since,
+                authorized=ctx.authorized_stop(),
+            )
+        )
+        return StepResult(state, tuple(out), flags)
+
+    def _port_of(self, fences: frozenset[str]) -> str | None:
+        for fence_id in sorted(fences):
+            return self.index.get(fence_id).port
+        return None
+
+    # ---- timers and external facts ------------------------------------------------------------
+
+    def _tick_context(self, state: DeviceState) -> TickContext:
+        return TickContext(
+            device_id=state.device_id,
+            kind=state.kind,
+            last=state.last,
+            fences=state.fences,
+            motion=motion.current(state.detectors.get(MOTION_KEY)),
+            index=self.index,
+            world=self.world,
+        )
+
+    def tick(self, state: DeviceState, now: datetime) -> StepResult:
+        """Let timeouts fire (going dark, a window overrunning) without a new fix."""
+        ctx = self._tick_context(state)
+        out: list[Event] = []
+        for det in self.detectors:
+            det_state, det_events = det.on_tick(state.detectors.get(det.name), now, ctx)
+            if det_events or det_state != state.detectors.get(det.name):
+                state = state.with_detector(det.name, det_state)
+            out.extend(det_events)
+        return StepResult(state, tuple(out))
+
+    def inspect(self, state: DeviceState, inspection: Inspection) -> StepResult:
+        """A customs decision about the container this device tracks."""
+        ctx = self._tick_context(state)
+        out: list[Event] = []
+        for det in self.detectors:
+            handler = getattr(det, "on_inspection", None)
+            if handler is None:
+                continue
+            det_state, det_events = handler(state.detectors.get(det.name), inspection, ctx)
+            state = state.with_detector(det.name, det_state)
+            out.extend(det_events)
+        return StepResult(state, tuple(out))
+
+    def pair(self, state: DeviceState, truck_id: str | None, at: datetime) -> StepResult:
+        """Record (or clear, with ``None``) the truck hauling this container."""
+        for det in self.detectors:
+            if isinstance(det, PairingDetector):
+                current = state.detectors.get(det.name)
+                new = det.unpair(current, at) if truck_id is None else det.pair(current, truck_id, at)
+                state = state.with_detector(det.name, new)
+            elif isinstance(det, AccessWindowDetector):
+                state = state.with_detector(det.name, det.pair(state.detectors.get(det.name), truck_id))
+        return StepResult(state)
+
+    def restore(self, states: Sequence[DeviceState]) -> None:
+        """Rebuild the world view from saved states after a restart."""
+        for st in states:
+            if st.last is None:
+                continue
+            m = motion.current(st.detectors.get(MOTION_KEY))
+            authorized = any(self.index.get(f).kind in AUTHORIZED_STOP_KINDS for f in st.fences if f in self.index)
+            self.world.update(
+                Position(st.device_id, st.kind, st.last.ts, st.last.lon, st.last.lat, m.stationary_since, authorized)
+            )

@@ -1,0 +1,78 @@
+"""The outbox: an alert stored but not yet announced when the service died is announced on restart."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from tests.conftest import StackInfo
+from tests.integration.conftest import new_device_id, service_env, start_service
+from tests.integration.mqttprobe import Probe
+from tracker.adapters.store import Batch, Store
+from tracker.core.model import Alert, Severity
+
+
+async def test_alert_saved_before_a_crash_is_published_after_restart(
+    stack_env: dict[str, str], security: Probe, stack: StackInfo
+) -> None:
+    env = service_env(stack_env)
+    svc = await start_service(env)
+    await svc.stop()
+    dev = new_device_id()
+    alert = Alert(
+        kind="geofence_enter",
+        severity=Severity.HIGH,
+        device_id=dev,
+        ts=datetime.now(UTC).replace(microsecond=0),
+        message=f"{dev} entered restricted 'test'",
+        port="santos",
+        fence_id="test-fence",
+        evidence={"note": "written by the store, then the process died before the outbox ran"},
+        key="crash-test",
+    )
+    store = await Store.connect(stack.dsn, max_size=1)
+    try:
+        await store.migrate()
+        result = await store.write_batch(Batch(alerts=[alert]))
+        assert [a.id for a in result.alerts_stored] == [alert.id]
+        assert await store.outbox_backlog() >= 1
+    finally:
+        await store.close()
+    svc = await start_service(env)
+    try:
+        msg = await security.expect(lambda m: json.loads(m.payload)["id"] == str(alert.id), timeout=5.0)
+        assert msg.topic == "alerts/santos/high/geofence_enter"
+        body = json.loads(msg.payload)
+        assert body["event"] == "raised"
+        assert body["evidence"]["note"].startswith("written by the store")
+    finally:
+        await svc.stop()
+
+
+async def test_alert_chain_detects_an_edited_alert(stack: StackInfo) -> None:
+    store = await Store.connect(stack.dsn, max_size=1)
+    try:
+        await store.migrate()
+        ok, count, broken = await store.verify_chain()
+        assert ok, f"chain broken before tampering at {broken}"
+        dev = new_device_id()
+        alerts = [
+            Alert(kind="geofence_enter", severity=Severity.HIGH, device_id=dev, ts=datetime.now(UTC),
+                  message="m", port="santos", key=f"chain-{i}")
+            for i in range(3)
+        ]
+        await store.write_batch(Batch(alerts=alerts))
+        ok, count2, _ = await store.verify_chain()
+        assert ok
+        assert count2 == count + 3
+        await store.pool.execute("UPDATE alerts SET message = 'nothing to see' WHERE alert_id = $1", alerts[1].id)
+        try:
+            ok, _, broken = await store.verify_chain()
+            assert not ok
+            assert broken == str(alerts[1].id)
+        finally:
+            await store.pool.execute("UPDATE alerts SET message = 'm' WHERE alert_id = $1", alerts[1].id)
+        ok, _, _ = await store.verify_chain()
+        assert ok
+    finally:
+        await store.close()

@@ -1,0 +1,67 @@
+"""Settings: defaults, layering, validation, and the README staying in step with the code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tracker.config import Settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults_are_the_local_stack() -> None:
+    s = Settings.from_env({})
+    assert (s.mqtt_host, s.mqtt_port, s.http_port) == ("127.0.0.1", 1883, 8080)
+    assert s.db_dsn.endswith("@127.0.0.1:5433/tracker")
+    assert s.unknown_devices == "reject"
+
+
+def test_env_overrides_toml_which_overrides_defaults(tmp_path: Path) -> None:
+    toml = tmp_path / "tracker.toml"
+    toml.write_text('[tracker]\nmqtt_port = 1999\nhttp_port = 9000\nping_topics = ["a/+/ping"]\n')
+    s = Settings.from_env({"TRACKER_CONFIG": str(toml), "TRACKER_HTTP_PORT": "9100"})
+    assert s.mqtt_port == 1999
+    assert s.http_port == 9100
+    assert s.ping_topics == ("a/+/ping",)
+
+
+def test_unknown_toml_key_is_an_error(tmp_path: Path) -> None:
+    toml = tmp_path / "tracker.toml"
+    toml.write_text("[tracker]\nmqtt_prot = 1\n")
+    with pytest.raises(ValueError, match="mqtt_prot"):
+        Settings.from_env({"TRACKER_CONFIG": str(toml)})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TRACKER_MQTT_PORT": "abc"}, "mqtt_port"),
+        ({"TRACKER_UNKNOWN_DEVICES": "maybe"}, "UNKNOWN_DEVICES"),
+        ({"TRACKER_BATCH_MAX": "0"}, "BATCH_MAX"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_setting_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env(env)
+
+
+def test_secrets_are_redacted() -> None:
+    s = Settings.from_env(
+        {
+            "TRACKER_MQTT_PASSWORD": "hunter2",
+            "TRACKER_ADMIN_TOKEN": "tok",
+            "TRACKER_DB_DSN": "postgresql://tracker:s3cret@127.0.0.1:5433/tracker",
+        }
+    )
+    text = str(s.redacted())
+    assert "hunter2" not in text
+    assert "tok'" not in text
+    assert "s3cret" not in text
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = README.read_text()
+    for env, default, _doc in Settings.describe():
+        assert f"| `{env}` | `{default}` |" in readme, f"{env} missing or stale in README"

@@ -1,0 +1,342 @@
+"""Container/truck pairing as timestamped sequences: what must fire, and what must not."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from geofences import FenceIndex, LocalProjection, haversine_m, load_fence_set
+from tracker.core.detector import FixContext, JsonState, Motion, TickContext
+from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
+from tracker.core.pairing import MOVING_UNPAIRED, SEPARATED, PairingDetector, PairingState
+from tracker.core.state import Fix
+from tracker.core.world import Position, World
+
+T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+PROJ = LocalProjection(-77.14, -12.05)  # Callao
+DET = PairingDetector()
+C, K = DeviceKind.CONTAINER, DeviceKind.TRUCK
+
+
+def square(x0: float, y0: float, x1: float, y1: float) -> list[list[list[float]]]:
+    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+    return [[[float(v) for v in PROJ.to_lonlat(x, y)] for x, y in corners]]
+
+
+def _index() -> FenceIndex:
+    doc = {
+        "type": "FeatureCollection",
+        "port": "callao",
+        "name": "test",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"id": "P", "name": "Port area", "kind": "port_boundary"},
+                "geometry": {"type": "Polygon", "coordinates": square(-5000, -5000, 5000, 5000)},
+            },
+            {
+                "type": "Feature",
+                "properties": {"id": "YARD", "name": "Container yard", "kind": "terminal"},
+                "geometry": {"type": "Polygon", "coordinates": square(-2000, -300, -1000, 300)},
+            },
+        ],
+    }
+    return FenceIndex(load_fence_set(doc).fences, hysteresis_m=25.0)
+
+
+INDEX = _index()
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@dataclass
+class _Dev:
+    kind: DeviceKind
+    last: Fix | None = None
+    fences: frozenset[str] = frozenset()
+    anchor: Fix | None = None
+    run: int = 0
+    motion: Motion = field(default_factory=lambda: Motion(None))
+    state: JsonState = None
+
+
+@dataclass
+class Sim:
+    """A stand-in for the pipeline: fences, a simple motion rule (50 m, 30 s), the world, the detector."""
+
+    world: World = field(default_factory=World)
+    devices: dict[str, _Dev] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+    def fix(self, device: str, seconds: float, x: float, y: float, kind: DeviceKind = C) -> list[Event]:
+        dev = self.devices.setdefault(device, _Dev(kind))
+        lon, lat = (float(v) for v in PROJ.to_lonlat(x, y))
+        ping = Ping(device_id=device, ts=at(seconds), lon=lon, lat=lat)
+        fences = INDEX.membership(lon, lat, dev.fences)
+        # stationary: every fix since the anchor within 50 m of it, for at least 30 s
+        if dev.anchor is not None and haversine_m(dev.anchor.lon, dev.anchor.lat, lon, lat) <= 50.0:
+            dev.run += 1
+        else:
+            dev.anchor, dev.run = Fix.of(ping), 1
+        assert dev.anchor is not None
+        settled = dev.run >= 2 and (ping.ts - dev.anchor.ts).total_seconds() >= 30
+        dev.motion = Motion(dev.anchor.ts if settled else None, dev.anchor.lon, dev.anchor.lat)
+        ctx = FixContext(device, dev.kind, dev.last, dev.fences, fences, dev.motion, INDEX, self.world, None)
+        dev.state, events = DET.on_fix(dev.state, ping, ctx)
+        json.dumps(dev.state)
+        stationary = dev.motion.stationary_since
+        self.world.update(Position(device, dev.kind, ping.ts, lon, lat, stationary, ctx.authorized_stop()))
+        dev.last, dev.fences = Fix.of(ping), fences
+        self.events.extend(events)
+        return events
+
+    def tick(self, device: str, seconds: float) -> list[Event]:
+        dev = self.devices[device]
+        ctx = TickContext(device, dev.kind, dev.last, dev.fences, dev.motion, INDEX, self.world)
+        dev.state, events = DET.on_tick(dev.state, at(seconds), ctx)
+        self.events.extend(events)
+        return events
+
+    def pair(self, container: str, truck: str, seconds: float) -> None:
+        dev = self.devices.setdefault(container, _Dev(C))
+        dev.state = DET.pair(dev.state, truck, at(seconds))
+
+    def unpair(self, container: str, seconds: float) -> None:
+        dev = self.devices[container]
+        dev.state = DET.unpair(dev.state, at(seconds))
+
+    def truck(self, container: str) -> str | None:
+        return DET.paired_truck(self.devices[container].state)
+
+    def alerts(self, kind: str | None = None) -> list[Alert]:
+        return [e for e in self.events if isinstance(e, Alert) and (kind is None or e.kind == kind)]
+
+    def updates(self) -> list[AlertUpdate]:
+        return [e for e in self.events if isinstance(e, AlertUpdate)]
+
+
+def every(start: float, stop: float, step: float) -> Iterator[float]:
+    t = start
+    while t <= stop:
+        yield t
+        t += step
+
+
+def park(
+    sim: Sim, device: str, x: float, y: float, start: float, stop: float, step: float, kind: DeviceKind = C
+) -> None:
+    for t in every(start, stop, step):
+        sim.fix(device, t, x, y, kind)
+
+
+def convoy(
+    sim: Sim, truck: str, container: str, start: float, stop: float, speed: float, x0: float, gap: float
+) -> None:
+    """The truck leads, the container follows ``gap`` metres behind; both report every 5 s."""
+    for t in every(start, stop, 5):
+        x = x0 + speed * (t - start)
+        sim.fix(truck, t, x, 0, K)
+        sim.fix(container, t + 1, x - gap + speed, 0)
+
+
+# -- container_separated -----------------------------------------------------------------------------------
+
+
+def test_a_declared_pair_separating_raises_once_and_the_rejoin_closes_it() -> None:
+    sim = Sim()
+    park(sim, "CONT", 0, 0, 0, 60, 30)
+    park(sim, "TRK", 10, 0, 0, 60, 30, K)
+    sim.pair("CONT", "TRK", 60)
+    convoy(sim, "TRK", "CONT", 100, 400, 10.0, 0, 8)  # 3 km together
+    assert sim.events == []
+    # the container is dropped on a road shoulder; the truck drives on
+    stop_x = 10.0 * 300 - 8 + 10
+    for t in every(405, 600, 5):
+        sim.fix("TRK", t, stop_x + 10.0 * (t - 400), 0, K)
+        sim.fix("CONT", t + 1, stop_x, 0)
+    seps = sim.alerts(SEPARATED)
+    assert len(seps) == 1
+    sep = seps[0]
+    assert sep.severity == Severity.HIGH and sep.device_id == "CONT"
+    assert sep.evidence["truck"]["id"] == "TRK" and sep.evidence["pairing"]["inferred"] is False
+    assert sep.evidence["distance_m"] > 100
+    assert sep.ts < at(420)  # noticed within a few fixes
+    assert sim.alerts(MOVING_UNPAIRED) == []
+    # the truck comes back for it
+    for t in every(700, 760, 5):
+        sim.fix("TRK", t, stop_x + 5, 0, K)
+        sim.fix("CONT", t + 1, stop_x, 0)
+    ups = sim.updates()
+    assert len(ups) == 1 and ups[0].closes and ups[0].alert == sep
+    assert ups[0].fields["reason"] == "rejoined" and ups[0].fields["distance_m"] < 50
+    assert len(sim.alerts()) == 1
+
+
+def test_a_truck_fix_60_s_older_than_the_container_fix_is_compared_at_its_own_time() -> None:
+    sim = Sim()
+    sim.pair("CONT", "TRK", 0)
+    naive: list[float] = []
+    for t in every(0, 600, 5):
+        x = 1.9 * t  # a slow convoy inside the port
+        sim.fix("CONT", t, x - 3, 0)
+        if t % 60 == 0:
+            sim.fix("TRK", t, x, 0, K)  # the truck reports once a minute, just after the container
+        truck = sim.world.get("TRK")
+        cont = sim.world.get("CONT")
+        assert truck is not None and cont is not None
+        naive.append(haversine_m(truck.lon, truck.lat, cont.lon, cont.lat))
+    assert max(naive) > 100  # the momentary reading a naive comparison would act on
+    assert sim.alerts() == []
+
+
+def test_a_stale_truck_position_draws_no_conclusion_but_is_noted() -> None:
+    sim = Sim()
+    sim.pair("CONT", "TRK", 0)
+    sim.fix("TRK", 0, 500, 0, K)  # far away, but 200 s before the container fixes below
+    park(sim, "CONT", 0, 0, 200, 400, 20)
+    assert sim.alerts() == []
+    state = PairingState.load(sim.devices["CONT"].state)
+    assert state.unverified_since == at(200)
+    # a fresh fix of the truck still far away settles it, and the alert says since when it was unverified
+    sim.fix("TRK", 410, 500, 0, K)
+    sim.fix("CONT", 415, 0, 0)
+    (sep,) = sim.alerts(SEPARATED)
+    assert sep.evidence["unverified_since"] == at(200).isoformat()
+
+
+def test_an_unknown_truck_is_not_a_separation() -> None:
+    sim = Sim()
+    sim.pair("CONT", "NEVER-SEEN", 0)
+    park(sim, "CONT", 0, 0, 0, 300, 30)
+    assert sim.alerts() == []
+
+
+def test_unpairing_through_the_api_ends_an_open_separation() -> None:
+    sim = Sim()
+    sim.pair("CONT", "TRK", 0)
+    park(sim, "CONT", 0, 0, 0, 60, 30)
+    sim.fix("TRK", 61, 400, 0, K)
+    sim.fix("CONT", 62, 0, 0)
+    assert len(sim.alerts(SEPARATED)) == 1
+    sim.unpair("CONT", 70)
+    sim.fix("CONT", 90, 0, 0)
+    (up,) = sim.updates()
+    assert up.closes and up.fields["reason"] == "unpaired"
+    assert sim.truck("CONT") is None
+
+
+def test_a_tick_notices_the_truck_leaving_a_parked_container_that_reports_sparsely() -> None:
+    sim = Sim()
+    sim.pair("CONT", "TRK", 0)
+    park(sim, "CONT", 0, 0, 0, 300, 300)  # parked trackers report every five minutes
+    for t in every(300, 400, 10):
+        sim.fix("TRK", t, 5 + 8 * (t - 300), 0, K)
+    assert sim.tick("CONT", 405) != []
+    (sep,) = sim.alerts(SEPARATED)
+    assert sep.ts == at(405) and sep.evidence["distance_m"] > 700
+    assert sim.tick("CONT", 420) == []  # once
+
+
+# -- inference ---------------------------------------------------------------------------------------------
+
+
+def test_moving_together_for_two_minutes_infers_the_pair_and_the_closest_truck_wins() -> None:
+    sim = Sim()
+    park(sim, "CONT", 0, 0, 0, 60, 30)
+    for t in every(100, 260, 5):
+        x = 10.0 * (t - 100)
+        sim.fix("FAR", t, x + 20, 5, K)
+        sim.fix("NEAR", t, x + 10, 0, K)
+        sim.fix("CONT", t + 1, x + 10, 0)
+        if t < 215:
+            assert sim.truck("CONT") is None
+    assert sim.truck("CONT") == "NEAR"
+    state = sim.devices["CONT"].state
+    assert state is not None and state["inferred"] is True
+    assert sim.events == []  # moving with a truck alongside is no alert
+
+
+def test_standing_next_to_a_truck_in_a_yard_infers_nothing() -> None:
+    sim = Sim()
+    for t in every(0, 600, 10):
+        sim.fix("TRK", t, -1500, 0, K)
+        sim.fix("CONT", t + 1, -1490, 0)
+    assert sim.truck("CONT") is None
+    assert sim.events == []
+
+
+def test_an_inferred_haul_dropped_in_a_terminal_ends_silently_but_on_a_shoulder_it_alerts() -> None:
+    def haul_and_drop(drop_x: float) -> Sim:
+        sim = Sim()
+        park(sim, "CONT", drop_x - 1600, 0, 0, 60, 30)
+        convoy(sim, "TRK", "CONT", 100, 260, 10.0, drop_x - 1600, 5)
+        assert sim.truck("CONT") == "TRK"
+        for t in every(265, 500, 5):
+            sim.fix("TRK", t, drop_x + 6 * (t - 260), 50, K)
+            sim.fix("CONT", t + 1, drop_x - 5, 0)
+        return sim
+
+    in_yard = haul_and_drop(-1500 + 1600 - 1600 + 100)  # the convoy ends inside the yard (x in -2000..-1000)
+    assert in_yard.alerts() == []
+    assert in_yard.truck("CONT") is None
+    on_shoulder = haul_and_drop(0)
+    assert [a.kind for a in on_shoulder.alerts()] == [SEPARATED]
+    assert on_shoulder.alerts()[0].evidence["pairing"]["inferred"] is True
+
+
+# -- container_moving_unpaired ----------------------------------------------------------------------------
+
+
+def test_a_container_leaving_its_yard_alone_raises_once_per_movement() -> None:
+    sim = Sim()
+    park(sim, "CONT", 0, 0, 0, 300, 30)
+    assert sim.events == []  # parked, no truck: nothing to say
+    for t in every(310, 400, 5):
+        sim.fix("CONT", t, 4.0 * (t - 300), 0)
+    (mov,) = sim.alerts(MOVING_UNPAIRED)
+    assert mov.severity == Severity.HIGH and mov.evidence["moved_m"] > 50
+    assert mov.key == mov.evidence["moving_since"]
+    park(sim, "CONT", 400, 0, 420, 600, 30)  # stops again
+    (up,) = sim.updates()
+    assert up.closes and up.alert == mov and up.fields["reason"] == "stopped"
+    for t in every(610, 700, 5):
+        sim.fix("CONT", t, 400 - 4.0 * (t - 600), 0)
+    assert len(sim.alerts(MOVING_UNPAIRED)) == 2
+
+
+def test_a_parked_container_jittering_in_its_yard_is_not_moving() -> None:
+    sim = Sim()
+    for i, t in enumerate(every(0, 1200, 10)):
+        sim.fix("CONT", t, -1500 + (12 if i % 2 else -12), 8 if i % 3 else -8)
+    assert sim.events == []
+
+
+def test_a_container_moving_with_its_truck_15_m_away_does_not_fire() -> None:
+    sim = Sim()
+    park(sim, "CONT", 0, 0, 0, 60, 30)
+    convoy(sim, "TRK", "CONT", 100, 500, 8.0, 0, 15)
+    assert sim.events == []
+
+
+def test_explicitly_unpaired_container_moving_alone_fires() -> None:
+    sim = Sim()
+    sim.pair("CONT", "TRK", 0)
+    park(sim, "CONT", 0, 0, 0, 120, 30)
+    park(sim, "TRK", 10, 0, 0, 120, 30, K)
+    sim.unpair("CONT", 130)
+    for t in every(140, 200, 5):
+        sim.fix("CONT", t, 5.0 * (t - 130), 0)
+    (mov,) = sim.alerts(MOVING_UNPAIRED)
+    assert mov.evidence["unpaired_at"] == at(130).isoformat()
+
+
+def test_trucks_and_seals_are_not_this_detectors_business() -> None:
+    sim = Sim()
+    for t in every(0, 300, 5):
+        sim.fix("TRK", t, 10.0 * t, 0, K)
+    assert sim.events == []
+    assert sim.devices["TRK"].state is None

@@ -1,0 +1,220 @@
+"""The traffic simulator: determinism, realism knobs, anomaly ground truth and the JSONL format."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import shapely
+
+from geofences import FenceKind, haversine_m, load_port
+from tracker.core.model import DeviceKind, InspectionResult, Ping
+from tracker.sim.anomalies import ALL_KINDS, AnomalyKind
+from tracker.sim.cli import main
+from tracker.sim.gps import GpsConfig
+from tracker.sim.iso6346 import check_digit
+from tracker.sim.publish import is_loopback, messages
+from tracker.sim.roads import RoadGraph, build
+from tracker.sim.scenario import Scenario, SimConfig, generate, read_jsonl
+
+
+@pytest.fixture(scope="module")
+def graph() -> RoadGraph:
+    return build(load_port("santos"))
+
+
+@pytest.fixture(scope="module")
+def clean(graph: RoadGraph) -> Scenario:
+    return generate(SimConfig(trucks=30, hours=3, anomaly_share=0.0, seed=7), graph)
+
+
+@pytest.fixture(scope="module")
+def labelled(graph: RoadGraph) -> Scenario:
+    return generate(SimConfig(trucks=21, hours=1, anomaly_share=1.0, seed=3), graph)
+
+
+def test_iso6346_check_digit() -> None:
+    assert check_digit("CSQU305438") == 3
+    assert check_digit("MSKU907032") == 3
+
+
+def test_graph_is_connected_and_reaches_places(graph: RoadGraph) -> None:
+    assert len(graph.xy) > 500
+    for kind in (FenceKind.GATE, FenceKind.TERMINAL, FenceKind.QUAY, FenceKind.INSPECTION_AREA):
+        assert graph.places.get(kind), kind
+    gates = graph.places[FenceKind.GATE]
+    route = graph.route(gates[0].node, graph.places[FenceKind.INSPECTION_AREA][0].node)
+    assert route[0] == gates[0].node and len(route) > 2
+
+
+def test_same_seed_same_output(graph: RoadGraph) -> None:
+    cfg = SimConfig(trucks=6, hours=1, anomaly_share=0.5, seed=11)
+    a, b = generate(cfg, graph), generate(cfg, graph)
+    assert a.pings == b.pings
+    assert a.truth == b.truth and a.inspections == b.inspections and a.pairs == b.pairs
+    c = generate(replace(cfg, seed=12), graph)
+    assert c.pings != a.pings
+
+
+def test_pings_inside_sane_bbox(labelled: Scenario, clean: Scenario) -> None:
+    for sc in (labelled, clean):
+        for p in sc.pings:
+            assert -24.5 < p.lat < -23.4 and -46.9 < p.lon < -45.7, p
+        assert all(p.device_id in sc.devices for p in sc.pings)
+
+
+def test_containers_have_valid_numbers_and_inspections(clean: Scenario) -> None:
+    containers = [d for d, k in clean.devices.items() if k is DeviceKind.CONTAINER]
+    assert containers
+    for c in containers:
+        assert check_digit(c[:10]) == int(c[10])
+    assert set(clean.pairs) == set(containers)
+    by_container: dict[str, list[InspectionResult]] = defaultdict(list)
+    for ins in clean.inspections:
+        by_container[ins.container_no].append(ins.result)
+    assert by_container
+    for results in by_container.values():
+        assert results == [InspectionResult.CLEARED, InspectionResult.LOADED]
+
+
+def test_container_colocated_with_truck_while_hauled(graph: RoadGraph) -> None:
+    quiet = GpsConfig(sigma_m=0.0, outlier_rate=0.0)
+    sc = generate(SimConfig(trucks=8, hours=1, anomaly_share=0.0, seed=5, gps=quiet), graph)
+    checked = 0
+    by_container: dict[str, list[Ping]] = defaultdict(list)
+    for p in sc.pings:
+        by_container[p.device_id].append(p)
+    for haul in sc.hauls:
+        for p in by_container[haul.container]:
+            if haul.start <= p.ts <= haul.end:
+                lon, lat = sc.true_position(haul.truck, p.ts)
+                assert haversine_m(p.lon, p.lat, lon, lat) < 5.0
+                checked += 1
+    assert checked > 100
+
+
+def test_every_anomaly_kind_has_truth(labelled: Scenario) -> None:
+    kinds = Counter(t.kind for t in labelled.truth)
+    assert set(kinds) == set(ALL_KINDS)
+    for t in labelled.truth:
+        assert t.start < t.end, t
+        assert t.device_id in labelled.devices
+    container_kinds = {AnomalyKind.CONTAINER_SEPARATED, AnomalyKind.DOOR_OPEN_AFTER_CLEARANCE}
+    for t in labelled.truth:
+        expected = DeviceKind.CONTAINER if t.kind in container_kinds else DeviceKind.TRUCK
+        assert labelled.devices[t.device_id] is expected
+        if t.kind is AnomalyKind.RENDEZVOUS:
+            assert t.other is not None and labelled.devices[t.other] is DeviceKind.TRUCK
+    doors = {p.device_id for p in labelled.pings if "door_open" in p.events}
+    assert doors == {t.device_id for t in labelled.truth if t.kind is AnomalyKind.DOOR_OPEN_AFTER_CLEARANCE}
+    assert labelled.clean_trips == 0
+
+
+def test_anomalies_look_like_their_kind(labelled: Scenario) -> None:
+    boundary = next(f for f in load_port("santos").fences if f.kind is FenceKind.PORT_BOUNDARY).geometry
+    by_dev: dict[str, list[Ping]] = defaultdict(list)
+    for p in labelled.pings:
+        by_dev[p.device_id].append(p)
+    for t in labelled.truth:
+        inside = [p for p in by_dev[t.device_id] if t.start <= p.ts <= t.end]
+        if t.kind is AnomalyKind.POST_CLEARANCE_DETOUR:
+            lon, lat = labelled.true_position(t.device_id, t.start + (t.end - t.start) / 2)
+            assert not shapely.contains_xy(boundary, lon, lat)
+        elif t.kind is AnomalyKind.GOING_DARK:
+            assert [p.ts for p in inside] in ([t.end], [])
+        elif t.kind is AnomalyKind.GPS_SPOOFING:
+            assert 3 <= len({p.ts for p in inside}) <= 5
+            for p in inside:
+                assert haversine_m(p.lon, p.lat, *labelled.true_position(t.device_id, p.ts)) > 4000.0
+        elif t.kind is AnomalyKind.CONTAINER_SEPARATED:
+            mid = t.start + (t.end - t.start) / 2
+            c = labelled.true_position(t.device_id, mid)
+            assert t.other is not None
+            k = labelled.true_position(t.other, mid)
+            assert haversine_m(*c, *k) > 150.0
+        elif t.kind in (AnomalyKind.UNEXPECTED_STOP, AnomalyKind.RENDEZVOUS):
+            a = labelled.true_position(t.device_id, t.start + timedelta(seconds=1))
+            b = labelled.true_position(t.device_id, t.end - timedelta(seconds=1))
+            assert haversine_m(*a, *b) < 1.0
+            assert (t.end - t.start) >= timedelta(minutes=4)
+            if t.other is not None:
+                o = labelled.true_position(t.other, t.start + timedelta(seconds=1))
+                assert haversine_m(*a, *o) <= 10.0
+
+
+def test_clean_trips_stay_in_port_and_report(clean: Scenario) -> None:
+    assert clean.truth == [] and clean.clean_trips == clean.trips > 20
+    boundary = next(f for f in load_port("santos").fences if f.kind is FenceKind.PORT_BOUNDARY).geometry
+    shapely.prepare(boundary)
+    lons = [p.lon for p in clean.pings]
+    lats = [p.lat for p in clean.pings]
+    assert bool(shapely.contains_xy(boundary, lons, lats).all())
+    # no silence beyond the interval + 60 s while a truck is on a trip
+    by_dev: dict[str, list[float]] = defaultdict(list)
+    for p in clean.pings:
+        by_dev[p.device_id].append(p.ts.timestamp())
+    for trip in clean.trip_log:
+        ts = sorted({t for t in by_dev[trip.truck] if trip.start.timestamp() <= t <= trip.end.timestamp()})
+        gaps = [b - a for a, b in itertools.pairwise(ts)]
+        assert max(gaps) <= statistics.median(gaps) + 62.0, trip
+
+
+def test_intervals_duplicates_and_late_messages(clean: Scenario) -> None:
+    by_dev: dict[str, list[Ping]] = defaultdict(list)
+    for p in clean.pings:
+        by_dev[p.device_id].append(p)
+    intervals: Counter[int] = Counter()
+    for dev, pings in by_dev.items():
+        if clean.devices[dev] is DeviceKind.TRUCK:
+            ts = sorted({p.ts.timestamp() for p in pings})
+            gaps = sorted(b - a for a, b in itertools.pairwise(ts))
+            intervals[min((10, 30, 60, 300), key=lambda v: abs(v - gaps[len(gaps) // 2]))] += 1
+    assert len(intervals) >= 3
+    n = len(clean.pings)
+    dups = n - len({(p.device_id, p.ts) for p in clean.pings})
+    assert 0.003 < dups / n < 0.03
+    late = 0
+    for pings in by_dev.values():
+        newest = pings[0].ts
+        for p in pings[1:]:
+            if p.ts < newest:
+                late += 1
+            newest = max(newest, p.ts)
+        assert all(p.received is not None and p.received >= p.ts for p in pings)
+    assert 0.001 < late / n < 0.03
+    received = [p.received.timestamp() for p in clean.pings if p.received is not None]
+    assert len(received) == n and received == sorted(received)  # pings are in delivery order
+
+
+def test_jsonl_round_trip(labelled: Scenario, tmp_path: Path) -> None:
+    path = tmp_path / "sim.jsonl"
+    labelled.write_jsonl(path)
+    back = read_jsonl(path)
+    assert back.pings == labelled.pings
+    assert back.inspections == labelled.inspections
+    assert back.truth == labelled.truth
+    assert back.devices == labelled.devices and back.pairs == labelled.pairs
+    assert back.trip_log == labelled.trip_log and back.hauls == labelled.hauls
+    assert (back.trips, back.clean_trips) == (labelled.trips, labelled.clean_trips)
+    assert back.km == pytest.approx(labelled.km, abs=1e-3)
+
+
+def test_messages_for_mqtt(labelled: Scenario) -> None:
+    msgs = list(messages(labelled))
+    assert len(msgs) == len(labelled.pings) + len(labelled.inspections)
+    topics = Counter(topic.split("/")[0] for _, topic, _ in msgs)
+    assert topics["customs"] == len(labelled.inspections)
+    assert is_loopback("127.0.0.1") and not is_loopback("192.0.2.1")
+
+
+def test_cli_writes_jsonl(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    assert main(["--trucks", "3", "--hours", "0.5", "--seed", "2", "--out", str(out)]) == 0
+    sc = read_jsonl(out)
+    assert sc.pings and sc.trips >= 3
+    assert main(["--anomalies", "nonsense"]) == 2

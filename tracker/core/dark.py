@@ -1,0 +1,248 @@
+"""Going dark: a tracker inside the port that stops reporting.
+
+Wrapping a tracker in foil, pulling its fuse or running a cheap jammer is the first
+thing an insider does before touching a container, so silence inside the port is a
+security fact in itself. Outside every port fence it is not: the truck went home.
+
+"Silent" is relative to the device's own rhythm. The expected interval is the median
+of the device's last intervals (a median, so one long tunnel or one burst of retries
+does not shift it, while a tracker configured slower than its kind's default is learned
+after a few fixes), with a per-kind default until enough intervals were seen. The
+limit is ``k`` expected intervals, never below ``min_gap_s``, so a 1 Hz tracker does
+not alarm after three seconds under a crane.
+
+The loss is raised by ticks (``ts`` = last fix + limit, the moment silence became
+abnormal, so the alert does not depend on tick jitter). A fix that arrives after a gap
+no tick reported (a replay, or a service restart) raises the same loss with the same
+id and restores it at once, so offline replays find every gap live operation finds.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from geofences import FenceIndex, haversine_m
+from tracker.core.detector import FixContext, JsonState, TickContext
+from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
+from tracker.core.state import Fix
+
+__all__ = ["DarkDetector", "DarkParams"]
+
+RESTORED = "signal_restored"
+
+
+def _default_intervals() -> Mapping[DeviceKind, float]:
+    return MappingProxyType({DeviceKind.TRUCK: 30.0, DeviceKind.CONTAINER: 60.0, DeviceKind.SEAL: 300.0})
+
+
+@dataclass(frozen=True, slots=True)
+class DarkParams:
+    """Thresholds of the going-dark detector.
+
+    ``default_interval_s``: what a device of each kind is configured to send before its
+    own rhythm is known (truck 30 s, container 60 s, seal 300 s). ``history``: how many
+    recent intervals the median looks at (16) and ``min_samples`` how many it needs
+    before it replaces the default (4). Intervals are clipped to [``min_interval_s``,
+    ``max_interval_s``] = [1 s, 10 min] so a burst of buffered fixes or one long parked
+    gap cannot set an absurd rhythm. ``k`` = 3 missed reports, and never less than
+    ``min_gap_s`` = 120 s of silence. ``moved_m``: a device that reappears more than
+    200 m from where it vanished gets a medium rather than low ``signal_restored``.
+    """
+
+    default_interval_s: Mapping[DeviceKind, float] = field(default_factory=_default_intervals)
+    k: float = 3.0
+    min_gap_s: float = 120.0
+    history: int = 16
+    min_samples: int = 4
+    min_interval_s: float = 1.0
+    max_interval_s: float = 600.0
+    moved_m: float = 200.0
+    lost_severity: Severity = Severity.MEDIUM
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    last: Fix
+    fences: tuple[str, ...]  # fences at the last fix; empty means "outside the port"
+    intervals: tuple[float, ...]
+    lost: dict[str, Any] | None  # the raised signal_lost alert's fields, until the signal is back
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "last": {"ts": self.last.ts.isoformat(), "lon": self.last.lon, "lat": self.last.lat},
+            "fences": list(self.fences),
+            "intervals": list(self.intervals),
+            "lost": self.lost,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _State:
+        last = data["last"]
+        return cls(
+            last=Fix(datetime.fromisoformat(last["ts"]), float(last["lon"]), float(last["lat"])),
+            fences=tuple(data.get("fences", ())),
+            intervals=tuple(float(x) for x in data.get("intervals", ())),
+            lost=data.get("lost"),
+        )
+
+
+def _fix_json(f: Fix) -> dict[str, Any]:
+    return {"ts": f.ts.isoformat(), "lon": f.lon, "lat": f.lat}
+
+
+class DarkDetector:
+    """Raises ``signal_lost`` for a silent tracker in the port, then closes it and raises ``signal_restored``."""
+
+    name: ClassVar[str] = "signal_lost"
+    Params: ClassVar[type[DarkParams]] = DarkParams
+
+    def __init__(self, params: DarkParams | None = None) -> None:
+        self.params = params or DarkParams()
+
+    def expected(self, kind: DeviceKind, intervals: tuple[float, ...]) -> tuple[float, str]:
+        """Expected reporting interval and where it comes from (for the evidence)."""
+        p = self.params
+        if len(intervals) >= p.min_samples:
+            return float(statistics.median(intervals)), f"median of the last {len(intervals)} intervals"
+        return float(p.default_interval_s.get(kind, p.min_gap_s / p.k)), f"default for {kind.value}"
+
+    def limit(self, kind: DeviceKind, intervals: tuple[float, ...]) -> float:
+        """Seconds of silence after which the device counts as lost."""
+        return max(self.params.min_gap_s, self.params.k * self.expected(kind, intervals)[0])
+
+    # -- alerts ----------------------------------------------------------------------------
+
+    def _lost(self, device_id: str, kind: DeviceKind, st: _State, index: FenceIndex) -> dict[str, Any]:
+        p = self.params
+        expected, basis = self.expected(kind, st.intervals)
+        limit = max(p.min_gap_s, p.k * expected)
+        fences = [index.get(f) for f in st.fences if f in index]
+        named = next((f for f in fences if f.kind.value != "port_boundary"), fences[0] if fences else None)
+        where = f" in {named.kind.value.replace('_', ' ')} {named.name!r}" if named else ""
+        return {
+            "severity": p.lost_severity.value,
+            "ts": (st.last.ts + timedelta(seconds=limit)).isoformat(),
+            "message": f"{device_id} stopped reporting{where}: silent for over {limit:.0f} s "
+            f"(expected a fix every {expected:.0f} s)",
+            "port": named.port if named else None,
+            "fence_id": named.id if named else None,
+            "key": st.last.ts.isoformat(),
+            "evidence": {
+                "last_fix": _fix_json(st.last),
+                "fences": [{"id": f.id, "name": f.name, "kind": f.kind.value} for f in fences],
+                "expected_interval_s": expected,
+                "expected_interval_basis": basis,
+                "k": p.k,
+                "min_gap_s": p.min_gap_s,
+                "limit_s": limit,
+                "device_kind": kind.value,
+            },
+        }
+
+    @staticmethod
+    def _alert(kind: str, data: dict[str, Any], device_id: str) -> Alert:
+        return Alert(
+            kind=kind,
+            severity=Severity(data["severity"]),
+            device_id=device_id,
+            ts=datetime.fromisoformat(data["ts"]),
+            message=data["message"],
+            port=data["port"],
+            fence_id=data["fence_id"],
+            evidence=data["evidence"],
+            key=data["key"],
+        )
+
+    def _restore(self, device_id: str, lost: dict[str, Any], before: Fix, ping: Ping) -> list[Event]:
+        lost_alert = self._alert(self.name, lost, device_id)
+        gap = (ping.ts - before.ts).total_seconds()
+        moved = haversine_m(before.lon, before.lat, ping.lon, ping.lat)
+        after = Fix.of(ping)
+        far = moved > self.params.moved_m
+        restored = Alert(
+            kind=RESTORED,
+            severity=Severity.MEDIUM if far else Severity.LOW,
+            device_id=device_id,
+            ts=ping.ts,
+            message=f"{device_id} is reporting again after {gap:.0f} s of silence, "
+            f"{moved:.0f} m from where it went silent",
+            port=lost_alert.port,
+            fence_id=lost_alert.fence_id,
+            evidence={
+                "lost_alert_id": str(lost_alert.id),
+                "last_fix_before": _fix_json(before),
+                "first_fix_after": _fix_json(after),
+                "gap_s": gap,
+                "distance_m": moved,
+                "moved_threshold_m": self.params.moved_m,
+                "limit_s": lost["evidence"]["limit_s"],
+            },
+            key=before.ts.isoformat(),
+        )
+        update = AlertUpdate(
+            alert=lost_alert,
+            ts=ping.ts,
+            fields={"restored_at": ping.ts.isoformat(), "gap_s": gap, "distance_m": moved},
+            closes=True,
+        )
+        return [update, restored]
+
+    # -- detector protocol -----------------------------------------------------------------
+
+    def on_fix(self, state: JsonState, ping: Ping, ctx: FixContext) -> tuple[JsonState, list[Event]]:
+        p = self.params
+        st = None if not state else _State.from_json(state)
+        if st is None and ctx.previous is not None:
+            # no memory of this device (first run of the detector): the pipeline still knows its last fix
+            st = _State(ctx.previous, tuple(sorted(ctx.fences_before)), (), None)
+        events: list[Event] = []
+        intervals: tuple[float, ...] = ()
+        if st is not None:
+            if ping.ts <= st.last.ts:
+                return st.to_json(), []
+            gap = (ping.ts - st.last.ts).total_seconds()
+            lost = st.lost
+            if lost is None and st.fences and gap > self.limit(ctx.kind, st.intervals):
+                lost = self._lost(ctx.device_id, ctx.kind, st, ctx.index)
+                events.append(self._alert(self.name, lost, ctx.device_id))
+            if lost is not None:
+                events.extend(self._restore(ctx.device_id, lost, st.last, ping))
+            # losses are learned too (clipped): the median shrugs off the odd one, and a tracker whose
+            # real rhythm is slower than its kind's default must not stay "lost" on every single fix
+            clipped = min(p.max_interval_s, max(p.min_interval_s, gap))
+            intervals = (*st.intervals, clipped)[-p.history :]
+        new = _State(Fix.of(ping), tuple(sorted(ctx.fences)), intervals, None)
+        return new.to_json(), events
+
+    def on_inspection(
+        self, state: JsonState, inspection: Inspection, ctx: TickContext
+    ) -> tuple[JsonState, list[Event]]:
+        """A container reported loaded is on board: its tracker going quiet in the hold is expected.
+
+        Only a silence that has not yet been reported is forgiven (the fences are cleared as if
+        it had left the port); a loss already raised stays for the officer, and the next fix
+        makes the device watched again.
+        """
+        if not state or inspection.result is not InspectionResult.LOADED:
+            return state, []
+        st = _State.from_json(state)
+        if st.lost is not None or inspection.ts < st.last.ts:
+            return state, []
+        return _State(st.last, (), st.intervals, None).to_json(), []
+
+    def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
+        if not state:
+            return state, []
+        st = _State.from_json(state)
+        if st.lost is not None or not st.fences:
+            return state, []
+        if (now - st.last.ts).total_seconds() <= self.limit(ctx.kind, st.intervals):
+            return state, []
+        lost = self._lost(ctx.device_id, ctx.kind, st, ctx.index)
+        new = _State(st.last, st.fences, st.intervals, lost)
+        return new.to_json(), [self._alert(self.name, lost, ctx.device_id)]

@@ -1,0 +1,83 @@
+"""The contract every detector module follows.
+
+A detector is a stateless object holding its parameters plus pure functions over its
+own JSON-ready state (a dict, or None when it has nothing to remember). The pipeline
+computes what several detectors need exactly once per fix (fence membership,
+motion, the world view) and passes it in a context; detectors never see the clock,
+the database or the broker. Time comes from the fix, or from ``now`` on a tick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+from geofences import FenceIndex, FenceKind
+from tracker.core.model import DeviceKind, Event, Inspection, Ping
+from tracker.core.state import Fix
+from tracker.core.world import World
+
+JsonState = dict[str, Any] | None
+
+AUTHORIZED_STOP_KINDS = frozenset(
+    {FenceKind.TERMINAL, FenceKind.GATE, FenceKind.AUTHORIZED_PARKING, FenceKind.INSPECTION_AREA}
+)
+"""Zones where a truck or container may stand still without anyone asking why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Motion:
+    """Whether the device is standing still, computed once per fix by ``tracker.core.motion``."""
+
+    stationary_since: datetime | None  # first fix of the current stationary period; None while moving
+    centre_lon: float | None = None
+    centre_lat: float | None = None
+    radius_m: float = 0.0  # how far the fixes of this stationary period spread
+
+
+@dataclass(frozen=True, slots=True)
+class FixContext:
+    """Everything a detector may read for one fix besides its own state."""
+
+    device_id: str
+    kind: DeviceKind
+    previous: Fix | None  # last accepted fix before this one
+    fences_before: frozenset[str]
+    fences: frozenset[str]  # membership after this fix (hysteresis applied)
+    motion: Motion
+    index: FenceIndex
+    world: World  # other devices' latest positions (this device not yet updated)
+    params_port: str | None = None  # port of the fences the device is in, when any
+
+    def authorized_stop(self) -> bool:
+        return any(self.index.get(f).kind in AUTHORIZED_STOP_KINDS for f in self.fences)
+
+
+@dataclass(frozen=True, slots=True)
+class TickContext:
+    """A timer tick for one device: lets timeouts fire without a new fix."""
+
+    device_id: str
+    kind: DeviceKind
+    last: Fix | None
+    fences: frozenset[str]
+    motion: Motion
+    index: FenceIndex
+    world: World
+
+
+class Detector(Protocol):
+    name: ClassVar[str]
+
+    def on_fix(self, state: JsonState, ping: Ping, ctx: FixContext) -> tuple[JsonState, list[Event]]: ...
+
+    def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]: ...
+
+
+class InspectionAware(Protocol):
+    """Detectors that also react to customs decisions about the device's container."""
+
+    def on_inspection(
+        self, state: JsonState, inspection: Inspection, ctx: TickContext
+    ) -> tuple[JsonState, list[Event]]: ...

@@ -1,0 +1,286 @@
+"""Implausible fixes: the pre-filter that keeps spoofed or jammed positions out of the detectors.
+
+A GPS spoofer (or a jammer making the receiver fall back on garbage) can put a truck
+back in the terminal while it stands at a warehouse. Every other detector trusts
+positions, so implausible ones are caught first and never reach them. The pipeline
+calls :meth:`IntegrityCheck.check` before anything else with ``previous`` = the last
+ACCEPTED fix (``DeviceState.last``): a rejected fix is stored with its flags but is
+never the reference for the next check, otherwise one spoofed fix would make the next
+genuine fix look like a jump back.
+
+Two traps the module avoids:
+
+* a long gap is not a jump: a tracker off for 2 h that reappears 60 km away moved at
+  30 km/h, and the speed check over the whole gap says so;
+* rejecting forever: if the accepted reference itself was the bad fix (a cold-start
+  fix, or the device really was carried away while off), every later genuine fix would
+  be rejected. After ``reanchor_after`` consecutive implausible fixes that are
+  consistent with each other (the device really is over there), the last of them is
+  accepted with the flag ``reanchored`` and becomes the new reference.
+
+Implausible fixes are also evidence of an attack: ``repeat_count`` of them within
+``repeat_window_s`` raise one ``gps_integrity`` alert for the burst.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from geofences import haversine_m
+from tracker.core.detector import JsonState
+from tracker.core.model import Alert, DeviceKind, Event, Ping, Severity
+from tracker.core.state import Fix
+
+__all__ = ["IMPLAUSIBLE", "REANCHORED", "IntegrityCheck", "IntegrityParams", "accepted"]
+
+IMPLAUSIBLE = frozenset({"implausible_speed", "teleport", "duplicate_ts_moved", "outside_accuracy"})
+"""Flags that keep a fix away from the detectors."""
+
+REANCHORED = "reanchored"
+KIND = "gps_integrity"
+
+
+def accepted(flags: tuple[str, ...]) -> bool:
+    """Whether the pipeline should feed a fix with these flags to the detectors."""
+    return not IMPLAUSIBLE.intersection(flags)
+
+
+def _default_speeds() -> Mapping[DeviceKind, float]:
+    return MappingProxyType({DeviceKind.TRUCK: 200.0, DeviceKind.CONTAINER: 200.0, DeviceKind.SEAL: 200.0})
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrityParams:
+    """Thresholds of the plausibility check.
+
+    ``max_speed_kmh`` (200 for every kind): no loaded truck does that; a margin over
+    real highway speeds keeps honest fixes out of trouble. ``noise_m`` (30 m) is taken
+    off every jump before the speed is computed, because at 1 Hz two honest fixes 40 m
+    apart by noise alone would otherwise read as 144 km/h. ``teleport_m`` (5 km) within
+    ``teleport_window_s`` (600 s) is a teleport whatever the speed: inside a port
+    nothing covers that distance that quickly. ``accuracy_factor`` (3): a jump larger
+    than the speed limit allows plus 3 sigma of both fixes' reported accuracy cannot be
+    explained by the receiver's own error estimate. ``duplicate_tolerance_m`` (5 m):
+    two fixes with one timestamp may differ by rounding, not by more.
+    ``repeat_count`` (3) implausible fixes within ``repeat_window_s`` (600 s) make a
+    burst worth an alert; ``reanchor_after`` (3) consecutive, mutually consistent
+    implausible fixes make the new position believed.
+    """
+
+    max_speed_kmh: Mapping[DeviceKind, float] = field(default_factory=_default_speeds)
+    noise_m: float = 30.0
+    teleport_m: float = 5000.0
+    teleport_window_s: float = 600.0
+    accuracy_factor: float = 3.0
+    duplicate_tolerance_m: float = 5.0
+    repeat_count: int = 3
+    repeat_window_s: float = 600.0
+    reanchor_after: int = 3
+    max_evidence: int = 20  # flagged fixes kept per burst, so a long attack does not grow the state forever
+
+
+@dataclass(frozen=True, slots=True)
+class _Flagged:
+    ts: datetime
+    lon: float
+    lat: float
+    flags: tuple[str, ...]
+    distance_m: float
+    dt_s: float
+    speed_kmh: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ts": self.ts.isoformat(),
+            "lon": self.lon,
+            "lat": self.lat,
+            "flags": list(self.flags),
+            "distance_m": self.distance_m,
+            "dt_s": self.dt_s,
+            "speed_kmh": self.speed_kmh,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> _Flagged:
+        return cls(
+            ts=datetime.fromisoformat(d["ts"]),
+            lon=float(d["lon"]),
+            lat=float(d["lat"]),
+            flags=tuple(d["flags"]),
+            distance_m=float(d["distance_m"]),
+            dt_s=float(d["dt_s"]),
+            speed_kmh=None if d["speed_kmh"] is None else float(d["speed_kmh"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    accepted_ts: datetime | None  # last fix this check accepted, to pair ``previous`` with its accuracy
+    accepted_acc: float | None
+    rejected: tuple[_Flagged, ...]  # current run of consecutive, mutually consistent rejected fixes
+    burst_start: datetime | None
+    burst_last: datetime | None
+    burst: tuple[_Flagged, ...]  # flagged fixes of the burst within the window
+    burst_alerted: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accepted_ts": None if self.accepted_ts is None else self.accepted_ts.isoformat(),
+            "accepted_acc": self.accepted_acc,
+            "rejected": [f.to_json() for f in self.rejected],
+            "burst_start": None if self.burst_start is None else self.burst_start.isoformat(),
+            "burst_last": None if self.burst_last is None else self.burst_last.isoformat(),
+            "burst": [f.to_json() for f in self.burst],
+            "burst_alerted": self.burst_alerted,
+        }
+
+    @classmethod
+    def from_json(cls, d: JsonState) -> _State:
+        if not d:
+            return cls(None, None, (), None, None, (), False)
+
+        def ts(key: str) -> datetime | None:
+            v = d.get(key)
+            return None if v is None else datetime.fromisoformat(v)
+
+        acc = d.get("accepted_acc")
+        return cls(
+            accepted_ts=ts("accepted_ts"),
+            accepted_acc=None if acc is None else float(acc),
+            rejected=tuple(_Flagged.from_json(x) for x in d.get("rejected", ())),
+            burst_start=ts("burst_start"),
+            burst_last=ts("burst_last"),
+            burst=tuple(_Flagged.from_json(x) for x in d.get("burst", ())),
+            burst_alerted=bool(d.get("burst_alerted", False)),
+        )
+
+
+class IntegrityCheck:
+    """Flags implausible fixes, re-anchors when the reference was the wrong one, alerts on bursts."""
+
+    Params: ClassVar[type[IntegrityParams]] = IntegrityParams
+
+    def __init__(self, params: IntegrityParams | None = None, kind: DeviceKind = DeviceKind.TRUCK) -> None:
+        self.params = params or IntegrityParams()
+        self.kind = kind
+
+    def _vmax_ms(self, kind: DeviceKind) -> float:
+        return self.params.max_speed_kmh.get(kind, 200.0) / 3.6
+
+    def _judge(
+        self,
+        ping: Ping,
+        ref: Fix,
+        ref_acc: float | None = None,
+        kind: DeviceKind | None = None,
+        *,
+        teleport: bool = True,
+    ) -> _Flagged:
+        """Flags for ``ping`` against a reference fix (no state involved)."""
+        p = self.params
+        vmax = self._vmax_ms(kind or self.kind)
+        d = haversine_m(ref.lon, ref.lat, ping.lon, ping.lat)
+        dt = (ping.ts - ref.ts).total_seconds()
+        flags: list[str] = []
+        speed: float | None = None
+        if dt == 0:
+            if d > p.duplicate_tolerance_m:
+                flags.append("duplicate_ts_moved")
+        elif dt > 0:
+            speed = d / dt * 3.6
+            if max(0.0, d - p.noise_m) / dt > vmax:
+                flags.append("implausible_speed")
+            if teleport and d > p.teleport_m and dt < p.teleport_window_s:
+                flags.append("teleport")
+        if ping.accuracy is not None and dt >= 0:
+            allowance = p.accuracy_factor * (ping.accuracy + (ref_acc or 0.0))
+            if d - allowance > vmax * dt:
+                flags.append("outside_accuracy")
+        return _Flagged(ping.ts, ping.lon, ping.lat, tuple(flags), d, dt, speed)
+
+    def check(
+        self, state: JsonState, ping: Ping, previous: Fix | None, kind: DeviceKind | None = None
+    ) -> tuple[JsonState, tuple[str, ...], list[Event]]:
+        """Flags for one fix and the alert a burst of them raises.
+
+        ``previous`` must be the last accepted fix. A fix older than it is not judged
+        (the pipeline marks it late), nor is the device's first fix.
+        """
+        p = self.params
+        st = _State.from_json(state)
+        if previous is None or ping.ts < previous.ts:
+            if previous is None:
+                st = _accept(st, ping)
+            return st.to_json(), (), []
+        ref_acc = st.accepted_acc if st.accepted_ts == previous.ts else None
+        verdict = self._judge(ping, previous, ref_acc, kind)
+        if not verdict.flags:
+            return _accept(st, ping).to_json(), (), []
+
+        # consecutive rejected fixes that agree with each other (speed only: a fast convoy of
+        # far-apart fixes is still one consistent track) point at a wrong reference
+        run: tuple[_Flagged, ...] = (verdict,)
+        if st.rejected:
+            last = st.rejected[-1]
+            between = self._judge(ping, Fix(last.ts, last.lon, last.lat), None, kind, teleport=False)
+            if between.dt_s > 0 and not between.flags:
+                run = (*st.rejected, verdict)[-p.reanchor_after :]
+        reanchor = len(run) >= p.reanchor_after
+
+        events: list[Event] = []
+        st = _burst(st, verdict, p)
+        if not st.burst_alerted and len(st.burst) >= p.repeat_count:
+            events.append(self._alert(ping.device_id, st, reanchor))
+            st = _with(st, burst_alerted=True)
+        if reanchor:
+            return _with(_accept(st, ping), rejected=()).to_json(), (REANCHORED,), events
+        return _with(st, rejected=run).to_json(), verdict.flags, events
+
+    def _alert(self, device_id: str, st: _State, reanchor: bool) -> Alert:
+        assert st.burst_start is not None
+        fixes = [f.to_json() for f in st.burst]
+        fastest = max((f.speed_kmh for f in st.burst if f.speed_kmh is not None), default=None)
+        return Alert(
+            kind=KIND,
+            severity=Severity.HIGH,
+            device_id=device_id,
+            ts=st.burst[-1].ts,
+            message=f"{device_id} reported {len(fixes)} physically impossible positions within "
+            f"{self.params.repeat_window_s / 60:.0f} min: GPS spoofing, jamming or a faulty tracker",
+            key=st.burst_start.isoformat(),
+            evidence={
+                "flagged_fixes": fixes,
+                "burst_started_at": st.burst_start.isoformat(),
+                "fastest_kmh": fastest,
+                "reanchored": reanchor,
+                "thresholds": {
+                    "max_speed_kmh": {k.value: v for k, v in self.params.max_speed_kmh.items()},
+                    "noise_m": self.params.noise_m,
+                    "teleport_m": self.params.teleport_m,
+                    "teleport_window_s": self.params.teleport_window_s,
+                    "accuracy_factor": self.params.accuracy_factor,
+                    "repeat_count": self.params.repeat_count,
+                    "repeat_window_s": self.params.repeat_window_s,
+                },
+            },
+        )
+
+
+def _with(st: _State, **changes: Any) -> _State:
+    return replace(st, **changes)
+
+
+def _accept(st: _State, ping: Ping) -> _State:
+    return _with(st, accepted_ts=ping.ts, accepted_acc=ping.accuracy, rejected=())
+
+
+def _burst(st: _State, f: _Flagged, p: IntegrityParams) -> _State:
+    """Add a flagged fix to the burst; a flagged fix after a quiet window starts a new burst."""
+    if st.burst_last is None or st.burst_start is None or (f.ts - st.burst_last).total_seconds() > p.repeat_window_s:
+        return _with(st, burst_start=f.ts, burst_last=f.ts, burst=(f,), burst_alerted=False)
+    recent = tuple(x for x in st.burst if (f.ts - x.ts).total_seconds() <= p.repeat_window_s)
+    return _with(st, burst_last=f.ts, burst=(*recent, f)[-p.max_evidence :])

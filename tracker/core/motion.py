@@ -1,0 +1,218 @@
+"""Stationary tracking: is the device standing still, since when, and where.
+
+Several detectors ask the same question (an unexpected stop, two vehicles stopped
+side by side), so the pipeline answers it once per fix and hands the answer to all
+of them as a :class:`~tracker.core.detector.Motion`.
+
+The model is a single cluster of fixes around a centre:
+
+* a fix within ``radius_m`` of the centre joins the cluster and moves the centre
+  (running mean of every in-cluster fix, so ±20 m of noise averages out instead of
+  walking the centre away the way "last fix" or a short window would);
+* the stationary period starts at the FIRST fix of the cluster, so a stop's duration
+  counts from when the device really stopped, even with fixes five minutes apart;
+* one fix outside the radius is held as *pending* and ignored for the centre: if the
+  next fix is back inside, it was a multipath outlier and the stop goes on; if the
+  next fix is also outside, the device left (and, when the two outside fixes are
+  close together, a new cluster starts at the first of them).
+
+State is a handful of numbers whatever the fix rate (no list of fixes is kept), so a
+1 Hz tracker parked for a day costs the same as a seal reporting every five minutes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from geofences import haversine_m
+from tracker.core.detector import JsonState, Motion
+from tracker.core.model import Ping
+
+__all__ = ["MotionParams", "MotionState", "current", "holds", "update"]
+
+
+@dataclass(frozen=True, slots=True)
+class MotionParams:
+    """Thresholds of the stationary model.
+
+    ``radius_m``: 50 m is about 2.5 sigma of a consumer GPS receiver in a container
+    stack (±20 m), so a parked device does not leave its own cluster on noise, while a
+    truck that drives off is out of it within seconds.
+
+    ``min_dwell_s``: how long fixes must have stayed together before the device is
+    reported stationary. At 1 Hz two consecutive fixes of a truck rolling at 30 km/h
+    are 8 m apart, which alone would make every moving truck "stationary" for a few
+    seconds; 20 s of togetherness filters that. It does not move the start of the
+    stationary period (still the first fix), and any two fixes at least 20 s apart
+    within the radius (e.g. fixes every 5 min) satisfy it at once.
+
+    ``max_gap_s``: beyond this silence nobody can vouch the device stayed put between
+    the two fixes, so the cluster restarts at the new fix instead of spanning the hole.
+    """
+
+    radius_m: float = 50.0
+    min_dwell_s: float = 20.0
+    max_gap_s: float = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    ts: datetime
+    lon: float
+    lat: float
+
+
+@dataclass(frozen=True, slots=True)
+class MotionState:
+    """The current cluster; converted to and from a JSON-ready dict at the module boundary."""
+
+    since: datetime  # first fix of the cluster
+    last: datetime  # last fix that joined the cluster
+    lon: float  # centre: running mean of the in-cluster fixes
+    lat: float
+    n: int  # in-cluster fixes so far
+    radius_m: float  # largest distance of an in-cluster fix from the centre when it joined
+    stationary: bool
+    last_seen: datetime  # last fix processed, in the cluster or not
+    pending: _Pending | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat(),
+            "last": self.last.isoformat(),
+            "lon": self.lon,
+            "lat": self.lat,
+            "n": self.n,
+            "radius_m": self.radius_m,
+            "stationary": self.stationary,
+            "last_seen": self.last_seen.isoformat(),
+            "pending": None
+            if self.pending is None
+            else {"ts": self.pending.ts.isoformat(), "lon": self.pending.lon, "lat": self.pending.lat},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MotionState:
+        p = data.get("pending")
+        return cls(
+            since=datetime.fromisoformat(data["since"]),
+            last=datetime.fromisoformat(data["last"]),
+            lon=float(data["lon"]),
+            lat=float(data["lat"]),
+            n=int(data["n"]),
+            radius_m=float(data["radius_m"]),
+            stationary=bool(data["stationary"]),
+            last_seen=datetime.fromisoformat(data["last_seen"]),
+            pending=None if not p else _Pending(datetime.fromisoformat(p["ts"]), float(p["lon"]), float(p["lat"])),
+        )
+
+    def motion(self) -> Motion:
+        if not self.stationary:
+            return Motion(None)
+        return Motion(self.since, self.lon, self.lat, self.radius_m)
+
+
+def _seed(ts: datetime, lon: float, lat: float) -> MotionState:
+    return MotionState(since=ts, last=ts, lon=lon, lat=lat, n=1, radius_m=0.0, stationary=False, last_seen=ts)
+
+
+def _pair(p: _Pending, ping: Ping, params: MotionParams) -> MotionState:
+    """A new cluster from the pending fix and the one that confirmed the departure."""
+    lon = (p.lon + ping.lon) / 2
+    lat = (p.lat + ping.lat) / 2
+    radius = max(haversine_m(p.lon, p.lat, lon, lat), haversine_m(ping.lon, ping.lat, lon, lat))
+    dwell = (ping.ts - p.ts).total_seconds()
+    return MotionState(
+        since=p.ts,
+        last=ping.ts,
+        lon=lon,
+        lat=lat,
+        n=2,
+        radius_m=radius,
+        stationary=dwell >= params.min_dwell_s,
+        last_seen=ping.ts,
+    )
+
+
+def _join(st: MotionState, ping: Ping, params: MotionParams) -> MotionState:
+    n = st.n + 1
+    lon = st.lon + (ping.lon - st.lon) / n
+    lat = st.lat + (ping.lat - st.lat) / n
+    radius = max(st.radius_m, haversine_m(ping.lon, ping.lat, lon, lat))
+    if n == 2:
+        # the first fix's distance to the new centre counts too, or a two-fix stop would claim radius 0
+        radius = max(radius, haversine_m(st.lon, st.lat, lon, lat))
+    dwell = (ping.ts - st.since).total_seconds()
+    return MotionState(
+        since=st.since,
+        last=ping.ts,
+        lon=lon,
+        lat=lat,
+        n=n,
+        radius_m=radius,
+        stationary=st.stationary or dwell >= params.min_dwell_s,
+        last_seen=ping.ts,
+    )
+
+
+def _load(state: JsonState) -> MotionState | None:
+    return None if not state else MotionState.from_json(state)
+
+
+def update(state: JsonState, ping: Ping, params: MotionParams) -> tuple[JsonState, Motion]:
+    """Fold one accepted fix into the cluster. Fixes not newer than the last one change nothing."""
+    st = _load(state)
+    if st is None:
+        new = _seed(ping.ts, ping.lon, ping.lat)
+        return new.to_json(), new.motion()
+    if ping.ts <= st.last_seen:
+        return st.to_json(), st.motion()
+    if (ping.ts - st.last_seen).total_seconds() > params.max_gap_s:
+        new = _seed(ping.ts, ping.lon, ping.lat)
+        return new.to_json(), new.motion()
+    inside = haversine_m(ping.lon, ping.lat, st.lon, st.lat) <= params.radius_m
+    if inside:
+        # back inside: a pending fix, if any, was an outlier and is forgotten
+        new = _join(st, ping, params)
+    elif st.n < 2:
+        # a single fix is no stop worth protecting against outliers: the device is simply moving
+        new = _seed(ping.ts, ping.lon, ping.lat)
+    elif st.pending is None:
+        new = MotionState(
+            since=st.since,
+            last=st.last,
+            lon=st.lon,
+            lat=st.lat,
+            n=st.n,
+            radius_m=st.radius_m,
+            stationary=st.stationary,
+            last_seen=ping.ts,
+            pending=_Pending(ping.ts, ping.lon, ping.lat),
+        )
+    elif haversine_m(ping.lon, ping.lat, st.pending.lon, st.pending.lat) <= params.radius_m:
+        # two outside fixes together: it left and stopped again right away (or is creeping)
+        new = _pair(st.pending, ping, params)
+    else:
+        new = _seed(ping.ts, ping.lon, ping.lat)
+    return new.to_json(), new.motion()
+
+
+def current(state: JsonState) -> Motion:
+    """The motion as of the last fix, for ticks: nothing is extrapolated from the clock."""
+    st = _load(state)
+    return Motion(None) if st is None else st.motion()
+
+
+def holds(motion: Motion, lon: float, lat: float) -> bool:
+    """Whether a fix belongs to the stationary period ``motion`` describes.
+
+    Every in-cluster fix lies within ``radius_m`` of the centre (radius is the running
+    maximum of exactly that distance), while a pending outlier lies beyond the cluster
+    radius parameter, which is never smaller. Detectors use it so that the single fix
+    that may be a departure does not count as more time spent standing still.
+    """
+    if motion.stationary_since is None or motion.centre_lon is None or motion.centre_lat is None:
+        return False
+    return haversine_m(lon, lat, motion.centre_lon, motion.centre_lat) <= motion.radius_m

@@ -1,0 +1,536 @@
+"""Pairing of a container with the truck hauling it, and the alerts when that bond breaks.
+
+A container that leaves its truck on the way (dropped on a road shoulder, swapped onto
+another truck) or that moves with no truck known to haul it is how loaded containers get
+opened after customs clearance. The pair is declared by the API (gate-in, dispatch) or
+inferred when a truck and the container move together for a while.
+
+Positions of two devices are never compared at different instants: a truck's latest fix is
+often tens of seconds older than the container's, and at road speed that alone is a
+hundred metres. The container keeps its own recent fixes and is placed where it was when
+the truck's fix was taken (interpolated; extrapolated a little when the truck's fix is the
+newer one); only when that is impossible is the gap widened by the distance the container
+could have covered meanwhile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, ClassVar
+
+from geofences import haversine_m
+from tracker.core.detector import AUTHORIZED_STOP_KINDS, FixContext, JsonState, TickContext
+from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
+from tracker.core.world import Position
+
+SEPARATED = "container_separated"
+MOVING_UNPAIRED = "container_moving_unpaired"
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """Thresholds of the pairing rules."""
+
+    infer_m: float = 25.0
+    """A truck hauling the container carries it within its own length of GPS noise; passing traffic in the
+    next lane is also this close, but not for ``infer_s``."""
+    infer_s: float = 120.0
+    """Moving together this long makes the pair (two minutes of convoy is no coincidence)."""
+    separated_m: float = 100.0
+    """Further than this from its truck, the container is no longer on it."""
+    rejoin_m: float = 50.0
+    """A separation ends only this close, so a reading oscillating around ``separated_m`` does not flap."""
+    stale_s: float = 120.0
+    """Fixes of the truck and the container further apart in time than this are not compared at all."""
+    moved_m: float = 50.0
+    """Leaving the centre of its last stationary period by more than this is a movement (GPS noise of a
+    parked tracker stays within it)."""
+    moving_speed_ms: float = 2.0
+    """Faster than this (m/s, reported or derived) is a movement even before ``moved_m`` is covered."""
+    max_search_m: float = 1000.0
+    """Cap of the radius searched for candidate trucks (the gap a lagging fix can open at road speed)."""
+    stationary_trust_s: float = 900.0
+    """On a tick, how long a stationary container's last fix is trusted as where it still is; parked
+    trackers report every few minutes."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Fix:
+    ts: datetime
+    lon: float
+    lat: float
+
+    def to_json(self) -> list[Any]:
+        return [self.ts.isoformat(), self.lon, self.lat]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> _Fix:
+        return cls(datetime.fromisoformat(data[0]), float(data[1]), float(data[2]))
+
+    def evidence(self) -> dict[str, Any]:
+        return {"ts": self.ts.isoformat(), "lon": self.lon, "lat": self.lat}
+
+
+@dataclass(frozen=True, slots=True)
+class PairingState:
+    truck: str | None = None
+    inferred: bool = False
+    paired_at: datetime | None = None
+    unpaired_at: datetime | None = None
+    candidate: str | None = None  # truck moving alongside, not yet for ``infer_s``
+    candidate_since: datetime | None = None
+    anchor: tuple[float, float] | None = None  # centre of the last stationary period
+    moving_since: datetime | None = None
+    history: tuple[_Fix, ...] = ()  # the container's own recent fixes, to compare at the truck's fix time
+    separation: Alert | None = None  # open container_separated alert
+    unpaired_move: Alert | None = None  # open container_moving_unpaired alert
+    unverified_since: datetime | None = None  # the paired truck could not be compared (stale or unknown)
+
+    @classmethod
+    def load(cls, data: JsonState) -> PairingState:
+        if not data:
+            return cls()
+
+        def ts(key: str) -> datetime | None:
+            value = data.get(key)
+            return None if value is None else datetime.fromisoformat(value)
+
+        anchor = data.get("anchor")
+        sep = data.get("separation")
+        mov = data.get("unpaired_move")
+        return cls(
+            truck=data.get("truck"),
+            inferred=bool(data.get("inferred", False)),
+            paired_at=ts("paired_at"),
+            unpaired_at=ts("unpaired_at"),
+            candidate=data.get("candidate"),
+            candidate_since=ts("candidate_since"),
+            anchor=None if anchor is None else (float(anchor[0]), float(anchor[1])),
+            moving_since=ts("moving_since"),
+            history=tuple(_Fix.from_json(f) for f in data.get("history", ())),
+            separation=None if sep is None else _alert_from_json(SEPARATED, sep),
+            unpaired_move=None if mov is None else _alert_from_json(MOVING_UNPAIRED, mov),
+            unverified_since=ts("unverified_since"),
+        )
+
+    def dump(self) -> JsonState:
+        def iso(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat()
+
+        return {
+            "truck": self.truck,
+            "inferred": self.inferred,
+            "paired_at": iso(self.paired_at),
+            "unpaired_at": iso(self.unpaired_at),
+            "candidate": self.candidate,
+            "candidate_since": iso(self.candidate_since),
+            "anchor": None if self.anchor is None else list(self.anchor),
+            "moving_since": iso(self.moving_since),
+            "history": [f.to_json() for f in self.history],
+            "separation": None if self.separation is None else _alert_to_json(self.separation),
+            "unpaired_move": None if self.unpaired_move is None else _alert_to_json(self.unpaired_move),
+            "unverified_since": iso(self.unverified_since),
+        }
+
+
+def _alert_to_json(alert: Alert) -> dict[str, Any]:
+    return {
+        "device_id": alert.device_id,
+        "ts": alert.ts.isoformat(),
+        "message": alert.message,
+        "port": alert.port,
+        "fence_id": alert.fence_id,
+        "evidence": alert.evidence,
+        "key": alert.key,
+    }
+
+
+def _alert_from_json(kind: str, data: dict[str, Any]) -> Alert:
+    return Alert(
+        kind=kind,
+        severity=Severity.HIGH,
+        device_id=data["device_id"],
+        ts=datetime.fromisoformat(data["ts"]),
+        message=data["message"],
+        port=data["port"],
+        fence_id=data["fence_id"],
+        evidence=data["evidence"],
+        key=data["key"],
+    )
+
+
+def _seconds(a: datetime, b: datetime) -> float:
+    return (a - b).total_seconds()
+
+
+def _position_at(history: tuple[_Fix, ...], ts: datetime, limit_s: float) -> tuple[float, float] | None:
+    """Where the container was at ``ts``: interpolated between its fixes, or extrapolated from the last two
+    when ``ts`` is newer (by at most ``limit_s``); None when its fixes do not reach back that far."""
+    if not history:
+        return None
+    last = history[-1]
+    if ts >= last.ts:
+        ahead = _seconds(ts, last.ts)
+        if ahead == 0:
+            return last.lon, last.lat
+        if ahead > limit_s or len(history) < 2:
+            return None
+        prev = history[-2]
+        span = _seconds(last.ts, prev.ts)
+        if span <= 0:
+            return None
+        k = ahead / span
+        return last.lon + (last.lon - prev.lon) * k, last.lat + (last.lat - prev.lat) * k
+    for older, newer in zip(history[-2::-1], history[::-1], strict=False):
+        if older.ts <= ts <= newer.ts:
+            span = _seconds(newer.ts, older.ts)
+            k = 0.0 if span <= 0 else _seconds(ts, older.ts) / span
+            return older.lon + (newer.lon - older.lon) * k, older.lat + (newer.lat - older.lat) * k
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Gap:
+    """Distance between container and truck at the instant of the truck's fix, with its uncertainty."""
+
+    distance_m: float
+    slack_m: float  # how far off the distance may be because the instants could not be matched
+    lag_s: float  # container fix time minus truck fix time
+    container_lon: float
+    container_lat: float
+
+
+class PairingDetector:
+    name: ClassVar[str] = "pairing"
+
+    def __init__(self, params: Params | None = None) -> None:
+        self.params = params or Params()
+
+    # -- API side -------------------------------------------------------------------------------------------
+
+    def pair(self, state: JsonState, truck_id: str, ts: datetime) -> JsonState:
+        """Declared pairing; it overrides any inferred one."""
+        st = PairingState.load(state)
+        return replace(
+            st, truck=truck_id, inferred=False, paired_at=ts, unpaired_at=None, candidate=None, candidate_since=None
+        ).dump()
+
+    def unpair(self, state: JsonState, ts: datetime) -> JsonState:
+        """Declared end of the haul (delivered, dropped at a yard): the truck leaving is then expected.
+
+        The container's next fix becomes the place a later movement is measured from, since it was just
+        set down wherever the haul ended.
+        """
+        st = PairingState.load(state)
+        return replace(
+            st,
+            truck=None,
+            inferred=False,
+            paired_at=None,
+            unpaired_at=ts,
+            candidate=None,
+            candidate_since=None,
+            anchor=None,
+            moving_since=None,
+        ).dump()
+
+    @staticmethod
+    def paired_truck(state: JsonState) -> str | None:
+        return PairingState.load(state).truck
+
+    # -- detector contract ----------------------------------------------------------------------------------
+
+    def on_fix(self, state: JsonState, ping: Ping, ctx: FixContext) -> tuple[JsonState, list[Event]]:
+        if ctx.kind != DeviceKind.CONTAINER:
+            return state, []
+        p = self.params
+        st = PairingState.load(state)
+        fix = _Fix(ping.ts, ping.lon, ping.lat)
+        history = tuple(f for f in st.history if f.ts < ping.ts)
+        keep_from = next((i for i, f in enumerate(history) if _seconds(ping.ts, f.ts) <= p.stale_s), len(history))
+        st = replace(st, history=(*history[max(0, keep_from - 1) :], fix))
+
+        speed = self._speed(ping, ctx)
+        stationary = ctx.motion.stationary_since is not None
+        if stationary and ctx.motion.centre_lon is not None and ctx.motion.centre_lat is not None:
+            st = replace(st, anchor=(ctx.motion.centre_lon, ctx.motion.centre_lat))
+        elif stationary or st.anchor is None:
+            # a container first seen on the move is measured from where it was first seen
+            st = replace(st, anchor=(ping.lon, ping.lat))
+        events: list[Event] = []
+        port = ctx.params_port or next((ctx.index.get(f).port for f in sorted(ctx.fences)), None)
+
+        # a pairing replaced or withdrawn through the API ends the separation it was about
+        if st.separation is not None and st.separation.evidence.get("truck", {}).get("id") != st.truck:
+            events.append(self._end(st.separation, ping.ts, "unpaired" if st.truck is None else "re-paired"))
+            st = replace(st, separation=None)
+
+        if st.truck is not None:
+            still = stationary or speed <= p.moving_speed_ms
+            st, more = self._check_separation(st, fix, speed, still, ping.ts, ctx, port)
+            events.extend(more)
+        if st.truck is None:
+            st = self._infer(st, fix, speed, stationary, ctx)
+
+        moving = not stationary and self._moving(st, ping, ctx)
+        st, more = self._check_unpaired_move(st, fix, speed, stationary, moving, ctx, port)
+        events.extend(more)
+        return st.dump(), events
+
+    def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
+        """A parked container reports sparsely: its truck driving away must not wait for its next fix."""
+        if ctx.kind != DeviceKind.CONTAINER or ctx.last is None or ctx.motion.stationary_since is None:
+            return state, []
+        st = PairingState.load(state)
+        if st.truck is None or _seconds(now, ctx.last.ts) > self.params.stationary_trust_s:
+            return state, []
+        # standing still, the container is where its last fix put it: compare it at the truck's fix time
+        here = _Fix(ctx.last.ts, ctx.last.lon, ctx.last.lat)
+        truck = ctx.world.get(st.truck)
+        if truck is None or truck.ts <= here.ts or _seconds(now, truck.ts) > self.params.stale_s:
+            return state, []
+        port = next((ctx.index.get(f).port for f in sorted(ctx.fences)), None)
+        authorized = any(ctx.index.get(f).kind in AUTHORIZED_STOP_KINDS for f in ctx.fences)
+        st, events = self._separation_verdict(
+            ctx.device_id,
+            st,
+            here,
+            _Gap(haversine_m(here.lon, here.lat, truck.lon, truck.lat), 0.0, 0.0, here.lon, here.lat),
+            truck,
+            True,
+            authorized,
+            now,
+            port,
+        )
+        return st.dump(), events
+
+    # -- rules ----------------------------------------------------------------------------------------------
+
+    def _moving(self, st: PairingState, ping: Ping, ctx: FixContext) -> bool:
+        """Away from where it stood, or fast by its own Doppler speed, or by a hop no GPS noise makes; a speed
+        derived from two jittery fixes of a parked tracker easily exceeds 2 m/s and proves nothing."""
+        p = self.params
+        if st.anchor is not None and haversine_m(st.anchor[0], st.anchor[1], ping.lon, ping.lat) > p.moved_m:
+            return True
+        if ping.speed is not None:
+            return ping.speed > p.moving_speed_ms
+        prev = ctx.previous
+        if prev is None or haversine_m(prev.lon, prev.lat, ping.lon, ping.lat) <= p.moved_m:
+            return False
+        return self._speed(ping, ctx) > p.moving_speed_ms
+
+    def _speed(self, ping: Ping, ctx: FixContext) -> float:
+        if ping.speed is not None:
+            return max(0.0, ping.speed)
+        prev = ctx.previous
+        if prev is None:
+            return 0.0
+        dt = _seconds(ping.ts, prev.ts)
+        return 0.0 if dt <= 0 else haversine_m(prev.lon, prev.lat, ping.lon, ping.lat) / dt
+
+    def _gap(self, st: PairingState, fix: _Fix, speed: float, truck: Position) -> _Gap | None:
+        lag = _seconds(fix.ts, truck.ts)
+        if abs(lag) > self.params.stale_s:
+            return None
+        if truck.stationary_since is not None:
+            # a parked truck is where its last fix put it: compare with the container as it is now
+            return _Gap(haversine_m(fix.lon, fix.lat, truck.lon, truck.lat), 0.0, lag, fix.lon, fix.lat)
+        at = _position_at(st.history, truck.ts, self.params.stale_s)
+        if at is not None:
+            lon, lat = at
+            return _Gap(haversine_m(lon, lat, truck.lon, truck.lat), 0.0, lag, lon, lat)
+        return _Gap(haversine_m(fix.lon, fix.lat, truck.lon, truck.lat), speed * abs(lag), lag, fix.lon, fix.lat)
+
+    def _check_separation(
+        self,
+        st: PairingState,
+        fix: _Fix,
+        speed: float,
+        still: bool,
+        at: datetime,
+        ctx: FixContext,
+        port: str | None,
+    ) -> tuple[PairingState, list[Event]]:
+        assert st.truck is not None
+        truck = ctx.world.get(st.truck)
+        gap = None if truck is None else self._gap(st, fix, speed, truck)
+        if truck is None or gap is None:
+            # nothing to compare with: no verdict either way, but remember since when it is unverified
+            return replace(st, unverified_since=st.unverified_since or at), []
+        return self._separation_verdict(ctx.device_id, st, fix, gap, truck, still, ctx.authorized_stop(), at, port)
+
+    def _separation_verdict(
+        self,
+        device_id: str,
+        st: PairingState,
+        fix: _Fix,
+        gap: _Gap,
+        truck: Position,
+        still: bool,
+        authorized: bool,
+        at: datetime,
+        port: str | None,
+    ) -> tuple[PairingState, list[Event]]:
+        p = self.params
+        unverified = st.unverified_since
+        st = replace(st, unverified_since=None)
+        if st.separation is not None:
+            if gap.distance_m + gap.slack_m <= p.rejoin_m:
+                update = self._end(st.separation, at, "rejoined", gap=gap, truck=truck)
+                return replace(st, separation=None), [update]
+            return st, []
+        if gap.distance_m - gap.slack_m <= p.separated_m:
+            return st, []
+        if st.inferred and still and authorized:
+            # an inferred haul ends where containers are dropped: no one declared it, no one undeclares it
+            # and where it is dropped is where a later movement is measured from
+            return replace(
+                st,
+                truck=None,
+                inferred=False,
+                paired_at=None,
+                unpaired_at=at,
+                anchor=(fix.lon, fix.lat),
+                moving_since=None,
+            ), []
+        assert st.truck is not None
+        alert = Alert(
+            kind=SEPARATED,
+            severity=Severity.HIGH,
+            device_id=device_id,
+            ts=at,
+            message=(
+                f"container is {gap.distance_m:.0f} m from its {'inferred' if st.inferred else 'declared'} "
+                f"truck {st.truck}"
+            ),
+            port=port,
+            evidence={
+                "container_fix": fix.evidence(),
+                "container_at_truck_fix": {"lon": gap.container_lon, "lat": gap.container_lat},
+                "truck": {
+                    "id": truck.device_id,
+                    "fix": {"ts": truck.ts.isoformat(), "lon": truck.lon, "lat": truck.lat},
+                },
+                "distance_m": round(gap.distance_m, 1),
+                "uncertainty_m": round(gap.slack_m, 1),
+                "lag_s": gap.lag_s,
+                "pairing": {
+                    "inferred": st.inferred,
+                    "since": None if st.paired_at is None else st.paired_at.isoformat(),
+                },
+                "container_still": still,
+                "unverified_since": None if unverified is None else unverified.isoformat(),
+                "thresholds": {"separated_m": p.separated_m, "rejoin_m": p.rejoin_m, "stale_s": p.stale_s},
+            },
+            key=f"{st.truck}@{at.isoformat()}",
+        )
+        return replace(st, separation=alert), [alert]
+
+    def _infer(self, st: PairingState, fix: _Fix, speed: float, stationary: bool, ctx: FixContext) -> PairingState:
+        p = self.params
+        best: tuple[float, str] | None = None
+        if not stationary:
+            for _, pos in ctx.world.near(fix.lon, fix.lat, self._search_m(speed), exclude=ctx.device_id):
+                if pos.kind != DeviceKind.TRUCK or pos.stationary_since is not None:
+                    continue
+                gap = self._gap(st, fix, speed, pos)
+                if gap is None or gap.distance_m + gap.slack_m > p.infer_m:
+                    continue
+                if best is None or (gap.distance_m, pos.device_id) < best:
+                    best = (gap.distance_m, pos.device_id)
+        if best is None:
+            return replace(st, candidate=None, candidate_since=None)
+        truck_id = best[1]
+        if st.candidate != truck_id or st.candidate_since is None:
+            return replace(st, candidate=truck_id, candidate_since=fix.ts)
+        if _seconds(fix.ts, st.candidate_since) >= p.infer_s:
+            return replace(st, truck=truck_id, inferred=True, paired_at=fix.ts, candidate=None, candidate_since=None)
+        return st
+
+    def _search_m(self, speed: float) -> float:
+        return min(self.params.infer_m + speed * self.params.stale_s, self.params.max_search_m)
+
+    def _truck_alongside(self, st: PairingState, fix: _Fix, speed: float, ctx: FixContext) -> bool:
+        """Whether some truck may be within ``infer_m`` (uncertainty counted in its favour)."""
+        for _, pos in ctx.world.near(fix.lon, fix.lat, self._search_m(speed), exclude=ctx.device_id):
+            if pos.kind != DeviceKind.TRUCK:
+                continue
+            gap = self._gap(st, fix, speed, pos)
+            if gap is not None and gap.distance_m - gap.slack_m <= self.params.infer_m:
+                return True
+        return False
+
+    def _check_unpaired_move(
+        self,
+        st: PairingState,
+        fix: _Fix,
+        speed: float,
+        stationary: bool,
+        moving: bool,
+        ctx: FixContext,
+        port: str | None,
+    ) -> tuple[PairingState, list[Event]]:
+        p = self.params
+        if stationary:
+            events: list[Event] = []
+            if st.unpaired_move is not None:
+                events.append(self._end(st.unpaired_move, fix.ts, "stopped", where=fix))
+            return replace(st, moving_since=None, unpaired_move=None), events
+        moved = None if st.anchor is None else haversine_m(st.anchor[0], st.anchor[1], fix.lon, fix.lat)
+        if not moving:
+            return st, []
+        st = replace(st, moving_since=st.moving_since or fix.ts)
+        if st.truck is not None:
+            if st.unpaired_move is not None:
+                return replace(st, unpaired_move=None), [self._end(st.unpaired_move, fix.ts, "paired", where=fix)]
+            return st, []
+        if st.unpaired_move is not None or self._truck_alongside(st, fix, speed, ctx):
+            return st, []
+        assert st.moving_since is not None
+        alert = Alert(
+            kind=MOVING_UNPAIRED,
+            severity=Severity.HIGH,
+            device_id=ctx.device_id,
+            ts=fix.ts,
+            message=f"container is moving ({speed:.1f} m/s) with no truck paired or alongside",
+            port=port,
+            evidence={
+                "container_fix": fix.evidence(),
+                "previous_fix": None
+                if ctx.previous is None
+                else {"ts": ctx.previous.ts.isoformat(), "lon": ctx.previous.lon, "lat": ctx.previous.lat},
+                "stationary_centre": None if st.anchor is None else {"lon": st.anchor[0], "lat": st.anchor[1]},
+                "moved_m": None if moved is None else round(moved, 1),
+                "speed_ms": round(speed, 2),
+                "moving_since": st.moving_since.isoformat(),
+                "unpaired_at": None if st.unpaired_at is None else st.unpaired_at.isoformat(),
+                "fences": sorted(ctx.fences),
+                "thresholds": {"moved_m": p.moved_m, "moving_speed_ms": p.moving_speed_ms, "infer_m": p.infer_m},
+            },
+            key=st.moving_since.isoformat(),
+        )
+        return replace(st, unpaired_move=alert), [alert]
+
+    @staticmethod
+    def _end(
+        alert: Alert,
+        at: datetime,
+        reason: str,
+        *,
+        gap: _Gap | None = None,
+        truck: Position | None = None,
+        where: _Fix | None = None,
+    ) -> AlertUpdate:
+        fields: dict[str, Any] = {
+            "ended_at": at.isoformat(),
+            "duration_s": round(_seconds(at, alert.ts), 1),
+            "reason": reason,
+        }
+        if gap is not None:
+            fields["distance_m"] = round(gap.distance_m, 1)
+        if truck is not None:
+            fields["truck_fix"] = {"ts": truck.ts.isoformat(), "lon": truck.lon, "lat": truck.lat}
+        if where is not None:
+            fields["container_fix"] = where.evidence()
+        return AlertUpdate(alert=alert, ts=at, fields=fields, closes=True)

@@ -1,0 +1,303 @@
+"""Rendezvous: two devices standing still next to each other where nobody has a reason to stop.
+
+Cocaine is moved into cleared containers during short meetings on road shoulders, in
+corridors and in unused corners of the port; a truck parked beside another truck or beside
+a container for minutes, outside every zone where stopping is authorized, is the tell-tale.
+
+Each device evaluates its own fixes against the latest positions of the devices near it
+(``World.near``), so the cost is proportional to the neighbours, never to all pairs. Both
+devices of a meeting reach the same alert id: the alert is filed under the alphabetically
+first device and keyed by the pair and the moment they were first both standing there, so
+the store keeps one alert whichever side noticed first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from geofences import FenceIndex, FenceKind, haversine_m
+from tracker.core.detector import AUTHORIZED_STOP_KINDS, FixContext, JsonState, TickContext
+from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
+from tracker.core.world import Position, World
+
+KIND = "rendezvous"
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """Thresholds of the rendezvous rule."""
+
+    distance_m: float = 30.0
+    """Two vehicles side by side, or a truck beside a container, are within this; lanes of moving traffic
+    and neighbouring parking bays of a lot are usually further apart than the GPS noise allows to blur."""
+    release_m: float = 50.0
+    """A raised meeting ends only beyond this distance, so GPS jitter around ``distance_m`` does not end
+    and restart it; it matches the 50 m within which a device still counts as stationary."""
+    min_duration_s: float = 300.0
+    """Standing together for longer than this is a meeting; a traffic jam or a short wait at a junction is not."""
+    stale_s: float = 600.0
+    """A neighbour whose latest fix is older than this (relative to the evaluated time) is not known to be
+    there any more; stationary trackers report sparsely, hence a generous value."""
+    port_area_only: bool = True
+    """Only meetings of a device inside some fence of the port (terminals, corridors, the port boundary)
+    are ours; what happens out in the city is for the police."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Self:
+    """The evaluating device as seen at the evaluated time (its new fix, or its last fix on a tick)."""
+
+    device_id: str
+    kind: DeviceKind
+    ts: datetime
+    lon: float
+    lat: float
+    stationary_since: datetime | None
+    authorized: bool
+    in_port: bool
+    port: str | None
+    fence_id: str | None
+    fences: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Meeting:
+    """A raised meeting; the alert is kept field by field so that updates refer to it unchanged."""
+
+    partner: str
+    since: datetime
+    alert: Alert
+
+
+@dataclass(frozen=True, slots=True)
+class RendezvousState:
+    open: tuple[_Meeting, ...] = ()
+    closed: tuple[tuple[str, datetime], ...] = ()
+    """Keys of meetings already closed, with when: a meeting flapping around ``release_m`` is not raised twice."""
+
+    @classmethod
+    def load(cls, data: JsonState) -> RendezvousState:
+        if not data:
+            return cls()
+        return cls(
+            open=tuple(
+                _Meeting(m["partner"], datetime.fromisoformat(m["since"]), _alert_from_json(m["alert"]))
+                for m in data.get("open", ())
+            ),
+            closed=tuple((k, datetime.fromisoformat(t)) for k, t in data.get("closed", ())),
+        )
+
+    def dump(self) -> JsonState:
+        if not self.open and not self.closed:
+            return None
+        return {
+            "open": [
+                {"partner": m.partner, "since": m.since.isoformat(), "alert": _alert_to_json(m.alert)}
+                for m in self.open
+            ],
+            "closed": [[k, t.isoformat()] for k, t in self.closed],
+        }
+
+
+def _alert_to_json(alert: Alert) -> dict[str, Any]:
+    return {
+        "device_id": alert.device_id,
+        "ts": alert.ts.isoformat(),
+        "message": alert.message,
+        "port": alert.port,
+        "fence_id": alert.fence_id,
+        "evidence": alert.evidence,
+        "key": alert.key,
+    }
+
+
+def _alert_from_json(data: dict[str, Any]) -> Alert:
+    return Alert(
+        kind=KIND,
+        severity=Severity.HIGH,
+        device_id=data["device_id"],
+        ts=datetime.fromisoformat(data["ts"]),
+        message=data["message"],
+        port=data["port"],
+        fence_id=data["fence_id"],
+        evidence=data["evidence"],
+        key=data["key"],
+    )
+
+
+def meeting_key(a: str, b: str, since: datetime) -> str:
+    """The same string from either side of the meeting."""
+    first, second = sorted((a, b))
+    return f"{first}+{second}@{since.isoformat()}"
+
+
+def _fence_context(index: FenceIndex, fences: frozenset[str], port: str | None) -> tuple[str | None, str | None]:
+    """The port and the most specific fence to file the alert under (a corridor says more than the boundary)."""
+    if not fences:
+        return port, None
+    ranked = sorted(fences, key=lambda f: (index.get(f).kind == FenceKind.PORT_BOUNDARY, f))
+    return port or index.get(ranked[0]).port, ranked[0]
+
+
+def _authorized(index: FenceIndex, fences: frozenset[str]) -> bool:
+    return any(index.get(f).kind in AUTHORIZED_STOP_KINDS for f in fences)
+
+
+def _seconds(a: datetime, b: datetime) -> float:
+    return (a - b).total_seconds()
+
+
+class RendezvousDetector:
+    name: ClassVar[str] = KIND
+
+    def __init__(self, params: Params | None = None) -> None:
+        self.params = params or Params()
+
+    def on_fix(self, state: JsonState, ping: Ping, ctx: FixContext) -> tuple[JsonState, list[Event]]:
+        port, fence_id = _fence_context(ctx.index, ctx.fences, ctx.params_port)
+        me = _Self(
+            device_id=ctx.device_id,
+            kind=ctx.kind,
+            ts=ping.ts,
+            lon=ping.lon,
+            lat=ping.lat,
+            stationary_since=ctx.motion.stationary_since,
+            authorized=ctx.authorized_stop(),
+            in_port=bool(ctx.fences),
+            port=port,
+            fence_id=fence_id,
+            fences=tuple(sorted(ctx.fences)),
+        )
+        return self._evaluate(RendezvousState.load(state), me, ping.ts, ctx.world)
+
+    def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
+        """Lets a meeting be raised or closed while both trackers report sparsely, as parked trackers do."""
+        if ctx.last is None:
+            return state, []
+        port, fence_id = _fence_context(ctx.index, ctx.fences, None)
+        me = _Self(
+            device_id=ctx.device_id,
+            kind=ctx.kind,
+            ts=ctx.last.ts,
+            lon=ctx.last.lon,
+            lat=ctx.last.lat,
+            stationary_since=ctx.motion.stationary_since,
+            authorized=_authorized(ctx.index, ctx.fences),
+            in_port=bool(ctx.fences),
+            port=port,
+            fence_id=fence_id,
+            fences=tuple(sorted(ctx.fences)),
+        )
+        return self._evaluate(RendezvousState.load(state), me, now, ctx.world)
+
+    def _evaluate(self, st: RendezvousState, me: _Self, at: datetime, world: World) -> tuple[JsonState, list[Event]]:
+        p = self.params
+        events: list[Event] = []
+        closed = [(k, t) for k, t in st.closed if _seconds(at, t) <= p.stale_s]
+        self_fresh = _seconds(at, me.ts) <= p.stale_s
+        still_open: list[_Meeting] = []
+        for meeting in st.open:
+            reason = self._ended(meeting, me, at, world) if self_fresh else "signal_lost"
+            if reason is None:
+                still_open.append(meeting)
+                continue
+            events.append(self._close(meeting, me, at, reason, world.get(meeting.partner)))
+            closed.append((meeting.alert.key, at))
+
+        may_start = (
+            self_fresh
+            and me.stationary_since is not None
+            and not me.authorized
+            and (me.in_port or not p.port_area_only)
+        )
+        if may_start and me.stationary_since is not None:
+            partners = {m.partner for m in still_open}
+            done = {k for k, _ in closed}
+            for distance, other in world.near(me.lon, me.lat, p.distance_m, exclude=me.device_id):
+                if other.device_id in partners or other.stationary_since is None or other.authorized:
+                    continue
+                if _seconds(at, other.ts) > p.stale_s:
+                    continue
+                since = max(me.stationary_since, other.stationary_since)
+                if _seconds(at, since) <= p.min_duration_s:
+                    continue
+                key = meeting_key(me.device_id, other.device_id, since)
+                if key in done:
+                    continue
+                alert = self._alert(me, other, distance, since, at, key)
+                events.append(alert)
+                still_open.append(_Meeting(other.device_id, since, alert))
+
+        new = RendezvousState(open=tuple(sorted(still_open, key=lambda m: m.partner)), closed=tuple(closed))
+        return new.dump(), events
+
+    def _ended(self, meeting: _Meeting, me: _Self, at: datetime, world: World) -> str | None:
+        """Why a raised meeting is over, or None while it goes on."""
+        if me.stationary_since is None or me.stationary_since > meeting.since:
+            return "moved_on"
+        other = world.get(meeting.partner)
+        if other is None or _seconds(at, other.ts) > self.params.stale_s:
+            return "partner_signal_lost"
+        if other.stationary_since is None or other.stationary_since > meeting.since:
+            return "partner_moved_on"
+        if haversine_m(me.lon, me.lat, other.lon, other.lat) > self.params.release_m:
+            return "apart"
+        return None
+
+    def _close(self, meeting: _Meeting, me: _Self, at: datetime, reason: str, other: Position | None) -> AlertUpdate:
+        fields: dict[str, Any] = {
+            "ended_at": at.isoformat(),
+            "duration_s": round(_seconds(at, meeting.since), 1),
+            "reason": reason,
+            "observed_by": me.device_id,
+            "fix": {"ts": me.ts.isoformat(), "lon": me.lon, "lat": me.lat},
+        }
+        if other is not None:
+            fields["partner_fix"] = {"ts": other.ts.isoformat(), "lon": other.lon, "lat": other.lat}
+        return AlertUpdate(alert=meeting.alert, ts=at, fields=fields, closes=True)
+
+    def _alert(self, me: _Self, other: Position, distance: float, since: datetime, at: datetime, key: str) -> Alert:
+        p = self.params
+        mine = {
+            "id": me.device_id,
+            "kind": me.kind.value,
+            "fix": {"ts": me.ts.isoformat(), "lon": me.lon, "lat": me.lat},
+            "stationary_since": None if me.stationary_since is None else me.stationary_since.isoformat(),
+        }
+        theirs = {
+            "id": other.device_id,
+            "kind": other.kind.value,
+            "fix": {"ts": other.ts.isoformat(), "lon": other.lon, "lat": other.lat},
+            "stationary_since": None if other.stationary_since is None else other.stationary_since.isoformat(),
+        }
+        devices = sorted([mine, theirs], key=lambda d: str(d["id"]))
+        duration = _seconds(at, since)
+        first, second = str(devices[0]["id"]), str(devices[1]["id"])
+        return Alert(
+            kind=KIND,
+            severity=Severity.HIGH,
+            device_id=first,
+            ts=at,
+            message=(
+                f"{first} and {second} have been standing {distance:.0f} m apart outside any authorized zone "
+                f"for {duration / 60:.1f} min"
+            ),
+            port=me.port,
+            fence_id=me.fence_id,
+            evidence={
+                "devices": devices,
+                "distance_m": round(distance, 1),
+                "together_since": since.isoformat(),
+                "duration_s": round(duration, 1),
+                "observed_by": me.device_id,
+                "fences": list(me.fences),
+                "thresholds": {
+                    "distance_m": p.distance_m,
+                    "min_duration_s": p.min_duration_s,
+                    "stale_s": p.stale_s,
+                },
+            },
+            key=key,
+        )

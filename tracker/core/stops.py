@@ -1,0 +1,246 @@
+"""Unexpected stop: a truck or container standing still where nobody should stop.
+
+Loading a few bags into a cleared container takes minutes and needs the container to
+stand still; trucks stop in terminals, at gates, in the waiting yards and at the
+inspection area for legitimate reasons, and anywhere else in the port a stop of
+several minutes is worth an officer's look. Whether the device stands still and since
+when comes from ``ctx.motion`` (computed once per fix by ``tracker.core.motion``);
+this module only decides which stops matter and how long they may last.
+
+Choices:
+
+* the duration counts only up to fixes that belong to the stop (``motion.holds``): the
+  one fix that may be the departure is not taken as more time spent standing still;
+* once any fix of a stop was in an authorized zone the whole stop is authorized, so GPS
+  noise around a terminal's edge cannot turn a legitimate wait into an alert;
+* ticks never raise or extend a stop. A tracker that stopped reporting while parked
+  may be parked, switched off or jammed; claiming it "stood still for 20 minutes"
+  from the clock alone would be a guess, and silence is ``tracker.core.dark``'s
+  business. The price: an alert comes at the first fix at or after the threshold, so
+  at most one reporting interval late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from geofences import Fence, FenceKind, haversine_m
+from tracker.core.detector import AUTHORIZED_STOP_KINDS, FixContext, JsonState, TickContext
+from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
+from tracker.core.motion import holds
+
+__all__ = ["DEFAULT_SPECIFICITY", "StopDetector", "StopParams"]
+
+DEFAULT_SPECIFICITY: tuple[FenceKind, ...] = (
+    FenceKind.RESTRICTED,
+    FenceKind.GATE,
+    FenceKind.INSPECTION_AREA,
+    FenceKind.AUTHORIZED_PARKING,
+    FenceKind.QUAY,
+    FenceKind.CUSTOMS_YARD,
+    FenceKind.CORRIDOR,
+    FenceKind.TERMINAL,
+    FenceKind.PORT_BOUNDARY,
+)
+"""Which zone kind wins when a stop lies in several fences, most specific first.
+
+Restricted comes first because it is the reason to be stricter; port fence sets overlap
+freely (a customs yard drawn on top of a terminal), so a fixed order is what makes the
+applied threshold predictable and explainable in the evidence."""
+
+
+def _zone_defaults() -> Mapping[FenceKind, float]:
+    return MappingProxyType({FenceKind.RESTRICTED: 120.0, FenceKind.QUAY: 180.0, FenceKind.CUSTOMS_YARD: 180.0})
+
+
+@dataclass(frozen=True, slots=True)
+class StopParams:
+    """Thresholds of the stop detector.
+
+    ``min_duration_s`` (300 s): long enough for a truck waiting at a crossing or for a
+    crane not to alarm, short enough to catch the few minutes a contamination takes.
+    ``by_device``: per device kind (empty by default: containers and seals ride on
+    trucks, so they stop when the truck stops). ``by_zone``: per fence kind, applied
+    for the most specific zone of the stop (see ``specificity``) and preferred over the
+    device kind, because where the stop happens says more than what stopped. Defaults:
+    restricted 120 s (nobody has business there at all), quay and customs yard 180 s
+    (cleared containers stand there, the very places the product watches). A zone
+    kind not listed falls back to the device kind, then to ``min_duration_s``.
+    """
+
+    min_duration_s: float = 300.0
+    by_device: Mapping[DeviceKind, float] = field(default_factory=lambda: MappingProxyType({}))
+    by_zone: Mapping[FenceKind, float] = field(default_factory=_zone_defaults)
+    specificity: tuple[FenceKind, ...] = DEFAULT_SPECIFICITY
+    severity: Severity = Severity.MEDIUM
+    restricted_severity: Severity = Severity.HIGH
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    start: datetime
+    last_in: datetime  # last fix that belonged to the stop
+    authorized: bool
+    alert: dict[str, Any] | None  # the raised alert's fields, to rebuild it for updates
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": self.start.isoformat(),
+            "last_in": self.last_in.isoformat(),
+            "authorized": self.authorized,
+            "alert": self.alert,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _Stop:
+        return cls(
+            start=datetime.fromisoformat(data["start"]),
+            last_in=datetime.fromisoformat(data["last_in"]),
+            authorized=bool(data["authorized"]),
+            alert=data.get("alert"),
+        )
+
+
+def _fence_json(f: Fence) -> dict[str, str]:
+    return {"id": f.id, "name": f.name, "kind": f.kind.value}
+
+
+def _fix_json(ts: datetime, lon: float, lat: float) -> dict[str, Any]:
+    return {"ts": ts.isoformat(), "lon": lon, "lat": lat}
+
+
+class StopDetector:
+    """Raises ``unexpected_stop`` once per stop and closes it when the device moves on."""
+
+    name: ClassVar[str] = "unexpected_stop"
+    Params: ClassVar[type[StopParams]] = StopParams
+
+    def __init__(self, params: StopParams | None = None) -> None:
+        self.params = params or StopParams()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def threshold(self, kind: DeviceKind, fences: list[Fence]) -> tuple[float, str, Fence | None]:
+        """Threshold for a stop of ``kind`` in ``fences``, why it applies, and the zone that set it."""
+        p = self.params
+        rank = {k: i for i, k in enumerate(p.specificity)}
+        zoned = sorted(
+            (f for f in fences if f.kind in p.by_zone),
+            key=lambda f: (rank.get(f.kind, len(rank)), f.id),
+        )
+        if zoned:
+            f = zoned[0]
+            return float(p.by_zone[f.kind]), f"zone kind {f.kind.value}", f
+        if kind in p.by_device:
+            return float(p.by_device[kind]), f"device kind {kind.value}", None
+        return float(p.min_duration_s), "default", None
+
+    @staticmethod
+    def _alert(data: dict[str, Any], device_id: str) -> Alert:
+        return Alert(
+            kind=StopDetector.name,
+            severity=Severity(data["severity"]),
+            device_id=device_id,
+            ts=datetime.fromisoformat(data["ts"]),
+            message=data["message"],
+            port=data["port"],
+            fence_id=data["fence_id"],
+            evidence=data["evidence"],
+            key=data["key"],
+        )
+
+    def _raise(
+        self, stop: _Stop, ping: Ping, ctx: FixContext, fences: list[Fence], rule: tuple[float, str, Fence | None]
+    ) -> dict[str, Any]:
+        m = ctx.motion
+        assert m.centre_lon is not None and m.centre_lat is not None
+        threshold, reason, zone = rule
+        duration = (ping.ts - stop.start).total_seconds()
+        restricted = any(f.kind is FenceKind.RESTRICTED for f in fences)
+        severity = self.params.restricted_severity if restricted else self.params.severity
+        named = zone or next((f for f in fences if f.kind is not FenceKind.PORT_BOUNDARY), None)
+        port = next((f.port for f in fences), None)
+        where = f"in {named.kind.value.replace('_', ' ')} {named.name!r}" if named else "outside any named zone"
+        data: dict[str, Any] = {
+            "severity": severity.value,
+            "ts": ping.ts.isoformat(),
+            "message": f"{ctx.device_id} has been standing still {where} for {duration / 60:.0f} min "
+            f"(limit {threshold / 60:.0f} min)",
+            "port": port,
+            "fence_id": named.id if named else None,
+            "key": stop.start.isoformat(),
+            "evidence": {
+                "centre": {"lon": m.centre_lon, "lat": m.centre_lat},
+                "started_at": stop.start.isoformat(),
+                "duration_s": duration,
+                "radius_m": m.radius_m,
+                "fix": _fix_json(ping.ts, ping.lon, ping.lat),
+                "fences": [_fence_json(f) for f in fences],
+                "threshold_s": threshold,
+                "threshold_reason": reason,
+                "threshold_fence": None if zone is None else _fence_json(zone),
+                "device_kind": ctx.kind.value,
+            },
+        }
+        return data
+
+    @staticmethod
+    def _fences(ctx: FixContext) -> list[Fence]:
+        """Fences of the stop: where the fix is (with hysteresis) and where the stop's centre is."""
+        ids = set(ctx.fences)
+        m = ctx.motion
+        if m.centre_lon is not None and m.centre_lat is not None:
+            ids |= ctx.index.fences_at([m.centre_lon], [m.centre_lat])[0]
+        return [ctx.index.get(i) for i in sorted(ids) if i in ctx.index]
+
+    # -- detector protocol ---------------------------------------------------------------
+
+    def on_fix(self, state: JsonState, ping: Ping, ctx: FixContext) -> tuple[JsonState, list[Event]]:
+        stop = None if not state else _Stop.from_json(state)
+        events: list[Event] = []
+        since = ctx.motion.stationary_since
+        if stop is not None and stop.start != since:
+            if stop.alert is not None:
+                alert = self._alert(stop.alert, ctx.device_id)
+                centre = alert.evidence["centre"]
+                events.append(
+                    AlertUpdate(
+                        alert=alert,
+                        ts=ping.ts,
+                        fields={
+                            "ended_at": stop.last_in.isoformat(),
+                            "duration_s": (stop.last_in - stop.start).total_seconds(),
+                            "moved_fix": _fix_json(ping.ts, ping.lon, ping.lat),
+                            "moved_m": haversine_m(ping.lon, ping.lat, centre["lon"], centre["lat"]),
+                        },
+                        closes=True,
+                    )
+                )
+            stop = None
+        if since is None:
+            return None, events
+        in_stop = holds(ctx.motion, ping.lon, ping.lat)
+        if stop is None:
+            stop = _Stop(start=since, last_in=since, authorized=False, alert=None)
+        if in_stop:
+            stop = _Stop(stop.start, ping.ts, stop.authorized, stop.alert)
+        if stop.alert is not None or stop.authorized:
+            return stop.to_json(), events
+        fences = self._fences(ctx)
+        if ctx.authorized_stop() or any(f.kind in AUTHORIZED_STOP_KINDS for f in fences):
+            return _Stop(stop.start, stop.last_in, True, None).to_json(), events
+        if in_stop:
+            rule = self.threshold(ctx.kind, fences)
+            if (ping.ts - stop.start).total_seconds() >= rule[0]:
+                data = self._raise(stop, ping, ctx, fences, rule)
+                stop = _Stop(stop.start, stop.last_in, stop.authorized, data)
+                events.append(self._alert(data, ctx.device_id))
+        return stop.to_json(), events
+
+    def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
+        """Nothing: a stop is only ever measured between fixes (see the module docstring)."""
+        return state, []

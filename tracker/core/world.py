@@ -1,0 +1,93 @@
+"""Latest position of every device, indexed for "who is near here" in O(neighbours).
+
+Cross-device detectors (rendezvous, pairing, "another vehicle alongside") ask this view
+instead of comparing all pairs. It is a uniform grid hash in a local metric frame:
+with cells as large as the query radius, a query touches a handful of cells.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from geofences import EARTH_RADIUS_M, haversine_m
+from tracker.core.model import DeviceKind
+
+METRES_PER_DEG = EARTH_RADIUS_M * math.pi / 180.0
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    device_id: str
+    kind: DeviceKind
+    ts: datetime
+    lon: float
+    lat: float
+    stationary_since: datetime | None = None  # None while moving
+    authorized: bool = False  # inside a zone where stopping is authorized
+
+
+class World:
+    def __init__(self, cell_m: float = 250.0) -> None:
+        self.cell_m = cell_m
+        self._pos: dict[str, Position] = {}
+        self._cells: dict[tuple[int, int], set[str]] = {}
+        self._cell_of: dict[str, tuple[int, int]] = {}
+
+    def _cell(self, lon: float, lat: float) -> tuple[int, int]:
+        # Cells are fixed in degrees (a point's column must not depend on its own latitude, or two
+        # points at one longitude land in shifted columns); queries widen east-west instead.
+        return (math.floor(lon * METRES_PER_DEG / self.cell_m), math.floor(lat * METRES_PER_DEG / self.cell_m))
+
+    def update(self, pos: Position) -> None:
+        cell = self._cell(pos.lon, pos.lat)
+        old = self._cell_of.get(pos.device_id)
+        if old is not None and old != cell:
+            members = self._cells.get(old)
+            if members is not None:
+                members.discard(pos.device_id)
+                if not members:
+                    del self._cells[old]
+        self._cells.setdefault(cell, set()).add(pos.device_id)
+        self._cell_of[pos.device_id] = cell
+        self._pos[pos.device_id] = pos
+
+    def remove(self, device_id: str) -> None:
+        cell = self._cell_of.pop(device_id, None)
+        self._pos.pop(device_id, None)
+        if cell is not None and cell in self._cells:
+            self._cells[cell].discard(device_id)
+            if not self._cells[cell]:
+                del self._cells[cell]
+
+    def get(self, device_id: str) -> Position | None:
+        return self._pos.get(device_id)
+
+    def near(
+        self, lon: float, lat: float, radius_m: float, *, exclude: str | None = None
+    ) -> list[tuple[float, Position]]:
+        """Devices within ``radius_m`` of a point, nearest first, as (distance m, position)."""
+        reach_y = max(1, math.ceil(radius_m / self.cell_m))
+        poleward = min(89.0, abs(lat) + radius_m / METRES_PER_DEG)
+        reach_x = max(1, math.ceil(radius_m / (self.cell_m * math.cos(math.radians(poleward)))))
+        cx, cy = self._cell(lon, lat)
+        out: list[tuple[float, Position]] = []
+        for dx in range(-reach_x, reach_x + 1):
+            for dy in range(-reach_y, reach_y + 1):
+                for dev in self._cells.get((cx + dx, cy + dy), ()):
+                    if dev == exclude:
+                        continue
+                    pos = self._pos[dev]
+                    d = haversine_m(lon, lat, pos.lon, pos.lat)
+                    if d <= radius_m:
+                        out.append((d, pos))
+        out.sort(key=lambda item: (item[0], item[1].device_id))
+        return out
+
+    def __len__(self) -> int:
+        return len(self._pos)
+
+    def __iter__(self) -> Iterator[Position]:
+        return iter(list(self._pos.values()))

@@ -1,0 +1,922 @@
+"""Port traffic with ground truth: trucks and containers moving through a port's fence set.
+
+A trip is planned as a chain of *legs* (a stay at a point, or a drive along a polyline at constant
+speed) in a local metric plane, from the road graph of :mod:`tracker.sim.roads`. A container being
+hauled shares its truck's legs, so the two are co-located by construction; once dropped it gets legs
+of its own. Only after every trip is planned are the legs sampled at each device's reporting times and
+passed through the GPS model of :mod:`tracker.sim.gps`.
+
+Trip kinds:
+
+* ``export_cleared``: gate queue → inspection area (customs ``cleared``) → quay (``loaded``) → exit gate.
+  Every anomaly is injected on this kind, since the threat is the window between clearance and loading.
+* ``export_terminal``: gate queue → terminal, the container is left in the yard → exit gate.
+* ``import``: gate queue → terminal, a container standing in the yard is picked up → exit gate.
+
+Guarantees for a clean trip (no anomaly), so that it should raise no security alert:
+
+* the truck drives only along corridor centre lines, plus straight access spurs of at most
+  :data:`~tracker.sim.roads.MAX_SPUR_M` (+20 m) between a road node and a place; it never stops on a road;
+* it stands still only inside a gate (queue), the inspection area, a terminal, or at a quay for at most
+  :data:`QUAY_MAX_DWELL_S` (quays are not authorised stop zones; handing a container over takes minutes);
+* a container stands still only in a terminal yard, or at the quay for at most ``QUAY_MAX_DWELL_S``
+  before it is ``loaded`` and its tracker stops (the box is on board);
+* no device is silent longer than its reporting interval + ``GpsConfig.max_dropout_extra_s`` (60 s)
+  while on a trip; a truck's trip ends at an exit gate and its next trip starts at an entry gate;
+* every fix lies inside the port boundary (true positions are on roads inside it; a noisy or outlier
+  fix that would fall outside is replaced by the true position);
+* a container is within a few metres of its truck whenever it is hauled (identical true position).
+
+``hours`` is the arrival window: trips start within it and run to completion.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from geofences import FenceKind, load_port
+from tracker.core.model import DeviceKind, Inspection, InspectionResult, Ping
+from tracker.sim.anomalies import (
+    ALL_KINDS,
+    DARK_S,
+    DETOUR_STAY_S,
+    RENDEZVOUS_GAP_M,
+    SHOULDER_OFFSET_M,
+    SPOOF_DISTANCE_M,
+    SPOOF_FIXES,
+    STOP_MIN_S,
+    AnomalyKind,
+    GroundTruth,
+)
+from tracker.sim.gps import GpsConfig, observe
+from tracker.sim.iso6346 import container_number
+from tracker.sim.roads import Place, RoadGraph, build
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+DEFAULT_START = datetime(2024, 3, 4, 6, 0, tzinfo=UTC)
+QUAY_MAX_DWELL_S = 180.0
+SPUR_SPEED = 3.0  # m/s inside a place or on its access spur
+CREEP_SPEED = 1.2  # m/s while a gate queue moves up
+ROAD_SPEED = (7.0, 12.0)  # m/s on internal port roads (25–43 km/h)
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    port: str = "santos"
+    trucks: int = 50
+    hours: float = 2.0
+    anomaly_share: float = 0.05
+    seed: int = 1
+    start: datetime = DEFAULT_START
+    gps: GpsConfig = field(default_factory=GpsConfig)
+    anomaly_kinds: tuple[AnomalyKind, ...] = ALL_KINDS
+    cleared_share: float = 0.5  # of clean trips; the rest split between terminal drops and imports
+    import_share: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Trip:
+    trip: int
+    truck: str
+    container: str
+    kind: str  # export_cleared | export_terminal | import
+    start: datetime
+    end: datetime
+    anomaly: AnomalyKind | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trip": self.trip,
+            "truck": self.truck,
+            "container": self.container,
+            "kind": self.kind,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "anomaly": None if self.anomaly is None else self.anomaly.value,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Haul:
+    """An interval during which a container rides on a truck (true positions identical)."""
+
+    container: str
+    truck: str
+    start: datetime
+    end: datetime
+
+
+@dataclass
+class Scenario:
+    pings: list[Ping]  # delivery order, with duplicates and late messages
+    inspections: list[Inspection]
+    devices: dict[str, DeviceKind]
+    pairs: dict[str, str]  # container -> truck, as known to the system when the trip starts
+    truth: list[GroundTruth]
+    trips: int
+    clean_trips: int
+    km: float
+    trip_log: list[Trip] = field(default_factory=list)
+    hauls: list[Haul] = field(default_factory=list)
+    port: str = "santos"
+    start: datetime = DEFAULT_START
+    seed: int = 0
+    _tracks: dict[str, list[Leg]] = field(default_factory=dict, repr=False)
+    _proj: Any = field(default=None, repr=False)
+
+    def true_position(self, device_id: str, ts: datetime) -> tuple[float, float]:
+        """(lon, lat) the device really was at ``ts``; only for a freshly generated scenario."""
+        legs = self._tracks[device_id]
+        t = np.array([(ts - self.start).total_seconds()])
+        x, y, _, _ = positions(legs, t)
+        lon, lat = self._proj.to_lonlat(x, y)
+        return float(lon[0]), float(lat[0])
+
+    def write_jsonl(self, path: str | Path) -> None:
+        with Path(path).open("w", encoding="utf-8") as fh:
+            for obj in self.records():
+                fh.write(json.dumps(obj, separators=(",", ":")))
+                fh.write("\n")
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        yield {
+            "type": "meta",
+            "port": self.port,
+            "start": self.start.isoformat(),
+            "seed": self.seed,
+            "trips": self.trips,
+            "clean_trips": self.clean_trips,
+            "km": round(self.km, 3),
+            "devices": {k: v.value for k, v in self.devices.items()},
+            "pairs": self.pairs,
+        }
+        for trip in self.trip_log:
+            yield {"type": "trip", **trip.to_json()}
+        for h in self.hauls:
+            yield {
+                "type": "haul",
+                "container": h.container,
+                "truck": h.truck,
+                "start": h.start.isoformat(),
+                "end": h.end.isoformat(),
+            }
+        for g in self.truth:
+            yield {"type": "truth", **g.to_json()}
+        for i in self.inspections:
+            yield {"type": "inspection", **inspection_json(i)}
+        for p in self.pings:
+            yield {"type": "ping", "device_id": p.device_id, **ping_payload(p), "received": _iso(p.received)}
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return None if ts is None else ts.isoformat()
+
+
+def ping_payload(p: Ping) -> dict[str, Any]:
+    """The native ``trackers/{id}/ping`` body."""
+    body: dict[str, Any] = {"ts": p.ts.isoformat(), "lat": p.lat, "lon": p.lon}
+    if p.speed is not None:
+        body["speed"] = p.speed
+    if p.heading is not None:
+        body["heading"] = p.heading
+    if p.accuracy is not None:
+        body["accuracy"] = p.accuracy
+    if p.events:
+        body["events"] = list(p.events)
+    return body
+
+
+def inspection_json(i: Inspection) -> dict[str, Any]:
+    """The ``customs/inspections`` body."""
+    return {
+        "container_no": i.container_no,
+        "result": i.result.value,
+        "ts": i.ts.isoformat(),
+        "facility": i.facility,
+        "seal": i.seal,
+        "inspection_id": i.inspection_id,
+    }
+
+
+def read_jsonl(path: str | Path) -> Scenario:
+    meta: dict[str, Any] = {}
+    pings: list[Ping] = []
+    inspections: list[Inspection] = []
+    truth: list[GroundTruth] = []
+    trips: list[Trip] = []
+    hauls: list[Haul] = []
+    with Path(path).open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            obj = json.loads(line)
+            kind = obj.pop("type", None)
+            if kind == "ping":
+                rec = obj.get("received")
+                pings.append(
+                    Ping(
+                        device_id=obj["device_id"],
+                        ts=datetime.fromisoformat(obj["ts"]),
+                        lon=float(obj["lon"]),
+                        lat=float(obj["lat"]),
+                        speed=obj.get("speed"),
+                        heading=obj.get("heading"),
+                        accuracy=obj.get("accuracy"),
+                        events=tuple(obj.get("events", ())),
+                        received=None if rec is None else datetime.fromisoformat(rec),
+                    )
+                )
+            elif kind == "inspection":
+                inspections.append(
+                    Inspection(
+                        container_no=obj["container_no"],
+                        result=InspectionResult(obj["result"]),
+                        ts=datetime.fromisoformat(obj["ts"]),
+                        facility=obj.get("facility"),
+                        seal=obj.get("seal"),
+                        inspection_id=obj.get("inspection_id"),
+                    )
+                )
+            elif kind == "truth":
+                truth.append(GroundTruth.from_json(obj))
+            elif kind == "trip":
+                anomaly = obj.get("anomaly")
+                trips.append(
+                    Trip(
+                        trip=int(obj["trip"]),
+                        truck=obj["truck"],
+                        container=obj["container"],
+                        kind=obj["kind"],
+                        start=datetime.fromisoformat(obj["start"]),
+                        end=datetime.fromisoformat(obj["end"]),
+                        anomaly=None if anomaly is None else AnomalyKind(anomaly),
+                    )
+                )
+            elif kind == "haul":
+                hauls.append(
+                    Haul(
+                        obj["container"],
+                        obj["truck"],
+                        datetime.fromisoformat(obj["start"]),
+                        datetime.fromisoformat(obj["end"]),
+                    )
+                )
+            elif kind == "meta":
+                meta = obj
+    return Scenario(
+        pings=pings,
+        inspections=inspections,
+        devices={k: DeviceKind(v) for k, v in meta.get("devices", {}).items()},
+        pairs=dict(meta.get("pairs", {})),
+        truth=truth,
+        trips=int(meta.get("trips", len(trips))),
+        clean_trips=int(meta.get("clean_trips", 0)),
+        km=float(meta.get("km", 0.0)),
+        trip_log=trips,
+        hauls=hauls,
+        port=str(meta.get("port", "")),
+        start=datetime.fromisoformat(meta["start"]) if "start" in meta else DEFAULT_START,
+        seed=int(meta.get("seed", 0)),
+    )
+
+
+# --------------------------------------------------------------------------------------------- motion
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """A stay (one point) or a constant-speed drive along a polyline, between two scenario times (s)."""
+
+    t0: float
+    t1: float
+    x: FloatArray
+    y: FloatArray
+    cum: FloatArray  # cumulative distance along the polyline; [0.0] for a stay
+
+    @property
+    def length(self) -> float:
+        return float(self.cum[-1])
+
+
+def positions(legs: list[Leg], t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """True x, y, speed, heading (NaN while standing) at sorted times; times between legs hold the last point."""
+    n = len(t)
+    x = np.empty(n)
+    y = np.empty(n)
+    speed = np.zeros(n)
+    heading = np.full(n, np.nan)
+    starts = np.array([leg.t0 for leg in legs])
+    bounds = [*np.searchsorted(t, starts, side="left").tolist(), n]
+    bounds[0] = 0
+    for i, leg in enumerate(legs):
+        lo, hi = bounds[i], bounds[i + 1]
+        if hi <= lo:
+            continue
+        if len(leg.x) == 1:
+            x[lo:hi] = leg.x[0]
+            y[lo:hi] = leg.y[0]
+            continue
+        dur = leg.t1 - leg.t0
+        d = np.clip((t[lo:hi] - leg.t0) / dur, 0.0, 1.0) * leg.length
+        x[lo:hi] = np.interp(d, leg.cum, leg.x)
+        y[lo:hi] = np.interp(d, leg.cum, leg.y)
+        seg = np.clip(np.searchsorted(leg.cum, d, side="right") - 1, 0, len(leg.x) - 2)
+        dx = leg.x[seg + 1] - leg.x[seg]
+        dy = leg.y[seg + 1] - leg.y[seg]
+        heading[lo:hi] = np.degrees(np.arctan2(dx, dy)) % 360.0
+        inside = t[lo:hi] < leg.t1
+        speed[lo:hi] = np.where(inside, leg.length / dur, 0.0)
+    return x, y, speed, heading
+
+
+class _Track:
+    """Builds one device's legs; riders (hauled containers) receive every leg the truck drives."""
+
+    def __init__(self, device_id: str, kind: DeviceKind, interval: float, t: float, x: float, y: float) -> None:
+        self.device_id = device_id
+        self.kind = kind
+        self.interval = interval
+        self.t, self.x, self.y = t, x, y
+        self.spans: list[tuple[list[Leg], float]] = []
+        self.riders: list[_Track] = []
+        self.km = 0.0
+        self.silent: list[tuple[float, float]] = []
+        self.free: list[tuple[float, float]] = []  # windows whose fixes may lie outside the port
+        self.events: list[tuple[float, tuple[str, ...]]] = []
+        self.spoof: list[tuple[float, int, float, float, int]] = []  # (from, fixes, dx, dy, trip)
+
+    def new_span(self, t: float, x: float, y: float, interval: float | None = None) -> None:
+        self.t, self.x, self.y = t, x, y
+        self.spans.append(([], self.interval if interval is None else interval))
+
+    def _push(self, leg: Leg) -> None:
+        for tr in (self, *self.riders):
+            tr.spans[-1][0].append(leg)
+            tr.t = leg.t1
+            tr.x = float(leg.x[-1])
+            tr.y = float(leg.y[-1])
+
+    def stay(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        self._push(Leg(self.t, self.t + seconds, np.array([self.x]), np.array([self.y]), np.zeros(1)))
+
+    def stay_until(self, t: float) -> None:
+        self.stay(t - self.t)
+
+    def drive(self, pts: Iterable[tuple[float, float]], speed: float) -> None:
+        xs = [self.x]
+        ys = [self.y]
+        for px, py in pts:
+            if abs(px - xs[-1]) > 1e-6 or abs(py - ys[-1]) > 1e-6:
+                xs.append(px)
+                ys.append(py)
+        if len(xs) < 2:
+            return
+        x = np.array(xs)
+        y = np.array(ys)
+        cum = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))])
+        length = float(cum[-1])
+        self.km += length / 1000.0
+        self._push(Leg(self.t, self.t + length / speed, x, y, cum))
+
+    def all_legs(self) -> list[Leg]:
+        return [leg for legs, _ in self.spans for leg in legs]
+
+
+# ------------------------------------------------------------------------------------------- planning
+
+
+class _Planner:
+    def __init__(self, cfg: SimConfig, graph: RoadGraph) -> None:
+        self.cfg = cfg
+        self.g = graph
+        self.rng = random.Random(cfg.seed)
+        self.tracks: dict[str, _Track] = {}
+        self.inspections: list[Inspection] = []
+        self.truth: list[GroundTruth] = []
+        self.trips: list[Trip] = []
+        self.hauls: list[tuple[str, str, float, float]] = []
+        self.pairs: dict[str, str] = {}
+        self.used_numbers: set[str] = set()
+        self.yard: list[_Track] = []  # containers left in a yard until the scenario ends
+        self.extra_trucks = 0
+        gates = graph.places.get(FenceKind.GATE, [])
+        terminals = graph.places.get(FenceKind.TERMINAL, [])
+        quays = graph.places.get(FenceKind.QUAY, [])
+        inspection = graph.places.get(FenceKind.INSPECTION_AREA, [])
+        if not (gates and terminals and quays and inspection):
+            raise ValueError("the port needs reachable gates, terminals, quays and an inspection area")
+        self.gates, self.terminals, self.quays, self.inspection = gates, terminals, quays, inspection
+
+    def at(self, t: float) -> datetime:
+        # fix times are rounded to the millisecond, so truth must be too or its bounds miss the fix
+        return self.cfg.start + timedelta(seconds=round(t, 3))
+
+    def speed(self) -> float:
+        return self.rng.uniform(*ROAD_SPEED)
+
+    # movement helpers ------------------------------------------------------------------------------
+
+    def route(self, tr: _Track, a: int, b: int) -> None:
+        tr.drive(self.g.path(self.g.route(a, b)), self.speed())
+
+    def enter(self, tr: _Track, place: Place) -> None:
+        tr.drive([place.anchor], SPUR_SPEED)
+
+    def leave(self, tr: _Track, place: Place) -> None:
+        tr.drive([self.node_xy(place.node)], SPUR_SPEED)
+
+    def node_xy(self, node: int) -> tuple[float, float]:
+        return float(self.g.xy[node, 0]), float(self.g.xy[node, 1])
+
+    def gate_axis(self, gate: Place) -> tuple[tuple[float, float], tuple[float, float]]:
+        """Axis ends ordered outer → inner (the inner end is nearer the road node)."""
+        a, b = gate.axis
+        n = self.node_xy(gate.node)
+        return (a, b) if math.dist(b, n) <= math.dist(a, n) else (b, a)
+
+    def queue_in(self, tr: _Track, gate: Place) -> None:
+        """Stop-and-go creep through the gate lane: short moves, pauses of at most 90 s."""
+        outer, inner = self.gate_axis(gate)
+        total = self.rng.uniform(120.0, 720.0)
+        chunks = max(2, int(math.dist(outer, inner) // 8.0))
+        pause = min(90.0, max(5.0, (total - math.dist(outer, inner) / CREEP_SPEED) / chunks))
+        for k in range(1, chunks + 1):
+            f = k / chunks
+            tr.stay(pause * self.rng.uniform(0.5, 1.5) if pause * 1.5 <= 90.0 else pause)
+            tr.drive([(outer[0] + (inner[0] - outer[0]) * f, outer[1] + (inner[1] - outer[1]) * f)], CREEP_SPEED)
+        tr.drive([self.node_xy(gate.node)], SPUR_SPEED)
+
+    def queue_out(self, tr: _Track, gate: Place) -> None:
+        outer, inner = self.gate_axis(gate)
+        tr.drive([inner], SPUR_SPEED)
+        tr.stay(self.rng.uniform(10.0, 40.0))  # barrier and plate check
+        tr.drive([outer], 2.0)
+
+    def new_truck_track(self, device_id: str) -> _Track:
+        tr = _Track(device_id, DeviceKind.TRUCK, self.cfg.gps.pick_interval(self.rng), 0.0, 0.0, 0.0)
+        self.tracks[device_id] = tr
+        return tr
+
+    def new_container(self, t: float, x: float, y: float) -> _Track:
+        cid = container_number(self.rng, self.used_numbers)
+        tr = _Track(cid, DeviceKind.CONTAINER, self.cfg.gps.pick_interval(self.rng), t, x, y)
+        self.tracks[cid] = tr
+        return tr
+
+    def yard_spot(self, place: Place) -> tuple[float, float]:
+        for _ in range(10):
+            r = self.rng.uniform(5.0, 25.0)
+            b = self.rng.uniform(0.0, 2 * math.pi)
+            p = (place.anchor[0] + r * math.sin(b), place.anchor[1] + r * math.cos(b))
+            if shapely.contains_xy(place.geometry, *p) and self.g.is_authorized(*p):
+                return p
+        return place.anchor
+
+    def shoulder(self, route: list[int], k: int) -> tuple[float, float]:
+        """A point beside the carriageway at route node ``k`` (pulled over, not in the traffic lane)."""
+        a = self.node_xy(route[max(0, k - 1)])
+        b = self.node_xy(route[min(len(route) - 1, k + 1)])
+        dx, dy = b[0] - a[0], b[1] - a[1]
+        norm = math.hypot(dx, dy) or 1.0
+        px, py = self.node_xy(route[k])
+        return px - dy / norm * SHOULDER_OFFSET_M, py + dx / norm * SHOULDER_OFFSET_M
+
+    # trips -----------------------------------------------------------------------------------------
+
+    def plan(self) -> None:
+        cfg = self.cfg
+        window = cfg.hours * 3600.0
+        anomalous = 0
+        kinds = list(cfg.anomaly_kinds)
+        self.rng.shuffle(kinds)
+        trip_no = 0
+        for i in range(cfg.trucks):
+            truck = self.new_truck_track(f"TRK-{i + 1:04d}")
+            t = self.rng.uniform(0.0, min(window, 3600.0))
+            while t < window:
+                trip_no += 1
+                anomaly: AnomalyKind | None = None
+                if kinds and self.rng.random() < cfg.anomaly_share:
+                    anomaly = kinds[anomalous % len(kinds)]
+                    anomalous += 1
+                    kind = "export_cleared"
+                else:
+                    r = self.rng.random()
+                    kind = (
+                        "export_cleared"
+                        if r < cfg.cleared_share
+                        else "import"
+                        if r < cfg.cleared_share + cfg.import_share
+                        else "export_terminal"
+                    )
+                end = self.trip(trip_no, truck, t, kind, anomaly)
+                t = end + self.rng.uniform(20 * 60.0, 120 * 60.0)
+        horizon = max((trip.end for trip in self.trips), default=cfg.start)
+        end_t = (horizon - cfg.start).total_seconds()
+        for c in self.yard:
+            c.stay_until(max(end_t, c.t + 1.0))
+
+    def trip(self, no: int, truck: _Track, t: float, kind: str, anomaly: AnomalyKind | None) -> float:
+        rng = self.rng
+        gate = rng.choice(self.gates)
+        outer, _ = self.gate_axis(gate)
+        truck.new_span(t, *outer)
+        if kind == "import":
+            terminal = rng.choice(self.terminals)
+            spot = self.yard_spot(terminal)
+            cont = self.new_container(0.0, *spot)
+            self.pairs[cont.device_id] = truck.device_id
+            self.queue_in(truck, gate)
+            self.route(truck, gate.node, terminal.node)
+            self.enter(truck, terminal)
+            truck.stay(rng.uniform(5 * 60.0, 55 * 60.0))
+            truck.drive([spot], SPUR_SPEED)
+            since = max(0.0, truck.t - rng.uniform(3600.0, 4 * 3600.0))
+            cont.new_span(since, *spot, interval=max(cont.interval, self.cfg.gps.yard_interval_s))
+            cont.stay_until(truck.t + rng.uniform(30.0, 90.0))
+            truck.stay_until(cont.t + rng.uniform(10.0, 30.0))
+            cont.new_span(cont.t, cont.x, cont.y)
+            cont.stay_until(truck.t)
+            haul_from = truck.t
+            truck.riders.append(cont)
+            self.leave(truck, terminal)
+            node = terminal.node
+        else:
+            cont = self.new_container(t, *outer)
+            cont.new_span(t, *outer)
+            self.pairs[cont.device_id] = truck.device_id
+            truck.riders.append(cont)
+            haul_from = t
+            self.queue_in(truck, gate)
+            node = gate.node
+            if kind == "export_terminal":
+                terminal = rng.choice(self.terminals)
+                self.route(truck, node, terminal.node)
+                self.enter(truck, terminal)
+                dwell_until = truck.t + rng.uniform(5 * 60.0, 60 * 60.0)
+                spot = self.yard_spot(terminal)
+                truck.drive([spot], SPUR_SPEED)
+                truck.stay(rng.uniform(60.0, 180.0))
+                truck.riders.remove(cont)
+                self.hauls.append((cont.device_id, truck.device_id, haul_from, truck.t))
+                cont.new_span(cont.t, cont.x, cont.y, interval=max(cont.interval, self.cfg.gps.yard_interval_s))
+                self.yard.append(cont)
+                truck.drive([terminal.anchor], SPUR_SPEED)
+                truck.stay_until(max(dwell_until, truck.t))
+                self.leave(truck, terminal)
+                node = terminal.node
+            else:
+                node = self.cleared_trip(no, truck, cont, node, anomaly, haul_from)
+        exit_gate = rng.choice(self.gates)
+        self.route(truck, node, exit_gate.node)
+        self.queue_out(truck, exit_gate)
+        if kind == "import":
+            truck.riders.remove(cont)
+            self.hauls.append((cont.device_id, truck.device_id, haul_from, truck.t))
+        start = self.at(truck.spans[-1][0][0].t0)
+        trip = Trip(no, truck.device_id, cont.device_id, kind, start, self.at(truck.t), anomaly)
+        self.trips.append(trip)
+        if anomaly in (AnomalyKind.GOING_DARK, AnomalyKind.GPS_SPOOFING):
+            self.timed_anomaly(no, truck, anomaly, truck.spans[-1][0][0].t0, truck.t)
+        return truck.t
+
+    def cleared_trip(
+        self, no: int, truck: _Track, cont: _Track, node: int, anomaly: AnomalyKind | None, haul_from: float
+    ) -> int:
+        rng = self.rng
+        insp = rng.choice(self.inspection)
+        quay = rng.choice(self.quays)
+        seal = f"BR{rng.randrange(10_000_000):07d}"
+        self.route(truck, node, insp.node)
+        self.enter(truck, insp)
+        long_trip = anomaly in (AnomalyKind.GOING_DARK, AnomalyKind.GPS_SPOOFING)
+        dwell = rng.uniform(25 * 60.0, 45 * 60.0) if long_trip else rng.uniform(10 * 60.0, 40 * 60.0)
+        cleared_at = truck.t + dwell - rng.uniform(30.0, 120.0)
+        truck.stay(dwell)
+        self.inspections.append(
+            Inspection(
+                cont.device_id, InspectionResult.CLEARED, self.at(cleared_at), insp.fence_id, seal, f"SIM-{no:06d}-C"
+            )
+        )
+        self.leave(truck, insp)
+        route = self.g.route(insp.node, quay.node)
+        if anomaly in (
+            AnomalyKind.POST_CLEARANCE_DETOUR,
+            AnomalyKind.UNEXPECTED_STOP,
+            AnomalyKind.RENDEZVOUS,
+            AnomalyKind.CONTAINER_SEPARATED,
+        ):
+            k = self.pick_node(route, quay)
+            truck.drive(self.g.path(route[: k + 1]), self.speed())
+            haul_from = self.road_anomaly(no, truck, cont, route, k, quay, anomaly, haul_from)
+            truck.drive(self.g.path(route[k:]), self.speed())
+        elif anomaly is AnomalyKind.DOOR_OPEN_AFTER_CLEARANCE:
+            t0 = truck.t
+            truck.drive(self.g.path(route), self.speed())
+            t_open = t0 + (truck.t - t0) * rng.uniform(0.2, 0.6)
+            t_close = t_open + rng.uniform(60.0, 240.0)
+            cont.events.append((t_open, ("door_open",)))
+            cont.events.append((t_close, ("door_close",)))
+            self.truth.append(
+                GroundTruth(cont.device_id, anomaly, self.at(t_open), self.at(t_close), truck.device_id, no)
+            )
+        else:
+            truck.drive(self.g.path(route), self.speed())
+        self.enter(truck, quay)
+        arrival = truck.t
+        truck.stay(rng.uniform(30.0, 80.0))
+        truck.riders.remove(cont)
+        self.hauls.append((cont.device_id, truck.device_id, haul_from, truck.t))
+        loaded_at = truck.t + rng.uniform(30.0, 90.0)
+        cont.stay_until(loaded_at + rng.uniform(5.0, 20.0))  # last fix: the box is lifted on board
+        self.inspections.append(
+            Inspection(
+                cont.device_id, InspectionResult.LOADED, self.at(loaded_at), quay.fence_id, seal, f"SIM-{no:06d}-L"
+            )
+        )
+        truck.stay_until(max(truck.t + 5.0, arrival + rng.uniform(100.0, QUAY_MAX_DWELL_S)))
+        self.leave(truck, quay)
+        return quay.node
+
+    def pick_node(self, route: list[int], quay: Place) -> int:
+        """A route node outside authorised zones and far enough from the quay for a separation to show."""
+        ok = [
+            k
+            for k in range(1, len(route) - 1)
+            if not self.g.is_authorized(*self.shoulder(route, k)) and self.g.distance(route[k], quay.node) > 400.0
+        ]
+        return self.rng.choice(ok) if ok else 0
+
+    def road_anomaly(
+        self,
+        no: int,
+        truck: _Track,
+        cont: _Track,
+        route: list[int],
+        k: int,
+        quay: Place,
+        anomaly: AnomalyKind,
+        haul_from: float,
+    ) -> float:
+        rng = self.rng
+        node_xy = self.node_xy(route[k])
+        if anomaly is AnomalyKind.POST_CLEARANCE_DETOUR:
+            dest = self.warehouse(node_xy)
+            leave_t = truck.t
+            truck.drive([dest], rng.uniform(8.0, 12.0))
+            truck.stay(rng.uniform(*DETOUR_STAY_S))
+            truck.drive([node_xy], rng.uniform(8.0, 12.0))
+            for tr in (truck, cont):
+                tr.free.append((leave_t, truck.t))
+            self.truth.append(
+                GroundTruth(truck.device_id, anomaly, self.at(leave_t), self.at(truck.t), cont.device_id, no)
+            )
+            return haul_from
+        shoulder = self.shoulder(route, k)
+        truck.drive([shoulder], 2.0)
+        if anomaly is AnomalyKind.UNEXPECTED_STOP:
+            t0 = truck.t
+            truck.stay(rng.uniform(*STOP_MIN_S[anomaly]))
+            self.truth.append(GroundTruth(truck.device_id, anomaly, self.at(t0), self.at(truck.t), None, no))
+        elif anomaly is AnomalyKind.RENDEZVOUS:
+            t0 = truck.t
+            depart = t0 + rng.uniform(*STOP_MIN_S[anomaly])
+            other_arrival, other = self.accomplice(route, k, shoulder, t0 + rng.uniform(10.0, 60.0), depart)
+            truck.stay_until(depart)
+            self.truth.append(GroundTruth(truck.device_id, anomaly, self.at(other_arrival), self.at(depart), other, no))
+        else:  # container separated: dropped on the shoulder, the truck drives off and comes back
+            truck.stay(rng.uniform(60.0, 120.0))
+            truck.riders.remove(cont)
+            self.hauls.append((cont.device_id, truck.device_id, haul_from, truck.t))
+            left = truck.t
+            truck.drive([node_xy], 2.0)
+            truck.drive(self.g.path(route[k:]), self.speed())
+            self.enter(truck, quay)
+            truck.stay(rng.uniform(180.0, 480.0))
+            self.leave(truck, quay)
+            self.route(truck, quay.node, route[k])
+            truck.drive([shoulder], 2.0)
+            back = truck.t
+            cont.stay_until(back)
+            self.truth.append(GroundTruth(cont.device_id, anomaly, self.at(left), self.at(back), truck.device_id, no))
+            truck.stay(rng.uniform(60.0, 120.0))
+            cont.stay_until(truck.t)
+            truck.riders.append(cont)
+            haul_from = truck.t
+        truck.drive([node_xy], 2.0)
+        return haul_from
+
+    def accomplice(
+        self, route: list[int], k: int, shoulder: tuple[float, float], arrive: float, leave: float
+    ) -> tuple[float, str]:
+        """A second truck that comes from a gate, stops just ahead of the first, and leaves through a gate."""
+        rng = self.rng
+        self.extra_trucks += 1
+        tr = self.new_truck_track(f"TRK-{self.cfg.trucks + self.extra_trucks:04d}")
+        gate = rng.choice(self.gates)
+        a = self.node_xy(route[max(0, k - 1)])
+        b = self.node_xy(route[min(len(route) - 1, k + 1)])
+        norm = math.dist(a, b) or 1.0
+        gap = rng.uniform(*RENDEZVOUS_GAP_M)
+        spot = (shoulder[0] + (b[0] - a[0]) / norm * gap, shoulder[1] + (b[1] - a[1]) / norm * gap)
+        _, inner = self.gate_axis(gate)
+        speed = self.speed()
+        node_xy = self.node_xy(route[k])
+        travel = (
+            math.dist(inner, self.node_xy(gate.node)) / SPUR_SPEED
+            + self.g.distance(gate.node, route[k]) / speed
+            + math.dist(node_xy, spot) / 2.0
+        )
+        tr.new_span(arrive - travel, *inner)
+        tr.drive([self.node_xy(gate.node)], SPUR_SPEED)
+        tr.drive(self.g.path(self.g.route(gate.node, route[k])), speed)
+        tr.drive([spot], 2.0)
+        arrived = tr.t
+        tr.stay_until(leave + rng.uniform(5.0, 30.0))
+        tr.drive([node_xy], 2.0)
+        out = rng.choice(self.gates)
+        self.route(tr, route[k], out.node)
+        self.queue_out(tr, out)
+        return arrived, tr.device_id
+
+    def warehouse(self, origin: tuple[float, float]) -> tuple[float, float]:
+        """A point outside the port boundary, as near as possible: where a detour goes to load."""
+        offset = self.rng.uniform(0.0, 2 * math.pi)
+        for dist in (600.0, 1000.0, 1500.0, 2000.0, 3000.0, 4500.0, 6000.0):
+            for j in range(16):
+                b = offset + j * math.pi / 8
+                p = (origin[0] + dist * math.sin(b), origin[1] + dist * math.cos(b))
+                if not shapely.contains_xy(self.g.boundary, *p):
+                    return p
+        return origin[0] + 8000.0, origin[1]
+
+    def timed_anomaly(self, no: int, truck: _Track, anomaly: AnomalyKind, t0: float, t1: float) -> None:
+        rng = self.rng
+        iv = truck.interval
+        if anomaly is AnomalyKind.GOING_DARK:
+            lo = max(DARK_S[0], 3 * iv)
+            hi = max(DARK_S[1], 4 * iv)
+            dur = min(rng.uniform(lo, hi), max(60.0, t1 - t0 - 240.0))
+            a = rng.uniform(t0 + 120.0, max(t0 + 120.0, t1 - dur - 120.0))
+            truck.silent.append((a, a + dur))
+            self.truth.append(GroundTruth(truck.device_id, anomaly, self.at(a), self.at(a + dur), None, no))
+        else:
+            n = rng.randint(*SPOOF_FIXES)
+            a = rng.uniform(t0 + 60.0, max(t0 + 60.0, t1 - (n + 2) * iv))
+            dist = rng.uniform(*SPOOF_DISTANCE_M)
+            b = rng.uniform(0.0, 2 * math.pi)
+            truck.spoof.append((a, n, dist * math.sin(b), dist * math.cos(b), no))
+
+
+# ------------------------------------------------------------------------------------------- sampling
+
+
+def _sample(planner: _Planner, tr: _Track, truth: list[GroundTruth]) -> tuple[list[Ping], FloatArray]:
+    cfg = planner.cfg.gps
+    rng = planner.rng
+    legs = tr.all_legs()
+    if not legs:
+        return [], np.zeros(0)
+    gen = np.random.default_rng(rng.getrandbits(63))
+    parts: list[FloatArray] = []
+    for span_legs, interval in tr.spans:
+        if not span_legs:
+            continue
+        t0, t1 = span_legs[0].t0, span_legs[-1].t1
+        n = int((t1 - t0) // interval) + 1
+        span_t = t0 + np.arange(n) * interval
+        if n > 1 and cfg.jitter_s > 0:
+            span_t[1:] += gen.uniform(-cfg.jitter_s, cfg.jitter_s, n - 1)
+        span_t = span_t[span_t < t1 - 1.0]
+        parts.append(np.append(span_t, t1))
+    t: FloatArray = np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+    protect = np.zeros(len(t), dtype=np.bool_)
+    events: list[tuple[str, ...]] = [()] * len(t)
+    extra_t: list[float] = []
+    extra_ev: list[tuple[str, ...]] = []
+    for a, b in tr.silent:
+        keep = (t < a) | (t >= b)
+        t, protect = t[keep], protect[keep]
+        events = [e for e, k in zip(events, keep.tolist(), strict=True) if k]
+        extra_t.append(b)
+        extra_ev.append(())
+    for te, ev in tr.events:
+        extra_t.append(te)
+        extra_ev.append(ev)
+    if extra_t:
+        t = np.concatenate([t, np.array(extra_t)])
+        protect = np.concatenate([protect, np.ones(len(extra_t), dtype=np.bool_)])
+        events = events + extra_ev
+    t = np.round(t, 3).astype(np.float64)
+    order = np.argsort(t, kind="stable")
+    t = t[order]
+    protect = protect[order]
+    events = [events[i] for i in order.tolist()]
+    x, y, speed, heading = positions(legs, t)
+    free = np.zeros(len(t), dtype=np.bool_)
+    for a, b in tr.free:
+        free |= (t >= a) & (t <= b)
+    spoofed = np.zeros(len(t), dtype=np.bool_)
+    for a, n, dx, dy, trip in tr.spoof:
+        idx = np.flatnonzero(t >= a)[:n]
+        if len(idx) == 0:
+            continue
+        x[idx] += dx + np.array([rng.uniform(-40.0, 40.0) for _ in idx])
+        y[idx] += dy + np.array([rng.uniform(-40.0, 40.0) for _ in idx])
+        spoofed[idx] = True
+        protect[idx] = True
+        first, last = float(t[idx[0]]), float(t[idx[-1]])
+        truth.append(
+            GroundTruth(tr.device_id, AnomalyKind.GPS_SPOOFING, planner.at(first), planner.at(last), None, trip)
+        )
+    obs = observe(rng, cfg, t, x, y, tr.interval, protect)
+    ox, oy = obs.x, obs.y
+    ox[spoofed] = x[spoofed]  # a spoofer sends clean-looking fixes
+    oy[spoofed] = y[spoofed]
+    check = ~(free | spoofed)
+    if check.any():
+        outside = check.copy()
+        outside[check] = ~planner.g.in_boundary(ox[check], oy[check])
+        ox[outside] = x[outside]
+        oy[outside] = y[outside]
+    lon, lat = planner.g.proj.to_lonlat(ox, oy)
+    spd = np.where(speed > 0, np.maximum(0.0, speed + gen.normal(0.0, 0.3, len(t))), 0.0)
+    start = planner.cfg.start
+    pings: list[Ping] = []
+    deliver: list[float] = []
+    dev = tr.device_id
+    rows = zip(
+        t.tolist(),
+        np.round(lon, 7).tolist(),
+        np.round(lat, 7).tolist(),
+        np.round(spd, 2).tolist(),
+        np.round(heading, 1).tolist(),
+        obs.accuracy.tolist(),
+        obs.deliver.tolist(),
+        obs.keep.tolist(),
+        obs.duplicate.tolist(),
+        events,
+        strict=True,
+    )
+    for ti, lo, la, sp, hd, acc, dl, keep, dup, ev in rows:
+        if not keep:
+            continue
+        ts = start + timedelta(seconds=ti)
+        hd_v = None if math.isnan(hd) else hd
+        pings.append(Ping(dev, ts, lo, la, sp, hd_v, acc, ev, "native", start + timedelta(seconds=dl)))
+        deliver.append(dl)
+        if dup:
+            again = dl + rng.uniform(0.05, 5.0)
+            pings.append(Ping(dev, ts, lo, la, sp, hd_v, acc, ev, "native", start + timedelta(seconds=again)))
+            deliver.append(again)
+    return pings, np.array(deliver)
+
+
+def generate(cfg: SimConfig, graph: RoadGraph | None = None) -> Scenario:
+    """Plan every trip, then sample and degrade the fixes; deterministic for ``cfg.seed``."""
+    g = graph if graph is not None else build(load_port(cfg.port))
+    planner = _Planner(cfg, g)
+    planner.plan()
+    truth = list(planner.truth)
+    all_pings: list[Ping] = []
+    delivers: list[FloatArray] = []
+    for dev_id in sorted(planner.tracks):
+        pings, deliver = _sample(planner, planner.tracks[dev_id], truth)
+        all_pings.extend(pings)
+        delivers.append(deliver)
+    order = np.argsort(np.concatenate(delivers) if delivers else np.zeros(0), kind="stable")
+    pings_sorted = [all_pings[i] for i in order.tolist()]
+    truth.sort(key=lambda r: (r.start, r.device_id))
+    anomalous = {t.trip for t in planner.trips if t.anomaly is not None}
+    return Scenario(
+        pings=pings_sorted,
+        inspections=sorted(planner.inspections, key=lambda i: (i.ts, i.container_no)),
+        devices={d: tr.kind for d, tr in sorted(planner.tracks.items())},
+        pairs=dict(planner.pairs),
+        truth=truth,
+        trips=len(planner.trips),
+        clean_trips=len(planner.trips) - len(anomalous),
+        km=sum(tr.km for tr in planner.tracks.values() if tr.kind is DeviceKind.TRUCK),
+        trip_log=sorted(planner.trips, key=lambda t: t.trip),
+        hauls=[Haul(c, tk, planner.at(a), planner.at(b)) for c, tk, a, b in planner.hauls],
+        port=cfg.port,
+        start=cfg.start,
+        seed=cfg.seed,
+        _tracks={d: tr.all_legs() for d, tr in planner.tracks.items()},
+        _proj=g.proj,
+    )
