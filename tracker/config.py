@@ -59,6 +59,9 @@ class Settings:
     max_future_s: float = field(default=300.0, metadata=_doc("fixes further in the future than this are rejected"))
     batch_max: int = field(default=500, metadata=_doc("messages per ingest micro-batch"))
     batch_wait_ms: float = field(default=20.0, metadata=_doc("how long a micro-batch waits to fill"))
+    reorder_window_s: float = field(
+        default=30.0, metadata=_doc("fixes up to this much older than the newest are judged in event-time order")
+    )
     hysteresis_m: float = field(default=25.0, metadata=_doc("a fence is left only this far outside its edge"))
     fence_files: tuple[str, ...] = field(
         default=(), metadata=_doc("extra fence-set files loaded at start besides those stored in the database")

@@ -26,6 +26,7 @@ from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.config import Settings
 from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
 from tracker.core.pipeline import Params, Pipeline
+from tracker.core.reorder import Log, Reorderer
 from tracker.core.state import DeviceState
 from tracker.metrics import Metrics
 
@@ -82,6 +83,8 @@ class Service:
         self.outbox_wake = asyncio.Event()
         self.commands: asyncio.Queue[tuple[object, asyncio.Future[None]]] = asyncio.Queue()
         self.containers: dict[str, list[str]] = {}
+        self.logs: dict[str, Log] = {}  # recent fixes per device for the reorder window (memory only)
+        self._pending_logs: dict[str, Log] = {}
         self.alert_listeners: set[asyncio.Queue[dict[str, object]]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -260,6 +263,8 @@ class Service:
                         continue
                 work.append((item.device_id, item.ts, seq, item))
         working: dict[str, DeviceState] = {}
+        logs: dict[str, Log] = {}
+        reorderer = Reorderer(self.pipeline, self.settings.reorder_window_s)
         for dev, _ts, _seq, item in sorted(work, key=lambda w: (w[0], w[1], w[2])):
             state = working.get(dev) or self.states.get(dev)
             if state is None:
@@ -267,7 +272,8 @@ class Service:
             if isinstance(item, Inspection):
                 result = self.pipeline.inspect(state, item)
             else:
-                result = self.pipeline.step(state, item)
+                log, result = reorderer.step(logs.get(dev, self.logs.get(dev, ())), state, item)
+                logs[dev] = log
                 batch.pings.append((item, result.flags))
             working[dev] = result.state
             self._collect(batch, result.alerts)
@@ -281,6 +287,7 @@ class Service:
                     working[dev] = result.state
                 self._collect(batch, result.alerts)
         batch.states = {d: s for d, s in working.items() if s is not self.states.get(d)}
+        self._pending_logs = logs
         return batch, working
 
     @staticmethod
@@ -350,6 +357,7 @@ class Service:
 
     def _adopt(self, batch: Batch, working: dict[str, DeviceState], result: BatchResult) -> None:
         self.states.update(working)
+        self.logs.update(self._pending_logs)
         self.devices.update(batch.new_devices)
         self.metrics.devices.set(len(self.states))
         now = self.clock()

@@ -387,7 +387,14 @@ class Store:
             if row_id is None:
                 continue
             count += 1
-            if upd.closes:
+            if upd.fields.get("retracted"):
+                await conn.execute(
+                    "UPDATE alerts SET status = 'resolved', resolved_by = 'system', resolved_at = now(),"
+                    " resolution = $2, updated_at = now() WHERE alert_id = $1",
+                    upd.alert.id,
+                    f"retracted: {upd.fields.get('reason', '')}",
+                )
+            elif upd.closes:
                 await conn.execute(
                     "UPDATE alerts SET ended_at = $2, updated_at = now() WHERE alert_id = $1", upd.alert.id, upd.ts
                 )

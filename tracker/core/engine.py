@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from tracker.core.model import DeviceKind, Event, Inspection, Ping
 from tracker.core.pipeline import Pipeline
+from tracker.core.reorder import Log, Reorderer
 from tracker.core.state import DeviceState
 
 
@@ -30,11 +31,14 @@ class Engine:
     kinds: Mapping[str, DeviceKind] = field(default_factory=dict)
     containers: Mapping[str, list[str]] = field(default_factory=dict)  # container number -> device ids
     tick_every_s: float = 5.0
+    reorder_window_s: float = 30.0
     states: dict[str, DeviceState] = field(default_factory=dict)
     flags: dict[str, int] = field(default_factory=dict)
     emitted: list[Emitted] = field(default_factory=list)
     clock: datetime | None = None
     _next_tick: datetime | None = None
+    _logs: dict[str, Log] = field(default_factory=dict)
+    _reorderer: Reorderer | None = None
 
     def state(self, device_id: str) -> DeviceState:
         st = self.states.get(device_id)
@@ -56,7 +60,10 @@ class Engine:
 
     def feed(self, ping: Ping, *, now: datetime | None = None) -> None:
         self._advance(now or ping.received or ping.ts)
-        result = self.pipeline.step(self.state(ping.device_id), ping)
+        if self._reorderer is None:
+            self._reorderer = Reorderer(self.pipeline, self.reorder_window_s)
+        log, result = self._reorderer.step(self._logs.get(ping.device_id, ()), self.state(ping.device_id), ping)
+        self._logs[ping.device_id] = log
         self.states[ping.device_id] = result.state
         for flag in result.flags:
             self.flags[flag] = self.flags.get(flag, 0) + 1

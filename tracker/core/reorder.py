@@ -1,0 +1,101 @@
+"""Late fixes inside a reorder window are fed to the detectors in event-time order.
+
+Waiting for stragglers would delay every alert by the window, so fixes are processed
+as they arrive and a short log remembers, per device, the state before each recent
+fix. When a fix arrives late but inside the window, the device is rewound to the state
+before the first newer fix and the log is replayed in event-time order. Alerts the
+replay raises anew are emitted; alerts the speculative run raised that the replay no
+longer raises are retracted with an update, so what stands is exactly what in-order
+delivery would have produced. Older stragglers are only stored and flagged ``late``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from tracker.core.model import Alert, AlertUpdate, Event, Ping
+from tracker.core.pipeline import Pipeline, StepResult
+from tracker.core.state import DeviceState
+
+REORDERED = "reordered"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    ping: Ping
+    before: DeviceState
+    events: tuple[Event, ...]
+
+
+Log = tuple[Entry, ...]
+
+
+def _key(ev: Event) -> tuple[object, ...]:
+    if isinstance(ev, AlertUpdate):
+        return ("update", ev.alert.id, ev.ts, ev.closes)
+    return ("alert", ev.id)
+
+
+class Reorderer:
+    def __init__(self, pipeline: Pipeline, window_s: float = 30.0) -> None:
+        self.pipeline = pipeline
+        self.window = timedelta(seconds=window_s)
+
+    def _trim(self, log: Log) -> Log:
+        if not log:
+            return log
+        newest = max(e.ping.ts for e in log)
+        return tuple(e for e in log if e.ping.ts >= newest - self.window)
+
+    def step(self, log: Log, state: DeviceState, ping: Ping) -> tuple[Log, StepResult]:
+        # "newest" counts rejected (implausible) fixes too: they changed the integrity state, so a fix
+        # older than them must be replayed before them, even if it is newer than the last accepted fix
+        newest = max((e.ping.ts for e in log), default=None)
+        if state.last is not None and (newest is None or state.last.ts > newest):
+            newest = state.last.ts
+        if newest is None or ping.ts > newest or self.window.total_seconds() <= 0:
+            result = self.pipeline.step(state, ping)
+            if result.state is state:
+                return log, result
+            return self._trim((*log, Entry(ping, state, result.alerts))), result
+        k = next((i for i, e in enumerate(log) if e.ping.ts >= ping.ts), None)
+        if k is not None and log[k].ping.ts == ping.ts:
+            return log, StepResult(state, (), ("duplicate_ts",))  # a redelivery of a fix already judged
+        if k is None or newest - ping.ts > self.window:
+            return log, self.pipeline.step(state, ping)  # too late to matter: stored and flagged only
+        current = log[k].before
+        replayed: list[Entry] = []
+        new_events: list[Event] = []
+        for p in sorted([ping, *(e.ping for e in log[k:])], key=lambda x: x.ts):
+            result = self.pipeline.step(current, p)
+            if result.state is not current:
+                replayed.append(Entry(p, current, result.alerts))
+            new_events.extend(result.alerts)
+            current = result.state
+        old_events = [ev for e in log[k:] for ev in e.events]
+        old_keys = {_key(ev) for ev in old_events}
+        new_keys = {_key(ev) for ev in new_events}
+        out: list[Event] = [ev for ev in new_events if _key(ev) not in old_keys]
+        for ev in old_events:
+            if isinstance(ev, Alert) and _key(ev) not in new_keys:
+                out.append(
+                    AlertUpdate(
+                        alert=ev,
+                        ts=ping.ts,
+                        fields={"retracted": True, "reason": "a fix that arrived late changed the verdict"},
+                        closes=True,
+                    )
+                )
+        return self._trim((*log[:k], *replayed)), StepResult(current, tuple(out), (REORDERED,))
+
+
+def effective_alerts(events: list[Event]) -> dict[str, Alert]:
+    """Alerts raised and not retracted, by id: what an operator is left with."""
+    raised: dict[str, Alert] = {}
+    for ev in events:
+        if isinstance(ev, Alert):
+            raised[str(ev.id)] = ev
+        elif ev.fields.get("retracted"):
+            raised.pop(str(ev.alert.id), None)
+    return raised
