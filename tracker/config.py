@@ -68,6 +68,12 @@ class Settings:
     )
     tick_interval_s: float = field(default=5.0, metadata=_doc("how often timeouts (going dark...) are evaluated"))
     outbox_poll_s: float = field(default=1.0, metadata=_doc("outbox retry poll interval"))
+    webhook_urls: tuple[str, ...] = field(default=(), metadata=_doc("URLs that receive signed alert POSTs"))
+    webhook_secret: str = field(default="", metadata=_doc("HMAC key signing webhook deliveries (required with URLs)"))
+    webhook_min_severity: str = field(default="medium", metadata=_doc("lowest alert severity sent to webhooks"))
+    osmand_port: int = field(
+        default=0, metadata=_doc("port for OsmAnd/Traccar Client devices over HTTP (0: off; bind is http_host)")
+    )
     timescale_jobs_s: float = field(
         default=0.0,
         metadata=_doc("run TimescaleDB policies in the foreground every N s (0: leave them to its scheduler)"),
@@ -104,6 +110,13 @@ class Settings:
             raise ValueError("TRACKER_UNKNOWN_DEVICES must be 'reject' or 'register'")
         if self.batch_max < 1:
             raise ValueError("TRACKER_BATCH_MAX must be >= 1")
+        if self.webhook_urls and len(self.webhook_secret) < 16:
+            raise ValueError("TRACKER_WEBHOOK_SECRET of at least 16 characters is required with TRACKER_WEBHOOK_URLS")
+        for url in self.webhook_urls:
+            if not url.startswith(("https://", "http://")):
+                raise ValueError(f"TRACKER_WEBHOOK_URLS: {url!r} is not an http(s) URL")
+        if self.webhook_min_severity not in ("info", "low", "medium", "high", "critical"):
+            raise ValueError("TRACKER_WEBHOOK_MIN_SEVERITY must be info|low|medium|high|critical")
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
@@ -118,7 +131,7 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """Settings safe to log: secrets masked."""
         out = dataclasses.asdict(self)
-        for key in ("mqtt_password", "admin_token"):
+        for key in ("mqtt_password", "admin_token", "webhook_secret"):
             if out[key]:
                 out[key] = "***"
         if "@" in self.db_dsn and ":" in self.db_dsn.split("@")[0].split("//")[-1]:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 
@@ -23,6 +24,7 @@ from geofences import Fence, FenceIndex, FenceSet, load_fence_set
 from tracker.adapters.decode import Limits, decode_inspection, decode_mqtt
 from tracker.adapters.mqtt import Message, MqttLink, PublishError
 from tracker.adapters.store import Batch, BatchResult, Store
+from tracker.adapters.webhooks import WebhookError, deliver
 from tracker.config import Settings
 from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
 from tracker.core.pipeline import Params, Pipeline
@@ -88,6 +90,8 @@ class Service:
         self.alert_listeners: set[asyncio.Queue[dict[str, object]]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        self._osmand: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
         self.http_port: int | None = None
         self._stopping = False
 
@@ -96,7 +100,15 @@ class Service:
     async def start(self, *, http: bool = True) -> None:
         s = self.settings
         log.info("starting with %s", s.redacted())
-        self.store = await Store.connect(s.db_dsn, max_size=s.db_pool_max, alert_topic_prefix=s.alert_topic_prefix)
+        self.store = await Store.connect(
+            s.db_dsn,
+            max_size=s.db_pool_max,
+            alert_topic_prefix=s.alert_topic_prefix,
+            webhooks=s.webhook_urls,
+            webhook_min_severity=s.webhook_min_severity,
+        )
+        if s.webhook_urls:
+            self._http = aiohttp.ClientSession()
         await self.store.migrate()
         await self.reload_fences()
         self.devices = await self.store.devices()
@@ -133,6 +145,13 @@ class Service:
             sockets = getattr(site._server, "sockets", None) or []
             self.http_port = int(sockets[0].getsockname()[1]) if sockets else s.http_port
             log.info("HTTP API on http://%s:%s", s.http_host, self.http_port)
+        if http and s.osmand_port:
+            from tracker.adapters.api import build_osmand_app
+
+            self._osmand = web.AppRunner(build_osmand_app(self), access_log=None, shutdown_timeout=2.0)
+            await self._osmand.setup()
+            await web.TCPSite(self._osmand, s.http_host, s.osmand_port).start()
+            log.info("OsmAnd/Traccar Client ingest on http://%s:%s", s.http_host, s.osmand_port)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -143,6 +162,10 @@ class Service:
                 await task
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._osmand is not None:
+            await self._osmand.cleanup()
+        if self._http is not None:
+            await self._http.close()
         if self.link is not None:
             await self.link.stop()
         if self.store is not None:
@@ -412,7 +435,9 @@ class Service:
                 await asyncio.sleep(1.0)
 
     async def drain_outbox(self) -> int:
-        assert self.store is not None and self.link is not None
+        """Deliver pending outbox rows: MQTT in order (stop at the first failure), webhooks independently."""
+        assert self.store is not None
+        assert self.link is not None
         sent = 0
         while True:
             rows = await self.store.pending_outbox()
@@ -420,26 +445,37 @@ class Service:
             if not rows:
                 return sent
             delivered: list[int] = []
-            failed: list[int] = []
-            error = ""
+            failures: dict[str, list[int]] = {}
+            broker_down = False
             for row in rows:
                 payload = row["payload"]
                 text = payload if isinstance(payload, str) else json.dumps(payload)
+                channel = row["channel"]
                 try:
-                    await self.link.publish(row["topic"], text.encode(), qos=1)
-                except PublishError as exc:
-                    failed.append(row["id"])
-                    error = str(exc)
-                    self.metrics.publish_failures.labels("mqtt").inc()
-                    break  # the broker is away: keep order, try the rest later
+                    if channel == "webhook":
+                        if self._http is None:
+                            raise WebhookError("webhooks are not configured in this process")
+                        await deliver(self._http, row["topic"], text.encode(), self.settings.webhook_secret)
+                    else:
+                        if broker_down:
+                            continue
+                        await self.link.publish(row["topic"], text.encode(), qos=1)
+                        self._fan_out(json.loads(text))
+                except (PublishError, WebhookError) as exc:
+                    failures.setdefault(str(exc), []).append(row["id"])
+                    self.metrics.publish_failures.labels(channel).inc()
+                    if channel == "mqtt":
+                        broker_down = True  # keep MQTT order: the rest waits for the broker
+                    continue
                 delivered.append(row["id"])
-                self.metrics.published.labels("mqtt").inc()
-                self._fan_out(json.loads(text))
+                self.metrics.published.labels(channel).inc()
             await self.store.mark_delivered(delivered)
-            await self.store.mark_failed(failed, error)
+            for error, ids in failures.items():
+                await self.store.mark_failed(ids, error)
             sent += len(delivered)
-            if failed:
-                await self.link.wait_connected(self.settings.outbox_poll_s)
+            if failures:
+                if broker_down:
+                    await self.link.wait_connected(self.settings.outbox_poll_s)
                 return sent
 
     def _fan_out(self, alert: dict[str, object]) -> None:

@@ -540,6 +540,50 @@ async def list_fences(request: web.Request) -> web.Response:
     return web.json_response({"ports": {port: fs.to_geojson() for port, fs in svc.fences.sets.items()}})
 
 
+async def osmand_ingest(request: web.Request) -> web.Response:
+    """OsmAnd / Traccar Client fixes over HTTP (query string, form body or JSON body).
+
+    The protocol has no credentials: only registered devices are accepted whatever
+    ``TRACKER_UNKNOWN_DEVICES`` says, and the listener belongs on the trackers' private network.
+    """
+    from tracker.adapters.decode import Limits, decode_osmand, decode_osmand_json
+    from tracker.core.model import Ping, Rejected
+
+    svc = _service(request)
+    limits = Limits(svc.settings.max_payload_bytes, svc.settings.max_future_s)
+    raw = await request.content.read(limits.max_payload_bytes + 1)
+    now = datetime.now(UTC)
+    item: Ping | Rejected
+    if len(raw) > limits.max_payload_bytes:
+        item = Rejected("too_large", f"body over {limits.max_payload_bytes} bytes", None, "osmand")
+    elif request.content_type == "application/json":
+        decoded = decode_osmand_json(raw, now, limits)
+        item = decoded if isinstance(decoded, Ping | Rejected) else Rejected("ignored", "no fix", None, "osmand")
+    else:
+        params = dict(request.query)
+        if raw and request.content_type == "application/x-www-form-urlencoded":
+            from urllib.parse import parse_qsl
+
+            params.update(parse_qsl(raw.decode("utf-8", "replace")))
+        decoded = decode_osmand(params, now, limits)
+        item = decoded if isinstance(decoded, Ping | Rejected) else Rejected("ignored", "no fix", None, "osmand")
+    if isinstance(item, Ping) and item.device_id not in svc.devices:
+        item = Rejected("unknown_device", f"device {item.device_id!r} is not registered", item.device_id, "osmand")
+    await svc.submit((item, "osmand", raw[: limits.max_payload_bytes] if isinstance(item, Rejected) else None))
+    if isinstance(item, Rejected):
+        status = 403 if item.reason == "unknown_device" else 400
+        return web.json_response({"error": item.reason, "message": item.detail}, status=status)
+    return web.json_response({"stored": True, "device_id": item.device_id, "ts": item.ts.isoformat()})
+
+
+def build_osmand_app(service: Service) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=256 * 1024)
+    app[SERVICE] = service
+    app.router.add_route("GET", "/", osmand_ingest)
+    app.router.add_route("POST", "/", osmand_ingest)
+    return app
+
+
 def build_app(service: Service) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=1024 * 1024)
     app[SERVICE] = service

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS pings (
     PRIMARY KEY (device_id, ts)
 )"""
 
+SEVERITY_ORDER = (Severity.INFO, Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
 QUEUED_SEVERITIES = frozenset({Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL})
 """Alerts at these severities wait in the operators' queue (``open``); lower ones are only logged."""
 
@@ -86,16 +87,42 @@ def alert_topic(prefix: str, alert: Alert) -> str:
 class Store:
     """The only module that speaks SQL."""
 
-    def __init__(self, pool: asyncpg.Pool, *, alert_topic_prefix: str = "alerts") -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        alert_topic_prefix: str = "alerts",
+        webhooks: Sequence[str] = (),
+        webhook_min_severity: str = "medium",
+    ) -> None:
         self.pool = pool
         self.alert_topic_prefix = alert_topic_prefix
+        self.webhooks = tuple(webhooks)
+        self.webhook_floor = SEVERITY_ORDER.index(Severity(webhook_min_severity))
         self.timescale = False
         self._partitions: set[str] = set()
 
     @classmethod
-    async def connect(cls, dsn: str, *, max_size: int = 8, alert_topic_prefix: str = "alerts") -> Store:
+    async def connect(
+        cls,
+        dsn: str,
+        *,
+        max_size: int = 8,
+        alert_topic_prefix: str = "alerts",
+        webhooks: Sequence[str] = (),
+        webhook_min_severity: str = "medium",
+    ) -> Store:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, command_timeout=60)
-        return cls(pool, alert_topic_prefix=alert_topic_prefix)
+        return cls(
+            pool, alert_topic_prefix=alert_topic_prefix, webhooks=webhooks, webhook_min_severity=webhook_min_severity
+        )
+
+    def _channels(self, alert: Alert) -> list[tuple[str, str]]:
+        """(channel, target) pairs an alert is announced on: always MQTT, webhooks above their floor."""
+        out = [("mqtt", alert_topic(self.alert_topic_prefix, alert))]
+        if SEVERITY_ORDER.index(alert.severity) >= self.webhook_floor:
+            out.extend(("webhook", url) for url in self.webhooks)
+        return out
 
     async def close(self) -> None:
         await self.pool.close()
@@ -336,7 +363,7 @@ class Store:
         head = await conn.fetchrow("SELECT head_hash, head_seq FROM alert_chain WHERE id FOR UPDATE")
         prev = str(head["head_hash"])
         rows = []
-        outbox = []
+        outbox: list[tuple[object, str, str, str]] = []
         for alert in fresh:
             body = alert.to_json()
             digest = chain_hash(prev, body)
@@ -359,14 +386,15 @@ class Store:
             )
             body["status"] = status
             body["event"] = "raised"
-            outbox.append((alert.id, alert_topic(self.alert_topic_prefix, alert), json.dumps(body, default=str)))
+            text = json.dumps(body, default=str)
+            outbox.extend((alert.id, channel, target, text) for channel, target in self._channels(alert))
             prev = digest
         await conn.executemany(
             "INSERT INTO alerts (alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
             " prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             rows,
         )
-        await conn.executemany("INSERT INTO outbox (alert_id, topic, payload) VALUES ($1, $2, $3)", outbox)
+        await conn.executemany("INSERT INTO outbox (alert_id, channel, topic, payload) VALUES ($1, $2, $3, $4)", outbox)
         await conn.execute("UPDATE alert_chain SET head_hash = $1, head_seq = head_seq + $2 WHERE id", prev, len(fresh))
         return fresh
 
@@ -400,11 +428,12 @@ class Store:
                 )
             body = upd.alert.to_json()
             body.update(event="updated", update={"ts": upd.ts.isoformat(), "closes": upd.closes, **upd.fields})
-            await conn.execute(
-                "INSERT INTO outbox (alert_id, topic, payload) VALUES ($1, $2, $3)",
-                upd.alert.id,
-                alert_topic(self.alert_topic_prefix, upd.alert),
-                json.dumps(body, default=str),
+            await conn.executemany(
+                "INSERT INTO outbox (alert_id, channel, topic, payload) VALUES ($1, $2, $3, $4)",
+                [
+                    (upd.alert.id, channel, target, json.dumps(body, default=str))
+                    for channel, target in self._channels(upd.alert)
+                ],
             )
         return count
 
@@ -554,4 +583,3 @@ class Store:
 def _month_start(at: datetime, months: int) -> datetime:
     index = at.year * 12 + (at.month - 1) + months
     return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
-
