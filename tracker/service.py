@@ -202,12 +202,15 @@ class Service:
                 if not self.commands.empty():
                     await self._run_command(*self.commands.get_nowait())
                     continue
-                if loop.time() >= next_tick:
+                overdue = loop.time() - next_tick
+                # Timers wait while fixes are queued (after a restart the broker hands over a backlog:
+                # ticking first would call every device dark), unless the backlog starves them too long.
+                if overdue >= 0 and (queue.empty() or overdue > 10 * self.settings.tick_interval_s):
                     next_tick = loop.time() + self.settings.tick_interval_s
                     await self.commit([], tick_at=self.clock())
                     continue
                 try:
-                    first = await asyncio.wait_for(queue.get(), min(wait * 5 + 0.05, next_tick - loop.time()))
+                    first = await asyncio.wait_for(queue.get(), max(0.001, min(0.1, next_tick - loop.time())))
                 except TimeoutError:
                     continue
                 batch = [first]

@@ -29,7 +29,7 @@ class GeofenceParams:
 
     enter: Mapping[FenceKind, Severity] = field(default_factory=_default_enter)
     exit: Mapping[FenceKind, Severity] = field(default_factory=_default_exit)
-    max_cross_gap_s: float = 600.0  # beyond this gap the straight line between fixes says nothing
+    max_cross_gap_s: float = 90.0  # beyond this the straight line between fixes is a guess, not a path
 
 
 def membership(index: FenceIndex, previous: frozenset[str], ping: Ping) -> frozenset[str]:
