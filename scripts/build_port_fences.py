@@ -209,9 +209,12 @@ def build_santos(data: Path) -> dict[str, Any]:
             },
         )
 
+    road_areas: list[BaseGeometry] = []
     for i, props, geom in layer("roads"):
         name = str(props.get("Ident.", "")).strip()
         lanes = int(str(props.get("Nº Pistas", "1")).strip() or 1)
+        # the carriageway plus a shoulder: trucks driving the port's roads are never in a restricted zone
+        road_areas.append(buffer_m(geom, (18.0 + 12.0 * (min(lanes, 3) - 1)) / 2 + 15.0))
         if "gate" in name.lower():
             # short PDZ road stubs named "Acesso Gate - …" are the truck gates into the terminal zones
             b.add(
@@ -230,13 +233,18 @@ def build_santos(data: Path) -> dict[str, Any]:
             {"width_m": 18.0 + 12.0 * (min(lanes, 3) - 1), "lanes": lanes},
         )
 
+    roads_union = shapely.union_all(road_areas)
     for i, props, geom in layer("available"):
         nm = str(props.get("Nome", "")).strip()
-        # The PDZ lists some areas both as leased (with an operator) and as available for lease.
-        # A truck entering a working terminal (or the inspection area) must not raise a high-severity
-        # alarm, so whatever the leased layer covers stays leased; only the vacant remainder is restricted.
-        vacant = shapely.make_valid(geom.difference(leased_geoms))
+        # The PDZ lists some areas both as leased (with an operator) and as available for lease, and
+        # draws vacant lots across the roads that serve them. A truck entering a working terminal or
+        # driving a port road must not raise a high-severity alarm, so what the leased layer covers
+        # stays leased and the roads (with shoulders) are cut out; only the vacant remainder is restricted.
+        vacant = shapely.make_valid(geom.difference(leased_geoms).difference(roads_union))
         vacant = shapely.union_all([g for g in shapely.get_parts(vacant) if g.geom_type in ("Polygon", "MultiPolygon")])
+        # drop the slivers roads leave behind: a restricted fence a truck could clip at a bend is noise
+        parts = [p for p in shapely.get_parts(vacant) if float(LocalProjection.around(p).project(p).area) > 2000.0]
+        vacant = shapely.union_all(parts) if parts else shapely.Polygon()
         if vacant.is_empty or float(vacant.area) < 0.3 * float(geom.area):
             continue
         geom = vacant

@@ -38,9 +38,6 @@ Clock = Callable[[], datetime]
 Decoded = tuple[Ping | Rejected | Ignored | Inspection, str | None, bytes | None]
 """A decoded input with the topic it came on and, for dead letters, the raw payload."""
 
-TICK_HORIZON_S = 24 * 3600.0
-"""Devices silent for longer than this are no longer ticked (their silence was already reported)."""
-
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -291,7 +288,9 @@ class Service:
         working: dict[str, DeviceState] = {}
         logs: dict[str, Log] = {}
         reorderer = Reorderer(self.pipeline, self.settings.reorder_window_s)
-        for dev, _ts, _seq, item in sorted(work, key=lambda w: (w[0], w[1], w[2])):
+        # event-time order across devices too: cross-device rules (pairing, rendezvous) compare a
+        # device with the others' positions as they were at that moment, not as the id order left them
+        for dev, _ts, _seq, item in sorted(work, key=lambda w: (w[1], w[2], w[0])):
             state = working.get(dev) or self.states.get(dev)
             if state is None:
                 state = DeviceState(dev, self.devices.get(dev) or batch.new_devices.get(dev, DeviceKind.TRUCK))
@@ -306,7 +305,7 @@ class Service:
         if now is not None:
             for dev, state in list(self.states.items()):
                 current = working.get(dev, state)
-                if current.last is None or (now - current.last.ts).total_seconds() > TICK_HORIZON_S:
+                if not self.pipeline.needs_tick(current, now):
                     continue
                 result = self.pipeline.tick(current, now)
                 if result.state is not current:

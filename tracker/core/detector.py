@@ -49,6 +49,7 @@ class FixContext:
     index: FenceIndex
     world: World  # other devices' latest positions (this device not yet updated)
     params_port: str | None = None  # port of the fences the device is in, when any
+    paired_with: str | None = None  # the truck this container rides on (or the container this truck hauls)
 
     def authorized_stop(self) -> bool:
         return any(self.index.get(f).kind in AUTHORIZED_STOP_KINDS for f in self.fences)

@@ -82,6 +82,8 @@ class Engine:
 
     def tick(self, now: datetime) -> None:
         for dev, st in list(self.states.items()):
+            if not self.pipeline.needs_tick(st, now):
+                continue
             result = self.pipeline.tick(st, now)
             self.states[dev] = result.state
             self._emit(result.alerts, now)

@@ -26,13 +26,18 @@ from tracker.core.detector import AUTHORIZED_STOP_KINDS, Detector, FixContext, T
 from tracker.core.geofence import GeofenceParams
 from tracker.core.inspection import AccessWindowDetector
 from tracker.core.integrity import IntegrityCheck, accepted
-from tracker.core.model import Event, Inspection, Ping
+from tracker.core.model import AlertUpdate, DeviceKind, Event, Inspection, Ping
 from tracker.core.motion import MotionParams
 from tracker.core.pairing import PairingDetector
 from tracker.core.rendezvous import RendezvousDetector
 from tracker.core.state import DeviceState, Fix
 from tracker.core.stops import StopDetector
 from tracker.core.world import Position, World
+
+TICK_QUIET_S = 30.0
+"""A device heard from this recently was just judged on a fix: every timer rule needs a longer silence."""
+TICK_HORIZON_S = 24 * 3600.0
+"""Devices silent for longer than this are no longer ticked (their silence was already reported)."""
 
 MOTION_KEY = "motion"
 INTEGRITY_KEY = "integrity"
@@ -80,14 +85,16 @@ class Pipeline:
         self.detectors = tuple(default_detectors() if detectors is None else detectors)
         self.integrity = integrity or IntegrityCheck()
         self.world = world or World()
+        self._trucks: dict[str, str] = {}  # truck -> the container that last reported it as its partner
 
     # ---- fixes ----------------------------------------------------------------------------------
 
     def step(self, state: DeviceState, ping: Ping) -> StepResult:
         last = state.last
-        integrity_state, flags, events = self.integrity.check(
+        integrity_state, flags, raw_events = self.integrity.check(
             state.detectors.get(INTEGRITY_KEY), ping, last, state.kind
         )
+        events = self._with_port(state, raw_events)
         if integrity_state != state.detectors.get(INTEGRITY_KEY):
             state = state.with_detector(INTEGRITY_KEY, integrity_state)
         out: list[Event] = list(events)
@@ -99,6 +106,7 @@ class Pipeline:
         motion_state, moving = motion.update(state.detectors.get(MOTION_KEY), ping, self.params.motion)
         fences, fence_alerts = geofence.step(self.index, state.fences, last, ping, self.params.geofence)
         out.extend(fence_alerts)
+        partner = self._partner(state)
         ctx = FixContext(
             device_id=state.device_id,
             kind=state.kind,
@@ -109,12 +117,14 @@ class Pipeline:
             index=self.index,
             world=self.world,
             params_port=self._port_of(fences),
+            paired_with=partner,
         )
         state = replace(state, last=Fix.of(ping), fences=fences).with_detector(MOTION_KEY, motion_state)
         for det in self.detectors:
             det_state, det_events = det.on_fix(state.detectors.get(det.name), ping, ctx)
             state = state.with_detector(det.name, det_state)
             out.extend(det_events)
+        partner = self._partner(state)
         self.world.update(
             Position(
                 device_id=state.device_id,
@@ -124,9 +134,25 @@ class Pipeline:
                 lat=ping.lat,
                 stationary_since=moving.stationary_since,
                 authorized=ctx.authorized_stop(),
+                paired_with=partner,
             )
         )
-        return StepResult(state, tuple(out), flags)
+        if partner is not None:
+            self._trucks[partner] = state.device_id
+        return StepResult(state, self._with_port(state, out), flags)
+
+    def _partner(self, state: DeviceState) -> str | None:
+        """A container's paired truck (declared or inferred), or the container a truck is hauling."""
+        if state.kind is DeviceKind.CONTAINER:
+            return PairingDetector.paired_truck(state.detectors.get(PairingDetector.name))
+        container = self._trucks.get(state.device_id)
+        if container is None:
+            return None
+        pos = self.world.get(container)
+        if pos is None or pos.paired_with != state.device_id:
+            self._trucks.pop(state.device_id, None)  # the container moved on to another truck or was unpaired
+            return None
+        return container
 
     def _port_of(self, fences: frozenset[str]) -> str | None:
         for fence_id in sorted(fences):
@@ -146,6 +172,28 @@ class Pipeline:
             world=self.world,
         )
 
+    @staticmethod
+    def needs_tick(state: DeviceState, now: datetime) -> bool:
+        if state.last is None:
+            return False
+        silence = (now - state.last.ts).total_seconds()
+        return TICK_QUIET_S <= silence <= TICK_HORIZON_S
+
+    def _with_port(self, state: DeviceState, events: Sequence[Event]) -> tuple[Event, ...]:
+        """File alerts that name no fence under the port the device is in, so port subscribers see them."""
+        port = self._port_of(state.fences)
+        if port is None:
+            return tuple(events)
+        out: list[Event] = []
+        for ev in events:
+            if isinstance(ev, AlertUpdate):
+                if ev.alert.port is None:
+                    ev = replace(ev, alert=replace(ev.alert, port=port))
+            elif ev.port is None:
+                ev = replace(ev, port=port)
+            out.append(ev)
+        return tuple(out)
+
     def tick(self, state: DeviceState, now: datetime) -> StepResult:
         """Let timeouts fire (going dark, a window overrunning) without a new fix."""
         ctx = self._tick_context(state)
@@ -155,7 +203,7 @@ class Pipeline:
             if det_events or det_state != state.detectors.get(det.name):
                 state = state.with_detector(det.name, det_state)
             out.extend(det_events)
-        return StepResult(state, tuple(out))
+        return StepResult(state, self._with_port(state, out))
 
     def inspect(self, state: DeviceState, inspection: Inspection) -> StepResult:
         """A customs decision about the container this device tracks."""
@@ -168,7 +216,7 @@ class Pipeline:
             det_state, det_events = handler(state.detectors.get(det.name), inspection, ctx)
             state = state.with_detector(det.name, det_state)
             out.extend(det_events)
-        return StepResult(state, tuple(out))
+        return StepResult(state, self._with_port(state, out))
 
     def pair(self, state: DeviceState, truck_id: str | None, at: datetime) -> StepResult:
         """Record (or clear, with ``None``) the truck hauling this container."""
@@ -188,6 +236,11 @@ class Pipeline:
                 continue
             m = motion.current(st.detectors.get(MOTION_KEY))
             authorized = any(self.index.get(f).kind in AUTHORIZED_STOP_KINDS for f in st.fences if f in self.index)
+            partner = self._partner(st)
             self.world.update(
-                Position(st.device_id, st.kind, st.last.ts, st.last.lon, st.last.lat, m.stationary_since, authorized)
+                Position(
+                    st.device_id, st.kind, st.last.ts, st.last.lon, st.last.lat, m.stationary_since, authorized, partner
+                )
             )
+            if partner is not None:
+                self._trucks[partner] = st.device_id

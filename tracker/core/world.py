@@ -27,6 +27,7 @@ class Position:
     lat: float
     stationary_since: datetime | None = None  # None while moving
     authorized: bool = False  # inside a zone where stopping is authorized
+    paired_with: str | None = None  # a container's truck, or a truck's container: standing together is expected
 
 
 class World:

@@ -1,0 +1,587 @@
+"""One scenario per alert kind, end to end: tracker fixes over MQTT → service → PostgreSQL → ``alerts/#``.
+
+Each scenario publishes what real trackers (and the customs system) would publish, with event
+times in the recent past so that minutes of behaviour take a second to replay, then checks
+that the alert is announced on ``alerts/santos/<severity>/<kind>`` shortly after the fix that
+crosses the detector's threshold, that nothing was raised before that fix, and that the stored
+row (and, for conditions that end, the stored update) carries the evidence an officer needs.
+
+Timers (going dark, the access window's silence rule) are driven by the service's own tick
+loop on the real clock: those scenarios run a service ticking every 0.5 s and leave the last
+fix just short of the limit, so the alert must come from a tick, not from a fix.
+
+Every scenario uses fresh device ids and its own stretch of road or its own fence, because
+the service restores every device of earlier scenarios from the database on start and
+cross-device rules (rendezvous, pairing) would otherwise see them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.conftest import StackInfo
+from tests.integration.conftest import new_device_id, service_env, start_service
+from tests.integration.mqttprobe import Probe
+from tests.integration.scenarios import (
+    ACCESS_ROAD,
+    BOUNDARY,
+    SANTOS,
+    AlertFeed,
+    Api,
+    Db,
+    Fix,
+    LonLat,
+    alert_topic,
+    container_number,
+    fences_at,
+    inside,
+    moved,
+    now_s,
+    ping,
+    road_spot,
+)
+from tracker.service import Service
+
+LATENCY_S = 3.0
+"""How soon after the deciding fix (or tick) an alert must be on the broker: ingest batches in
+milliseconds and the outbox is woken by the commit, so seconds leave room for a loaded CI runner."""
+
+
+@pytest.fixture
+def feed(security: Probe) -> AlertFeed:
+    return AlertFeed(security)
+
+
+@pytest.fixture
+async def db(stack: StackInfo) -> AsyncIterator[Db]:
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        yield Db(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def ticking(stack_env: dict[str, str]) -> AsyncIterator[Service]:
+    """A service whose timers run every 0.5 s, so a silence is reported within a second of its limit."""
+    svc = await start_service(service_env(stack_env, TRACKER_TICK_INTERVAL_S="0.5"))
+    yield svc
+    await svc.stop()
+
+
+@pytest.fixture
+def customs(stack: StackInfo) -> Iterator[Probe]:
+    probe = Probe(stack.mqtt_host, stack.mqtt_port, stack.customs_user, stack.customs_password)
+    yield probe
+    probe.close()
+
+
+async def send(device: Probe, device_id: str, fixes: list[Fix]) -> None:
+    for ts, point, extra in fixes:
+        await device.apublish(f"trackers/{device_id}/ping", ping(ts, point, **extra))
+
+
+def route(points: list[LonLat], start: datetime, step_s: float) -> list[Fix]:
+    return [(start + timedelta(seconds=i * step_s), p, {}) for i, p in enumerate(points)]
+
+
+async def stored_kinds(db: Db, device_id: str, kind: str) -> int:
+    return int(
+        await db.conn.fetchval("SELECT count(*) FROM alerts WHERE device_id = $1 AND kind = $2", device_id, kind)
+    )
+
+
+# ---- geofence_enter ---------------------------------------------------------------------------------------
+
+
+async def test_geofence_enter_restricted_is_high(service: Service, device: Probe, feed: AlertFeed, db: Db) -> None:
+    fence = "santos-restricted-15"
+    target = inside(fence)
+    # driving north out of terminal 37 into the unleased (restricted) plot DSP 21, about 5 m/s
+    path = [moved(target, 0, -d) for d in (240, 160, 80, 0)]
+    assert fence not in fences_at(path[0]) and fence not in fences_at(path[1])
+    assert fence in fences_at(path[2])
+    dev = new_device_id()
+    fixes = route(path, now_s() - timedelta(seconds=60), 15)
+    await send(device, dev, fixes[:2])
+    await db.settle(dev, 2)
+    assert await db.conn.fetchval("SELECT count(*) FROM alerts WHERE device_id = $1 AND fence_id = $2", dev, fence) == 0
+
+    sent = time.monotonic()
+    await send(device, dev, fixes[2:3])
+    msg, body = await feed.wait(
+        lambda b: b.get("device_id") == dev and b.get("fence_id") == fence, LATENCY_S + 2, "restricted entry"
+    )
+    assert msg.at - sent < LATENCY_S
+    assert msg.topic == alert_topic("high", "geofence_enter")
+    assert body["kind"] == "geofence_enter" and body["event"] == "raised"
+    assert body["evidence"]["fence"] == {"id": fence, "name": SANTOS.by_id(fence).name, "kind": "restricted"}
+    assert body["evidence"]["fix"]["ts"] == fixes[2][0].isoformat()
+    assert body["evidence"]["previous_fix"]["ts"] == fixes[1][0].isoformat()
+    row = await db.alert(body["id"])
+    assert (row["kind"], row["severity"], row["status"], row["port"], row["fence_id"]) == (
+        "geofence_enter",
+        "high",
+        "open",
+        "santos",
+        fence,
+    )
+    assert row["ts"] == fixes[2][0]
+    assert row["evidence"]["fix"]["lat"] == path[2][1]
+    # driving on inside the plot is no new entry
+    await send(device, dev, fixes[3:])
+    await db.settle(dev, 4)
+    assert await db.conn.fetchval("SELECT count(*) FROM alerts WHERE device_id = $1 AND fence_id = $2", dev, fence) == 1
+
+
+# ---- unexpected_stop ----------------------------------------------------------------------------------------
+
+
+async def test_unexpected_stop_raised_at_threshold_and_closed_when_truck_moves_on(
+    service: Service, device: Probe, feed: AlertFeed, db: Db
+) -> None:
+    dev = new_device_id()
+    spot = road_spot(400)
+    t0 = now_s() - timedelta(seconds=330)  # first fix of the stop
+    approach: list[Fix] = [
+        (t0 - timedelta(seconds=20), road_spot(240), {}),
+        (t0 - timedelta(seconds=10), road_spot(320), {}),
+    ]
+    # parked on the access road, fixes every 30 s with a few metres of GPS noise
+    parked: list[Fix] = [
+        (t0 + timedelta(seconds=30 * i), moved(spot, (-1) ** i * 3.0, i % 3 - 1.0), {}) for i in range(11)
+    ]
+    await send(device, dev, approach + parked[:10])  # up to 270 s standing: under the 300 s limit
+    await db.settle(dev, 12)
+    assert await stored_kinds(db, dev, "unexpected_stop") == 0
+
+    sent = time.monotonic()
+    await send(device, dev, parked[10:])  # 300 s
+    msg, body = await feed.raised(dev, "unexpected_stop", LATENCY_S + 2)
+    assert msg.at - sent < LATENCY_S
+    assert msg.topic == alert_topic("medium", "unexpected_stop")
+    ev = body["evidence"]
+    assert ev["started_at"] == t0.isoformat()
+    assert ev["duration_s"] == 300.0
+    assert ev["threshold_s"] == 300.0 and ev["threshold_reason"] == "default"
+    assert ev["fix"]["ts"] == parked[10][0].isoformat()
+    assert {f["id"] for f in ev["fences"]} == {ACCESS_ROAD, BOUNDARY}
+    row = await db.alert(body["id"])
+    assert (row["kind"], row["severity"], row["status"], row["port"], row["fence_id"]) == (
+        "unexpected_stop",
+        "medium",
+        "open",
+        "santos",
+        ACCESS_ROAD,
+    )
+    assert row["ended_at"] is None
+
+    # drives off towards the island at ~8 m/s: the second fix away confirms the departure
+    t_last = parked[10][0]
+    leave: list[Fix] = [
+        (t_last + timedelta(seconds=10), road_spot(480), {}),
+        (t_last + timedelta(seconds=20), road_spot(560), {}),
+    ]
+    sent = time.monotonic()
+    await send(device, dev, leave)
+    msg, upd = await feed.updated(body["id"], LATENCY_S + 2)
+    assert msg.at - sent < LATENCY_S
+    assert msg.topic == alert_topic("medium", "unexpected_stop")
+    assert upd["update"]["closes"] is True
+    assert upd["update"]["ended_at"] == t_last.isoformat()
+    assert upd["update"]["duration_s"] == 300.0
+    stored = await db.updates(body["id"])
+    assert len(stored) == 1 and stored[0]["closes"] is True
+    assert stored[0]["fields"]["ended_at"] == t_last.isoformat()
+    assert stored[0]["fields"]["moved_m"] > 100
+    assert (await db.alert(body["id"]))["ended_at"] == stored[0]["ts"]
+    assert await stored_kinds(db, dev, "unexpected_stop") == 1
+
+
+# ---- signal_lost / signal_restored -------------------------------------------------------------------------
+
+
+async def test_signal_lost_from_tick_then_restored(ticking: Service, device: Probe, feed: AlertFeed, db: Db) -> None:
+    dev = new_device_id()
+    spot = inside("santos-terminal-33")
+    assert "santos-terminal-33" in fences_at(spot)
+    # reporting every 30 s while moving slowly in the terminal; the last fix 117 s ago: limit max(120, 3 x 30)
+    last = now_s() - timedelta(seconds=117)
+    fixes: list[Fix] = [(last - timedelta(seconds=30 * (5 - i)), moved(spot, 6.0 * i, 0), {}) for i in range(6)]
+    await send(device, dev, fixes)
+    await db.settle(dev, 6)
+    assert await stored_kinds(db, dev, "signal_lost") == 0
+    limit_at = fixes[-1][0] + timedelta(seconds=120)
+
+    msg, lost = await feed.raised(dev, "signal_lost", 3 + LATENCY_S + 2)
+    arrived = now_s()
+    assert msg.topic == alert_topic("medium", "signal_lost")
+    assert arrived >= limit_at - timedelta(seconds=1), "raised before the silence reached its limit"
+    assert arrived - limit_at < timedelta(seconds=LATENCY_S + 1)
+    assert lost["ts"] == limit_at.isoformat()
+    ev = lost["evidence"]
+    assert ev["last_fix"]["ts"] == fixes[-1][0].isoformat()
+    assert ev["limit_s"] == 120.0 and ev["expected_interval_s"] == 30.0
+    assert "santos-terminal-33" in {f["id"] for f in ev["fences"]}
+    row = await db.alert(lost["id"])
+    assert (row["kind"], row["severity"], row["status"], row["port"]) == ("signal_lost", "medium", "open", "santos")
+
+    # back 40 m further on: a low restoration, and the loss closed against the same alert id
+    back = now_s()
+    sent = time.monotonic()
+    await send(device, dev, [(back, moved(spot, 6.0 * 5 + 40, 0), {})])
+    msg, restored = await feed.raised(dev, "signal_restored", LATENCY_S + 2)
+    assert msg.at - sent < LATENCY_S
+    assert msg.topic == alert_topic("low", "signal_restored")
+    assert restored["evidence"]["lost_alert_id"] == lost["id"]
+    gap = (back - fixes[-1][0]).total_seconds()
+    assert restored["evidence"]["gap_s"] == gap
+    assert 35 < restored["evidence"]["distance_m"] < 45
+    row = await db.alert(restored["id"])
+    assert (row["kind"], row["severity"], row["status"]) == ("signal_restored", "low", "logged")
+    _, upd = await feed.updated(lost["id"], LATENCY_S)
+    assert upd["update"]["restored_at"] == back.isoformat() and upd["update"]["closes"] is True
+    stored = await db.updates(lost["id"])
+    assert [(u["closes"], u["fields"]["gap_s"]) for u in stored] == [(True, gap)]
+
+
+# ---- gps_integrity ---------------------------------------------------------------------------------------
+
+
+async def spoofed_burst(device: Probe, db: Db) -> tuple[str, list[Fix], float]:
+    """A truck on the access road whose receiver is then fed positions kilometres away, 10 s apart."""
+    dev = new_device_id()
+    t0 = now_s() - timedelta(seconds=120)
+    honest: list[Fix] = [(t0 + timedelta(seconds=10 * i), road_spot(1000 + 80 * i), {}) for i in range(4)]
+    here = honest[-1][1]
+    # each spoofed fix lands 6-9 km away in a different direction: inconsistent with the truck and with each other
+    spoofed: list[Fix] = [
+        (honest[-1][0] + timedelta(seconds=10 * (i + 1)), moved(here, east, north), {})
+        for i, (east, north) in enumerate([(6000, 0), (0, -8000), (-9000, 0)])
+    ]
+    await send(device, dev, honest + spoofed[:2])
+    await db.settle(dev, 6)
+    assert await stored_kinds(db, dev, "gps_integrity") == 0
+    flags = await db.conn.fetch("SELECT flags FROM pings WHERE device_id = $1 ORDER BY ts", dev)
+    assert [bool(r["flags"]) for r in flags] == [False] * 4 + [True, True]
+    sent = time.monotonic()
+    await send(device, dev, spoofed[2:])
+    return dev, spoofed, sent
+
+
+async def test_gps_integrity_after_three_implausible_fixes(
+    service: Service, device: Probe, feed: AlertFeed, db: Db
+) -> None:
+    dev, spoofed, sent = await spoofed_burst(device, db)
+    msg, body = await feed.raised(dev, "gps_integrity", LATENCY_S + 2)
+    assert msg.at - sent < LATENCY_S
+    assert msg.topic.startswith("alerts/") and msg.topic.endswith("/high/gps_integrity"), msg.topic
+    ev = body["evidence"]
+    assert [f["ts"] for f in ev["flagged_fixes"]] == [ts.isoformat() for ts, _, _ in spoofed]
+    assert all({"implausible_speed", "teleport"} <= set(f["flags"]) for f in ev["flagged_fixes"])
+    assert ev["burst_started_at"] == spoofed[0][0].isoformat()
+    assert ev["fastest_kmh"] > 200 and ev["reanchored"] is False
+    row = await db.alert(body["id"])
+    assert (row["kind"], row["severity"], row["status"]) == ("gps_integrity", "high", "open")
+    # the spoofed positions never reached the detectors: no fence exit, no stop, no loss
+    assert set(await db.alert_kinds(dev)) <= {"geofence_enter", "gps_integrity"}
+
+
+async def test_gps_integrity_is_filed_under_the_port_it_happened_in(
+    service: Service, device: Probe, feed: AlertFeed, db: Db
+) -> None:
+    dev, _, _ = await spoofed_burst(device, db)
+    msg, body = await feed.raised(dev, "gps_integrity", LATENCY_S + 2)
+    assert (await db.alert(body["id"]))["port"] == "santos"
+    assert msg.topic == alert_topic("high", "gps_integrity")
+
+
+# ---- customs access window ----------------------------------------------------------------------------------
+
+
+async def cleared_container(
+    api: Api,
+    device: Probe,
+    customs: Probe,
+    feed: AlertFeed,
+    db: Db,
+    cleared_at: datetime,
+    before: list[Fix],
+) -> tuple[str, str, dict[str, Any]]:
+    """Register a container tracker, let it report, publish a customs clearance; returns the opened window alert."""
+    dev = new_device_id("CNT")
+    number = container_number()
+    await api.register(dev, "container", number)
+    await send(device, dev, before)
+    await db.settle(dev, len(before))
+    inspection = {
+        "container_no": number,
+        "result": "cleared",
+        "ts": cleared_at.isoformat(),
+        "facility": "Receita Federal - Santos",
+        "seal": "BR-778812",
+        "inspection_id": f"INSP-{dev}",
+    }
+    sent = time.monotonic()
+    await customs.apublish("customs/inspections", json.dumps(inspection))
+    msg, opened = await feed.raised(dev, "access_window_opened", LATENCY_S + 2)
+    assert msg.at - sent < LATENCY_S
+    assert msg.topic == alert_topic("info", "access_window_opened")
+    return dev, number, opened
+
+
+async def test_access_window_opened_on_clearance(
+    service: Service, device: Probe, customs: Probe, feed: AlertFeed, db: Db, stack: StackInfo
+) -> None:
+    spot = inside("santos-terminal-40")
+    t = now_s() - timedelta(seconds=90)
+    before: list[Fix] = [(t + timedelta(seconds=30 * i), moved(spot, 0, 2.0 * i), {}) for i in range(2)]
+    dev, number, opened = await cleared_container(
+        Api(service.http_port, stack.admin_token), device, customs, feed, db, t + timedelta(seconds=45), before
+    )
+    ev = opened["evidence"]
+    assert ev["clearance"]["container_no"] == number
+    assert ev["clearance"]["seal"] == "BR-778812" and ev["clearance"]["inspection_id"] == f"INSP-{dev}"
+    assert ev["last_fix"]["ts"] == before[-1][0].isoformat()
+    assert "santos-terminal-40" in {f["id"] for f in ev["fences"]}
+    assert ev["thresholds"]["stop_s"] == 120.0 and ev["thresholds"]["dark_s"] == 180.0
+    row = await db.alert(opened["id"])
+    assert (row["kind"], row["severity"], row["status"], row["port"]) == (
+        "access_window_opened",
+        "info",
+        "logged",
+        "santos",
+    )
+    stored = await db.conn.fetchrow(
+        "SELECT result, container_no FROM inspections WHERE inspection_id = $1", f"INSP-{dev}"
+    )
+    assert dict(stored) == {"result": "cleared", "container_no": number}
+
+
+async def test_post_inspection_access_sensor(
+    service: Service, device: Probe, customs: Probe, feed: AlertFeed, db: Db, stack: StackInfo
+) -> None:
+    spot = inside("santos-terminal-40")
+    spot = moved(spot, 60, 0)
+    assert "santos-terminal-40" in fences_at(spot)
+    t = now_s() - timedelta(seconds=120)
+    before: list[Fix] = [(t + timedelta(seconds=30 * i), moved(spot, 0, 2.0 * i), {}) for i in range(2)]
+    dev, number, _ = await cleared_container(
+        Api(service.http_port, stack.admin_token), device, customs, feed, db, t + timedelta(seconds=45), before
+    )
+    after: list[Fix] = [
+        (t + timedelta(seconds=60), moved(spot, 1, 2), {}),
+        (t + timedelta(seconds=90), moved(spot, 0, 3), {"events": ["door_open"]}),
+    ]
+    await send(device, dev, after[:1])
+    await db.settle(dev, 3)
+    assert await stored_kinds(db, dev, "post_inspection_access") == 0
+    sent = time.monotonic()
+    await send(device, dev, after[1:])
+    msg, body = await feed.raised(dev, "post_inspection_access", LATENCY_S + 2, reason="sensor")
+    assert msg.at - sent < LATENCY_S
+    assert msg.topic == alert_topic("high", "post_inspection_access")
+    ev = body["evidence"]
+    assert ev["events"] == ["door_open"]
+    assert ev["clearance"]["container_no"] == number
+    assert ev["since_clearance_s"] == 45.0
+    assert ev["fix"]["ts"] == after[1][0].isoformat()
+    row = await db.alert(body["id"])
+    assert (row["kind"], row["severity"], row["status"], row["port"]) == (
+        "post_inspection_access",
+        "high",
+        "open",
+        "santos",
+    )
+    assert row["evidence"]["reason"] == "sensor"
+
+
+async def test_post_inspection_access_stop(
+    service: Service, device: Probe, customs: Probe, feed: AlertFeed, db: Db, stack: StackInfo
+) -> None:
+    spot = road_spot(2700)
+    t = now_s() - timedelta(seconds=240)
+    before: list[Fix] = [(t, road_spot(2500), {}), (t + timedelta(seconds=10), road_spot(2580), {})]
+    dev, number, _ = await cleared_container(
+        Api(service.http_port, stack.admin_token), device, customs, feed, db, t + timedelta(seconds=15), before
+    )
+    # driven on along the road after clearance, then standing on it from ``stop`` with fixes every 20 s
+    stop = t + timedelta(seconds=30)
+    after: list[Fix] = [(t + timedelta(seconds=20), road_spot(2640), {})]
+    after += [(stop + timedelta(seconds=20 * i), moved(spot, 0, (-1) ** i * 2.0), {}) for i in range(7)]
+    await send(device, dev, after[:-1])  # standing 100 s
+    await db.settle(dev, 2 + 6 + 1)
+    assert not [
+        r
+        for r in await db.conn.fetch(
+            "SELECT evidence->>'reason' AS reason FROM alerts WHERE device_id = $1 AND kind = 'post_inspection_access'",
+            dev,
+        )
+    ]
+    sent = time.monotonic()
+    await send(device, dev, after[-1:])  # 120 s
+    msg, body = await feed.raised(dev, "post_inspection_access", LATENCY_S + 2, reason="stop")
+    assert msg.at - sent < LATENCY_S
+    assert msg.topic == alert_topic("high", "post_inspection_access")
+    ev = body["evidence"]
+    assert ev["started_at"] == stop.isoformat() and ev["unauthorized_since"] == stop.isoformat()
+    assert ev["duration_s"] == 120.0 and ev["threshold_s"] == 120.0
+    assert {f["id"] for f in ev["fences"]} == {ACCESS_ROAD, BOUNDARY}
+    row = await db.alert(body["id"])
+    assert (row["kind"], row["severity"], row["status"], row["port"]) == (
+        "post_inspection_access",
+        "high",
+        "open",
+        "santos",
+    )
+    assert row["evidence"]["clearance"]["container_no"] == number
+
+
+async def test_post_inspection_access_dark_from_tick(
+    ticking: Service, device: Probe, customs: Probe, feed: AlertFeed, db: Db, stack: StackInfo
+) -> None:
+    spot = moved(inside("santos-terminal-40"), -60, 0)
+    assert "santos-terminal-40" in fences_at(spot)
+    last = now_s() - timedelta(seconds=177)
+    before: list[Fix] = [
+        (last - timedelta(seconds=40), spot, {}),
+        (last - timedelta(seconds=20), moved(spot, 2, 0), {}),
+    ]
+    dev, number, _ = await cleared_container(
+        Api(ticking.http_port, stack.admin_token),
+        device,
+        customs,
+        feed,
+        db,
+        last - timedelta(seconds=10),
+        before,
+    )
+    await send(device, dev, [(last, moved(spot, 1, 1), {})])  # the tracker's last word, 10 s after clearance
+    await db.settle(dev, 3)
+    limit_at = last + timedelta(seconds=180)
+    msg, body = await feed.raised(dev, "post_inspection_access", 3 + LATENCY_S + 2, reason="dark")
+    arrived = now_s()
+    assert arrived >= limit_at - timedelta(seconds=1), "raised before the silence reached its limit"
+    assert arrived - limit_at < timedelta(seconds=LATENCY_S + 1)
+    assert msg.topic == alert_topic("high", "post_inspection_access")
+    assert body["ts"] == limit_at.isoformat()
+    ev = body["evidence"]
+    assert ev["silent_since"] == last.isoformat() and ev["threshold_s"] == 180.0
+    assert ev["last_fix"]["ts"] == last.isoformat()
+    assert ev["clearance"]["container_no"] == number
+    row = await db.alert(body["id"])
+    assert (row["kind"], row["severity"], row["status"], row["port"]) == (
+        "post_inspection_access",
+        "high",
+        "open",
+        "santos",
+    )
+
+
+# ---- rendezvous ------------------------------------------------------------------------------------------
+
+
+async def test_rendezvous_of_two_trucks_on_the_access_road(
+    service: Service, device: Probe, feed: AlertFeed, db: Db
+) -> None:
+    a, b = new_device_id(), new_device_id()
+    spot = road_spot(1450)
+    t0 = now_s() - timedelta(seconds=340)
+    fix_a: list[Fix] = [
+        (t0 - timedelta(seconds=20), road_spot(1290), {}),
+        (t0 - timedelta(seconds=10), road_spot(1370), {}),
+    ]
+    fix_a += [(t0 + timedelta(seconds=30 * i), moved(spot, 0, (-1) ** i * 2.0), {}) for i in range(12)]
+    tb = t0 + timedelta(seconds=15)
+    side = moved(spot, 8, 6)  # the other truck pulls up 10 m away
+    fix_b: list[Fix] = [
+        (tb - timedelta(seconds=20), road_spot(1290), {}),
+        (tb - timedelta(seconds=10), road_spot(1370), {}),
+    ]
+    fix_b += [(tb + timedelta(seconds=30 * i), moved(side, (-1) ** i * 2.0, 0), {}) for i in range(10)]
+    # everything up to B's fix 270 s into the meeting, and A's up to 300 s (A since t0, B since t0 + 15)
+    await send(device, a, fix_a[:13])
+    await send(device, b, fix_b)
+    await db.settle(a, 13)
+    await db.settle(b, 12)
+    assert await stored_kinds(db, a, "rendezvous") + await stored_kinds(db, b, "rendezvous") == 0
+
+    sent = time.monotonic()
+    await send(device, a, fix_a[13:])  # A at t0 + 330: together 315 s > 300 s
+    msg, body = await feed.raised(a, "rendezvous", LATENCY_S + 2)
+    assert msg.at - sent < LATENCY_S
+    assert msg.topic == alert_topic("high", "rendezvous")
+    ev = body["evidence"]
+    assert [d["id"] for d in ev["devices"]] == sorted([a, b])
+    assert ev["together_since"] == tb.isoformat()
+    assert ev["duration_s"] == 315.0 and ev["observed_by"] == a
+    assert 5 < ev["distance_m"] < 15
+    row = await db.alert(body["id"])
+    assert (row["kind"], row["severity"], row["status"], row["port"], row["device_id"], row["fence_id"]) == (
+        "rendezvous",
+        "high",
+        "open",
+        "santos",
+        min(a, b),
+        ACCESS_ROAD,
+    )
+
+
+# ---- container_separated ----------------------------------------------------------------------------------
+
+
+async def test_container_separated_from_paired_truck(
+    service: Service, device: Probe, feed: AlertFeed, db: Db, stack: StackInfo
+) -> None:
+    api = Api(service.http_port, stack.admin_token)
+    truck, box = new_device_id(), new_device_id("CNT")
+    await api.register(truck, "truck")
+    await api.register(box, "container", container_number())
+    await api.pair(box, truck)
+    t0 = now_s() - timedelta(seconds=90)
+    # hauled together along the road at 8 m/s, fixes every 10 s
+    together = [road_spot(3300 + 80 * i) for i in range(5)]
+    truck_fixes: list[Fix] = [(t0 + timedelta(seconds=10 * i), p, {}) for i, p in enumerate(together)]
+    box_fixes: list[Fix] = [(t0 + timedelta(seconds=10 * i), moved(p, 2, 2), {}) for i, p in enumerate(together)]
+    # the container is set down at the fifth point; the truck drives on
+    dropped = moved(together[-1], 2, 2)
+    box_fixes += [(t0 + timedelta(seconds=50), moved(dropped, 1, 0), {}), (t0 + timedelta(seconds=60), dropped, {})]
+    truck_fixes += [(t0 + timedelta(seconds=50), road_spot(3300 + 80 * 5), {})]
+    for i in range(len(box_fixes)):
+        if i < len(truck_fixes):
+            await send(device, truck, truck_fixes[i : i + 1])
+        await send(device, box, box_fixes[i : i + 1])
+    await db.settle(truck, 6)
+    await db.settle(box, 7)
+    assert await stored_kinds(db, box, "container_separated") == 0
+
+    # the truck reports 160 m further on; the container's next fix, 10 s later, is compared with it
+    await send(device, truck, [(t0 + timedelta(seconds=60), road_spot(3300 + 80 * 6), {})])
+    await db.settle(truck, 7)
+    sent = time.monotonic()
+    await send(device, box, [(t0 + timedelta(seconds=70), moved(dropped, 0, 1), {})])
+    msg, body = await feed.raised(box, "container_separated", LATENCY_S + 2)
+    assert msg.at - sent < LATENCY_S
+    assert msg.topic == alert_topic("high", "container_separated")
+    ev = body["evidence"]
+    assert ev["truck"]["id"] == truck
+    assert 140 < ev["distance_m"] < 180
+    assert ev["pairing"]["inferred"] is False
+    assert ev["thresholds"]["separated_m"] == 100.0
+    row = await db.alert(body["id"])
+    assert (row["kind"], row["severity"], row["status"], row["port"], row["device_id"]) == (
+        "container_separated",
+        "high",
+        "open",
+        "santos",
+        box,
+    )
+    pairing = await db.conn.fetchrow("SELECT truck_id, until FROM pairings WHERE container_id = $1", box)
+    assert dict(pairing) == {"truck_id": truck, "until": None}
