@@ -164,7 +164,9 @@ def test_a_declared_pair_separating_raises_once_and_the_rejoin_closes_it() -> No
     assert sep.severity == Severity.HIGH and sep.device_id == "CONT"
     assert sep.evidence["truck"]["id"] == "TRK" and sep.evidence["pairing"]["inferred"] is False
     assert sep.evidence["distance_m"] > 100
-    assert sep.ts < at(420)  # noticed within a few fixes
+    # noticed within a few fixes: the first reading over 100 m (416) is confirmed by the next one (421)
+    assert sep.ts == at(421)
+    assert sep.evidence["first_reading"]["at"] == at(416).isoformat()
     assert sim.alerts(MOVING_UNPAIRED) == []
     # the truck comes back for it
     for t in every(700, 760, 5):
@@ -204,6 +206,8 @@ def test_a_stale_truck_position_draws_no_conclusion_but_is_noted() -> None:
     # a fresh fix of the truck still far away settles it, and the alert says since when it was unverified
     sim.fix("TRK", 410, 500, 0, K)
     sim.fix("CONT", 415, 0, 0)
+    assert sim.alerts() == []  # one reading is not yet a separation
+    sim.fix("CONT", 420, 0, 0)
     (sep,) = sim.alerts(SEPARATED)
     assert sep.evidence["unverified_since"] == at(200).isoformat()
 
@@ -221,6 +225,7 @@ def test_unpairing_through_the_api_ends_an_open_separation() -> None:
     park(sim, "CONT", 0, 0, 0, 60, 30)
     sim.fix("TRK", 61, 400, 0, K)
     sim.fix("CONT", 62, 0, 0)
+    sim.fix("CONT", 65, 0, 0)
     assert len(sim.alerts(SEPARATED)) == 1
     sim.unpair("CONT", 70)
     sim.fix("CONT", 90, 0, 0)
@@ -235,10 +240,62 @@ def test_a_tick_notices_the_truck_leaving_a_parked_container_that_reports_sparse
     park(sim, "CONT", 0, 0, 0, 300, 300)  # parked trackers report every five minutes
     for t in every(300, 400, 10):
         sim.fix("TRK", t, 5 + 8 * (t - 300), 0, K)
-    assert sim.tick("CONT", 405) != []
+    assert sim.tick("CONT", 405) == []  # a first reading
+    assert sim.tick("CONT", 406) == []  # the same two fixes again confirm nothing
+    sim.fix("TRK", 410, 5 + 8 * 110, 0, K)
+    assert sim.tick("CONT", 411) != []
     (sep,) = sim.alerts(SEPARATED)
-    assert sep.ts == at(405) and sep.evidence["distance_m"] > 700
+    assert sep.ts == at(411) and sep.evidence["distance_m"] > 700
     assert sim.tick("CONT", 420) == []  # once
+
+
+def test_a_container_leaving_with_its_parked_truck_is_compared_at_the_trucks_fix_time() -> None:
+    # the truck's last fix was taken while it was still parked; since then it drove off with the container
+    def run(truck_leaves_with_it: bool) -> Sim:
+        sim = Sim()
+        sim.pair("CONT", "TRK", 0)
+        park(sim, "TRK", 5, 0, 0, 90, 30, K)
+        park(sim, "CONT", 0, 0, 0, 95, 5)
+        for t in every(100, 150, 5):  # the container moves off at 10 m/s; the truck stays silent meanwhile
+            sim.fix("CONT", t, 10.0 * (t - 95), 0)
+        if not truck_leaves_with_it:  # near-miss's opposite: the truck really is still parked where it was
+            sim.fix("TRK", 151, 5, 0, K)
+            for t in every(155, 165, 5):
+                sim.fix("CONT", t, 10.0 * (t - 95), 0)
+        return sim
+
+    together = run(True)
+    truck = together.world.get("TRK")
+    cont = together.world.get("CONT")
+    assert truck is not None and cont is not None and truck.stationary_since is not None
+    assert haversine_m(truck.lon, truck.lat, cont.lon, cont.lat) > 300  # what a naive comparison would act on
+    assert together.alerts() == []
+    left_behind = run(False)
+    (sep,) = left_behind.alerts(SEPARATED)
+    assert sep.evidence["distance_m"] > 500
+
+
+def test_a_single_outlier_fix_is_not_a_separation_but_two_readings_in_a_row_are() -> None:
+    sim = Sim()
+    sim.pair("CONT", "TRK", 0)
+    park(sim, "CONT", 0, 0, 0, 60, 30)
+    park(sim, "TRK", 5, 0, 0, 60, 30, K)
+    convoy(sim, "TRK", "CONT", 100, 300, 8.0, 0, 5)
+    sim.fix("TRK", 305, 8.0 * 205, 0, K)
+    sim.fix("CONT", 306, 8.0 * 206 - 5, 275)  # multipath: one fix 275 m off the road
+    sim.fix("TRK", 310, 8.0 * 210, 0, K)
+    sim.fix("CONT", 311, 8.0 * 211 - 5, 0)  # back on the truck
+    convoy(sim, "TRK", "CONT", 315, 400, 8.0, 8.0 * 215, 5)
+    assert sim.alerts() == []
+    assert PairingState.load(sim.devices["CONT"].state).suspect is None  # the good reading cleared the outlier
+    # two readings in a row are a separation
+    sim.fix("TRK", 405, 8.0 * 305, 0, K)
+    sim.fix("CONT", 406, 8.0 * 306 - 5, 275)
+    sim.fix("TRK", 410, 8.0 * 310, 0, K)
+    assert sim.alerts() == []
+    sim.fix("CONT", 411, 8.0 * 311 - 5, 280)
+    (sep,) = sim.alerts(SEPARATED)
+    assert sep.ts == at(411) and sep.evidence["first_reading"]["at"] == at(406).isoformat()
 
 
 # -- inference ---------------------------------------------------------------------------------------------

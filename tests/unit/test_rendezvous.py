@@ -71,6 +71,7 @@ class Sim:
     world: World = field(default_factory=World)
     devices: dict[str, _Dev] = field(default_factory=dict)
     events: list[tuple[str, Event]] = field(default_factory=list)
+    pairs: dict[str, str] = field(default_factory=dict)  # device -> its paired partner, as the pipeline knows it
 
     def fix(self, device: str, seconds: float, x: float, y: float, kind: DeviceKind = DeviceKind.TRUCK) -> list[Event]:
         dev = self.devices.setdefault(device, _Dev(kind))
@@ -95,11 +96,14 @@ class Sim:
             index=INDEX,
             world=self.world,
             params_port="testport" if fences else None,
+            paired_with=self.pairs.get(device),
         )
         dev.state, events = self.detector.on_fix(dev.state, ping, ctx)
         json.dumps(dev.state)  # the state must stay JSON-ready
         authorized = ctx.authorized_stop()
-        self.world.update(Position(device, dev.kind, ping.ts, lon, lat, motion.stationary_since, authorized))
+        self.world.update(
+            Position(device, dev.kind, ping.ts, lon, lat, motion.stationary_since, authorized, self.pairs.get(device))
+        )
         dev.last, dev.fences = Fix.of(ping), fences
         self.events.extend((device, e) for e in events)
         return events
@@ -270,6 +274,43 @@ def test_together_299_s_does_not_fire_300_s_neither_301_s_does() -> None:
     assert meet(299) == []
     assert meet(300) == []
     assert len(meet(301)) == 2
+
+
+def _box_and_truck(pairs: dict[str, str]) -> Sim:
+    """A container and a truck standing 4 m apart on a corridor for 10 minutes (a gate queue backed up)."""
+    sim = Sim(pairs=pairs)
+    for t in every(0, 600, 30):
+        sim.fix("TRK-1", t, 0, 0)
+        sim.fix("CONT-1", t + 2, 4, 0, DeviceKind.CONTAINER)
+    return sim
+
+
+def test_a_container_standing_with_its_own_truck_is_not_a_meeting_whichever_side_knows_the_pair() -> None:
+    assert len({a.id for a in _box_and_truck({}).alerts()}) == 1  # unpaired, the same scene is a meeting
+    assert _box_and_truck({"CONT-1": "TRK-1", "TRK-1": "CONT-1"}).alerts() == []
+    assert _box_and_truck({"CONT-1": "TRK-1"}).alerts() == []  # only the container's side is known
+    assert _box_and_truck({"TRK-1": "CONT-1"}).alerts() == []  # only the truck's side is known
+
+
+def test_a_truck_standing_with_another_trucks_container_is_still_a_meeting() -> None:
+    sim = _box_and_truck({"CONT-1": "TRK-9", "TRK-9": "CONT-1", "TRK-1": "CONT-7"})
+    alerts = sim.alerts()
+    assert len({a.id for a in alerts}) == 1
+    assert {d["id"] for d in alerts[0].evidence["devices"]} == {"TRK-1", "CONT-1"}
+
+
+def test_a_tick_skips_the_devices_own_partner_known_from_its_world_position() -> None:
+    def raised(partner: str | None) -> list[Event]:
+        world = World()
+        lon_a, lat_a = (float(v) for v in PROJ.to_lonlat(0, 0))
+        lon_b, lat_b = (float(v) for v in PROJ.to_lonlat(5, 0))
+        world.update(Position("A", DeviceKind.TRUCK, at(250), lon_a, lat_a, at(0), False, partner))
+        world.update(Position("B", DeviceKind.CONTAINER, at(260), lon_b, lat_b, at(20)))
+        _, events = _tick(world, "A", Fix(at(250), lon_a, lat_a), at(0), at(400), None)
+        return events
+
+    assert len(raised(None)) == 1
+    assert raised("B") == []
 
 
 def test_a_neighbour_whose_tracker_went_quiet_long_ago_is_ignored() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import replace
@@ -50,6 +51,17 @@ def test_graph_is_connected_and_reaches_places(graph: RoadGraph) -> None:
     gates = graph.places[FenceKind.GATE]
     route = graph.route(gates[0].node, graph.places[FenceKind.INSPECTION_AREA][0].node)
     assert route[0] == gates[0].node and len(route) > 2
+
+
+def test_gate_queues_stand_inside_their_gate(graph: RoadGraph) -> None:
+    # a queue whose outer end lies on or outside the gate fence makes clean trucks stop outside any authorized zone
+    gates = graph.places[FenceKind.GATE]
+    assert gates
+    for gate in gates:
+        for x, y in gate.axis:
+            assert graph.is_authorized(x, y), gate.fence_id
+            assert gate.geometry.exterior.distance(shapely.Point(x, y)) >= 3.0, gate.fence_id
+        assert math.dist(*gate.axis) >= 20.0  # still room for a stop-and-go creep (the plane is in metres)
 
 
 def test_same_seed_same_output(graph: RoadGraph) -> None:

@@ -11,6 +11,11 @@ hundred metres. The container keeps its own recent fixes and is placed where it 
 the truck's fix was taken (interpolated; extrapolated a little when the truck's fix is the
 newer one); only when that is impossible is the gap widened by the distance the container
 could have covered meanwhile.
+
+A separation is raised only when two consecutive comparisons, on different fixes, both find the
+container too far from its truck: a single multipath outlier (a fix hundreds of metres off, typical
+right after a box is lifted among stacks) must not page anyone. The price is one reporting interval
+of the slower device before a real separation is reported.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ class PairingState:
     separation: Alert | None = None  # open container_separated alert
     unpaired_move: Alert | None = None  # open container_moving_unpaired alert
     unverified_since: datetime | None = None  # the paired truck could not be compared (stale or unknown)
+    suspect: dict[str, Any] | None = None  # a first too-far comparison, waiting for a second to confirm it
 
     @classmethod
     def load(cls, data: JsonState) -> PairingState:
@@ -112,6 +118,7 @@ class PairingState:
             separation=None if sep is None else _alert_from_json(SEPARATED, sep),
             unpaired_move=None if mov is None else _alert_from_json(MOVING_UNPAIRED, mov),
             unverified_since=ts("unverified_since"),
+            suspect=data.get("suspect"),
         )
 
     def dump(self) -> JsonState:
@@ -131,6 +138,7 @@ class PairingState:
             "separation": None if self.separation is None else _alert_to_json(self.separation),
             "unpaired_move": None if self.unpaired_move is None else _alert_to_json(self.unpaired_move),
             "unverified_since": iso(self.unverified_since),
+            "suspect": self.suspect,
         }
 
 
@@ -213,7 +221,14 @@ class PairingDetector:
         """Declared pairing; it overrides any inferred one."""
         st = PairingState.load(state)
         return replace(
-            st, truck=truck_id, inferred=False, paired_at=ts, unpaired_at=None, candidate=None, candidate_since=None
+            st,
+            truck=truck_id,
+            inferred=False,
+            paired_at=ts,
+            unpaired_at=None,
+            candidate=None,
+            candidate_since=None,
+            suspect=None,
         ).dump()
 
     def unpair(self, state: JsonState, ts: datetime) -> JsonState:
@@ -233,6 +248,7 @@ class PairingDetector:
             candidate_since=None,
             anchor=None,
             moving_since=None,
+            suspect=None,
         ).dump()
 
     @staticmethod
@@ -268,7 +284,7 @@ class PairingDetector:
 
         if st.truck is not None:
             still = stationary or speed <= p.moving_speed_ms
-            st, more = self._check_separation(st, fix, speed, still, ping.ts, ctx, port)
+            st, more = self._check_separation(st, fix, speed, still, stationary, ping.ts, ctx, port)
             events.extend(more)
         if st.truck is None:
             st = self._infer(st, fix, speed, stationary, ctx)
@@ -329,12 +345,20 @@ class PairingDetector:
         dt = _seconds(ping.ts, prev.ts)
         return 0.0 if dt <= 0 else haversine_m(prev.lon, prev.lat, ping.lon, ping.lat) / dt
 
-    def _gap(self, st: PairingState, fix: _Fix, speed: float, truck: Position) -> _Gap | None:
+    def _gap(
+        self, st: PairingState, fix: _Fix, speed: float, truck: Position, *, container_stationary: bool
+    ) -> _Gap | None:
+        """How far the container is from ``truck``, both placed at the instant of the truck's fix.
+
+        Comparing the container as it is now with a parked truck's last fix is right only while the container
+        stands still too: a container on the move means the truck may have driven off with it since that fix
+        (a parked truck's last fix can be a minute old), and the two would look apart while riding together.
+        """
         lag = _seconds(fix.ts, truck.ts)
         if abs(lag) > self.params.stale_s:
             return None
-        if truck.stationary_since is not None:
-            # a parked truck is where its last fix put it: compare with the container as it is now
+        if truck.stationary_since is not None and container_stationary:
+            # both parked: each is where its last fix put it
             return _Gap(haversine_m(fix.lon, fix.lat, truck.lon, truck.lat), 0.0, lag, fix.lon, fix.lat)
         at = _position_at(st.history, truck.ts, self.params.stale_s)
         if at is not None:
@@ -348,13 +372,14 @@ class PairingDetector:
         fix: _Fix,
         speed: float,
         still: bool,
+        stationary: bool,
         at: datetime,
         ctx: FixContext,
         port: str | None,
     ) -> tuple[PairingState, list[Event]]:
         assert st.truck is not None
         truck = ctx.world.get(st.truck)
-        gap = None if truck is None else self._gap(st, fix, speed, truck)
+        gap = None if truck is None else self._gap(st, fix, speed, truck, container_stationary=stationary)
         if truck is None or gap is None:
             # nothing to compare with: no verdict either way, but remember since when it is unverified
             return replace(st, unverified_since=st.unverified_since or at), []
@@ -381,7 +406,7 @@ class PairingDetector:
                 return replace(st, separation=None), [update]
             return st, []
         if gap.distance_m - gap.slack_m <= p.separated_m:
-            return st, []
+            return replace(st, suspect=None), []
         if st.inferred and still and authorized:
             # an inferred haul ends where containers are dropped: no one declared it, no one undeclares it
             # and where it is dropped is where a later movement is measured from
@@ -393,8 +418,32 @@ class PairingDetector:
                 unpaired_at=at,
                 anchor=(fix.lon, fix.lat),
                 moving_since=None,
+                suspect=None,
             ), []
         assert st.truck is not None
+        seen = [fix.ts.isoformat(), truck.ts.isoformat()]
+        first = st.suspect
+        if (
+            first is None
+            or first.get("truck") != st.truck
+            or _seconds(at, datetime.fromisoformat(first["at"])) > p.stale_s
+        ):
+            # a first reading: an outlier of either tracker looks just like this, so wait for a second one
+            # (soon after: two outliers an hour apart do not confirm each other)
+            suspect = {
+                "truck": st.truck,
+                "fixes": seen,
+                "at": at.isoformat(),
+                "distance_m": round(gap.distance_m, 1),
+                "container_fix": fix.evidence(),
+                "unverified_since": None if unverified is None else unverified.isoformat(),
+            }
+            return replace(st, suspect=suspect), []
+        if first.get("fixes") == seen:
+            # the same two fixes again (a tick between fixes): not a second, independent reading
+            return replace(st, unverified_since=unverified), []
+        if unverified is None and first.get("unverified_since") is not None:
+            unverified = datetime.fromisoformat(first["unverified_since"])
         alert = Alert(
             kind=SEPARATED,
             severity=Severity.HIGH,
@@ -420,12 +469,13 @@ class PairingDetector:
                     "since": None if st.paired_at is None else st.paired_at.isoformat(),
                 },
                 "container_still": still,
+                "first_reading": {k: first[k] for k in ("at", "distance_m", "container_fix")},
                 "unverified_since": None if unverified is None else unverified.isoformat(),
                 "thresholds": {"separated_m": p.separated_m, "rejoin_m": p.rejoin_m, "stale_s": p.stale_s},
             },
             key=f"{st.truck}@{at.isoformat()}",
         )
-        return replace(st, separation=alert), [alert]
+        return replace(st, separation=alert, suspect=None), [alert]
 
     def _infer(self, st: PairingState, fix: _Fix, speed: float, stationary: bool, ctx: FixContext) -> PairingState:
         p = self.params
@@ -434,7 +484,7 @@ class PairingDetector:
             for _, pos in ctx.world.near(fix.lon, fix.lat, self._search_m(speed), exclude=ctx.device_id):
                 if pos.kind != DeviceKind.TRUCK or pos.stationary_since is not None:
                     continue
-                gap = self._gap(st, fix, speed, pos)
+                gap = self._gap(st, fix, speed, pos, container_stationary=False)
                 if gap is None or gap.distance_m + gap.slack_m > p.infer_m:
                     continue
                 if best is None or (gap.distance_m, pos.device_id) < best:
@@ -452,11 +502,14 @@ class PairingDetector:
         return min(self.params.infer_m + speed * self.params.stale_s, self.params.max_search_m)
 
     def _truck_alongside(self, st: PairingState, fix: _Fix, speed: float, ctx: FixContext) -> bool:
-        """Whether some truck may be within ``infer_m`` (uncertainty counted in its favour)."""
+        """Whether some truck may be within ``infer_m`` (uncertainty counted in its favour).
+
+        A parked truck is taken to be still where it stands: a container rolling away from it is leaving it,
+        which is what this rule is about."""
         for _, pos in ctx.world.near(fix.lon, fix.lat, self._search_m(speed), exclude=ctx.device_id):
             if pos.kind != DeviceKind.TRUCK:
                 continue
-            gap = self._gap(st, fix, speed, pos)
+            gap = self._gap(st, fix, speed, pos, container_stationary=True)
             if gap is not None and gap.distance_m - gap.slack_m <= self.params.infer_m:
                 return True
         return False

@@ -9,6 +9,10 @@ Each device evaluates its own fixes against the latest positions of the devices 
 devices of a meeting reach the same alert id: the alert is filed under the alphabetically
 first device and keyed by the pair and the moment they were first both standing there, so
 the store keeps one alert whichever side noticed first.
+
+A container and its own truck (paired by dispatch or inferred from moving together) standing
+side by side are a haul waiting in a queue or at a loading spot, not a meeting; a truck beside
+some other truck's container still is one.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class _Self:
     port: str | None
     fence_id: str | None
     fences: tuple[str, ...]
+    paired_with: str | None = None  # its own container (or truck): standing together is expected
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +174,7 @@ class RendezvousDetector:
             port=port,
             fence_id=fence_id,
             fences=tuple(sorted(ctx.fences)),
+            paired_with=ctx.paired_with,
         )
         return self._evaluate(RendezvousState.load(state), me, ping.ts, ctx.world)
 
@@ -177,6 +183,7 @@ class RendezvousDetector:
         if ctx.last is None:
             return state, []
         port, fence_id = _fence_context(ctx.index, ctx.fences, None)
+        own = ctx.world.get(ctx.device_id)  # on a tick the world already holds this device's last fix
         me = _Self(
             device_id=ctx.device_id,
             kind=ctx.kind,
@@ -189,6 +196,7 @@ class RendezvousDetector:
             port=port,
             fence_id=fence_id,
             fences=tuple(sorted(ctx.fences)),
+            paired_with=None if own is None else own.paired_with,
         )
         return self._evaluate(RendezvousState.load(state), me, now, ctx.world)
 
@@ -218,6 +226,8 @@ class RendezvousDetector:
             for distance, other in world.near(me.lon, me.lat, p.distance_m, exclude=me.device_id):
                 if other.device_id in partners or other.stationary_since is None or other.authorized:
                     continue
+                if me.paired_with == other.device_id or other.paired_with == me.device_id:
+                    continue  # a haul standing together: the box on its own truck
                 if _seconds(at, other.ts) > p.stale_s:
                     continue
                 since = max(me.stationary_since, other.stationary_since)

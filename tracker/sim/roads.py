@@ -117,7 +117,39 @@ def _lines(geom: BaseGeometry) -> list[LineString]:
     return [g for part in getattr(geom, "geoms", []) for g in _lines(part)]
 
 
+AXIS_INSET_M = (8.0, 5.0, 3.0, 1.0)
+"""How far inside its polygon a place's axis is kept, most preferred first: GPS noise around a point on the
+edge puts half the fixes outside, and a fence is entered only by a fix inside it."""
+
+
 def _axis(poly: BaseGeometry) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The long axis of the polygon, clipped to lie well inside it.
+
+    The axis of the minimum rotated rectangle ends on the rectangle's short edges, which for any polygon other
+    than a rectangle lie on or outside its boundary; a gate queue starting there would stand outside the gate,
+    an unauthorized stop on the road.
+    """
+    a, b = _rect_axis(poly)
+    line = LineString([a, b])
+    for inset in AXIS_INSET_M:
+        inner = poly.buffer(-inset)
+        if inner.is_empty:
+            continue
+        pieces = [ln for ln in _lines(line.intersection(inner)) if ln.length > 0]
+        if not pieces:
+            continue
+        piece = max(pieces, key=lambda ln: ln.length)
+        if piece.length < 0.25 * line.length:
+            continue
+        p, q = piece.coords[0], piece.coords[-1]
+        # keep the orientation of the full axis, so callers' outer/inner ordering is unaffected
+        if math.dist(p, a) > math.dist(q, a):
+            p, q = q, p
+        return (float(p[0]), float(p[1])), (float(q[0]), float(q[1]))
+    return a, b
+
+
+def _rect_axis(poly: BaseGeometry) -> tuple[tuple[float, float], tuple[float, float]]:
     rect = poly.minimum_rotated_rectangle
     c = list(rect.exterior.coords)[:4]
     e1 = math.dist(c[0], c[1])
