@@ -246,6 +246,9 @@ async def test_positions_api_requires_auth_and_returns_geojson(
         async with http.get(f"{base}/metrics") as r:
             text = await r.text()
             assert "tracker_pings_stored_total" in text
+        async with http.get(f"{base}/") as r:
+            assert r.status == 200
+            assert "live alerts" in await r.text()
         async with http.get(f"{base}/nope") as r:
             assert r.status == 404
             assert (await r.json())["error"] == "not_found"
