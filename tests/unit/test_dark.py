@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+
 import pytest
 
 from tests.unit.detector_helpers import OPEN, OUTSIDE, TERMINAL, Runner, at, offset
@@ -11,6 +14,7 @@ from tracker.core.detector import TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Severity
 
 TICK = 5  # the service's default tick period
+ROAD = offset(OPEN, 0, -200)  # open port ground to drive round: a 200 m ring about it touches no fence but the port's
 
 
 def alerts(events: list[Event], kind: str | None = None) -> list[Alert]:
@@ -22,7 +26,23 @@ def updates(events: list[Event]) -> list[AlertUpdate]:
 
 
 def reporting(place: tuple[float, float], times: range) -> list[tuple[float, float, float]]:
+    """A device standing still at ``place``: stationary from its second fix on."""
     return [(t, *place) for t in times]
+
+
+def circling(place: tuple[float, float], i: int) -> tuple[float, float]:
+    """The ``i``-th fix of a device driving round ``place`` on a 60 m circle, 100 degrees per fix.
+
+    Consecutive fixes are over 90 m apart, so the motion model never calls the device stationary,
+    and the circle stays well inside the fence ``place`` was chosen in.
+    """
+    a = math.radians(100 * i)
+    return offset(place, 60 * math.sin(a), 60 * math.cos(a))
+
+
+def driving(place: tuple[float, float], times: range) -> list[tuple[float, float, float]]:
+    """A device on the move around ``place``, one fix at each of ``times``."""
+    return [(t, *circling(place, i)) for i, t in enumerate(times)]
 
 
 def ticks(r: Runner, start: float, stop: float) -> list[Event]:
@@ -36,7 +56,7 @@ def ticks(r: Runner, start: float, stop: float) -> list[Event]:
 
 def test_silence_in_port_raises_signal_lost_on_a_tick() -> None:
     r = Runner(DarkDetector())
-    r.run(reporting(OPEN, range(0, 300, 10)))  # learned interval 10 s -> limit is the 120 s floor
+    r.run(driving(ROAD, range(0, 300, 10)))  # learned interval 10 s -> limit is the 120 s floor
     last = 290
     assert ticks(r, last + TICK, last + 120) == []
     [lost] = ticks(r, last + 125, last + 600)
@@ -70,11 +90,12 @@ def test_leaving_the_port_then_going_silent_raises_nothing() -> None:
 
 def test_signal_restored_nearby_closes_the_loss_with_low_severity() -> None:
     r = Runner(DarkDetector())
-    r.run(reporting(TERMINAL, range(0, 300, 10)))
+    r.run(driving(TERMINAL, range(0, 300, 10)))
     [lost] = ticks(r, 295, 600)
     assert isinstance(lost, Alert)
     assert lost.fence_id is not None and lost.fence_id.startswith("santos-")
-    out = r.fix(900, *offset(TERMINAL, 50, 0))
+    assert r.last is not None
+    out = r.fix(900, *offset((r.last.lon, r.last.lat), 50, 0))
     [upd] = updates(out)
     [restored] = alerts(out)
     assert upd.closes and upd.alert == lost and upd.fields["gap_s"] == 610
@@ -87,7 +108,7 @@ def test_signal_restored_nearby_closes_the_loss_with_low_severity() -> None:
 
 def test_signal_restored_far_away_is_medium() -> None:
     r = Runner(DarkDetector())
-    r.run(reporting(OPEN, range(0, 300, 10)))
+    r.run(driving(ROAD, range(0, 300, 10)))
     ticks(r, 295, 600)
     [restored] = alerts(r.fix(900, *offset(OPEN, 0, 450)), "signal_restored")
     assert restored.severity is Severity.MEDIUM and restored.evidence["distance_m"] > 200
@@ -101,7 +122,7 @@ def test_one_loss_per_silence_however_many_ticks() -> None:
 
 def test_replay_without_ticks_detects_the_gap_with_the_same_alert() -> None:
     live = Runner(DarkDetector())
-    seq = [*reporting(OPEN, range(0, 300, 10)), (700, *OPEN)]
+    seq = [*driving(ROAD, range(0, 300, 10)), (700, *OPEN)]
     live.run(seq, tick_every=TICK)
     replay = Runner(DarkDetector())
     replay.run(seq)
@@ -132,13 +153,14 @@ def test_1hz_tracker_is_held_to_the_floor_not_to_three_seconds() -> None:
 
 
 def test_learned_slow_rhythm_raises_the_limit() -> None:
-    # a truck tracker configured to report every 5 min: its first gaps exceed the truck default
-    # (limit 120 s), but after ``min_samples`` intervals the rhythm is learned and the limit is 15 min
+    # a truck tracker configured to report every 5 min: its first gap exceeds the truck default
+    # (limit 120 s); from then on the slower rhythm it showed is trusted and the limit is 15 min
     r = Runner(DarkDetector(), kind=DeviceKind.TRUCK)
-    r.run(reporting(OPEN, range(0, 1500, 300)))
-    assert len(alerts(r.events, "signal_lost")) == 4
+    seq = driving(ROAD, range(0, 3000, 300))
+    r.run(seq[:5])
+    assert len(alerts(r.events, "signal_lost")) == 1
     r.events.clear()
-    r.run(reporting(OPEN, range(1500, 3000, 300)))
+    r.run(seq[5:])
     assert r.events == []
     assert ticks(r, 2700 + 5, 2700 + 900) == []
     [lost] = ticks(r, 2700 + 905, 2700 + 1000)
@@ -147,7 +169,7 @@ def test_learned_slow_rhythm_raises_the_limit() -> None:
 
 def test_one_long_gap_does_not_shift_the_learned_interval() -> None:
     r = Runner(DarkDetector())
-    r.run(reporting(OPEN, range(0, 100, 10)))
+    r.run(driving(ROAD, range(0, 100, 10)))
     r.fix(2000, *OPEN)
     assert DarkDetector().expected(DeviceKind.TRUCK, tuple(r.state["intervals"]))[0] == 10  # type: ignore[index]
     assert max(r.state["intervals"]) == 600  # type: ignore[index]
@@ -172,3 +194,74 @@ def test_a_container_not_reported_loaded_going_quiet_raises() -> None:
     r.run(reporting(OPEN, range(0, 600, 60)))
     _loaded(r, 100)  # an older loading report (before its last fix) forgives nothing
     assert len(ticks(r, 545, 7200)) == 1
+
+
+# ---- parked trackers report slowly; moving ones must not get that slack ----------------------------
+
+
+@pytest.mark.parametrize("interval", [10, 30])
+def test_a_moving_truck_going_silent_raises_within_a_tick_of_the_limit(interval: int) -> None:
+    r = Runner(DarkDetector())
+    r.run(driving(ROAD, range(0, 600, interval)), tick_every=TICK)
+    last = 600 - interval
+    limit = max(120, 3 * interval)
+    assert r.state is not None and r.state["stationary"] is False
+    assert ticks(r, last + TICK, last + limit) == []
+    [lost] = ticks(r, last + limit + TICK, last + 300)
+    assert isinstance(lost, Alert) and lost.evidence["limit_s"] == limit
+    assert lost.ts == at(last + limit)
+
+
+def test_a_parked_truck_may_fall_back_to_five_minute_reports() -> None:
+    r = Runner(DarkDetector())
+    r.run([*reporting(OPEN, range(0, 120, 10)), *reporting(OPEN, range(410, 4000, 300))], tick_every=TICK)
+    assert r.events == []  # the first 5-min gap came after a stationary fix: 900 s allowed, 300 s used
+
+
+def test_a_parked_truck_silent_beyond_the_parked_allowance_still_raises() -> None:
+    r = Runner(DarkDetector())
+    r.run(reporting(OPEN, range(0, 120, 10)))
+    assert ticks(r, 115, 110 + 900) == []
+    [lost] = ticks(r, 110 + 905, 110 + 1000)
+    assert isinstance(lost, Alert)
+    assert lost.evidence["limit_s"] == 900 and lost.evidence["stationary_at_last_fix"] is True
+    assert lost.evidence["expected_interval_basis"] == "parked allowance"
+
+
+def test_the_same_silence_after_a_moving_fix_raises() -> None:
+    # near miss of the parked case: 290 s of silence is fine after a stationary fix, not after a moving one
+    parked = Runner(DarkDetector())
+    parked.run([*reporting(OPEN, range(0, 120, 10)), (400, *OPEN)])
+    assert parked.events == []
+    moving = Runner(DarkDetector())
+    moving.run([*driving(ROAD, range(0, 120, 10)), (400, *ROAD)])
+    assert [e.kind for e in alerts(moving.events)] == ["signal_lost", "signal_restored"]
+
+
+def test_a_yard_spell_does_not_slow_down_the_moving_limit() -> None:
+    # a box hauled with fixes every 20 s, set down for an hour at 5-min fixes, then hauled again
+    r = Runner(DarkDetector(), kind=DeviceKind.CONTAINER, device_id="MSCU1234565")
+    r.run(
+        [
+            *driving(ROAD, range(0, 600, 20)),
+            *reporting(OPEN, range(600, 660, 20)),
+            *reporting(OPEN, range(940, 4600, 300)),
+            *driving(ROAD, range(4600, 4800, 20)),
+        ],
+        tick_every=TICK,
+    )
+    assert r.events == []
+    assert r.state is not None and r.state["parked"].count(300.0) >= 8
+    assert statistics.median(r.state["intervals"]) == 20  # the yard's 5-min fixes went to the parked rhythm
+    [lost] = ticks(r, 4780 + TICK, 4780 + 300)
+    assert isinstance(lost, Alert) and lost.evidence["limit_s"] == 120
+
+
+def test_a_container_first_heard_in_a_terminal_is_taken_as_parked() -> None:
+    box = Runner(DarkDetector(), kind=DeviceKind.CONTAINER, device_id="MSCU1234565")
+    box.run(reporting(TERMINAL, range(0, 3000, 300)), tick_every=TICK)
+    assert box.events == []
+    # near miss: a truck first heard there is not (it may be about to drive off), and its first 5-min gap raises
+    truck = Runner(DarkDetector())
+    truck.run(reporting(TERMINAL, range(0, 600, 300)))
+    assert [e.kind for e in alerts(truck.events)] == ["signal_lost", "signal_restored"]

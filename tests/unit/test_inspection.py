@@ -702,6 +702,51 @@ def test_a_tracker_never_heard_after_clearance_goes_dark() -> None:
     assert alert.ts == at(180) and alert.evidence["last_fix"] is None
 
 
+def _cleared_in_yard_rhythm(interval: float) -> Trip:
+    """A container at the inspection area whose tracker reports every ``interval`` s, cleared 100 s after a fix."""
+    trip = Trip()
+    trip.drive(-100 - 8 * interval, [INSPECTION] * 9, every=interval)  # last fix at -100
+    trip.inspect(0, InspectionResult.CLEARED, inspection_id="DUE-1")
+    return trip
+
+
+@pytest.mark.parametrize("interval", [60.0, 300.0])
+def test_a_slow_tracker_keeping_its_rhythm_is_not_dark(interval: float) -> None:
+    # before the limit followed the tracker's rhythm, the 300-s box raised "dark" 180 s after clearance
+    trip = _cleared_in_yard_rhythm(interval)
+    trip.drive(-100 + interval, [INSPECTION] * 6, every=interval)
+    assert trip.alerts("dark") == []
+
+
+def test_a_slow_tracker_is_dark_after_three_of_its_intervals() -> None:
+    trip = _cleared_in_yard_rhythm(300.0)
+    fired = [t for t in range(5, 1200, 5) if trip.tick(t)]
+    assert fired == [905]  # silent since the clearance for more than 3 x 300 s
+    [(_, alert)] = trip.alerts("dark")
+    assert alert.ts == at(900) and alert.evidence["threshold_s"] == 900.0
+    assert alert.evidence["expected_interval_s"] == 300.0 and alert.evidence["dark_s"] == 180.0
+    assert alert.key == f"dark@{at(0).isoformat()}|cleared@{at(0).isoformat()}"  # same key as before the change
+
+
+def test_a_slow_tracker_silence_is_found_from_the_fix_gap_when_no_tick_ran() -> None:
+    near = _cleared_in_yard_rhythm(300.0)
+    near.fix(900, INSPECTION)  # exactly 3 intervals since the clearance: not more
+    assert near.alerts("dark") == []
+    far = _cleared_in_yard_rhythm(300.0)
+    far.fix(901, INSPECTION)
+    [(_, alert)] = far.alerts("dark")
+    assert alert.ts == at(900)
+
+
+def test_before_any_interval_is_known_dark_s_applies() -> None:
+    trip = Trip()
+    trip.fix(-10, INSPECTION)
+    trip.inspect(0, InspectionResult.CLEARED)
+    trip.fix(181, INSPECTION)
+    [(_, alert)] = trip.alerts("dark")
+    assert alert.evidence["threshold_s"] == 180.0 and alert.evidence["expected_interval_s"] is None
+
+
 # ---- g) overrun ----------------------------------------------------------------------------------
 def test_window_open_longer_than_6_h_fires_once() -> None:
     trip = cleared_at_inspection(AccessWindowParams(dark_s=1e9))

@@ -61,7 +61,8 @@ def test_a_single_spoofed_fix_is_flagged_and_does_not_poison_the_next() -> None:
     assert set(flags) == {"implausible_speed", "teleport"}
     assert f.last is not None and f.last.ts == at(55)  # the spoofed fix is not the reference
     assert f.fix(65, *offset(OPEN, 650, 0)) == ()  # the genuine next fix is no "jump back"
-    assert f.alerts() == []
+    [alert] = f.alerts()  # 10 km in 6 s is a teleport: reported on its own, once
+    assert alert.evidence["trigger"] == "teleport" and alert.ts == at(61) and alert.key == at(61).isoformat()
 
 
 def test_implausible_speed() -> None:
@@ -129,7 +130,8 @@ def test_outside_accuracy_catches_jumps_the_noise_allowance_hides() -> None:
 def test_burst_of_three_raises_one_alert() -> None:
     f = Feed()
     f.fix(0, *OPEN)
-    spoofs = [offset(OPEN, 20_000, 0), offset(OPEN, -20_000, 0), offset(OPEN, 0, 20_000), offset(OPEN, 0, -20_000)]
+    # 3 km in 5-10 s: impossible speed, but under the teleport distance, so only the repeat count raises
+    spoofs = [offset(OPEN, 3_000, 0), offset(OPEN, -3_000, 0), offset(OPEN, 0, 3_000), offset(OPEN, 0, -3_000)]
     for i, (lon, lat) in enumerate(spoofs):
         f.fix(10 + i * 10, lon, lat)
         f.fix(15 + i * 10, *OPEN)
@@ -144,17 +146,17 @@ def test_burst_of_three_raises_one_alert() -> None:
 def test_two_implausible_fixes_are_no_burst() -> None:
     f = Feed()
     f.fix(0, *OPEN)
-    f.fix(10, *offset(OPEN, 20_000, 0))
-    f.fix(20, *offset(OPEN, -20_000, 0))
+    f.fix(10, *offset(OPEN, 3_000, 0))
+    f.fix(20, *offset(OPEN, -3_000, 0))
     assert f.alerts() == []
 
 
 def test_implausible_fixes_spread_over_more_than_the_window_are_no_burst() -> None:
     f = Feed()
-    f.fix(0, *OPEN)
-    for t in (10, 620, 1230):
-        f.fix(t, *offset(OPEN, 20_000 if t % 20 else -20_000, 0))
-        f.fix(t + 5, *OPEN)
+    for t in range(0, 1300, 10):  # a tracker reporting every 10 s: the window stays 10 min
+        f.fix(t, *OPEN)
+        if t in (10, 620, 1230):
+            f.fix(t + 5, *offset(OPEN, 3_000 if t % 20 else -3_000, 0))
     assert f.alerts() == []
 
 
@@ -179,8 +181,12 @@ def test_reanchors_when_the_reference_was_the_bad_fix() -> None:
     assert results[2] == ("reanchored",)
     assert all(r == () for r in results[3:])
     assert f.last is not None and f.last.ts == at(120 - 10)
-    [alert] = f.alerts()
-    assert alert.evidence["reanchored"] is True
+    # the first genuine fix is a 30 km teleport from the cold-start fix and is reported at once; moving the
+    # trusted position two fixes later is reported on its own
+    teleport, moved = f.alerts()
+    assert teleport.evidence["trigger"] == "teleport" and teleport.evidence["reanchored"] is False
+    assert moved.evidence["trigger"] == "reanchored" and moved.evidence["reanchored"] is True
+    assert moved.ts == at(30) and moved.key != teleport.key
 
 
 def test_no_reanchor_on_inconsistent_spoofs() -> None:
@@ -203,3 +209,49 @@ def test_one_alert_per_burst_and_the_reference_is_always_accepted(steps: list[tu
     assert len(keys) == len(set(keys))
     if f.last is not None:
         assert any(accepted(fl) for fl in f.flags)
+
+
+# ---- slow trackers --------------------------------------------------------------------------------
+
+
+def test_a_slow_tracker_teleported_is_reported_on_the_first_spoofed_fix() -> None:
+    # a tracker reporting every 5 min, spoofed 20 km away for five fixes: it never puts three implausible
+    # fixes in 10 min, yet the first jump is no receiver error and is raised at once, once for the burst
+    f = Feed()
+    for t in range(0, 1500, 300):
+        assert f.fix(t, *offset(OPEN, t, 0)) == ()
+    for t in range(1500, 3000, 300):
+        f.fix(t, *offset(OPEN, 20_000, 500))
+    teleports = [a for a in f.alerts() if a.evidence["trigger"] == "teleport"]
+    assert [a.ts for a in teleports] == [at(1500)]
+    assert teleports[0].severity is Severity.HIGH and teleports[0].evidence["flagged_fixes"][0]["distance_m"] > 18_000
+
+
+def test_a_jump_under_the_teleport_distance_is_not_reported_alone() -> None:
+    f = Feed()
+    for t in range(0, 1500, 300):
+        f.fix(t, *OPEN)
+    assert f.fix(1205, *offset(OPEN, 4_000, 0)) == ("implausible_speed",)
+    assert f.alerts() == []
+
+
+def _spoofed_every_other_report(interval: int) -> Feed:
+    """Genuine fixes every ``interval`` s; three 3-km spoofs (impossible speed, no teleport) 600 s apart."""
+    f = Feed()
+    spoofs = {300: 3_000, 900: -3_000, 1500: 3_000}
+    for t in range(0, 1800, interval):
+        f.fix(t, *OPEN)
+        if t in spoofs:
+            assert "implausible_speed" in f.fix(t + 5, *offset(OPEN, spoofs[t], 0))
+    return f
+
+
+def test_repeat_window_stretches_to_a_slow_trackers_rhythm() -> None:
+    [alert] = _spoofed_every_other_report(300).alerts()
+    assert alert.evidence["trigger"] == "repeat" and alert.ts == at(1505)
+    assert alert.evidence["repeat_window_s"] == 3 * 300 * 1.5
+    assert len(alert.evidence["flagged_fixes"]) == 3
+
+
+def test_the_same_spread_on_a_fast_tracker_is_no_burst() -> None:
+    assert _spoofed_every_other_report(10).alerts() == []

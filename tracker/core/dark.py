@@ -11,6 +11,17 @@ after a few fixes), with a per-kind default until enough intervals were seen. Th
 limit is ``k`` expected intervals, never below ``min_gap_s``, so a 1 Hz tracker does
 not alarm after three seconds under a crane.
 
+Real trackers save battery when parked: a container set down in a yard, or a truck
+waiting at a gate, typically drops to one fix every five minutes. That is not silence,
+and a limit learned while the device was being hauled (10-60 s) would call every parked
+fix a loss. So the rhythm is learned twice, from the intervals that follow a moving fix
+and from those that follow a stationary one (``motion.stationary_since`` at that fix),
+and the two never mix: a day in a yard does not slow down the limit applied once the
+box is on the road again, and a fast haul does not tighten the yard limit. While the
+last fix was stationary the limit is also never below ``k × parked_interval_s``, the
+slowest parked rhythm a tracker may switch to without warning. A moving device keeps
+the tight limit, which is where going dark matters most.
+
 The loss is raised by ticks (``ts`` = last fix + limit, the moment silence became
 abnormal, so the alert does not depend on tick jitter). A fix that arrives after a gap
 no tick reported (a replay, or a service restart) raises the same loss with the same
@@ -21,7 +32,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -52,6 +63,9 @@ class DarkParams:
     gap cannot set an absurd rhythm. ``k`` = 3 missed reports, and never less than
     ``min_gap_s`` = 120 s of silence. ``moved_m``: a device that reappears more than
     200 m from where it vanished gets a medium rather than low ``signal_restored``.
+    ``parked_interval_s`` (300 s): the reporting interval trackers commonly fall back to
+    once parked; after a stationary fix the limit is at least ``k`` of them (15 min), since
+    the device may legitimately say nothing until then.
     """
 
     default_interval_s: Mapping[DeviceKind, float] = field(default_factory=_default_intervals)
@@ -62,6 +76,7 @@ class DarkParams:
     min_interval_s: float = 1.0
     max_interval_s: float = 600.0
     moved_m: float = 200.0
+    parked_interval_s: float = 300.0
     lost_severity: Severity = Severity.MEDIUM
 
 
@@ -69,14 +84,18 @@ class DarkParams:
 class _State:
     last: Fix
     fences: tuple[str, ...]  # fences at the last fix; empty means "outside the port"
-    intervals: tuple[float, ...]
+    intervals: tuple[float, ...]  # intervals that followed a moving fix
     lost: dict[str, Any] | None  # the raised signal_lost alert's fields, until the signal is back
+    parked: tuple[float, ...] = ()  # intervals that followed a stationary fix
+    stationary: bool = False  # whether the device stood still at the last fix
 
     def to_json(self) -> dict[str, Any]:
         return {
             "last": {"ts": self.last.ts.isoformat(), "lon": self.last.lon, "lat": self.last.lat},
             "fences": list(self.fences),
             "intervals": list(self.intervals),
+            "parked": list(self.parked),
+            "stationary": self.stationary,
             "lost": self.lost,
         }
 
@@ -88,6 +107,8 @@ class _State:
             fences=tuple(data.get("fences", ())),
             intervals=tuple(float(x) for x in data.get("intervals", ())),
             lost=data.get("lost"),
+            parked=tuple(float(x) for x in data.get("parked", ())),
+            stationary=bool(data.get("stationary", False)),
         )
 
 
@@ -109,18 +130,48 @@ class DarkDetector:
         p = self.params
         if len(intervals) >= p.min_samples:
             return float(statistics.median(intervals)), f"median of the last {len(intervals)} intervals"
-        return float(p.default_interval_s.get(kind, p.min_gap_s / p.k)), f"default for {kind.value}"
+        default = float(p.default_interval_s.get(kind, p.min_gap_s / p.k))
+        if intervals and (seen := float(statistics.median(intervals))) > default:
+            # a tracker configured slower than its kind's default says so with its first intervals; waiting
+            # for ``min_samples`` of them would raise a loss on each. A faster one is not trusted that early.
+            return seen, f"median of the first {len(intervals)} intervals"
+        return default, f"default for {kind.value}"
 
-    def limit(self, kind: DeviceKind, intervals: tuple[float, ...]) -> float:
-        """Seconds of silence after which the device counts as lost."""
-        return max(self.params.min_gap_s, self.params.k * self.expected(kind, intervals)[0])
+    def parked_expected(self, kind: DeviceKind, parked: tuple[float, ...]) -> tuple[float, str]:
+        """Expected interval after a stationary fix: never below ``parked_interval_s``.
+
+        A parked tracker may switch to its battery-saving rhythm at any moment, so even one
+        that kept reporting fast while parked so far is given the parked allowance.
+        """
+        learned, basis = self.expected(kind, parked)
+        if learned >= self.params.parked_interval_s:
+            return learned, f"parked: {basis}"
+        return self.params.parked_interval_s, "parked allowance"
+
+    def limit(self, kind: DeviceKind, intervals: tuple[float, ...], parked: tuple[float, ...] | None = None) -> float:
+        """Seconds of silence after which the device counts as lost.
+
+        ``parked`` is given when the device's last fix was stationary (its parked intervals,
+        possibly empty); None means it was moving.
+        """
+        return self._limit(kind, intervals, parked)[0]
+
+    def _limit(
+        self, kind: DeviceKind, intervals: tuple[float, ...], parked: tuple[float, ...] | None
+    ) -> tuple[float, float, str]:
+        """(limit, expected interval, where the expected interval comes from)."""
+        p = self.params
+        expected, basis = self.expected(kind, intervals) if parked is None else self.parked_expected(kind, parked)
+        return max(p.min_gap_s, p.k * expected), expected, basis
+
+    def _state_limit(self, kind: DeviceKind, st: _State) -> tuple[float, float, str]:
+        return self._limit(kind, st.intervals, st.parked if st.stationary else None)
 
     # -- alerts ----------------------------------------------------------------------------
 
     def _lost(self, device_id: str, kind: DeviceKind, st: _State, index: FenceIndex) -> dict[str, Any]:
         p = self.params
-        expected, basis = self.expected(kind, st.intervals)
-        limit = max(p.min_gap_s, p.k * expected)
+        limit, expected, basis = self._state_limit(kind, st)
         fences = [index.get(f) for f in st.fences if f in index]
         named = next((f for f in fences if f.kind.value != "port_boundary"), fences[0] if fences else None)
         where = f" in {named.kind.value.replace('_', ' ')} {named.name!r}" if named else ""
@@ -140,6 +191,8 @@ class DarkDetector:
                 "k": p.k,
                 "min_gap_s": p.min_gap_s,
                 "limit_s": limit,
+                "stationary_at_last_fix": st.stationary,
+                "parked_interval_s": p.parked_interval_s,
                 "device_kind": kind.value,
             },
         }
@@ -202,21 +255,32 @@ class DarkDetector:
             st = _State(ctx.previous, tuple(sorted(ctx.fences_before)), (), None)
         events: list[Event] = []
         intervals: tuple[float, ...] = ()
+        parked: tuple[float, ...] = ()
         if st is not None:
             if ping.ts <= st.last.ts:
                 return st.to_json(), []
             gap = (ping.ts - st.last.ts).total_seconds()
             lost = st.lost
-            if lost is None and st.fences and gap > self.limit(ctx.kind, st.intervals):
+            if lost is None and st.fences and gap > self._state_limit(ctx.kind, st)[0]:
                 lost = self._lost(ctx.device_id, ctx.kind, st, ctx.index)
                 events.append(self._alert(self.name, lost, ctx.device_id))
             if lost is not None:
                 events.extend(self._restore(ctx.device_id, lost, st.last, ping))
             # losses are learned too (clipped): the median shrugs off the odd one, and a tracker whose
-            # real rhythm is slower than its kind's default must not stay "lost" on every single fix
+            # real rhythm is slower than its kind's default must not stay "lost" on every single fix.
+            # The interval belongs to the mode of the fix it follows: that is the rhythm the tracker chose.
             clipped = min(p.max_interval_s, max(p.min_interval_s, gap))
-            intervals = (*st.intervals, clipped)[-p.history :]
-        new = _State(Fix.of(ping), tuple(sorted(ctx.fences)), intervals, None)
+            intervals, parked = st.intervals, st.parked
+            if st.stationary:
+                parked = (*parked, clipped)[-p.history :]
+            else:
+                intervals = (*intervals, clipped)[-p.history :]
+        stationary = ctx.motion.stationary_since is not None
+        if st is None and ctx.kind is DeviceKind.CONTAINER and ctx.authorized_stop():
+            # a first fix cannot show motion; a box first heard in a terminal or at a gate is standing there
+            # (it spends days in yards and moves only on a truck, itself watched), so it gets the parked limit
+            stationary = True
+        new = _State(Fix.of(ping), tuple(sorted(ctx.fences)), intervals, None, parked, stationary)
         return new.to_json(), events
 
     def on_inspection(
@@ -233,7 +297,7 @@ class DarkDetector:
         st = _State.from_json(state)
         if st.lost is not None or inspection.ts < st.last.ts:
             return state, []
-        return _State(st.last, (), st.intervals, None).to_json(), []
+        return replace(st, fences=(), lost=None).to_json(), []
 
     def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
         if not state:
@@ -241,8 +305,8 @@ class DarkDetector:
         st = _State.from_json(state)
         if st.lost is not None or not st.fences:
             return state, []
-        if (now - st.last.ts).total_seconds() <= self.limit(ctx.kind, st.intervals):
+        if (now - st.last.ts).total_seconds() <= self._state_limit(ctx.kind, st)[0]:
             return state, []
         lost = self._lost(ctx.device_id, ctx.kind, st, ctx.index)
-        new = _State(st.last, st.fences, st.intervals, lost)
+        new = replace(st, lost=lost)
         return new.to_json(), [self._alert(self.name, lost, ctx.device_id)]

@@ -34,6 +34,7 @@ Choices:
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -103,8 +104,19 @@ class AccessWindowParams:
     """The other device's last fix must be at most this old, so a tracker that left (or died) long ago
     does not stay "alongside" forever."""
     dark_s: float = 180.0
-    """Tracker silent for longer than this during the window. Trackers report every 10-30 s, so three
-    minutes is several missed reports, not one lost packet."""
+    """Tracker silent for longer than this during the window (or longer than ``dark_k`` of its own reporting
+    intervals, whichever is longer). Hauled trackers report every 10-30 s, so three minutes is several missed
+    reports, not one lost packet."""
+    dark_k: float = 3.0
+    """Silence is also measured in the container's own rhythm: a tracker that reports every 60 or 300 s (a box
+    cleared while standing in a yard saves battery) has said nothing wrong 180 s after its last fix, so the limit
+    is ``max(dark_s, dark_k × median interval)``: three missed reports, as for the signal-lost rule."""
+    dark_history: int = 8
+    """How many recent intervals the median looks at: enough that one tunnel or one retry burst does not move it,
+    few enough that a tracker switching to its parked rhythm is followed within a few fixes."""
+    dark_max_interval_s: float = 600.0
+    """Intervals are clipped to this before they are learned, so a box unseen for hours before its clearance
+    cannot stretch the silence limit beyond ``dark_k`` × 10 min."""
     max_window_s: float = 6 * 3600.0
     """The window open longer than this (clearance to loading normally takes hours, not a shift)."""
     route_fence_ids: frozenset[str] | None = None
@@ -196,6 +208,7 @@ class AccessState:
     off_since: datetime | None = None  # first fix of the current excursion off the route
     off_fix: Mapping[str, Any] | None = None
     open: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    intervals: tuple[float, ...] = ()  # recent seconds between accepted fixes, windows or not: the tracker's rhythm
 
     def to_json(self) -> JsonState:
         if self == AccessState():
@@ -214,6 +227,7 @@ class AccessState:
             "off_since": _iso(self.off_since),
             "off_fix": None if self.off_fix is None else dict(self.off_fix),
             "open": {slot: dict(entry) for slot, entry in self.open.items()},
+            "intervals": list(self.intervals),
         }
 
     @classmethod
@@ -235,6 +249,7 @@ class AccessState:
             off_since=_dt(data.get("off_since")),
             off_fix=data.get("off_fix"),
             open=dict(data.get("open", {})),
+            intervals=tuple(float(x) for x in data.get("intervals", ())),
         )
 
 
@@ -539,13 +554,36 @@ class AccessWindowDetector:
         if ctx.kind is not DeviceKind.CONTAINER:
             return state, []
         run = _Run(AccessState.from_json(state), ctx.device_id)
+        # the rhythm is learned on every fix, before and between windows too, so it is known at clearance;
+        # this fix's own gap is judged against the rhythm before it and only then learned
+        learned = self._learn(run.s.intervals, ctx.previous, ping)
+        self._fix(run, ping, ctx)
+        if learned != run.s.intervals:
+            run.update(intervals=learned)
+        return run.s.to_json(), run.events
+
+    def _learn(self, intervals: tuple[float, ...], previous: Fix | None, ping: Ping) -> tuple[float, ...]:
+        if previous is None or ping.ts <= previous.ts:
+            return intervals
+        p = self.params
+        gap = min(p.dark_max_interval_s, _secs(ping.ts - previous.ts))
+        return (*intervals, gap)[-p.dark_history :]
+
+    def dark_limit(self, intervals: tuple[float, ...]) -> float:
+        """Seconds of silence after which a cleared container's tracker counts as dark."""
+        p = self.params
+        if not intervals:
+            return p.dark_s
+        return max(p.dark_s, p.dark_k * float(statistics.median(intervals)))
+
+    def _fix(self, run: _Run, ping: Ping, ctx: FixContext) -> None:
         window = run.s.window
         authorized = ctx.authorized_stop()
         if window is None or ping.ts < window.ts:
             # before clearance (or after loading) nothing a container does is this detector's concern
             if run.s.authorized != authorized:
                 run.update(authorized=authorized)
-            return run.s.to_json(), []
+            return
         # the interval before this fix belongs to the window even when this fix reaches the quay
         self._silence_ended(run, window, ping, ctx)
         self._overrun(run, window, ping.ts, ctx.index, ctx.fences_before)
@@ -558,14 +596,13 @@ class AccessWindowDetector:
             }
             self._close(run, ping.ts, ctx.index, ctx.fences, cause)
             run.update(authorized=authorized)
-            return run.s.to_json(), run.events
+            return
         self._sensor(run, window, ping, ctx)
         self._zones(run, window, ping, ctx)
         self._stop(run, window, ping, ctx, authorized)
         self._off_route(run, window, ping, ctx)
         self._alongside(run, window, ping, ctx, authorized)
         run.update(authorized=authorized)
-        return run.s.to_json(), run.events
 
     def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
         if ctx.kind is not DeviceKind.CONTAINER:
@@ -575,7 +612,7 @@ class AccessWindowDetector:
         if window is None or now < window.ts:
             return state, []
         silent_since = window.ts if ctx.last is None or ctx.last.ts < window.ts else ctx.last.ts
-        if now - silent_since > timedelta(seconds=self.params.dark_s):
+        if now - silent_since > timedelta(seconds=self.dark_limit(run.s.intervals)):
             self._dark(run, window, silent_since, ctx.last, ctx.index, ctx.fences)
         self._overrun(run, window, now, ctx.index, ctx.fences)
         if not run.events:
@@ -650,14 +687,19 @@ class AccessWindowDetector:
     ) -> None:
         if "dark" in run.s.open:
             return
-        threshold = silent_since + timedelta(seconds=self.params.dark_s)
+        p = self.params
+        limit = self.dark_limit(run.s.intervals)
+        threshold = silent_since + timedelta(seconds=limit)
         evidence = self._base(window, "dark", threshold, index, fences)
         evidence.update(
             {
                 "started_at": silent_since.isoformat(),
                 "last_fix": None if last is None else _fix_json(last.ts, last.lon, last.lat),
                 "silent_since": silent_since.isoformat(),
-                "threshold_s": self.params.dark_s,
+                "threshold_s": limit,
+                "dark_s": p.dark_s,
+                "dark_k": p.dark_k,
+                "expected_interval_s": float(statistics.median(run.s.intervals)) if run.s.intervals else None,
             }
         )
         self._emit(
@@ -665,8 +707,7 @@ class AccessWindowDetector:
             window,
             "dark",
             threshold,
-            f"Tracker of container {window.container_no} silent for more than {self.params.dark_s:.0f} s "
-            "after customs clearance",
+            f"Tracker of container {window.container_no} silent for more than {limit:.0f} s after customs clearance",
             evidence,
             self._key(window, "dark", silent_since),
             window.port,
@@ -676,7 +717,7 @@ class AccessWindowDetector:
     def _silence_ended(self, run: _Run, window: Clearance, ping: Ping, ctx: FixContext) -> None:
         prev = ctx.previous
         silent_since = window.ts if prev is None or prev.ts < window.ts else prev.ts
-        if "dark" not in run.s.open and ping.ts - silent_since > timedelta(seconds=self.params.dark_s):
+        if "dark" not in run.s.open and ping.ts - silent_since > timedelta(seconds=self.dark_limit(run.s.intervals)):
             # no tick saw this silence (a replay, or ticks stalled): raise it now, as a tick would have
             self._dark(run, window, silent_since, prev, ctx.index, ctx.fences_before)
         if "dark" in run.s.open:

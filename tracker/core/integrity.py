@@ -19,11 +19,22 @@ Two traps the module avoids:
   accepted with the flag ``reanchored`` and becomes the new reference.
 
 Implausible fixes are also evidence of an attack: ``repeat_count`` of them within
-``repeat_window_s`` raise one ``gps_integrity`` alert for the burst.
+the repeat window raise one ``gps_integrity`` alert for the burst. The window is
+``repeat_window_s`` or ``repeat_count`` of the device's own reporting intervals (×1.5),
+whichever is longer: a tracker reporting every 5 min can never put three fixes in
+10 min, so a fixed window would let it be spoofed for ever without an alert. A single
+``teleport`` (kilometres within minutes) raises the burst's alert at once: inside a
+port no receiver error is that large, so waiting for more fixes only delays the alert
+(and, with ``reanchor_after`` fixes, lets the spoofed position be believed first).
+
+Re-anchoring moves the position every detector trusts, so it is always reported: with
+``evidence.reanchored`` on the burst's alert when that is raised by the same fix, or
+as its own ``gps_integrity`` alert when the burst was already reported.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -66,9 +77,13 @@ class IntegrityParams:
     than the speed limit allows plus 3 sigma of both fixes' reported accuracy cannot be
     explained by the receiver's own error estimate. ``duplicate_tolerance_m`` (5 m):
     two fixes with one timestamp may differ by rounding, not by more.
-    ``repeat_count`` (3) implausible fixes within ``repeat_window_s`` (600 s) make a
-    burst worth an alert; ``reanchor_after`` (3) consecutive, mutually consistent
-    implausible fixes make the new position believed.
+    ``repeat_count`` (3) implausible fixes within ``repeat_window_s`` (600 s), stretched
+    to ``repeat_count`` × ``interval_factor`` (1.5) learned reporting intervals for slow
+    trackers, make a burst worth an alert; a teleport alone is one. The interval is the
+    median of the last ``interval_history`` (8) gaps between accepted fixes, each clipped
+    to ``max_interval_s`` (10 min) so one night off does not stretch the window for days.
+    ``reanchor_after`` (3) consecutive, mutually consistent implausible fixes make the
+    new position believed.
     """
 
     max_speed_kmh: Mapping[DeviceKind, float] = field(default_factory=_default_speeds)
@@ -80,6 +95,9 @@ class IntegrityParams:
     repeat_count: int = 3
     repeat_window_s: float = 600.0
     reanchor_after: int = 3
+    interval_factor: float = 1.5
+    interval_history: int = 8
+    max_interval_s: float = 600.0
     max_evidence: int = 20  # flagged fixes kept per burst, so a long attack does not grow the state forever
 
 
@@ -126,6 +144,7 @@ class _State:
     burst_last: datetime | None
     burst: tuple[_Flagged, ...]  # flagged fixes of the burst within the window
     burst_alerted: bool
+    intervals: tuple[float, ...] = ()  # recent gaps between accepted fixes: the device's reporting rhythm
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,6 +155,7 @@ class _State:
             "burst_last": None if self.burst_last is None else self.burst_last.isoformat(),
             "burst": [f.to_json() for f in self.burst],
             "burst_alerted": self.burst_alerted,
+            "intervals": list(self.intervals),
         }
 
     @classmethod
@@ -156,6 +176,7 @@ class _State:
             burst_last=ts("burst_last"),
             burst=tuple(_Flagged.from_json(x) for x in d.get("burst", ())),
             burst_alerted=bool(d.get("burst_alerted", False)),
+            intervals=tuple(float(x) for x in d.get("intervals", ())),
         )
 
 
@@ -167,6 +188,13 @@ class IntegrityCheck:
     def __init__(self, params: IntegrityParams | None = None, kind: DeviceKind = DeviceKind.TRUCK) -> None:
         self.params = params or IntegrityParams()
         self.kind = kind
+
+    def repeat_window(self, intervals: tuple[float, ...]) -> float:
+        """Seconds within which ``repeat_count`` implausible fixes make a burst, for this device's rhythm."""
+        p = self.params
+        if not intervals:
+            return p.repeat_window_s
+        return max(p.repeat_window_s, p.repeat_count * float(statistics.median(intervals)) * p.interval_factor)
 
     def _vmax_ms(self, kind: DeviceKind) -> float:
         return self.params.max_speed_kmh.get(kind, 200.0) / 3.6
@@ -219,7 +247,7 @@ class IntegrityCheck:
         ref_acc = st.accepted_acc if st.accepted_ts == previous.ts else None
         verdict = self._judge(ping, previous, ref_acc, kind)
         if not verdict.flags:
-            return _accept(st, ping).to_json(), (), []
+            return _accept(self._learn(st, previous, ping), ping).to_json(), (), []
 
         # consecutive rejected fixes that agree with each other (speed only: a fast convoy of
         # far-apart fixes is still one consistent track) point at a wrong reference
@@ -232,31 +260,75 @@ class IntegrityCheck:
         reanchor = len(run) >= p.reanchor_after
 
         events: list[Event] = []
-        st = _burst(st, verdict, p)
-        if not st.burst_alerted and len(st.burst) >= p.repeat_count:
-            events.append(self._alert(ping.device_id, st, reanchor))
+        window = self.repeat_window(st.intervals)
+        st = _burst(st, verdict, p, window)
+        teleport = "teleport" in verdict.flags
+        if not st.burst_alerted and (len(st.burst) >= p.repeat_count or teleport):
+            events.append(self._alert(ping.device_id, st, reanchor, window, teleport=teleport))
             st = _with(st, burst_alerted=True)
+        elif reanchor:
+            # the burst was reported before; the move of the trusted position is a new fact for the officer
+            events.append(self._alert(ping.device_id, st, reanchor, window, teleport=False, reanchor_only=True))
         if reanchor:
+            # the fixes of the run agree with each other: the run's own rhythm is the device's rhythm from now on
             return _with(_accept(st, ping), rejected=()).to_json(), (REANCHORED,), events
         return _with(st, rejected=run).to_json(), verdict.flags, events
 
-    def _alert(self, device_id: str, st: _State, reanchor: bool) -> Alert:
+    def _learn(self, st: _State, previous: Fix, ping: Ping) -> _State:
+        dt = (ping.ts - previous.ts).total_seconds()
+        if dt <= 0:
+            return st
+        p = self.params
+        return _with(st, intervals=(*st.intervals, min(dt, p.max_interval_s))[-p.interval_history :])
+
+    def _alert(
+        self,
+        device_id: str,
+        st: _State,
+        reanchor: bool,
+        window: float,
+        *,
+        teleport: bool,
+        reanchor_only: bool = False,
+    ) -> Alert:
         assert st.burst_start is not None
         fixes = [f.to_json() for f in st.burst]
         fastest = max((f.speed_kmh for f in st.burst if f.speed_kmh is not None), default=None)
+        last = st.burst[-1]
+        if reanchor_only:
+            message = (
+                f"{device_id} is now believed at a position it jumped to ({last.distance_m / 1000:.1f} km from the "
+                f"last trusted fix) after {self.params.reanchor_after} consistent implausible fixes: check it is "
+                "really there"
+            )
+            key = f"reanchored@{last.ts.isoformat()}"
+        elif teleport:
+            message = (
+                f"{device_id} jumped {last.distance_m / 1000:.1f} km in {last.dt_s:.0f} s: GPS spoofing, "
+                "jamming or a faulty tracker"
+            )
+            key = st.burst_start.isoformat()
+        else:
+            message = (
+                f"{device_id} reported {len(fixes)} physically impossible positions within {window / 60:.0f} min: "
+                "GPS spoofing, jamming or a faulty tracker"
+            )
+            key = st.burst_start.isoformat()
         return Alert(
             kind=KIND,
             severity=Severity.HIGH,
             device_id=device_id,
-            ts=st.burst[-1].ts,
-            message=f"{device_id} reported {len(fixes)} physically impossible positions within "
-            f"{self.params.repeat_window_s / 60:.0f} min: GPS spoofing, jamming or a faulty tracker",
-            key=st.burst_start.isoformat(),
+            ts=last.ts,
+            message=message,
+            key=key,
             evidence={
                 "flagged_fixes": fixes,
                 "burst_started_at": st.burst_start.isoformat(),
                 "fastest_kmh": fastest,
                 "reanchored": reanchor,
+                "trigger": "reanchored" if reanchor_only else "teleport" if teleport else "repeat",
+                "repeat_window_s": window,
+                "reporting_interval_s": float(statistics.median(st.intervals)) if st.intervals else None,
                 "thresholds": {
                     "max_speed_kmh": {k.value: v for k, v in self.params.max_speed_kmh.items()},
                     "noise_m": self.params.noise_m,
@@ -265,6 +337,8 @@ class IntegrityCheck:
                     "accuracy_factor": self.params.accuracy_factor,
                     "repeat_count": self.params.repeat_count,
                     "repeat_window_s": self.params.repeat_window_s,
+                    "interval_factor": self.params.interval_factor,
+                    "reanchor_after": self.params.reanchor_after,
                 },
             },
         )
@@ -278,9 +352,9 @@ def _accept(st: _State, ping: Ping) -> _State:
     return _with(st, accepted_ts=ping.ts, accepted_acc=ping.accuracy, rejected=())
 
 
-def _burst(st: _State, f: _Flagged, p: IntegrityParams) -> _State:
+def _burst(st: _State, f: _Flagged, p: IntegrityParams, window: float) -> _State:
     """Add a flagged fix to the burst; a flagged fix after a quiet window starts a new burst."""
-    if st.burst_last is None or st.burst_start is None or (f.ts - st.burst_last).total_seconds() > p.repeat_window_s:
+    if st.burst_last is None or st.burst_start is None or (f.ts - st.burst_last).total_seconds() > window:
         return _with(st, burst_start=f.ts, burst_last=f.ts, burst=(f,), burst_alerted=False)
-    recent = tuple(x for x in st.burst if (f.ts - x.ts).total_seconds() <= p.repeat_window_s)
+    recent = tuple(x for x in st.burst if (f.ts - x.ts).total_seconds() <= window)
     return _with(st, burst_last=f.ts, burst=(*recent, f)[-p.max_evidence :])
