@@ -100,6 +100,14 @@ def test_sparse_fixes_jumping_over_a_gate_raise_a_crossing() -> None:
     assert [(a.kind, a.fence_id) for a in alerts] == [("geofence_cross", "G1")]
 
 
+def test_a_chord_clipping_a_corner_is_not_a_crossing_but_a_chord_through_is() -> None:
+    pipeline = Pipeline(fence_set())
+    _, alerts, _ = run(pipeline, [ping("TRUCK-1", 0, -10, 185), ping("TRUCK-1", 10, 25, 220)])
+    assert alerts == []  # ~7 m inside R1's corner: a road bend cut short between two fixes
+    _, alerts, _ = run(pipeline, [ping("TRUCK-1", 0, -50, 100), ping("TRUCK-1", 20, 250, 100)])
+    assert [(a.kind, a.fence_id, a.severity) for a in alerts] == [("geofence_cross", "R1", Severity.HIGH)]
+
+
 def test_long_gap_is_not_taken_as_a_straight_crossing() -> None:
     pipeline = Pipeline(fence_set())
     _, alerts, _ = run(pipeline, [ping("TRUCK-1", 0, 400, 0), ping("TRUCK-1", 3600, 700, 0)])

@@ -21,9 +21,18 @@ from tracker.core.world import World
 JsonState = dict[str, Any] | None
 
 AUTHORIZED_STOP_KINDS = frozenset(
-    {FenceKind.TERMINAL, FenceKind.GATE, FenceKind.AUTHORIZED_PARKING, FenceKind.INSPECTION_AREA}
+    {
+        FenceKind.TERMINAL,
+        FenceKind.GATE,
+        FenceKind.AUTHORIZED_PARKING,
+        FenceKind.INSPECTION_AREA,
+        FenceKind.CUSTOMS_YARD,
+    }
 )
-"""Zones where a truck or container may stand still without anyone asking why."""
+"""Zones where a truck or container may stand still without anyone asking why.
+
+Customs-bonded yards are included: containers wait there for clearance under customs
+supervision, and in Santos nearly every one lies inside a leased terminal anyway."""
 
 
 @dataclass(frozen=True, slots=True)

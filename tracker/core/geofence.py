@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from geofences import Fence, FenceIndex, FenceKind, Transition, TransitionKind, classify
+from shapely.geometry import LineString
+
+from geofences import Fence, FenceIndex, FenceKind, LocalProjection, Transition, TransitionKind, classify
 from tracker.core.model import Alert, Ping, Severity
 from tracker.core.state import Fix
 
@@ -30,6 +32,8 @@ class GeofenceParams:
     enter: Mapping[FenceKind, Severity] = field(default_factory=_default_enter)
     exit: Mapping[FenceKind, Severity] = field(default_factory=_default_exit)
     max_cross_gap_s: float = 90.0  # beyond this the straight line between fixes is a guess, not a path
+    min_cross_m: float = 30.0  # a chord shorter than this inside a fence is a road bend cut short, not a crossing
+    min_cross_gate_m: float = 5.0  # gates are narrow by nature: passing one is exactly what a crossing is
 
 
 def membership(index: FenceIndex, previous: frozenset[str], ping: Ping) -> frozenset[str]:
@@ -44,7 +48,18 @@ def crossed(
         return ()
     if last.lon == ping.lon and last.lat == ping.lat:
         return ()
-    return index.crossed(last.lon, last.lat, ping.lon, ping.lat, exclude)
+    candidates = index.crossed(last.lon, last.lat, ping.lon, ping.lat, exclude)
+    if not candidates:
+        return ()
+    chord = LineString([(last.lon, last.lat), (ping.lon, ping.lat)])
+    proj = LocalProjection(last.lon, last.lat)
+    out = []
+    for f in candidates:
+        fence = index.get(f)
+        needed = params.min_cross_gate_m if fence.kind is FenceKind.GATE else params.min_cross_m
+        if proj.project(chord.intersection(fence.geometry)).length >= needed:
+            out.append(f)
+    return tuple(out)
 
 
 def _severity(fence: Fence, transition: TransitionKind, params: GeofenceParams) -> Severity:
