@@ -105,7 +105,7 @@ def fixes(devices: int, count: int, t0: float) -> list[tuple[str, bytes]]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     stack_dir = Path(tempfile.mkdtemp(prefix="port-tracker-bench-", dir="/tmp"))
-    os.chmod(stack_dir, 0o755)  # the postgres and mosquitto users must reach it when run as root
+    os.chmod(stack_dir, 0o755)  # noqa: S103 - the postgres and mosquitto users must reach it when run as root
     mqtt_port, pg_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
     env.update(TRACKER_STACK_DIR=str(stack_dir), TRACKER_MQTT_PORT=str(mqtt_port), TRACKER_PG_PORT=str(pg_port))
