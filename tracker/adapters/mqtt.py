@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +153,10 @@ class MqttLink:
         if reason.is_failure:
             log.error("MQTT connect refused: %s", reason)
             return
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            # alerts are small and urgent: don't let Nagle's algorithm hold them back
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.subscriptions:
             client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.subscriptions])
         self._loop.call_soon_threadsafe(self._connected, bool(getattr(flags, "session_present", False)))
