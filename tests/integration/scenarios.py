@@ -171,6 +171,13 @@ class Db:
                 raise AssertionError(f"{device_id}: {await self.pings(device_id)} of {count} fixes stored")
             await asyncio.sleep(0.03)
 
+    async def detector_state(self, device_id: str, detector: str) -> dict[str, Any]:
+        """One detector's stored memory of a device (as of the last committed batch)."""
+        raw = await self.conn.fetchval("SELECT state FROM device_state WHERE device_id = $1", device_id)
+        assert raw is not None, f"no state stored for {device_id}"
+        state: dict[str, Any] = json.loads(raw).get("detectors", {}).get(detector) or {}
+        return state
+
     async def alert_kinds(self, device_id: str) -> list[str]:
         rows = await self.conn.fetch("SELECT kind FROM alerts WHERE device_id = $1 ORDER BY seq", device_id)
         return [r["kind"] for r in rows]

@@ -17,15 +17,17 @@ cross-device rules (rendezvous, pairing) would otherwise see them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
+from geofences import haversine_m
 from tests.conftest import StackInfo
 from tests.integration.conftest import new_device_id, service_env, start_service
 from tests.integration.mqttprobe import Probe
@@ -104,10 +106,12 @@ async def stored_kinds(db: Db, device_id: str, kind: str) -> int:
 async def test_geofence_enter_restricted_is_high(service: Service, device: Probe, feed: AlertFeed, db: Db) -> None:
     fence = "santos-restricted-15"
     target = inside(fence)
-    # driving north out of terminal 37 into the unleased (restricted) plot DSP 21, about 5 m/s
-    path = [moved(target, 0, -d) for d in (240, 160, 80, 0)]
-    assert fence not in fences_at(path[0]) and fence not in fences_at(path[1])
-    assert fence in fences_at(path[2])
+    # turning north off Outeirinhos' internal road (santos-road-084), across the shoulder cut out of the fence,
+    # into the unleased (restricted) plot DSP 21, 2-4 m/s
+    path = [moved(target, 0, -d) for d in (130, 100, 40, 0)]
+    assert fences_at(path[0]) == {"santos-road-084", BOUNDARY}
+    assert fences_at(path[1]) == {BOUNDARY}
+    assert fence in fences_at(path[2]) and fence in fences_at(path[3])
     dev = new_device_id()
     fixes = route(path, now_s() - timedelta(seconds=60), 15)
     await send(device, dev, fixes[:2])
@@ -209,13 +213,23 @@ async def test_unexpected_stop_raised_at_threshold_and_closed_when_truck_moves_o
 
 
 async def test_signal_lost_from_tick_then_restored(ticking: Service, device: Probe, feed: AlertFeed, db: Db) -> None:
-    dev = new_device_id()
+    dev, parked_dev = new_device_id(), new_device_id()
+    now = now_s()
+    # driving along the access road at 8 m/s, a fix every 20 s; the last one 117 s ago while still moving:
+    # limit max(120, 3 x 20 learned)
+    last = now - timedelta(seconds=117)
+    fixes: list[Fix] = [(last - timedelta(seconds=20 * (5 - i)), road_spot(1500 + 160 * i), {}) for i in range(6)]
+    # near miss: a truck parked in terminal 33 (fixes every 30 s, a few metres of noise) goes quiet 10 s earlier;
+    # standing still at its last fix, it has the parked allowance (3 x 300 s), not 120 s
     spot = inside("santos-terminal-33")
     assert "santos-terminal-33" in fences_at(spot)
-    # reporting every 30 s while moving slowly in the terminal; the last fix 117 s ago: limit max(120, 3 x 30)
-    last = now_s() - timedelta(seconds=117)
-    fixes: list[Fix] = [(last - timedelta(seconds=30 * (5 - i)), moved(spot, 6.0 * i, 0), {}) for i in range(6)]
+    parked_last = now - timedelta(seconds=127)
+    parked: list[Fix] = [
+        (parked_last - timedelta(seconds=30 * (5 - i)), moved(spot, (-1) ** i * 2.0, i % 2), {}) for i in range(6)
+    ]
+    await send(device, parked_dev, parked)
     await send(device, dev, fixes)
+    await db.settle(parked_dev, 6)
     await db.settle(dev, 6)
     assert await stored_kinds(db, dev, "signal_lost") == 0
     limit_at = fixes[-1][0] + timedelta(seconds=120)
@@ -228,22 +242,37 @@ async def test_signal_lost_from_tick_then_restored(ticking: Service, device: Pro
     assert lost["ts"] == limit_at.isoformat()
     ev = lost["evidence"]
     assert ev["last_fix"]["ts"] == fixes[-1][0].isoformat()
-    assert ev["limit_s"] == 120.0 and ev["expected_interval_s"] == 30.0
-    assert "santos-terminal-33" in {f["id"] for f in ev["fences"]}
+    assert ev["limit_s"] == 120.0 and ev["expected_interval_s"] == 20.0
+    assert ev["stationary_at_last_fix"] is False
+    assert {f["id"] for f in ev["fences"]} == {ACCESS_ROAD, BOUNDARY}
     row = await db.alert(lost["id"])
-    assert (row["kind"], row["severity"], row["status"], row["port"]) == ("signal_lost", "medium", "open", "santos")
+    assert (row["kind"], row["severity"], row["status"], row["port"], row["fence_id"]) == (
+        "signal_lost",
+        "medium",
+        "open",
+        "santos",
+        ACCESS_ROAD,
+    )
 
-    # back 40 m further on: a low restoration, and the loss closed against the same alert id
+    # the parked truck has now been silent for over 130 s, with ticks every 0.5 s: still nothing
+    wait_s = (parked_last + timedelta(seconds=131) - datetime.now(UTC)).total_seconds()
+    await asyncio.sleep(max(0.0, wait_s) + 1.0)
+    assert (datetime.now(UTC) - parked_last).total_seconds() > 130
+    assert await stored_kinds(db, parked_dev, "signal_lost") == 0
+    assert not feed.matching(lambda b: b.get("device_id") == parked_dev and b.get("kind") == "signal_lost")
+
+    # back 100 m further along the road: a low restoration, and the loss closed against the same alert id
     back = now_s()
     sent = time.monotonic()
-    await send(device, dev, [(back, moved(spot, 6.0 * 5 + 40, 0), {})])
+    await send(device, dev, [(back, road_spot(2400), {})])
     msg, restored = await feed.raised(dev, "signal_restored", LATENCY_S + 2)
     assert msg.at - sent < LATENCY_S
     assert msg.topic == alert_topic("low", "signal_restored")
     assert restored["evidence"]["lost_alert_id"] == lost["id"]
     gap = (back - fixes[-1][0]).total_seconds()
     assert restored["evidence"]["gap_s"] == gap
-    assert 35 < restored["evidence"]["distance_m"] < 45
+    assert abs(restored["evidence"]["distance_m"] - haversine_m(*fixes[-1][1], *road_spot(2400))) < 0.5
+    assert 90 < restored["evidence"]["distance_m"] < 110
     row = await db.alert(restored["id"])
     assert (row["kind"], row["severity"], row["status"]) == ("signal_restored", "low", "logged")
     _, upd = await feed.updated(lost["id"], LATENCY_S)
@@ -255,52 +284,85 @@ async def test_signal_lost_from_tick_then_restored(ticking: Service, device: Pro
 # ---- gps_integrity ---------------------------------------------------------------------------------------
 
 
-async def spoofed_burst(device: Probe, db: Db) -> tuple[str, list[Fix], float]:
-    """A truck on the access road whose receiver is then fed positions kilometres away, 10 s apart."""
+async def honest_drive(device: Probe, db: Db, start_m: float) -> tuple[str, list[Fix]]:
+    """A truck driving along the access road at 8 m/s, a fix every 10 s, the last one 80 s ago."""
     dev = new_device_id()
-    t0 = now_s() - timedelta(seconds=120)
-    honest: list[Fix] = [(t0 + timedelta(seconds=10 * i), road_spot(1000 + 80 * i), {}) for i in range(4)]
+    t0 = now_s() - timedelta(seconds=110)
+    honest: list[Fix] = [(t0 + timedelta(seconds=10 * i), road_spot(start_m + 80 * i), {}) for i in range(4)]
+    await send(device, dev, honest)
+    await db.settle(dev, 4)
+    return dev, honest
+
+
+async def flags_of(db: Db, device_id: str) -> list[bool]:
+    rows = await db.conn.fetch("SELECT flags FROM pings WHERE device_id = $1 ORDER BY ts", device_id)
+    return [bool(r["flags"]) for r in rows]
+
+
+async def test_gps_integrity_at_once_on_a_teleport(service: Service, device: Probe, feed: AlertFeed, db: Db) -> None:
+    dev, honest = await honest_drive(device, db, 1000)
     here = honest[-1][1]
-    # each spoofed fix lands 6-9 km away in a different direction: inconsistent with the truck and with each other
-    spoofed: list[Fix] = [
-        (honest[-1][0] + timedelta(seconds=10 * (i + 1)), moved(here, east, north), {})
-        for i, (east, north) in enumerate([(6000, 0), (0, -8000), (-9000, 0)])
-    ]
-    await send(device, dev, honest + spoofed[:2])
-    await db.settle(dev, 6)
-    assert await stored_kinds(db, dev, "gps_integrity") == 0
-    flags = await db.conn.fetch("SELECT flags FROM pings WHERE device_id = $1 ORDER BY ts", dev)
-    assert [bool(r["flags"]) for r in flags] == [False] * 4 + [True, True]
+    # the receiver is fed a position 20 km east, 10 s after the last honest fix: no second fix is needed
+    teleport: Fix = (honest[-1][0] + timedelta(seconds=10), moved(here, 20_000, 0), {})
     sent = time.monotonic()
-    await send(device, dev, spoofed[2:])
-    return dev, spoofed, sent
-
-
-async def test_gps_integrity_after_three_implausible_fixes(
-    service: Service, device: Probe, feed: AlertFeed, db: Db
-) -> None:
-    dev, spoofed, sent = await spoofed_burst(device, db)
+    await send(device, dev, [teleport])
     msg, body = await feed.raised(dev, "gps_integrity", LATENCY_S + 2)
     assert msg.at - sent < LATENCY_S
-    assert msg.topic.startswith("alerts/") and msg.topic.endswith("/high/gps_integrity"), msg.topic
+    # it happened on the access road, so it is filed under Santos although the alert names no fence
+    assert msg.topic == alert_topic("high", "gps_integrity")
     ev = body["evidence"]
-    assert [f["ts"] for f in ev["flagged_fixes"]] == [ts.isoformat() for ts, _, _ in spoofed]
-    assert all({"implausible_speed", "teleport"} <= set(f["flags"]) for f in ev["flagged_fixes"])
-    assert ev["burst_started_at"] == spoofed[0][0].isoformat()
+    assert ev["trigger"] == "teleport"
+    assert [f["ts"] for f in ev["flagged_fixes"]] == [teleport[0].isoformat()]
+    assert {"implausible_speed", "teleport"} <= set(ev["flagged_fixes"][0]["flags"])
+    assert 19_900 < ev["flagged_fixes"][0]["distance_m"] < 20_100
+    assert ev["burst_started_at"] == teleport[0].isoformat()
     assert ev["fastest_kmh"] > 200 and ev["reanchored"] is False
+    assert ev["thresholds"]["teleport_m"] == 5000.0
     row = await db.alert(body["id"])
-    assert (row["kind"], row["severity"], row["status"]) == ("gps_integrity", "high", "open")
+    assert (row["kind"], row["severity"], row["status"], row["port"]) == ("gps_integrity", "high", "open", "santos")
+
+    # one alert per burst: a second jump, 20 km the other way 10 s later, is flagged but raises nothing new
+    again: Fix = (teleport[0] + timedelta(seconds=10), moved(here, 0, -20_000), {})
+    await send(device, dev, [again])
+    await db.settle(dev, 6)
+    assert await flags_of(db, dev) == [False] * 4 + [True, True]
+    assert await stored_kinds(db, dev, "gps_integrity") == 1
     # the spoofed positions never reached the detectors: no fence exit, no stop, no loss
     assert set(await db.alert_kinds(dev)) <= {"geofence_enter", "gps_integrity"}
 
 
-async def test_gps_integrity_is_filed_under_the_port_it_happened_in(
+async def test_gps_integrity_after_three_implausible_jumps(
     service: Service, device: Probe, feed: AlertFeed, db: Db
 ) -> None:
-    dev, _, _ = await spoofed_burst(device, db)
+    dev, honest = await honest_drive(device, db, 700)
+    here = honest[-1][1]
+    # then fixes 10 s apart landing 2-3 km away, each in a different direction: too fast for any truck
+    # (over 200 km/h) and inconsistent with each other, but each short of a 5 km teleport
+    spoofed: list[Fix] = [
+        (honest[-1][0] + timedelta(seconds=10 * (i + 1)), moved(here, east, north), {})
+        for i, (east, north) in enumerate([(2000, 0), (0, -2500), (-3000, 0)])
+    ]
+    await send(device, dev, spoofed[:2])
+    await db.settle(dev, 6)
+    assert await flags_of(db, dev) == [False] * 4 + [True, True]
+    assert await stored_kinds(db, dev, "gps_integrity") == 0
+
+    sent = time.monotonic()
+    await send(device, dev, spoofed[2:])
     msg, body = await feed.raised(dev, "gps_integrity", LATENCY_S + 2)
-    assert (await db.alert(body["id"]))["port"] == "santos"
+    assert msg.at - sent < LATENCY_S
     assert msg.topic == alert_topic("high", "gps_integrity")
+    ev = body["evidence"]
+    assert ev["trigger"] == "repeat"
+    assert [f["ts"] for f in ev["flagged_fixes"]] == [ts.isoformat() for ts, _, _ in spoofed]
+    assert all("implausible_speed" in f["flags"] and "teleport" not in f["flags"] for f in ev["flagged_fixes"])
+    assert all(f["distance_m"] < 5000 for f in ev["flagged_fixes"])
+    assert ev["burst_started_at"] == spoofed[0][0].isoformat()
+    assert ev["fastest_kmh"] > 200 and ev["reanchored"] is False
+    row = await db.alert(body["id"])
+    assert (row["kind"], row["severity"], row["status"], row["port"]) == ("gps_integrity", "high", "open", "santos")
+    assert await stored_kinds(db, dev, "gps_integrity") == 1
+    assert set(await db.alert_kinds(dev)) <= {"geofence_enter", "gps_integrity"}
 
 
 # ---- customs access window ----------------------------------------------------------------------------------
@@ -562,17 +624,33 @@ async def test_container_separated_from_paired_truck(
     await db.settle(box, 7)
     assert await stored_kinds(db, box, "container_separated") == 0
 
-    # the truck reports 160 m further on; the container's next fix, 10 s later, is compared with it
+    # the truck reports 160 m further on; the container's next fix, 10 s later, is compared with it: a first
+    # too-far reading, which a single multipath outlier would also give, so nothing yet
     await send(device, truck, [(t0 + timedelta(seconds=60), road_spot(3300 + 80 * 6), {})])
     await db.settle(truck, 7)
+    first_at = t0 + timedelta(seconds=70)
+    await send(device, box, [(first_at, moved(dropped, 0, 1), {})])
+    await db.settle(box, 8)
+    assert await stored_kinds(db, box, "container_separated") == 0
+    suspect = (await db.detector_state(box, "pairing"))["suspect"]
+    assert suspect is not None and 140 < suspect["distance_m"] < 180
+
+    # the second reading, on a new fix of each: the truck 160 m further still, the container where it was set down
+    truck_spot = road_spot(3300 + 80 * 8)
+    await send(device, truck, [(t0 + timedelta(seconds=80), truck_spot, {})])
+    await db.settle(truck, 8)
+    last_fix: Fix = (t0 + timedelta(seconds=90), moved(dropped, 1, 1), {})
     sent = time.monotonic()
-    await send(device, box, [(t0 + timedelta(seconds=70), moved(dropped, 0, 1), {})])
+    await send(device, box, [last_fix])
     msg, body = await feed.raised(box, "container_separated", LATENCY_S + 2)
     assert msg.at - sent < LATENCY_S
     assert msg.topic == alert_topic("high", "container_separated")
     ev = body["evidence"]
     assert ev["truck"]["id"] == truck
-    assert 140 < ev["distance_m"] < 180
+    assert ev["truck"]["fix"]["ts"] == (t0 + timedelta(seconds=80)).isoformat()
+    assert ev["container_fix"]["ts"] == last_fix[0].isoformat()
+    assert abs(ev["distance_m"] - haversine_m(*dropped, *truck_spot)) < 5
+    assert ev["first_reading"]["at"] == first_at.isoformat() and 140 < ev["first_reading"]["distance_m"] < 180
     assert ev["pairing"]["inferred"] is False
     assert ev["thresholds"]["separated_m"] == 100.0
     row = await db.alert(body["id"])
@@ -585,3 +663,31 @@ async def test_container_separated_from_paired_truck(
     )
     pairing = await db.conn.fetchrow("SELECT truck_id, until FROM pairings WHERE container_id = $1", box)
     assert dict(pairing) == {"truck_id": truck, "until": None}
+
+
+async def test_container_not_separated_by_single_outliers(
+    service: Service, device: Probe, feed: AlertFeed, db: Db, stack: StackInfo
+) -> None:
+    api = Api(service.http_port, stack.admin_token)
+    truck, box = new_device_id(), new_device_id("CNT")
+    await api.register(truck, "truck")
+    await api.register(box, "container", container_number())
+    await api.pair(box, truck)
+    t0 = now_s() - timedelta(seconds=90)
+    # hauled together along the road at 8 m/s, fixes every 10 s; twice the container's fix lands 250 m back
+    # down the road (multipath), each time followed by a fix back on the truck
+    outliers = {3, 6}
+    together = [road_spot(2800 + 80 * i) for i in range(9)]
+    for i, p in enumerate(together):
+        ts = t0 + timedelta(seconds=10 * i)
+        await send(device, truck, [(ts, p, {})])
+        await db.settle(truck, i + 1)
+        await send(device, box, [(ts, road_spot(2800 + 80 * i - 250) if i in outliers else moved(p, 2, 2), {})])
+        await db.settle(box, i + 1)
+        suspect = (await db.detector_state(box, "pairing")).get("suspect")
+        if i in outliers:
+            assert suspect is not None and suspect["distance_m"] > 200, (i, suspect)
+        else:
+            assert suspect is None, (i, suspect)
+    assert await stored_kinds(db, box, "container_separated") == 0
+    assert not feed.matching(lambda b: b.get("device_id") == box and b.get("kind") == "container_separated")
