@@ -254,30 +254,11 @@ class AccessState:
 
 
 def _alert_json(alert: Alert) -> dict[str, Any]:
-    return {
-        "kind": alert.kind,
-        "severity": alert.severity.value,
-        "ts": alert.ts.isoformat(),
-        "message": alert.message,
-        "port": alert.port,
-        "fence_id": alert.fence_id,
-        "evidence": alert.evidence,
-        "key": alert.key,
-    }
+    return alert.to_state()
 
 
 def _alert_from_json(device_id: str, data: Mapping[str, Any]) -> Alert:
-    return Alert(
-        kind=data["kind"],
-        severity=Severity(data["severity"]),
-        device_id=device_id,
-        ts=datetime.fromisoformat(data["ts"]),
-        message=data["message"],
-        port=data["port"],
-        fence_id=data["fence_id"],
-        evidence=data["evidence"],
-        key=data["key"],
-    )
+    return Alert.from_state({"device_id": device_id, **data})
 
 
 def _fix_json(ts: datetime, lon: float, lat: float, accuracy: float | None = None) -> dict[str, Any]:

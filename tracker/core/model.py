@@ -10,6 +10,7 @@ import enum
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -93,6 +94,35 @@ class Alert:
     @property
     def id(self) -> uuid.UUID:
         return alert_id(self.device_id, self.kind, self.key or self.ts.isoformat())
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to rebuild this alert identically: detectors keep raised alerts in their
+        JSON state so a later update refers to exactly the alert that was stored and hashed."""
+        return {
+            "kind": self.kind,
+            "severity": self.severity.value,
+            "device_id": self.device_id,
+            "ts": self.ts.isoformat(),
+            "message": self.message,
+            "port": self.port,
+            "fence_id": self.fence_id,
+            "evidence": self.evidence,
+            "key": self.key,
+        }
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any]) -> Alert:
+        return cls(
+            kind=data["kind"],
+            severity=Severity(data["severity"]),
+            device_id=data["device_id"],
+            ts=datetime.fromisoformat(data["ts"]),
+            message=data["message"],
+            port=data["port"],
+            fence_id=data["fence_id"],
+            evidence=dict(data["evidence"]),
+            key=data["key"],
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

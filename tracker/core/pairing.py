@@ -143,29 +143,11 @@ class PairingState:
 
 
 def _alert_to_json(alert: Alert) -> dict[str, Any]:
-    return {
-        "device_id": alert.device_id,
-        "ts": alert.ts.isoformat(),
-        "message": alert.message,
-        "port": alert.port,
-        "fence_id": alert.fence_id,
-        "evidence": alert.evidence,
-        "key": alert.key,
-    }
+    return alert.to_state()
 
 
 def _alert_from_json(kind: str, data: dict[str, Any]) -> Alert:
-    return Alert(
-        kind=kind,
-        severity=Severity.HIGH,
-        device_id=data["device_id"],
-        ts=datetime.fromisoformat(data["ts"]),
-        message=data["message"],
-        port=data["port"],
-        fence_id=data["fence_id"],
-        evidence=data["evidence"],
-        key=data["key"],
-    )
+    return Alert.from_state({"kind": kind, "severity": Severity.HIGH.value, **data})
 
 
 def _seconds(a: datetime, b: datetime) -> float:

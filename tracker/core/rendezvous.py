@@ -107,29 +107,11 @@ class RendezvousState:
 
 
 def _alert_to_json(alert: Alert) -> dict[str, Any]:
-    return {
-        "device_id": alert.device_id,
-        "ts": alert.ts.isoformat(),
-        "message": alert.message,
-        "port": alert.port,
-        "fence_id": alert.fence_id,
-        "evidence": alert.evidence,
-        "key": alert.key,
-    }
+    return alert.to_state()
 
 
 def _alert_from_json(data: dict[str, Any]) -> Alert:
-    return Alert(
-        kind=KIND,
-        severity=Severity.HIGH,
-        device_id=data["device_id"],
-        ts=datetime.fromisoformat(data["ts"]),
-        message=data["message"],
-        port=data["port"],
-        fence_id=data["fence_id"],
-        evidence=data["evidence"],
-        key=data["key"],
-    )
+    return Alert.from_state({"kind": KIND, "severity": Severity.HIGH.value, **data})
 
 
 def meeting_key(a: str, b: str, since: datetime) -> str:
