@@ -58,8 +58,15 @@ fix that reveals them carries GPS noise and the motion detector may call a stop 
 GRACE_S = 600.0
 """An alert may follow the truth's ``end`` by this much: a silence is only known when it is over, a
 stop is closed by the next fix, and a slow tracker reports the end of anything up to five minutes late."""
-RUN_ON_S = 600.0
-"""The engine runs this long past the last delivery, so timers that fall due after it still fire."""
+RUN_ON_S = 0.0
+"""How long the replay clock runs past the last delivered ping: not at all. The scenario ends there, but the
+devices in it do not: a yard box or a truck still in the port would keep reporting, so a timer that falls due
+after the last delivery (every device still inside "going dark" when the feed stops) measures the end of the
+recording, not a detector. Timers due up to the last delivery still fire."""
+
+SEPARATION_REPICK_S = 300.0
+"""Declarations of one pair this close in time are one declaration: after a separation the truck is back
+beside the box (truth ``end``) and lifts it again a minute or two later, a pause no dispatcher clears a pair for."""
 
 PIA = "post_inspection_access"
 
@@ -82,7 +89,7 @@ ALSO: Mapping[AnomalyKind, frozenset[str]] = {
     AnomalyKind.RENDEZVOUS: frozenset({"unexpected_stop", f"{PIA}:stop"}),
     AnomalyKind.CONTAINER_SEPARATED: frozenset({"unexpected_stop", f"{PIA}:stop", "container_moving_unpaired"}),
     AnomalyKind.GOING_DARK: frozenset({"signal_restored"}),
-    AnomalyKind.GPS_SPOOFING: frozenset(),
+    AnomalyKind.GPS_SPOOFING: frozenset({"container_separated"}),
     AnomalyKind.DOOR_OPEN_AFTER_CLEARANCE: frozenset(),
 }
 """Alerts that are true consequences of an injected kind without being its detector (the truck in a
@@ -119,26 +126,35 @@ def items_in_delivery_order(scenario: Scenario) -> list[Ping | Inspection]:
 def declared_pairs(scenario: Scenario, *, at_start: bool = False) -> list[tuple[datetime, str, str | None]]:
     """(time, container, truck or None) pairing declarations, in time order.
 
-    A dispatch system declares the pair when the truck picks the box up (gate-in for an export,
-    the yard pick-up for an import) and clears it when the box is legitimately handed over
-    (dropped in a terminal yard, loaded, or driven out of the gate), so a box waiting in a yard
-    for a truck that is still elsewhere is not "separated". Each container's declaration runs
-    from its first haul's start to its last haul's end: a drop on a road shoulder in between
-    (the container_separated anomaly) stays inside it, as it would live. ``at_start`` declares
-    every pair at the scenario start and never clears it (the naive reading of ``scenario.pairs``).
+    A dispatch system declares the pair per haul: when the truck picks the box up (outside the
+    port for an export, the yard pick-up for an import) and clears it when the box is
+    legitimately handed over (dropped in a terminal yard, set down on the quay, or driven out of
+    the port), so a box resting in a yard while its truck does other work is not "separated".
+    A drop that the ground truth marks as ``container_separated`` (the truck drives off without
+    the box) is no hand-over: the dispatcher never released the pair, so the declaration runs on
+    through the separation, at least until the truck is back beside the box (the truth's
+    ``end``), and into the haul that picks it up again. ``at_start`` declares every pair at the
+    scenario start and never clears it (the naive reading of ``scenario.pairs``).
     """
     if at_start:
         return [(scenario.start, c, t) for c, t in sorted(scenario.pairs.items())]
-    spans: dict[str, tuple[datetime, datetime, str]] = {}
+    spans: dict[tuple[str, str], list[tuple[datetime, datetime]]] = defaultdict(list)
     for h in scenario.hauls:
-        if scenario.pairs.get(h.container) != h.truck:
-            continue
-        s0, e0, _ = spans.get(h.container, (h.start, h.end, h.truck))
-        spans[h.container] = (min(s0, h.start), max(e0, h.end), h.truck)
+        spans[(h.container, h.truck)].append((h.start, h.end))
+    for g in scenario.truth:
+        if g.kind is AnomalyKind.CONTAINER_SEPARATED and g.other is not None:
+            spans[(g.device_id, g.other)].append((g.start, g.end))
     out: list[tuple[datetime, str, str | None]] = []
-    for c, (start, end, truck) in spans.items():
-        out.append((start, c, truck))
-        out.append((end, c, None))
+    for (c, truck), intervals in spans.items():
+        merged: list[tuple[datetime, datetime]] = []
+        for start, end in sorted(intervals):
+            if merged and start <= merged[-1][1] + timedelta(seconds=SEPARATION_REPICK_S):
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        for start, end in merged:
+            out.append((start, c, truck))
+            out.append((end, c, None))
     out.sort(key=lambda e: (e[0], e[1], e[2] is None))
     return out
 
@@ -162,7 +178,7 @@ def replay(scenario: Scenario, *, tick_every_s: float = 5.0, pair_at_start: bool
             k += 1
         engine.run([item])
     last = max((p.received or p.ts for p in scenario.pings), default=scenario.start)
-    engine.run([], until=last + timedelta(seconds=RUN_ON_S))
+    engine.run([], until=last + timedelta(seconds=RUN_ON_S))  # the clock stops with the feed (RUN_ON_S)
     return engine
 
 
@@ -533,7 +549,7 @@ def report(r: Run, *, tick_every_s: float, pair_at_start: bool = False) -> dict[
         "targets": targets(kinds, overall, per_alert),
         "by_truth_kind": kinds,
         "by_alert_kind": per_alert,
-        "false_alerts_first_50": [alert_json(a) for a in r.scored.false[:50]],
+        "false_alerts": [alert_json(a) for a in r.scored.false],
         "git_commit": git_commit(),
         "python": sys.version.split()[0],
         "generate_s": round(r.generate_s, 1),

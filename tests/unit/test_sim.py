@@ -161,11 +161,21 @@ def test_anomalies_look_like_their_kind(labelled: Scenario) -> None:
 
 def test_clean_trips_stay_in_port_and_report(clean: Scenario) -> None:
     assert clean.truth == [] and clean.clean_trips == clean.trips > 20
-    boundary = next(f for f in load_port("santos").fences if f.kind is FenceKind.PORT_BOUNDARY).geometry
+    fences = load_port("santos").fences
+    boundary = next(f for f in fences if f.kind is FenceKind.PORT_BOUNDARY).geometry
+    every = shapely.union_all([f.geometry for f in fences])
     shapely.prepare(boundary)
-    lons = [p.lon for p in clean.pings]
-    lats = [p.lat for p in clean.pings]
-    assert bool(shapely.contains_xy(boundary, lons, lats).all())
+    shapely.prepare(every)
+    # a truck comes from and goes back to the city: each trip starts and ends outside every fence, and its fixes
+    # outside the port boundary belong to those few minutes on the public road, never to the middle of a trip
+    for trip in clean.trip_log:
+        assert not shapely.contains_xy(every, *clean.true_position(trip.truck, trip.start)), trip
+        assert not shapely.contains_xy(every, *clean.true_position(trip.truck, trip.end)), trip
+        fixes = [p for p in clean.pings if p.device_id == trip.truck and trip.start <= p.ts <= trip.end]
+        out = [p for p in fixes if not shapely.contains_xy(boundary, p.lon, p.lat)]
+        assert out, trip
+        for p in out:
+            assert min(p.ts - trip.start, trip.end - p.ts) <= timedelta(minutes=8), (trip, p)
     # no silence beyond the interval + 60 s while a truck is on a trip
     by_dev: dict[str, list[float]] = defaultdict(list)
     for p in clean.pings:
@@ -174,6 +184,60 @@ def test_clean_trips_stay_in_port_and_report(clean: Scenario) -> None:
         ts = sorted({t for t in by_dev[trip.truck] if trip.start.timestamp() <= t <= trip.end.timestamp()})
         gaps = [b - a for a, b in itertools.pairwise(ts)]
         assert max(gaps) <= statistics.median(gaps) + 62.0, trip
+
+
+@pytest.fixture(scope="module")
+def quiet(graph: RoadGraph) -> Scenario:
+    gps = GpsConfig(sigma_m=0.0, outlier_rate=0.0)
+    return generate(SimConfig(trucks=12, hours=2, anomaly_share=0.0, seed=9, gps=gps), graph)
+
+
+def test_no_teleports(quiet: Scenario) -> None:
+    # between two fixes of one device, including across the silence between two trips, it moved at road speed
+    by_dev: dict[str, list[Ping]] = defaultdict(list)
+    for p in quiet.pings:
+        by_dev[p.device_id].append(p)
+    checked = 0
+    for pings in by_dev.values():
+        uniq = sorted({p.ts: p for p in pings}.values(), key=lambda p: p.ts)
+        for a, b in itertools.pairwise(uniq):
+            dt = (b.ts - a.ts).total_seconds()
+            assert haversine_m(a.lon, a.lat, b.lon, b.lat) <= 150 / 3.6 * dt + 1.0, (a, b)
+            checked += 1
+    assert checked > 1000
+
+
+def test_clean_traffic_avoids_restricted_fences(quiet: Scenario) -> None:
+    restricted = [f.geometry for f in load_port("santos").fences if f.kind is FenceKind.RESTRICTED]
+    assert restricted
+    zone = shapely.union_all(restricted)
+    shapely.prepare(zone)
+    inside = [p for p in quiet.pings if shapely.contains_xy(zone, p.lon, p.lat)]
+    assert inside == []
+
+
+def test_trackers_fall_quiet_only_outside_or_on_board(quiet: Scenario) -> None:
+    """A tracker's last fix is outside every fence, or the box was loaded after it, or the scenario ends there."""
+    fences = load_port("santos").fences
+    every = shapely.union_all([f.geometry for f in fences])
+    shapely.prepare(every)
+    loaded = {i.container_no: i.ts for i in quiet.inspections if i.result is InspectionResult.LOADED}
+    end = max(p.ts for p in quiet.pings)
+    last: dict[str, Ping] = {}
+    for p in quiet.pings:
+        if p.device_id not in last or p.ts > last[p.device_id].ts:
+            last[p.device_id] = p
+    kinds: Counter[str] = Counter()
+    for dev, p in last.items():
+        if not shapely.contains_xy(every, p.lon, p.lat):
+            kinds["outside"] += 1
+        elif dev in loaded:
+            assert p.ts < loaded[dev], (dev, p.ts, loaded[dev])
+            kinds["loaded"] += 1
+        else:
+            assert quiet.devices[dev] is DeviceKind.CONTAINER and end - p.ts <= timedelta(seconds=1), (dev, p)
+            kinds["yard"] += 1
+    assert kinds["outside"] and kinds["loaded"] and kinds["yard"], kinds
 
 
 def test_intervals_duplicates_and_late_messages(clean: Scenario) -> None:

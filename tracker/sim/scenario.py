@@ -19,13 +19,27 @@ Guarantees for a clean trip (no anomaly), so that it should raise no security al
   :data:`~tracker.sim.roads.MAX_SPUR_M` (+20 m) between a road node and a place; it never stops on a road;
 * it stands still only inside a gate (queue), the inspection area, a terminal, or at a quay for at most
   :data:`QUAY_MAX_DWELL_S` (quays are not authorised stop zones; handing a container over takes minutes);
-* a container stands still only in a terminal yard, or at the quay for at most ``QUAY_MAX_DWELL_S``
-  before it is ``loaded`` and its tracker stops (the box is on board);
+* a container stands still only in a terminal yard (at least :data:`YARD_INSET_M` inside the terminal and
+  the authorised zones and away from corridors, so noisy fixes of a parked box stay there), or at the quay
+  for at most ``QUAY_MAX_DWELL_S`` before it is ``loaded``; its last fix on the quay precedes the
+  ``loaded`` report by more than any late delivery (the box is on board, its tracker quiet in the hold);
 * no device is silent longer than its reporting interval + ``GpsConfig.max_dropout_extra_s`` (60 s)
-  while on a trip; a truck's trip ends at an exit gate and its next trip starts at an entry gate;
-* every fix lies inside the port boundary (true positions are on roads inside it; a noisy or outlier
-  fix that would fall outside is replaced by the true position);
+  while on a trip, and no tracker stops inside the port except a loaded box: trucks keep reporting
+  through the exit gate and out along the public road (:meth:`_Planner.outside_path`, straight outward
+  or the nearest bearing that crosses no restricted fence) for at least :data:`OUTSIDE_MIN_M`, ending
+  :data:`OUTSIDE_CLEAR_M` clear of every fence; a box leaving on a truck goes quiet there with it; a box
+  left in a yard reports at the yard interval until the scenario's last trip ends;
+* a trip starts outside every fence too and drives in to its gate; between trips the truck is silent
+  outside, and its next trip starts no sooner than the city crossing takes at :data:`TRANSFER_SPEED`,
+  so consecutive fixes of a device never imply more than road speed (no teleports);
+* inside the port every fix lies inside the boundary (true positions are on roads inside it; a noisy or
+  outlier fix that would fall outside is replaced by the true position); outside it only on the public road;
+* access spurs cross no restricted fence (:func:`tracker.sim.roads.build` picks another road node), and the
+  corridor centre lines lie outside restricted fences, so a clean trip's true path never enters one;
+* a span's first and last fix carry noise but no multipath outlier;
 * a container is within a few metres of its truck whenever it is hauled (identical true position).
+
+Going-dark and spoofing anomalies are placed between the gate-in and the gate-out, where they matter.
 
 ``hours`` is the arrival window: trips start within it and run to completion.
 """
@@ -44,6 +58,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import shapely
+import shapely.ops
 
 from geofences import FenceKind, load_port
 from tracker.core.model import DeviceKind, Inspection, InspectionResult, Ping
@@ -71,6 +86,18 @@ QUAY_MAX_DWELL_S = 180.0
 SPUR_SPEED = 3.0  # m/s inside a place or on its access spur
 CREEP_SPEED = 1.2  # m/s while a gate queue moves up
 ROAD_SPEED = (7.0, 12.0)  # m/s on internal port roads (25–43 km/h)
+OUTSIDE_SPEED = (9.0, 14.0)  # m/s on the public road between a gate and the city (32–50 km/h)
+OUTSIDE_CLEAR_M = 40.0
+"""A truck's fixes outside the port end at least this far from every fence, so GPS noise cannot put them back in."""
+OUTSIDE_MIN_M = 1200.0
+"""A truck drives at least this far from its gate before it goes quiet, and starts at least this far out."""
+OUTSIDE_TAIL_M = 300.0
+"""...of which at least this much lies clear of every fence (a few fixes outside the port, not one)."""
+TRANSFER_SPEED = 15.0
+"""m/s (54 km/h): the fastest a truck crosses the city between two trips, so a reappearance is always plausible."""
+YARD_INSET_M = 20.0
+"""A box in a yard stands this far inside its terminal and authorised area and away from corridors: a spot on
+the edge puts noisy fixes on the road outside, where a parked box is an alert."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +386,9 @@ class _Track:
         self.spoof: list[tuple[float, int, float, float, int]] = []  # (from, fixes, dx, dy, trip)
 
     def new_span(self, t: float, x: float, y: float, interval: float | None = None) -> None:
+        # fix times are rounded to the millisecond: a span starting between two milliseconds would have its
+        # first fix sampled just before it, at wherever the device went quiet (a teleport, at speed zero)
+        t = round(t, 3)
         self.t, self.x, self.y = t, x, y
         self.spans.append(([], self.interval if interval is None else interval))
 
@@ -414,6 +444,10 @@ class _Planner:
         self.used_numbers: set[str] = set()
         self.yard: list[_Track] = []  # containers left in a yard until the scenario ends
         self.extra_trucks = 0
+        self._outside: dict[str, list[tuple[float, float]]] = {}
+        self._yards: dict[str, Any] = {}
+        self._clear = graph.fences.buffer(OUTSIDE_CLEAR_M) if not graph.fences.is_empty else graph.fences
+        shapely.prepare(self._clear)
         gates = graph.places.get(FenceKind.GATE, [])
         terminals = graph.places.get(FenceKind.TERMINAL, [])
         quays = graph.places.get(FenceKind.QUAY, [])
@@ -478,14 +512,79 @@ class _Planner:
         self.tracks[cid] = tr
         return tr
 
+    def yard_area(self, place: Place) -> Any:
+        """Where a box may stand in ``place``: well inside the place and the authorised zones, off every corridor."""
+        hit = self._yards.get(place.fence_id)
+        if hit is None:
+            area = place.geometry.buffer(-YARD_INSET_M).intersection(self.g.authorized.buffer(-YARD_INSET_M))
+            if not self.g.corridors.is_empty:
+                area = area.difference(self.g.corridors.buffer(YARD_INSET_M))
+            hit = self._yards[place.fence_id] = area
+        return hit
+
     def yard_spot(self, place: Place) -> tuple[float, float]:
-        for _ in range(10):
-            r = self.rng.uniform(5.0, 25.0)
+        area = self.yard_area(place)
+        if area.is_empty:
+            return place.anchor
+        for _ in range(20):
+            r = self.rng.uniform(5.0, 60.0)
             b = self.rng.uniform(0.0, 2 * math.pi)
             p = (place.anchor[0] + r * math.sin(b), place.anchor[1] + r * math.cos(b))
-            if shapely.contains_xy(place.geometry, *p) and self.g.is_authorized(*p):
+            if shapely.contains_xy(area, *p):
                 return p
-        return place.anchor
+        q = shapely.ops.nearest_points(area, shapely.Point(place.anchor))[0]
+        return float(q.x), float(q.y)
+
+    def outside_path(self, gate: Place) -> list[tuple[float, float]]:
+        """The public road from the gate's outer end out of the port: ``[outer, ..., far]``, clear of fences at the end.
+
+        Straight outward from the gate lane, or the nearest bearing to it that leaves every fence (plus
+        :data:`OUTSIDE_CLEAR_M`) without crossing a restricted fence; the last :data:`OUTSIDE_TAIL_M` or more lie
+        clear of every fence, so the fixes before a truck goes quiet are outside the port, where silence is no alert.
+        """
+        hit = self._outside.get(gate.fence_id)
+        if hit is not None:
+            return hit
+        outer, inner = self.gate_axis(gate)
+        base = math.atan2(outer[0] - inner[0], outer[1] - inner[1])
+        path: list[tuple[float, float]] | None = None
+        for off in (0, 20, -20, 40, -40, 60, -60, 90, -90, 120, -120, 150, -150, 180):
+            b = base + math.radians(off)
+            ux, uy = math.sin(b), math.cos(b)
+            for dist in np.arange(100.0, 4001.0, 50.0).tolist():
+                p = (outer[0] + ux * dist, outer[1] + uy * dist)
+                if shapely.contains_xy(self._clear, *p):
+                    continue
+                total = max(dist + OUTSIDE_TAIL_M, OUTSIDE_MIN_M)
+                far = (outer[0] + ux * total, outer[1] + uy * total)
+                if not self.g.restricted.is_empty and shapely.LineString([outer, far]).intersects(self.g.restricted):
+                    break
+                if shapely.LineString([p, far]).intersects(self._clear):
+                    continue
+                path = [outer, p, far]
+                break
+            if path is not None:
+                break
+        if path is None:  # no clear bearing: the nearest point outside the boundary, as a detour does
+            far = self.warehouse(outer)
+            path = [outer, far]
+        self._outside[gate.fence_id] = path
+        return path
+
+    def arrive(self, tr: _Track, gate: Place, t: float) -> None:
+        """Start a trip outside the port and drive in to the gate's outer end (the tracker reports all along)."""
+        path = self.outside_path(gate)
+        tr.new_span(t, *path[-1])
+        tr.drive(path[-2::-1], self.rng.uniform(*OUTSIDE_SPEED))
+        for rider in (tr, *tr.riders):
+            rider.free.append((t, tr.t))
+
+    def depart(self, tr: _Track, gate: Place) -> None:
+        """From the gate's outer end out of the port, still reporting: a tracker does not die at the barrier."""
+        t0 = tr.t
+        tr.drive(self.outside_path(gate)[1:], self.rng.uniform(*OUTSIDE_SPEED))
+        for rider in (tr, *tr.riders):
+            rider.free.append((t0, tr.t))
 
     def shoulder(self, route: list[int], k: int) -> tuple[float, float]:
         """A point beside the carriageway at route node ``k`` (pulled over, not in the traffic lane)."""
@@ -534,13 +633,16 @@ class _Planner:
     def trip(self, no: int, truck: _Track, t: float, kind: str, anomaly: AnomalyKind | None) -> float:
         rng = self.rng
         gate = rng.choice(self.gates)
-        outer, _ = self.gate_axis(gate)
-        truck.new_span(t, *outer)
+        far = self.outside_path(gate)[-1]
+        if truck.spans:  # from where it went quiet after its last trip, at no more than city speed
+            t = max(t, truck.t + math.dist((truck.x, truck.y), far) / TRANSFER_SPEED)
         if kind == "import":
             terminal = rng.choice(self.terminals)
             spot = self.yard_spot(terminal)
             cont = self.new_container(0.0, *spot)
             self.pairs[cont.device_id] = truck.device_id
+            self.arrive(truck, gate, t)
+            inside_from = truck.t
             self.queue_in(truck, gate)
             self.route(truck, gate.node, terminal.node)
             self.enter(truck, terminal)
@@ -557,11 +659,13 @@ class _Planner:
             self.leave(truck, terminal)
             node = terminal.node
         else:
-            cont = self.new_container(t, *outer)
-            cont.new_span(t, *outer)
+            cont = self.new_container(t, *far)
+            cont.new_span(t, *far)
             self.pairs[cont.device_id] = truck.device_id
             truck.riders.append(cont)
             haul_from = t
+            self.arrive(truck, gate, t)
+            inside_from = truck.t
             self.queue_in(truck, gate)
             node = gate.node
             if kind == "export_terminal":
@@ -585,14 +689,16 @@ class _Planner:
         exit_gate = rng.choice(self.gates)
         self.route(truck, node, exit_gate.node)
         self.queue_out(truck, exit_gate)
-        if kind == "import":
+        inside_to = truck.t
+        self.depart(truck, exit_gate)
+        if kind == "import":  # the box leaves the port on the truck and goes quiet outside with it
             truck.riders.remove(cont)
             self.hauls.append((cont.device_id, truck.device_id, haul_from, truck.t))
         start = self.at(truck.spans[-1][0][0].t0)
         trip = Trip(no, truck.device_id, cont.device_id, kind, start, self.at(truck.t), anomaly)
         self.trips.append(trip)
-        if anomaly in (AnomalyKind.GOING_DARK, AnomalyKind.GPS_SPOOFING):
-            self.timed_anomaly(no, truck, anomaly, truck.spans[-1][0][0].t0, truck.t)
+        if anomaly in (AnomalyKind.GOING_DARK, AnomalyKind.GPS_SPOOFING):  # inside the port, where they matter
+            self.timed_anomaly(no, truck, anomaly, inside_from, inside_to)
         return truck.t
 
     def cleared_trip(
@@ -642,8 +748,10 @@ class _Planner:
         truck.stay(rng.uniform(30.0, 80.0))
         truck.riders.remove(cont)
         self.hauls.append((cont.device_id, truck.device_id, haul_from, truck.t))
-        loaded_at = truck.t + rng.uniform(30.0, 90.0)
-        cont.stay_until(loaded_at + rng.uniform(5.0, 20.0))  # last fix: the box is lifted on board
+        loaded_at = truck.t + rng.uniform(60.0, 120.0)
+        # last fix on the quay: the box is lifted on board and customs report it loaded later than any late
+        # delivery of that fix (``late_max_s`` + latency), so the loaded report always follows the last fix
+        cont.stay_until(loaded_at - rng.uniform(25.0, 40.0))
         self.inspections.append(
             Inspection(
                 cont.device_id, InspectionResult.LOADED, self.at(loaded_at), quay.fence_id, seal, f"SIM-{no:06d}-L"
@@ -734,16 +842,23 @@ class _Planner:
         norm = math.dist(a, b) or 1.0
         gap = rng.uniform(*RENDEZVOUS_GAP_M)
         spot = (shoulder[0] + (b[0] - a[0]) / norm * gap, shoulder[1] + (b[1] - a[1]) / norm * gap)
-        _, inner = self.gate_axis(gate)
+        outer, inner = self.gate_axis(gate)
+        outside = self.outside_path(gate)
+        out_speed = rng.uniform(*OUTSIDE_SPEED)
         speed = self.speed()
         node_xy = self.node_xy(route[k])
         travel = (
-            math.dist(inner, self.node_xy(gate.node)) / SPUR_SPEED
+            float(shapely.LineString(outside).length) / out_speed
+            + math.dist(outer, inner) / SPUR_SPEED
+            + math.dist(inner, self.node_xy(gate.node)) / SPUR_SPEED
             + self.g.distance(gate.node, route[k]) / speed
             + math.dist(node_xy, spot) / 2.0
         )
-        tr.new_span(arrive - travel, *inner)
-        tr.drive([self.node_xy(gate.node)], SPUR_SPEED)
+        t0 = arrive - travel
+        tr.new_span(t0, *outside[-1])
+        tr.drive(outside[-2::-1], out_speed)
+        tr.free.append((t0, tr.t))
+        tr.drive([inner, self.node_xy(gate.node)], SPUR_SPEED)
         tr.drive(self.g.path(self.g.route(gate.node, route[k])), speed)
         tr.drive([spot], 2.0)
         arrived = tr.t
@@ -752,6 +867,7 @@ class _Planner:
         out = rng.choice(self.gates)
         self.route(tr, route[k], out.node)
         self.queue_out(tr, out)
+        self.depart(tr, out)
         return arrived, tr.device_id
 
     def warehouse(self, origin: tuple[float, float]) -> tuple[float, float]:
@@ -794,6 +910,7 @@ def _sample(planner: _Planner, tr: _Track, truth: list[GroundTruth]) -> tuple[li
         return [], np.zeros(0)
     gen = np.random.default_rng(rng.getrandbits(63))
     parts: list[FloatArray] = []
+    ends: list[float] = []
     for span_legs, interval in tr.spans:
         if not span_legs:
             continue
@@ -804,6 +921,7 @@ def _sample(planner: _Planner, tr: _Track, truth: list[GroundTruth]) -> tuple[li
             span_t[1:] += gen.uniform(-cfg.jitter_s, cfg.jitter_s, n - 1)
         span_t = span_t[span_t < t1 - 1.0]
         parts.append(np.append(span_t, t1))
+        ends.extend((round(t0, 3), round(t1, 3)))
     t: FloatArray = np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
     protect = np.zeros(len(t), dtype=np.bool_)
     events: list[tuple[str, ...]] = [()] * len(t)
@@ -846,6 +964,11 @@ def _sample(planner: _Planner, tr: _Track, truth: list[GroundTruth]) -> tuple[li
         )
     obs = observe(rng, cfg, t, x, y, tr.interval, protect)
     ox, oy = obs.x, obs.y
+    # a span's first and last fix are settled ones (no multipath jump): a box first heard 200 m off its yard
+    # spot looks moved without a truck, and a last fix thrown back inside a fence looks like going dark there
+    settled = obs.outlier & np.isin(t, np.array(ends))
+    ox[settled] = x[settled]
+    oy[settled] = y[settled]
     ox[spoofed] = x[spoofed]  # a spoofer sends clean-looking fixes
     oy[spoofed] = y[spoofed]
     check = ~(free | spoofed)
