@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from geofences import FenceIndex, load_port
+from tracker.config import Settings
 from tracker.core.engine import Emitted, Engine
 from tracker.core.inspection import AccessWindowParams
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping, Severity
@@ -163,7 +164,7 @@ def replay(scenario: Scenario, *, tick_every_s: float = 5.0, pair_at_start: bool
     """Run the scenario through a fresh engine with the default detectors for its port."""
     containers = {d: [d] for d, k in scenario.devices.items() if k is DeviceKind.CONTAINER}
     engine = Engine(
-        Pipeline(FenceIndex(load_port(scenario.port).fences)),
+        Pipeline(FenceIndex(load_port(scenario.port).fences, entry_margin_m=Settings().entry_margin_m)),
         kinds=scenario.devices,
         containers=containers,
         tick_every_s=tick_every_s,

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from geofences import FenceIndex, FenceKind, haversine_m, load_port
+from tracker.config import Settings
 from tracker.core.engine import Engine
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Ping, Severity
 from tracker.core.pipeline import Pipeline
@@ -174,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     began = time.perf_counter()
-    index = FenceIndex(load_port(args.port))
+    index = FenceIndex(load_port(args.port), entry_margin_m=Settings().entry_margin_m)
     anchors = gate_anchors(args.port)
     traces = load_traces(args.data)
     rows: list[dict[str, Any]] = []

@@ -15,7 +15,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from geofences.fence import Fence
+from geofences.fence import Fence, FenceKind
 from geofences.geo import buffer_m
 
 __all__ = ["FenceIndex"]
@@ -24,9 +24,18 @@ __all__ = ["FenceIndex"]
 class FenceIndex:
     """Immutable after construction, so one instance can be shared by every device's state machine."""
 
-    def __init__(self, fences: Iterable[Fence], *, hysteresis_m: float = 25.0) -> None:
+    def __init__(
+        self,
+        fences: Iterable[Fence],
+        *,
+        hysteresis_m: float = 25.0,
+        entry_margin_m: float = 0.0,
+        entry_margin_kinds: frozenset[FenceKind] = frozenset({FenceKind.RESTRICTED}),
+    ) -> None:
         if hysteresis_m < 0:
             raise ValueError(f"hysteresis_m must be >= 0, got {hysteresis_m}")
+        if entry_margin_m < 0:
+            raise ValueError(f"entry_margin_m must be >= 0, got {entry_margin_m}")
         self._fences: tuple[Fence, ...] = tuple(fences)
         self._by_id: dict[str, int] = {}
         for i, f in enumerate(self._fences):
@@ -42,8 +51,21 @@ class FenceIndex:
             [buffer_m(f.geometry, hysteresis_m) if hysteresis_m > 0 else f.geometry for f in self._fences],
             dtype=object,
         )
+        # Entering a fence of ``entry_margin_kinds`` takes a fix this far inside (where the fence is wide
+        # enough to have such an inside): a truck parked beside a restricted lot, with GPS noise, would
+        # otherwise "enter" it now and then, each time a high-severity alarm. Roads and yards are entered
+        # at their edge: a route check must not think a truck on a wide road's shoulder is off it.
+        # Leaving always takes hysteresis_m outside.
+        self.entry_margin_m = entry_margin_m
+        inner = []
+        for f in self._fences:
+            margin = entry_margin_m if f.kind in entry_margin_kinds else 0.0
+            shrunk = buffer_m(f.geometry, -margin) if margin > 0 else f.geometry
+            inner.append(f.geometry if shrunk.is_empty else shrunk)
+        self._inner = np.array(inner, dtype=object)
         shapely.prepare(self._geoms)
         shapely.prepare(self._outer)
+        shapely.prepare(self._inner)
         self._tree = shapely.STRtree(self._geoms)
         self._outer_tree = shapely.STRtree(self._outer)
 
@@ -99,9 +121,18 @@ class FenceIndex:
             raise ValueError(f"got {len(raw)} fixes but {len(previous)} previous memberships")
         need_outer = any(previous)
         outer = self._hits(self._outer_tree, lons, lats) if need_outer else None
+        lon_list = np.atleast_1d(np.asarray(lons, dtype=np.float64)).tolist()
+        lat_list = np.atleast_1d(np.asarray(lats, dtype=np.float64)).tolist()
         result: list[frozenset[str]] = []
         for i, r in enumerate(raw):
             prev = previous[i]
+            new = r - prev
+            if new and self.entry_margin_m > 0:
+                r = (r & prev) | {
+                    f
+                    for f in new
+                    if shapely.intersects_xy(self._inner[self._by_id[f]], lon_list[i], lat_list[i])
+                }
             if prev and outer is not None:
                 r |= prev & outer[i]
             result.append(frozenset(r))

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from geofences import FenceIndex, load_port
+from tracker.config import Settings
 from tracker.core.engine import Engine
 from tracker.core.model import Alert, Inspection, Ping
 from tracker.core.pipeline import Pipeline
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = argparse.ArgumentParser().parse_args(argv) if argv else argparse.Namespace()
     scenario = generate(SimConfig(port="santos", trucks=60, hours=4, anomaly_share=0.5, seed=3))
     engine = Engine(
-        Pipeline(FenceIndex(load_port("santos").fences)),
+        Pipeline(FenceIndex(load_port("santos").fences, entry_margin_m=Settings().entry_margin_m)),
         kinds=scenario.devices,
         containers={dev: [dev] for dev, kind in scenario.devices.items() if kind.value == "container"},
     )

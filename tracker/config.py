@@ -63,6 +63,9 @@ class Settings:
         default=30.0, metadata=_doc("fixes up to this much older than the newest are judged in event-time order")
     )
     hysteresis_m: float = field(default=25.0, metadata=_doc("a fence is left only this far outside its edge"))
+    entry_margin_m: float = field(
+        default=10.0, metadata=_doc("a fence is entered only this far inside its edge (where it is wide enough)")
+    )
     fence_files: tuple[str, ...] = field(
         default=(), metadata=_doc("extra fence-set files loaded at start besides those stored in the database")
     )

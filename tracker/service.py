@@ -61,10 +61,10 @@ class Fences:
     index: FenceIndex = field(default_factory=lambda: FenceIndex([]))
 
     @classmethod
-    def build(cls, sets: Iterable[FenceSet], hysteresis_m: float) -> Fences:
+    def build(cls, sets: Iterable[FenceSet], hysteresis_m: float, entry_margin_m: float = 10.0) -> Fences:
         by_port = {s.port: s for s in sets}
         fences: list[Fence] = [f for s in by_port.values() for f in s.fences]
-        return cls(by_port, FenceIndex(fences, hysteresis_m=hysteresis_m))
+        return cls(by_port, FenceIndex(fences, hysteresis_m=hysteresis_m, entry_margin_m=entry_margin_m))
 
 
 class Service:
@@ -173,7 +173,7 @@ class Service:
         sets = [load_fence_set(g) for g in await self.store.fence_sets()]
         for path in self.settings.fence_files:
             sets.append(load_fence_set(path))
-        self.fences = Fences.build(sets, self.settings.hysteresis_m)
+        self.fences = Fences.build(sets, self.settings.hysteresis_m, self.settings.entry_margin_m)
         self.pipeline = Pipeline(self.fences.index, Params(), world=self.pipeline.world)
         log.info(
             "fences: %s",

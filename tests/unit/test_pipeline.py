@@ -105,7 +105,23 @@ def test_a_chord_clipping_a_corner_is_not_a_crossing_but_a_chord_through_is() ->
     _, alerts, _ = run(pipeline, [ping("TRUCK-1", 0, -10, 185), ping("TRUCK-1", 10, 25, 220)])
     assert alerts == []  # ~7 m inside R1's corner: a road bend cut short between two fixes
     _, alerts, _ = run(pipeline, [ping("TRUCK-1", 0, -50, 100), ping("TRUCK-1", 20, 250, 100)])
-    assert [(a.kind, a.fence_id, a.severity) for a in alerts] == [("geofence_cross", "R1", Severity.HIGH)]
+    # inferred from a straight line, so recorded and published but not queued for operators
+    assert [(a.kind, a.fence_id, a.severity) for a in alerts] == [("geofence_cross", "R1", Severity.LOW)]
+
+
+def test_parked_beside_a_restricted_fence_with_noise_never_enters_it_but_driving_in_does() -> None:
+    base = fence_set()
+    index = FenceIndex(base.fences, hysteresis_m=25.0, entry_margin_m=10.0)
+    pipeline = Pipeline(index)
+    rng = random.Random(11)
+    # parked 3 m outside R1's west edge; fixes wander +-8 m, so some land a few metres inside
+    parked = [ping("TRUCK-1", i * 30, -3 + rng.uniform(-8, 8), 100 + rng.uniform(-8, 8)) for i in range(200)]
+    raw_inside = sum(1 for p in parked if "R1" in index.fences_at([p.lon], [p.lat])[0])
+    assert raw_inside > 20  # without the entry margin each of these would be a high alarm
+    _, alerts, _ = run(pipeline, parked)
+    assert [a for a in alerts if a.fence_id == "R1"] == []
+    _, alerts, _ = run(Pipeline(index), [ping("TRUCK-1", i * 10, -60 + i * 20, 100) for i in range(8)])
+    assert [(a.kind, a.fence_id) for a in alerts if a.fence_id == "R1"] == [("geofence_enter", "R1")]
 
 
 def test_long_gap_is_not_taken_as_a_straight_crossing() -> None:

@@ -63,7 +63,11 @@ def crossed(
 
 
 def _severity(fence: Fence, transition: TransitionKind, params: GeofenceParams) -> Severity:
-    if transition in (TransitionKind.ENTER, TransitionKind.CROSS):
+    if transition is TransitionKind.CROSS:
+        # inferred from the straight line between two fixes, not observed: worth recording and
+        # publishing, not an operator's queue item (a GPS outlier or a road bend makes the same line)
+        return Severity.LOW
+    if transition is TransitionKind.ENTER:
         if fence.severity:
             return Severity(fence.severity)
         return params.enter.get(fence.kind, Severity.INFO)
