@@ -159,6 +159,7 @@ def build_santos(data: Path) -> dict[str, Any]:
         )
 
     leased = layer("leased")
+    inspection_geoms: list[BaseGeometry] = []
     for i, props, geom in leased:
         operator = str(props.get("Arrend.", "")).strip()
         extra = {
@@ -172,9 +173,14 @@ def build_santos(data: Path) -> dict[str, Any]:
         if "Inspeç" in operator:
             # the only lessee whose business is cargo inspection: its leased area is where inspections
             # happen, so it becomes the port's inspection area rather than a terminal
-            extra["derived"] = "leased area of a cargo-inspection company, mapped to inspection_area"
+            # The lease itself is a sliver (about 1,400 m2, at most 14 m wide): the trucks waiting for
+            # inspection stand around it, so the inspection area is the lease grown by 25 m.
+            extra["derived"] = (
+                "leased area of a cargo-inspection company grown by 25 m (where trucks wait), mapped to inspection_area"
+            )
             fid = f"santos-inspection-{i + 1:02d}"
-            b.add(fid, f"Área de inspeção – {operator}", "inspection_area", geom, extra)
+            inspection_geoms.append(buffer_m(geom, 25.0))
+            b.add(fid, f"Área de inspeção – {operator}", "inspection_area", inspection_geoms[-1], extra)
         else:
             b.add(f"santos-terminal-{i + 1:02d}", f"Terminal – {operator}", "terminal", geom, extra)
 
@@ -234,13 +240,14 @@ def build_santos(data: Path) -> dict[str, Any]:
         )
 
     roads_union = shapely.union_all(road_areas)
+    inspection_union = shapely.union_all(inspection_geoms) if inspection_geoms else shapely.Polygon()
     for i, props, geom in layer("available"):
         nm = str(props.get("Nome", "")).strip()
         # The PDZ lists some areas both as leased (with an operator) and as available for lease, and
         # draws vacant lots across the roads that serve them. A truck entering a working terminal or
         # driving a port road must not raise a high-severity alarm, so what the leased layer covers
         # stays leased and the roads (with shoulders) are cut out; only the vacant remainder is restricted.
-        vacant = shapely.make_valid(geom.difference(leased_geoms).difference(roads_union))
+        vacant = shapely.make_valid(geom.difference(leased_geoms).difference(roads_union).difference(inspection_union))
         vacant = shapely.union_all([g for g in shapely.get_parts(vacant) if g.geom_type in ("Polygon", "MultiPolygon")])
         # drop the slivers roads leave behind: a restricted fence a truck could clip at a bend is noise
         parts = [p for p in shapely.get_parts(vacant) if float(LocalProjection.around(p).project(p).area) > 2000.0]

@@ -10,11 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geofences import FenceIndex, LocalProjection, load_fence_set
+from tracker.core.geofence import GeofenceParams
 from tracker.core.model import Alert, Ping, Severity
-from tracker.core.pipeline import Pipeline
+from tracker.core.pipeline import Params, Pipeline
 from tracker.core.state import DeviceState
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+# the fence mechanics on their own; confirming a restricted entry by a second fix has its own test
+RAW = Params(geofence=GeofenceParams(confirm_entry_kinds=frozenset()))
 # a local frame near Santos' Alemoa terminals; x east, y north, metres
 PROJ = LocalProjection(-46.33, -23.92)
 
@@ -62,7 +65,7 @@ def run(pipeline: Pipeline, pings: Iterable[Ping]) -> tuple[DeviceState, list[Al
 
 
 def test_enter_and_exit_restricted_zone() -> None:
-    pipeline = Pipeline(fence_set())
+    pipeline = Pipeline(fence_set(), RAW)
     track = [ping("TRUCK-1", i * 10, -100 + i * 30, 100) for i in range(12)]  # west to east through R1
     state, alerts, _ = run(pipeline, track)
     kinds = [(a.kind, a.fence_id, a.severity) for a in alerts]
@@ -75,6 +78,17 @@ def test_enter_and_exit_restricted_zone() -> None:
     assert enter.evidence["fence"] == {"id": "R1", "name": "Vacant lot", "kind": "restricted"}
     assert enter.ts == track[4].ts  # first fix inside: x = 20
     assert state.fences == frozenset()
+
+
+def test_a_restricted_entry_needs_a_second_fix_inside_so_one_multipath_fix_raises_nothing() -> None:
+    pipeline = Pipeline(fence_set())
+    outlier = [ping("TRUCK-1", 0, -60, 100), ping("TRUCK-1", 10, 100, 100), ping("TRUCK-1", 20, -40, 100)]
+    _, alerts, _ = run(pipeline, outlier)
+    assert alerts == []
+    entry = [ping("TRUCK-1", 0, -60, 100), ping("TRUCK-1", 10, 30, 100), ping("TRUCK-1", 20, 60, 100)]
+    _, alerts, _ = run(Pipeline(fence_set()), entry)
+    assert [(a.kind, a.fence_id, a.ts) for a in alerts] == [("geofence_enter", "R1", T0 + timedelta(seconds=20))]
+    assert alerts[0].evidence["previous_fix"]["ts"] == (T0 + timedelta(seconds=10)).isoformat()  # the first inside
 
 
 def test_driving_past_outside_raises_nothing() -> None:
@@ -131,7 +145,7 @@ def test_long_gap_is_not_taken_as_a_straight_crossing() -> None:
 
 
 def test_late_and_duplicate_fixes_are_flagged_not_detected() -> None:
-    pipeline = Pipeline(fence_set())
+    pipeline = Pipeline(fence_set(), RAW)
     track = [ping("TRUCK-1", 0, -50, 100), ping("TRUCK-1", 20, 100, 100), ping("TRUCK-1", 10, -50, 100),
              ping("TRUCK-1", 20, 100, 100)]
     state, alerts, flags = run(pipeline, track)
@@ -158,7 +172,7 @@ def test_replay_gives_identical_alert_ids() -> None:
 
 
 def test_spoofed_fix_is_flagged_and_kept_away_from_the_detectors() -> None:
-    pipeline = Pipeline(fence_set())
+    pipeline = Pipeline(fence_set(), RAW)
     # driving east at 10 m/s towards R1; one fix teleported 8 km north (inside nothing), then on track again
     track = [ping("TRUCK-1", i * 10, -600 + i * 100, 100) for i in range(5)]
     track.append(ping("TRUCK-1", 50, 6000, 9000))

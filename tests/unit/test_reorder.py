@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geofences import FenceIndex, LocalProjection, load_fence_set
+from tracker.core.geofence import GeofenceParams
 from tracker.core.model import AlertUpdate, Event, Ping
-from tracker.core.pipeline import Pipeline
+from tracker.core.pipeline import Params, Pipeline
 from tracker.core.reorder import REORDERED, Log, Reorderer, effective_alerts
 from tracker.core.state import DeviceState
 
@@ -43,7 +44,8 @@ def fix(seconds: float, x: float, y: float) -> Ping:
 
 
 def feed(pings: list[Ping], window_s: float = 30.0) -> tuple[DeviceState, list[Event], list[tuple[str, ...]]]:
-    reorderer = Reorderer(Pipeline(index()), window_s)
+    raw = Params(geofence=GeofenceParams(confirm_entry_kinds=frozenset()))  # entries on the first fix inside
+    reorderer = Reorderer(Pipeline(index(), raw), window_s)
     state = DeviceState("TRK-1")
     log: Log = ()
     events: list[Event] = []

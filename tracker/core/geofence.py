@@ -34,6 +34,7 @@ class GeofenceParams:
     max_cross_gap_s: float = 90.0  # beyond this the straight line between fixes is a guess, not a path
     min_cross_m: float = 30.0  # a chord shorter than this inside a fence is a road bend cut short, not a crossing
     min_cross_gate_m: float = 5.0  # gates are narrow by nature: passing one is exactly what a crossing is
+    confirm_entry_kinds: frozenset[FenceKind] = frozenset({FenceKind.RESTRICTED})
 
 
 def membership(index: FenceIndex, previous: frozenset[str], ping: Ping) -> frozenset[str]:
@@ -112,9 +113,23 @@ def alerts_for(
 
 
 def step(
-    index: FenceIndex, previous: frozenset[str], last: Fix | None, ping: Ping, params: GeofenceParams
-) -> tuple[frozenset[str], list[Alert]]:
-    """New membership and the alerts its change raises (exits before enters, then crossings)."""
+    index: FenceIndex,
+    previous: frozenset[str],
+    last: Fix | None,
+    ping: Ping,
+    params: GeofenceParams,
+    pending: frozenset[str] = frozenset(),
+) -> tuple[frozenset[str], list[Alert], frozenset[str]]:
+    """New membership, the alerts its change raises (exits before enters, then crossings) and the
+    entries waiting for confirmation.
+
+    Entering a fence of ``confirm_entry_kinds`` takes two consecutive fixes inside: a single
+    multipath fix 50-300 m off (common beside cranes and stacks) must not raise a high alarm;
+    the cost is one reporting interval.
+    """
     new = membership(index, previous, ping)
-    passed = crossed(index, last, ping, previous | new, params)
-    return new, alerts_for(index, classify(previous, new, passed), ping, last, params)
+    entering = frozenset(f for f in new - previous if index.get(f).kind in params.confirm_entry_kinds)
+    waiting = entering - pending
+    new = new - waiting
+    passed = crossed(index, last, ping, previous | new | waiting | pending, params)
+    return new, alerts_for(index, classify(previous, new, passed), ping, last, params), waiting

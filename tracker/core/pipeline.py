@@ -40,6 +40,7 @@ TICK_HORIZON_S = 24 * 3600.0
 """Devices silent for longer than this are no longer ticked (their silence was already reported)."""
 
 MOTION_KEY = "motion"
+GEOFENCE_PENDING_KEY = "geofence_pending"
 INTEGRITY_KEY = "integrity"
 
 
@@ -104,7 +105,12 @@ class Pipeline:
         if not accepted(flags):
             return StepResult(state, tuple(out), flags)
         motion_state, moving = motion.update(state.detectors.get(MOTION_KEY), ping, self.params.motion)
-        fences, fence_alerts = geofence.step(self.index, state.fences, last, ping, self.params.geofence)
+        pending = frozenset(state.detectors.get(GEOFENCE_PENDING_KEY) or ())
+        fences, fence_alerts, waiting = geofence.step(
+            self.index, state.fences, last, ping, self.params.geofence, pending
+        )
+        if waiting or pending:
+            state = state.with_detector(GEOFENCE_PENDING_KEY, sorted(waiting) or None)
         out.extend(fence_alerts)
         partner = self._partner(state)
         ctx = FixContext(
