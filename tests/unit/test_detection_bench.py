@@ -1,0 +1,42 @@
+"""CI gate on detection quality: a small labelled scenario through the same code as bench/detection.py.
+
+Unit tests of each detector cannot catch a change that breaks the chain (pairing declared too
+late, a threshold that silently stops a post-clearance rule from firing on simulated noise), so
+this replays a seeded scenario dense in anomalies and scores it with the benchmark's matcher.
+Only the post-inspection window is gated: it is the product's reason to exist. The scenario is
+small enough to run in well under a minute of CPU on a CI runner.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.detection import Run, per_truth_kind, run, summary
+from tracker.sim.anomalies import AnomalyKind
+from tracker.sim.scenario import SimConfig
+
+GATE_CONFIG = SimConfig(port="santos", trucks=40, hours=3.0, anomaly_share=0.3, seed=1)
+GATED_KINDS = tuple(AnomalyKind)
+"""Every injected kind is gated; all of them are injected on cleared trips, inside the access window."""
+MAX_FALSE_PER_1000_TRIPS = 250.0
+"""A regression gate at the level measured now (190 per 1,000 trips on this scenario), not the
+target: the target is 5 per 1,000 trips and is not met yet (see bench/README.md for the alerts
+that remain). Lower this as the remaining causes are fixed."""
+
+
+@pytest.fixture(scope="module")
+def gate_run() -> Run:
+    return run(GATE_CONFIG)
+
+
+@pytest.mark.parametrize("kind", GATED_KINDS, ids=lambda k: k.value)
+def test_post_inspection_recall(gate_run: Run, kind: AnomalyKind) -> None:
+    kinds = per_truth_kind(gate_run.scored)
+    assert kind.value in kinds, f"the scenario injected no {kind.value}: the gate would prove nothing"
+    row = kinds[kind.value]
+    assert row["recall"] >= 1.0, f"{kind.value}: missed {row['missed']}"
+
+
+def test_false_alerts_per_1000_trips(gate_run: Run) -> None:
+    overall = summary(gate_run.scenario, gate_run.scored)
+    assert overall["false_per_1000_trips"] <= MAX_FALSE_PER_1000_TRIPS, overall["false_by_kind"]
