@@ -576,6 +576,12 @@ async def osmand_ingest(request: web.Request) -> web.Response:
     return web.json_response({"stored": True, "device_id": item.device_id, "ts": item.ts.isoformat()})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    from tracker.adapters.openapi import document
+
+    return web.json_response(document())
+
+
 def build_osmand_app(service: Service) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=256 * 1024)
     app[SERVICE] = service
@@ -594,6 +600,7 @@ def build_app(service: Service) -> web.Application:
     app.router.add_get("/v1/devices/{device_id}/positions", positions)
     app.router.add_post("/v1/devices", register_device)
     app.router.add_get("/", dashboard)
+    app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/v1/alerts", list_alerts)
     app.router.add_get("/v1/alerts/stream", alert_stream)
     app.router.add_post("/v1/alerts/{alert_id}/ack", ack_alert)
