@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime, timedelta
 from typing import Any
 
-from geofences import FenceIndex, load_port
+from geofences import FenceIndex, LocalProjection, load_port
 from tracker.config import Settings
 from tracker.core.engine import Engine
 from tracker.core.model import Alert, Inspection, Ping
@@ -31,8 +32,10 @@ def shorten(value: Any, depth: int = 0) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argparse.ArgumentParser().parse_args(argv) if argv else argparse.Namespace()
-    scenario = generate(SimConfig(port="santos", trucks=60, hours=4, anomaly_share=0.5, seed=3))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int, default=3)
+    args = parser.parse_args(argv)
+    scenario = generate(SimConfig(port="santos", trucks=60, hours=4, anomaly_share=0.5, seed=args.seed))
     engine = Engine(
         Pipeline(FenceIndex(load_port("santos").fences, entry_margin_m=Settings().entry_margin_m)),
         kinds=scenario.devices,
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     first = min(p.ts for p in scenario.pings)
     for container, truck in scenario.pairs.items():
         engine.pair(container, truck, first)
-    items: list[Ping | Inspection] = [*scenario.pings, *scenario.inspections]
+    items: list[Ping | Inspection] = [*scenario.pings, *scenario.inspections, *intruder(first)]
     items.sort(key=lambda i: i.ts if isinstance(i, Inspection) else (i.received or i.ts))
     engine.run(items)
     seen: dict[str, Alert] = {}
@@ -58,8 +61,20 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("id", "port", "device_id", "fence_id"):
             body.pop(key, None)
         print(json.dumps(shorten(body), ensure_ascii=False))
-    del args
     return 0
+
+
+def intruder(start: datetime) -> list[Ping]:
+    """A truck no simulated trip contains: it drives off the road into a vacant (restricted) lot."""
+    fence = next(f for f in load_port("santos").fences if f.kind.value == "restricted")
+    pt = fence.geometry.representative_point()
+    proj = LocalProjection(float(pt.x), float(pt.y))
+    out = []
+    for i, north in enumerate((-150.0, -100.0, -50.0, 0.0, 10.0)):
+        lon, lat = proj.to_lonlat(0.0, north)
+        ts = start + timedelta(hours=1, seconds=10 * i)
+        out.append(Ping("TRK-INTRUDER", ts, float(lon), float(lat), speed=5.0, received=ts))
+    return out
 
 
 if __name__ == "__main__":
