@@ -199,17 +199,7 @@ class DarkDetector:
 
     @staticmethod
     def _alert(kind: str, data: dict[str, Any], device_id: str) -> Alert:
-        return Alert(
-            kind=kind,
-            severity=Severity(data["severity"]),
-            device_id=device_id,
-            ts=datetime.fromisoformat(data["ts"]),
-            message=data["message"],
-            port=data["port"],
-            fence_id=data["fence_id"],
-            evidence=data["evidence"],
-            key=data["key"],
-        )
+        return Alert.from_state({**data, "kind": kind, "device_id": device_id})
 
     def _restore(self, device_id: str, lost: dict[str, Any], before: Fix, ping: Ping) -> list[Event]:
         lost_alert = self._alert(self.name, lost, device_id)

@@ -125,17 +125,10 @@ class Alert:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "kind": self.kind,
-            "severity": self.severity.value,
-            "device_id": self.device_id,
-            "ts": self.ts.isoformat(),
-            "message": self.message,
-            "port": self.port,
-            "fence_id": self.fence_id,
-            "evidence": self.evidence,
-        }
+        """The published and hashed form: the state without the internal key, with the id."""
+        body = self.to_state()
+        del body["key"]
+        return {"id": str(self.id), **body}
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,17 +141,7 @@ class StopDetector:
 
     @staticmethod
     def _alert(data: dict[str, Any], device_id: str) -> Alert:
-        return Alert(
-            kind=StopDetector.name,
-            severity=Severity(data["severity"]),
-            device_id=device_id,
-            ts=datetime.fromisoformat(data["ts"]),
-            message=data["message"],
-            port=data["port"],
-            fence_id=data["fence_id"],
-            evidence=data["evidence"],
-            key=data["key"],
-        )
+        return Alert.from_state({**data, "kind": StopDetector.name, "device_id": device_id})
 
     def _raise(
         self, stop: _Stop, ping: Ping, ctx: FixContext, fences: list[Fence], rule: tuple[float, str, Fence | None]
