@@ -164,9 +164,17 @@ class Service:
         if self._http is not None:
             await self._http.close()
         if self.link is not None:
-            await self.link.stop()
+            try:
+                await asyncio.wait_for(self.link.stop(), 15.0)
+            except TimeoutError:
+                log.warning("MQTT client did not stop within 15 s; leaving it")
         if self.store is not None:
-            await self.store.close()
+            try:
+                # a graceful close waits for every borrowed connection; a shutdown must not hang on one
+                await asyncio.wait_for(self.store.close(), 10.0)
+            except TimeoutError:
+                log.warning("database pool did not close within 10 s; terminating its connections")
+                self.store.pool.terminate()
 
     async def reload_fences(self) -> None:
         assert self.store is not None
