@@ -603,15 +603,20 @@ async def test_rendezvous_of_two_trucks_on_the_access_road(
 # ---- container_separated ----------------------------------------------------------------------------------
 
 
-async def test_container_separated_from_paired_truck(
-    service: Service, device: Probe, feed: AlertFeed, db: Db, stack: StackInfo
-) -> None:
+async def paired_truck_and_box(service: Service, stack: StackInfo) -> tuple[str, str, datetime]:
+    """A truck and a container tracker registered and paired through the API, and a start time 90 s ago."""
     api = Api(service.http_port, stack.admin_token)
     truck, box = new_device_id(), new_device_id("CNT")
     await api.register(truck, "truck")
     await api.register(box, "container", container_number())
     await api.pair(box, truck)
-    t0 = now_s() - timedelta(seconds=90)
+    return truck, box, now_s() - timedelta(seconds=90)
+
+
+async def test_container_separated_from_paired_truck(
+    service: Service, device: Probe, feed: AlertFeed, db: Db, stack: StackInfo
+) -> None:
+    truck, box, t0 = await paired_truck_and_box(service, stack)
     # hauled together along the road at 8 m/s, fixes every 10 s
     together = [road_spot(3300 + 80 * i) for i in range(5)]
     truck_fixes: list[Fix] = [(t0 + timedelta(seconds=10 * i), p, {}) for i, p in enumerate(together)]
@@ -672,12 +677,7 @@ async def test_container_separated_from_paired_truck(
 async def test_container_not_separated_by_single_outliers(
     service: Service, device: Probe, feed: AlertFeed, db: Db, stack: StackInfo
 ) -> None:
-    api = Api(service.http_port, stack.admin_token)
-    truck, box = new_device_id(), new_device_id("CNT")
-    await api.register(truck, "truck")
-    await api.register(box, "container", container_number())
-    await api.pair(box, truck)
-    t0 = now_s() - timedelta(seconds=90)
+    truck, box, t0 = await paired_truck_and_box(service, stack)
     # hauled together along the road at 8 m/s, fixes every 10 s; twice the container's fix lands 250 m back
     # down the road (multipath), each time followed by a fix back on the truck
     outliers = {3, 6}
