@@ -90,7 +90,6 @@ class Service:
         self._osmand: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self.http_port: int | None = None
-        self._stopping = False
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -151,7 +150,6 @@ class Service:
             log.info("OsmAnd/Traccar Client ingest on http://%s:%s", s.http_host, s.osmand_port)
 
     async def stop(self) -> None:
-        self._stopping = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
