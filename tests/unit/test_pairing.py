@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from geofences import FenceIndex, LocalProjection, haversine_m, load_fence_set
+from tests.unit import synthetic
 from tracker.core.detector import FixContext, JsonState, Motion, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
 from tracker.core.pairing import MOVING_UNPAIRED, SEPARATED, PairingDetector, PairingState
@@ -21,8 +22,7 @@ C, K = DeviceKind.CONTAINER, DeviceKind.TRUCK
 
 
 def square(x0: float, y0: float, x1: float, y1: float) -> list[list[list[float]]]:
-    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
-    return [[[float(v) for v in PROJ.to_lonlat(x, y)] for x, y in corners]]
+    return synthetic.square(PROJ, x0, y0, x1, y1)
 
 
 def _index() -> FenceIndex:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geofences import FenceIndex, LocalProjection, load_fence_set
+from tests.unit import synthetic
 from tracker.core.geofence import GeofenceParams
 from tracker.core.model import Alert, Ping, Severity
 from tracker.core.pipeline import Params, Pipeline
@@ -23,8 +24,7 @@ PROJ = LocalProjection(-46.33, -23.92)
 
 
 def square(x0: float, y0: float, x1: float, y1: float) -> list[list[list[float]]]:
-    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
-    return [[[float(v) for v in PROJ.to_lonlat(x, y)] for x, y in corners]]
+    return synthetic.square(PROJ, x0, y0, x1, y1)
 
 
 def fence_set(windows: list[dict[str, object]] | None = None) -> FenceIndex:
