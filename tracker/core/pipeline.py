@@ -22,7 +22,7 @@ from datetime import datetime
 from geofences import FenceIndex
 from tracker.core import geofence, motion
 from tracker.core.dark import DarkDetector
-from tracker.core.detector import AUTHORIZED_STOP_KINDS, Detector, FixContext, TickContext
+from tracker.core.detector import AUTHORIZED_STOP_KINDS, Detector, FixContext, Motion, TickContext
 from tracker.core.geofence import GeofenceParams
 from tracker.core.inspection import AccessWindowDetector
 from tracker.core.integrity import IntegrityCheck, accepted
@@ -130,22 +130,29 @@ class Pipeline:
             det_state, det_events = det.on_fix(state.detectors.get(det.name), ping, ctx)
             state = state.with_detector(det.name, det_state)
             out.extend(det_events)
+        self._place(state, moving)
+        return StepResult(state, self._with_port(state, out), flags)
+
+    def _place(self, state: DeviceState, moving: Motion) -> None:
+        """Put the device's last accepted fix in the world view (after a fix, and when restoring)."""
+        assert state.last is not None
         partner = self._partner(state)
         self.world.update(
             Position(
                 device_id=state.device_id,
                 kind=state.kind,
-                ts=ping.ts,
-                lon=ping.lon,
-                lat=ping.lat,
+                ts=state.last.ts,
+                lon=state.last.lon,
+                lat=state.last.lat,
                 stationary_since=moving.stationary_since,
-                authorized=ctx.authorized_stop(),
+                authorized=any(
+                    self.index.get(f).kind in AUTHORIZED_STOP_KINDS for f in state.fences if f in self.index
+                ),
                 paired_with=partner,
             )
         )
         if partner is not None:
             self._trucks[partner] = state.device_id
-        return StepResult(state, self._with_port(state, out), flags)
 
     def _partner(self, state: DeviceState) -> str | None:
         """A container's paired truck (declared or inferred), or the container a truck is hauling."""
@@ -240,13 +247,4 @@ class Pipeline:
         for st in states:
             if st.last is None:
                 continue
-            m = motion.current(st.detectors.get(MOTION_KEY))
-            authorized = any(self.index.get(f).kind in AUTHORIZED_STOP_KINDS for f in st.fences if f in self.index)
-            partner = self._partner(st)
-            self.world.update(
-                Position(
-                    st.device_id, st.kind, st.last.ts, st.last.lon, st.last.lat, m.stationary_since, authorized, partner
-                )
-            )
-            if partner is not None:
-                self._trucks[partner] = st.device_id
+            self._place(st, motion.current(st.detectors.get(MOTION_KEY)))
