@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from geofences import FenceIndex, LocalProjection, haversine_m, load_fence_set
+from geofences import LocalProjection, haversine_m
 from tests.unit import synthetic
 from tracker.core.detector import FixContext, JsonState, Motion, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
@@ -21,32 +21,14 @@ DET = PairingDetector()
 C, K = DeviceKind.CONTAINER, DeviceKind.TRUCK
 
 
-def square(x0: float, y0: float, x1: float, y1: float) -> list[list[list[float]]]:
-    return synthetic.square(PROJ, x0, y0, x1, y1)
-
-
-def _index() -> FenceIndex:
-    doc = {
-        "type": "FeatureCollection",
-        "port": "callao",
-        "name": "test",
-        "features": [
-            {
-                "type": "Feature",
-                "properties": {"id": "P", "name": "Port area", "kind": "port_boundary"},
-                "geometry": {"type": "Polygon", "coordinates": square(-5000, -5000, 5000, 5000)},
-            },
-            {
-                "type": "Feature",
-                "properties": {"id": "YARD", "name": "Container yard", "kind": "terminal"},
-                "geometry": {"type": "Polygon", "coordinates": square(-2000, -300, -1000, 300)},
-            },
-        ],
-    }
-    return FenceIndex(load_fence_set(doc).fences, hysteresis_m=25.0)
-
-
-INDEX = _index()
+INDEX = synthetic.index(
+    PROJ,
+    "callao",
+    [
+        ("P", "Port area", "port_boundary", (-5000, -5000, 5000, 5000)),
+        ("YARD", "Container yard", "terminal", (-2000, -300, -1000, 300)),
+    ],
+)
 
 
 def at(seconds: float) -> datetime:

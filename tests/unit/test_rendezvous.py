@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from geofences import FenceIndex, LocalProjection, haversine_m, load_fence_set
+from geofences import LocalProjection, haversine_m
 from tests.unit import synthetic
 from tracker.core.detector import FixContext, JsonState, Motion, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
@@ -21,32 +21,14 @@ T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 PROJ = LocalProjection(-46.31, -23.95)
 
 
-def square(x0: float, y0: float, x1: float, y1: float) -> list[list[list[float]]]:
-    return synthetic.square(PROJ, x0, y0, x1, y1)
-
-
-def _index() -> FenceIndex:
-    doc = {
-        "type": "FeatureCollection",
-        "port": "testport",
-        "name": "test",
-        "features": [
-            {
-                "type": "Feature",
-                "properties": {"id": "P", "name": "Port area", "kind": "port_boundary"},
-                "geometry": {"type": "Polygon", "coordinates": square(-3000, -3000, 3000, 3000)},
-            },
-            {
-                "type": "Feature",
-                "properties": {"id": "T1", "name": "Terminal", "kind": "terminal"},
-                "geometry": {"type": "Polygon", "coordinates": square(1000, -300, 1600, 300)},
-            },
-        ],
-    }
-    return FenceIndex(load_fence_set(doc).fences, hysteresis_m=25.0)
-
-
-INDEX = _index()
+INDEX = synthetic.index(
+    PROJ,
+    "testport",
+    [
+        ("P", "Port area", "port_boundary", (-3000, -3000, 3000, 3000)),
+        ("T1", "Terminal", "terminal", (1000, -300, 1600, 300)),
+    ],
+)
 
 
 def at(seconds: float) -> datetime:
