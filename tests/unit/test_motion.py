@@ -125,3 +125,25 @@ def test_state_round_trips_through_json() -> None:
     state, _ = feed([*parked(range(0, 100, 10)), (100, *offset(OPEN, 200, 0))])
     assert json.loads(json.dumps(state)) == state
     assert state is not None and state["pending"] is not None
+
+
+def test_a_stop_is_authorized_as_a_whole_once_one_fix_was_and_a_new_stop_starts_clean() -> None:
+    state: JsonState = None
+    seen: list[Motion] = []
+    # a fix in an authorized zone, then fixes that noise throws just outside it: one stop, authorized throughout
+    for t, dx, auth in ((0, 0, True), (30, 20, False), (60, 35, False), (90, 5, True), (120, 40, False)):
+        state, m = motion.update(state, Ping("TRK-1", at(t), *offset(OPEN, dx, 0)), P, auth)
+        seen.append(m)
+    assert all(m.authorized for m in seen[1:]) and seen[-1].stationary_since == at(0)
+    # it drives off and stops again 500 m away, outside: that stop owes nothing to the first
+    for t, dx in ((150, 300), (180, 500), (210, 505), (240, 510)):
+        state, m = motion.update(state, Ping("TRK-1", at(t), *offset(OPEN, dx, 0)), P, False)
+    assert m.stationary_since == at(180) and not m.authorized
+    assert motion.current(json.loads(json.dumps(state))).authorized is False
+
+
+def test_a_stop_that_never_touched_an_authorized_zone_is_not_authorized() -> None:
+    state: JsonState = None
+    for t in range(0, 301, 30):
+        state, m = motion.update(state, Ping("TRK-1", at(t), *offset(OPEN, 3, 0)), P, False)
+    assert m.stationary_since == at(0) and not m.authorized

@@ -190,8 +190,26 @@ def test_a_stale_truck_position_draws_no_conclusion_but_is_noted() -> None:
     sim.fix("CONT", 415, 0, 0)
     assert sim.alerts() == []  # one reading is not yet a separation
     sim.fix("CONT", 420, 0, 0)
+    assert sim.alerts() == []  # the same truck fix again: no independent second reading
+    sim.fix("TRK", 425, 500, 0, K)
+    sim.fix("CONT", 430, 0, 0)
     (sep,) = sim.alerts(SEPARATED)
     assert sep.evidence["unverified_since"] == at(200).isoformat()
+
+
+def test_one_truck_outlier_never_confirms_itself() -> None:
+    """A truck fix thrown 250 m off while the container reports twice is one reading, not two."""
+    sim = Sim()
+    sim.pair("CONT", "TRK", 0)
+    park(sim, "TRK", 0, 0, 0, 300, 60, K)
+    park(sim, "CONT", 0, 5, 0, 300, 10)
+    sim.fix("TRK", 360, 250, 0, K)  # multipath jump of the parked truck
+    sim.fix("CONT", 365, 0, 5)
+    sim.fix("CONT", 375, 0, 5)
+    sim.fix("CONT", 385, 0, 5)
+    sim.fix("TRK", 420, 0, 0, K)  # back where it stands
+    sim.fix("CONT", 425, 0, 5)
+    assert sim.alerts(SEPARATED) == []
 
 
 def test_an_unknown_truck_is_not_a_separation() -> None:
@@ -207,6 +225,7 @@ def test_unpairing_through_the_api_ends_an_open_separation() -> None:
     park(sim, "CONT", 0, 0, 0, 60, 30)
     sim.fix("TRK", 61, 400, 0, K)
     sim.fix("CONT", 62, 0, 0)
+    sim.fix("TRK", 64, 400, 0, K)
     sim.fix("CONT", 65, 0, 0)
     assert len(sim.alerts(SEPARATED)) == 1
     sim.unpair("CONT", 70)
@@ -246,8 +265,9 @@ def test_a_container_leaving_with_its_parked_truck_is_compared_at_the_trucks_fix
             sim.fix("CONT", t, 10.0 * (t - 95), 0)
         if not truck_leaves_with_it:  # near-miss's opposite: the truck really is still parked where it was
             sim.fix("TRK", 151, 5, 0, K)
-            for t in every(155, 165, 5):
-                sim.fix("CONT", t, 10.0 * (t - 95), 0)
+            sim.fix("CONT", 155, 10.0 * 60, 0)
+            sim.fix("TRK", 158, 5, 0, K)  # a second, independent reading needs a new fix of both
+            sim.fix("CONT", 160, 10.0 * 65, 0)
         return sim
 
     together = run(True)

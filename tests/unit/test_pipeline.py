@@ -36,12 +36,21 @@ def fence_set(windows: list[dict[str, object]] | None = None) -> FenceIndex:
         "port": "testport",
         "name": "test",
         "features": [
-            {"type": "Feature", "properties": restricted,
-             "geometry": {"type": "Polygon", "coordinates": square(0, 0, 200, 200)}},
-            {"type": "Feature", "properties": {"id": "G1", "name": "Gate 1", "kind": "gate"},
-             "geometry": {"type": "Polygon", "coordinates": square(500, -10, 520, 10)}},
-            {"type": "Feature", "properties": {"id": "T1", "name": "Terminal", "kind": "terminal"},
-             "geometry": {"type": "Polygon", "coordinates": square(1000, -300, 1600, 300)}},
+            {
+                "type": "Feature",
+                "properties": restricted,
+                "geometry": {"type": "Polygon", "coordinates": square(0, 0, 200, 200)},
+            },
+            {
+                "type": "Feature",
+                "properties": {"id": "G1", "name": "Gate 1", "kind": "gate"},
+                "geometry": {"type": "Polygon", "coordinates": square(500, -10, 520, 10)},
+            },
+            {
+                "type": "Feature",
+                "properties": {"id": "T1", "name": "Terminal", "kind": "terminal"},
+                "geometry": {"type": "Polygon", "coordinates": square(1000, -300, 1600, 300)},
+            },
         ],
     }
     return FenceIndex(load_fence_set(doc).fences, hysteresis_m=25.0)
@@ -146,8 +155,12 @@ def test_long_gap_is_not_taken_as_a_straight_crossing() -> None:
 
 def test_late_and_duplicate_fixes_are_flagged_not_detected() -> None:
     pipeline = Pipeline(fence_set(), RAW)
-    track = [ping("TRUCK-1", 0, -50, 100), ping("TRUCK-1", 20, 100, 100), ping("TRUCK-1", 10, -50, 100),
-             ping("TRUCK-1", 20, 100, 100)]
+    track = [
+        ping("TRUCK-1", 0, -50, 100),
+        ping("TRUCK-1", 20, 100, 100),
+        ping("TRUCK-1", 10, -50, 100),
+        ping("TRUCK-1", 20, 100, 100),
+    ]
     state, alerts, flags = run(pipeline, track)
     assert flags == [(), (), ("late",), ("duplicate_ts",)]
     assert [a.kind for a in alerts] == ["geofence_enter"]
@@ -208,3 +221,51 @@ def test_enter_and_exit_alternate_per_fence(points: list[tuple[float, float]]) -
             per_fence.setdefault(a.fence_id, []).append(a.kind)
     for seq in per_fence.values():
         assert all(k == ("geofence_enter" if i % 2 == 0 else "geofence_exit") for i, k in enumerate(seq)), seq
+
+
+def _two_trucks(pipeline: Pipeline, legs: dict[str, list[tuple[float, float, float]]]) -> list[Alert]:
+    """Interleave the fixes of several trucks by time through one pipeline (one shared world)."""
+    states = {dev: DeviceState(dev) for dev in legs}
+    timeline = sorted((t, dev, x, y) for dev, fixes in legs.items() for t, x, y in fixes)
+    alerts: list[Alert] = []
+    for t, dev, x, y in timeline:
+        result = pipeline.step(states[dev], ping(dev, t, x, y))
+        states[dev] = result.state
+        alerts.extend(a for a in result.alerts if isinstance(a, Alert))
+    return alerts
+
+
+PORT = synthetic.index(
+    PROJ,
+    "testport",
+    [
+        ("P", "Port area", "port_boundary", (-3000, -3000, 3000, 3000)),
+        ("T1", "Terminal", "terminal", (1000, -300, 1600, 300)),
+    ],
+)
+
+
+def test_two_trucks_leaving_a_terminal_together_are_no_roadside_meeting() -> None:
+    # parked 10 m inside the terminal's west edge (x = 1000) for ten minutes, side by side; they leave
+    # together and their first fixes come from the road 30 m outside, still within the stop's 50 m cluster
+    wait = [(float(t), 1010.0, 0.0) for t in range(0, 601, 30)]
+    leaving = [(615.0, 970.0, 0.0), (625.0, 900.0, 0.0), (635.0, 800.0, 0.0)]
+    alerts = _two_trucks(
+        Pipeline(PORT, RAW),
+        {
+            "TRUCK-A": wait + leaving,
+            "TRUCK-B": [(t + 2, x, y + 8) for t, x, y in wait + leaving],
+        },
+    )
+    assert [a.kind for a in alerts if a.kind == "rendezvous"] == []
+
+
+def test_two_trucks_standing_just_outside_a_terminal_are_a_meeting() -> None:
+    # the near miss: the same place, 30 m outside the edge, but they never were inside
+    stand = [(float(t), 970.0, 0.0) for t in range(0, 421, 30)]
+    alerts = _two_trucks(
+        Pipeline(PORT, RAW),
+        {"TRUCK-A": stand, "TRUCK-B": [(t + 2, x, y + 8) for t, x, y in stand]},
+    )
+    # both sides notice it and reach the same alert (one key, stored once)
+    assert len({a.key for a in alerts if a.kind == "rendezvous"}) == 1

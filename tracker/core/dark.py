@@ -18,9 +18,15 @@ fix a loss. So the rhythm is learned twice, from the intervals that follow a mov
 and from those that follow a stationary one (``motion.stationary_since`` at that fix),
 and the two never mix: a day in a yard does not slow down the limit applied once the
 box is on the road again, and a fast haul does not tighten the yard limit. While the
-last fix was stationary the limit is also never below ``k × parked_interval_s``, the
-slowest parked rhythm a tracker may switch to without warning. A moving device keeps
-the tight limit, which is where going dark matters most.
+last fix was stationary the limit is at least ``k × parked_interval_s``, the slowest
+parked rhythm a tracker may switch to without warning, unless the device has already
+shown how it behaves parked: once it has been watched standing still for a stretch of
+time and kept reporting at its rhythm throughout, a stop that is not yet longer than
+that proven stretch is judged by the slowest interval it showed while parked. A tracker
+that switches to a stop mode after some minutes shows that switch (a slow interval) the
+first time it is parked long enough, and a stop longer than any seen so far falls back
+to the allowance. A moving device keeps the tight limit, which is where going dark
+matters most.
 
 The loss is raised by ticks (``ts`` = last fix + limit, the moment silence became
 abnormal, so the alert does not depend on tick jitter). A fix that arrives after a gap
@@ -65,7 +71,10 @@ class DarkParams:
     200 m from where it vanished gets a medium rather than low ``signal_restored``.
     ``parked_interval_s`` (300 s): the reporting interval trackers commonly fall back to
     once parked; after a stationary fix the limit is at least ``k`` of them (15 min), since
-    the device may legitimately say nothing until then.
+    the device may legitimately say nothing until then, unless its parked rhythm is proven.
+    ``proven_parked_s`` (600 s): how long the device must have been watched standing still in
+    one stop, reporting all along, before its parked rhythm is trusted; up to the longest
+    such stop, the parked limit is ``k`` × the slowest of its recent parked intervals.
     """
 
     default_interval_s: Mapping[DeviceKind, float] = field(default_factory=_default_intervals)
@@ -77,6 +86,7 @@ class DarkParams:
     max_interval_s: float = 600.0
     moved_m: float = 200.0
     parked_interval_s: float = 300.0
+    proven_parked_s: float = 600.0
     lost_severity: Severity = Severity.MEDIUM
 
 
@@ -88,6 +98,9 @@ class _State:
     lost: dict[str, Any] | None  # the raised signal_lost alert's fields, until the signal is back
     parked: tuple[float, ...] = ()  # intervals that followed a stationary fix
     stationary: bool = False  # whether the device stood still at the last fix
+    stopped_for_s: float = 0.0  # how long the stop of the last fix had lasted at that fix
+    proven_s: float = 0.0  # the longest single stop watched with the device reporting throughout
+    slowest_parked_s: float = 0.0  # the slowest interval ever seen after a stationary fix, losses excepted
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,6 +109,9 @@ class _State:
             "intervals": list(self.intervals),
             "parked": list(self.parked),
             "stationary": self.stationary,
+            "stopped_for_s": self.stopped_for_s,
+            "proven_s": self.proven_s,
+            "slowest_parked_s": self.slowest_parked_s,
             "lost": self.lost,
         }
 
@@ -109,6 +125,9 @@ class _State:
             lost=data.get("lost"),
             parked=tuple(float(x) for x in data.get("parked", ())),
             stationary=bool(data.get("stationary", False)),
+            stopped_for_s=float(data.get("stopped_for_s", 0.0)),
+            proven_s=float(data.get("proven_s", 0.0)),
+            slowest_parked_s=float(data.get("slowest_parked_s", 0.0)),
         )
 
 
@@ -137,35 +156,64 @@ class DarkDetector:
             return seen, f"median of the first {len(intervals)} intervals"
         return default, f"default for {kind.value}"
 
-    def parked_expected(self, kind: DeviceKind, parked: tuple[float, ...]) -> tuple[float, str]:
-        """Expected interval after a stationary fix: never below ``parked_interval_s``.
+    def parked_expected(
+        self, kind: DeviceKind, parked: tuple[float, ...], proven: float | None = None
+    ) -> tuple[float, str]:
+        """Expected interval after a stationary fix.
 
-        A parked tracker may switch to its battery-saving rhythm at any moment, so even one
-        that kept reporting fast while parked so far is given the parked allowance.
+        A parked tracker may switch to its battery-saving rhythm at any moment, so one whose
+        parked behaviour is not ``proven`` for a stop this long gets at least the parked
+        allowance. A proven one (``proven``: the slowest interval it ever showed while parked)
+        is held to that interval, not to a median: a tracker with a stop mode mixes fast and
+        slow intervals, and the slow one is the rhythm it may fall back to.
         """
+        p = self.params
+        if proven is not None and len(parked) >= p.min_samples:
+            return max(proven, *parked), "parked: slowest interval seen while parked (proven rhythm)"
         learned, basis = self.expected(kind, parked)
-        if learned >= self.params.parked_interval_s:
+        if learned >= p.parked_interval_s:
             return learned, f"parked: {basis}"
-        return self.params.parked_interval_s, "parked allowance"
+        return p.parked_interval_s, "parked allowance"
 
-    def limit(self, kind: DeviceKind, intervals: tuple[float, ...], parked: tuple[float, ...] | None = None) -> float:
+    def limit(
+        self,
+        kind: DeviceKind,
+        intervals: tuple[float, ...],
+        parked: tuple[float, ...] | None = None,
+        proven: float | None = None,
+    ) -> float:
         """Seconds of silence after which the device counts as lost.
 
         ``parked`` is given when the device's last fix was stationary (its parked intervals,
-        possibly empty); None means it was moving.
+        possibly empty); None means it was moving. ``proven``: the slowest parked interval,
+        given when the parked rhythm is proven for a stop as long as the current one.
         """
-        return self._limit(kind, intervals, parked)[0]
+        return self._limit(kind, intervals, parked, proven)[0]
 
     def _limit(
-        self, kind: DeviceKind, intervals: tuple[float, ...], parked: tuple[float, ...] | None
+        self,
+        kind: DeviceKind,
+        intervals: tuple[float, ...],
+        parked: tuple[float, ...] | None,
+        proven: float | None = None,
     ) -> tuple[float, float, str]:
         """(limit, expected interval, where the expected interval comes from)."""
         p = self.params
-        expected, basis = self.expected(kind, intervals) if parked is None else self.parked_expected(kind, parked)
+        if parked is None:
+            expected, basis = self.expected(kind, intervals)
+        else:
+            expected, basis = self.parked_expected(kind, parked, proven)
         return max(p.min_gap_s, p.k * expected), expected, basis
 
+    def _proven(self, st: _State) -> float | None:
+        """The slowest parked interval, if the device was already watched parked, reporting throughout, for a
+        stop at least as long as this one; None otherwise."""
+        if st.proven_s >= self.params.proven_parked_s and st.stopped_for_s <= st.proven_s:
+            return st.slowest_parked_s
+        return None
+
     def _state_limit(self, kind: DeviceKind, st: _State) -> tuple[float, float, str]:
-        return self._limit(kind, st.intervals, st.parked if st.stationary else None)
+        return self._limit(kind, st.intervals, st.parked if st.stationary else None, self._proven(st))
 
     # -- alerts ----------------------------------------------------------------------------
 
@@ -193,6 +241,8 @@ class DarkDetector:
                 "limit_s": limit,
                 "stationary_at_last_fix": st.stationary,
                 "parked_interval_s": p.parked_interval_s,
+                "stopped_for_s": st.stopped_for_s if st.stationary else None,
+                "proven_parked_s": st.proven_s,
                 "device_kind": kind.value,
             },
         }
@@ -246,6 +296,9 @@ class DarkDetector:
         events: list[Event] = []
         intervals: tuple[float, ...] = ()
         parked: tuple[float, ...] = ()
+        proven = 0.0 if st is None else st.proven_s
+        slowest = 0.0 if st is None else st.slowest_parked_s
+        lost_here = False
         if st is not None:
             if ping.ts <= st.last.ts:
                 return st.to_json(), []
@@ -255,6 +308,7 @@ class DarkDetector:
                 lost = self._lost(ctx.device_id, ctx.kind, st, ctx.index)
                 events.append(self._alert(self.name, lost, ctx.device_id))
             if lost is not None:
+                lost_here = True
                 events.extend(self._restore(ctx.device_id, lost, st.last, ping))
             # losses are learned too (clipped): the median shrugs off the odd one, and a tracker whose
             # real rhythm is slower than its kind's default must not stay "lost" on every single fix.
@@ -263,14 +317,23 @@ class DarkDetector:
             intervals, parked = st.intervals, st.parked
             if st.stationary:
                 parked = (*parked, clipped)[-p.history :]
+                if not lost_here:
+                    slowest = max(slowest, clipped)
             else:
                 intervals = (*intervals, clipped)[-p.history :]
-        stationary = ctx.motion.stationary_since is not None
+        since = ctx.motion.stationary_since
+        stationary = since is not None
+        stopped_for = 0.0 if since is None else max(0.0, (ping.ts - since).total_seconds())
         if st is None and ctx.kind is DeviceKind.CONTAINER and ctx.authorized_stop():
             # a first fix cannot show motion; a box first heard in a terminal or at a gate is standing there
             # (it spends days in yards and moves only on a truck, itself watched), so it gets the parked limit
             stationary = True
-        new = _State(Fix.of(ping), tuple(sorted(ctx.fences)), intervals, None, parked, stationary)
+        if stationary and not lost_here and st is not None and st.stationary:
+            # a stop watched with no loss in it proves the rhythm for that long (a silence that was a loss does not)
+            proven = max(proven, stopped_for)
+        new = _State(
+            Fix.of(ping), tuple(sorted(ctx.fences)), intervals, None, parked, stationary, stopped_for, proven, slowest
+        )
         return new.to_json(), events
 
     def on_inspection(

@@ -16,6 +16,14 @@ The model is a single cluster of fixes around a centre:
   next fix is also outside, the device left (and, when the two outside fixes are
   close together, a new cluster starts at the first of them).
 
+The cluster also remembers whether any of its fixes lay in a zone where stopping is
+authorized (the caller says so per fix). A truck parked 10 m inside a terminal's edge
+throws some fixes onto the road outside, and the fix that announces its departure is
+often one of them: judged fix by fix, every such wait would look like a stop outside
+authorized zones, and two trucks leaving a yard together like a roadside meeting. The
+whole stop is therefore authorized once one of its fixes was, as the stop detector has
+always judged it; the cross-device rules read the same answer from here.
+
 State is a handful of numbers whatever the fix rate (no list of fixes is kept), so a
 1 Hz tracker parked for a day costs the same as a seal reporting every five minutes.
 """
@@ -62,6 +70,7 @@ class _Pending:
     ts: datetime
     lon: float
     lat: float
+    authorized: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,7 @@ class MotionState:
     stationary: bool
     last_seen: datetime  # last fix processed, in the cluster or not
     pending: _Pending | None = None
+    authorized: bool = False  # some fix of this cluster lay in an authorized stop zone
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,7 +100,13 @@ class MotionState:
             "last_seen": self.last_seen.isoformat(),
             "pending": None
             if self.pending is None
-            else {"ts": self.pending.ts.isoformat(), "lon": self.pending.lon, "lat": self.pending.lat},
+            else {
+                "ts": self.pending.ts.isoformat(),
+                "lon": self.pending.lon,
+                "lat": self.pending.lat,
+                "authorized": self.pending.authorized,
+            },
+            "authorized": self.authorized,
         }
 
     @classmethod
@@ -105,20 +121,27 @@ class MotionState:
             radius_m=float(data["radius_m"]),
             stationary=bool(data["stationary"]),
             last_seen=datetime.fromisoformat(data["last_seen"]),
-            pending=None if not p else _Pending(datetime.fromisoformat(p["ts"]), float(p["lon"]), float(p["lat"])),
+            pending=None
+            if not p
+            else _Pending(
+                datetime.fromisoformat(p["ts"]), float(p["lon"]), float(p["lat"]), bool(p.get("authorized", False))
+            ),
+            authorized=bool(data.get("authorized", False)),
         )
 
     def motion(self) -> Motion:
         if not self.stationary:
             return Motion(None)
-        return Motion(self.since, self.lon, self.lat, self.radius_m)
+        return Motion(self.since, self.lon, self.lat, self.radius_m, self.authorized)
 
 
-def _seed(ts: datetime, lon: float, lat: float) -> MotionState:
-    return MotionState(since=ts, last=ts, lon=lon, lat=lat, n=1, radius_m=0.0, stationary=False, last_seen=ts)
+def _seed(ts: datetime, lon: float, lat: float, authorized: bool) -> MotionState:
+    return MotionState(
+        since=ts, last=ts, lon=lon, lat=lat, n=1, radius_m=0.0, stationary=False, last_seen=ts, authorized=authorized
+    )
 
 
-def _pair(p: _Pending, ping: Ping, params: MotionParams) -> MotionState:
+def _pair(p: _Pending, ping: Ping, params: MotionParams, authorized: bool) -> MotionState:
     """A new cluster from the pending fix and the one that confirmed the departure."""
     lon = (p.lon + ping.lon) / 2
     lat = (p.lat + ping.lat) / 2
@@ -133,10 +156,11 @@ def _pair(p: _Pending, ping: Ping, params: MotionParams) -> MotionState:
         radius_m=radius,
         stationary=dwell >= params.min_dwell_s,
         last_seen=ping.ts,
+        authorized=p.authorized or authorized,
     )
 
 
-def _join(st: MotionState, ping: Ping, params: MotionParams) -> MotionState:
+def _join(st: MotionState, ping: Ping, params: MotionParams, authorized: bool) -> MotionState:
     n = st.n + 1
     lon = st.lon + (ping.lon - st.lon) / n
     lat = st.lat + (ping.lat - st.lat) / n
@@ -154,6 +178,7 @@ def _join(st: MotionState, ping: Ping, params: MotionParams) -> MotionState:
         radius_m=radius,
         stationary=st.stationary or dwell >= params.min_dwell_s,
         last_seen=ping.ts,
+        authorized=st.authorized or authorized,
     )
 
 
@@ -161,24 +186,27 @@ def _load(state: JsonState) -> MotionState | None:
     return None if not state else MotionState.from_json(state)
 
 
-def update(state: JsonState, ping: Ping, params: MotionParams) -> tuple[JsonState, Motion]:
-    """Fold one accepted fix into the cluster. Fixes not newer than the last one change nothing."""
+def update(state: JsonState, ping: Ping, params: MotionParams, authorized: bool = False) -> tuple[JsonState, Motion]:
+    """Fold one accepted fix into the cluster. Fixes not newer than the last one change nothing.
+
+    ``authorized``: whether this fix lies in a zone where stopping is authorized (see the module docstring).
+    """
     st = _load(state)
     if st is None:
-        new = _seed(ping.ts, ping.lon, ping.lat)
+        new = _seed(ping.ts, ping.lon, ping.lat, authorized)
         return new.to_json(), new.motion()
     if ping.ts <= st.last_seen:
         return st.to_json(), st.motion()
     if (ping.ts - st.last_seen).total_seconds() > params.max_gap_s:
-        new = _seed(ping.ts, ping.lon, ping.lat)
+        new = _seed(ping.ts, ping.lon, ping.lat, authorized)
         return new.to_json(), new.motion()
     inside = haversine_m(ping.lon, ping.lat, st.lon, st.lat) <= params.radius_m
     if inside:
         # back inside: a pending fix, if any, was an outlier and is forgotten
-        new = _join(st, ping, params)
+        new = _join(st, ping, params, authorized)
     elif st.n < 2:
         # a single fix is no stop worth protecting against outliers: the device is simply moving
-        new = _seed(ping.ts, ping.lon, ping.lat)
+        new = _seed(ping.ts, ping.lon, ping.lat, authorized)
     elif st.pending is None:
         new = MotionState(
             since=st.since,
@@ -189,13 +217,14 @@ def update(state: JsonState, ping: Ping, params: MotionParams) -> tuple[JsonStat
             radius_m=st.radius_m,
             stationary=st.stationary,
             last_seen=ping.ts,
-            pending=_Pending(ping.ts, ping.lon, ping.lat),
+            pending=_Pending(ping.ts, ping.lon, ping.lat, authorized),
+            authorized=st.authorized,
         )
     elif haversine_m(ping.lon, ping.lat, st.pending.lon, st.pending.lat) <= params.radius_m:
         # two outside fixes together: it left and stopped again right away (or is creeping)
-        new = _pair(st.pending, ping, params)
+        new = _pair(st.pending, ping, params, authorized)
     else:
-        new = _seed(ping.ts, ping.lon, ping.lat)
+        new = _seed(ping.ts, ping.lon, ping.lat, authorized)
     return new.to_json(), new.motion()
 
 

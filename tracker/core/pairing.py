@@ -12,8 +12,8 @@ the truck's fix was taken (interpolated; extrapolated a little when the truck's 
 newer one); only when that is impossible is the gap widened by the distance the container
 could have covered meanwhile.
 
-A separation is raised only when two consecutive comparisons, on different fixes, both find the
-container too far from its truck: a single multipath outlier (a fix hundreds of metres off, typical
+A separation is raised only when two consecutive comparisons, sharing no fix of either device,
+both find the container too far from its truck: a single multipath outlier (a fix hundreds of metres off, typical
 right after a box is lifted among stacks) must not page anyone. The price is one reporting interval
 of the slower device before a real separation is reported.
 """
@@ -410,8 +410,11 @@ class PairingDetector:
                 "unverified_since": None if unverified is None else unverified.isoformat(),
             }
             return replace(st, suspect=suspect), []
-        if first.get("fixes") == seen:
-            # the same two fixes again (a tick between fixes): not a second, independent reading
+        fixes = first.get("fixes") or [None, None]
+        if fixes[0] == seen[0] or fixes[1] == seen[1]:
+            # a fix of either device shared with the first reading makes this no independent second one: a truck
+            # reporting once a minute is compared with two container fixes in a row, and one multipath jump of the
+            # truck would otherwise confirm itself. Wait for both trackers to have spoken again.
             return replace(st, unverified_since=unverified), []
         if unverified is None and first.get("unverified_since") is not None:
             unverified = datetime.fromisoformat(first["unverified_since"])

@@ -104,10 +104,12 @@ class Pipeline:
             return StepResult(state, tuple(out), (*flags, late) if late not in flags else flags)
         if not accepted(flags):
             return StepResult(state, tuple(out), flags)
-        motion_state, moving = motion.update(state.detectors.get(MOTION_KEY), ping, self.params.motion)
         pending = frozenset(state.detectors.get(GEOFENCE_PENDING_KEY) or ())
         fences, fence_alerts, waiting = geofence.step(
             self.index, state.fences, last, ping, self.params.geofence, pending
+        )
+        motion_state, moving = motion.update(
+            state.detectors.get(MOTION_KEY), ping, self.params.motion, self._authorized(fences)
         )
         if waiting or pending:
             state = state.with_detector(GEOFENCE_PENDING_KEY, sorted(waiting) or None)
@@ -145,14 +147,17 @@ class Pipeline:
                 lon=state.last.lon,
                 lat=state.last.lat,
                 stationary_since=moving.stationary_since,
-                authorized=any(
-                    self.index.get(f).kind in AUTHORIZED_STOP_KINDS for f in state.fences if f in self.index
-                ),
+                # a stop is authorized as a whole once one of its fixes was (tracker.core.motion)
+                authorized=self._authorized(state.fences)
+                or (moving.stationary_since is not None and moving.authorized),
                 paired_with=partner,
             )
         )
         if partner is not None:
             self._trucks[partner] = state.device_id
+
+    def _authorized(self, fences: frozenset[str]) -> bool:
+        return any(self.index.get(f).kind in AUTHORIZED_STOP_KINDS for f in fences if f in self.index)
 
     def _partner(self, state: DeviceState) -> str | None:
         """A container's paired truck (declared or inferred), or the container a truck is hauling."""

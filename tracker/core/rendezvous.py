@@ -10,6 +10,10 @@ devices of a meeting reach the same alert id: the alert is filed under the alpha
 first device and keyed by the pair and the moment they were first both standing there, so
 the store keeps one alert whichever side noticed first.
 
+A stop counts as authorized as a whole once one of its fixes lay in an authorized zone
+(``Motion.authorized``, on both sides): two trucks leaving a yard together send their first
+fixes from the road just outside, while their stationary periods still run.
+
 A container and its own truck (paired by dispatch or inferred from moving together) standing
 side by side are a haul waiting in a queue or at a loading spot, not a meeting; a truck beside
 some other truck's container still is one.
@@ -151,7 +155,7 @@ class RendezvousDetector:
             lon=ping.lon,
             lat=ping.lat,
             stationary_since=ctx.motion.stationary_since,
-            authorized=ctx.authorized_stop(),
+            authorized=ctx.authorized_stop() or ctx.motion.authorized,
             in_port=bool(ctx.fences),
             port=port,
             fence_id=fence_id,
@@ -173,7 +177,7 @@ class RendezvousDetector:
             lon=ctx.last.lon,
             lat=ctx.last.lat,
             stationary_since=ctx.motion.stationary_since,
-            authorized=_authorized(ctx.index, ctx.fences),
+            authorized=_authorized(ctx.index, ctx.fences) or ctx.motion.authorized,
             in_port=bool(ctx.fences),
             port=port,
             fence_id=fence_id,
