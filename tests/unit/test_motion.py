@@ -127,23 +127,28 @@ def test_state_round_trips_through_json() -> None:
     assert state is not None and state["pending"] is not None
 
 
-def test_a_stop_is_authorized_as_a_whole_once_one_fix_was_and_a_new_stop_starts_clean() -> None:
+def test_outside_since_counts_only_the_run_of_fixes_outside_authorized_zones() -> None:
     state: JsonState = None
     seen: list[Motion] = []
-    # a fix in an authorized zone, then fixes that noise throws just outside it: one stop, authorized throughout
-    for t, dx, auth in ((0, 0, True), (30, 20, False), (60, 35, False), (90, 5, True), (120, 40, False)):
+    # waiting in a yard, then the departure fix from the road 40 m away, still within the stop's cluster
+    for t, dx, auth in ((0, 0, True), (30, 5, True), (60, 3, True), (90, 40, False)):
         state, m = motion.update(state, Ping("TRK-1", at(t), *offset(OPEN, dx, 0)), P, auth)
         seen.append(m)
-    assert all(m.authorized for m in seen[1:]) and seen[-1].stationary_since == at(0)
-    # it drives off and stops again 500 m away, outside: that stop owes nothing to the first
-    for t, dx in ((150, 300), (180, 500), (210, 505), (240, 510)):
-        state, m = motion.update(state, Ping("TRK-1", at(t), *offset(OPEN, dx, 0)), P, False)
-    assert m.stationary_since == at(180) and not m.authorized
-    assert motion.current(json.loads(json.dumps(state))).authorized is False
+    assert seen[2].stationary_since == at(0) and seen[2].outside_since is None
+    assert seen[3].stationary_since == at(0) and seen[3].outside_since == at(90)  # outside for no time yet
+    # it stays on that shoulder: the run outside goes on from its first fix there
+    for t in (120, 150, 180):
+        state, m = motion.update(state, Ping("TRK-1", at(t), *offset(OPEN, 38, 0)), P, False)
+    assert m.stationary_since == at(0) and m.outside_since == at(90)
+    # one fix back inside an authorized zone ends the run
+    state, m = motion.update(state, Ping("TRK-1", at(210), *offset(OPEN, 10, 0)), P, True)
+    assert m.outside_since is None
+    assert motion.current(json.loads(json.dumps(state))).outside_since is None
 
 
-def test_a_stop_that_never_touched_an_authorized_zone_is_not_authorized() -> None:
+def test_a_stop_that_never_touched_an_authorized_zone_is_outside_from_its_first_fix() -> None:
     state: JsonState = None
     for t in range(0, 301, 30):
         state, m = motion.update(state, Ping("TRK-1", at(t), *offset(OPEN, 3, 0)), P, False)
-    assert m.stationary_since == at(0) and not m.authorized
+    assert m.stationary_since == at(0) and m.outside_since == at(0)
+    assert motion.current(json.loads(json.dumps(state))).outside_since == at(0)

@@ -269,3 +269,17 @@ def test_two_trucks_standing_just_outside_a_terminal_are_a_meeting() -> None:
     )
     # both sides notice it and reach the same alert (one key, stored once)
     assert len({a.key for a in alerts if a.kind == "rendezvous"}) == 1
+
+
+def test_two_trucks_that_leave_a_terminal_and_stop_together_on_the_road_just_outside_are_a_meeting() -> None:
+    # they waited inside, then pulled out 35 m and stopped on the road there: within their stops' 50 m
+    # clusters, but the time outside the terminal counts from the first fix out there
+    wait = [(float(t), 1010.0, 0.0) for t in range(0, 301, 30)]
+    out = [(float(t), 965.0, 0.0) for t in range(330, 331 + 420, 30)]
+    alerts = _two_trucks(
+        Pipeline(PORT, RAW),
+        {"TRUCK-A": wait + out, "TRUCK-B": [(t + 2, x, y + 8) for t, x, y in wait + out]},
+    )
+    (key,) = {a.key for a in alerts if a.kind == "rendezvous"}
+    (first, *_) = [a for a in alerts if a.kind == "rendezvous"]
+    assert first.evidence["together_since"] == (T0 + timedelta(seconds=332)).isoformat()

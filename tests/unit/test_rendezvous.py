@@ -11,7 +11,7 @@ import pytest
 
 from geofences import LocalProjection, haversine_m
 from tests.unit import synthetic
-from tracker.core.detector import FixContext, JsonState, Motion, TickContext
+from tracker.core.detector import AUTHORIZED_STOP_KINDS, FixContext, JsonState, Motion, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
 from tracker.core.rendezvous import Params, RendezvousDetector, meeting_key
 from tracker.core.state import Fix
@@ -43,6 +43,7 @@ class _Dev:
     anchor: Fix | None = None
     run: int = 0
     state: JsonState = None
+    outside: datetime | None = None  # standing outside authorized zones since (the pipeline's motion rule)
 
 
 @dataclass
@@ -61,13 +62,18 @@ class Sim:
         ping = Ping(device_id=device, ts=at(seconds), lon=lon, lat=lat)
         fences = INDEX.membership(lon, lat, dev.fences)
         # stationary: every fix since the anchor within 50 m of it, for at least 30 s
+        authorized = any(INDEX.get(f).kind in AUTHORIZED_STOP_KINDS for f in fences)
         if dev.anchor is not None and haversine_m(dev.anchor.lon, dev.anchor.lat, lon, lat) <= 50.0:
             dev.run += 1
+            dev.outside = None if authorized else (dev.outside or ping.ts)
         else:
             dev.anchor, dev.run = Fix.of(ping), 1
+            dev.outside = None if authorized else ping.ts
         assert dev.anchor is not None
         settled = dev.run >= 2 and (ping.ts - dev.anchor.ts).total_seconds() >= 30
-        motion = Motion(dev.anchor.ts if settled else None, dev.anchor.lon, dev.anchor.lat)
+        motion = Motion(
+            dev.anchor.ts if settled else None, dev.anchor.lon, dev.anchor.lat, 0.0, dev.outside if settled else None
+        )
         ctx = FixContext(
             device_id=device,
             kind=dev.kind,
@@ -82,9 +88,18 @@ class Sim:
         )
         dev.state, events = self.detector.on_fix(dev.state, ping, ctx)
         json.dumps(dev.state)  # the state must stay JSON-ready
-        authorized = ctx.authorized_stop()
         self.world.update(
-            Position(device, dev.kind, ping.ts, lon, lat, motion.stationary_since, authorized, self.pairs.get(device))
+            Position(
+                device,
+                dev.kind,
+                ping.ts,
+                lon,
+                lat,
+                motion.stationary_since,
+                authorized,
+                self.pairs.get(device),
+                motion.outside_since,
+            )
         )
         dev.last, dev.fences = Fix.of(ping), fences
         self.events.extend((device, e) for e in events)
@@ -286,8 +301,8 @@ def test_a_tick_skips_the_devices_own_partner_known_from_its_world_position() ->
         world = World()
         lon_a, lat_a = (float(v) for v in PROJ.to_lonlat(0, 0))
         lon_b, lat_b = (float(v) for v in PROJ.to_lonlat(5, 0))
-        world.update(Position("A", DeviceKind.TRUCK, at(250), lon_a, lat_a, at(0), False, partner))
-        world.update(Position("B", DeviceKind.CONTAINER, at(260), lon_b, lat_b, at(20)))
+        world.update(Position("A", DeviceKind.TRUCK, at(250), lon_a, lat_a, at(0), False, partner, at(0)))
+        world.update(Position("B", DeviceKind.CONTAINER, at(260), lon_b, lat_b, at(20), outside_since=at(20)))
         _, events = _tick(world, "A", Fix(at(250), lon_a, lat_a), at(0), at(400), None)
         return events
 
@@ -309,7 +324,7 @@ def _tick(
     world: World, device: str, last: Fix, since: datetime, now: datetime, state: JsonState
 ) -> tuple[JsonState, list[Event]]:
     fences = INDEX.membership(last.lon, last.lat, frozenset())
-    ctx = TickContext(device, DeviceKind.TRUCK, last, fences, Motion(since), INDEX, world)
+    ctx = TickContext(device, DeviceKind.TRUCK, last, fences, Motion(since, outside_since=since), INDEX, world)
     return RendezvousDetector().on_tick(state, now, ctx)
 
 
@@ -318,8 +333,8 @@ def test_a_tick_raises_a_meeting_of_sparse_reporters_and_closes_it_when_the_part
     lon_a, lat_a = (float(v) for v in PROJ.to_lonlat(0, 0))
     lon_b, lat_b = (float(v) for v in PROJ.to_lonlat(15, 0))
     last_a = Fix(at(250), lon_a, lat_a)
-    world.update(Position("A", DeviceKind.TRUCK, at(250), lon_a, lat_a, at(0)))
-    world.update(Position("B", DeviceKind.TRUCK, at(260), lon_b, lat_b, at(20)))
+    world.update(Position("A", DeviceKind.TRUCK, at(250), lon_a, lat_a, at(0), outside_since=at(0)))
+    world.update(Position("B", DeviceKind.TRUCK, at(260), lon_b, lat_b, at(20), outside_since=at(20)))
     state, events = _tick(world, "A", last_a, at(0), at(300), None)
     assert events == []  # 280 s together
     state, events = _tick(world, "A", last_a, at(0), at(330), state)

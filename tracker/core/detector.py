@@ -43,7 +43,7 @@ class Motion:
     centre_lon: float | None = None
     centre_lat: float | None = None
     radius_m: float = 0.0  # how far the fixes of this stationary period spread
-    authorized: bool = False  # some fix of this stationary period lay in an authorized stop zone
+    outside_since: datetime | None = None  # standing outside every authorized stop zone since (tracker.core.motion)
 
 
 @dataclass(frozen=True, slots=True)

@@ -921,9 +921,10 @@ class AccessWindowDetector:
         p = self.params
         own_since = ctx.motion.stationary_since
         found: dict[str, tuple[float, Position, datetime]] = {}
-        # a stop authorized as a whole (one of its fixes was in such a zone) meets nobody: see tracker.core.motion
-        standing_out = not authorized and not ctx.motion.authorized
-        if own_since is not None and standing_out and holds(ctx.motion, ping.lon, ping.lat):
+        # own time alongside counts from when this stop left authorized zones (tracker.core.motion): the departure
+        # fix of a box that waited beside others in the inspection area is no minute spent with them on the road
+        own_since = ctx.motion.outside_since if own_since is not None else None
+        if own_since is not None and not authorized and holds(ctx.motion, ping.lon, ping.lat):
             for dist, pos in ctx.world.near(ping.lon, ping.lat, p.alongside_m, exclude=ctx.device_id):
                 if pos.device_id == run.s.paired_truck or pos.stationary_since is None:
                     continue

@@ -16,13 +16,16 @@ The model is a single cluster of fixes around a centre:
   next fix is also outside, the device left (and, when the two outside fixes are
   close together, a new cluster starts at the first of them).
 
-The cluster also remembers whether any of its fixes lay in a zone where stopping is
-authorized (the caller says so per fix). A truck parked 10 m inside a terminal's edge
-throws some fixes onto the road outside, and the fix that announces its departure is
-often one of them: judged fix by fix, every such wait would look like a stop outside
-authorized zones, and two trucks leaving a yard together like a roadside meeting. The
-whole stop is therefore authorized once one of its fixes was, as the stop detector has
-always judged it; the cross-device rules read the same answer from here.
+The cluster also remembers since when it has been standing *outside* every zone where
+stopping is authorized (the caller says per fix whether it is in one): the first fix of
+the current run of in-cluster fixes outside such zones, reset by any in-cluster fix
+inside one. The stop itself starts at its first fix, possibly deep in a yard; two trucks
+that waited there side by side and leave together send their first fixes from the road
+just outside, still within the cluster, and measured from the start of the stop they
+would look like a long roadside meeting. Measured from ``outside_since`` they have been
+outside for no time at all, while a truck that drives 40 m out of the yard and stops on
+the shoulder is outside from its first fix there. Fence hysteresis keeps a device parked
+near an edge inside, so noise does not restart the run.
 
 State is a handful of numbers whatever the fix rate (no list of fixes is kept), so a
 1 Hz tracker parked for a day costs the same as a seal reporting every five minutes.
@@ -70,7 +73,7 @@ class _Pending:
     ts: datetime
     lon: float
     lat: float
-    authorized: bool = False
+    authorized: bool = False  # the pending fix lay in an authorized stop zone
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,7 @@ class MotionState:
     stationary: bool
     last_seen: datetime  # last fix processed, in the cluster or not
     pending: _Pending | None = None
-    authorized: bool = False  # some fix of this cluster lay in an authorized stop zone
+    outside_since: datetime | None = None  # first fix of the current run of in-cluster fixes outside such zones
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,7 +109,7 @@ class MotionState:
                 "lat": self.pending.lat,
                 "authorized": self.pending.authorized,
             },
-            "authorized": self.authorized,
+            "outside_since": None if self.outside_since is None else self.outside_since.isoformat(),
         }
 
     @classmethod
@@ -126,18 +129,26 @@ class MotionState:
             else _Pending(
                 datetime.fromisoformat(p["ts"]), float(p["lon"]), float(p["lat"]), bool(p.get("authorized", False))
             ),
-            authorized=bool(data.get("authorized", False)),
+            outside_since=None if not data.get("outside_since") else datetime.fromisoformat(data["outside_since"]),
         )
 
     def motion(self) -> Motion:
         if not self.stationary:
             return Motion(None)
-        return Motion(self.since, self.lon, self.lat, self.radius_m, self.authorized)
+        return Motion(self.since, self.lon, self.lat, self.radius_m, self.outside_since)
 
 
 def _seed(ts: datetime, lon: float, lat: float, authorized: bool) -> MotionState:
     return MotionState(
-        since=ts, last=ts, lon=lon, lat=lat, n=1, radius_m=0.0, stationary=False, last_seen=ts, authorized=authorized
+        since=ts,
+        last=ts,
+        lon=lon,
+        lat=lat,
+        n=1,
+        radius_m=0.0,
+        stationary=False,
+        last_seen=ts,
+        outside_since=None if authorized else ts,
     )
 
 
@@ -156,7 +167,7 @@ def _pair(p: _Pending, ping: Ping, params: MotionParams, authorized: bool) -> Mo
         radius_m=radius,
         stationary=dwell >= params.min_dwell_s,
         last_seen=ping.ts,
-        authorized=p.authorized or authorized,
+        outside_since=None if authorized else (ping.ts if p.authorized else p.ts),
     )
 
 
@@ -178,7 +189,7 @@ def _join(st: MotionState, ping: Ping, params: MotionParams, authorized: bool) -
         radius_m=radius,
         stationary=st.stationary or dwell >= params.min_dwell_s,
         last_seen=ping.ts,
-        authorized=st.authorized or authorized,
+        outside_since=None if authorized else (st.outside_since or ping.ts),
     )
 
 
@@ -218,7 +229,7 @@ def update(state: JsonState, ping: Ping, params: MotionParams, authorized: bool 
             stationary=st.stationary,
             last_seen=ping.ts,
             pending=_Pending(ping.ts, ping.lon, ping.lat, authorized),
-            authorized=st.authorized,
+            outside_since=st.outside_since,
         )
     elif haversine_m(ping.lon, ping.lat, st.pending.lon, st.pending.lat) <= params.radius_m:
         # two outside fixes together: it left and stopped again right away (or is creeping)

@@ -147,9 +147,8 @@ class Pipeline:
                 lon=state.last.lon,
                 lat=state.last.lat,
                 stationary_since=moving.stationary_since,
-                # a stop is authorized as a whole once one of its fixes was (tracker.core.motion)
-                authorized=self._authorized(state.fences)
-                or (moving.stationary_since is not None and moving.authorized),
+                authorized=self._authorized(state.fences),
+                outside_since=moving.outside_since if moving.stationary_since is not None else None,
                 paired_with=partner,
             )
         )

@@ -10,9 +10,10 @@ devices of a meeting reach the same alert id: the alert is filed under the alpha
 first device and keyed by the pair and the moment they were first both standing there, so
 the store keeps one alert whichever side noticed first.
 
-A stop counts as authorized as a whole once one of its fixes lay in an authorized zone
-(``Motion.authorized``, on both sides): two trucks leaving a yard together send their first
-fixes from the road just outside, while their stationary periods still run.
+Time together counts from when both were standing *outside* authorized zones
+(``Motion.outside_since``), not from the start of their stops: two trucks that waited side by
+side in a yard and leave together send their first fixes from the road just outside, while
+their stationary periods, begun in the yard, still run.
 
 A container and its own truck (paired by dispatch or inferred from moving together) standing
 side by side are a haul waiting in a queue or at a loading spot, not a meeting; a truck beside
@@ -63,6 +64,7 @@ class _Self:
     lon: float
     lat: float
     stationary_since: datetime | None
+    outside_since: datetime | None
     authorized: bool
     in_port: bool
     port: str | None
@@ -155,7 +157,8 @@ class RendezvousDetector:
             lon=ping.lon,
             lat=ping.lat,
             stationary_since=ctx.motion.stationary_since,
-            authorized=ctx.authorized_stop() or ctx.motion.authorized,
+            outside_since=ctx.motion.outside_since,
+            authorized=ctx.authorized_stop(),
             in_port=bool(ctx.fences),
             port=port,
             fence_id=fence_id,
@@ -177,7 +180,8 @@ class RendezvousDetector:
             lon=ctx.last.lon,
             lat=ctx.last.lat,
             stationary_since=ctx.motion.stationary_since,
-            authorized=_authorized(ctx.index, ctx.fences) or ctx.motion.authorized,
+            outside_since=ctx.motion.outside_since,
+            authorized=_authorized(ctx.index, ctx.fences),
             in_port=bool(ctx.fences),
             port=port,
             fence_id=fence_id,
@@ -203,20 +207,21 @@ class RendezvousDetector:
         may_start = (
             self_fresh
             and me.stationary_since is not None
+            and me.outside_since is not None
             and not me.authorized
             and (me.in_port or not p.port_area_only)
         )
-        if may_start and me.stationary_since is not None:
+        if may_start and me.outside_since is not None:
             partners = {m.partner for m in still_open}
             done = {k for k, _ in closed}
             for distance, other in world.near(me.lon, me.lat, p.distance_m, exclude=me.device_id):
-                if other.device_id in partners or other.stationary_since is None or other.authorized:
+                if other.device_id in partners or other.outside_since is None or other.authorized:
                     continue
                 if me.paired_with == other.device_id or other.paired_with == me.device_id:
                     continue  # a haul standing together: the box on its own truck
                 if _seconds(at, other.ts) > p.stale_s:
                     continue
-                since = max(me.stationary_since, other.stationary_since)
+                since = max(me.outside_since, other.outside_since)
                 if _seconds(at, since) <= p.min_duration_s:
                     continue
                 key = meeting_key(me.device_id, other.device_id, since)
@@ -231,12 +236,12 @@ class RendezvousDetector:
 
     def _ended(self, meeting: _Meeting, me: _Self, at: datetime, world: World) -> str | None:
         """Why a raised meeting is over, or None while it goes on."""
-        if me.stationary_since is None or me.stationary_since > meeting.since:
+        if me.outside_since is None or me.outside_since > meeting.since:
             return "moved_on"
         other = world.get(meeting.partner)
         if other is None or _seconds(at, other.ts) > self.params.stale_s:
             return "partner_signal_lost"
-        if other.stationary_since is None or other.stationary_since > meeting.since:
+        if other.outside_since is None or other.outside_since > meeting.since:
             return "partner_moved_on"
         if haversine_m(me.lon, me.lat, other.lon, other.lat) > self.params.release_m:
             return "apart"
@@ -261,12 +266,14 @@ class RendezvousDetector:
             "kind": me.kind.value,
             "fix": {"ts": me.ts.isoformat(), "lon": me.lon, "lat": me.lat},
             "stationary_since": None if me.stationary_since is None else me.stationary_since.isoformat(),
+            "outside_since": None if me.outside_since is None else me.outside_since.isoformat(),
         }
         theirs = {
             "id": other.device_id,
             "kind": other.kind.value,
             "fix": {"ts": other.ts.isoformat(), "lon": other.lon, "lat": other.lat},
             "stationary_since": None if other.stationary_since is None else other.stationary_since.isoformat(),
+            "outside_since": None if other.outside_since is None else other.outside_since.isoformat(),
         }
         devices = sorted([mine, theirs], key=lambda d: str(d["id"]))
         duration = _seconds(at, since)

@@ -28,6 +28,7 @@ class Position:
     stationary_since: datetime | None = None  # None while moving
     authorized: bool = False  # inside a zone where stopping is authorized
     paired_with: str | None = None  # a container's truck, or a truck's container: standing together is expected
+    outside_since: datetime | None = None  # standing outside every such zone since (None: moving or inside one)
 
 
 class World:
