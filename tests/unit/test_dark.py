@@ -265,3 +265,49 @@ def test_a_container_first_heard_in_a_terminal_is_taken_as_parked() -> None:
     truck = Runner(DarkDetector())
     truck.run(reporting(TERMINAL, range(0, 600, 300)))
     assert [e.kind for e in alerts(truck.events)] == ["signal_lost", "signal_restored"]
+
+
+# ---- a parked rhythm that the device has proven ------------------------------------------------------
+
+
+def _proven_then_parked_again(first_stop_s: int, silence_s: int, second_stop_before_s: int = 120) -> Runner:
+    """Parked at OPEN for ``first_stop_s`` reporting every 10 s, a drive, then parked at TERMINAL and silent."""
+    r = Runner(DarkDetector())
+    first = reporting(OPEN, range(0, first_stop_s + 1, 10))
+    t = first_stop_s + 10
+    drive = driving(ROAD, range(t, t + 300, 10))
+    t += 300
+    second = reporting(TERMINAL, range(t, t + second_stop_before_s + 1, 10))
+    r.run([*first, *drive, *second], tick_every=TICK)
+    last = t + second_stop_before_s
+    ticks(r, last + TICK, last + silence_s)
+    return r
+
+
+def test_a_truck_proven_to_keep_its_rhythm_while_parked_is_lost_after_three_of_its_parked_intervals() -> None:
+    r = _proven_then_parked_again(first_stop_s=900, silence_s=480)
+    [lost] = alerts(r.events, "signal_lost")
+    assert lost.evidence["limit_s"] == 120  # 3 x 10 s, floored at 120 s, instead of the 15-min allowance
+    assert "proven" in lost.evidence["expected_interval_basis"]
+
+
+def test_a_truck_never_watched_parked_for_long_keeps_the_parked_allowance() -> None:
+    # near miss: the same silence after a first stop of only 5 minutes (not proven) raises nothing
+    r = _proven_then_parked_again(first_stop_s=300, silence_s=480)
+    assert alerts(r.events, "signal_lost") == []
+
+
+def test_a_stop_longer_than_any_proven_one_falls_back_to_the_allowance() -> None:
+    # proven for 15 min; now parked for 20 min already, when a stop mode could kick in: 8 min of silence is allowed
+    r = _proven_then_parked_again(first_stop_s=900, silence_s=480, second_stop_before_s=1200)
+    assert alerts(r.events, "signal_lost") == []
+
+
+def test_a_box_lifted_from_its_yard_is_not_expected_faster_than_it_reported_there() -> None:
+    # five-minute fixes in the yard, then hauled at the same rhythm: its first moving gap is no loss
+    box = Runner(DarkDetector(), kind=DeviceKind.CONTAINER, device_id="MSCU1234565")
+    box.run(
+        [*reporting(TERMINAL, range(0, 3001, 300)), *driving(ROAD, range(3300, 4500, 300))],
+        tick_every=TICK,
+    )
+    assert alerts(box.events) == []

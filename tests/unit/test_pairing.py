@@ -54,10 +54,12 @@ class Sim:
     devices: dict[str, _Dev] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
 
-    def fix(self, device: str, seconds: float, x: float, y: float, kind: DeviceKind = C) -> list[Event]:
+    def fix(
+        self, device: str, seconds: float, x: float, y: float, kind: DeviceKind = C, speed: float | None = None
+    ) -> list[Event]:
         dev = self.devices.setdefault(device, _Dev(kind))
         lon, lat = (float(v) for v in PROJ.to_lonlat(x, y))
-        ping = Ping(device_id=device, ts=at(seconds), lon=lon, lat=lat)
+        ping = Ping(device_id=device, ts=at(seconds), lon=lon, lat=lat, speed=speed)
         fences = INDEX.membership(lon, lat, dev.fences)
         # stationary: every fix since the anchor within 50 m of it, for at least 30 s
         if dev.anchor is not None and haversine_m(dev.anchor.lon, dev.anchor.lat, lon, lat) <= 50.0:
@@ -403,3 +405,26 @@ def test_trucks_and_seals_are_not_this_detectors_business() -> None:
         sim.fix("TRK", t, 10.0 * t, 0, K)
     assert sim.events == []
     assert sim.devices["TRK"].state is None
+
+
+def test_a_sparse_box_that_drove_off_with_its_truck_is_not_placed_on_the_straight_line_between_its_fixes() -> None:
+    # the box reports every 5 min, the truck every minute; they wait together, then drive off at 10 m/s at 240 s.
+    # On the straight line from the box's fix at 0 s to its fix at 300 s, the box would be 240 m ahead of the truck
+    # at the truck's fix at 270 s; it could have been anywhere within 10 m/s x 30 s of its 300 s fix.
+    def run(box_moves: bool) -> Sim:
+        sim = Sim()
+        sim.pair("CONT", "TRK", 0)
+        sim.fix("CONT", 0, 0, 0, speed=0.0)
+        for t in every(30, 270, 60):
+            sim.fix("TRK", t, max(0.0, 10.0 * (t - 240)), 0, K)
+        if box_moves:
+            sim.fix("CONT", 300, 600, 0, speed=10.0)
+        else:  # near miss: the box really stayed behind, and says so with its own speed
+            sim.fix("CONT", 300, 0, 0, speed=0.0)
+        return sim
+
+    rode = run(True)
+    assert PairingState.load(rode.devices["CONT"].state).suspect is None and rode.alerts() == []
+    left = run(False)
+    suspect = PairingState.load(left.devices["CONT"].state).suspect
+    assert suspect is not None and suspect["distance_m"] > 250

@@ -99,7 +99,8 @@ class _State:
     parked: tuple[float, ...] = ()  # intervals that followed a stationary fix
     stationary: bool = False  # whether the device stood still at the last fix
     stopped_for_s: float = 0.0  # how long the stop of the last fix had lasted at that fix
-    proven_s: float = 0.0  # the longest single stop watched with the device reporting throughout
+    stop_tainted: bool = False  # a loss was raised during the stop of the last fix
+    proven_s: float = 0.0  # the longest earlier stop watched with the device reporting throughout
     slowest_parked_s: float = 0.0  # the slowest interval ever seen after a stationary fix, losses excepted
 
     def to_json(self) -> dict[str, Any]:
@@ -110,6 +111,7 @@ class _State:
             "parked": list(self.parked),
             "stationary": self.stationary,
             "stopped_for_s": self.stopped_for_s,
+            "stop_tainted": self.stop_tainted,
             "proven_s": self.proven_s,
             "slowest_parked_s": self.slowest_parked_s,
             "lost": self.lost,
@@ -126,6 +128,7 @@ class _State:
             parked=tuple(float(x) for x in data.get("parked", ())),
             stationary=bool(data.get("stationary", False)),
             stopped_for_s=float(data.get("stopped_for_s", 0.0)),
+            stop_tainted=bool(data.get("stop_tainted", False)),
             proven_s=float(data.get("proven_s", 0.0)),
             slowest_parked_s=float(data.get("slowest_parked_s", 0.0)),
         )
@@ -144,12 +147,21 @@ class DarkDetector:
     def __init__(self, params: DarkParams | None = None) -> None:
         self.params = params or DarkParams()
 
-    def expected(self, kind: DeviceKind, intervals: tuple[float, ...]) -> tuple[float, str]:
-        """Expected reporting interval and where it comes from (for the evidence)."""
+    def expected(
+        self, kind: DeviceKind, intervals: tuple[float, ...], parked: tuple[float, ...] = ()
+    ) -> tuple[float, str]:
+        """Expected reporting interval and where it comes from (for the evidence).
+
+        ``parked``: when given, the device's parked intervals, a hint while its moving rhythm is not
+        known at all: a box that reported every five minutes in its yard and has just been lifted onto
+        a truck is not expected to report every minute before it showed that it does.
+        """
         p = self.params
         if len(intervals) >= p.min_samples:
             return float(statistics.median(intervals)), f"median of the last {len(intervals)} intervals"
         default = float(p.default_interval_s.get(kind, p.min_gap_s / p.k))
+        if not intervals and parked and (hint := float(statistics.median(parked))) > default:
+            return hint, f"median of {len(parked)} parked intervals (moving rhythm not yet seen)"
         if intervals and (seen := float(statistics.median(intervals))) > default:
             # a tracker configured slower than its kind's default says so with its first intervals; waiting
             # for ``min_samples`` of them would raise a loss on each. A faster one is not trusted that early.
@@ -196,24 +208,26 @@ class DarkDetector:
         intervals: tuple[float, ...],
         parked: tuple[float, ...] | None,
         proven: float | None = None,
+        hint: tuple[float, ...] = (),
     ) -> tuple[float, float, str]:
-        """(limit, expected interval, where the expected interval comes from)."""
+        """(limit, expected interval, where the expected interval comes from); ``hint``: see ``expected``."""
         p = self.params
         if parked is None:
-            expected, basis = self.expected(kind, intervals)
+            expected, basis = self.expected(kind, intervals, hint)
         else:
             expected, basis = self.parked_expected(kind, parked, proven)
         return max(p.min_gap_s, p.k * expected), expected, basis
 
     def _proven(self, st: _State) -> float | None:
-        """The slowest parked interval, if the device was already watched parked, reporting throughout, for a
-        stop at least as long as this one; None otherwise."""
+        """The slowest parked interval, if the device was already watched parked, reporting throughout, in an
+        earlier stop at least as long as this one has lasted; None otherwise. The current stop proves nothing
+        about itself: a stop mode may switch on at any minute beyond what was seen."""
         if st.proven_s >= self.params.proven_parked_s and st.stopped_for_s <= st.proven_s:
             return st.slowest_parked_s
         return None
 
     def _state_limit(self, kind: DeviceKind, st: _State) -> tuple[float, float, str]:
-        return self._limit(kind, st.intervals, st.parked if st.stationary else None, self._proven(st))
+        return self._limit(kind, st.intervals, st.parked if st.stationary else None, self._proven(st), st.parked)
 
     # -- alerts ----------------------------------------------------------------------------
 
@@ -328,11 +342,22 @@ class DarkDetector:
             # a first fix cannot show motion; a box first heard in a terminal or at a gate is standing there
             # (it spends days in yards and moves only on a truck, itself watched), so it gets the parked limit
             stationary = True
-        if stationary and not lost_here and st is not None and st.stationary:
-            # a stop watched with no loss in it proves the rhythm for that long (a silence that was a loss does not)
-            proven = max(proven, stopped_for)
+        same_stop = st is not None and st.stationary and stationary and stopped_for >= st.stopped_for_s
+        if st is not None and st.stationary and not same_stop and not st.stop_tainted:
+            # a stop that is over, watched with no loss in it, proves the parked rhythm for that long
+            proven = max(proven, st.stopped_for_s)
+        tainted = lost_here or (same_stop and st is not None and st.stop_tainted)
         new = _State(
-            Fix.of(ping), tuple(sorted(ctx.fences)), intervals, None, parked, stationary, stopped_for, proven, slowest
+            Fix.of(ping),
+            tuple(sorted(ctx.fences)),
+            intervals,
+            None,
+            parked,
+            stationary,
+            stopped_for,
+            tainted,
+            proven,
+            slowest,
         )
         return new.to_json(), events
 

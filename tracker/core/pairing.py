@@ -68,13 +68,17 @@ class _Fix:
     ts: datetime
     lon: float
     lat: float
+    speed: float | None = None  # m/s as the tracker reported it
 
     def to_json(self) -> list[Any]:
-        return [self.ts.isoformat(), self.lon, self.lat]
+        return [self.ts.isoformat(), self.lon, self.lat, self.speed]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> _Fix:
-        return cls(datetime.fromisoformat(data[0]), float(data[1]), float(data[2]))
+        speed = data[3] if len(data) > 3 else None
+        return cls(
+            datetime.fromisoformat(data[0]), float(data[1]), float(data[2]), None if speed is None else float(speed)
+        )
 
     def evidence(self) -> dict[str, Any]:
         return {"ts": self.ts.isoformat(), "lon": self.lon, "lat": self.lat}
@@ -157,16 +161,29 @@ def _seconds(a: datetime, b: datetime) -> float:
     return (a - b).total_seconds()
 
 
-def _position_at(history: tuple[_Fix, ...], ts: datetime, limit_s: float) -> tuple[float, float] | None:
-    """Where the container was at ``ts``: interpolated between its fixes, or extrapolated from the last two
-    when ``ts`` is newer (by at most ``limit_s``); None when its fixes do not reach back that far."""
+def _speed_bound(a: _Fix, b: _Fix, span: float) -> float:
+    """The fastest the container is known to have gone between two of its fixes: the chord, or what it reported."""
+    chord = haversine_m(a.lon, a.lat, b.lon, b.lat) / span if span > 0 else 0.0
+    return max(chord, a.speed or 0.0, b.speed or 0.0)
+
+
+def _position_at(history: tuple[_Fix, ...], ts: datetime, limit_s: float) -> tuple[float, float, float] | None:
+    """Where the container was at ``ts``, and how far off that may be: interpolated between its fixes, or
+    extrapolated from the last two when ``ts`` is newer (by at most ``limit_s``); None when its fixes do not
+    reach back that far.
+
+    A straight line between two fixes five minutes apart is a poor guess for a box that stood in a gate
+    queue and then drove off: placed on that line it lies hundreds of metres from the truck it rides on.
+    The uncertainty is the distance it could have covered, at the fastest speed it showed (chord or
+    reported), from the nearer of the two fixes; a box that stood still has next to none.
+    """
     if not history:
         return None
     last = history[-1]
     if ts >= last.ts:
         ahead = _seconds(ts, last.ts)
         if ahead == 0:
-            return last.lon, last.lat
+            return last.lon, last.lat, 0.0
         if ahead > limit_s or len(history) < 2:
             return None
         prev = history[-2]
@@ -174,12 +191,14 @@ def _position_at(history: tuple[_Fix, ...], ts: datetime, limit_s: float) -> tup
         if span <= 0:
             return None
         k = ahead / span
-        return last.lon + (last.lon - prev.lon) * k, last.lat + (last.lat - prev.lat) * k
+        slack = _speed_bound(prev, last, span) * ahead
+        return last.lon + (last.lon - prev.lon) * k, last.lat + (last.lat - prev.lat) * k, slack
     for older, newer in zip(history[-2::-1], history[::-1], strict=False):
         if older.ts <= ts <= newer.ts:
             span = _seconds(newer.ts, older.ts)
             k = 0.0 if span <= 0 else _seconds(ts, older.ts) / span
-            return older.lon + (newer.lon - older.lon) * k, older.lat + (newer.lat - older.lat) * k
+            slack = _speed_bound(older, newer, span) * min(_seconds(ts, older.ts), _seconds(newer.ts, ts))
+            return older.lon + (newer.lon - older.lon) * k, older.lat + (newer.lat - older.lat) * k, slack
     return None
 
 
@@ -247,7 +266,7 @@ class PairingDetector:
             return state, []
         p = self.params
         st = PairingState.load(state)
-        fix = _Fix(ping.ts, ping.lon, ping.lat)
+        fix = _Fix(ping.ts, ping.lon, ping.lat, ping.speed)
         history = tuple(f for f in st.history if f.ts < ping.ts)
         keep_from = next((i for i, f in enumerate(history) if _seconds(ping.ts, f.ts) <= p.stale_s), len(history))
         st = replace(st, history=(*history[max(0, keep_from - 1) :], fix))
@@ -332,8 +351,8 @@ class PairingDetector:
             return _Gap(haversine_m(fix.lon, fix.lat, truck.lon, truck.lat), 0.0, lag, fix.lon, fix.lat)
         at = _position_at(st.history, truck.ts, self.params.stale_s)
         if at is not None:
-            lon, lat = at
-            return _Gap(haversine_m(lon, lat, truck.lon, truck.lat), 0.0, lag, lon, lat)
+            lon, lat, slack = at
+            return _Gap(haversine_m(lon, lat, truck.lon, truck.lat), slack, lag, lon, lat)
         return _Gap(haversine_m(fix.lon, fix.lat, truck.lon, truck.lat), speed * abs(lag), lag, fix.lon, fix.lat)
 
     def _check_separation(
