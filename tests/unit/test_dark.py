@@ -311,3 +311,18 @@ def test_a_box_lifted_from_its_yard_is_not_expected_faster_than_it_reported_ther
         tick_every=TICK,
     )
     assert alerts(box.events) == []
+
+
+def test_a_box_set_down_drops_to_its_yard_rhythm_whatever_it_proved_before() -> None:
+    # a container tracker kept 10-s fixes through a 15-min stop, then is set down and falls to 5-min fixes
+    box = Runner(DarkDetector(), kind=DeviceKind.CONTAINER, device_id="MSCU1234565")
+    box.run(
+        [
+            *reporting(OPEN, range(0, 901, 10)),
+            *driving(ROAD, range(910, 1210, 10)),
+            *reporting(TERMINAL, range(1210, 1271, 10)),
+            *reporting(TERMINAL, range(1570, 3400, 300)),
+        ],
+        tick_every=TICK,
+    )
+    assert alerts(box.events) == []

@@ -75,6 +75,9 @@ class DarkParams:
     ``proven_parked_s`` (600 s): how long the device must have been watched standing still in
     one stop, reporting all along, before its parked rhythm is trusted; up to the longest
     such stop, the parked limit is ``k`` × the slowest of its recent parked intervals.
+    ``proven_kinds`` (trucks): the kinds whose parked rhythm may be proven. A truck's tracker
+    runs on the vehicle's power; a container's or a seal's runs on a battery and drops to its
+    yard rhythm the moment the box is set down, however long it kept its pace at earlier stops.
     """
 
     default_interval_s: Mapping[DeviceKind, float] = field(default_factory=_default_intervals)
@@ -87,6 +90,7 @@ class DarkParams:
     moved_m: float = 200.0
     parked_interval_s: float = 300.0
     proven_parked_s: float = 600.0
+    proven_kinds: frozenset[DeviceKind] = frozenset({DeviceKind.TRUCK})
     lost_severity: Severity = Severity.MEDIUM
 
 
@@ -227,7 +231,8 @@ class DarkDetector:
         return None
 
     def _state_limit(self, kind: DeviceKind, st: _State) -> tuple[float, float, str]:
-        return self._limit(kind, st.intervals, st.parked if st.stationary else None, self._proven(st), st.parked)
+        proven = self._proven(st) if kind in self.params.proven_kinds else None
+        return self._limit(kind, st.intervals, st.parked if st.stationary else None, proven, st.parked)
 
     # -- alerts ----------------------------------------------------------------------------
 
