@@ -428,3 +428,12 @@ def test_a_sparse_box_that_drove_off_with_its_truck_is_not_placed_on_the_straigh
     left = run(False)
     suspect = PairingState.load(left.devices["CONT"].state).suspect
     assert suspect is not None and suspect["distance_m"] > 250
+
+
+def test_a_box_moving_alone_outside_the_port_is_not_watched() -> None:
+    # delivered: on the public road beyond the port boundary (x > 5000) nobody declares its truck any more
+    sim = Sim()
+    park(sim, "CONT", 6000, 0, 0, 300, 30)
+    for t in every(310, 400, 5):
+        sim.fix("CONT", 6000 + 4.0 * (t - 300), 0)
+    assert sim.alerts(MOVING_UNPAIRED) == []

@@ -533,6 +533,9 @@ class PairingDetector:
             return st, []
         if st.unpaired_move is not None or self._truck_alongside(st, fix, speed, ctx):
             return st, []
+        if not ctx.fences:
+            # outside every fence of the port the box is on a public road, delivered: not ours to watch
+            return st, []
         assert st.moving_since is not None
         alert = Alert(
             kind=MOVING_UNPAIRED,
