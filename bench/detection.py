@@ -90,8 +90,20 @@ ALSO: Mapping[AnomalyKind, frozenset[str]] = {
     AnomalyKind.RENDEZVOUS: frozenset({"unexpected_stop", f"{PIA}:stop"}),
     AnomalyKind.CONTAINER_SEPARATED: frozenset({"unexpected_stop", f"{PIA}:stop", "container_moving_unpaired"}),
     AnomalyKind.GOING_DARK: frozenset({"signal_restored"}),
-    # spoofed fixes are kept away from the detectors: to them the tracker said nothing usable meanwhile
-    AnomalyKind.GPS_SPOOFING: frozenset({"container_separated", "signal_lost", "signal_restored", f"{PIA}:dark"}),
+    # spoofed fixes are kept away from the detectors: to them the tracker said nothing usable meanwhile; once the
+    # integrity check re-anchors on a run of consistent spoofed fixes, what the detectors make of them is the spoof's
+    AnomalyKind.GPS_SPOOFING: frozenset(
+        {
+            "container_separated",
+            "signal_lost",
+            "signal_restored",
+            "unexpected_stop",
+            f"{PIA}:dark",
+            f"{PIA}:stop",
+            f"{PIA}:off_route",
+            f"{PIA}:zone",
+        }
+    ),
     AnomalyKind.DOOR_OPEN_AFTER_CLEARANCE: frozenset(),
 }
 """Alerts that are true consequences of an injected kind without being its detector (the truck in a

@@ -138,8 +138,17 @@ def test_deeply_nested_json_does_not_crash() -> None:
 
 # OwnTracks: https://owntracks.org/booklet/tech/json/ (_type location; tst epoch s; vel km/h; acc m)
 def test_owntracks_location() -> None:
-    body = {"_type": "location", "lat": -12.05, "lon": -77.14, "tst": 1795435200, "acc": 12, "vel": 36, "cog": 270,
-            "tid": "t1", "batt": 80}
+    body = {
+        "_type": "location",
+        "lat": -12.05,
+        "lon": -77.14,
+        "tst": 1795435200,
+        "acc": 12,
+        "vel": 36,
+        "cog": 270,
+        "tid": "t1",
+        "batt": 80,
+    }
     p = decode_owntracks("fleet", "truck7", json.dumps(body).encode(), NOW)
     assert isinstance(p, Ping)
     assert p.device_id == "fleet.truck7"
@@ -212,8 +221,15 @@ json_values = st.recursive(
 @given(
     st.fixed_dictionaries(
         {},
-        optional={"ts": json_values, "lat": json_values, "lon": json_values, "speed": json_values,
-                  "events": json_values, "heading": json_values, "accuracy": json_values},
+        optional={
+            "ts": json_values,
+            "lat": json_values,
+            "lon": json_values,
+            "speed": json_values,
+            "events": json_values,
+            "heading": json_values,
+            "accuracy": json_values,
+        },
     )
 )
 def test_arbitrary_json_objects_never_raise(obj: dict[str, object]) -> None:

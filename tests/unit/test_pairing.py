@@ -435,5 +435,5 @@ def test_a_box_moving_alone_outside_the_port_is_not_watched() -> None:
     sim = Sim()
     park(sim, "CONT", 6000, 0, 0, 300, 30)
     for t in every(310, 400, 5):
-        sim.fix("CONT", 6000 + 4.0 * (t - 300), 0)
+        sim.fix("CONT", t, 6000 + 4.0 * (t - 300), 0)
     assert sim.alerts(MOVING_UNPAIRED) == []

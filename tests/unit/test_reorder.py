@@ -29,10 +29,16 @@ def index() -> FenceIndex:
         "type": "FeatureCollection",
         "port": "testport",
         "features": [
-            {"type": "Feature", "properties": {"id": "R1", "name": "Vacant lot", "kind": "restricted"},
-             "geometry": {"type": "Polygon", "coordinates": square(0, 0, 200, 200)}},
-            {"type": "Feature", "properties": {"id": "B", "name": "Port", "kind": "port_boundary"},
-             "geometry": {"type": "Polygon", "coordinates": square(-3000, -3000, 3000, 3000)}},
+            {
+                "type": "Feature",
+                "properties": {"id": "R1", "name": "Vacant lot", "kind": "restricted"},
+                "geometry": {"type": "Polygon", "coordinates": square(0, 0, 200, 200)},
+            },
+            {
+                "type": "Feature",
+                "properties": {"id": "B", "name": "Port", "kind": "port_boundary"},
+                "geometry": {"type": "Polygon", "coordinates": square(-3000, -3000, 3000, 3000)},
+            },
         ],
     }
     return FenceIndex(load_fence_set(doc).fences)
@@ -98,7 +104,7 @@ def test_shuffling_within_the_window_gives_the_same_alerts(points: list[tuple[fl
     # fixes every 5 s moving at most ~100 m/s; delivery shuffled by at most 25 s of event time
     pings = [fix(i * 5, x, y) for i, (x, y) in enumerate(points)]
     rng = random.Random(seed)
-    delivered = sorted(pings, key=lambda p: (p.ts + timedelta(seconds=rng.uniform(0, 25))))
+    delivered = sorted(pings, key=lambda p: p.ts + timedelta(seconds=rng.uniform(0, 25)))
     ordered_state, ordered_events, _ = feed(pings)
     state, events, _ = feed(delivered)
     assert effective_alerts(events).keys() == effective_alerts(ordered_events).keys()

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geofences import FenceKind
-from tests.unit.detector_helpers import OPEN, RESTRICTED, SANTOS, TERMINAL, Runner, at, offset
+from tests.unit.detector_helpers import OPEN, OUTSIDE, RESTRICTED, SANTOS, TERMINAL, Runner, at, offset
 from tracker.core.detector import AUTHORIZED_STOP_KINDS
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Severity
 from tracker.core.stops import StopDetector, StopParams
@@ -64,6 +64,13 @@ def test_stop_in_the_open_fires_once_at_the_threshold_and_closes_when_it_moves_o
     assert upd.closes and upd.alert == alert and upd.alert.id == alert.id
     assert upd.fields["ended_at"] == at(390).isoformat() and upd.fields["duration_s"] == 390
     assert len(alerts(r.events)) == 1
+
+
+def test_a_stop_outside_every_fence_of_the_port_never_fires() -> None:
+    # a truck parked in town between two jobs; the same stop in the port (above) fires
+    r = runner()
+    r.run(parked(OUTSIDE, range(0, 1200, 10)))
+    assert r.fences == frozenset() and alerts(r.events) == []
 
 
 def test_stop_of_t_minus_1_second_does_not_fire() -> None:

@@ -13,6 +13,8 @@ Choices:
   one fix that may be the departure is not taken as more time spent standing still;
 * once any fix of a stop was in an authorized zone the whole stop is authorized, so GPS
   noise around a terminal's edge cannot turn a legitimate wait into an alert;
+* only stops inside the port count: some fence of the port holds the fix or the stop's
+  centre. Outside them a truck is parked in town between two jobs;
 * ticks never raise or extend a stop. A tracker that stopped reporting while parked
   may be parked, switched off or jammed; claiming it "stood still for 20 minutes"
   from the clock alone would be a guess, and silence is ``tracker.core.dark``'s
@@ -223,6 +225,10 @@ class StopDetector:
         fences = self._fences(ctx)
         if ctx.authorized_stop() or any(f.kind in AUTHORIZED_STOP_KINDS for f in fences):
             return _Stop(stop.start, stop.last_in, True, None).to_json(), events
+        if not fences:
+            # outside every fence of the port: a truck parked in town between two jobs is nobody's alarm (a cleared
+            # box leaving the port is the access window's business, which watches it wherever it goes)
+            return stop.to_json(), events
         if in_stop:
             rule = self.threshold(ctx.kind, fences)
             if (ping.ts - stop.start).total_seconds() >= rule[0]:
