@@ -564,8 +564,28 @@ def test_door_open_at_the_quay_entry_is_after_the_window() -> None:
 
 
 # ---- e) alongside --------------------------------------------------------------------------------
-def parked(world: World, device: str, pt: Point2, t: float, since: float, kind: DeviceKind = DeviceKind.TRUCK) -> None:
-    world.update(Position(device, kind, at(t), pt[0], pt[1], stationary_since=at(since)))
+def parked(
+    world: World,
+    device: str,
+    pt: Point2,
+    t: float,
+    since: float,
+    kind: DeviceKind = DeviceKind.TRUCK,
+    authorized: bool = False,
+) -> None:
+    """Another device standing at ``pt`` since ``since``: outside authorized zones unless ``authorized``."""
+    world.update(
+        Position(
+            device,
+            kind,
+            at(t),
+            pt[0],
+            pt[1],
+            stationary_since=at(since),
+            authorized=authorized,
+            outside_since=None if authorized else at(since),
+        )
+    )
 
 
 def test_another_vehicle_alongside_fires_after_60_s() -> None:
@@ -591,6 +611,20 @@ def test_another_vehicle_alongside_fires_after_60_s() -> None:
     [(_, upd)] = trip.updates()
     assert upd.alert == alert and upd.fields["duration_s"] == 110.0
     assert len(trip.alerts("alongside")) == 1
+
+
+def test_a_vehicle_standing_inside_an_authorized_zone_beside_the_box_is_not_alongside() -> None:
+    # near miss of the test above: the same truck, 12 m away, but standing inside a yard the box stands at the edge of
+    world = World()
+    trip = cleared_at_inspection(world=world)
+    spot = VACANT[0]
+    trip.drive(10, [ROAD_MID])
+    for i in range(12):
+        t = 20.0 + 10 * i
+        if t >= 30:
+            parked(world, "TRK-9", offset(spot, 12, 0), t, 30, authorized=True)
+        trip.fix(t, spot)
+    assert trip.alerts("alongside") == []
 
 
 def test_truck_passing_at_speed_is_not_alongside() -> None:

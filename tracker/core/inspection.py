@@ -926,12 +926,12 @@ class AccessWindowDetector:
         own_since = ctx.motion.outside_since if own_since is not None else None
         if own_since is not None and not authorized and holds(ctx.motion, ping.lon, ping.lat):
             for dist, pos in ctx.world.near(ping.lon, ping.lat, p.alongside_m, exclude=ctx.device_id):
-                if pos.device_id == run.s.paired_truck or pos.stationary_since is None:
-                    continue
+                if pos.device_id == run.s.paired_truck or pos.outside_since is None:
+                    continue  # moving, or standing in an authorized zone (a quay, a yard) beside the box's edge
                 if abs((ping.ts - pos.ts).total_seconds()) > p.alongside_max_age_s:
                     continue
-                # both have stood where they are since the later of their stops, and not before clearance
-                since = max(own_since, pos.stationary_since, window.ts)
+                # both have stood outside authorized zones since the later of the two, and not before clearance
+                since = max(own_since, pos.outside_since, window.ts)
                 found[pos.device_id] = (dist, pos, since)
         for slot in sorted(s for s in run.s.open if s.startswith("alongside:")):
             other = slot.split(":", 1)[1]
