@@ -293,14 +293,31 @@ def test_a_truck_proven_to_keep_its_rhythm_while_parked_is_lost_after_three_of_i
 
 def test_a_truck_never_watched_parked_for_long_keeps_the_parked_allowance() -> None:
     # near miss: the same silence after a first stop of only 5 minutes (not proven) raises nothing
-    r = _proven_then_parked_again(first_stop_s=300, silence_s=480)
+    r = _proven_then_parked_again(first_stop_s=200, silence_s=480)
     assert alerts(r.events, "signal_lost") == []
 
 
-def test_a_stop_longer_than_any_proven_one_falls_back_to_the_allowance() -> None:
-    # proven for 15 min; now parked for 20 min already, when a stop mode could kick in: 8 min of silence is allowed
-    r = _proven_then_parked_again(first_stop_s=900, silence_s=480, second_stop_before_s=1200)
-    assert alerts(r.events, "signal_lost") == []
+def test_a_stop_watched_for_five_minutes_proves_itself() -> None:
+    # no earlier stop, but this one has been watched for 10 min at 10-s fixes: 8 min of silence is a loss
+    r = _proven_then_parked_again(first_stop_s=60, silence_s=480, second_stop_before_s=600)
+    [lost] = alerts(r.events, "signal_lost")
+    assert lost.evidence["limit_s"] == 120
+
+
+def test_a_tracker_switching_to_a_stop_mode_late_raises_once_then_is_held_to_its_slow_pace() -> None:
+    # 10-s fixes for the first 10 min of every stop, then five-minute fixes: the first switch is raised (nothing
+    # could tell it from a blackout), later ones are not
+    r = Runner(DarkDetector())
+    fixes: list[tuple[float, float, float]] = []
+    t = 0
+    for place in (OPEN, TERMINAL, OPEN):
+        fixes += reporting(place, range(t, t + 601, 10))
+        fixes += reporting(place, range(t + 900, t + 2700, 300))
+        t += 2700
+        fixes += driving(ROAD, range(t, t + 300, 10))
+        t += 300
+    r.run(fixes, tick_every=TICK)
+    assert len(alerts(r.events, "signal_lost")) == 1
 
 
 def test_a_box_lifted_from_its_yard_is_not_expected_faster_than_it_reported_there() -> None:

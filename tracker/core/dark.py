@@ -19,14 +19,13 @@ and from those that follow a stationary one (``motion.stationary_since`` at that
 and the two never mix: a day in a yard does not slow down the limit applied once the
 box is on the road again, and a fast haul does not tighten the yard limit. While the
 last fix was stationary the limit is at least ``k × parked_interval_s``, the slowest
-parked rhythm a tracker may switch to without warning, unless the device has already
-shown how it behaves parked: once it has been watched standing still for a stretch of
-time and kept reporting at its rhythm throughout, a stop that is not yet longer than
-that proven stretch is judged by the slowest interval it showed while parked. A tracker
-that switches to a stop mode after some minutes shows that switch (a slow interval) the
-first time it is parked long enough, and a stop longer than any seen so far falls back
-to the allowance. A moving device keeps the tight limit, which is where going dark
-matters most.
+parked rhythm a tracker may switch to without warning, unless the truck has already
+shown how it behaves parked: once it has been watched standing still for five minutes
+and kept reporting at its pace throughout (this stop, or an earlier one at least as
+long), it is judged by the slowest interval it ever showed while parked. A tracker that
+switches to a stop mode shows that switch (a slow interval) the first time it is parked
+long enough, and is held to the slow interval from then on. A moving device keeps the
+tight limit, which is where going dark matters most.
 
 The loss is raised by ticks (``ts`` = last fix + limit, the moment silence became
 abnormal, so the alert does not depend on tick jitter). A fix that arrives after a gap
@@ -72,9 +71,10 @@ class DarkParams:
     ``parked_interval_s`` (300 s): the reporting interval trackers commonly fall back to
     once parked; after a stationary fix the limit is at least ``k`` of them (15 min), since
     the device may legitimately say nothing until then, unless its parked rhythm is proven.
-    ``proven_parked_s`` (600 s): how long the device must have been watched standing still in
-    one stop, reporting all along, before its parked rhythm is trusted; up to the longest
-    such stop, the parked limit is ``k`` × the slowest of its recent parked intervals.
+    ``proven_parked_s`` (300 s): how long the device must have been watched standing still in
+    one stop, reporting all along, before its parked rhythm is trusted for that stop (and, in
+    later stops, up to the longest such stop); the parked limit is then ``k`` × the slowest
+    interval it ever showed while parked.
     ``proven_kinds`` (trucks): the kinds whose parked rhythm may be proven. A truck's tracker
     runs on the vehicle's power; a container's or a seal's runs on a battery and drops to its
     yard rhythm the moment the box is set down, however long it kept its pace at earlier stops.
@@ -89,7 +89,7 @@ class DarkParams:
     max_interval_s: float = 600.0
     moved_m: float = 200.0
     parked_interval_s: float = 300.0
-    proven_parked_s: float = 600.0
+    proven_parked_s: float = 300.0
     proven_kinds: frozenset[DeviceKind] = frozenset({DeviceKind.TRUCK})
     lost_severity: Severity = Severity.MEDIUM
 
@@ -105,7 +105,7 @@ class _State:
     stopped_for_s: float = 0.0  # how long the stop of the last fix had lasted at that fix
     stop_tainted: bool = False  # a loss was raised during the stop of the last fix
     proven_s: float = 0.0  # the longest earlier stop watched with the device reporting throughout
-    slowest_parked_s: float = 0.0  # the slowest interval ever seen after a stationary fix, losses excepted
+    slowest_parked_s: float = 0.0  # the slowest interval ever seen after a stationary fix (losses: at most 300 s)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -223,12 +223,18 @@ class DarkDetector:
         return max(p.min_gap_s, p.k * expected), expected, basis
 
     def _proven(self, st: _State) -> float | None:
-        """The slowest parked interval, if the device was already watched parked, reporting throughout, in an
-        earlier stop at least as long as this one has lasted; None otherwise. The current stop proves nothing
-        about itself: a stop mode may switch on at any minute beyond what was seen."""
-        if st.proven_s >= self.params.proven_parked_s and st.stopped_for_s <= st.proven_s:
-            return st.slowest_parked_s
-        return None
+        """The slowest parked interval, if the device's parked rhythm is proven for this stop; None otherwise.
+
+        Proven: this stop has been watched for ``proven_parked_s`` with no loss in it, or an earlier stop at
+        least as long as this one has lasted was. Trackers switch to a stop mode when they sense the stop
+        (ignition off, no motion for a minute or two), so one still at its pace after five minutes parked has
+        shown how it reports parked. One that switches later than that raises one loss, then carries the slow
+        interval in ``slowest_parked_s`` and is held to it from then on.
+        """
+        p = self.params
+        watched_now = st.stopped_for_s >= p.proven_parked_s and not st.stop_tainted
+        watched_before = st.proven_s >= p.proven_parked_s and st.stopped_for_s <= st.proven_s
+        return st.slowest_parked_s if watched_now or watched_before else None
 
     def _state_limit(self, kind: DeviceKind, st: _State) -> tuple[float, float, str]:
         proven = self._proven(st) if kind in self.params.proven_kinds else None
@@ -336,8 +342,10 @@ class DarkDetector:
             intervals, parked = st.intervals, st.parked
             if st.stationary:
                 parked = (*parked, clipped)[-p.history :]
-                if not lost_here:
-                    slowest = max(slowest, clipped)
+                # a silence that was raised as a loss is learned no slower than the parked allowance: a tracker that
+                # switched to its stop mode is held to that pace from then on, while a blackout cannot stretch the
+                # device's limit beyond what an unproven tracker gets anyway
+                slowest = max(slowest, min(clipped, p.parked_interval_s) if lost_here else clipped)
             else:
                 intervals = (*intervals, clipped)[-p.history :]
         since = ctx.motion.stationary_since
