@@ -96,6 +96,10 @@ OUTSIDE_TAIL_M = 300.0
 TRANSFER_SPEED = 15.0
 """m/s (54 km/h): the fastest a truck crosses the city between two trips, so a reappearance is always plausible."""
 YARD_INSET_M = 20.0
+ANOMALY_RESERVE_S = 3600.0
+"""How long a roadside anomaly keeps its shoulder to itself (a separated box waits up to about an hour)."""
+ANOMALY_CLEAR_M = 150.0
+"""How far apart two roadside anomalies staged at the same time must be (beyond every cross-device radius)."""
 """A box in a yard stands this far inside its terminal and authorised area and away from corridors: a spot on
 the edge puts noisy fixes on the road outside, where a parked box is an alert."""
 
@@ -446,6 +450,7 @@ class _Planner:
         self.extra_trucks = 0
         self._outside: dict[str, list[tuple[float, float]]] = {}
         self._yards: dict[str, Any] = {}
+        self._staged: list[tuple[float, float, float, float]] = []  # roadside anomalies: x, y, from, to
         self._clear = graph.fences.buffer(OUTSIDE_CLEAR_M) if not graph.fences.is_empty else graph.fences
         shapely.prepare(self._clear)
         gates = graph.places.get(FenceKind.GATE, [])
@@ -727,7 +732,7 @@ class _Planner:
             AnomalyKind.RENDEZVOUS,
             AnomalyKind.CONTAINER_SEPARATED,
         ):
-            k = self.pick_node(route, quay)
+            k = self.pick_node(route, quay, truck.t)
             truck.drive(self.g.path(route[: k + 1]), self.speed())
             haul_from = self.road_anomaly(no, truck, cont, route, k, quay, anomaly, haul_from)
             truck.drive(self.g.path(route[k:]), self.speed())
@@ -761,14 +766,24 @@ class _Planner:
         self.leave(truck, quay)
         return quay.node
 
-    def pick_node(self, route: list[int], quay: Place) -> int:
-        """A route node outside authorised zones and far enough from the quay for a separation to show."""
+    def pick_node(self, route: list[int], quay: Place, t: float) -> int:
+        """A route node outside authorised zones, far enough from the quay for a separation to show, and clear of
+        every other roadside anomaly staged around the same time.
+
+        Two anomalies on one shoulder at once (a box dropped there while another truck stops beside it) really
+        are a meeting, which no single truth item describes: the ground truth would call the true alert false.
+        """
+        busy = [(x, y) for x, y, a, b in self._staged if a < t + ANOMALY_RESERVE_S and t < b]
         ok = [
             k
             for k in range(1, len(route) - 1)
-            if not self.g.is_authorized(*self.shoulder(route, k)) and self.g.distance(route[k], quay.node) > 400.0
+            if not self.g.is_authorized(*self.shoulder(route, k))
+            and self.g.distance(route[k], quay.node) > 400.0
+            and all(math.dist(self.shoulder(route, k), spot) > ANOMALY_CLEAR_M for spot in busy)
         ]
-        return self.rng.choice(ok) if ok else 0
+        k = self.rng.choice(ok) if ok else 0
+        self._staged.append((*self.shoulder(route, k), t, t + ANOMALY_RESERVE_S))
+        return k
 
     def road_anomaly(
         self,
