@@ -167,10 +167,12 @@ def _speed_bound(a: _Fix, b: _Fix, span: float) -> float:
     return max(chord, a.speed or 0.0, b.speed or 0.0)
 
 
-def _position_at(history: tuple[_Fix, ...], ts: datetime, limit_s: float) -> tuple[float, float, float] | None:
+def _position_at(
+    history: tuple[_Fix, ...], ts: datetime, limit_s: float
+) -> tuple[float, float, float, tuple[datetime, ...]] | None:
     """Where the container was at ``ts``, and how far off that may be: interpolated between its fixes, or
     extrapolated from the last two when ``ts`` is newer (by at most ``limit_s``); None when its fixes do not
-    reach back that far.
+    reach back that far. The last item names the fix the estimate rests on most (the nearer in time).
 
     A straight line between two fixes five minutes apart is a poor guess for a box that stood in a gate
     queue and then drove off: placed on that line it lies hundreds of metres from the truck it rides on.
@@ -183,7 +185,7 @@ def _position_at(history: tuple[_Fix, ...], ts: datetime, limit_s: float) -> tup
     if ts >= last.ts:
         ahead = _seconds(ts, last.ts)
         if ahead == 0:
-            return last.lon, last.lat, 0.0
+            return last.lon, last.lat, 0.0, (last.ts,)
         if ahead > limit_s or len(history) < 2:
             return None
         prev = history[-2]
@@ -192,13 +194,15 @@ def _position_at(history: tuple[_Fix, ...], ts: datetime, limit_s: float) -> tup
             return None
         k = ahead / span
         slack = _speed_bound(prev, last, span) * ahead
-        return last.lon + (last.lon - prev.lon) * k, last.lat + (last.lat - prev.lat) * k, slack
+        return last.lon + (last.lon - prev.lon) * k, last.lat + (last.lat - prev.lat) * k, slack, (last.ts,)
     for older, newer in zip(history[-2::-1], history[::-1], strict=False):
         if older.ts <= ts <= newer.ts:
             span = _seconds(newer.ts, older.ts)
             k = 0.0 if span <= 0 else _seconds(ts, older.ts) / span
             slack = _speed_bound(older, newer, span) * min(_seconds(ts, older.ts), _seconds(newer.ts, ts))
-            return older.lon + (newer.lon - older.lon) * k, older.lat + (newer.lat - older.lat) * k, slack
+            lon = older.lon + (newer.lon - older.lon) * k
+            nearer = older if k < 0.5 else newer
+            return lon, older.lat + (newer.lat - older.lat) * k, slack, (nearer.ts,)
     return None
 
 
@@ -211,6 +215,7 @@ class _Gap:
     lag_s: float  # container fix time minus truck fix time
     container_lon: float
     container_lat: float
+    container_fixes: tuple[datetime, ...] = ()  # the container's fix the placement rests on most
 
 
 class PairingDetector:
@@ -348,12 +353,13 @@ class PairingDetector:
             return None
         if truck.stationary_since is not None and container_stationary:
             # both parked: each is where its last fix put it
-            return _Gap(haversine_m(fix.lon, fix.lat, truck.lon, truck.lat), 0.0, lag, fix.lon, fix.lat)
+            return _Gap(haversine_m(fix.lon, fix.lat, truck.lon, truck.lat), 0.0, lag, fix.lon, fix.lat, (fix.ts,))
         at = _position_at(st.history, truck.ts, self.params.stale_s)
         if at is not None:
-            lon, lat, slack = at
-            return _Gap(haversine_m(lon, lat, truck.lon, truck.lat), slack, lag, lon, lat)
-        return _Gap(haversine_m(fix.lon, fix.lat, truck.lon, truck.lat), speed * abs(lag), lag, fix.lon, fix.lat)
+            lon, lat, slack, used = at
+            return _Gap(haversine_m(lon, lat, truck.lon, truck.lat), slack, lag, lon, lat, used)
+        distance = haversine_m(fix.lon, fix.lat, truck.lon, truck.lat)
+        return _Gap(distance, speed * abs(lag), lag, fix.lon, fix.lat, (fix.ts,))
 
     def _check_separation(
         self,
@@ -410,7 +416,7 @@ class PairingDetector:
                 suspect=None,
             ), []
         assert st.truck is not None
-        seen = [fix.ts.isoformat(), truck.ts.isoformat()]
+        seen = [fix.ts.isoformat(), truck.ts.isoformat(), [t.isoformat() for t in gap.container_fixes]]
         first = st.suspect
         if (
             first is None
@@ -429,11 +435,13 @@ class PairingDetector:
                 "unverified_since": None if unverified is None else unverified.isoformat(),
             }
             return replace(st, suspect=suspect), []
-        fixes = first.get("fixes") or [None, None]
-        if fixes[0] == seen[0] or fixes[1] == seen[1]:
+        fixes = first.get("fixes") or [None, None, []]
+        used_before = set(fixes[2] if len(fixes) > 2 else [fixes[0]])
+        if fixes[0] == seen[0] or fixes[1] == seen[1] or used_before & set(seen[2]):
             # a fix of either device shared with the first reading makes this no independent second one: a truck
-            # reporting once a minute is compared with two container fixes in a row, and one multipath jump of the
-            # truck would otherwise confirm itself. Wait for both trackers to have spoken again.
+            # reporting once a minute is compared with two container fixes in a row, and one multipath jump of
+            # either tracker would otherwise confirm itself (a box placed between two fixes rests on the nearer).
+            # Wait for both trackers to have spoken again.
             return replace(st, unverified_since=unverified), []
         if unverified is None and first.get("unverified_since") is not None:
             unverified = datetime.fromisoformat(first["unverified_since"])
