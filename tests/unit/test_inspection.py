@@ -627,6 +627,25 @@ def test_a_vehicle_standing_inside_an_authorized_zone_beside_the_box_is_not_alon
     assert trip.alerts("alongside") == []
 
 
+def test_a_sparse_reporter_standing_beside_the_box_is_alongside_on_its_one_fix() -> None:
+    # the accomplice's tracker reports every five minutes: one fix, at speed 0, beside the box standing on the road
+    def run(speed: float) -> list[tuple[float, Alert]]:
+        world = World()
+        trip = cleared_at_inspection(world=world)
+        spot = VACANT[0]
+        trip.drive(10, [ROAD_MID])
+        for i in range(14):
+            t = 20.0 + 30 * i
+            if t == 110:
+                world.update(Position("TRK-9", DeviceKind.TRUCK, at(105), *offset(spot, 10, 0), speed=speed))
+            trip.fix(t, spot)
+        return trip.alerts("alongside")
+
+    [(fired, alert)] = run(0.0)
+    assert fired == 170 and alert.evidence["started_at"] == at(105).isoformat()  # first fix over 60 s after 105
+    assert run(9.0) == []  # near miss: the same single fix, but rolling past at 9 m/s
+
+
 def test_truck_passing_at_speed_is_not_alongside() -> None:
     world = World()
     trip = cleared_at_inspection(world=world)

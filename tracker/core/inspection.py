@@ -100,9 +100,13 @@ class AccessWindowParams:
     room for GPS error, but not the next lane of a yard."""
     alongside_s: float = 60.0
     """Both standing still together for longer than this is a meeting; a minute is enough to pass a bag."""
-    alongside_max_age_s: float = 60.0
+    alongside_max_age_s: float = 330.0
     """The other device's last fix must be at most this old, so a tracker that left (or died) long ago
-    does not stay "alongside" forever."""
+    does not stay "alongside" forever; one five-minute report and some jitter, since the accomplice's
+    tracker is as likely as any other to be a battery-saving one."""
+    still_speed_ms: float = 0.5
+    """A neighbour whose only fix here reports at most this speed is standing (GNSS Doppler speed of a parked
+    receiver stays below it); a tracker reporting every five minutes gives no second fix to prove it."""
     dark_s: float = 180.0
     """Tracker silent for longer than this during the window (or longer than ``dark_k`` of its own reporting
     intervals, whichever is longer). Hauled trackers report every 10-30 s, so three minutes is several missed
@@ -926,12 +930,17 @@ class AccessWindowDetector:
         own_since = ctx.motion.outside_since if own_since is not None else None
         if own_since is not None and not authorized and holds(ctx.motion, ping.lon, ping.lat):
             for dist, pos in ctx.world.near(ping.lon, ping.lat, p.alongside_m, exclude=ctx.device_id):
-                if pos.device_id == run.s.paired_truck or pos.outside_since is None:
+                standing = pos.outside_since
+                if standing is None and pos.stationary_since is None and not pos.authorized:
+                    # one fix so far: its own reported speed says whether it stands
+                    still = pos.speed is not None and pos.speed <= p.still_speed_ms
+                    standing = pos.ts if still else None
+                if pos.device_id == run.s.paired_truck or standing is None:
                     continue  # moving, or standing in an authorized zone (a quay, a yard) beside the box's edge
                 if abs((ping.ts - pos.ts).total_seconds()) > p.alongside_max_age_s:
                     continue
                 # both have stood outside authorized zones since the later of the two, and not before clearance
-                since = max(own_since, pos.outside_since, window.ts)
+                since = max(own_since, standing, window.ts)
                 found[pos.device_id] = (dist, pos, since)
         for slot in sorted(s for s in run.s.open if s.startswith("alongside:")):
             other = slot.split(":", 1)[1]

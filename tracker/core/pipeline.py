@@ -132,10 +132,10 @@ class Pipeline:
             det_state, det_events = det.on_fix(state.detectors.get(det.name), ping, ctx)
             state = state.with_detector(det.name, det_state)
             out.extend(det_events)
-        self._place(state, moving)
+        self._place(state, moving, ping.speed)
         return StepResult(state, self._with_port(state, out), flags)
 
-    def _place(self, state: DeviceState, moving: Motion) -> None:
+    def _place(self, state: DeviceState, moving: Motion, speed: float | None = None) -> None:
         """Put the device's last accepted fix in the world view (after a fix, and when restoring)."""
         assert state.last is not None
         partner = self._partner(state)
@@ -149,6 +149,7 @@ class Pipeline:
                 stationary_since=moving.stationary_since,
                 authorized=self._authorized(state.fences),
                 outside_since=moving.outside_since if moving.stationary_since is not None else None,
+                speed=speed,
                 paired_with=partner,
             )
         )

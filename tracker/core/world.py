@@ -29,6 +29,7 @@ class Position:
     authorized: bool = False  # inside a zone where stopping is authorized
     paired_with: str | None = None  # a container's truck, or a truck's container: standing together is expected
     outside_since: datetime | None = None  # standing outside every such zone since (None: moving or inside one)
+    speed: float | None = None  # m/s the tracker reported with this fix, when it did
 
 
 class World:
