@@ -310,7 +310,7 @@ def test_a_tracker_switching_to_a_stop_mode_late_raises_once_then_is_held_to_its
     r = Runner(DarkDetector())
     fixes: list[tuple[float, float, float]] = []
     t = 0
-    for place in (OPEN, TERMINAL, OPEN):
+    for place in (OPEN, OPEN, OPEN):  # three stops, with a drive round the block between them
         fixes += reporting(place, range(t, t + 601, 10))
         fixes += reporting(place, range(t + 900, t + 2700, 300))
         t += 2700
@@ -343,3 +343,18 @@ def test_a_box_set_down_drops_to_its_yard_rhythm_whatever_it_proved_before() -> 
         tick_every=TICK,
     )
     assert alerts(box.events) == []
+
+
+def test_a_parked_truck_that_reappears_far_away_drove_while_silent() -> None:
+    # parked two minutes at a gate queue (not proven), silent for 12 min, then heard 3 km away: it was moving
+    far = Runner(DarkDetector())
+    far.run([*reporting(OPEN, range(0, 121, 60)), (840, *offset(OPEN, 0, -3000))], tick_every=TICK)
+    lost, restored = alerts(far.events)
+    # judged as moving: 3 x its 60-s rhythm
+    assert lost.kind == "signal_lost" and lost.ts == at(120 + 180)
+    assert "moved" in lost.evidence["expected_interval_basis"]
+    assert restored.kind == "signal_restored" and restored.severity is Severity.MEDIUM
+    # near miss: the same silence ending 1 km away is a tracker that woke when its truck drove off
+    near = Runner(DarkDetector())
+    near.run([*reporting(OPEN, range(0, 121, 60)), (840, *offset(OPEN, 0, -1000))], tick_every=TICK)
+    assert alerts(near.events) == []

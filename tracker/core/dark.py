@@ -27,6 +27,10 @@ switches to a stop mode shows that switch (a slow interval) the first time it is
 long enough, and is held to the slow interval from then on. A moving device keeps the
 tight limit, which is where going dark matters most.
 
+A device that was parked when it fell silent and reappears far away (beyond ``woke_m``)
+drove while saying nothing, and trackers wake when their vehicle moves: that silence is
+judged by the moving limit when the device speaks again (a late alert, but not a lost one).
+
 The loss is raised by ticks (``ts`` = last fix + limit, the moment silence became
 abnormal, so the alert does not depend on tick jitter). A fix that arrives after a gap
 no tick reported (a replay, or a service restart) raises the same loss with the same
@@ -90,6 +94,10 @@ class DarkParams:
     moved_m: float = 200.0
     parked_interval_s: float = 300.0
     proven_parked_s: float = 300.0
+    woke_m: float = 1500.0
+    """A tracker asleep in its stop mode wakes when its vehicle moves and reports within a minute (a cold
+    GNSS fix included): at 25 m/s that is 1.5 km. Reappearing further than this from where it fell silent
+    while parked, it drove without reporting."""
     proven_kinds: frozenset[DeviceKind] = frozenset({DeviceKind.TRUCK})
     lost_severity: Severity = Severity.MEDIUM
 
@@ -242,9 +250,16 @@ class DarkDetector:
 
     # -- alerts ----------------------------------------------------------------------------
 
-    def _lost(self, device_id: str, kind: DeviceKind, st: _State, index: FenceIndex) -> dict[str, Any]:
+    def _lost(
+        self, device_id: str, kind: DeviceKind, st: _State, index: FenceIndex, moved_m: float | None = None
+    ) -> dict[str, Any]:
+        """The loss's fields; ``moved_m``: it reappeared that far away, so it was judged as moving (see on_fix)."""
         p = self.params
-        limit, expected, basis = self._state_limit(kind, st)
+        if moved_m is None:
+            limit, expected, basis = self._state_limit(kind, st)
+        else:
+            limit, expected, basis = self._limit(kind, st.intervals, None, None, st.parked)
+            basis = f"{basis}; moved {moved_m:.0f} m while silent, so it was not parked"
         fences = [index.get(f) for f in st.fences if f in index]
         named = next((f for f in fences if f.kind.value != "port_boundary"), fences[0] if fences else None)
         where = f" in {named.kind.value.replace('_', ' ')} {named.name!r}" if named else ""
@@ -329,8 +344,20 @@ class DarkDetector:
                 return st.to_json(), []
             gap = (ping.ts - st.last.ts).total_seconds()
             lost = st.lost
+            moved = haversine_m(st.last.lon, st.last.lat, ping.lon, ping.lat)
             if lost is None and st.fences and gap > self._state_limit(ctx.kind, st)[0]:
                 lost = self._lost(ctx.device_id, ctx.kind, st, ctx.index)
+                events.append(self._alert(self.name, lost, ctx.device_id))
+            elif (
+                lost is None
+                and st.fences
+                and st.stationary
+                and moved > p.woke_m
+                and gap > self._limit(ctx.kind, st.intervals, None, None, st.parked)[0]
+            ):
+                # the parked allowance is for a tracker asleep in its stop mode; trackers wake when their vehicle
+                # moves, so one that reappears far away drove while saying nothing: judged as a moving one, late
+                lost = self._lost(ctx.device_id, ctx.kind, st, ctx.index, moved_m=moved)
                 events.append(self._alert(self.name, lost, ctx.device_id))
             if lost is not None:
                 lost_here = True
