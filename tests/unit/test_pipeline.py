@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from geofences import FenceIndex, LocalProjection, load_fence_set
 from tests.unit import synthetic
 from tracker.core.geofence import GeofenceParams
-from tracker.core.model import Alert, Ping, Severity
+from tracker.core.model import Alert, DeviceKind, Ping, Severity
 from tracker.core.pipeline import Params, Pipeline
 from tracker.core.state import DeviceState
 
@@ -283,3 +283,22 @@ def test_two_trucks_that_leave_a_terminal_and_stop_together_on_the_road_just_out
     assert len({a.key for a in alerts if a.kind == "rendezvous"}) == 1
     (first, *_) = [a for a in alerts if a.kind == "rendezvous"]
     assert first.evidence["together_since"] == (T0 + timedelta(seconds=332)).isoformat()
+
+
+def test_a_parked_haul_survives_multipath_fixes_of_either_tracker() -> None:
+    # a declared box and its truck parked together on open port ground; the box throws one fix 250 m off, and the
+    # truck's next fix is thrown 250 m off the other way: two readings on four different fixes, both "apart". Each
+    # outlier is one pending fix outside its stop's cluster, and the stops' centres stay together.
+    pipeline = Pipeline(PORT, RAW)
+    box = pipeline.pair(DeviceState("MSCU1234565", DeviceKind.CONTAINER), "TRUCK-A", T0).state
+    states = {"TRUCK-A": DeviceState("TRUCK-A"), "MSCU1234565": box}
+    fixes = [(float(t), "TRUCK-A", 0.0, 0.0) for t in range(0, 601, 30)]
+    fixes += [(float(t), "MSCU1234565", 5.0, 0.0) for t in range(5, 601, 20) if t != 485]
+    fixes.append((485.0, "MSCU1234565", 5.0, 250.0))  # the box's multipath fix: reading one
+    fixes.append((500.0, "TRUCK-A", 0.0, -250.0))  # the truck's, compared with the box's next fix: reading two
+    alerts: list[Alert] = []
+    for t, dev, x, y in sorted(fixes):
+        result = pipeline.step(states[dev], ping(dev, t, x, y))
+        states[dev] = result.state
+        alerts.extend(a for a in result.alerts if isinstance(a, Alert))
+    assert [a.kind for a in alerts if a.kind == "container_separated"] == []

@@ -340,20 +340,31 @@ class PairingDetector:
         return 0.0 if dt <= 0 else haversine_m(prev.lon, prev.lat, ping.lon, ping.lat) / dt
 
     def _gap(
-        self, st: PairingState, fix: _Fix, speed: float, truck: Position, *, container_stationary: bool
+        self,
+        st: PairingState,
+        fix: _Fix,
+        speed: float,
+        truck: Position,
+        *,
+        container_stationary: bool,
+        centre: tuple[float, float] | None = None,
     ) -> _Gap | None:
         """How far the container is from ``truck``, both placed at the instant of the truck's fix.
 
         Comparing the container as it is now with a parked truck's last fix is right only while the container
         stands still too: a container on the move means the truck may have driven off with it since that fix
         (a parked truck's last fix can be a minute old), and the two would look apart while riding together.
+        Two parked devices are compared by the centres of their stops (``centre``: the container's), which a
+        multipath fix thrown 200 m off among the stacks does not move.
         """
         lag = _seconds(fix.ts, truck.ts)
         if abs(lag) > self.params.stale_s:
             return None
         if truck.stationary_since is not None and container_stationary:
-            # both parked: each is where its last fix put it
-            return _Gap(haversine_m(fix.lon, fix.lat, truck.lon, truck.lat), 0.0, lag, fix.lon, fix.lat, (fix.ts,))
+            # both parked: each is where its stop is
+            c_lon, c_lat = centre or (fix.lon, fix.lat)
+            t_lon, t_lat = truck.centre or (truck.lon, truck.lat)
+            return _Gap(haversine_m(c_lon, c_lat, t_lon, t_lat), 0.0, lag, c_lon, c_lat, (fix.ts,))
         at = _position_at(st.history, truck.ts, self.params.stale_s)
         if at is not None:
             lon, lat, slack, used = at
@@ -374,7 +385,13 @@ class PairingDetector:
     ) -> tuple[PairingState, list[Event]]:
         assert st.truck is not None
         truck = ctx.world.get(st.truck)
-        gap = None if truck is None else self._gap(st, fix, speed, truck, container_stationary=stationary)
+        m = ctx.motion
+        centre = (
+            None if m.centre_lon is None or m.centre_lat is None or not stationary else (m.centre_lon, m.centre_lat)
+        )
+        gap = (
+            None if truck is None else self._gap(st, fix, speed, truck, container_stationary=stationary, centre=centre)
+        )
         if truck is None or gap is None:
             # nothing to compare with: no verdict either way, but remember since when it is unverified
             return replace(st, unverified_since=st.unverified_since or at), []

@@ -150,6 +150,11 @@ class Pipeline:
                 authorized=self._authorized(state.fences),
                 outside_since=moving.outside_since if moving.stationary_since is not None else None,
                 speed=speed,
+                centre=(moving.centre_lon, moving.centre_lat)
+                if moving.stationary_since is not None
+                and moving.centre_lon is not None
+                and moving.centre_lat is not None
+                else None,
                 paired_with=partner,
             )
         )

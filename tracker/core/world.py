@@ -30,6 +30,7 @@ class Position:
     paired_with: str | None = None  # a container's truck, or a truck's container: standing together is expected
     outside_since: datetime | None = None  # standing outside every such zone since (None: moving or inside one)
     speed: float | None = None  # m/s the tracker reported with this fix, when it did
+    centre: tuple[float, float] | None = None  # (lon, lat) of its stop's cluster while stationary: outliers excluded
 
 
 class World:
