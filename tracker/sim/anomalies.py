@@ -7,7 +7,8 @@ each kind documents exactly which moment ``start`` and ``end`` denote.
 ========================== ========= ===================================================================
 kind                       device    start / end
 ========================== ========= ===================================================================
-post_clearance_detour      truck     leaves its route on a port road / is back on that road
+post_clearance_detour      truck     leaves the route fences (corridors, yards, gates, quays) / is back
+                                     on the port road it left
 unexpected_stop            truck     stands still on a road shoulder / moves off again
 rendezvous                 truck     the second truck has stopped alongside (≤ 10 m) / the first leaves
                                      (``other`` is the second truck)

@@ -451,6 +451,7 @@ class _Planner:
         self._outside: dict[str, list[tuple[float, float]]] = {}
         self._yards: dict[str, Any] = {}
         self._staged: list[tuple[float, float, float, float]] = []  # roadside anomalies: x, y, from, to
+        self._route_area: Any = None  # union of the fences a cleared box may be driven through, projected
         self._clear = graph.fences.buffer(OUTSIDE_CLEAR_M) if not graph.fences.is_empty else graph.fences
         shapely.prepare(self._clear)
         gates = graph.places.get(FenceKind.GATE, [])
@@ -801,14 +802,14 @@ class _Planner:
         if anomaly is AnomalyKind.POST_CLEARANCE_DETOUR:
             dest = self.warehouse(node_xy)
             leave_t = truck.t
-            truck.drive([dest], rng.uniform(8.0, 12.0))
+            speed = rng.uniform(8.0, 12.0)
+            truck.drive([dest], speed)
             truck.stay(rng.uniform(*DETOUR_STAY_S))
             truck.drive([node_xy], rng.uniform(8.0, 12.0))
             for tr in (truck, cont):
                 tr.free.append((leave_t, truck.t))
-            self.truth.append(
-                GroundTruth(truck.device_id, anomaly, self.at(leave_t), self.at(truck.t), cont.device_id, no)
-            )
+            off = leave_t + self.off_route_m(node_xy, dest) / speed
+            self.truth.append(GroundTruth(truck.device_id, anomaly, self.at(off), self.at(truck.t), cont.device_id, no))
             return haul_from
         shoulder = self.shoulder(route, k)
         truck.drive([shoulder], 2.0)
@@ -843,6 +844,20 @@ class _Planner:
             haul_from = truck.t
         truck.drive([node_xy], 2.0)
         return haul_from
+
+    def off_route_m(self, a: tuple[float, float], b: tuple[float, float]) -> float:
+        """How far along the straight drive a -> b the truck is still on its route (corridors, yards, terminals,
+        gates, inspection area, quays): where a detour becomes observable, the truth's start."""
+        if self._route_area is None:
+            quays = [p.geometry for p in self.g.places.get(FenceKind.QUAY, [])]
+            self._route_area = shapely.union_all([self.g.corridors, self.g.authorized, *quays])
+        line = shapely.LineString([a, b])
+        outside = line.difference(self._route_area)
+        if outside.is_empty:
+            return 0.0
+        return float(
+            min(line.project(shapely.Point(c)) for g in getattr(outside, "geoms", [outside]) for c in g.coords)
+        )
 
     def accomplice(
         self, route: list[int], k: int, shoulder: tuple[float, float], arrive: float, leave: float
