@@ -98,6 +98,10 @@ TRANSFER_SPEED = 15.0
 YARD_INSET_M = 20.0
 ANOMALY_RESERVE_S = 3600.0
 """How long a roadside anomaly keeps its shoulder to itself (a separated box waits up to about an hour)."""
+RENDEZVOUS_RULE_S = 300.0
+"""The meeting length the product's rendezvous rule looks for; injected meetings outlast it (see road_anomaly)."""
+ANOMALY_AUTHORIZED_CLEAR_M = 40.0
+"""A roadside anomaly is staged this far from every authorised zone: beyond the 25 m fence hysteresis plus noise."""
 ANOMALY_CLEAR_M = 150.0
 """How far apart two roadside anomalies staged at the same time must be (beyond every cross-device radius)."""
 """A box in a yard stands this far inside its terminal and authorised area and away from corridors: a spot on
@@ -507,8 +511,9 @@ class _Planner:
         tr.stay(self.rng.uniform(10.0, 40.0))  # barrier and plate check
         tr.drive([outer], 2.0)
 
-    def new_truck_track(self, device_id: str) -> _Track:
-        tr = _Track(device_id, DeviceKind.TRUCK, self.cfg.gps.pick_interval(self.rng), 0.0, 0.0, 0.0)
+    def new_truck_track(self, device_id: str, interval: float | None = None) -> _Track:
+        iv = self.cfg.gps.pick_interval(self.rng) if interval is None else interval
+        tr = _Track(device_id, DeviceKind.TRUCK, iv, 0.0, 0.0, 0.0)
         self.tracks[device_id] = tr
         return tr
 
@@ -778,7 +783,7 @@ class _Planner:
         ok = [
             k
             for k in range(1, len(route) - 1)
-            if not self.g.is_authorized(*self.shoulder(route, k))
+            if self._clear_of_authorized(self.shoulder(route, k))
             and self.g.distance(route[k], quay.node) > 400.0
             and all(math.dist(self.shoulder(route, k), spot) > ANOMALY_CLEAR_M for spot in busy)
         ]
@@ -819,8 +824,13 @@ class _Planner:
             self.truth.append(GroundTruth(truck.device_id, anomaly, self.at(t0), self.at(truck.t), None, no))
         elif anomaly is AnomalyKind.RENDEZVOUS:
             t0 = truck.t
-            depart = t0 + rng.uniform(*STOP_MIN_S[anomaly])
-            other_arrival, other = self.accomplice(route, k, shoulder, t0 + rng.uniform(10.0, 60.0), depart)
+            other_iv = self.cfg.gps.pick_interval(rng)
+            arrive = t0 + rng.uniform(10.0, 60.0)
+            # long enough for the slowest tracker involved to show the meeting beyond the 5-min rendezvous rule
+            # twice over (as going dark lasts at least three intervals): a shorter one no product could see
+            seen = RENDEZVOUS_RULE_S + 2 * max(truck.interval, cont.interval, other_iv)
+            depart = max(t0 + rng.uniform(*STOP_MIN_S[anomaly]), arrive + seen)
+            other_arrival, other = self.accomplice(route, k, shoulder, arrive, depart, other_iv)
             truck.stay_until(depart)
             self.truth.append(GroundTruth(truck.device_id, anomaly, self.at(other_arrival), self.at(depart), other, no))
         else:  # container separated: dropped on the shoulder, the truck drives off and comes back
@@ -831,9 +841,18 @@ class _Planner:
             truck.drive([node_xy], 2.0)
             truck.drive(self.g.path(route[k:]), self.speed())
             self.enter(truck, quay)
-            truck.stay(rng.uniform(180.0, 480.0))
+            # away long enough for the slower of the two trackers to show it three times over (two readings that
+            # share no fix of either device, as the pairing rule asks): a shorter one no product could confirm
+            back_speed = self.speed()
+            back_s = (
+                math.dist(quay.anchor, self.node_xy(quay.node)) / SPUR_SPEED
+                + self.g.distance(quay.node, route[k]) / back_speed
+                + math.dist(node_xy, shoulder) / 2.0
+            )
+            seen = 3 * max(cont.interval, truck.interval) + 60.0
+            truck.stay(max(rng.uniform(180.0, 480.0), left + seen - truck.t - back_s))
             self.leave(truck, quay)
-            self.route(truck, quay.node, route[k])
+            truck.drive(self.g.path(self.g.route(quay.node, route[k])), back_speed)
             truck.drive([shoulder], 2.0)
             back = truck.t
             cont.stay_until(back)
@@ -844,6 +863,12 @@ class _Planner:
             haul_from = truck.t
         truck.drive([node_xy], 2.0)
         return haul_from
+
+    def _clear_of_authorized(self, p: tuple[float, float]) -> bool:
+        """Outside every authorised zone by more than the fence hysteresis and the GPS noise: a truck stopped 10 m
+        outside a terminal's fence is still at that terminal for any tracking product (and for this one, whose
+        fences are left only 25 m beyond their edge), so the truth could not call it an unexpected stop."""
+        return bool(self.g.authorized.distance(shapely.Point(p)) > ANOMALY_AUTHORIZED_CLEAR_M)
 
     def off_route_m(self, a: tuple[float, float], b: tuple[float, float]) -> float:
         """How far along the straight drive a -> b the truck is still on its route (corridors, yards, terminals,
@@ -860,12 +885,12 @@ class _Planner:
         )
 
     def accomplice(
-        self, route: list[int], k: int, shoulder: tuple[float, float], arrive: float, leave: float
+        self, route: list[int], k: int, shoulder: tuple[float, float], arrive: float, leave: float, interval: float
     ) -> tuple[float, str]:
         """A second truck that comes from a gate, stops just ahead of the first, and leaves through a gate."""
         rng = self.rng
         self.extra_trucks += 1
-        tr = self.new_truck_track(f"TRK-{self.cfg.trucks + self.extra_trucks:04d}")
+        tr = self.new_truck_track(f"TRK-{self.cfg.trucks + self.extra_trucks:04d}", interval)
         gate = rng.choice(self.gates)
         a = self.node_xy(route[max(0, k - 1)])
         b = self.node_xy(route[min(len(route) - 1, k + 1)])
