@@ -603,6 +603,35 @@ def table(res: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown(res: Mapping[str, Any]) -> str:
+    """The figures of a result file as the Markdown the READMEs quote, so no figure is copied by hand."""
+    sc = res["scenario"]
+    o = res["overall"]
+    c = res["counts"]
+    lines = [
+        f"{sc['port'].capitalize()}: {sc['trucks']} trucks, {sc['hours']:g} h, anomaly share {sc['anomaly_share']}, "
+        f"seed {sc['seed']}; commit {str(res.get('git_commit') or '?')[:7]}",
+        "",
+        "| injected kind | n | recall | tta median s | tta p95 s | median beyond threshold + interval s | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, v in res["by_truth_kind"].items():
+        lines.append(
+            f"| {kind} | {v['injected']} | {v['recall']:.3f} | {v['tta_median_s']} | {v['tta_p95_s']} | "
+            f"{v['beyond_threshold_plus_interval_median_s']} | {'yes' if v['meets_tta_target'] else 'no'} |"
+        )
+    false_by_kind = ", ".join(f"{k} {n}" for k, n in o["false_by_kind"].items()) or "none"
+    lines += [
+        "",
+        f"{c['trips']} trips ({c['clean_trips']} clean), {o['security_alerts']} security alerts, precision "
+        f"{o['precision']}; {o['false_alerts']} false alerts ({o['false_alerts_on_clean_trips']} on clean trips, "
+        f"{o['false_alerts_outside_trips']} outside any trip) = {o['false_per_1000_trips']} per 1,000 trips, "
+        f"{o['false_per_1000_clean_trips']} per 1,000 clean trips. False by kind: {false_by_kind}. "
+        f"Generation {res['generate_s']} s, replay {res['replay_s']} s (one core).",
+    ]
+    return "\n".join(lines)
+
+
 def plot(res: Mapping[str, Any], path: Path) -> str:
     """Strip plot of every detected item's time-to-alert per kind; skipped when matplotlib is missing."""
     try:
@@ -647,11 +676,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pair-at-start", action="store_true", help="declare every pair at the start, never clear it")
     p.add_argument("--save-alerts", type=Path, default=None, help="write the standing security alerts as JSONL")
     p.add_argument("--rescore", type=Path, default=None, help="score alerts saved by --save-alerts, no replay")
+    p.add_argument("--markdown", type=Path, default=None, help="print a result file's figures as Markdown, no run")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.markdown is not None:
+        print(markdown(json.loads(args.markdown.read_text(encoding="utf-8"))))
+        return 0
     cfg = SimConfig(
         port=args.port, trucks=args.trucks, hours=args.hours, anomaly_share=args.anomaly_share, seed=args.seed
     )
