@@ -102,8 +102,9 @@ RENDEZVOUS_RULE_S = 300.0
 """The meeting length the product's rendezvous rule looks for; injected meetings outlast it (see road_anomaly)."""
 ANOMALY_AUTHORIZED_CLEAR_M = 40.0
 """A roadside anomaly is staged this far from every authorised zone: beyond the 25 m fence hysteresis plus noise."""
-ANOMALY_CLEAR_M = 150.0
-"""How far apart two roadside anomalies staged at the same time must be (beyond every cross-device radius)."""
+ANOMALY_CLEAR_M = 80.0
+"""How far apart two roadside anomalies staged at the same time must be (beyond every cross-device radius, 30 m,
+and the noise of both devices)."""
 """A box in a yard stands this far inside its terminal and authorised area and away from corridors: a spot on
 the edge puts noisy fixes on the road outside, where a parked box is an alert."""
 
@@ -780,14 +781,13 @@ class _Planner:
         are a meeting, which no single truth item describes: the ground truth would call the true alert false.
         """
         busy = [(x, y) for x, y, a, b in self._staged if a < t + ANOMALY_RESERVE_S and t < b]
-        ok = [
-            k
-            for k in range(1, len(route) - 1)
-            if self._clear_of_authorized(self.shoulder(route, k))
-            and self.g.distance(route[k], quay.node) > 400.0
-            and all(math.dist(self.shoulder(route, k), spot) > ANOMALY_CLEAR_M for spot in busy)
-        ]
-        k = self.rng.choice(ok) if ok else 0
+        inner = range(1, len(route) - 1)
+        clear = [k for k in inner if self.g.distance(route[k], quay.node) > 400.0]
+        clear = [k for k in clear if self._clear_of_authorized(self.shoulder(route, k))]
+        free = [k for k in clear if all(math.dist(self.shoulder(route, k), spot) > ANOMALY_CLEAR_M for spot in busy)]
+        # on a busy route every shoulder may be taken: then share one rather than stage a stop inside a yard
+        choice = free or clear or [k for k in inner if not self.g.is_authorized(*self.shoulder(route, k))]
+        k = self.rng.choice(choice) if choice else 0
         self._staged.append((*self.shoulder(route, k), t, t + ANOMALY_RESERVE_S))
         return k
 
