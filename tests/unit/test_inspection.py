@@ -521,6 +521,15 @@ def test_standing_still_off_route_is_a_stop_not_an_excursion() -> None:
     assert trip.alerts("off_route") == []
 
 
+@pytest.mark.parametrize(("south_m", "fires"), [(35.0, False), (60.0, True)])
+def test_driving_beside_a_corridor_band_is_on_route_but_well_away_from_it_is_not(south_m: float, fires: bool) -> None:
+    # the avenue's band is drawn from its centre line: 35 m south of it a box is 13 m outside the band (a bend or a
+    # junction the band misses), which counts as on route; 60 m south, 38 m outside, is an excursion
+    trip = cleared_at_inspection()
+    trip.drive(10, [offset(p, 0.0, -south_m) for p in ROAD[1:8]])
+    assert bool(trip.alerts("off_route")) is fires
+
+
 def test_a_given_route_makes_other_corridors_off_route() -> None:
     params = AccessWindowParams(route_fence_ids=frozenset({"santos-road-070"}))
     trip = cleared_at_inspection(params)

@@ -95,6 +95,9 @@ class AccessWindowParams:
     off_route_grace_s: float = 30.0
     """Moving outside every route fence for longer than this is an excursion. Fences are already read with
     the index's hysteresis; the grace absorbs a multipath blip that outlasts it (a few fixes)."""
+    off_route_margin_m: float = 25.0
+    """A fix this close to a route fence is on the route: corridor bands drawn from road centre lines leave
+    gaps at junctions and bends, and a fence is only entered from inside it (left 25 m beyond it)."""
     alongside_m: float = 30.0
     """Another device within this distance counts as alongside: two vehicles parked door to door, with
     room for GPS error, but not the next lane of a yard."""
@@ -857,6 +860,10 @@ class AccessWindowDetector:
         ids = self.params.route_fence_ids
         return kind is not FenceKind.CORRIDOR or ids is None or fence_id in ids
 
+    def _near_route(self, index: FenceIndex, lon: float, lat: float) -> bool:
+        nearest = self._nearest_route(index, lon, lat)
+        return nearest is not None and nearest["distance_m"] <= self.params.off_route_margin_m
+
     def _nearest_route(self, index: FenceIndex, lon: float, lat: float) -> dict[str, Any] | None:
         best: tuple[float, str] | None = None
         for fence in index.fences:
@@ -871,7 +878,7 @@ class AccessWindowDetector:
 
     def _off_route(self, run: _Run, window: Clearance, ping: Ping, ctx: FixContext) -> None:
         fix = _fix_json(ping.ts, ping.lon, ping.lat, ping.accuracy)
-        if any(self._on_route(ctx.index, f) for f in ctx.fences):
+        if any(self._on_route(ctx.index, f) for f in ctx.fences) or self._near_route(ctx.index, ping.lon, ping.lat):
             if run.s.off_since is not None:
                 run.end(
                     "off_route",
