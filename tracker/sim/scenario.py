@@ -102,6 +102,8 @@ RENDEZVOUS_RULE_S = 300.0
 """The meeting length the product's rendezvous rule looks for; injected meetings outlast it (see road_anomaly)."""
 ANOMALY_AUTHORIZED_CLEAR_M = 40.0
 """A roadside anomaly is staged this far from every authorised zone: beyond the 25 m fence hysteresis plus noise."""
+ANOMALY_QUAY_TRIES = 8
+"""Other quays (routes) tried for a free shoulder before two anomalies share one."""
 ANOMALY_CLEAR_M = 80.0
 """How far apart two roadside anomalies staged at the same time must be (beyond every cross-device radius, 30 m,
 and the noise of both devices)."""
@@ -739,7 +741,17 @@ class _Planner:
             AnomalyKind.RENDEZVOUS,
             AnomalyKind.CONTAINER_SEPARATED,
         ):
-            k = self.pick_node(route, quay, truck.t)
+            # a free shoulder on the way to this quay, or to another one (the route decides where it is staged)
+            k: int | None = None
+            for q in [quay, *rng.sample(self.quays, min(len(self.quays), ANOMALY_QUAY_TRIES))]:
+                r = self.g.route(insp.node, q.node)
+                k = self.pick_node(r, q, truck.t, strict=True)
+                if k is not None:
+                    quay, route = q, r
+                    break
+            if k is None:
+                k = self.pick_node(route, quay, truck.t)
+            assert k is not None
             truck.drive(self.g.path(route[: k + 1]), self.speed())
             haul_from = self.road_anomaly(no, truck, cont, route, k, quay, anomaly, haul_from)
             truck.drive(self.g.path(route[k:]), self.speed())
@@ -773,22 +785,31 @@ class _Planner:
         self.leave(truck, quay)
         return quay.node
 
-    def pick_node(self, route: list[int], quay: Place, t: float) -> int:
+    def _busy(self, t: float) -> list[tuple[float, float]]:
+        return [(x, y) for x, y, a, b in self._staged if a < t + ANOMALY_RESERVE_S and t < b]
+
+    def _stage(self, spot: tuple[float, float], t: float) -> None:
+        self._staged.append((spot[0], spot[1], t, t + ANOMALY_RESERVE_S))
+
+    def pick_node(self, route: list[int], quay: Place, t: float, *, strict: bool = False) -> int | None:
         """A route node outside authorised zones, far enough from the quay for a separation to show, and clear of
         every other roadside anomaly staged around the same time.
 
         Two anomalies on one shoulder at once (a box dropped there while another truck stops beside it) really
         are a meeting, which no single truth item describes: the ground truth would call the true alert false.
+        ``strict``: None rather than a shoulder another anomaly already holds (the caller tries another route).
         """
-        busy = [(x, y) for x, y, a, b in self._staged if a < t + ANOMALY_RESERVE_S and t < b]
+        busy = self._busy(t)
         inner = range(1, len(route) - 1)
         clear = [k for k in inner if self.g.distance(route[k], quay.node) > 400.0]
         clear = [k for k in clear if self._clear_of_authorized(self.shoulder(route, k))]
         free = [k for k in clear if all(math.dist(self.shoulder(route, k), spot) > ANOMALY_CLEAR_M for spot in busy)]
+        if strict and not free:
+            return None
         # on a busy route every shoulder may be taken: then share one rather than stage a stop inside a yard
         choice = free or clear or [k for k in inner if not self.g.is_authorized(*self.shoulder(route, k))]
         k = self.rng.choice(choice) if choice else 0
-        self._staged.append((*self.shoulder(route, k), t, t + ANOMALY_RESERVE_S))
+        self._stage(self.shoulder(route, k), t)
         return k
 
     def road_anomaly(
@@ -805,7 +826,7 @@ class _Planner:
         rng = self.rng
         node_xy = self.node_xy(route[k])
         if anomaly is AnomalyKind.POST_CLEARANCE_DETOUR:
-            dest = self.warehouse(node_xy)
+            dest = self.warehouse(node_xy, truck.t)
             leave_t = truck.t
             speed = rng.uniform(8.0, 12.0)
             truck.drive([dest], speed)
@@ -925,15 +946,24 @@ class _Planner:
         self.depart(tr, out)
         return arrived, tr.device_id
 
-    def warehouse(self, origin: tuple[float, float]) -> tuple[float, float]:
-        """A point outside the port boundary, as near as possible: where a detour goes to load."""
+    def warehouse(self, origin: tuple[float, float], t: float | None = None) -> tuple[float, float]:
+        """A point outside the port boundary, as near as possible: where a detour goes to load.
+
+        ``t``: a detour staged then; its warehouse keeps clear of the other anomalies of the hour, and holds its
+        spot against later ones."""
         offset = self.rng.uniform(0.0, 2 * math.pi)
+        busy = [] if t is None else self._busy(t)
         for dist in (600.0, 1000.0, 1500.0, 2000.0, 3000.0, 4500.0, 6000.0):
             for j in range(16):
                 b = offset + j * math.pi / 8
                 p = (origin[0] + dist * math.sin(b), origin[1] + dist * math.cos(b))
-                if not shapely.contains_xy(self.g.boundary, *p):
-                    return p
+                if shapely.contains_xy(self.g.boundary, *p):
+                    continue
+                if any(math.dist(p, spot) <= ANOMALY_CLEAR_M for spot in busy):
+                    continue
+                if t is not None:
+                    self._stage(p, t)
+                return p
         return origin[0] + 8000.0, origin[1]
 
     def timed_anomaly(self, no: int, truck: _Track, anomaly: AnomalyKind, t0: float, t1: float) -> None:
