@@ -51,8 +51,10 @@ class Runner:
     state: JsonState = None
     events: list[Event] = field(default_factory=list)
 
-    def fix(self, seconds: float, lon: float, lat: float, accuracy: float | None = None) -> list[Event]:
-        ping = Ping(self.device_id, at(seconds), lon, lat, accuracy=accuracy)
+    def fix(
+        self, seconds: float, lon: float, lat: float, accuracy: float | None = None, speed: float | None = None
+    ) -> list[Event]:
+        ping = Ping(self.device_id, at(seconds), lon, lat, speed=speed, accuracy=accuracy)
         fences = self.index.membership(lon, lat, self.fences)
         self.motion_state, m = motion.update(self.motion_state, ping, self.motion_params)
         ctx = FixContext(

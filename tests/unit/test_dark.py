@@ -358,3 +358,17 @@ def test_a_parked_truck_that_reappears_far_away_drove_while_silent() -> None:
     near = Runner(DarkDetector())
     near.run([*reporting(OPEN, range(0, 121, 60)), (840, *offset(OPEN, 0, -1000))], tick_every=TICK)
     assert alerts(near.events) == []
+
+
+def test_a_box_crawling_to_its_slot_in_a_yard_then_asleep_is_not_lost() -> None:
+    # hauled at 60-s fixes, the last one at 3 m/s inside the terminal, then the yard rhythm of 5 min
+    def run(speed: float) -> list[Alert]:
+        box = Runner(DarkDetector(), kind=DeviceKind.CONTAINER, device_id="MSCU1234565")
+        box.run([*driving(ROAD, range(0, 600, 60))], tick_every=TICK)
+        box.fix(660, *TERMINAL, speed=speed)
+        ticks(box, 665, 955)
+        box.run(reporting(offset(TERMINAL, 5, 0), range(960, 2500, 300)), tick_every=TICK)
+        return alerts(box.events, "signal_lost")
+
+    assert run(3.0) == []
+    assert len(run(12.0)) == 1  # near miss: driving through the terminal at 12 m/s and then silent is a loss

@@ -94,6 +94,8 @@ class DarkParams:
     moved_m: float = 200.0
     parked_interval_s: float = 300.0
     proven_parked_s: float = 300.0
+    yard_speed_ms: float = 4.0
+    """A box in a terminal or yard moving no faster than this (reported) is being set down: parked limit."""
     woke_m: float = 1500.0
     """A tracker asleep in its stop mode wakes when its vehicle moves and reports within a minute (a cold
     GNSS fix included): at 25 m/s that is 1.5 km. Reappearing further than this from where it fell silent
@@ -378,10 +380,15 @@ class DarkDetector:
         since = ctx.motion.stationary_since
         stationary = since is not None
         stopped_for = 0.0 if since is None else max(0.0, (ping.ts - since).total_seconds())
-        if st is None and ctx.kind is DeviceKind.CONTAINER and ctx.authorized_stop():
-            # a first fix cannot show motion; a box first heard in a terminal or at a gate is standing there
-            # (it spends days in yards and moves only on a truck, itself watched), so it gets the parked limit
-            stationary = True
+        if ctx.kind is DeviceKind.CONTAINER and ctx.authorized_stop():
+            if st is None:
+                # a first fix cannot show motion; a box first heard in a terminal or at a gate is standing there
+                # (it spends days in yards and moves only on a truck, itself watched), so it gets the parked limit
+                stationary = True
+            elif not stationary and ping.speed is not None and ping.speed <= p.yard_speed_ms:
+                # crawling to its slot in a yard: the next thing a box does there is to be set down and sleep, and
+                # its tracker falls to its yard rhythm at once
+                stationary = True
         same_stop = st is not None and st.stationary and stationary and stopped_for >= st.stopped_for_s
         if st is not None and st.stationary and not same_stop and not st.stop_tainted:
             # a stop that is over, watched with no loss in it, proves the parked rhythm for that long
