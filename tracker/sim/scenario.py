@@ -98,6 +98,8 @@ TRANSFER_SPEED = 15.0
 YARD_INSET_M = 20.0
 ANOMALY_RESERVE_S = 3600.0
 """How long a roadside anomaly keeps its shoulder to itself (a separated box waits up to about an hour)."""
+DARK_TRIES = 40
+"""Draws of a blackout's start before one whose last report lies inside the port's fences is taken as it is."""
 RENDEZVOUS_RULE_S = 300.0
 """The meeting length the product's rendezvous rule looks for; injected meetings outlast it (see road_anomaly)."""
 ANOMALY_AUTHORIZED_CLEAR_M = 40.0
@@ -973,7 +975,16 @@ class _Planner:
             lo = max(DARK_S[0], 3 * iv)
             hi = max(DARK_S[1], 4 * iv)
             dur = min(rng.uniform(lo, hi), max(60.0, t1 - t0 - 240.0))
-            a = rng.uniform(t0 + 120.0, max(t0 + 120.0, t1 - dur - 120.0))
+            legs = truck.all_legs()
+            for _ in range(DARK_TRIES):
+                a = rng.uniform(t0 + 120.0, max(t0 + 120.0, t1 - dur - 120.0))
+                # the tracker's last report before it falls silent must come from inside the port's fences: one
+                # that goes quiet on a road between two port areas, where no fence is drawn, has left the port
+                # as far as any product can tell, and its silence is nobody's alarm
+                before = np.array([a - iv, a - iv / 2, a])
+                x, y, _, _ = positions(legs, before)
+                if bool(np.all(shapely.contains_xy(self.g.fences, x, y))):
+                    break
             truck.silent.append((a, a + dur))
             self.truth.append(GroundTruth(truck.device_id, anomaly, self.at(a), self.at(a + dur), None, no))
         else:
