@@ -217,6 +217,12 @@ class Api:
             assert r.status == expected, (path, r.status, answer)
             return answer
 
+    async def get(self, path: str, expected: int = 200) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http, http.get(f"{self.base}{path}", headers=self.headers) as r:
+            answer: dict[str, Any] = await r.json()
+            assert r.status == expected, (path, r.status, answer)
+            return answer
+
     async def register(self, device_id: str, kind: str, container_no: str | None = None) -> None:
         body: dict[str, Any] = {"device_id": device_id, "kind": kind}
         if container_no is not None:

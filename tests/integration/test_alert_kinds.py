@@ -555,7 +555,7 @@ async def test_post_inspection_access_dark_from_tick(
 
 
 async def test_rendezvous_of_two_trucks_on_the_access_road(
-    service: Service, device: Probe, feed: AlertFeed, db: Db
+    service: Service, device: Probe, feed: AlertFeed, db: Db, stack: StackInfo
 ) -> None:
     a, b = new_device_id(), new_device_id()
     spot = road_spot(1450)
@@ -598,6 +598,11 @@ async def test_rendezvous_of_two_trucks_on_the_access_road(
         min(a, b),
         ACCESS_ROAD,
     )
+    # filed under one device, found from either: an officer looking up the second truck sees the meeting
+    api = Api(service.http_port, stack.admin_token)
+    for who in (a, b):
+        listed = await api.get(f"/v1/alerts?device_id={who}")
+        assert body["id"] in [x["id"] for x in listed["alerts"]], who
 
 
 # ---- container_separated ----------------------------------------------------------------------------------

@@ -311,7 +311,10 @@ async def list_alerts(request: web.Request) -> web.Response:
         "SELECT alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
         " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, hash FROM alerts"
         " WHERE ts >= $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR severity = $3)"
-        " AND ($4::text IS NULL OR device_id = $4) ORDER BY ts DESC LIMIT $5",
+        # a meeting is filed under one of its devices and names both in its evidence: found from either
+        " AND ($4::text IS NULL OR device_id = $4"
+        " OR evidence->'devices' @> jsonb_build_array(jsonb_build_object('id', $4::text)))"
+        " ORDER BY ts DESC LIMIT $5",
         since,
         status,
         severity,
