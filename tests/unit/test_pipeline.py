@@ -302,3 +302,13 @@ def test_a_parked_haul_survives_multipath_fixes_of_either_tracker() -> None:
         states[dev] = result.state
         alerts.extend(a for a in result.alerts if isinstance(a, Alert))
     assert [a.kind for a in alerts if a.kind == "container_separated"] == []
+
+
+def test_a_silent_device_is_ticked_only_when_some_detector_has_a_timer_to_run() -> None:
+    pipeline = Pipeline(PORT, RAW)
+    inside = pipeline.step(DeviceState("TRUCK-A"), ping("TRUCK-A", 0, 0, 0)).state
+    outside = pipeline.step(DeviceState("TRUCK-B"), ping("TRUCK-B", 0, 5000, 0)).state  # beyond the port fence
+    later = T0 + timedelta(seconds=600)
+    assert inside.fences and pipeline.needs_tick(inside, later)  # it may be going dark in the port
+    assert not outside.fences and not pipeline.needs_tick(outside, later)  # gone home: nothing to time
+    assert not pipeline.needs_tick(inside, T0 + timedelta(seconds=10))  # just heard from

@@ -424,6 +424,12 @@ class DarkDetector:
             return state, []
         return replace(st, fences=(), lost=None).to_json(), []
 
+    def wants_tick(self, state: JsonState, kind: DeviceKind, fences: frozenset[str]) -> bool:
+        """Only a device last heard inside the port, not already reported lost, can fall silent there."""
+        if not state:
+            return False
+        return state.get("lost") is None and bool(state.get("fences"))
+
     def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
         if not state:
             return state, []

@@ -86,6 +86,17 @@ class Detector(Protocol):
     def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]: ...
 
 
+class TickAware(Protocol):
+    """Detectors that can tell, from their own state alone, that a tick would change nothing.
+
+    A port holds thousands of silent devices (boxes asleep in yards, trucks gone home between jobs) and
+    the service ticks every one every few seconds; asking first is what keeps that affordable. The answer
+    must be exact: ``False`` only when ``on_tick`` would return the state unchanged and no event.
+    """
+
+    def wants_tick(self, state: JsonState, kind: DeviceKind, fences: frozenset[str]) -> bool: ...
+
+
 class InspectionAware(Protocol):
     """Detectors that also react to customs decisions about the device's container."""
 

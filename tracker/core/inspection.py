@@ -592,6 +592,12 @@ class AccessWindowDetector:
         self._alongside(run, window, ping, ctx, authorized)
         run.update(authorized=authorized)
 
+    def wants_tick(self, state: JsonState, kind: DeviceKind, fences: frozenset[str]) -> bool:
+        """Only an open window has a silence or an overrun to time."""
+        if kind is not DeviceKind.CONTAINER or not state:
+            return False
+        return state.get("window") is not None
+
     def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
         if ctx.kind is not DeviceKind.CONTAINER:
             return state, []

@@ -195,12 +195,18 @@ class Pipeline:
             world=self.world,
         )
 
-    @staticmethod
-    def needs_tick(state: DeviceState, now: datetime) -> bool:
+    def needs_tick(self, state: DeviceState, now: datetime) -> bool:
+        """Whether a tick could change anything: a silence in range and some detector with a timer to run."""
         if state.last is None:
             return False
         silence = (now - state.last.ts).total_seconds()
-        return TICK_QUIET_S <= silence <= TICK_HORIZON_S
+        if not TICK_QUIET_S <= silence <= TICK_HORIZON_S:
+            return False
+        for det in self.detectors:
+            wants = getattr(det, "wants_tick", None)
+            if wants is None or wants(state.detectors.get(det.name), state.kind, state.fences):
+                return True
+        return False
 
     def _with_port(self, state: DeviceState, events: Sequence[Event]) -> tuple[Event, ...]:
         """File alerts that name no fence under the port the device is in, so port subscribers see them."""

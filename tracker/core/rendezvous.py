@@ -167,6 +167,11 @@ class RendezvousDetector:
         )
         return self._evaluate(RendezvousState.load(state), me, ping.ts, ctx.world)
 
+    def wants_tick(self, state: JsonState, kind: DeviceKind, fences: frozenset[str]) -> bool:
+        """A meeting may start only inside the port (unless ``port_area_only`` is off); an open one may end
+        anywhere. Pruning the closed keys waits for the next evaluation, which prunes first."""
+        return bool(fences) or not self.params.port_area_only or bool(state and state.get("open"))
+
     def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
         """Lets a meeting be raised or closed while both trackers report sparsely, as parked trackers do."""
         if ctx.last is None:

@@ -237,6 +237,9 @@ class StopDetector:
                 events.append(self._alert(data, ctx.device_id))
         return stop.to_json(), events
 
+    def wants_tick(self, state: JsonState, kind: DeviceKind, fences: frozenset[str]) -> bool:
+        return False
+
     def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
         """Nothing: a stop is only ever measured between fixes (see the module docstring)."""
         return state, []
