@@ -8,7 +8,7 @@ reporting interval after a threshold is crossed).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -622,33 +622,36 @@ def test_another_vehicle_alongside_fires_after_60_s() -> None:
     assert len(trip.alerts("alongside")) == 1
 
 
-def test_a_vehicle_standing_inside_an_authorized_zone_beside_the_box_is_not_alongside() -> None:
-    # near miss of the test above: the same truck, 12 m away, but standing inside a yard the box stands at the edge of
+def box_on_the_road(neighbour: Callable[[World, float], None], *, fixes: int, step: float) -> Trip:
+    """A cleared box driven off the road to waste ground and standing there from 20 s, reporting every ``step``
+    seconds; before each of its fixes ``neighbour`` may place another device in the world."""
     world = World()
     trip = cleared_at_inspection(world=world)
-    spot = VACANT[0]
     trip.drive(10, [ROAD_MID])
-    for i in range(12):
-        t = 20.0 + 10 * i
+    for i in range(fixes):
+        t = 20.0 + step * i
+        neighbour(world, t)
+        trip.fix(t, VACANT[0])
+    return trip
+
+
+def test_a_vehicle_standing_inside_an_authorized_zone_beside_the_box_is_not_alongside() -> None:
+    # near miss of the test above: the same truck, 12 m away, but standing inside a yard the box stands at the edge of
+    def truck_in_a_yard(world: World, t: float) -> None:
         if t >= 30:
-            parked(world, "TRK-9", offset(spot, 12, 0), t, 30, authorized=True)
-        trip.fix(t, spot)
-    assert trip.alerts("alongside") == []
+            parked(world, "TRK-9", offset(VACANT[0], 12, 0), t, 30, authorized=True)
+
+    assert box_on_the_road(truck_in_a_yard, fixes=12, step=10).alerts("alongside") == []
 
 
 def test_a_sparse_reporter_standing_beside_the_box_is_alongside_on_its_one_fix() -> None:
     # the accomplice's tracker reports every five minutes: one fix, at speed 0, beside the box standing on the road
     def run(speed: float) -> list[tuple[float, Alert]]:
-        world = World()
-        trip = cleared_at_inspection(world=world)
-        spot = VACANT[0]
-        trip.drive(10, [ROAD_MID])
-        for i in range(14):
-            t = 20.0 + 30 * i
+        def one_fix(world: World, t: float) -> None:
             if t == 110:
-                world.update(Position("TRK-9", DeviceKind.TRUCK, at(105), *offset(spot, 10, 0), speed=speed))
-            trip.fix(t, spot)
-        return trip.alerts("alongside")
+                world.update(Position("TRK-9", DeviceKind.TRUCK, at(105), *offset(VACANT[0], 10, 0), speed=speed))
+
+        return box_on_the_road(one_fix, fixes=14, step=30).alerts("alongside")
 
     [(fired, alert)] = run(0.0)
     assert fired == 170 and alert.evidence["started_at"] == at(105).isoformat()  # first fix over 60 s after 105
