@@ -35,6 +35,11 @@ Customs-bonded yards are included: containers wait there for clearance under cus
 supervision, and in Santos nearly every one lies inside a leased terminal anyway."""
 
 
+def in_authorized_zone(index: FenceIndex, fences: frozenset[str]) -> bool:
+    """Whether any of ``fences`` is a zone of :data:`AUTHORIZED_STOP_KINDS` (ids no longer indexed are ignored)."""
+    return any(index.get(f).kind in AUTHORIZED_STOP_KINDS for f in fences if f in index)
+
+
 @dataclass(frozen=True, slots=True)
 class Motion:
     """Whether the device is standing still, computed once per fix by ``tracker.core.motion``."""
@@ -62,7 +67,7 @@ class FixContext:
     paired_with: str | None = None  # the truck this container rides on (or the container this truck hauls)
 
     def authorized_stop(self) -> bool:
-        return any(self.index.get(f).kind in AUTHORIZED_STOP_KINDS for f in self.fences)
+        return in_authorized_zone(self.index, self.fences)
 
 
 @dataclass(frozen=True, slots=True)

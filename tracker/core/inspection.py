@@ -866,10 +866,6 @@ class AccessWindowDetector:
         ids = self.params.route_fence_ids
         return kind is not FenceKind.CORRIDOR or ids is None or fence_id in ids
 
-    def _near_route(self, index: FenceIndex, lon: float, lat: float) -> bool:
-        nearest = self._nearest_route(index, lon, lat)
-        return nearest is not None and nearest["distance_m"] <= self.params.off_route_margin_m
-
     def _nearest_route(self, index: FenceIndex, lon: float, lat: float) -> dict[str, Any] | None:
         best: tuple[float, str] | None = None
         for fence in index.fences:
@@ -884,7 +880,10 @@ class AccessWindowDetector:
 
     def _off_route(self, run: _Run, window: Clearance, ping: Ping, ctx: FixContext) -> None:
         fix = _fix_json(ping.ts, ping.lon, ping.lat, ping.accuracy)
-        if any(self._on_route(ctx.index, f) for f in ctx.fences) or self._near_route(ctx.index, ping.lon, ping.lat):
+        in_route = any(self._on_route(ctx.index, f) for f in ctx.fences)
+        # the scan over route fences runs only for fixes outside all of them, and once per fix
+        nearest = None if in_route else self._nearest_route(ctx.index, ping.lon, ping.lat)
+        if in_route or (nearest is not None and nearest["distance_m"] <= self.params.off_route_margin_m):
             if run.s.off_since is not None:
                 run.end(
                     "off_route",
@@ -907,7 +906,6 @@ class AccessWindowDetector:
             return
         if "off_route" in run.s.open or self._key(window, "off_route", start) in run.s.keys:
             return
-        nearest = self._nearest_route(ctx.index, ping.lon, ping.lat)
         evidence = self._base(window, "off_route", ping.ts, ctx.index, ctx.fences)
         evidence.update(
             {

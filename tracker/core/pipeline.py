@@ -22,7 +22,7 @@ from datetime import datetime
 from geofences import FenceIndex
 from tracker.core import geofence, motion
 from tracker.core.dark import DarkDetector
-from tracker.core.detector import AUTHORIZED_STOP_KINDS, Detector, FixContext, Motion, TickContext
+from tracker.core.detector import Detector, FixContext, Motion, TickContext, in_authorized_zone
 from tracker.core.geofence import GeofenceParams
 from tracker.core.inspection import AccessWindowDetector
 from tracker.core.integrity import IntegrityCheck, accepted
@@ -109,7 +109,7 @@ class Pipeline:
             self.index, state.fences, last, ping, self.params.geofence, pending
         )
         motion_state, moving = motion.update(
-            state.detectors.get(MOTION_KEY), ping, self.params.motion, self._authorized(fences)
+            state.detectors.get(MOTION_KEY), ping, self.params.motion, in_authorized_zone(self.index, fences)
         )
         if waiting or pending:
             state = state.with_detector(GEOFENCE_PENDING_KEY, sorted(waiting) or None)
@@ -147,7 +147,7 @@ class Pipeline:
                 lon=state.last.lon,
                 lat=state.last.lat,
                 stationary_since=moving.stationary_since,
-                authorized=self._authorized(state.fences),
+                authorized=in_authorized_zone(self.index, state.fences),
                 outside_since=moving.outside_since if moving.stationary_since is not None else None,
                 speed=speed,
                 centre=(moving.centre_lon, moving.centre_lat)
@@ -160,9 +160,6 @@ class Pipeline:
         )
         if partner is not None:
             self._trucks[partner] = state.device_id
-
-    def _authorized(self, fences: frozenset[str]) -> bool:
-        return any(self.index.get(f).kind in AUTHORIZED_STOP_KINDS for f in fences if f in self.index)
 
     def _partner(self, state: DeviceState) -> str | None:
         """A container's paired truck (declared or inferred), or the container a truck is hauling."""

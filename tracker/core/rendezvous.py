@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from geofences import FenceIndex, FenceKind, haversine_m
-from tracker.core.detector import AUTHORIZED_STOP_KINDS, FixContext, JsonState, TickContext
+from tracker.core.detector import FixContext, JsonState, TickContext, in_authorized_zone
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
 from tracker.core.world import Position, World
 
@@ -120,6 +120,21 @@ def _alert_from_json(data: dict[str, Any]) -> Alert:
     return Alert.from_state({"kind": KIND, "severity": Severity.HIGH.value, **data})
 
 
+def _iso(ts: datetime | None) -> str | None:
+    return None if ts is None else ts.isoformat()
+
+
+def _device_evidence(d: _Self | Position) -> dict[str, Any]:
+    """One side of a meeting as the alert shows it: where and since when it stood."""
+    return {
+        "id": d.device_id,
+        "kind": d.kind.value,
+        "fix": {"ts": d.ts.isoformat(), "lon": d.lon, "lat": d.lat},
+        "stationary_since": _iso(d.stationary_since),
+        "outside_since": _iso(d.outside_since),
+    }
+
+
 def meeting_key(a: str, b: str, since: datetime) -> str:
     """The same string from either side of the meeting."""
     first, second = sorted((a, b))
@@ -132,10 +147,6 @@ def _fence_context(index: FenceIndex, fences: frozenset[str], port: str | None) 
         return port, None
     ranked = sorted(fences, key=lambda f: (index.get(f).kind == FenceKind.PORT_BOUNDARY, f))
     return port or index.get(ranked[0]).port, ranked[0]
-
-
-def _authorized(index: FenceIndex, fences: frozenset[str]) -> bool:
-    return any(index.get(f).kind in AUTHORIZED_STOP_KINDS for f in fences)
 
 
 def _seconds(a: datetime, b: datetime) -> float:
@@ -186,7 +197,7 @@ class RendezvousDetector:
             lat=ctx.last.lat,
             stationary_since=ctx.motion.stationary_since,
             outside_since=ctx.motion.outside_since,
-            authorized=_authorized(ctx.index, ctx.fences),
+            authorized=in_authorized_zone(ctx.index, ctx.fences),
             in_port=bool(ctx.fences),
             port=port,
             fence_id=fence_id,
@@ -266,21 +277,7 @@ class RendezvousDetector:
 
     def _alert(self, me: _Self, other: Position, distance: float, since: datetime, at: datetime, key: str) -> Alert:
         p = self.params
-        mine = {
-            "id": me.device_id,
-            "kind": me.kind.value,
-            "fix": {"ts": me.ts.isoformat(), "lon": me.lon, "lat": me.lat},
-            "stationary_since": None if me.stationary_since is None else me.stationary_since.isoformat(),
-            "outside_since": None if me.outside_since is None else me.outside_since.isoformat(),
-        }
-        theirs = {
-            "id": other.device_id,
-            "kind": other.kind.value,
-            "fix": {"ts": other.ts.isoformat(), "lon": other.lon, "lat": other.lat},
-            "stationary_since": None if other.stationary_since is None else other.stationary_since.isoformat(),
-            "outside_since": None if other.outside_since is None else other.outside_since.isoformat(),
-        }
-        devices = sorted([mine, theirs], key=lambda d: str(d["id"]))
+        devices = sorted([_device_evidence(me), _device_evidence(other)], key=lambda d: str(d["id"]))
         duration = _seconds(at, since)
         first, second = str(devices[0]["id"]), str(devices[1]["id"])
         return Alert(
