@@ -15,10 +15,10 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import aiohttp
 import asyncpg
-from aiohttp import web
 
 from geofences import Fence, FenceIndex, FenceSet, load_fence_set
 from tracker.adapters.decode import Limits, decode_inspection, decode_mqtt
@@ -31,6 +31,9 @@ from tracker.core.pipeline import Params, Pipeline
 from tracker.core.reorder import Log, Reorderer
 from tracker.core.state import DeviceState
 from tracker.metrics import Metrics
+
+if TYPE_CHECKING:
+    from tracker.adapters.api import Listeners
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +89,7 @@ class Service:
         self._pending_logs: dict[str, Log] = {}
         self.alert_listeners: set[asyncio.Queue[dict[str, object]]] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
-        self._osmand: web.AppRunner | None = None
+        self._listeners: Listeners | None = None
         self._http: aiohttp.ClientSession | None = None
         self.http_port: int | None = None
 
@@ -132,22 +134,10 @@ class Service:
         if s.timescale_jobs_s > 0 and self.store.timescale:
             self._tasks.append(asyncio.create_task(self._policy_loop(), name="timescale-jobs"))
         if http:
-            from tracker.adapters.api import build_app
+            from tracker.adapters.api import start_listeners  # API, ops (metrics/readyz), OsmAnd ingest
 
-            self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, s.http_host, s.http_port)
-            await site.start()
-            sockets = getattr(site._server, "sockets", None) or []
-            self.http_port = int(sockets[0].getsockname()[1]) if sockets else s.http_port
-            log.info("HTTP API on http://%s:%s", s.http_host, self.http_port)
-        if http and s.osmand_port:
-            from tracker.adapters.api import build_osmand_app
-
-            self._osmand = web.AppRunner(build_osmand_app(self), access_log=None, shutdown_timeout=2.0)
-            await self._osmand.setup()
-            await web.TCPSite(self._osmand, s.http_host, s.osmand_port).start()
-            log.info("OsmAnd/Traccar Client ingest on http://%s:%s", s.http_host, s.osmand_port)
+            self._listeners = await start_listeners(self)
+            self.http_port = self._listeners.api_port
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -155,10 +145,8 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._osmand is not None:
-            await self._osmand.cleanup()
+        if self._listeners is not None:
+            await self._listeners.cleanup()
         if self._http is not None:
             await self._http.close()
         if self.link is not None:
@@ -236,6 +224,8 @@ class Service:
                 await asyncio.sleep(1.0)
 
     async def _run_command(self, command: object, fut: asyncio.Future[None]) -> None:
+        if fut.done():  # its submitter gave up waiting (and answered 503): not carried out late
+            return
         try:
             if isinstance(command, tuple) and len(command) == 4 and command[0] == "pair":
                 _, container_id, truck_id, at = command
@@ -380,11 +370,21 @@ class Service:
         self._adopt(batch, working, result)
         return result
 
-    async def submit(self, command: Decoded | tuple[str, str, str | None, datetime]) -> None:
-        """Hand an API-originated fact to the ingest task (the single writer) and wait until it is stored."""
+    async def submit(
+        self, command: Decoded | tuple[str, str, str | None, datetime], *, timeout: float | None = None
+    ) -> None:
+        """Hand an API-originated fact to the ingest task (the single writer) and wait until it is stored.
+
+        After ``timeout`` seconds, TimeoutError; a command the writer has not started by then is
+        dropped, one it is already writing (retrying a database that went away) may still land.
+        """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self.commands.put((command, fut))
-        await fut
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise
 
     def _adopt(self, batch: Batch, working: dict[str, DeviceState], result: BatchResult) -> None:
         self.states.update(working)
