@@ -221,9 +221,9 @@ def test_an_unexpected_exception_becomes_a_decode_error(monkeypatch: pytest.Monk
         raise MemoryError
 
     monkeypatch.setattr(decode, "_check_time", broken_time)
-    r = decode_inspection(json.dumps({"container_no": "CSQU3054383", "result": "held", "ts": 1}).encode(), NOW)
-    assert isinstance(r, Rejected)
-    assert (r.reason, r.detail, r.source) == ("decode_error", "MemoryError: ", "customs")
+    ri = decode_inspection(json.dumps({"container_no": "CSQU3054383", "result": "held", "ts": 1}).encode(), NOW)
+    assert isinstance(ri, Rejected)
+    assert (ri.reason, ri.detail, ri.source) == ("decode_error", "MemoryError: ", "customs")
 
 
 # ---- properties ------------------------------------------------------------------------------------
