@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape as xml_escape
 from aiohttp import web
 
 from tracker.adapters.decode import parse_ts
+from tracker.adapters.errors import CommandRejectedError, StoreUnavailableError
 
 if TYPE_CHECKING:
     from tracker.service import Service
@@ -108,6 +109,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         code = (exc.reason or "error").lower().replace(" ", "_")
         return web.json_response({"error": code, "message": exc.reason}, status=exc.status)
+    except StoreUnavailableError as exc:
+        return web.json_response(
+            {"error": "unavailable", "message": str(exc)}, status=503, headers={"Retry-After": "5"}
+        )
+    except CommandRejectedError as exc:
+        return web.json_response({"error": "refused_by_store", "message": str(exc)}, status=422)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return web.json_response({"error": "internal", "message": "internal error"}, status=500)
