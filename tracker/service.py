@@ -80,7 +80,7 @@ class Service:
         self.devices: dict[str, DeviceKind] = {}
         self.states: dict[str, DeviceState] = {}
         self.outbox_wake = asyncio.Event()
-        self.commands: asyncio.Queue[tuple[object, asyncio.Future[None], float]] = asyncio.Queue()
+        self.commands: asyncio.Queue[tuple[object, asyncio.Future[None], float, bool]] = asyncio.Queue()
         self._in_flight_since: float | None = None  # monotonic receive time of the oldest message being written
         self._stalled_since: float | None = None  # monotonic time the store started refusing writes
         self._last_commit = 0.0
@@ -245,7 +245,9 @@ class Service:
                 log.exception("ingest step failed")
                 await asyncio.sleep(1.0)
 
-    async def _run_command(self, command: object, fut: asyncio.Future[None], deadline: float) -> None:
+    async def _run_command(
+        self, command: object, fut: asyncio.Future[None], deadline: float, dead_letter: bool
+    ) -> None:
         if fut.done():  # the caller gave up (timed out): a fact it was told is not stored must not appear later
             return
         try:
@@ -255,7 +257,7 @@ class Service:
                 _, container_id, truck_id, at = command
                 await self._pair(container_id, truck_id, at)
             else:
-                await self.commit([command], deadline=deadline)  # type: ignore[list-item]
+                await self.commit([command], deadline=deadline, refuse=not dead_letter)  # type: ignore[list-item]
         except Exception as exc:
             if not isinstance(exc, StoreUnavailableError | CommandRejectedError):
                 wrapped: Exception = (
@@ -413,7 +415,12 @@ class Service:
         self.metrics.batch_size.observe(len(messages))
 
     async def commit(
-        self, decoded: Sequence[Decoded], *, tick_at: datetime | None = None, deadline: float | None = None
+        self,
+        decoded: Sequence[Decoded],
+        *,
+        tick_at: datetime | None = None,
+        deadline: float | None = None,
+        refuse: bool = False,
     ) -> BatchResult:
         """Write one batch; messages stay unacknowledged until it is written.
 
@@ -422,7 +429,8 @@ class Service:
         the others are stored normally. A database that is down, read-only or refusing writes is waited
         for with capped back-off, however long that takes: its messages are never dead-lettered for it.
         ``deadline`` (``loop.time()``) bounds that wait for API-originated facts, which then raise
-        ``StoreUnavailableError``; they raise ``CommandRejectedError`` instead of becoming dead letters.
+        ``StoreUnavailableError``; with ``refuse`` a refused fact raises ``CommandRejectedError`` (its
+        caller is told) instead of becoming a dead letter.
         """
         assert self.store is not None
         loop = asyncio.get_running_loop()
@@ -434,7 +442,7 @@ class Service:
                 break
             except Exception as exc:
                 if message_specific(exc):
-                    if deadline is not None:
+                    if refuse:
                         raise CommandRejectedError(describe_error(exc)) from exc
                     self.metrics.ingest_errors.labels("store").inc()
                     if len(decoded) > 1:
@@ -468,15 +476,22 @@ class Service:
         self._adopt(batch, working, result)
         return result
 
-    async def submit(self, command: Decoded | tuple[str, str, str | None, datetime], timeout: float = 5.0) -> None:
+    async def submit(
+        self,
+        command: Decoded | tuple[str, str, str | None, datetime],
+        timeout: float = 5.0,
+        *,
+        dead_letter: bool = False,
+    ) -> None:
         """Hand an API-originated fact to the single writer and wait until it is stored.
 
-        Raises ``StoreUnavailableError`` when it could not be stored within ``timeout`` seconds (the fact is
-        then withdrawn, not stored later) and ``CommandRejectedError`` when the database refused its content.
+        Raises ``StoreUnavailableError`` when it could not be stored within ``timeout`` seconds (the fact
+        is then withdrawn, not stored later) and ``CommandRejectedError`` when the database refused its
+        content, unless ``dead_letter`` (device ingest over HTTP), where a refused fix is dead-lettered.
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        await self.commands.put((command, fut, loop.time() + timeout))
+        await self.commands.put((command, fut, loop.time() + timeout, dead_letter))
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout + 1.0)
         except TimeoutError:

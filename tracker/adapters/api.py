@@ -579,7 +579,9 @@ async def osmand_ingest(request: web.Request) -> web.Response:
         item = decoded if isinstance(decoded, Ping | Rejected) else Rejected("ignored", "no fix", None, "osmand")
     if isinstance(item, Ping) and item.device_id not in svc.devices:
         item = Rejected("unknown_device", f"device {item.device_id!r} is not registered", item.device_id, "osmand")
-    await svc.submit((item, "osmand", raw[: limits.max_payload_bytes] if isinstance(item, Rejected) else None))
+    await svc.submit(
+        (item, "osmand", raw[: limits.max_payload_bytes] if isinstance(item, Rejected) else None), dead_letter=True
+    )
     if isinstance(item, Rejected):
         status = 403 if item.reason == "unknown_device" else 400
         return web.json_response({"error": item.reason, "message": item.detail}, status=status)
