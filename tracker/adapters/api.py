@@ -42,6 +42,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from tracker.adapters.decode import DEVICE_ID_RE, parse_ts, safe_text, text_problem
+from tracker.adapters.errors import TRANSIENT_DB_ERRORS, CommandRejectedError, StoreUnavailableError
 
 if TYPE_CHECKING:
     from tracker.service import Service
@@ -64,15 +65,7 @@ LATEST_QUERY = datetime(9000, 1, 1, tzinfo=UTC)
 TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 """RFC 6750 token68: anything else cannot be a token we issued and is refused before hashing."""
 
-DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-)
+DB_UNAVAILABLE = TRANSIENT_DB_ERRORS
 """Errors that mean the database (or the writer waiting on it) is away: answered 503, not 500."""
 
 log = logging.getLogger(__name__)
@@ -199,6 +192,16 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         code = (exc.reason or "error").lower().replace(" ", "_")
         kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After", "WWW-Authenticate")}
         return web.json_response({"error": code, "message": exc.reason}, status=exc.status, headers=kept)
+    except StoreUnavailableError as exc:
+        return web.json_response(
+            {"error": "unavailable", "message": str(exc)}, status=503, headers={"Retry-After": "5"}
+        )
+    except CommandRejectedError as exc:
+        return web.json_response({"error": "refused_by_store", "message": str(exc)}, status=422)
+    except (asyncpg.DataError, asyncpg.exceptions._base.DataError, UnicodeError) as exc:
+        # a value the checks above let through but PostgreSQL (or asyncpg) refuses: the input's fault
+        log.warning("database refused input on %s %s: %s", request.method, request.path, type(exc).__name__)
+        return web.json_response({"error": "bad_input", "message": "a value cannot be stored or searched"}, status=400)
     except DB_UNAVAILABLE as exc:
         log.warning("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
         return web.json_response(
@@ -206,10 +209,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             status=503,
             headers={"Retry-After": "5"},
         )
-    except (asyncpg.DataError, UnicodeError) as exc:
-        # a value the checks above let through but PostgreSQL refuses: the input's fault, not ours
-        log.warning("database refused input on %s %s: %s", request.method, request.path, type(exc).__name__)
-        return web.json_response({"error": "bad_input", "message": "a value cannot be stored or searched"}, status=400)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return web.json_response({"error": "internal", "message": "internal error"}, status=500)
@@ -660,23 +659,7 @@ async def post_inspection(request: web.Request) -> web.Response:
     )
     if isinstance(item, Rejected):
         raise error(422, item.reason, item.detail)
-    await _submit(request, (item, "api", None))
-    # the writer turns a row the database refuses into a dead letter: only a stored decision is accepted
-    assert svc.store is not None
-    async with _db(request):
-        if item.inspection_id is not None:
-            stored = await svc.store.pool.fetchval(
-                "SELECT count(*) FROM inspections WHERE inspection_id = $1", item.inspection_id
-            )
-        else:
-            stored = await svc.store.pool.fetchval(
-                "SELECT count(*) FROM inspections WHERE container_no = $1 AND ts = $2 AND result = $3",
-                item.container_no,
-                item.ts,
-                item.result.value,
-            )
-    if not stored:
-        raise error(422, "store_error", "the database refused this decision; see /v1/dead-letters")
+    await _submit(request, (item, "api", None))  # a decision the database refuses is a 422, never a 202
     targets = svc.containers.get(item.container_no, [])
     return web.json_response(
         {
@@ -707,20 +690,14 @@ async def post_pairing(request: web.Request) -> web.Response:
     return web.json_response({"container_id": container_id, "truck_id": truck_id, "by": who.name}, status=201)
 
 
-async def _submit(request: web.Request, command: Any) -> None:
-    """Hand a fact to the single writer; 503 when it cannot confirm the write in time (database away)."""
+async def _submit(request: web.Request, command: Any, dead_letter: bool = False) -> None:
+    """Hand a fact to the single writer within ``TRACKER_API_WRITE_TIMEOUT_S``.
+
+    Not stored in time: ``StoreUnavailableError`` (503; the fact is withdrawn, not stored later);
+    refused for its content: ``CommandRejectedError`` (422), unless ``dead_letter`` (device ingest).
+    """
     svc = _service(request)
-    timeout = svc.settings.api_write_timeout_s
-    try:
-        await svc.submit(command, timeout=timeout)
-    except TimeoutError:
-        raise error(
-            503,
-            "unavailable",
-            f"not stored within {timeout:g} s (database unavailable?); it may still be stored: retry is safe"
-            " for inspections with an inspection_id and for pairings",
-            headers={"Retry-After": "5"},
-        ) from None
+    await svc.submit(command, svc.settings.api_write_timeout_s, dead_letter=dead_letter)
 
 
 SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
@@ -816,7 +793,9 @@ async def osmand_ingest(request: web.Request) -> web.Response:
         item = decoded if isinstance(decoded, Ping | Rejected) else Rejected("ignored", "no fix", None, "osmand")
     if isinstance(item, Ping) and item.device_id not in svc.devices:
         item = Rejected("unknown_device", f"device {item.device_id!r} is not registered", item.device_id, "osmand")
-    await _submit(request, (item, "osmand", raw[: limits.max_payload_bytes] if isinstance(item, Rejected) else None))
+    await _submit(
+        request, (item, "osmand", raw[: limits.max_payload_bytes] if isinstance(item, Rejected) else None), True
+    )
     if isinstance(item, Rejected):
         status = 403 if item.reason == "unknown_device" else 400
         return web.json_response({"error": item.reason, "message": item.detail}, status=status)
