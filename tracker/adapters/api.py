@@ -363,7 +363,11 @@ async def readyz(request: web.Request) -> web.Response:
         async with _db(request):
             checks = await svc.ready()
     except DB_UNAVAILABLE:
-        checks = {"database": False, "broker": svc.link is not None and svc.link.connected.is_set()}
+        checks = {
+            "database": False,
+            "broker": svc.link is not None and svc.link.connected.is_set(),
+            "ingest": bool(svc.ingest_health()["ok"]),
+        }
     ok = all(checks.values())
     return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
 

@@ -85,7 +85,10 @@ SCHEMAS: dict[str, Any] = {
     "Ready": _obj(
         {
             "ready": {"type": "boolean"},
-            "checks": _obj({"database": {"type": "boolean"}, "broker": {"type": "boolean"}}, ["database", "broker"]),
+            "checks": _obj(
+                {"database": {"type": "boolean"}, "broker": {"type": "boolean"}, "ingest": {"type": "boolean"}},
+                ["database", "broker", "ingest"],
+            ),
         },
         ["ready", "checks"],
     ),
