@@ -78,8 +78,9 @@ def test_limiter_table_is_bounded_and_forgets_full_buckets() -> None:
     assert len(limiter.table) == 1
 
 
-def test_limiter_off_with_zero_burst() -> None:
-    limiter = AuthLimiter(burst=0, rate=1.0)
+@pytest.mark.parametrize("rate", [1.0, 0.0])
+def test_limiter_off_with_zero_burst(rate: float) -> None:
+    limiter = AuthLimiter(burst=0, rate=rate)
     for _ in range(100):
         limiter.failed("10.0.0.1")
     assert limiter.retry_after("10.0.0.1") is None

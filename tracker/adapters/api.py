@@ -119,7 +119,8 @@ class AuthLimiter:
     table: cachetools.TTLCache[str, _Bucket] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.table = cachetools.TTLCache(self.max_entries, self.burst / self.rate + 1.0, timer=self.clock)
+        refill_s = self.burst / self.rate if self.rate > 0 else 0.0
+        self.table = cachetools.TTLCache(self.max_entries, refill_s + 1.0, timer=self.clock)
 
     def _level(self, address: str) -> tuple[float, float]:
         now = self.clock()
