@@ -737,14 +737,22 @@ tracker_paths() {
     chmod 700 "$TR_DIR"
 }
 
+# True if the service user can start this tracker command the way start_tracker does (env
+# execs it after the switch: setpriv's own exec still holds root's capabilities).
+service_can_run() {
+    (cd / && "${AS_SERVICE[@]}" env -i PATH=/usr/bin:/bin "$1" config) >/dev/null 2>&1
+}
+
 # The code the service user runs: the repository's .venv when that user can use it, else
-# (a clone under /root, say) a copy installed under /var/lib/port-tracker/<hash>/venv.
+# (a clone under /root, or a Python of root's own) a copy installed under
+# /var/lib/port-tracker/<hash>/venv with the system's python3.
 service_venv() {
     SERVICE_VENV="$VENV_DIR"
-    if ! is_root || (cd / && "${AS_SERVICE[@]}" "$VENV_DIR/bin/python" -c 'import tracker.service') >/dev/null 2>&1; then
+    if ! is_root || service_can_run "$VENV_DIR/bin/tracker"; then
         return
     fi
-    local base dir stamp want
+    local base dir stamp want py=python3
+    [[ -x /usr/bin/python3 ]] && py=/usr/bin/python3
     base="/var/lib/port-tracker/$(printf '%s' "$STACK_DIR" | sha256sum | cut -c1-16)"
     dir="$base/venv"
     stamp="$dir/.port-tracker-deps"
@@ -754,7 +762,7 @@ service_venv() {
         umask 022
         mkdir -p "$base"
         chmod 755 /var/lib/port-tracker "$base"
-        [[ -x "$dir/bin/python" ]] || python3 -m venv "$dir"
+        [[ -x "$dir/bin/python" ]] || "$py" -m venv "$dir"
         if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
             timeout 900 "$dir/bin/python" -m pip install -q --no-deps --force-reinstall "$REPO_DIR"
         else
@@ -762,6 +770,7 @@ service_venv() {
             printf '%s\n' "$want" >"$stamp"
         fi
     ) || die "could not install the service into $dir"
+    service_can_run "$dir/bin/tracker" || die "$SERVICE_USER cannot run $dir/bin/tracker either"
     SERVICE_VENV="$dir"
 }
 

@@ -266,6 +266,49 @@ def _device_revoke(settings: Settings, device_id: str) -> int:
     return 0
 
 
+def _gateway(settings: Settings, args: argparse.Namespace) -> int:
+    """Gateway accounts: each relay gets one, as the broker allows one connection per account."""
+    from tracker.adapters.brokeradmin import GATEWAY_ROLE, BrokerAdminError, new_password
+    from tracker.adapters.decode import DEVICE_ID_RE
+
+    name = args.name
+    if not DEVICE_ID_RE.match(name):
+        print(f"tracker gateway: {name!r} is not a valid account name", file=sys.stderr)
+        return 2
+    try:
+        with _broker_admin(settings) as admin:
+            account = admin.get(name)
+            if account is not None and GATEWAY_ROLE not in account.roles:
+                print(f"tracker gateway: broker account {name!r} is not a gateway account", file=sys.stderr)
+                return 1
+            if args.gcmd == "revoke":
+                if account is None:
+                    print(f"tracker gateway revoke: no broker account {name!r}", file=sys.stderr)
+                    return 1
+                admin.disable(name)
+                print(f"gateway account {name!r} disabled and disconnected", file=sys.stderr)
+                return 0
+            if account is not None and not args.new_password:
+                print(f"tracker gateway add: {name!r} exists already; --new-password issues a new one", file=sys.stderr)
+                return 1
+            password = new_password()
+            if account is None:
+                admin.create_client(name, password, [GATEWAY_ROLE], textname=f"gateway {name}")
+            else:
+                admin.set_password(name, password)
+                admin.enable(name)
+    except BrokerAdminError as exc:
+        print(f"tracker gateway: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"gateway account {name!r} ready; it may publish trackers/+/ping and owntracks/# for any device."
+        " Its password follows, shown this once:",
+        file=sys.stderr,
+    )
+    print(password)
+    return 0
+
+
 async def _verify(settings: Settings) -> int:
     from tracker.adapters.store import Store
 
@@ -329,6 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_parser("list", help="registered devices and the state of their MQTT accounts")
     dr = d.add_parser("revoke", help="disable the device's MQTT account and disconnect it")
     dr.add_argument("device_id")
+    gw = sub.add_parser("gateway", help="accounts of gateways that relay many devices").add_subparsers(
+        dest="gcmd", required=True
+    )
+    ga = gw.add_parser("add", help="create a gateway account (password printed once)")
+    ga.add_argument("name")
+    ga.add_argument("--new-password", action="store_true", help="the account exists: issue a new password")
+    gr = gw.add_parser("revoke", help="disable a gateway account and disconnect it")
+    gr.add_argument("name")
     a = sub.add_parser("alerts", help="alerts").add_subparsers(dest="acmd", required=True)
     a.add_parser("verify", help="check the alert hash chain for edits or deletions")
     return p
@@ -374,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_device_list(settings))
     if args.cmd == "device" and args.dcmd == "revoke":
         return _device_revoke(settings, args.device_id)
+    if args.cmd == "gateway":
+        return _gateway(settings, args)
     if args.cmd == "alerts":
         return asyncio.run(_verify(settings))
     return 2

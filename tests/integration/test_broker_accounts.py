@@ -360,6 +360,37 @@ async def test_device_add_refuses_accounts_that_are_not_devices_and_needs_the_ad
         assert a.get(relayed) is None
 
 
+async def test_each_relay_gets_a_gateway_account_and_they_run_side_by_side(
+    stack: StackInfo, stack_env: dict[str, str], service: Service
+) -> None:
+    names = [new_device_id("GW"), new_device_id("GW")]
+    passwords = []
+    for name in names:
+        made = await asyncio.to_thread(tracker_cli, stack_env, "gateway", "add", name)
+        assert made.returncode == 0, made.stderr
+        passwords.append(made.stdout.strip())
+    relays = [Probe(stack.mqtt_host, stack.mqtt_port, n, p) for n, p in zip(names, passwords, strict=True)]
+    devices = [new_device_id(), new_device_id()]
+    try:
+        t = time.time() - 60
+        for i, relay in enumerate(relays):  # both connected at once, each for several devices
+            for j, dev in enumerate(devices):
+                await relay.apublish(f"trackers/{dev}/ping", ping(t + i * 10 + j, j))
+        assert [await wait_stored(stack, dev, 2) for dev in devices] == [2, 2]
+        assert all(r.client.is_connected() for r in relays)
+        revoked = await asyncio.to_thread(tracker_cli, stack_env, "gateway", "revoke", names[0])
+        assert revoked.returncode == 0, revoked.stderr
+        deadline = time.monotonic() + 5
+        while relays[0].client.is_connected() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not relays[0].client.is_connected() and relays[1].client.is_connected()
+    finally:
+        for r in relays:
+            r.client.loop_stop()
+    not_a_gateway = await asyncio.to_thread(tracker_cli, stack_env, "gateway", "add", stack.security_user)
+    assert not_a_gateway.returncode == 1 and "not a gateway account" in not_a_gateway.stderr
+
+
 # --------------------------------------------------------------------------- TLS
 
 
