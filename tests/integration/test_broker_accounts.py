@@ -417,7 +417,8 @@ async def test_service_and_device_over_tls_with_a_client_certificate(
         assert svc.link is not None and svc.link.port == stack.tls_port
         await device.apublish(f"trackers/{dev}/ping", ping(time.time() - 30))
         assert await wait_stored(stack, dev, 1) == 1
-        assert await svc.ready() == {"database": True, "broker": True}
+        ready = await svc.ready()
+        assert ready["broker"] and ready["database"], ready
     finally:
         device.close()
         await svc.stop()
