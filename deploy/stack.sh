@@ -270,6 +270,18 @@ add_missing_keys() {
     return "$added"
 }
 
+# Sets KEY=value in a mode-600 file unless it says so already; returns 0 if it changed it.
+set_key() {
+    local file="$1" key="$2" value="$3"
+    grep -qxF "$key=$value" "$file" && return 1
+    (
+        umask 077
+        grep -v "^$key=" "$file" >"$file.tmp" || true
+        printf '%s=%s\n' "$key" "$value" >>"$file.tmp"
+    )
+    mv -f -- "$file.tmp" "$file"
+}
+
 # Generates the secrets once; later runs keep what is there and only add missing keys.
 # secrets.env holds what the service and its clients need; the database passwords
 # (the superuser's included) stay in postgres.secrets, which nothing exports.
@@ -286,17 +298,13 @@ ensure_secrets() {
         added=1
     fi
     load_pg_secrets
-    # The DSN follows the current port/db/user; its password never changes.
-    local dsn="postgresql://${PG_USER}:${PG_PASSWORD}@127.0.0.1:${PG_PORT}/${PG_DB}"
-    if ! grep -qxF "TRACKER_DB_DSN=$dsn" "$SECRETS_FILE"; then
-        (
-            umask 077
-            grep -v '^TRACKER_DB_DSN=' "$SECRETS_FILE" >"$SECRETS_FILE.tmp" || true
-            printf 'TRACKER_DB_DSN=%s\n' "$dsn" >>"$SECRETS_FILE.tmp"
-        )
-        mv -f -- "$SECRETS_FILE.tmp" "$SECRETS_FILE"
+    # The DSN follows the current port/db/user; its password never changes. The broker's
+    # address is there too, so that `. secrets.env; tracker device add ...` finds it.
+    if set_key "$SECRETS_FILE" TRACKER_DB_DSN "postgresql://${PG_USER}:${PG_PASSWORD}@127.0.0.1:${PG_PORT}/${PG_DB}"; then
         added=1
     fi
+    if set_key "$SECRETS_FILE" TRACKER_MQTT_HOST 127.0.0.1; then added=1; fi
+    if set_key "$SECRETS_FILE" TRACKER_MQTT_PORT "$MQTT_PORT"; then added=1; fi
     if ((added)); then log "secrets written to $SECRETS_FILE"; fi
     load_secrets
 }
