@@ -795,7 +795,6 @@ write_service_env() {
 }
 
 start_tracker() {
-    tracker_paths
     service_venv
     write_service_env
     touch "$TRACKER_LOG"
@@ -833,6 +832,7 @@ cmd_up() {
         env "${cli_env[@]}" timeout 300 "$tracker" geofences load "geofences/ports/$port.geojson" ||
             die "'tracker geofences load geofences/ports/$port.geojson' failed"
     done
+    tracker_paths
     if pid_alive "$TRACKER_PID_FILE" tracker; then
         log "tracker already running (pid $(cat "$TRACKER_PID_FILE"))"
     else
