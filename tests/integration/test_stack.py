@@ -5,8 +5,13 @@ Runs against the real Mosquitto and PostgreSQL started by the ``stack`` fixture.
 
 from __future__ import annotations
 
+import os
+import pwd
 import queue
+import signal
 import threading
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tests.conftest import free_port, run_stack
 from tracker.adapters.brokeradmin import BrokerAdmin
 
 if TYPE_CHECKING:
@@ -304,6 +310,40 @@ async def test_database_rejects_a_wrong_password(stack: StackInfo) -> None:
     assert wrong != stack.dsn
     with pytest.raises(asyncpg.InvalidPasswordError):
         await asyncpg.connect(wrong, timeout=TIMEOUT_S)
+
+
+# --------------------------------------------------------------------------- the service started by up
+
+
+def test_up_runs_the_service_unprivileged_with_its_own_secrets_only(
+    stack: StackInfo, stack_process_env: dict[str, str]
+) -> None:
+    env = dict(stack_process_env, TRACKER_HTTP_PORT=str(free_port()))
+    run_stack(["up"], env)  # broker and database run already: this adds the service
+    pid = int((stack.stack_dir / "tracker.pid").read_text())
+    try:
+        expected = "port-tracker" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        assert pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name == expected
+        record = stack.stack_dir / "tracker.path"
+        files = Path(record.read_text().strip()) if record.exists() else stack.stack_dir / "tracker"
+        for name in ("tracker.log", "service.env"):
+            st = (files / name).stat()
+            assert st.st_mode & 0o077 == 0, f"{name} is readable by others"
+            assert pwd.getpwuid(st.st_uid).pw_name == expected
+        secrets = stack.stack_dir / "secrets.env"
+        assert secrets.stat().st_mode & 0o077 == 0 and secrets.stat().st_uid == os.geteuid()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().decode()
+        own = (files / "service.env").read_text()
+        for other in (stack.admin_password, stack.device_password, stack.security_password, stack.customs_password):
+            assert other not in environ and other not in own, "the service holds another account's password"
+        assert "TRACKER_MQTT_ADMIN" not in environ
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['TRACKER_HTTP_PORT']}/readyz", timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- idempotence and restart
