@@ -28,7 +28,7 @@ from tracker.adapters.errors import (
     describe_error,
     message_specific,
 )
-from tracker.adapters.mqtt import Message, MqttLink, PublishError
+from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_options
 from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.adapters.webhooks import WebhookError, deliver
 from tracker.config import Settings
@@ -125,11 +125,12 @@ class Service:
             port=s.mqtt_port,
             username=s.mqtt_username,
             password=s.mqtt_password,
-            client_id=s.mqtt_client_id,
+            client_id=s.mqtt_session_client_id,
             subscriptions=(*s.ping_topics, s.inspection_topic),
             session_expiry_s=s.mqtt_session_expiry_s,
             reconnect_max_s=s.mqtt_reconnect_max_s,
             receive_maximum=max(s.batch_max * 2, 100),
+            tls=mqtt_tls_options(s),
         )
         self.link.start()
         self._tasks = [
