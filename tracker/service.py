@@ -89,6 +89,7 @@ class Service:
         self._last_commit = 0.0
         self._newest_fix_lag = 0.0  # median fix age at commit in the last (well-filled) batch
         self._throttle: dict[str, float] = {}
+        self._stopping = False
         self.containers: dict[str, list[str]] = {}
         self.logs: dict[str, Log] = {}  # recent fixes per device for the reorder window (memory only)
         self._pending_logs: dict[str, Log] = {}
@@ -146,11 +147,7 @@ class Service:
             self.http_port = self._listeners.api_port
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._cancel_tasks()
         if self._listeners is not None:
             await self._listeners.cleanup()
         if self._http is not None:
@@ -167,6 +164,28 @@ class Service:
             except TimeoutError:
                 log.warning("database pool did not close within 10 s; terminating its connections")
                 self.store.pool.terminate()
+
+    async def _cancel_tasks(self, timeout: float = 15.0) -> None:
+        """Cancel the background loops, again while one is still running.
+
+        A single ``cancel()`` is not enough on Python 3.11: ``asyncio.wait_for`` returns its result and
+        swallows the cancellation when its inner future completes at the same moment (a message arriving
+        just as the service stops), and the loop then runs on, so ``stop()`` would wait for ever.
+        """
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = {t for t in self._tasks if not t.done()}
+        while pending:
+            for task in pending:
+                task.cancel()
+            _done, pending = await asyncio.wait(pending, timeout=0.5)
+            if pending and loop.time() > deadline:
+                log.warning("tasks still running after %.0f s: %s", timeout, sorted(t.get_name() for t in pending))
+                break
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("task %s had ended with %r", task.get_name(), task.exception())
 
     async def reload_fences(self) -> None:
         assert self.store is not None
@@ -199,7 +218,7 @@ class Service:
         loop = asyncio.get_running_loop()
         wait = self.settings.batch_wait_ms / 1000.0
         next_tick = loop.time() + self.settings.tick_interval_s
-        while True:
+        while not self._stopping:
             try:
                 if not self.commands.empty():
                     await self._run_command(*self.commands.get_nowait())
@@ -579,7 +598,7 @@ class Service:
     async def _policy_loop(self) -> None:
         """Some PostgreSQL/TimescaleDB pairs fail background jobs; running them here keeps compression going."""
         assert self.store is not None
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.settings.timescale_jobs_s)
             try:
                 jobs = await self.store.run_policies()
@@ -593,7 +612,7 @@ class Service:
 
     async def _outbox_loop(self) -> None:
         assert self.store is not None and self.link is not None
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.outbox_wake.wait(), self.settings.outbox_poll_s)
             self.outbox_wake.clear()

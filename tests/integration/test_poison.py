@@ -201,7 +201,7 @@ async def test_retained_poison_is_refused_once_and_never_replayed(stack_env: dic
         svc = await start_service(env)
     finally:
         clear = probe.client.publish(topic, b"", 1, True)  # an empty retained message deletes it
-        clear.wait_for_publish(5)
-        await conn.close()
-        probe.close()
-        await svc.stop()
+        await asyncio.to_thread(clear.wait_for_publish, 5)
+        await conn.close(timeout=10)
+        await asyncio.to_thread(probe.close)
+        await asyncio.wait_for(svc.stop(), 30)
