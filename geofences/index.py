@@ -130,6 +130,11 @@ class FenceIndex:
     def get(self, fence_id: str) -> Fence:
         return self._fences[self._by_id[fence_id]]
 
+    @property
+    def grid(self) -> CellGrid:
+        """The cell grid points are located with (its size is what the index costs in memory)."""
+        return self._cells
+
     def outer_geometry(self, fence_id: str) -> BaseGeometry:
         """The geometry a device must leave before an exit counts."""
         outer: BaseGeometry = self._outer[self._by_id[fence_id]]
