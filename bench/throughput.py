@@ -215,6 +215,9 @@ def stack(command: str, env: dict[str, str], *extra: str) -> None:
     subprocess.run(["bash", str(REPO / "deploy/stack.sh"), command, *extra], env=env, check=True, capture_output=True)
 
 
+_DROP = "DROP TABLE IF EXISTS bench_fence, bench_point, bench_fence_wkb, bench_point_xy"
+
+
 async def postgis(dsn: str, fences: Sequence[Fence], x: FloatArray, y: FloatArray, repeats: int) -> dict[str, Any]:
     """Both PostGIS plans on the same fences and points, pair sets returned for the comparison."""
     import asyncpg
@@ -224,9 +227,11 @@ async def postgis(dsn: str, fences: Sequence[Fence], x: FloatArray, y: FloatArra
         have = await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'postgis'")
         if not have:
             return {"skipped": "the postgis extension is not enabled in this database"}
+        # ordinary tables, not temporary ones: PostgreSQL never scans a temporary table in parallel
+        await conn.execute(_DROP)
         await conn.execute(
-            "CREATE TEMP TABLE bench_fence_wkb (id int, wkb bytea);"
-            "CREATE TEMP TABLE bench_point_xy (id int, lon float8, lat float8);"
+            "CREATE TABLE bench_fence_wkb (id int, wkb bytea);"
+            "CREATE TABLE bench_point_xy (id int, lon float8, lat float8);"
         )
         await conn.copy_records_to_table(
             "bench_fence_wkb", records=[(i, shapely.to_wkb(f.geometry)) for i, f in enumerate(fences)]
@@ -235,11 +240,11 @@ async def postgis(dsn: str, fences: Sequence[Fence], x: FloatArray, y: FloatArra
             "bench_point_xy", records=list(zip(range(len(x)), x.tolist(), y.tolist(), strict=True))
         )
         await conn.execute(
-            "CREATE TEMP TABLE bench_fence AS SELECT id, ST_SetSRID(ST_GeomFromWKB(wkb), 4326) AS geom"
+            "CREATE TABLE bench_fence AS SELECT id, ST_SetSRID(ST_GeomFromWKB(wkb), 4326) AS geom"
             " FROM bench_fence_wkb;"
             "ALTER TABLE bench_fence ADD PRIMARY KEY (id);"
             "CREATE INDEX bench_fence_gist ON bench_fence USING gist (geom);"
-            "CREATE TEMP TABLE bench_point AS SELECT id, ST_SetSRID(ST_MakePoint(lon, lat), 4326) AS geom"
+            "CREATE TABLE bench_point AS SELECT id, ST_SetSRID(ST_MakePoint(lon, lat), 4326) AS geom"
             " FROM bench_point_xy;"
             "ALTER TABLE bench_point ADD PRIMARY KEY (id);"
             "ANALYZE bench_fence; ANALYZE bench_point"
@@ -273,7 +278,10 @@ async def postgis(dsn: str, fences: Sequence[Fence], x: FloatArray, y: FloatArra
         version = await conn.fetchval("SELECT version()")
         postgis_version = await conn.fetchval("SELECT postgis_full_version()")
     finally:
-        await conn.close()
+        try:
+            await conn.execute(_DROP)
+        finally:
+            await conn.close()
     n = len(x)
     med = statistics.median(lruns)
     return {
