@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import aiohttp
-from aiohttp import web
 
 from geofences import Fence, FenceIndex, FenceSet, load_fence_set
 from tracker.adapters.decode import Limits, decode_inspection, decode_mqtt
@@ -28,7 +28,7 @@ from tracker.adapters.errors import (
     describe_error,
     message_specific,
 )
-from tracker.adapters.mqtt import Message, MqttLink, PublishError
+from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_options
 from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.adapters.webhooks import WebhookError, deliver
 from tracker.config import Settings
@@ -37,6 +37,9 @@ from tracker.core.pipeline import Params, Pipeline
 from tracker.core.reorder import Log, Reorderer
 from tracker.core.state import DeviceState
 from tracker.metrics import Metrics
+
+if TYPE_CHECKING:
+    from tracker.adapters.api import Listeners
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ class Service:
         self.devices: dict[str, DeviceKind] = {}
         self.states: dict[str, DeviceState] = {}
         self.outbox_wake = asyncio.Event()
-        self.commands: asyncio.Queue[tuple[object, asyncio.Future[None], float]] = asyncio.Queue()
+        self.commands: asyncio.Queue[tuple[object, asyncio.Future[None], float, bool]] = asyncio.Queue()
         self._in_flight_since: float | None = None  # monotonic receive time of the oldest message being written
         self._stalled_since: float | None = None  # monotonic time the store started refusing writes
         self._last_commit = 0.0
@@ -91,8 +94,7 @@ class Service:
         self._pending_logs: dict[str, Log] = {}
         self.alert_listeners: set[asyncio.Queue[dict[str, object]]] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
-        self._osmand: web.AppRunner | None = None
+        self._listeners: Listeners | None = None
         self._http: aiohttp.ClientSession | None = None
         self.http_port: int | None = None
 
@@ -123,11 +125,12 @@ class Service:
             port=s.mqtt_port,
             username=s.mqtt_username,
             password=s.mqtt_password,
-            client_id=s.mqtt_client_id,
+            client_id=s.mqtt_session_client_id,
             subscriptions=(*s.ping_topics, s.inspection_topic),
             session_expiry_s=s.mqtt_session_expiry_s,
             reconnect_max_s=s.mqtt_reconnect_max_s,
             receive_maximum=max(s.batch_max * 2, 100),
+            tls=mqtt_tls_options(s),
         )
         self.link.start()
         self._tasks = [
@@ -137,22 +140,10 @@ class Service:
         if s.timescale_jobs_s > 0 and self.store.timescale:
             self._tasks.append(asyncio.create_task(self._policy_loop(), name="timescale-jobs"))
         if http:
-            from tracker.adapters.api import build_app
+            from tracker.adapters.api import start_listeners  # API, ops (metrics/readyz), OsmAnd ingest
 
-            self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, s.http_host, s.http_port)
-            await site.start()
-            sockets = getattr(site._server, "sockets", None) or []
-            self.http_port = int(sockets[0].getsockname()[1]) if sockets else s.http_port
-            log.info("HTTP API on http://%s:%s", s.http_host, self.http_port)
-        if http and s.osmand_port:
-            from tracker.adapters.api import build_osmand_app
-
-            self._osmand = web.AppRunner(build_osmand_app(self), access_log=None, shutdown_timeout=2.0)
-            await self._osmand.setup()
-            await web.TCPSite(self._osmand, s.http_host, s.osmand_port).start()
-            log.info("OsmAnd/Traccar Client ingest on http://%s:%s", s.http_host, s.osmand_port)
+            self._listeners = await start_listeners(self)
+            self.http_port = self._listeners.api_port
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -160,10 +151,8 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._osmand is not None:
-            await self._osmand.cleanup()
+        if self._listeners is not None:
+            await self._listeners.cleanup()
         if self._http is not None:
             await self._http.close()
         if self.link is not None:
@@ -245,7 +234,9 @@ class Service:
                 log.exception("ingest step failed")
                 await asyncio.sleep(1.0)
 
-    async def _run_command(self, command: object, fut: asyncio.Future[None], deadline: float) -> None:
+    async def _run_command(
+        self, command: object, fut: asyncio.Future[None], deadline: float, dead_letter: bool
+    ) -> None:
         if fut.done():  # the caller gave up (timed out): a fact it was told is not stored must not appear later
             return
         try:
@@ -255,7 +246,7 @@ class Service:
                 _, container_id, truck_id, at = command
                 await self._pair(container_id, truck_id, at)
             else:
-                await self.commit([command], deadline=deadline)  # type: ignore[list-item]
+                await self.commit([command], deadline=deadline, refuse=not dead_letter)  # type: ignore[list-item]
         except Exception as exc:
             if not isinstance(exc, StoreUnavailableError | CommandRejectedError):
                 wrapped: Exception = (
@@ -413,7 +404,12 @@ class Service:
         self.metrics.batch_size.observe(len(messages))
 
     async def commit(
-        self, decoded: Sequence[Decoded], *, tick_at: datetime | None = None, deadline: float | None = None
+        self,
+        decoded: Sequence[Decoded],
+        *,
+        tick_at: datetime | None = None,
+        deadline: float | None = None,
+        refuse: bool = False,
     ) -> BatchResult:
         """Write one batch; messages stay unacknowledged until it is written.
 
@@ -422,7 +418,8 @@ class Service:
         the others are stored normally. A database that is down, read-only or refusing writes is waited
         for with capped back-off, however long that takes: its messages are never dead-lettered for it.
         ``deadline`` (``loop.time()``) bounds that wait for API-originated facts, which then raise
-        ``StoreUnavailableError``; they raise ``CommandRejectedError`` instead of becoming dead letters.
+        ``StoreUnavailableError``; with ``refuse`` a refused fact raises ``CommandRejectedError`` (its
+        caller is told) instead of becoming a dead letter.
         """
         assert self.store is not None
         loop = asyncio.get_running_loop()
@@ -434,7 +431,7 @@ class Service:
                 break
             except Exception as exc:
                 if message_specific(exc):
-                    if deadline is not None:
+                    if refuse:
                         raise CommandRejectedError(describe_error(exc)) from exc
                     self.metrics.ingest_errors.labels("store").inc()
                     if len(decoded) > 1:
@@ -468,15 +465,22 @@ class Service:
         self._adopt(batch, working, result)
         return result
 
-    async def submit(self, command: Decoded | tuple[str, str, str | None, datetime], timeout: float = 5.0) -> None:
+    async def submit(
+        self,
+        command: Decoded | tuple[str, str, str | None, datetime],
+        timeout: float = 5.0,
+        *,
+        dead_letter: bool = False,
+    ) -> None:
         """Hand an API-originated fact to the single writer and wait until it is stored.
 
-        Raises ``StoreUnavailableError`` when it could not be stored within ``timeout`` seconds (the fact is
-        then withdrawn, not stored later) and ``CommandRejectedError`` when the database refused its content.
+        Raises ``StoreUnavailableError`` when it could not be stored within ``timeout`` seconds (the fact
+        is then withdrawn, not stored later) and ``CommandRejectedError`` when the database refused its
+        content, unless ``dead_letter`` (device ingest over HTTP), where a refused fix is dead-lettered.
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        await self.commands.put((command, fut, loop.time() + timeout))
+        await self.commands.put((command, fut, loop.time() + timeout, dead_letter))
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout + 1.0)
         except TimeoutError:

@@ -159,7 +159,11 @@ async def test_database_refusing_one_message_isolates_it(stack_env: dict[str, st
             30,
             "the refused rows were not dead-lettered",
         )
-        assert await _count(conn, "SELECT count(*) FROM pings WHERE device_id = $1", good) == 16
+        await _wait_for(
+            lambda: _count_eq(conn, "SELECT count(*) FROM pings WHERE device_id = $1", 16, good),
+            30,
+            "the good pings around the refused ones were not all stored",
+        )
         rows = await conn.fetch("SELECT reason, detail FROM dead_letters WHERE device_id = $1", bad)
         assert all(r["reason"] == "store_error" and "CheckViolationError" in r["detail"] for r in rows), rows
         assert (await svc.ready())["ingest"]

@@ -6,6 +6,9 @@ single-threaded asyncio. The session is persistent (fixed client id, ``clean_sta
 false, a session expiry) and acknowledgements are manual: a ping is acknowledged only
 after the transaction that stored it committed, so a crash never loses an
 acknowledged ping and the broker redelivers what was in flight.
+
+The broker gives every connection its user name as client id (``use_username_as_clientid``,
+deploy/mosquitto/mosquitto.conf.in), so the id sent here only matters on other brokers.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,11 +28,32 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from tracker.config import Settings
+
 log = logging.getLogger(__name__)
 
 
 class PublishError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """TLS towards the broker: the chain is always verified (system CAs unless ``ca_file``)."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    insecure: bool = False  # skip the host name check only
+
+    def context(self) -> ssl.SSLContext:
+        # create_default_context: TLS 1.2 at least, CERT_REQUIRED, host name checked.
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file or None)
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file or None)
+        if self.insecure:
+            ctx.check_hostname = False
+        return ctx
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +66,13 @@ class Message:
     retain: bool = False
     received: float = 0.0
     """``time.monotonic()`` when paho handed the message over: how long it has waited for a commit."""
+
+
+def mqtt_tls_options(settings: Settings) -> TlsOptions | None:
+    """The TLS part of the settings, or None for a plain connection."""
+    if not settings.mqtt_tls_enabled:
+        return None
+    return TlsOptions(settings.mqtt_tls_ca, settings.mqtt_tls_cert, settings.mqtt_tls_key, settings.mqtt_tls_insecure)
 
 
 class MqttLink:
@@ -59,6 +91,7 @@ class MqttLink:
         receive_maximum: int = 1000,
         reconnect_max_s: float = 30.0,
         keepalive: int = 30,
+        tls: TlsOptions | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -81,6 +114,9 @@ class MqttLink:
         )
         if username:
             self._client.username_pw_set(username, password)
+        if tls is not None:
+            # Built here so that a missing or bad certificate file fails at start, not on reconnect.
+            self._client.tls_set_context(tls.context())
         self._client.reconnect_delay_set(1, max(1, int(reconnect_max_s)))
         self._client.max_inflight_messages_set(200)
         self._client.max_queued_messages_set(0)
