@@ -328,6 +328,13 @@ class Service:
         working: dict[str, DeviceState] = {}
         logs: dict[str, Log] = {}
         reorderer = Reorderer(self.pipeline, self.settings.reorder_window_s)
+        try:
+            # one vectorised fence lookup for the whole batch; each fix falls back to its own lookup without it
+            self.pipeline.prefetch(item for _dev, _ts, _seq, item in work if isinstance(item, Ping))
+        except Exception:
+            self.metrics.ingest_errors.labels("pipeline").inc()
+            self._log_throttled("prefetch", "batch fence lookup failed; fixes are looked up one by one")
+            self.pipeline.prefetch(())
         # event-time order across devices too: cross-device rules (pairing, rendezvous) compare a
         # device with the others' positions as they were at that moment, not as the id order left them
         for dev, _ts, seq, item in sorted(work, key=lambda w: (w[1], w[2], w[0])):
