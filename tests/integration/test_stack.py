@@ -305,21 +305,25 @@ async def test_database_rejects_a_wrong_password(stack: StackInfo) -> None:
 
 
 async def test_infra_rerun_keeps_secrets_and_data(stack: StackInfo, stack_command: Callable[..., None]) -> None:
-    conn = await asyncpg.connect(stack.dsn, timeout=TIMEOUT_S)
+    conn = await asyncpg.connect(stack.owner_dsn, timeout=TIMEOUT_S)  # the service role may not create tables
     try:
         await conn.execute("CREATE TABLE IF NOT EXISTS stack_rerun_probe (note text)")
         await conn.execute("INSERT INTO stack_rerun_probe VALUES ('kept')")
     finally:
         await conn.close()
     before = (stack.stack_dir / "secrets.env").read_text()
+    owner_before = (stack.stack_dir / "owner.env").read_text()
+    key_before = stack.audit_key_file.read_bytes()
 
     stack_command("infra")  # everything already running
     assert (stack.stack_dir / "secrets.env").read_text() == before
     stack_command("down")
     stack_command("infra")  # cold start on existing data
     assert (stack.stack_dir / "secrets.env").read_text() == before
+    assert (stack.stack_dir / "owner.env").read_text() == owner_before
+    assert stack.audit_key_file.read_bytes() == key_before
 
-    conn = await asyncpg.connect(stack.dsn, timeout=TIMEOUT_S)
+    conn = await asyncpg.connect(stack.owner_dsn, timeout=TIMEOUT_S)
     try:
         assert await conn.fetchval("SELECT count(*) FROM stack_rerun_probe WHERE note = 'kept'") == 1
         await conn.execute("DROP TABLE stack_rerun_probe")
