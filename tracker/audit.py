@@ -24,9 +24,11 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TypeAlias
 
 from cryptography.exceptions import InvalidSignature
@@ -75,6 +77,23 @@ def jsonable(value: object) -> JSONValue:
     """Plain JSON of a value the way the store writes it (datetimes and other objects as text)."""
     loaded: JSONValue = json.loads(json.dumps(value, default=str))
     return loaded
+
+
+def comparable(value: object) -> Hashable:
+    """A value as the database may hand it back: numbers by value, not by spelling.
+
+    ``jsonb`` prints 1e16 as ``10000000000000000``, which reads back as an int; a row is not
+    edited because its numbers are spelt differently from the signed document.
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return ("n", Decimal(repr(value) if isinstance(value, float) else value).normalize())
+    if isinstance(value, list):
+        return ("l", tuple(comparable(v) for v in value))
+    if isinstance(value, dict):
+        return ("d", tuple(sorted((str(k), comparable(v)) for k, v in value.items())))
+    return ("?", repr(value))
 
 
 def iso(ts: datetime) -> str:
@@ -441,8 +460,8 @@ class UpdateRecord:
     closes: bool
     fields: JSONValue
 
-    def key(self) -> tuple[datetime, bool, str]:
-        return (self.ts, self.closes, canonical(self.fields))
+    def key(self) -> tuple[datetime, bool, Hashable]:
+        return (self.ts, self.closes, comparable(self.fields))
 
     def to_json(self) -> dict[str, JSONValue]:
         return {"alert_id": self.alert_id, "ts": iso(self.ts), "closes": self.closes, "fields": self.fields}
@@ -569,7 +588,7 @@ class _State:
     resolved_at: datetime | None = None
     resolution: str | None = None
     ended_at: datetime | None = None
-    updates: list[tuple[datetime, bool, str]] = field(default_factory=list)
+    updates: list[tuple[datetime, bool, Hashable]] = field(default_factory=list)
 
 
 def _opt_str(body: Mapping[str, JSONValue], key: str) -> str | None:
@@ -584,11 +603,11 @@ def _opt_ts(body: Mapping[str, JSONValue], key: str) -> datetime | None:
     return None if value is None else parse_ts(value, f"body: {key}")
 
 
-def _update_key(body: Mapping[str, JSONValue]) -> tuple[datetime, bool, str]:
+def _update_key(body: Mapping[str, JSONValue]) -> tuple[datetime, bool, Hashable]:
     closes = body.get("closes")
     if not isinstance(closes, bool):
         raise AuditError("body: closes must be true or false")
-    return (parse_ts(body.get("ts"), "body: ts"), closes, canonical(body.get("fields")))
+    return (parse_ts(body.get("ts"), "body: ts"), closes, comparable(body.get("fields")))
 
 
 def _apply(states: dict[str, _State], seq: int, f: Fact) -> str | None:
@@ -643,7 +662,7 @@ def _apply(states: dict[str, _State], seq: int, f: Fact) -> str | None:
     return None
 
 
-def _compare(state: _State, row: AlertRecord, updates: list[tuple[datetime, bool, str]]) -> str | None:
+def _compare(state: _State, row: AlertRecord, updates: list[tuple[datetime, bool, Hashable]]) -> str | None:
     """The first way the row differs from the fold of its links, or None."""
     c = state.content
     expected: list[tuple[str, object, object]] = [
@@ -653,7 +672,7 @@ def _compare(state: _State, row: AlertRecord, updates: list[tuple[datetime, bool
         ("port", c.get("port"), row.port),
         ("fence_id", c.get("fence_id"), row.fence_id),
         ("message", c.get("message"), row.message),
-        ("evidence", canonical(c.get("evidence")), canonical(row.evidence)),
+        ("evidence", comparable(c.get("evidence")), comparable(row.evidence)),
         ("status", state.status, row.status),
         ("acknowledged_by", state.acknowledged_by, row.acknowledged_by),
         ("acknowledged_at", state.acknowledged_at, row.acknowledged_at),
@@ -668,9 +687,10 @@ def _compare(state: _State, row: AlertRecord, updates: list[tuple[datetime, bool
         return str(exc)
     for name, linked, stored in expected:
         if linked != stored:
-            shown = stored if name != "evidence" else "(edited)"
-            return f"{name} is {shown!r} but its links say {linked!r}"
-    if sorted(state.updates) != sorted(updates):
+            if name == "evidence":
+                return "its evidence differs from what its links say"
+            return f"{name} is {stored!r} but its links say {linked!r}"
+    if Counter(state.updates) != Counter(updates):
         return f"its stored updates ({len(updates)}) differ from its linked updates ({len(state.updates)})"
     return None
 
@@ -778,7 +798,7 @@ def verify(
             problem = str(exc)
         if problem is not None:
             findings.append(Finding(seq, fact.alert_id, problem))
-    stored_updates: dict[str, list[tuple[datetime, bool, str]]] = {}
+    stored_updates: dict[str, list[tuple[datetime, bool, Hashable]]] = {}
     for upd in bundle.updates:
         stored_updates.setdefault(upd.alert_id, []).append(upd.key())
     rows = {row.id: row for row in bundle.alerts}

@@ -112,7 +112,12 @@ def alert(i: int, severity: Severity = Severity.HIGH) -> Alert:
         message=f"{dev} entered restricted 'quay {i}'",
         port="santos",
         fence_id=f"quay-{i}",
-        evidence={"distance_m": 3.25 + i, "fix": {"lat": -23.95, "lon": -46.3}, "at": datetime(2024, 3, 4, tzinfo=UTC)},
+        evidence={
+            "distance_m": 3.25 + i,
+            "fix": {"lat": -23.95, "lon": -46.3},
+            "at": datetime(2024, 3, 4, tzinfo=UTC),  # stored as text
+            "big": 1e16,  # jsonb gives it back as 10000000000000000
+        },
         key=f"audit-{i}",
     )
 
@@ -132,7 +137,7 @@ async def populate(s: Scratch) -> Populated:
     await s.store.write_batch(
         Batch(
             updates=[
-                AlertUpdate(alerts[2], t, {"ended_at": t.isoformat(), "duration_s": 330.5}, closes=True),
+                AlertUpdate(alerts[2], t, {"ended_at": t.isoformat(), "duration_s": 330.5, "span": 2e17}, closes=True),
                 AlertUpdate(alerts[3], t, {"retracted": True, "reason": "late fix replayed in order"}),
             ]
         )

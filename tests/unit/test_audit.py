@@ -342,3 +342,20 @@ def test_link_hash_covers_position_predecessor_and_text() -> None:
     assert audit.canonical({"b": 1, "a": [1.5, "é"]}) == '{"a":[1.5,"é"],"b":1}'
     with pytest.raises(ValueError):
         audit.canonical({"x": float("nan")})
+
+
+def test_numbers_compare_by_value_not_by_spelling(signer: Signer) -> None:
+    """jsonb hands 1e16 back as 10000000000000000 (an int once parsed): that is no edit; 2e16 is."""
+    log = Log(signer)
+    aid = log.raise_alert(1)
+    rec = log.alerts[aid]
+    log.alerts[aid] = dataclasses.replace(rec, evidence={"big": 1e16, "n": 2.0})
+    log.links.clear()
+    log._append(aid, audit.RAISED, "system", T0, {"alert": log.alerts[aid].content(), "status": "open"})
+    log.alerts[aid] = dataclasses.replace(rec, evidence={"big": 10**16, "n": 2})
+    assert audit.verify(log.bundle(), [signer.public_key]).ok
+    log.alerts[aid] = dataclasses.replace(rec, evidence={"big": 2 * 10**16, "n": 2})
+    report = audit.verify(log.bundle(), [signer.public_key])
+    assert [f.problem for f in report.findings] == [
+        "changed without a link: its evidence differs from what its links say"
+    ]
