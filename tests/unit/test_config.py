@@ -65,3 +65,22 @@ def test_readme_documents_every_setting() -> None:
     readme = README.read_text()
     for env, default, _doc in Settings.describe():
         assert f"| `{env}` | `{default}` |" in readme, f"{env} missing or stale in README"
+
+
+def test_audit_settings_parse_and_their_secrets_are_redacted() -> None:
+    s = Settings.from_env(
+        {
+            "TRACKER_AUDIT_UNSIGNED": "yes",
+            "TRACKER_AUDIT_KEY": "ab" * 32,
+            "TRACKER_DB_OWNER_DSN": "postgresql://tracker_owner:0wn3r@127.0.0.1:5433/tracker",
+        }
+    )
+    assert s.audit_unsigned is True
+    text = str(s.redacted())
+    assert "ab" * 32 not in text
+    assert "0wn3r" not in text
+    assert Settings.from_env({"TRACKER_AUDIT_UNSIGNED": "0"}).audit_unsigned is False
+    with pytest.raises(ValueError, match="audit_unsigned"):
+        Settings.from_env({"TRACKER_AUDIT_UNSIGNED": "perhaps"})
+    with pytest.raises(ValueError, match="not both"):
+        Settings.from_env({"TRACKER_AUDIT_KEY": "x", "TRACKER_AUDIT_KEY_FILE": "/k"})
