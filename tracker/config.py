@@ -75,6 +75,12 @@ class Settings:
     fence_files: tuple[str, ...] = field(
         default=(), metadata=_doc("extra fence-set files loaded at start besides those stored in the database")
     )
+    ingest_max_lag_s: float = field(
+        default=60.0, metadata=_doc("/readyz says not ready when a message waits longer than this for its commit")
+    )
+    ingest_stall_s: float = field(
+        default=15.0, metadata=_doc("/readyz says not ready when the database has refused writes this long")
+    )
     tick_interval_s: float = field(default=5.0, metadata=_doc("how often timeouts (going dark...) are evaluated"))
     outbox_poll_s: float = field(default=1.0, metadata=_doc("outbox retry poll interval"))
     webhook_urls: tuple[str, ...] = field(default=(), metadata=_doc("URLs that receive signed alert POSTs"))

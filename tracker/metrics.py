@@ -34,5 +34,19 @@ class Metrics:
             "tracker_batch_size", "messages per micro-batch", buckets=(1, 5, 10, 50, 100, 250, 500, 1000), registry=r
         )
 
+        self.ingest_errors = Counter(
+            "tracker_ingest_errors",
+            "messages isolated after a failure (decode / pipeline / store) and failed device timers (tick)",
+            ["stage"],
+            registry=r,
+        )
+        for stage in ("decode", "pipeline", "store", "tick"):
+            self.ingest_errors.labels(stage)
+        self.store_stalled = Gauge("tracker_store_stalled", "1 while the database refuses writes", registry=r)
+        self.ingest_wait = Gauge(
+            "tracker_ingest_wait_seconds", "how long the oldest uncommitted message has waited", registry=r
+        )
+        self.queue_depth = Gauge("tracker_ingest_queue_depth", "messages received and not yet written", registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

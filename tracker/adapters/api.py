@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape as xml_escape
 from aiohttp import web
 
 from tracker.adapters.decode import parse_ts
+from tracker.adapters.errors import CommandRejectedError, StoreUnavailableError
 
 if TYPE_CHECKING:
     from tracker.service import Service
@@ -108,6 +109,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         code = (exc.reason or "error").lower().replace(" ", "_")
         return web.json_response({"error": code, "message": exc.reason}, status=exc.status)
+    except StoreUnavailableError as exc:
+        return web.json_response(
+            {"error": "unavailable", "message": str(exc)}, status=503, headers={"Retry-After": "5"}
+        )
+    except CommandRejectedError as exc:
+        return web.json_response({"error": "refused_by_store", "message": str(exc)}, status=422)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return web.json_response({"error": "internal", "message": "internal error"}, status=500)
@@ -559,7 +566,9 @@ async def osmand_ingest(request: web.Request) -> web.Response:
         item = decoded if isinstance(decoded, Ping | Rejected) else Rejected("ignored", "no fix", None, "osmand")
     if isinstance(item, Ping) and item.device_id not in svc.devices:
         item = Rejected("unknown_device", f"device {item.device_id!r} is not registered", item.device_id, "osmand")
-    await svc.submit((item, "osmand", raw[: limits.max_payload_bytes] if isinstance(item, Rejected) else None))
+    await svc.submit(
+        (item, "osmand", raw[: limits.max_payload_bytes] if isinstance(item, Rejected) else None), dead_letter=True
+    )
     if isinstance(item, Rejected):
         status = 403 if item.reason == "unknown_device" else 400
         return web.json_response({"error": item.reason, "message": item.detail}, status=status)

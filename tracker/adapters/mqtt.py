@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,9 @@ class Message:
     mid: int
     qos: int
     dup: bool = False
+    retain: bool = False
+    received: float = 0.0
+    """``time.monotonic()`` when paho handed the message over: how long it has waited for a commit."""
 
 
 class MqttLink:
@@ -160,7 +164,13 @@ class MqttLink:
             # alerts are small and urgent: don't let Nagle's algorithm hold them back
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.subscriptions:
-            client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.subscriptions])
+            # Retained messages are never sent to us on (re)subscription: a retained poison published once
+            # must not fire on every reconnect. retainAsPublished keeps the flag on live deliveries so that
+            # a retained publish can be refused as such.
+            options = SubscribeOptions(
+                qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND, retainAsPublished=True
+            )
+            client.subscribe([(t, options) for t in self.subscriptions])
         self._loop.call_soon_threadsafe(self._connected, bool(getattr(flags, "session_present", False)))
 
     def _connected(self, session_present: bool) -> None:
@@ -185,8 +195,15 @@ class MqttLink:
         self._loop.call_soon_threadsafe(self.subscribed.set)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        message = Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.dup))
-        self._loop.call_soon_threadsafe(self.messages.put_nowait, message)
+        try:
+            # the broker validates topics as UTF-8; "replace" only guards paho's thread against a broker that doesn't
+            topic = msg._topic.decode("utf-8", "replace")
+            message = Message(
+                topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.dup), bool(msg.retain), time.monotonic()
+            )
+            self._loop.call_soon_threadsafe(self.messages.put_nowait, message)
+        except Exception:  # an exception here would end paho's network thread, and with it all ingest
+            log.exception("MQTT message could not be handed over (mid %s)", getattr(msg, "mid", "?"))
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         self._loop.call_soon_threadsafe(self._published, mid, str(reason), bool(reason.is_failure))
