@@ -184,7 +184,7 @@ class Service:
             await self._osmand.cleanup()
         if self._http is not None:
             await self._http.close()
-        if self.signer is not None and self.store is not None:
+        if self.signer is not None and self.store is not None and self._tasks:
             try:  # the last facts are anchored before the link to the broker goes
                 await asyncio.wait_for(self.checkpoint(), 10.0)
             except Exception:
