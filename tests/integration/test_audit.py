@@ -436,10 +436,10 @@ async def test_the_service_refuses_to_run_without_a_key_or_a_migrated_schema(
 
 
 async def test_checkpoints_are_signed_on_schedule_and_at_shutdown_and_retained_on_mqtt(
-    stack: StackInfo, stack_env: dict[str, str]
+    stack: StackInfo, stack_env: dict[str, str], scratch: Scratch
 ) -> None:
     signer = stack_signer(stack)
-    svc = await start_service(service_env(stack_env, TRACKER_AUDIT_CHECKPOINT_S="0.3"))
+    svc = await start_service(service_env(stack_env, TRACKER_AUDIT_CHECKPOINT_S="0.3", TRACKER_DB_DSN=scratch.dsn))
     try:
         assert svc.store is not None
         await svc.store.write_batch(Batch(alerts=[alert(40)]))
@@ -466,9 +466,9 @@ async def test_checkpoints_are_signed_on_schedule_and_at_shutdown_and_retained_o
 
 
 async def test_operators_acknowledge_and_resolve_through_the_api_as_signed_links(
-    stack: StackInfo, stack_env: dict[str, str]
+    stack: StackInfo, stack_env: dict[str, str], scratch: Scratch
 ) -> None:
-    svc = await start_service(service_env(stack_env))
+    svc = await start_service(service_env(stack_env, TRACKER_DB_DSN=scratch.dsn))
     try:
         assert svc.store is not None
         raised = alert(50)
@@ -505,3 +505,4 @@ async def test_operators_acknowledge_and_resolve_through_the_api_as_signed_links
         assert rows[2]["at"] - rows[1]["at"] < timedelta(seconds=30)
     finally:
         await svc.stop()
+    assert (await scratch.verify()).ok
