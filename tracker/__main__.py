@@ -228,6 +228,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
     from tracker.audit import Bundle, verify
 
     keys = _public_keys(args, None)
+    if not keys:
+        print("--public-key is required: without it nothing proves who wrote the bundle", file=sys.stderr)
+        return 2
     raw = Path(args.bundle).read_text(encoding="utf-8")
     try:
         bundle = Bundle.from_json(json.loads(raw))

@@ -10,7 +10,7 @@ alert is appended to the signed chain of ``alert_links`` in that same transactio
 take turns.
 
 The schema belongs to an owner role (``tracker migrate``); the service's role gets only the
-rights ``grant_service`` lists: no UPDATE or DELETE on the chain, and on alerts an UPDATE of
+rights ``Store._grant_service`` lists: no UPDATE or DELETE on the chain, and on alerts an UPDATE of
 the columns that facts change.
 """
 
