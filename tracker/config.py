@@ -55,6 +55,31 @@ class Settings:
     )
     http_host: str = field(default="127.0.0.1", metadata=_doc("HTTP API bind address"))
     http_port: int = field(default=8080, metadata=_doc("HTTP API port"))
+    http_tls_cert: str = field(
+        default="", metadata=_doc("PEM certificate chain: with http_tls_key the API listener speaks HTTPS only")
+    )
+    http_tls_key: str = field(default="", metadata=_doc("PEM private key of http_tls_cert"))
+    ops_host: str = field(default="", metadata=_doc("bind address of the ops listener (empty: http_host)"))
+    ops_port: int = field(
+        default=0,
+        metadata=_doc("port for /metrics and /readyz, which then leave the API listener (0: they stay on it)"),
+    )
+    api_db_timeout_s: float = field(
+        default=5.0, metadata=_doc("an API request waiting longer than this on the database answers 503")
+    )
+    api_write_timeout_s: float = field(
+        default=5.0, metadata=_doc("an API write (inspection, pairing) not stored within this answers 503")
+    )
+    api_auth_fail_burst: float = field(
+        default=10.0, metadata=_doc("failed authentications an address may make at once before 429 (0: no limit)")
+    )
+    api_auth_fail_per_s: float = field(
+        default=1.0, metadata=_doc("rate at which an address earns back failed authentications")
+    )
+    api_token_cache_ttl_s: float = field(
+        default=30.0, metadata=_doc("API token lookups are cached this long (revocation lags by as much)")
+    )
+    api_token_cache_size: int = field(default=4096, metadata=_doc("API token lookups cached at most"))
     admin_token: str = field(
         default="", metadata=_doc("bootstrap admin API token (create others with `tracker token`)")
     )
@@ -146,6 +171,14 @@ class Settings:
             raise ValueError("set TRACKER_AUDIT_KEY_FILE or TRACKER_AUDIT_KEY, not both")
         if self.audit_checkpoint_s <= 0:
             raise ValueError("TRACKER_AUDIT_CHECKPOINT_S must be > 0")
+        if bool(self.http_tls_cert) != bool(self.http_tls_key):
+            raise ValueError("TRACKER_HTTP_TLS_CERT and TRACKER_HTTP_TLS_KEY go together")
+        if self.ops_port and self.ops_port == self.http_port:
+            raise ValueError("TRACKER_OPS_PORT must differ from TRACKER_HTTP_PORT")
+        if self.api_auth_fail_burst > 0 and self.api_auth_fail_per_s <= 0:
+            raise ValueError("TRACKER_API_AUTH_FAIL_PER_S must be > 0")
+        if self.api_token_cache_size < 1 or self.api_db_timeout_s <= 0 or self.api_write_timeout_s <= 0:
+            raise ValueError("TRACKER_API_TOKEN_CACHE_SIZE and the API timeouts must be positive")
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:

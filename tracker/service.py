@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import aiohttp
-from aiohttp import web
 
 from geofences import Fence, FenceIndex, FenceSet, load_fence_set
 from tracker.adapters.audit_keys import signer_from_settings
@@ -39,6 +39,9 @@ from tracker.core.pipeline import Params, Pipeline
 from tracker.core.reorder import Log, Reorderer
 from tracker.core.state import DeviceState
 from tracker.metrics import Metrics
+
+if TYPE_CHECKING:
+    from tracker.adapters.api import Listeners
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +96,7 @@ class Service:
         self._pending_logs: dict[str, Log] = {}
         self.alert_listeners: set[asyncio.Queue[dict[str, object]]] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
-        self._osmand: web.AppRunner | None = None
+        self._listeners: Listeners | None = None
         self._http: aiohttp.ClientSession | None = None
         self.http_port: int | None = None
         self.signer: Signer | None = None
@@ -155,22 +157,10 @@ class Service:
         if s.timescale_jobs_s > 0 and self.store.timescale:
             self._tasks.append(asyncio.create_task(self._policy_loop(), name="timescale-jobs"))
         if http:
-            from tracker.adapters.api import build_app
+            from tracker.adapters.api import start_listeners  # API, ops (metrics/readyz), OsmAnd ingest
 
-            self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, s.http_host, s.http_port)
-            await site.start()
-            sockets = getattr(site._server, "sockets", None) or []
-            self.http_port = int(sockets[0].getsockname()[1]) if sockets else s.http_port
-            log.info("HTTP API on http://%s:%s", s.http_host, self.http_port)
-        if http and s.osmand_port:
-            from tracker.adapters.api import build_osmand_app
-
-            self._osmand = web.AppRunner(build_osmand_app(self), access_log=None, shutdown_timeout=2.0)
-            await self._osmand.setup()
-            await web.TCPSite(self._osmand, s.http_host, s.osmand_port).start()
-            log.info("OsmAnd/Traccar Client ingest on http://%s:%s", s.http_host, s.osmand_port)
+            self._listeners = await start_listeners(self)
+            self.http_port = self._listeners.api_port
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -178,10 +168,8 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._osmand is not None:
-            await self._osmand.cleanup()
+        if self._listeners is not None:
+            await self._listeners.cleanup()
         if self._http is not None:
             await self._http.close()
         if self.signer is not None and self.store is not None and self._tasks:
