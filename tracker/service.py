@@ -166,6 +166,11 @@ class Service:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
+            # Python 3.11's wait_for drops a cancellation that lands as its inner future completes (a
+            # message arriving during shutdown): a task still running after a second is cancelled again
+            while not task.done():
+                await asyncio.wait({task}, timeout=1.0)
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._listeners is not None:
