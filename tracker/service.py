@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from geofences import Fence, FenceIndex, FenceSet, load_fence_set
+from tracker.adapters.audit_keys import signer_from_settings
 from tracker.adapters.decode import Limits, decode_inspection, decode_mqtt
 from tracker.adapters.errors import (
     CommandRejectedError,
@@ -31,6 +32,7 @@ from tracker.adapters.errors import (
 from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_options
 from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.adapters.webhooks import WebhookError, deliver
+from tracker.audit import CHECKPOINT_TOPIC, Checkpoint, Signer
 from tracker.config import Settings
 from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
 from tracker.core.pipeline import Params, Pipeline
@@ -98,22 +100,36 @@ class Service:
         self._listeners: Listeners | None = None
         self._http: aiohttp.ClientSession | None = None
         self.http_port: int | None = None
+        self.signer: Signer | None = None
+        self._published: Checkpoint | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, *, http: bool = True) -> None:
         s = self.settings
         log.info("starting with %s", s.redacted())
+        self.signer = signer_from_settings(s)
+        if self.signer is None and not s.audit_unsigned:
+            raise RuntimeError(
+                "no key signs the alert log: set TRACKER_AUDIT_KEY_FILE (see `tracker audit keygen`)"
+                " or, for development only, TRACKER_AUDIT_UNSIGNED=true"
+            )
+        if self.signer is None:
+            log.warning("NO AUDIT KEY: alert links are unsigned and no checkpoints are made (TRACKER_AUDIT_UNSIGNED)")
+        else:
+            log.info("alert log signed with key %s", self.signer.key_id)
         self.store = await Store.connect(
             s.db_dsn,
             max_size=s.db_pool_max,
             alert_topic_prefix=s.alert_topic_prefix,
             webhooks=s.webhook_urls,
             webhook_min_severity=s.webhook_min_severity,
+            signer=self.signer,
         )
         if s.webhook_urls:
             self._http = aiohttp.ClientSession()
-        await self.store.migrate()
+        await self.store.prepare()  # the service never migrates: it holds no owner rights
+        await self.store.anchor_legacy()
         await self.reload_fences()
         self.devices = await self.store.devices()
         self.states = await self.store.states()
@@ -138,6 +154,8 @@ class Service:
             asyncio.create_task(self._ingest_loop(), name="ingest"),
             asyncio.create_task(self._outbox_loop(), name="outbox"),
         ]
+        if self.signer is not None:
+            self._tasks.append(asyncio.create_task(self._checkpoint_loop(), name="audit-checkpoints"))
         if s.timescale_jobs_s > 0 and self.store.timescale:
             self._tasks.append(asyncio.create_task(self._policy_loop(), name="timescale-jobs"))
         if http:
@@ -152,6 +170,11 @@ class Service:
             await self._listeners.cleanup()
         if self._http is not None:
             await self._http.close()
+        if self.signer is not None and self.store is not None and self._tasks:
+            try:  # the last facts are anchored before the link to the broker goes
+                await asyncio.wait_for(self.checkpoint(), 10.0)
+            except Exception:
+                log.exception("final audit checkpoint failed")
         if self.link is not None:
             try:
                 await asyncio.wait_for(self.link.stop(), 15.0)
@@ -614,6 +637,35 @@ class Service:
                 raise
             except Exception:
                 log.exception("TimescaleDB jobs failed; retrying next period")
+
+    # ---- audit checkpoints ----------------------------------------------------------------------
+
+    async def checkpoint(self) -> Checkpoint | None:
+        """Sign the chain head if it moved, store that, and publish the newest checkpoint retained.
+
+        The retained copy on the broker is the anchor outside the database; a failed publish is
+        retried at the next interval (the stored copy is already safe).
+        """
+        if self.signer is None or self.store is None:
+            return None
+        cp = await self.store.checkpoint(self.signer)
+        if cp is not None and cp != self._published and self.link is not None:
+            try:
+                await self.link.publish(CHECKPOINT_TOPIC, cp.to_bytes(), qos=1, retain=True)
+                self._published = cp
+            except PublishError as exc:
+                log.warning("checkpoint of %d links stored, not yet published (%s); retrying", cp.count, exc)
+        return cp
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.audit_checkpoint_s)
+            try:
+                await self.checkpoint()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("audit checkpoint failed; retrying next period")
 
     # ---- outbox ---------------------------------------------------------------------------------
 
