@@ -428,7 +428,8 @@ async def test_the_service_refuses_to_run_without_a_key_or_a_migrated_schema(
     finally:
         await drop_database(stack, name)
 
-    svc = await start_service(service_env(no_key, TRACKER_AUDIT_UNSIGNED="true"))
+    keyless = {k: v for k, v in stack_env.items() if k != "TRACKER_AUDIT_KEY_FILE"}
+    svc = await start_service(service_env(keyless, TRACKER_AUDIT_UNSIGNED="true"))
     try:
         assert svc.signer is None
     finally:
