@@ -33,6 +33,7 @@ from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_opti
 from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.adapters.webhooks import WebhookError, deliver
 from tracker.audit import CHECKPOINT_TOPIC, Checkpoint, Signer
+from tracker.commands import Command, Item, Pair, RegisterDevice
 from tracker.config import Settings
 from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
 from tracker.core.pipeline import Params, Pipeline
@@ -46,8 +47,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-Decoded = tuple[Ping | Rejected | Ignored | Inspection, str | None, bytes | None]
+Decoded = tuple[Item, str | None, bytes | None]
 """A decoded input with the topic it came on and, for dead letters, the raw payload."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A command waiting for the single writer, with its caller's future and deadline (``loop.time()``)."""
+
+    command: Command
+    done: asyncio.Future[None]
+    deadline: float
+    dead_letter: bool
 
 
 def _source(item: object) -> str:
@@ -85,7 +96,7 @@ class Service:
         self.devices: dict[str, DeviceKind] = {}
         self.states: dict[str, DeviceState] = {}
         self.outbox_wake = asyncio.Event()
-        self.commands: asyncio.Queue[tuple[object, asyncio.Future[None], float, bool]] = asyncio.Queue()
+        self.commands: asyncio.Queue[_Queued] = asyncio.Queue()
         self._in_flight_since: float | None = None  # monotonic receive time of the oldest message being written
         self._stalled_since: float | None = None  # monotonic time the store started refusing writes
         self._last_commit = 0.0
@@ -244,7 +255,7 @@ class Service:
         while not self._stopping:
             try:
                 if not self.commands.empty():
-                    await self._run_command(*self.commands.get_nowait())
+                    await self._run_command(self.commands.get_nowait())
                     continue
                 overdue = loop.time() - next_tick
                 # Timers wait while fixes are queued (after a restart the broker hands over a backlog:
@@ -276,19 +287,21 @@ class Service:
                 log.exception("ingest step failed")
                 await asyncio.sleep(1.0)
 
-    async def _run_command(
-        self, command: object, fut: asyncio.Future[None], deadline: float, dead_letter: bool
-    ) -> None:
+    async def _run_command(self, queued: _Queued) -> None:
+        fut = queued.done
         if fut.done():  # the caller gave up (timed out): a fact it was told is not stored must not appear later
             return
+        command = queued.command
         try:
-            if asyncio.get_running_loop().time() > deadline:
+            if asyncio.get_running_loop().time() > queued.deadline:
                 raise StoreUnavailableError("the single writer was busy past the deadline")
-            if isinstance(command, tuple) and len(command) == 4 and command[0] == "pair":
-                _, container_id, truck_id, at = command
-                await self._pair(container_id, truck_id, at)
+            if isinstance(command, Pair):
+                await self._pair(command)
+            elif isinstance(command, RegisterDevice):
+                await self._register(command, queued.deadline)
             else:
-                await self.commit([command], deadline=deadline, refuse=not dead_letter)  # type: ignore[list-item]
+                fact: Decoded = (command.item, command.source, command.payload)
+                await self.commit([fact], deadline=queued.deadline, refuse=not queued.dead_letter)
         except Exception as exc:
             if not isinstance(exc, StoreUnavailableError | CommandRejectedError):
                 wrapped: Exception = (
@@ -306,14 +319,29 @@ class Service:
         if not fut.done():
             fut.set_result(None)
 
-    async def _pair(self, container_id: str, truck_id: str | None, at: datetime) -> None:
+    async def _pair(self, command: Pair) -> None:
         assert self.store is not None
+        container_id = command.container_id
         state = self.states.get(container_id) or DeviceState(container_id, DeviceKind.CONTAINER)
-        result = self.pipeline.pair(state, truck_id, at)
+        result = self.pipeline.pair(state, command.truck_id, command.at)
         batch = Batch(states={container_id: result.state})
-        await self.store.record_pairing(container_id, truck_id, at, "api")
+        await self.store.record_pairing(container_id, command.truck_id, command.at, "api")
         await self.store.write_batch(batch)
         self.states[container_id] = result.state
+
+    async def _register(self, command: RegisterDevice, deadline: float) -> None:
+        """Store the device, then let ingest and customs routing know it; a hung database ends at the deadline."""
+        assert self.store is not None
+        async with asyncio.timeout_at(deadline):
+            await self.store.register_device(
+                command.device_id, command.kind, name=command.name, container_no=command.container_no
+            )
+        self.devices[command.device_id] = command.kind
+        if command.container_no is not None:
+            for devices in self.containers.values():
+                if command.device_id in devices:
+                    devices.remove(command.device_id)
+            self.containers.setdefault(command.container_no, []).append(command.device_id)
 
     def build_batch(
         self, decoded: Sequence[Decoded], now: datetime | None = None
@@ -516,7 +544,7 @@ class Service:
 
     async def submit(
         self,
-        command: Decoded | tuple[str, str, str | None, datetime],
+        command: Command,
         timeout: float = 5.0,
         *,
         dead_letter: bool = False,
@@ -529,7 +557,7 @@ class Service:
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        await self.commands.put((command, fut, loop.time() + timeout, dead_letter))
+        await self.commands.put(_Queued(command, fut, loop.time() + timeout, dead_letter))
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout + 1.0)
         except TimeoutError:

@@ -43,6 +43,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from tracker.adapters.decode import DEVICE_ID_RE, parse_ts, safe_text, text_problem
 from tracker.adapters.errors import TRANSIENT_DB_ERRORS, CommandRejectedError, StoreUnavailableError
+from tracker.commands import Command, Pair, RegisterDevice, StoreFact
 
 if TYPE_CHECKING:
     from tracker.service import Service
@@ -623,16 +624,8 @@ async def register_device(request: web.Request) -> web.Response:
             container_no = iso6346.validate(container_no)
         except ValueError as exc:
             raise error(422, "bad_field", f"container_no: {exc}", field="container_no") from None
-    svc = _service(request)
-    assert svc.store is not None
-    async with _db(request):
-        await svc.store.register_device(device_id, kind, name=name, container_no=container_no)
-    svc.devices[device_id] = kind
-    if container_no is not None:
-        for devices in svc.containers.values():
-            if device_id in devices:
-                devices.remove(device_id)
-        svc.containers.setdefault(container_no, []).append(device_id)
+    # through the single writer: ingest and customs routing see the device as soon as it is stored
+    await _submit(request, RegisterDevice(device_id, kind, name=name, container_no=container_no))
     return web.json_response({"device_id": device_id, "kind": kind.value, "container_no": container_no}, status=201)
 
 
@@ -649,7 +642,7 @@ async def post_inspection(request: web.Request) -> web.Response:
     )
     if isinstance(item, Rejected):
         raise error(422, item.reason, item.detail)
-    await _submit(request, (item, "api", None))  # a decision the database refuses is a 422, never a 202
+    await _submit(request, StoreFact(item, "api"))  # a decision the database refuses is a 422, never a 202
     targets = svc.containers.get(item.container_no, [])
     return web.json_response(
         {
@@ -676,11 +669,11 @@ async def post_pairing(request: web.Request) -> web.Response:
     if truck_id is not None and (not isinstance(truck_id, str) or svc.devices.get(truck_id) is None):
         raise error(422, "bad_field", "truck_id must name a registered device or be null", field="truck_id")
     at = _time_param(request, "at") or datetime.now(UTC)
-    await _submit(request, ("pair", container_id, truck_id, at))
+    await _submit(request, Pair(container_id, truck_id, at))
     return web.json_response({"container_id": container_id, "truck_id": truck_id, "by": who.name}, status=201)
 
 
-async def _submit(request: web.Request, command: Any, dead_letter: bool = False) -> None:
+async def _submit(request: web.Request, command: Command, dead_letter: bool = False) -> None:
     """Hand a fact to the single writer within ``TRACKER_API_WRITE_TIMEOUT_S``.
 
     Not stored in time: ``StoreUnavailableError`` (503; the fact is withdrawn, not stored later);
@@ -783,9 +776,8 @@ async def osmand_ingest(request: web.Request) -> web.Response:
         item = decoded if isinstance(decoded, Ping | Rejected) else Rejected("ignored", "no fix", None, "osmand")
     if isinstance(item, Ping) and item.device_id not in svc.devices:
         item = Rejected("unknown_device", f"device {item.device_id!r} is not registered", item.device_id, "osmand")
-    await _submit(
-        request, (item, "osmand", raw[: limits.max_payload_bytes] if isinstance(item, Rejected) else None), True
-    )
+    payload = raw[: limits.max_payload_bytes] if isinstance(item, Rejected) else None
+    await _submit(request, StoreFact(item, "osmand", payload), True)
     if isinstance(item, Rejected):
         status = 403 if item.reason == "unknown_device" else 400
         return web.json_response({"error": item.reason, "message": item.detail}, status=status)
