@@ -263,14 +263,8 @@ async def authenticate(request: web.Request) -> Principal:
     else:
         assert svc.store is not None
         async with _db(request):
-            row = await svc.store.pool.fetchrow(
-                "SELECT name, role, scope FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL", digest
-            )
-        principal = None
-        if row is not None:
-            scope = json.loads(row["scope"])
-            devices = scope.get("devices")
-            principal = Principal(row["name"], row["role"], None if devices is None else frozenset(devices))
+            found = await svc.store.api_token(digest)
+        principal = None if found is None else Principal(found.name, found.role, found.devices)
         cache.entries[digest] = principal
     if principal is None:
         limiter.failed(address)
@@ -496,20 +490,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 200, 1, 5000)
     device_id = _device_param(request, "device_id")
     async with _db(request):
-        rows = await svc.store.pool.fetch(
-            "SELECT alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
-            " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, hash FROM alerts"
-            " WHERE ts >= $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR severity = $3)"
-            # a meeting is filed under one of its devices and names both in its evidence: found from either
-            " AND ($4::text IS NULL OR device_id = $4"
-            " OR evidence->'devices' @> jsonb_build_array(jsonb_build_object('id', $4::text)))"
-            " ORDER BY ts DESC LIMIT $5",
-            since,
-            status,
-            severity,
-            device_id,
-            limit,
-        )
+        rows = await svc.store.alerts(since, status=status, severity=severity, device_id=device_id, limit=limit)
     return web.json_response({"alerts": [_alert_json(r) for r in rows]})
 
 
@@ -728,14 +709,11 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     svc = _service(request)
     assert svc.store is not None
     limit = _int_param(request, "limit", 100, 1, 1000)
-    rows = await svc.store.pool.fetch(
-        "SELECT id, received_at, source, topic, device_id, reason, detail FROM dead_letters ORDER BY id DESC LIMIT $1",
-        limit,
-    )
-    counts = await svc.store.pool.fetch("SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason")
+    async with _db(request):
+        rows, counts = await svc.store.dead_letters(limit)
     return web.json_response(
         {
-            "counts": {r["reason"]: r["n"] for r in counts},
+            "counts": counts,
             "dead_letters": [{**dict(r), "received_at": r["received_at"].isoformat()} for r in rows],
         }
     )

@@ -110,6 +110,15 @@ class BatchResult:
     updates_stored: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """Who a bearer token speaks for; ``devices`` None means not limited by device."""
+
+    name: str
+    role: str
+    devices: frozenset[str] | None
+
+
 def alert_topic(prefix: str, alert: Alert) -> str:
     return f"{prefix}/{alert.port or 'unknown'}/{alert.severity.value}/{alert.kind}"
 
@@ -679,6 +688,74 @@ class Store:
                 end,
                 limit,
             )
+        )
+
+    async def alerts(
+        self,
+        since: datetime,
+        *,
+        status: str | None = None,
+        severity: str | None = None,
+        device_id: str | None = None,
+        limit: int = 200,
+    ) -> list[asyncpg.Record]:
+        """Newest first; a meeting is filed under one of its devices and names both in its evidence:
+        ``device_id`` finds it from either."""
+        return list(
+            await self.pool.fetch(
+                "SELECT alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
+                " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, hash FROM alerts"
+                " WHERE ts >= $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR severity = $3)"
+                " AND ($4::text IS NULL OR device_id = $4"
+                " OR evidence->'devices' @> jsonb_build_array(jsonb_build_object('id', $4::text)))"
+                " ORDER BY ts DESC LIMIT $5",
+                since,
+                status,
+                severity,
+                device_id,
+                limit,
+            )
+        )
+
+    async def dead_letters(self, limit: int) -> tuple[list[asyncpg.Record], dict[str, int]]:
+        """The newest ``limit`` dead letters (without their payloads) and the count of every reason."""
+        rows = await self.pool.fetch(
+            "SELECT id, received_at, source, topic, device_id, reason, detail FROM dead_letters"
+            " ORDER BY id DESC LIMIT $1",
+            limit,
+        )
+        counts = await self.pool.fetch("SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason")
+        return list(rows), {r["reason"]: int(r["n"]) for r in counts}
+
+    async def device_list(self) -> list[asyncpg.Record]:
+        """Every device, registered or seen, for the operators' listing."""
+        return list(
+            await self.pool.fetch(
+                "SELECT device_id, kind, name, active, auto_registered FROM devices ORDER BY device_id"
+            )
+        )
+
+    # ---- API tokens -----------------------------------------------------------------------------
+
+    async def api_token(self, token_sha256: str) -> ApiToken | None:
+        """The live token with this digest; a revoked or unknown one is None."""
+        row = await self.pool.fetchrow(
+            "SELECT name, role, scope FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL", token_sha256
+        )
+        if row is None:
+            return None
+        devices = json.loads(row["scope"]).get("devices")
+        return ApiToken(row["name"], row["role"], None if devices is None else frozenset(devices))
+
+    async def create_api_token(self, token_sha256: str, name: str, role: str, devices: Sequence[str] | None) -> None:
+        """Only the digest is stored; ``devices`` (insurers) limits what the token sees, None does not."""
+        scope = {} if devices is None else {"devices": list(devices)}
+        await self.pool.execute(
+            "INSERT INTO api_tokens (token_sha256, name, role, scope) VALUES ($1, $2, $3, $4)",
+            token_sha256,
+            name,
+            role,
+            json.dumps(scope),
         )
 
     async def ready(self) -> bool:
