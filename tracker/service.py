@@ -13,14 +13,14 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import aiohttp
 
 from geofences import Fence, FenceIndex, FenceSet, load_fence_set
+from tracker.adapters.api import Listeners, start_listeners
 from tracker.adapters.audit_keys import signer_from_settings
 from tracker.adapters.decode import Limits, decode_inspection, decode_mqtt
 from tracker.adapters.errors import (
@@ -40,9 +40,6 @@ from tracker.core.pipeline import Params, Pipeline
 from tracker.core.reorder import Log, Reorderer
 from tracker.core.state import DeviceState
 from tracker.metrics import Metrics
-
-if TYPE_CHECKING:
-    from tracker.adapters.api import Listeners
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +167,6 @@ class Service:
         if s.timescale_jobs_s > 0 and self.store.timescale:
             self._tasks.append(asyncio.create_task(self._policy_loop(), name="timescale-jobs"))
         if http:
-            from tracker.adapters.api import start_listeners  # API, ops (metrics/readyz), OsmAnd ingest
-
             self._listeners = await start_listeners(self)
             self.http_port = self._listeners.api_port
 
@@ -236,9 +231,26 @@ class Service:
     async def ready(self) -> dict[str, bool]:
         """Ready means fixes get stored now: broker and database reachable, and ingest neither stalled nor lagging."""
         db = self.store is not None and await self.store.ready()
-        mqtt = self.link is not None and self.link.connected.is_set()
+        mqtt = self.broker_connected()
         ingest = bool(self.ingest_health()["ok"]) and not self._ingest_dead()
         return {"database": db, "broker": mqtt, "ingest": ingest}
+
+    def broker_connected(self) -> bool:
+        return self.link is not None and self.link.connected.is_set()
+
+    @property
+    def fence_sets(self) -> Mapping[str, FenceSet]:
+        return self.fences.sets
+
+    @contextlib.contextmanager
+    def live_alerts(self, maxsize: int = 1000) -> Iterator[asyncio.Queue[dict[str, object]]]:
+        """A live-feed viewer's queue, fed with every alert announced while it is open."""
+        queue: asyncio.Queue[dict[str, object]] = asyncio.Queue(maxsize=maxsize)
+        self.alert_listeners.add(queue)
+        try:
+            yield queue
+        finally:
+            self.alert_listeners.discard(queue)
 
     def _ingest_dead(self) -> bool:
         return any(t.get_name() == "ingest" and t.done() for t in self._tasks)

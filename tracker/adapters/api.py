@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
 import asyncpg
@@ -43,10 +43,8 @@ from aiohttp.web_protocol import RequestHandler
 
 from tracker.adapters.decode import DEVICE_ID_RE, parse_ts, safe_text, text_problem
 from tracker.adapters.errors import TRANSIENT_DB_ERRORS, CommandRejectedError, StoreUnavailableError
+from tracker.adapters.ports import ApiService
 from tracker.commands import Command, Pair, RegisterDevice, StoreFact
-
-if TYPE_CHECKING:
-    from tracker.service import Service
 
 ROLES = ("operator", "insurer", "security", "admin", "customs")
 PERMISSIONS: Mapping[str, frozenset[str]] = {
@@ -72,7 +70,7 @@ DB_UNAVAILABLE = TRANSIENT_DB_ERRORS
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SERVICE = web.AppKey("service", object)
+SERVICE = web.AppKey[ApiService]("service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,9 +176,8 @@ def error(
     return cls(text=body, content_type="application/json", headers=all_headers or None)
 
 
-def _service(request: web.Request) -> Service:
-    svc: Service = request.app[SERVICE]  # type: ignore[assignment]
-    return svc
+def _service(request: web.Request) -> ApiService:
+    return request.app[SERVICE]
 
 
 @web.middleware
@@ -361,7 +358,7 @@ async def readyz(request: web.Request) -> web.Response:
     except DB_UNAVAILABLE:
         checks = {
             "database": False,
-            "broker": svc.link is not None and svc.link.connected.is_set(),
+            "broker": svc.broker_connected(),
             "ingest": bool(svc.ingest_health()["ok"]),
         }
     ok = all(checks.values())
@@ -678,23 +675,20 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
     svc = _service(request)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    queue: asyncio.Queue[dict[str, object]] = asyncio.Queue(maxsize=1000)
-    svc.alert_listeners.add(queue)
-    try:
-        while True:
-            try:
-                item = await asyncio.wait_for(queue.get(), 15.0)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            if SEVERITY_RANK.get(str(item.get("severity")), 0) < SEVERITY_RANK[floor]:
-                continue
-            await response.write(f"event: alert\ndata: {json.dumps(item)}\n\n".encode())
-    except ConnectionError:
-        # the viewer went away (closed tab, dropped link): the normal end of a stream, not an error
-        log.debug("SSE client %s disconnected", request.remote)
-    finally:
-        svc.alert_listeners.discard(queue)
+    with svc.live_alerts(1000) as queue:
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), 15.0)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                if SEVERITY_RANK.get(str(item.get("severity")), 0) < SEVERITY_RANK[floor]:
+                    continue
+                await response.write(f"event: alert\ndata: {json.dumps(item)}\n\n".encode())
+        except ConnectionError:
+            # the viewer went away (closed tab, dropped link): the normal end of a stream, not an error
+            log.debug("SSE client %s disconnected", request.remote)
     return response
 
 
@@ -722,7 +716,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 async def list_fences(request: web.Request) -> web.Response:
     await require(request, "fences:read")
     svc = _service(request)
-    return web.json_response({"ports": {port: fs.to_geojson() for port, fs in svc.fences.sets.items()}})
+    return web.json_response({"ports": {port: fs.to_geojson() for port, fs in svc.fence_sets.items()}})
 
 
 async def osmand_ingest(request: web.Request) -> web.Response:
@@ -768,7 +762,7 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(document_for(request.app[OPS_ROUTES]))
 
 
-def build_osmand_app(service: Service) -> web.Application:
+def build_osmand_app(service: ApiService) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=256 * 1024)
     app[SERVICE] = service
     app.router.add_route("GET", "/", osmand_ingest)
@@ -776,7 +770,7 @@ def build_osmand_app(service: Service) -> web.Application:
     return app
 
 
-def build_ops_app(service: Service) -> web.Application:
+def build_ops_app(service: ApiService) -> web.Application:
     """``/metrics`` and ``/readyz`` for monitoring, on a listener of their own (``TRACKER_OPS_PORT``)."""
     app = web.Application(middlewares=[json_errors])
     app[SERVICE] = service
@@ -786,7 +780,7 @@ def build_ops_app(service: Service) -> web.Application:
     return app
 
 
-def build_app(service: Service, *, ops_routes: bool = True) -> web.Application:
+def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Application:
     """The API; ``ops_routes=False`` leaves ``/metrics`` and ``/readyz`` to the ops listener."""
     s = service.settings
     app = web.Application(middlewares=[json_errors], client_max_size=1024 * 1024)
@@ -896,7 +890,7 @@ async def _serve(
     return int(sockets[0].getsockname()[1]) if sockets else port
 
 
-async def start_listeners(service: Service) -> Listeners:
+async def start_listeners(service: ApiService) -> Listeners:
     """API (TLS when a certificate is configured), optional ops listener, optional OsmAnd ingest."""
     s = service.settings
     listeners = Listeners()
