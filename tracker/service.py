@@ -1,4 +1,4 @@
-"""Composition root: wires MQTT ingest, the pure core, the store, the outbox and the HTTP API.
+"""Composition root: wires MQTT ingest, the pure core, the store, delivery (tracker/delivery.py) and the HTTP API.
 
 Ordering: a single ingest task drains the broker queue in micro-batches and runs the
 core over them, so one device's fixes are never processed concurrently; within a batch
@@ -9,15 +9,13 @@ only after the batch's transaction committed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-import aiohttp
 
 from geofences import Fence, FenceIndex, FenceSet, load_fence_set
 from tracker.adapters.api import Listeners, start_listeners
@@ -31,7 +29,6 @@ from tracker.adapters.errors import (
 )
 from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_options
 from tracker.adapters.store import Batch, BatchResult, Store
-from tracker.adapters.webhooks import WebhookError, deliver
 from tracker.audit import CHECKPOINT_TOPIC, Checkpoint, Signer
 from tracker.commands import Command, Item, Pair, RegisterDevice
 from tracker.config import Settings
@@ -39,6 +36,7 @@ from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspecti
 from tracker.core.pipeline import Params, Pipeline
 from tracker.core.reorder import Log, Reorderer
 from tracker.core.state import DeviceState
+from tracker.delivery import Delivery
 from tracker.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -92,7 +90,6 @@ class Service:
         self.pipeline = Pipeline(self.fences.index)
         self.devices: dict[str, DeviceKind] = {}
         self.states: dict[str, DeviceState] = {}
-        self.outbox_wake = asyncio.Event()
         self.commands: asyncio.Queue[_Queued] = asyncio.Queue()
         self._in_flight_since: float | None = None  # monotonic receive time of the oldest message being written
         self._stalled_since: float | None = None  # monotonic time the store started refusing writes
@@ -103,10 +100,9 @@ class Service:
         self.containers: dict[str, list[str]] = {}
         self.logs: dict[str, Log] = {}  # recent fixes per device for the reorder window (memory only)
         self._pending_logs: dict[str, Log] = {}
-        self.alert_listeners: set[asyncio.Queue[dict[str, object]]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: Listeners | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self.delivery = Delivery(settings, self.metrics, stopping=lambda: self._stopping)
         self.http_port: int | None = None
         self.signer: Signer | None = None
         self._published: Checkpoint | None = None
@@ -134,8 +130,6 @@ class Service:
             webhook_min_severity=s.webhook_min_severity,
             signer=self.signer,
         )
-        if s.webhook_urls:
-            self._http = aiohttp.ClientSession()
         await self.store.prepare()  # the service never migrates: it holds no owner rights
         await self.store.anchor_legacy()
         await self.reload_fences()
@@ -158,9 +152,10 @@ class Service:
             tls=mqtt_tls_options(s),
         )
         self.link.start()
+        self.delivery.start(self.store, self.link)
         self._tasks = [
             asyncio.create_task(self._ingest_loop(), name="ingest"),
-            asyncio.create_task(self._outbox_loop(), name="outbox"),
+            asyncio.create_task(self.delivery.run(), name="outbox"),
         ]
         if self.signer is not None:
             self._tasks.append(asyncio.create_task(self._checkpoint_loop(), name="audit-checkpoints"))
@@ -174,8 +169,7 @@ class Service:
         await self._cancel_tasks()
         if self._listeners is not None:
             await self._listeners.cleanup()
-        if self._http is not None:
-            await self._http.close()
+        await self.delivery.stop()
         if self.signer is not None and self.store is not None and self._tasks:
             try:  # the last facts are anchored before the link to the broker goes
                 await asyncio.wait_for(self.checkpoint(), 10.0)
@@ -242,15 +236,8 @@ class Service:
     def fence_sets(self) -> Mapping[str, FenceSet]:
         return self.fences.sets
 
-    @contextlib.contextmanager
-    def live_alerts(self, maxsize: int = 1000) -> Iterator[asyncio.Queue[dict[str, object]]]:
-        """A live-feed viewer's queue, fed with every alert announced while it is open."""
-        queue: asyncio.Queue[dict[str, object]] = asyncio.Queue(maxsize=maxsize)
-        self.alert_listeners.add(queue)
-        try:
-            yield queue
-        finally:
-            self.alert_listeners.discard(queue)
+    def live_alerts(self, maxsize: int = 1000) -> AbstractContextManager[asyncio.Queue[dict[str, object]]]:
+        return self.delivery.live_alerts(maxsize)
 
     def _ingest_dead(self) -> bool:
         return any(t.get_name() == "ingest" and t.done() for t in self._tasks)
@@ -663,7 +650,7 @@ class Service:
         for alert in result.alerts_stored:
             self.metrics.alerts.labels(alert.kind, alert.severity.value).inc()
         if result.alerts_stored or result.updates_stored:
-            self.outbox_wake.set()
+            self.delivery.wake()
 
     async def _policy_loop(self) -> None:
         """Some PostgreSQL/TimescaleDB pairs fail background jobs; running them here keeps compression going."""
@@ -706,73 +693,6 @@ class Service:
                 raise
             except Exception:
                 log.exception("audit checkpoint failed; retrying next period")
-
-    # ---- outbox ---------------------------------------------------------------------------------
-
-    async def _outbox_loop(self) -> None:
-        assert self.store is not None and self.link is not None
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.outbox_wake.wait(), self.settings.outbox_poll_s)
-            self.outbox_wake.clear()
-            try:
-                await self.drain_outbox()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox drain failed; retrying")
-                await asyncio.sleep(1.0)
-
-    async def drain_outbox(self) -> int:
-        """Deliver pending outbox rows: MQTT in order (stop at the first failure), webhooks independently."""
-        assert self.store is not None
-        assert self.link is not None
-        sent = 0
-        while True:
-            rows = await self.store.pending_outbox()
-            self.metrics.outbox_backlog.set(len(rows))
-            if not rows:
-                return sent
-            delivered: list[int] = []
-            failures: dict[str, list[int]] = {}
-            broker_down = False
-            for row in rows:
-                payload = row["payload"]
-                text = payload if isinstance(payload, str) else json.dumps(payload)
-                channel = row["channel"]
-                try:
-                    if channel == "webhook":
-                        if self._http is None:
-                            raise WebhookError("webhooks are not configured in this process")
-                        await deliver(self._http, row["topic"], text.encode(), self.settings.webhook_secret)
-                    else:
-                        if broker_down:
-                            continue
-                        await self.link.publish(row["topic"], text.encode(), qos=1)
-                        self._fan_out(json.loads(text))
-                except (PublishError, WebhookError) as exc:
-                    failures.setdefault(str(exc), []).append(row["id"])
-                    self.metrics.publish_failures.labels(channel).inc()
-                    if channel == "mqtt":
-                        broker_down = True  # keep MQTT order: the rest waits for the broker
-                    continue
-                delivered.append(row["id"])
-                self.metrics.published.labels(channel).inc()
-            await self.store.mark_delivered(delivered)
-            for error, ids in failures.items():
-                await self.store.mark_failed(ids, error)
-            sent += len(delivered)
-            if failures:
-                if broker_down:
-                    await self.link.wait_connected(self.settings.outbox_poll_s)
-                return sent
-
-    def _fan_out(self, alert: dict[str, object]) -> None:
-        """Live feeds (SSE/WebSocket) get alerts once they are stored and announced."""
-        for queue in list(self.alert_listeners):
-            if queue.full():
-                continue  # a slow viewer misses live items; the API lists every stored alert
-            queue.put_nowait(alert)
 
 
 async def run_forever(settings: Settings) -> None:

@@ -303,14 +303,14 @@ async def test_a_client_leaving_the_alert_stream_is_not_an_error(
         assert r.status == 200
         assert r.headers["Content-Type"].startswith("text/event-stream")
         deadline = time.monotonic() + 5
-        while not svc.alert_listeners:
+        while not svc.delivery.listeners:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         r.close()
     deadline = time.monotonic() + 10
-    while svc.alert_listeners:  # the handler notices the closed connection at its next write
+    while svc.delivery.listeners:  # the handler notices the closed connection at its next write
         assert time.monotonic() < deadline, "the stream handler never noticed its client left"
-        svc._fan_out({"severity": "critical", "kind": "test", "message": "nobody listens"})
+        svc.delivery.fan_out({"severity": "critical", "kind": "test", "message": "nobody listens"})
         await asyncio.sleep(0.1)
     errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert not errors, [rec.getMessage() for rec in errors]
