@@ -87,7 +87,7 @@ class Service:
         self.store: Store | None = None
         self.link: MqttLink | None = None
         self.fences = Fences()
-        self.pipeline = Pipeline(self.fences.index)
+        self.pipeline = Pipeline(self.fences.index, Params())  # detector thresholds: the core's defaults
         self.devices: dict[str, DeviceKind] = {}
         self.states: dict[str, DeviceState] = {}
         self.commands: asyncio.Queue[_Queued] = asyncio.Queue()
@@ -216,7 +216,7 @@ class Service:
         for path in self.settings.fence_files:
             sets.append(load_fence_set(path))
         self.fences = Fences.build(sets, self.settings.hysteresis_m, self.settings.entry_margin_m)
-        self.pipeline = Pipeline(self.fences.index, Params(), world=self.pipeline.world)
+        self.pipeline = self.pipeline.with_index(self.fences.index)  # keeps the world view and the hauls
         log.info(
             "fences: %s",
             ", ".join(f"{p}={len(fs.fences)}" for p, fs in self.fences.sets.items()) or "none loaded",
