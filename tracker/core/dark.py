@@ -47,7 +47,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from geofences import FenceIndex, haversine_m
-from tracker.core.detector import FixContext, JsonState, TickContext
+from tracker.core.detector import FixContext, JsonState, TickContext, first_after
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
 from tracker.core.state import Fix
 
@@ -424,11 +424,13 @@ class DarkDetector:
             return state, []
         return replace(st, fences=(), lost=None).to_json(), []
 
-    def wants_tick(self, state: JsonState, kind: DeviceKind, fences: frozenset[str]) -> bool:
-        """Only a device last heard inside the port, not already reported lost, can fall silent there."""
-        if not state:
-            return False
-        return state.get("lost") is None and bool(state.get("fences"))
+    def next_due(self, state: JsonState, ctx: TickContext, after: datetime | None) -> datetime | None:
+        """The first instant the silence exceeds the limit, for a device last heard inside the port and not
+        already reported lost (the only one ``on_tick`` can raise)."""
+        if not state or state.get("lost") is not None or not state.get("fences"):
+            return None
+        st = _State.from_json(state)
+        return first_after(st.last.ts, self._state_limit(ctx.kind, st)[0])
 
     def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
         if not state:

@@ -10,7 +10,7 @@ the database or the broker. Time comes from the fix, or from ``now`` on a tick.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from geofences import FenceIndex, FenceKind
@@ -91,15 +91,48 @@ class Detector(Protocol):
     def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]: ...
 
 
-class TickAware(Protocol):
-    """Detectors that can tell, from their own state alone, that a tick would change nothing.
+class Timed(Protocol):
+    """Detectors that can tell, from their own state alone, when a tick could next do anything.
 
-    A port holds thousands of silent devices (boxes asleep in yards, trucks gone home between jobs) and
-    the service ticks every one every few seconds; asking first is what keeps that affordable. The answer
-    must be exact: ``False`` only when ``on_tick`` would return the state unchanged and no event.
+    A port holds thousands of silent devices (boxes asleep in yards, trucks gone home between jobs);
+    ticking every one every few seconds to find the few whose timer ran out is most of the work of a
+    quiet port. Each detector instead names the earliest instant at which ``on_tick`` could change its
+    state or emit an event; the pipeline keeps one due time per device and ticks only those that fell due.
+
+    ``after``: the time of a tick already run with this very state (None right after a fix, an inspection
+    or a restart), so a rule that may fire at any moment of a window can say "the next tick" and a window
+    that has passed can say None. The answer may be early (a wasted tick) but never late (a late alert):
+    ``on_tick`` at any time before it must return no event and the state unchanged (but for housekeeping
+    that every evaluation repeats first anyway, such as forgetting expired keys). It must not depend on
+    ``ctx.world``, which changes with other devices' fixes without this device being asked again.
     """
 
-    def wants_tick(self, state: JsonState, kind: DeviceKind, fences: frozenset[str]) -> bool: ...
+    def next_due(self, state: JsonState, ctx: TickContext, after: datetime | None) -> datetime | None: ...
+
+
+_TICK = timedelta(microseconds=1)
+
+
+def first_after(start: datetime, seconds: float) -> datetime:
+    """The first instant ``t`` (to the microsecond) with ``(t - start).total_seconds() > seconds``.
+
+    Detectors compare silences as floats; ``start + timedelta(seconds=...)`` rounds to the microsecond, so
+    the exact crossing is found by stepping from that estimate (a step or two at most).
+    """
+    t = start + timedelta(seconds=seconds)
+    while (t - _TICK - start).total_seconds() > seconds:
+        t -= _TICK
+    while not (t - start).total_seconds() > seconds:
+        t += _TICK
+    return t
+
+
+def next_instant(after: datetime | None, last: datetime) -> datetime:
+    """The next tick, for a rule that may fire at any moment: just after ``after``, or at once after a fix.
+
+    ``last`` is the device's last fix, before which (and for some time after) no tick runs anyway.
+    """
+    return last if after is None else max(last, after + _TICK)
 
 
 class InspectionAware(Protocol):

@@ -2,7 +2,9 @@
 
 The service does the same with a database between batches; here states live in a dict
 and the clock is the replay's own (the newest event time seen), so a day of traffic
-replays in seconds with timers firing where they would have fired live.
+replays in seconds with timers firing where they would have fired live. As in the service,
+a tick looks only at the devices whose due time (``Pipeline.next_due``, kept in a
+:class:`~tracker.core.timers.DueQueue`) has come; the rest could not change anyway.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from tracker.core.model import DeviceKind, Event, Inspection, Ping
 from tracker.core.pipeline import Pipeline
 from tracker.core.reorder import Log, Reorderer
 from tracker.core.state import DeviceState
+from tracker.core.timers import DueQueue
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Engine:
     _next_tick: datetime | None = None
     _logs: dict[str, Log] = field(default_factory=dict)
     _reorderer: Reorderer | None = None
+    timers: DueQueue = field(default_factory=DueQueue)
 
     def state(self, device_id: str) -> DeviceState:
         st = self.states.get(device_id)
@@ -64,7 +68,7 @@ class Engine:
             self._reorderer = Reorderer(self.pipeline, self.reorder_window_s)
         log, result = self._reorderer.step(self._logs.get(ping.device_id, ()), self.state(ping.device_id), ping)
         self._logs[ping.device_id] = log
-        self.states[ping.device_id] = result.state
+        self._adopt(ping.device_id, result.state)
         for flag in result.flags:
             self.flags[flag] = self.flags.get(flag, 0) + 1
         self._emit(result.alerts)
@@ -73,19 +77,33 @@ class Engine:
         self._advance(inspection.ts)
         for dev in self.containers.get(inspection.container_no, ()):
             result = self.pipeline.inspect(self.state(dev), inspection)
-            self.states[dev] = result.state
+            self._adopt(dev, result.state)
             self._emit(result.alerts)
 
     def pair(self, container_id: str, truck_id: str | None, at: datetime) -> None:
         result = self.pipeline.pair(self.state(container_id), truck_id, at)
-        self.states[container_id] = result.state
+        self._adopt(container_id, result.state)
+
+    def _adopt(self, device_id: str, state: DeviceState, ticked_at: datetime | None = None) -> None:
+        self.states[device_id] = state
+        self.timers.schedule(device_id, self.pipeline.next_due(state, ticked_at))
+
+    def restore(self, states: Iterable[DeviceState]) -> None:
+        """Take over saved states (a restart): the world view and the due times are rebuilt from them."""
+        for st in states:
+            self.states[st.device_id] = st
+        self.pipeline.restore(list(self.states.values()))
+        self.timers.rebuild((d, self.pipeline.next_due(st)) for d, st in self.states.items())
 
     def tick(self, now: datetime) -> None:
-        for dev, st in list(self.states.items()):
-            if not self.pipeline.needs_tick(st, now):
+        """Run the timers of the devices due by ``now`` (every other device would come out unchanged)."""
+        for dev in self.timers.due(now):
+            st = self.states[dev]
+            if not self.pipeline.in_tick_range(st, now):
+                self.timers.schedule(dev, self.pipeline.next_due(st, now))
                 continue
             result = self.pipeline.tick(st, now)
-            self.states[dev] = result.state
+            self._adopt(dev, result.state, now)
             self._emit(result.alerts, now)
 
     def run(self, items: Iterable[Ping | Inspection], *, until: datetime | None = None) -> list[Emitted]:

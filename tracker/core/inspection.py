@@ -78,6 +78,7 @@ WATCHED_EVENTS = frozenset({"door_open", "seal_tamper"})
 """Sensor events that mean someone may have reached into the container."""
 
 KIND = "post_inspection_access"
+_INSTANT = timedelta(microseconds=1)  # on_tick compares timedeltas: the first instant past a limit
 MAX_RECALLS = 20  # a container is sent back to customs a handful of times in its life, not twenty
 
 
@@ -592,11 +593,21 @@ class AccessWindowDetector:
         self._alongside(run, window, ping, ctx, authorized)
         run.update(authorized=authorized)
 
-    def wants_tick(self, state: JsonState, kind: DeviceKind, fences: frozenset[str]) -> bool:
-        """Only an open window has a silence or an overrun to time."""
-        if kind is not DeviceKind.CONTAINER or not state:
-            return False
-        return state.get("window") is not None
+    def next_due(self, state: JsonState, ctx: TickContext, after: datetime | None) -> datetime | None:
+        """Only an open window has a silence or an overrun to time: the first instant either goes past its
+        limit, unless its alert was already raised in this window (``on_tick`` would then change nothing)."""
+        if ctx.kind is not DeviceKind.CONTAINER or not state or not state.get("window"):
+            return None
+        s = AccessState.from_json(state)
+        window = s.window
+        assert window is not None
+        due: list[datetime] = []
+        silent_since = window.ts if ctx.last is None or ctx.last.ts < window.ts else ctx.last.ts
+        if "dark" not in s.open and self._key(window, "dark", silent_since) not in s.keys:
+            due.append(silent_since + timedelta(seconds=self.dark_limit(s.intervals)) + _INSTANT)
+        if self._key(window, "overrun", window.ts) not in s.keys:
+            due.append(window.ts + timedelta(seconds=self.params.max_window_s) + _INSTANT)
+        return min(due, default=None)
 
     def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
         if ctx.kind is not DeviceKind.CONTAINER:

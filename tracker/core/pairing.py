@@ -303,8 +303,9 @@ class PairingDetector:
         events.extend(more)
         return st.dump(), events
 
-    def wants_tick(self, state: JsonState, kind: DeviceKind, fences: frozenset[str]) -> bool:
-        return False
+    def next_due(self, state: JsonState, ctx: TickContext, after: datetime | None) -> datetime | None:
+        """Never: ticks do nothing here (see ``on_tick``)."""
+        return None
 
     def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
         """Separation is judged on the container's own fixes only, never on a timer.

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from geofences import FenceIndex
 from tracker.core import geofence, motion
 from tracker.core.dark import DarkDetector
-from tracker.core.detector import Detector, FixContext, Motion, TickContext, in_authorized_zone
+from tracker.core.detector import Detector, FixContext, Motion, TickContext, in_authorized_zone, next_instant
 from tracker.core.geofence import GeofenceParams
 from tracker.core.inspection import AccessWindowDetector
 from tracker.core.integrity import IntegrityCheck, accepted
@@ -38,6 +38,9 @@ TICK_QUIET_S = 30.0
 """A device heard from this recently was just judged on a fix: every timer rule needs a longer silence."""
 TICK_HORIZON_S = 24 * 3600.0
 """Devices silent for longer than this are no longer ticked (their silence was already reported)."""
+_QUIET = timedelta(seconds=TICK_QUIET_S)
+_HORIZON = timedelta(seconds=TICK_HORIZON_S)
+_INSTANT = timedelta(microseconds=1)
 
 MOTION_KEY = "motion"
 GEOFENCE_PENDING_KEY = "geofence_pending"
@@ -234,18 +237,43 @@ class Pipeline:
             world=self.world,
         )
 
-    def needs_tick(self, state: DeviceState, now: datetime) -> bool:
-        """Whether a tick could change anything: a silence in range and some detector with a timer to run."""
+    def next_due(self, state: DeviceState, after: datetime | None = None) -> datetime | None:
+        """When the device next needs a tick: the earliest of its detectors' due times, within the silence
+        range ticks run in (``TICK_QUIET_S`` to ``TICK_HORIZON_S`` after its last fix); None for never.
+
+        ``after``: the time of a tick already run on this very state (see ``detector.Timed``). Exactness is the
+        detectors' (never late); a detector without ``next_due`` is ticked at every tick, as all once were.
+        """
+        if state.last is None:
+            return None
+        ctx = self._tick_context(state)
+        due: datetime | None = None
+        for det in self.detectors:
+            timed = getattr(det, "next_due", None)
+            if timed is None:
+                at: datetime | None = next_instant(after, state.last.ts)
+            else:
+                at = timed(state.detectors.get(det.name), ctx, after)
+            if at is not None and (due is None or at < due):
+                due = at
+        if due is None:
+            return None
+        due = max(due, state.last.ts + _QUIET)
+        if after is not None:
+            due = max(due, after + _INSTANT)  # a tick at ``after`` already ran on this state
+        return None if due > state.last.ts + _HORIZON else due
+
+    @staticmethod
+    def in_tick_range(state: DeviceState, now: datetime) -> bool:
+        """Whether ``now`` is within the silence range ticks run in: just judged on a fix, or long gone, not."""
         if state.last is None:
             return False
-        silence = (now - state.last.ts).total_seconds()
-        if not TICK_QUIET_S <= silence <= TICK_HORIZON_S:
-            return False
-        for det in self.detectors:
-            wants = getattr(det, "wants_tick", None)
-            if wants is None or wants(state.detectors.get(det.name), state.kind, state.fences):
-                return True
-        return False
+        return TICK_QUIET_S <= (now - state.last.ts).total_seconds() <= TICK_HORIZON_S
+
+    def needs_tick(self, state: DeviceState, now: datetime) -> bool:
+        """Whether a tick at ``now`` could change anything (computed afresh; the tick loops keep a queue)."""
+        due = self.next_due(state)
+        return due is not None and due <= now and self.in_tick_range(state, now)
 
     def _with_port(self, state: DeviceState, events: Sequence[Event]) -> tuple[Event, ...]:
         """File alerts that name no fence under the port the device is in, so port subscribers see them."""

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from geofences import FenceIndex, FenceKind, haversine_m
-from tracker.core.detector import FixContext, JsonState, TickContext, in_authorized_zone
+from tracker.core.detector import FixContext, JsonState, TickContext, first_after, in_authorized_zone, next_instant
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
 from tracker.core.world import Position, World
 
@@ -178,10 +178,33 @@ class RendezvousDetector:
         )
         return self._evaluate(RendezvousState.load(state), me, ping.ts, ctx.world)
 
-    def wants_tick(self, state: JsonState, kind: DeviceKind, fences: frozenset[str]) -> bool:
-        """A meeting may start only inside the port (unless ``port_area_only`` is off); an open one may end
-        anywhere. Pruning the closed keys waits for the next evaluation, which prunes first."""
-        return bool(fences) or not self.params.port_area_only or bool(state and state.get("open"))
+    def next_due(self, state: JsonState, ctx: TickContext, after: datetime | None) -> datetime | None:
+        """When a tick could raise or close a meeting, judged without the world (which moves on its own).
+
+        An open meeting may end at any moment (the partner moves off, falls silent, or this device does), so
+        it is due at every tick. A meeting may start only while this device stands outside authorized zones
+        inside the port and its own last fix is fresh, and only once it has stood there ``min_duration_s``
+        (a meeting's start is never earlier than this device's ``outside_since``): within that window it is
+        due at every tick, since a neighbour may turn up at any one. Pruning the closed keys waits for the
+        next evaluation, which prunes first.
+        """
+        p = self.params
+        last = ctx.last
+        if last is None:
+            return None
+        soon = next_instant(after, last.ts)
+        if state and state.get("open"):
+            return soon
+        m = ctx.motion
+        if (
+            m.stationary_since is None
+            or m.outside_since is None
+            or in_authorized_zone(ctx.index, ctx.fences)
+            or (p.port_area_only and not ctx.fences)
+        ):
+            return None
+        due = max(first_after(m.outside_since, p.min_duration_s), soon)
+        return None if due >= first_after(last.ts, p.stale_s) else due
 
     def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
         """Lets a meeting be raised or closed while both trackers report sparsely, as parked trackers do."""

@@ -237,8 +237,9 @@ class StopDetector:
                 events.append(self._alert(data, ctx.device_id))
         return stop.to_json(), events
 
-    def wants_tick(self, state: JsonState, kind: DeviceKind, fences: frozenset[str]) -> bool:
-        return False
+    def next_due(self, state: JsonState, ctx: TickContext, after: datetime | None) -> datetime | None:
+        """Never: ticks do nothing here (see ``on_tick``)."""
+        return None
 
     def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
         """Nothing: a stop is only ever measured between fixes (see the module docstring)."""
