@@ -36,6 +36,7 @@ from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspecti
 from tracker.core.pipeline import Params, Pipeline
 from tracker.core.reorder import Log, Reorderer
 from tracker.core.state import DeviceState
+from tracker.core.timers import DueQueue
 from tracker.delivery import Delivery
 from tracker.metrics import Metrics
 
@@ -100,6 +101,8 @@ class Service:
         self.containers: dict[str, list[str]] = {}
         self.logs: dict[str, Log] = {}  # recent fixes per device for the reorder window (memory only)
         self._pending_logs: dict[str, Log] = {}
+        self.timers = DueQueue()  # when each device next needs a tick (tracker.core.timers)
+        self._pending_ticks: tuple[datetime, frozenset[str]] | None = None  # the devices build_batch ticked
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: Listeners | None = None
         self.delivery = Delivery(settings, self.metrics, stopping=lambda: self._stopping)
@@ -136,6 +139,7 @@ class Service:
         self.devices = await self.store.devices()
         self.states = await self.store.states()
         self.pipeline.restore(list(self.states.values()))
+        self._reschedule_all()
         for dev, container_no in (await self.store.containers()).items():
             self.containers.setdefault(container_no, []).append(dev)
         self.metrics.devices.set(len(self.states))
@@ -217,6 +221,7 @@ class Service:
             sets.append(load_fence_set(path))
         self.fences = Fences.build(sets, self.settings.hysteresis_m, self.settings.entry_margin_m)
         self.pipeline = self.pipeline.with_index(self.fences.index)  # keeps the world view and the hauls
+        self._reschedule_all()  # whether a zone authorizes a stop, hence a rendezvous timer, is the index's
         log.info(
             "fences: %s",
             ", ".join(f"{p}={len(fs.fences)}" for p, fs in self.fences.sets.items()) or "none loaded",
@@ -327,6 +332,25 @@ class Service:
         await self.store.record_pairing(container_id, command.truck_id, command.at, "api")
         await self.store.write_batch(batch)
         self.states[container_id] = result.state
+        self._reschedule(container_id)
+
+    def _reschedule(self, device_id: str, ticked_at: datetime | None = None) -> None:
+        """Queue the device's next tick from its adopted state (``ticked_at``: a tick just ran on it)."""
+        state = self.states[device_id]
+        try:
+            due = self.pipeline.next_due(state, ticked_at)
+        except Exception:
+            # a due time that cannot be computed must not lose the timer: tick the device at every tick
+            self.metrics.ingest_errors.labels("tick").inc()
+            self._log_throttled("next_due", f"due time failed for {device_id}; ticked at every tick")
+            due = None if state.last is None else state.last.ts
+        self.timers.schedule(device_id, due)
+
+    def _reschedule_all(self) -> None:
+        """Rebuild the due-time queue from the states (at start, and when the fence index changes)."""
+        self.timers.rebuild((dev, None) for dev in self.states)
+        for dev in self.states:
+            self._reschedule(dev)
 
     async def _register(self, command: RegisterDevice, deadline: float) -> None:
         """Store the device, then let ingest and customs routing know it; a hung database ends at the deadline."""
@@ -412,11 +436,19 @@ class Service:
                 batch.pings.append((item, result.flags))
             working[dev] = result.state
             self._collect(batch, result.alerts)
+        ticked: set[str] = set()
         if now is not None:
-            for dev, state in list(self.states.items()):
-                current = working.get(dev, state)
+            # only the devices due by now (a device changed by this batch is judged on its new state: its
+            # queued time was its old state's); the others would come out of a tick unchanged
+            candidates = set(self.timers.due(now)) | {d for d in working if d in self.states}
+            for dev in sorted(candidates, key=self.timers.rank):
+                current = working.get(dev, self.states[dev])
                 try:
-                    if not self.pipeline.needs_tick(current, now):
+                    if dev in working:
+                        if not self.pipeline.needs_tick(current, now):
+                            continue
+                    elif not self.pipeline.in_tick_range(current, now):
+                        ticked.add(dev)  # rescheduled from ``now``: nothing is left to time before the horizon
                         continue
                     result = self.pipeline.tick(current, now)
                 except Exception:
@@ -424,9 +456,11 @@ class Service:
                     self.metrics.ingest_errors.labels("tick").inc()
                     self._log_throttled("tick", f"timers failed for {dev}")
                     continue
+                ticked.add(dev)
                 if result.state is not current:
                     working[dev] = result.state
                 self._collect(batch, result.alerts)
+        self._pending_ticks = None if now is None else (now, frozenset(ticked))
         batch.states = {d: s for d, s in working.items() if s is not self.states.get(d)}
         self._pending_logs = logs
         return batch, working
@@ -620,6 +654,9 @@ class Service:
     def _adopt(self, batch: Batch, working: dict[str, DeviceState], result: BatchResult) -> None:
         self.states.update(working)
         self.logs.update(self._pending_logs)
+        tick_at, ticked = self._pending_ticks or (None, frozenset())
+        for dev in (*working, *(d for d in ticked if d not in working)):
+            self._reschedule(dev, tick_at if dev in ticked else None)
         self.devices.update(batch.new_devices)
         self.metrics.devices.set(len(self.states))
         now = self.clock()

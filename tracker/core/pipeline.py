@@ -226,7 +226,7 @@ class Pipeline:
 
     # ---- timers and external facts ------------------------------------------------------------
 
-    def _tick_context(self, state: DeviceState) -> TickContext:
+    def tick_context(self, state: DeviceState) -> TickContext:
         return TickContext(
             device_id=state.device_id,
             kind=state.kind,
@@ -246,7 +246,7 @@ class Pipeline:
         """
         if state.last is None:
             return None
-        ctx = self._tick_context(state)
+        ctx = self.tick_context(state)
         due: datetime | None = None
         for det in self.detectors:
             timed = getattr(det, "next_due", None)
@@ -292,7 +292,7 @@ class Pipeline:
 
     def tick(self, state: DeviceState, now: datetime) -> StepResult:
         """Let timeouts fire (going dark, a window overrunning) without a new fix."""
-        ctx = self._tick_context(state)
+        ctx = self.tick_context(state)
         out: list[Event] = []
         for det in self.detectors:
             det_state, det_events = det.on_tick(state.detectors.get(det.name), now, ctx)
@@ -303,7 +303,7 @@ class Pipeline:
 
     def inspect(self, state: DeviceState, inspection: Inspection) -> StepResult:
         """A customs decision about the container this device tracks."""
-        ctx = self._tick_context(state)
+        ctx = self.tick_context(state)
         out: list[Event] = []
         for det in self.detectors:
             handler = getattr(det, "on_inspection", None)
