@@ -297,6 +297,35 @@ async def test_the_service_role_cannot_rewrite_the_chain(scratch: Scratch) -> No
     assert (await scratch.verify()).ok
 
 
+async def test_links_planted_by_the_service_role_never_stop_alerting(scratch: Scratch) -> None:
+    """Whoever holds the service's database password may insert links: a row at 2^63-1 (every next position
+    would overflow) or at the next free position must not turn new alerts into dead letters; verify names them."""
+    data = await populate(scratch)
+    pool = scratch.store.pool
+    victim = data.alerts[0].id
+    for seq in (2**63 - 1, 12):
+        await pool.execute(
+            "INSERT INTO alert_links (seq, alert_id, fact, actor, at, doc, prev_hash, hash, sig)"
+            " VALUES ($1, $2, 'resolved', 'x', now(), '{}', 'x', $3, NULL)",
+            seq,
+            victim,
+            f"planted-{seq}",
+        )
+    later = [alert(40 + i) for i in range(3)]
+    result = await scratch.store.write_batch(Batch(alerts=later[:2]))
+    assert [a.id for a in result.alerts_stored] == [a.id for a in later[:2]]
+    assert await scratch.store.transition_alert(later[0].id, "acknowledged", "op-ana", None) == (True, "acknowledged")
+    await scratch.store.write_batch(Batch(alerts=later[2:]))
+    seqs = [
+        r["seq"] for r in await pool.fetch("SELECT seq FROM alert_links WHERE actor <> 'x' AND seq > 11 ORDER BY seq")
+    ]
+    assert seqs == [13, 14, 15, 16], seqs
+    report = await scratch.verify()
+    assert not report.ok
+    first = report.first_bad
+    assert first is not None and first.seq == 12, report.summary()
+
+
 async def test_legacy_alerts_are_anchored_as_found(stack: StackInfo) -> None:
     """A database from before the links: its alerts get one 'legacy' link each, then edits show."""
     name, dsn, owner_dsn = await create_database(stack, migrate=False)
@@ -304,8 +333,9 @@ async def test_legacy_alerts_are_anchored_as_found(stack: StackInfo) -> None:
         conn = await asyncpg.connect(owner_dsn)
         try:
             migrations = REPO_ROOT / "tracker" / "migrations"
-            await conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz"
-                               " NOT NULL DEFAULT now())")
+            await conn.execute(
+                "CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
             for file in ("001_base.sql", "002_updates_inspections.sql"):
                 await conn.execute((migrations / file).read_text())
                 await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", file)

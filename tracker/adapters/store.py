@@ -30,6 +30,7 @@ import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tracker import audit
+from tracker.adapters.errors import ChainContendedError
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping, Rejected, Severity
 from tracker.core.state import DeviceState
 
@@ -885,6 +886,12 @@ def _checkpoint(r: Mapping[str, Any]) -> audit.Checkpoint:
     return audit.Checkpoint.from_json({"body": json.loads(r["body"]), "signature": r["signature"]})
 
 
+SEQ_CEILING = 2**62
+"""No real chain gets near this; a link above it can only have been planted."""
+TRUSTED_TAIL_SCAN = 50
+"""How many of the newest links are searched for the last one this service signed."""
+
+
 class _Chain:
     """The links one transaction appends. It holds ``CHAIN_LOCK``, so the tail it read stays the tail."""
 
@@ -900,12 +907,31 @@ class _Chain:
 
     @classmethod
     async def open(cls, conn: asyncpg.Connection, signer: audit.Signer | None) -> _Chain:
+        """Lock the chain and find where the next link goes, robust to rows planted by someone else.
+
+        The service's role may insert links, so may whoever holds its credentials. A planted row must
+        not stop alerting (it is for ``tracker alerts verify`` to name it): the next link chains onto the
+        newest link this service signed, takes the first free position after the newest row, and ignores
+        rows above ``SEQ_CEILING`` (a row at 2^63-1 would otherwise make every next position overflow).
+        """
         await conn.execute("SELECT pg_advisory_xact_lock($1)", CHAIN_LOCK)
-        tail = await conn.fetchrow("SELECT seq, hash FROM alert_links ORDER BY seq DESC LIMIT 1")
+        rows = await conn.fetch(
+            "SELECT seq, hash, sig FROM alert_links WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+            SEQ_CEILING,
+            TRUSTED_TAIL_SCAN,
+        )
         at: datetime = await conn.fetchval("SELECT now()")
-        if tail is None:
+        if not rows:
             return cls(conn, signer, 0, audit.GENESIS, at)
-        return cls(conn, signer, int(tail["seq"]), str(tail["hash"]), at)
+        head = str(rows[0]["hash"])
+        if signer is not None:
+            for r in rows:
+                link_hash = str(r["hash"])
+                message = audit.Link(0, "", "", link_hash).signed_message()
+                if audit.signature_ok([signer.public_key], message, r["sig"]):
+                    head = link_hash
+                    break
+        return cls(conn, signer, int(rows[0]["seq"]), head, at)
 
     def append(self, alert_id: uuid.UUID, fact: str, actor: str, body: dict[str, audit.JSONValue]) -> audit.Link:
         try:
@@ -919,13 +945,17 @@ class _Chain:
         return link
 
     async def flush(self) -> None:
-        if self._rows:
-            await self.conn.executemany(
+        for row in self._rows:
+            stored = await self.conn.fetchval(
                 "INSERT INTO alert_links (seq, alert_id, fact, actor, at, doc, prev_hash, hash, sig)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                self._rows,
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING seq",
+                *row,
             )
-            self._rows = []
+            if stored is None:
+                # someone wrote that position between our read and our insert (only possible without the
+                # chain lock, i.e. not the service): not this batch's fault; it is retried on a new tail
+                raise ChainContendedError(f"alert_links position {row[0]} was taken by another writer")
+        self._rows = []
 
 
 def _migration_files() -> list[Any]:
