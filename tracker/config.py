@@ -60,6 +60,9 @@ class Settings:
         default="postgresql://tracker@127.0.0.1:5433/tracker", metadata=_doc("PostgreSQL DSN (password via env)")
     )
     db_pool_max: int = field(default=8, metadata=_doc("maximum database connections"))
+    db_lock_timeout_s: float = field(
+        default=5.0, metadata=_doc("a write waiting this long for a lock fails and is retried (0: wait for ever)")
+    )
     db_owner_dsn: str = field(
         default="", metadata=_doc("DSN of the schema owner: only `tracker migrate` uses it, never the service")
     )

@@ -129,6 +129,7 @@ class Service:
             webhooks=s.webhook_urls,
             webhook_min_severity=s.webhook_min_severity,
             signer=self.signer,
+            lock_timeout_ms=int(s.db_lock_timeout_s * 1000),
         )
         await self.store.prepare()  # the service never migrates: it holds no owner rights
         await self.store.anchor_legacy()
@@ -151,6 +152,8 @@ class Service:
             receive_maximum=max(s.batch_max * 2, 100),
             tls=mqtt_tls_options(s),
         )
+        link = self.link
+        self.metrics.mqtt_sessions_lost.set_function(lambda: link.sessions_lost)
         self.link.start()
         self.delivery.start(self.store, self.link)
         self._tasks = [

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -324,6 +325,29 @@ async def test_links_planted_by_the_service_role_never_stop_alerting(scratch: Sc
     assert not report.ok
     first = report.first_bad
     assert first is not None and first.seq == 12, report.summary()
+
+
+async def test_a_held_chain_lock_shows_as_a_refusing_database_within_seconds(scratch: Scratch) -> None:
+    """Someone with the service's password holds the chain's advisory lock: with a lock timeout the store fails
+    fast with a database-state error (retried, never a dead letter) instead of waiting silently."""
+    from tracker.adapters.errors import message_specific
+    from tracker.adapters.store import CHAIN_LOCK
+
+    await populate(scratch)
+    store = await Store.connect(scratch.dsn, max_size=2, signer=scratch.signer, lock_timeout_ms=500)
+    holder = await asyncpg.connect(scratch.dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", CHAIN_LOCK)
+        started = time.monotonic()
+        with pytest.raises(asyncpg.LockNotAvailableError) as caught:
+            await store.write_batch(Batch(alerts=[alert(50)]))
+        assert time.monotonic() - started < 5
+        assert not message_specific(caught.value)
+        await holder.execute("SELECT pg_advisory_unlock($1)", CHAIN_LOCK)
+        assert len((await store.write_batch(Batch(alerts=[alert(50)]))).alerts_stored) == 1
+    finally:
+        await holder.close()
+        await store.close()
 
 
 async def test_legacy_alerts_are_anchored_as_found(stack: StackInfo) -> None:

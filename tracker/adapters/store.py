@@ -154,8 +154,18 @@ class Store:
         webhooks: Sequence[str] = (),
         webhook_min_severity: str = "medium",
         signer: audit.Signer | None = None,
+        lock_timeout_ms: int = 0,
     ) -> Store:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, command_timeout=60)
+        """``lock_timeout_ms``: how long a statement may wait for a lock before failing (0: for ever).
+
+        The service sets it: a lock held by someone else (an insider holding the chain's advisory lock, a
+        stuck migration) then shows as a database refusing writes (``tracker_store_stalled``, /readyz)
+        within seconds, instead of as silently growing lag.
+        """
+        settings = {"lock_timeout": str(lock_timeout_ms)} if lock_timeout_ms > 0 else None
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=max_size, command_timeout=60, server_settings=settings
+        )
         return cls(
             pool,
             alert_topic_prefix=alert_topic_prefix,
