@@ -141,6 +141,10 @@ class Settings:
     audit_checkpoint_s: float = field(
         default=60.0, metadata=_doc("how often the signed chain head is stored and published (and at shutdown)")
     )
+    audit_anchor_file: str = field(
+        default="",
+        metadata=_doc("file outside the database keeping the last checkpoint; the chain is checked against it"),
+    )
     audit_unsigned: bool = field(
         default=False, metadata=_doc("run without a signing key (development only: the log is then unanchored)")
     )

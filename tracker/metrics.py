@@ -109,5 +109,11 @@ class Metrics:
             registry=r,
         )
 
+        self.audit_anchor_broken = Gauge(
+            "tracker_audit_anchor_broken",
+            "1 while the alert chain no longer holds the last checkpoint kept outside the database",
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

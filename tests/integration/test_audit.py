@@ -282,6 +282,10 @@ async def test_the_service_role_cannot_rewrite_the_chain(scratch: Scratch) -> No
         "DELETE FROM alerts",
         "ALTER TABLE alert_links DISABLE TRIGGER alert_links_append_only",
         "CREATE TABLE sneaky (x int)",
+        "DELETE FROM pings",
+        "DELETE FROM outbox",
+        "TRUNCATE outbox",
+        "DELETE FROM dead_letters",
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await pool.execute(sql)
@@ -518,6 +522,49 @@ async def test_checkpoints_are_signed_on_schedule_and_at_shutdown_and_retained_o
     assert (cp.count, cp.head) == (last["seq"], last["hash"])
     assert audit.signature_ok([signer.public_key], cp.signed_message(), cp.signature)
     assert cp.key_id == signer.key_id
+
+
+async def test_a_rolled_back_chain_is_never_laundered_by_a_new_checkpoint(
+    stack_env: dict[str, str], scratch: Scratch, tmp_path: Path
+) -> None:
+    """The owner cuts the chain's tail and deletes every stored checkpoint; the service restarts. Without an
+    anchor outside the database it would sign the shorter chain and replace the retained copy on MQTT."""
+    anchor_file = tmp_path / "anchor.json"
+    env = service_env(stack_env, TRACKER_DB_DSN=scratch.dsn, TRACKER_AUDIT_ANCHOR_FILE=str(anchor_file))
+    svc = await start_service(env)
+    try:
+        assert svc.store is not None
+        await svc.store.write_batch(Batch(alerts=[alert(45), alert(46)]))
+        covered = await svc.checkpoint()
+        assert covered is not None and covered.count == 2
+        assert anchor_file.stat().st_mode & 0o777 == 0o600
+    finally:
+        await svc.stop()
+    conn = await scratch.owner()
+    try:
+        await conn.execute("ALTER TABLE alert_links DISABLE TRIGGER alert_links_append_only")
+        await conn.execute("ALTER TABLE audit_checkpoints DISABLE TRIGGER audit_checkpoints_append_only")
+        victim = await conn.fetchval("SELECT alert_id FROM alert_links WHERE seq = 2")
+        await conn.execute("DELETE FROM alert_links WHERE seq = 2")
+        await conn.execute("DELETE FROM outbox WHERE alert_id = $1", victim)
+        await conn.execute("DELETE FROM alerts WHERE alert_id = $1", victim)
+        await conn.execute("DELETE FROM audit_checkpoints")
+        await conn.execute("ALTER TABLE alert_links ENABLE TRIGGER alert_links_append_only")
+        await conn.execute("ALTER TABLE audit_checkpoints ENABLE TRIGGER audit_checkpoints_append_only")
+    finally:
+        await conn.close()
+    svc = await start_service(env)
+    try:
+        assert svc.store is not None
+        ready = await svc.ready()
+        assert ready.get("audit") is False, ready
+        assert await svc.checkpoint() is None
+        assert "tracker_audit_anchor_broken 1.0" in svc.metrics.render().decode()
+    finally:
+        await svc.stop()
+    # nothing was signed over the cut chain, not even at shutdown
+    assert await scratch.store.pool.fetchval("SELECT count(*) FROM audit_checkpoints") == 0
+    assert audit.Checkpoint.from_json(json.loads(anchor_file.read_bytes())).count == 2
 
 
 async def test_operators_acknowledge_and_resolve_through_the_api_as_signed_links(

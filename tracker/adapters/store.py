@@ -255,8 +255,15 @@ class Store:
             f"REVOKE UPDATE, DELETE, TRUNCATE ON alerts FROM {r}",
             f"GRANT UPDATE ({', '.join(FACT_COLUMNS)}) ON alerts TO {r}",
             f"GRANT EXECUTE ON FUNCTION tracker_ensure_ping_partition(timestamptz) TO {r}",
+            # the service never deletes evidence or pending announcements: neither may its credentials
+            f"REVOKE DELETE, TRUNCATE ON pings, outbox, dead_letters, inspections, pairings FROM {r}",
         ):
             await conn.execute(sql)
+        for child in await conn.fetch(
+            "SELECT c.oid::regclass::text AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'public.pings'::regclass"
+        ):
+            await conn.execute(f"REVOKE DELETE, TRUNCATE ON {child['name']} FROM {r}")
         log.info("granted the service's rights to role %r", role)
 
     async def _ensure_pings(self, conn: asyncpg.Connection) -> None:
@@ -835,6 +842,11 @@ class Store:
     ) -> audit.Report:
         return audit.verify(await self.audit_bundle(), public_keys, anchors)
 
+    async def link_hash_at(self, seq: int) -> str | None:
+        """The hash of the link at ``seq``: whether the chain still holds what a checkpoint covered."""
+        value = await self.pool.fetchval("SELECT hash FROM alert_links WHERE seq = $1", seq)
+        return None if value is None else str(value)
+
     async def checkpoint(self, signer: audit.Signer) -> audit.Checkpoint | None:
         """Sign and store the chain head unless the newest checkpoint already covers it.
 
@@ -842,7 +854,18 @@ class Store:
         """
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", CHAIN_LOCK)
-            head = await conn.fetchrow("SELECT seq, hash, alert_id FROM alert_links ORDER BY seq DESC LIMIT 1")
+            # the newest link this service signed: a row planted after it (see _Chain.open) is not vouched for
+            head = None
+            for r in await conn.fetch(
+                "SELECT seq, hash, alert_id, sig FROM alert_links WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+                SEQ_CEILING,
+                TRUSTED_TAIL_SCAN,
+            ):
+                if audit.signature_ok(
+                    [signer.public_key], audit.Link(0, "", "", str(r["hash"])).signed_message(), r["sig"]
+                ):
+                    head = r
+                    break
             row = await conn.fetchrow("SELECT body, signature FROM audit_checkpoints ORDER BY id DESC LIMIT 1")
             last = _checkpoint(row) if row is not None else None
             if head is None:
