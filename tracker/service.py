@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from geofences import Fence, FenceIndex, FenceSet, load_fence_set
 from tracker.adapters.api import Listeners, start_listeners
@@ -29,7 +31,7 @@ from tracker.adapters.errors import (
 )
 from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_options
 from tracker.adapters.store import Batch, BatchResult, Store
-from tracker.audit import CHECKPOINT_TOPIC, Checkpoint, Signer
+from tracker.audit import CHECKPOINT_TOPIC, AuditError, Checkpoint, Signer, signature_ok
 from tracker.commands import Command, Item, Pair, RegisterDevice
 from tracker.config import Settings
 from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
@@ -98,6 +100,7 @@ class Service:
         self._newest_fix_lag = 0.0  # median fix age at commit in the last (well-filled) batch
         self._throttle: dict[str, float] = {}
         self._stopping = False
+        self._anchor_problem: str | None = None
         self.containers: dict[str, list[str]] = {}
         self.logs: dict[str, Log] = {}  # recent fixes per device for the reorder window (memory only)
         self._pending_logs: dict[str, Log] = {}
@@ -132,9 +135,11 @@ class Service:
             webhooks=s.webhook_urls,
             webhook_min_severity=s.webhook_min_severity,
             signer=self.signer,
+            lock_timeout_ms=int(s.db_lock_timeout_s * 1000),
         )
         await self.store.prepare()  # the service never migrates: it holds no owner rights
         await self.store.anchor_legacy()
+        await self.anchor_holds()  # a rolled-back chain shows in /readyz from the start
         await self.reload_fences()
         self.devices = await self.store.devices()
         self.states = await self.store.states()
@@ -155,6 +160,8 @@ class Service:
             receive_maximum=max(s.batch_max * 2, 100),
             tls=mqtt_tls_options(s),
         )
+        link = self.link
+        self.metrics.mqtt_sessions_lost.set_function(lambda: link.sessions_lost)
         self.link.start()
         self.delivery.start(self.store, self.link)
         self._tasks = [
@@ -232,7 +239,10 @@ class Service:
         db = self.store is not None and await self.store.ready()
         mqtt = self.broker_connected()
         ingest = bool(self.ingest_health()["ok"]) and not self._ingest_dead()
-        return {"database": db, "broker": mqtt, "ingest": ingest}
+        checks = {"database": db, "broker": mqtt, "ingest": ingest}
+        if self._anchor_problem is not None:
+            checks["audit"] = False
+        return checks
 
     def broker_connected(self) -> bool:
         return self.link is not None and self.link.connected.is_set()
@@ -712,7 +722,11 @@ class Service:
         """
         if self.signer is None or self.store is None:
             return None
+        if not await self.anchor_holds():
+            return None  # never sign over a chain that lost what was anchored: the last good copies stay
         cp = await self.store.checkpoint(self.signer)
+        if cp is not None:
+            self._write_anchor(cp)
         if cp is not None and cp != self._published and self.link is not None:
             try:
                 await self.link.publish(CHECKPOINT_TOPIC, cp.to_bytes(), qos=1, retain=True)
@@ -720,6 +734,56 @@ class Service:
             except PublishError as exc:
                 log.warning("checkpoint of %d links stored, not yet published (%s); retrying", cp.count, exc)
         return cp
+
+    async def anchor_holds(self) -> bool:
+        """Whether the chain still holds the last checkpoint kept outside the database.
+
+        Someone with the schema owner's rights can cut the chain's tail and delete the stored checkpoints
+        together; a service that then signed a new checkpoint over the shorter chain would launder the cut
+        (its retained MQTT copy replaces the old one). The anchor file, which the database cannot reach,
+        remembers what was covered: if that link is gone or different, the service stops checkpointing,
+        says so loudly and reports not ready, so the last good checkpoints stay the evidence.
+        """
+        path = self.settings.audit_anchor_file
+        if not path or self.store is None or self.signer is None:
+            return True
+        try:
+            raw = await asyncio.to_thread(Path(path).read_bytes)
+        except FileNotFoundError:
+            return True
+        try:
+            anchor = Checkpoint.from_json(json.loads(raw))
+        except (ValueError, AuditError) as exc:
+            return self._anchor_failed(f"anchor file {path} is unreadable: {exc}")
+        if not signature_ok([self.signer.public_key], anchor.signed_message(), anchor.signature):
+            return self._anchor_failed(f"anchor file {path} is not signed by this service's key")
+        held = await self.store.link_hash_at(anchor.count) if anchor.count > 0 else anchor.head
+        if held != anchor.head:
+            what = "is gone" if held is None else "was rewritten"
+            return self._anchor_failed(f"link #{anchor.count} covered by {anchor.describe()} {what}")
+        self._anchor_problem = None
+        self.metrics.audit_anchor_broken.set(0)
+        return True
+
+    def _anchor_failed(self, problem: str) -> bool:
+        if self._anchor_problem != problem:
+            log.critical(
+                "ALERT LOG ROLLED BACK OR REWRITTEN: %s; no checkpoint is signed until this is resolved", problem
+            )
+        self._anchor_problem = problem
+        self.metrics.audit_anchor_broken.set(1)
+        return False
+
+    def _write_anchor(self, cp: Checkpoint) -> None:
+        path = self.settings.audit_anchor_file
+        if not path:
+            return
+        target = Path(path)
+        tmp = target.with_name(target.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(cp.to_bytes())
+        os.replace(tmp, target)
 
     async def _checkpoint_loop(self) -> None:
         while True:

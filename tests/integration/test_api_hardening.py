@@ -171,6 +171,10 @@ async def test_repeated_authentication_failures_get_429(stack_env: dict[str, str
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base(service)}/v1/alerts") as r:  # no token: not a guess
                 assert r.status == 401
+            # the scheme is case-insensitive: the right token with "bearer" gets in
+            lower = {"Authorization": f"bearer {stack.admin_token}"}
+            async with http.get(f"{base(service)}/v1/alerts", headers=lower) as r:
+                assert r.status == 200
             for i in range(40):
                 async with http.get(f"{base(service)}/v1/alerts", headers=auth(f"guess-{i}")) as r:
                     statuses.append(r.status)

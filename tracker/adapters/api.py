@@ -61,7 +61,7 @@ MAX_POSITIONS = 50_000
 EARLIEST_QUERY = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_QUERY = datetime(9000, 1, 1, tzinfo=UTC)
 """Query times outside this range are refused: arithmetic on them (``to`` - 24 h) must not overflow."""
-TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*\Z")
 """RFC 6750 token68: anything else cannot be a token we issued and is refused before hashing."""
 
 DB_UNAVAILABLE = TRANSIENT_DB_ERRORS
@@ -230,7 +230,8 @@ def _client(request: web.Request) -> str:
 
 async def authenticate(request: web.Request) -> Principal:
     header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer ") or len(header) < 8:
+    scheme, _, rest = header.partition(" ")
+    if scheme.lower() != "bearer" or not rest.strip():  # the scheme is case-insensitive (RFC 9110 11.1)
         raise error(401, "unauthenticated", "send 'Authorization: Bearer <token>'")
     limiter: AuthLimiter = request.app[LIMITER]
     address = _client(request)
@@ -244,7 +245,7 @@ async def authenticate(request: web.Request) -> Principal:
             headers={"Retry-After": str(wait)},
             retry_after=wait,
         )
-    token = header[7:].strip()
+    token = rest.strip()
     if not TOKEN_RE.match(token):
         # raw non-ASCII header bytes arrive as surrogate escapes: refuse them before hashing
         limiter.failed(address)
