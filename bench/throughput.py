@@ -26,6 +26,12 @@ PostGIS runs in a throwaway PostgreSQL started through ``deploy/stack.sh infra``
 directory on free loopback ports (destroyed afterwards), unless ``--dsn`` names one, or
 ``--no-postgis`` skips it. Other stages add their own sub-command and key; this runner rewrites only
 its own key of the result file.
+
+``core`` replays the default simulator traffic in process through the detection benchmark's replay
+(median of ``--runs``, ``--profile`` for the share per stage), ``state`` sizes DeviceState serialized and in
+memory (bench/hotpath.py), and ``e2e`` measures MQTT publish to database commit against ``tracker run``
+with the broker alone, a backlog drain and alert latency in the same run (bench/e2e.py). Each also
+redraws results/throughput_hotpath.png from the keys present.
 """
 
 from __future__ import annotations

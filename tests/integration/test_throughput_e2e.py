@@ -14,10 +14,9 @@ from bench.throughput import parser
 
 
 def test_e2e_runner_on_a_tiny_load() -> None:
-    args = parser().parse_args(
-        ["e2e", "--devices", "20", "--steps", "10", "--backlog-steps", "10", "--connections", "2"]
-        + ["--background-rate", "200", "--background-s", "3", "--alerts", "4", "--timeout", "60"]
-    )
+    argv = ["e2e", "--devices", "20", "--steps", "10", "--backlog-steps", "10", "--connections", "2"]
+    argv += ["--background-rate", "200", "--background-s", "3", "--alerts", "4", "--timeout", "60"]
+    args = parser().parse_args(argv)
     res = asyncio.run(run(args))
     assert res["broker_only"]["received"] == res["broker_only"]["messages"] == 200
     assert res["service"]["pings"] == 200 and res["service"]["pings_per_s"] > 0
