@@ -26,6 +26,12 @@ PostGIS runs in a throwaway PostgreSQL started through ``deploy/stack.sh infra``
 directory on free loopback ports (destroyed afterwards), unless ``--dsn`` names one, or
 ``--no-postgis`` skips it. Other stages add their own sub-command and key; this runner rewrites only
 its own key of the result file.
+
+``core`` replays the default simulator traffic in process through the detection benchmark's replay
+(median of ``--runs``, ``--profile`` for the share per stage), ``state`` sizes DeviceState serialized and in
+memory (bench/hotpath.py), and ``e2e`` measures MQTT publish to database commit against ``tracker run``
+with the broker alone, a backlog drain and alert latency in the same run (bench/e2e.py). Each also
+redraws results/throughput_hotpath.png from the keys present.
 """
 
 from __future__ import annotations
@@ -52,11 +58,18 @@ import numpy.typing as npt
 import shapely
 import shapely.affinity
 
+if __package__ in (None, ""):  # run as a script: the repository root holds the bench package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import hotpath
+from bench.e2e import add_args as e2e_args
+from bench.e2e import run as e2e_run
 from geofences import DEFAULT_CELL_DEG, Fence, FenceIndex, FenceKind, LocalProjection, buffer_m, load_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "throughput.json"
 PLOT = REPO / "bench" / "results" / "throughput_geofence.png"
+PLOT_HOTPATH = REPO / "bench" / "results" / "throughput_hotpath.png"
 SEED = 20261201
 TARGET_POINTS_PER_S = 1_000_000
 TARGET_VS_NAIVE = 100.0
@@ -555,6 +568,44 @@ def plot(res: dict[str, Any], path: Path) -> str:
     return f"wrote {path}"
 
 
+def plot_hotpath(data: dict[str, Any], path: Path) -> str:
+    """One figure of the hot path's stages that have run: core, end to end, broker only, drain (pings/s)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed (pip install 'port-tracker[bench]'): plot skipped"
+    rows: list[tuple[str, float, str]] = []
+    core = data.get("core", {})
+    if "core_pings_per_s" in core:
+        rows.append(("core in process\n(simulator traffic)", core["core_pings_per_s"], "#1f77b4"))
+        rows.append(("core target", core["target_pings_per_s"], "#cccccc"))
+    e2e = data.get("e2e", {})
+    if "e2e_pings_per_s" in e2e:
+        rows.append(("service, MQTT\nto commit", e2e["e2e_pings_per_s"], "#1f77b4"))
+        rows.append(("backlog drain", e2e["drain_pings_per_s"], "#1f77b4"))
+        rows.append(("broker only\n(same generator)", e2e["broker_only_msgs_per_s"], "#999999"))
+    if not rows:
+        return "nothing to plot"
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    bars = ax.bar([r[0] for r in rows], [r[1] for r in rows], color=[r[2] for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("pings per second (log scale)")
+    title = "Hot path throughput (shared 2-core machine)"
+    if "p99_alert_latency_ms" in e2e:
+        title += f"; alert p99 {e2e['p99_alert_latency_ms']} ms at {e2e['alert_latency']['background_rate_target']:g}/s"
+    ax.set_title(title, fontsize=10)
+    for bar, (_, v, _c) in zip(bars, rows, strict=True):
+        ax.annotate(f"{v:,.0f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"wrote {path}"
+
+
 def merge(path: Path, key: str, value: dict[str, Any]) -> None:
     """Rewrite only ``key`` of the result file; other stages' results stay as they are."""
     data: dict[str, Any] = {}
@@ -581,6 +632,25 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--out", type=Path, default=RESULTS)
     g.add_argument("--plot", type=Path, default=PLOT)
     g.add_argument("--no-plot", action="store_true")
+    c = sub.add_parser("core", help="the whole core in process on simulator traffic: pings/s, µs per ping")
+    c.add_argument("--trucks", type=int, default=100)
+    c.add_argument("--hours", type=float, default=2.0)
+    c.add_argument("--seed", type=int, default=1)
+    c.add_argument("--runs", type=int, default=3, help="replays; the median is reported")
+    c.add_argument("--profile", action="store_true", help="one more replay under cProfile: share per stage")
+    c.add_argument("--out", type=Path, default=RESULTS)
+    s = sub.add_parser("state", help="DeviceState size, serialized and in memory, per device")
+    s.add_argument("--devices", type=int, nargs="+", default=[10_000, 100_000])
+    s.add_argument("--fixes", type=int, default=3, help="fixes replayed per synthetic device")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--sim-trucks", type=int, default=100, help="also size the states after a simulator replay (0: no)")
+    s.add_argument("--sim-hours", type=float, default=2.0)
+    s.add_argument("--out", type=Path, default=RESULTS)
+    e = sub.add_parser("e2e", help="MQTT publish to database commit against a real service process")
+    e2e_args(e)
+    for q in (c, s, e):
+        q.add_argument("--plot", type=Path, default=PLOT_HOTPATH)
+        q.add_argument("--no-plot", action="store_true")
     return p
 
 
@@ -597,7 +667,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"x{res['geofence_ratio_vs_naive']} naive, x{res['geofence_ratio_vs_postgis']} PostGIS "
             f"(x{res['geofence_ratio_vs_postgis_best']} vs its faster plan), x{res['geofence_ratio_vs_sjoin']} sjoin"
         )
+    elif args.stage in ("core", "state", "e2e"):
+        res = run_stage(args)
+        merge(args.out, args.stage, res)
+        print(f"wrote {args.out}")
+        if not args.no_plot:
+            print(plot_hotpath(json.loads(args.out.read_text()), args.plot))
     return 0
+
+
+def run_stage(args: argparse.Namespace) -> dict[str, Any]:
+    """One of the hot path's stages, with the machine and its load before and after (a shared machine)."""
+    load_start = os.getloadavg()
+    began = time.perf_counter()
+    if args.stage == "core":
+        body = hotpath.core(args.trucks, args.hours, args.seed, args.runs, args.profile)
+        print(
+            f"core {body['core_pings_per_s']:,} pings/s, {body['us_per_ping']} µs per ping (median of {body['runs']})"
+        )
+    elif args.stage == "state":
+        sim = hotpath.scenario_of(args.sim_trucks, args.sim_hours, args.seed)[0] if args.sim_trucks else None
+        body = hotpath.state(args.devices, args.fixes, args.seed, sim)
+    else:
+        body = asyncio.run(e2e_run(args))
+    out: dict[str, Any] = {
+        "benchmark": f"hot path: {args.stage}",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "command": " ".join(["python", "bench/throughput.py", *sys.argv[1:]]),
+        "machine": machine(load_start),
+        "took_s": 0.0,
+        **body,
+    }
+    out["took_s"] = round(time.perf_counter() - began, 1)
+    out["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    out["machine"]["shared"] = "2 cores shared with other work: figures are indicative, compare within one run"
+    return out
 
 
 if __name__ == "__main__":
