@@ -669,8 +669,13 @@ SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'owner')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
 SQL
     } | psql_super -d postgres -v role="$PG_USER" -v owner="$PG_SCHEMA_OWNER" -v db="$PG_DB"
+    # Only a database laid out before the owner role existed (the service's role owning it or its tables)
+    # is handed over. Done on every run, it would also take the running service's temporary tables.
     psql_super -d "$PG_DB" -v role="$PG_USER" -v owner="$PG_SCHEMA_OWNER" <<'SQL'
-REASSIGN OWNED BY :"role" TO :"owner";
+SELECT format('REASSIGN OWNED BY %I TO %I', :'role', :'owner')
+ WHERE EXISTS (SELECT 1 FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba
+                WHERE d.datname = current_database() AND r.rolname = :'role')
+    OR EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tableowner = :'role') \gexec
 SQL
     local ext available
     for ext in timescaledb postgis; do

@@ -9,6 +9,7 @@ only after the batch's transaction committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -576,6 +577,10 @@ class Service:
                     continue
                 self.metrics.store_retries.inc()
                 self._stalled(True)
+                # session state may be what is stale (a read-only default, a temp table handed to another
+                # role): the next attempt gets fresh connections
+                with contextlib.suppress(Exception):
+                    await self.store.pool.expire_connections()
                 if deadline is not None and loop.time() + delay > deadline:
                     raise StoreUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
                 log.warning("database unavailable (%s); retrying batch in %.1f s", describe_error(exc, 200), delay)
@@ -643,9 +648,11 @@ class Service:
             oldest = head.received if oldest is None else min(oldest, head.received)
         wait_s = max(0.0, time.monotonic() - oldest) if oldest is not None else 0.0
         stalled_s = loop_time - self._stalled_since if self._stalled_since is not None else 0.0
-        recent = loop_time - self._last_commit < self.settings.ingest_max_lag_s
-        fix_lag = self._newest_fix_lag if recent else 0.0
         depth = queue.qsize() if queue is not None else 0
+        # the fixes' age says we are behind only while there is something left to catch up on
+        draining = depth > 0 or self._in_flight_since is not None
+        recent = loop_time - self._last_commit < self.settings.ingest_max_lag_s
+        fix_lag = self._newest_fix_lag if recent and draining else 0.0
         self.metrics.ingest_wait.set(wait_s)
         self.metrics.queue_depth.set(depth)
         ok = (
