@@ -465,6 +465,137 @@ class Publisher:
         self.client.loop_stop()
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        digit, n = n % 128, n // 128
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _string(text: str | bytes) -> bytes:
+    raw = text.encode() if isinstance(text, str) else text
+    return len(raw).to_bytes(2, "big") + raw
+
+
+class RawPublisher:
+    """MQTT 3.1.1 over a plain socket, PUBLISH frames encoded before the clock starts.
+
+    At thousands of messages per second paho spends tens of microseconds of Python per message;
+    on a 2-core machine that is taken from the service under test and would make "twice the
+    sustainable rate" mean something else. Here a paced send is a ``sendall`` of ready bytes
+    every few milliseconds and a reader thread counts PUBACKs. No reconnects: the scenarios that
+    use it do not stop the broker.
+    """
+
+    def __init__(self, stack: StackInfo, *, user: str | None = None, password: str | None = None) -> None:
+        import socket
+
+        self.sock = socket.create_connection((stack.mqtt_host, stack.mqtt_port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        body = (
+            _string("MQTT")
+            + bytes([4, 0x80 | 0x40 | 0x02])
+            + (0).to_bytes(2, "big")  # keepalive off: the broker does not expect pings from this client
+            + _string(f"faults-raw-{uuid.uuid4().hex[:8]}")
+            + _string(user or stack.device_user)
+            + _string(password or stack.device_password)
+        )
+        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+        connack = self.sock.recv(4)
+        if len(connack) < 4 or connack[0] != 0x20 or connack[3] != 0:
+            raise RuntimeError(f"CONNECT refused: {connack!r}")
+        self.sock.settimeout(None)
+        self.acked = 0
+        self.published = 0
+        self.started_at = 0.0
+        self.finished_at = 0.0
+        self.stop_event = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="faults-raw-acks", daemon=True)
+        self._reader.start()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def encode(messages: Sequence[Message]) -> list[bytes]:
+        frames = []
+        for i, (topic, payload, retain) in enumerate(messages):
+            pid = i % 65535 + 1
+            var = _string(topic) + pid.to_bytes(2, "big") + payload
+            frames.append(bytes([0x32 | (1 if retain else 0)]) + _varint(len(var)) + var)
+        return frames
+
+    def _read(self) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            pos = 0
+            while True:
+                if len(buf) - pos < 2:
+                    break
+                length, mult, k = 0, 1, pos + 1
+                while k < len(buf):
+                    length += (buf[k] & 0x7F) * mult
+                    mult *= 128
+                    if not buf[k] & 0x80:
+                        break
+                    k += 1
+                else:
+                    break
+                end = k + 1 + length
+                if end > len(buf):
+                    break
+                if buf[pos] == 0x40:
+                    self.acked += 1
+                pos = end
+            buf = buf[pos:]
+
+    def _run(self, frames: Sequence[bytes], rate: float | None) -> None:
+        self.started_at = time.monotonic()
+        i = 0
+        while i < len(frames) and not self.stop_event.is_set():
+            due = len(frames) if not rate else min(len(frames), int((time.monotonic() - self.started_at) * rate) + 1)
+            # packet ids come round every 65,535 messages: never reuse one that may still be in flight
+            due = min(due, self.acked + 30_000)
+            if due > i:
+                self.sock.sendall(b"".join(frames[i:due]))
+                self.published = due
+                i = due
+            else:
+                time.sleep(0.002)
+        self.finished_at = time.monotonic()
+
+    def start(self, frames: Sequence[bytes], rate: float | None = None) -> None:
+        self._thread = threading.Thread(target=self._run, args=(frames, rate), name="faults-raw-pub", daemon=True)
+        self._thread.start()
+
+    def done_publishing(self) -> bool:
+        return self._thread is not None and not self._thread.is_alive()
+
+    async def wait_acked(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.acked < self.published or not self.done_publishing():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def close(self) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        with contextlib.suppress(OSError):
+            self.sock.sendall(b"\xe0\x00")
+        self.sock.close()
+        self._reader.join(5)
+
+
 @dataclass
 class AlertListener:
     """The security desk on ``alerts/#`` with a persistent session (QoS 1): it misses nothing while

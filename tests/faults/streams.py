@@ -213,11 +213,13 @@ class PacedLoad:
     count: int
     rate: float
     start: float
+    first: int = 0
+    """Index of the first fix in the devices' sequence (a load that continues an earlier one goes on from there)."""
 
     def messages(self) -> list[Message]:
         out: list[Message] = []
         for i in range(self.count):
-            d, k = i % self.devices, i // self.devices
+            d, k = (self.first + i) % self.devices, (self.first + i) // self.devices
             body = {
                 "ts": round(self.start + i / self.rate, 3),
                 "lat": round(OUTSIDE_LAT - 0.05 - d * 1e-3, 7),
