@@ -12,7 +12,9 @@
 #
 # Environment (defaults): TRACKER_STACK_DIR (<repo>/.stack), TRACKER_MQTT_PORT (1883),
 # TRACKER_PG_PORT (5433), TRACKER_PG_DB (tracker), TRACKER_PG_USER (tracker),
-# TRACKER_HTTP_PORT (8080).
+# TRACKER_HTTP_PORT (8080). TLS listener for MQTT (off unless a port is given):
+# TRACKER_MQTT_TLS_PORT, TRACKER_BROKER_TLS_CERT / _KEY (default: a local CA and certificate
+# made in the stack dir), TRACKER_BROKER_TLS_CLIENT_CA (clients must present a certificate).
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -25,9 +27,13 @@ PG_PORT="${TRACKER_PG_PORT:-5433}"
 PG_DB="${TRACKER_PG_DB:-tracker}"
 PG_USER="${TRACKER_PG_USER:-tracker}"
 HTTP_PORT="${TRACKER_HTTP_PORT:-8080}"
+MQTT_TLS_PORT="${TRACKER_MQTT_TLS_PORT:-}"
+MQTT_TLS_CLIENT_CA="${TRACKER_BROKER_TLS_CLIENT_CA:-}"
 PG_SUPERUSER=postgres
+# The tracker service runs as this system user when the stack is started as root.
+SERVICE_USER=port-tracker
 
-APT_PACKAGES=(mosquitto mosquitto-clients postgresql-15)
+APT_PACKAGES=(mosquitto mosquitto-clients postgresql-15 openssl)
 APT_OPTIONAL_PACKAGES=(postgresql-15-postgis-3)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
@@ -89,6 +95,10 @@ validate_env() {
     check_port_value TRACKER_MQTT_PORT "$MQTT_PORT"
     check_port_value TRACKER_PG_PORT "$PG_PORT"
     check_port_value TRACKER_HTTP_PORT "$HTTP_PORT"
+    if [[ -n "$MQTT_TLS_PORT" ]]; then
+        check_port_value TRACKER_MQTT_TLS_PORT "$MQTT_TLS_PORT"
+        [[ "$MQTT_TLS_PORT" != "$MQTT_PORT" ]] || die "TRACKER_MQTT_TLS_PORT must differ from TRACKER_MQTT_PORT"
+    fi
     [[ "$PG_DB" =~ ^[a-z_][a-z0-9_]*$ ]] || die "TRACKER_PG_DB must match [a-z_][a-z0-9_]*, got '$PG_DB'"
     [[ "$PG_USER" =~ ^[a-z_][a-z0-9_]*$ ]] || die "TRACKER_PG_USER must match [a-z_][a-z0-9_]*, got '$PG_USER'"
     [[ "$STACK_DIR" != *[[:space:]]* ]] || die "TRACKER_STACK_DIR must not contain whitespace: '$STACK_DIR'"
@@ -102,7 +112,10 @@ validate_env() {
     PG_SECRETS_FILE="$STACK_DIR/postgres.secrets"
     MARKER_FILE="$STACK_DIR/.port-tracker-stack"
     TRACKER_PID_FILE="$STACK_DIR/tracker.pid"
-    TRACKER_LOG="$STACK_DIR/tracker.log"
+    TRACKER_LOG="$STACK_DIR/tracker/tracker.log"
+    if [[ -s "$STACK_DIR/tracker.path" ]]; then
+        TRACKER_LOG="$(cat "$STACK_DIR/tracker.path")/tracker.log"
+    fi
 }
 
 random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
@@ -247,6 +260,7 @@ add_missing_keys() {
             TRACKER_MQTT_DEVICE_USERNAME) value="gateway" ;;
             TRACKER_MQTT_SECURITY_USERNAME) value="security" ;;
             TRACKER_MQTT_CUSTOMS_USERNAME) value="customs" ;;
+            TRACKER_MQTT_ADMIN_USERNAME) value="broker-admin" ;;
             TRACKER_ADMIN_TOKEN) value="$(random_hex 32)" ;;
             *) value="$(random_hex 24)" ;;
         esac
@@ -254,6 +268,18 @@ add_missing_keys() {
         added=0
     done
     return "$added"
+}
+
+# Sets KEY=value in a mode-600 file unless it says so already; returns 0 if it changed it.
+set_key() {
+    local file="$1" key="$2" value="$3"
+    grep -qxF "$key=$value" "$file" && return 1
+    (
+        umask 077
+        grep -v "^$key=" "$file" >"$file.tmp" || true
+        printf '%s=%s\n' "$key" "$value" >>"$file.tmp"
+    )
+    mv -f -- "$file.tmp" "$file"
 }
 
 # Generates the secrets once; later runs keep what is there and only add missing keys.
@@ -267,21 +293,18 @@ ensure_secrets() {
         TRACKER_MQTT_DEVICE_USERNAME TRACKER_MQTT_DEVICE_PASSWORD \
         TRACKER_MQTT_SECURITY_USERNAME TRACKER_MQTT_SECURITY_PASSWORD \
         TRACKER_MQTT_CUSTOMS_USERNAME TRACKER_MQTT_CUSTOMS_PASSWORD \
+        TRACKER_MQTT_ADMIN_USERNAME TRACKER_MQTT_ADMIN_PASSWORD \
         TRACKER_ADMIN_TOKEN; then
         added=1
     fi
     load_pg_secrets
-    # The DSN follows the current port/db/user; its password never changes.
-    local dsn="postgresql://${PG_USER}:${PG_PASSWORD}@127.0.0.1:${PG_PORT}/${PG_DB}"
-    if ! grep -qxF "TRACKER_DB_DSN=$dsn" "$SECRETS_FILE"; then
-        (
-            umask 077
-            grep -v '^TRACKER_DB_DSN=' "$SECRETS_FILE" >"$SECRETS_FILE.tmp" || true
-            printf 'TRACKER_DB_DSN=%s\n' "$dsn" >>"$SECRETS_FILE.tmp"
-        )
-        mv -f -- "$SECRETS_FILE.tmp" "$SECRETS_FILE"
+    # The DSN follows the current port/db/user; its password never changes. The broker's
+    # address is there too, so that `. secrets.env; tracker device add ...` finds it.
+    if set_key "$SECRETS_FILE" TRACKER_DB_DSN "postgresql://${PG_USER}:${PG_PASSWORD}@127.0.0.1:${PG_PORT}/${PG_DB}"; then
         added=1
     fi
+    if set_key "$SECRETS_FILE" TRACKER_MQTT_HOST 127.0.0.1; then added=1; fi
+    if set_key "$SECRETS_FILE" TRACKER_MQTT_PORT "$MQTT_PORT"; then added=1; fi
     if ((added)); then log "secrets written to $SECRETS_FILE"; fi
     load_secrets
 }
@@ -309,6 +332,8 @@ mqtt_paths() {
     MQ_CONF="$MQ_DIR/mosquitto.conf"
     MQ_PID="$MQ_DIR/mosquitto.pid"
     MQ_LOG="$MQ_DIR/mosquitto.log"
+    # The dynamic-security plugin's state: accounts, roles, password hashes.
+    MQ_DYNSEC="$MQ_DIR/dynamic-security.json"
 }
 
 pid_alive() {
@@ -320,38 +345,117 @@ pid_alive() {
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$name"
 }
 
+dynsec_plugin() {
+    local f
+    for f in /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so; do
+        if [[ -f "$f" ]]; then
+            printf '%s\n' "$f"
+            return
+        fi
+    done
+    die "mosquitto_dynamic_security.so not found (Debian's mosquitto package ships it): run 'deploy/stack.sh install'"
+}
+
+# A local CA and a server certificate for 127.0.0.1/localhost, made once, for a TLS
+# listener without a certificate of its own (TRACKER_BROKER_TLS_CERT unset).
+ensure_local_tls_cert() {
+    local dir="$STACK_DIR/tls"
+    TLS_CERT="$dir/server.pem"
+    TLS_KEY="$dir/server.key"
+    TLS_CA="$dir/ca.pem"
+    [[ -s "$TLS_CERT" && -s "$TLS_KEY" && -s "$TLS_CA" ]] && return
+    command -v openssl >/dev/null 2>&1 || die "openssl not found: run 'deploy/stack.sh install'"
+    log "generating a local CA and a broker certificate for 127.0.0.1 in $dir"
+    (
+        umask 077
+        mkdir -p "$dir"
+        cd "$dir"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 825 \
+            -subj "/CN=port-tracker local CA" -keyout ca.key -out ca.pem \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj "/CN=localhost" -keyout server.key -out server.csr
+        printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+            "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 \
+            -extfile server.ext -out server.pem
+        rm -f server.csr server.ext ca.srl
+        chmod 644 ca.pem server.pem
+        chmod 755 .
+    ) >"$STACK_DIR/tls.log" 2>&1 || { tail_file "$STACK_DIR/tls.log"; die "openssl failed"; }
+}
+
+# The optional TLS listener (TRACKER_MQTT_TLS_PORT): certificate and key are copied next to
+# the broker's other files so that its user can read them.
+tls_listener() {
+    [[ -n "$MQTT_TLS_PORT" ]] || {
+        echo "# (no TLS listener: set TRACKER_MQTT_TLS_PORT to add one)"
+        return
+    }
+    local dir="$MQ_DIR/tls"
+    mkdir -p "$dir"
+    cp -f -- "$TLS_CERT" "$dir/server.pem"
+    (umask 077 && cp -f -- "$TLS_KEY" "$dir/server.key")
+    printf '%s\n' "listener $MQTT_TLS_PORT 127.0.0.1" "use_username_as_clientid true" \
+        "certfile $dir/server.pem" "keyfile $dir/server.key" "tls_version tlsv1.2"
+    if [[ -n "$MQTT_TLS_CLIENT_CA" ]]; then
+        cp -f -- "$MQTT_TLS_CLIENT_CA" "$dir/client-ca.pem"
+        printf '%s\n' "# clients must present a certificate signed by this CA (and still log in)" \
+            "cafile $dir/client-ca.pem" "require_certificate true"
+    fi
+}
+
+# Renders mosquitto.conf; MQ_CONF_CHANGED=1 when it differs from the previous rendering.
 render_mosquitto() {
     command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] ||
         die "mosquitto not installed: run 'deploy/stack.sh install' first"
-    command -v mosquitto_passwd >/dev/null 2>&1 || die "mosquitto_passwd not found: run 'deploy/stack.sh install'"
+    command -v python3 >/dev/null 2>&1 || die "python3 not found: run 'deploy/stack.sh install'"
     mkdir -p "$MQ_DIR"
-    local tpl
+    chmod 700 "$MQ_DIR"
+    if [[ -n "$MQTT_TLS_PORT" ]]; then
+        if [[ -n "${TRACKER_BROKER_TLS_CERT:-}" ]]; then
+            TLS_CERT="$TRACKER_BROKER_TLS_CERT"
+            TLS_KEY="${TRACKER_BROKER_TLS_KEY:-$TRACKER_BROKER_TLS_CERT}"
+            TLS_CA=""
+            [[ -r "$TLS_CERT" && -r "$TLS_KEY" ]] || die "TRACKER_BROKER_TLS_CERT / _KEY not readable"
+        else
+            ensure_local_tls_cert
+        fi
+        [[ -z "$MQTT_TLS_CLIENT_CA" || -r "$MQTT_TLS_CLIENT_CA" ]] || die "TRACKER_BROKER_TLS_CLIENT_CA not readable"
+    fi
+    local tpl tls
+    tls="$(tls_listener)"
     tpl="$(cat "$DEPLOY_DIR/mosquitto/mosquitto.conf.in")"
     tpl="${tpl//@MQTT_PORT@/$MQTT_PORT}"
     tpl="${tpl//@MQTT_BIND@/127.0.0.1}"
-    tpl="${tpl//@PASSWORD_FILE@/$MQ_DIR/passwd}"
-    tpl="${tpl//@ACL_FILE@/$MQ_DIR/acl}"
+    tpl="${tpl//@TLS_LISTENER@/$tls}"
+    tpl="${tpl//@DYNSEC_PLUGIN@/$(dynsec_plugin)}"
+    tpl="${tpl//@DYNSEC_FILE@/$MQ_DYNSEC}"
     tpl="${tpl//@RUN_USER@/$MQ_USER}"
     tpl="${tpl//@PID_FILE@/$MQ_PID}"
     tpl="${tpl//@PERSISTENCE_DIR@/$MQ_DIR}"
     ! [[ "$tpl" =~ @[A-Z_]+@ ]] || die "unrendered placeholder left in mosquitto.conf.in"
-    printf '%s\n' "$tpl" >"$MQ_CONF.tmp"
-    mv -f -- "$MQ_CONF.tmp" "$MQ_CONF"
-    cp -f -- "$DEPLOY_DIR/mosquitto/acl" "$MQ_DIR/acl"
+    MQ_CONF_CHANGED=1
+    if [[ -f "$MQ_CONF" ]] && [[ "$(cat "$MQ_CONF")" == "$tpl" ]]; then
+        MQ_CONF_CHANGED=0
+    else
+        (umask 077 && printf '%s\n' "$tpl" >"$MQ_CONF.tmp")
+        mv -f -- "$MQ_CONF.tmp" "$MQ_CONF"
+    fi
+    # Left by versions that used a password file and an ACL file.
+    rm -f -- "$MQ_DIR/passwd" "$MQ_DIR/acl"
+}
 
-    local old_umask pw_tmp="$MQ_DIR/passwd.tmp"
-    old_umask="$(umask)"
-    umask 077
-    rm -f -- "$pw_tmp"
-    : >"$pw_tmp"
-    mosquitto_passwd -b "$pw_tmp" "$TRACKER_MQTT_USERNAME" "$TRACKER_MQTT_PASSWORD"
-    mosquitto_passwd -b "$pw_tmp" "$TRACKER_MQTT_DEVICE_USERNAME" "$TRACKER_MQTT_DEVICE_PASSWORD"
-    mosquitto_passwd -b "$pw_tmp" "$TRACKER_MQTT_SECURITY_USERNAME" "$TRACKER_MQTT_SECURITY_PASSWORD"
-    mosquitto_passwd -b "$pw_tmp" "$TRACKER_MQTT_CUSTOMS_USERNAME" "$TRACKER_MQTT_CUSTOMS_PASSWORD"
-    mv -f -- "$pw_tmp" "$MQ_DIR/passwd"
-    umask "$old_umask"
+# check: is the fixed part of the accounts (deploy/mosquitto/dynsec_config.py) up to date?
+# apply: bring it up to date; the broker must not be running (it rewrites the file itself).
+# The credentials reach the script through the environment (load_secrets exported them).
+dynsec_config() {
+    python3 "$DEPLOY_DIR/mosquitto/dynsec_config.py" "$1" "$MQ_DYNSEC"
+}
+
+own_mosquitto_files() {
     chmod 700 "$MQ_DIR"
-    chmod 600 "$MQ_DIR/passwd" "$MQ_DIR/acl" "$MQ_CONF"
+    chmod 600 "$MQ_CONF" "$MQ_DYNSEC"
     if is_root; then
         chown -R "$MQ_USER:" "$MQ_DIR"
     fi
@@ -361,23 +465,31 @@ start_mosquitto() {
     mqtt_paths
     render_mosquitto
     if pid_alive "$MQ_PID" mosquitto; then
-        # Pick up a changed ACL or password file without dropping connections.
-        kill -HUP "$(cat "$MQ_PID")"
-        log "mosquitto already running (pid $(cat "$MQ_PID")), configuration reloaded"
-        return
+        if [[ "$MQ_CONF_CHANGED" -eq 0 ]] && dynsec_config check; then
+            log "mosquitto already running (pid $(cat "$MQ_PID")), configuration unchanged"
+            return
+        fi
+        # The plugin reads its file only at start; sessions and queues are persisted.
+        log "mosquitto configuration changed: restarting it"
+        stop_pidfile "$MQ_PID" mosquitto
     fi
+    dynsec_config apply || die "could not write $MQ_DYNSEC"
+    own_mosquitto_files
     rm -f -- "$MQ_PID"
-    if port_open "$MQTT_PORT"; then
-        die "127.0.0.1:$MQTT_PORT is already in use by another process (a system mosquitto? try 'systemctl disable --now mosquitto' or set TRACKER_MQTT_PORT)"
-    fi
+    local port
+    for port in "$MQTT_PORT" $MQTT_TLS_PORT; do
+        if port_open "$port"; then
+            die "127.0.0.1:$port is already in use by another process (a system mosquitto? try 'systemctl disable --now mosquitto' or set TRACKER_MQTT_PORT / TRACKER_MQTT_TLS_PORT)"
+        fi
+    done
     local bin
     bin="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
-    log "starting mosquitto on 127.0.0.1:$MQTT_PORT (files in $MQ_DIR)"
+    log "starting mosquitto on 127.0.0.1:$MQTT_PORT${MQTT_TLS_PORT:+ (TLS on $MQTT_TLS_PORT)} (files in $MQ_DIR)"
     # Own session: not killed with the caller's process group (like PostgreSQL).
     setsid nohup "$bin" -c "$MQ_CONF" </dev/null >>"$MQ_LOG" 2>&1 &
     local child=$! i
     for ((i = 0; i < 50; i++)); do
-        if port_open "$MQTT_PORT"; then
+        if port_open "$MQTT_PORT" && { [[ -z "$MQTT_TLS_PORT" ]] || port_open "$MQTT_TLS_PORT"; }; then
             [[ -s "$MQ_PID" ]] || echo "$child" >"$MQ_PID"
             log "mosquitto ready (pid $(cat "$MQ_PID"))"
             return
@@ -603,56 +715,160 @@ sys.exit(f"{url} did not answer 200 within 30 s")
 PY
 }
 
+# ---------------------------------------------------------------------------- tracker service
+
+ensure_service_user() {
+    getent passwd "$SERVICE_USER" >/dev/null && return
+    log "creating system user $SERVICE_USER (runs the tracker service)"
+    useradd --system --user-group --home-dir /nonexistent --no-create-home \
+        --shell /usr/sbin/nologin "$SERVICE_USER" || die "useradd $SERVICE_USER failed"
+}
+
+# Who runs the service, where its own files are (service.env, tracker.log), and the
+# command prefix that switches to that user: none unless we are root.
+tracker_paths() {
+    TR_USER="$(id -un)"
+    AS_SERVICE=()
+    if is_root; then
+        TR_USER="$SERVICE_USER"
+        ensure_service_user
+        # setpriv execs (no parent left behind like runuser's), so the pid file stays right.
+        AS_SERVICE=(setpriv --reuid="$SERVICE_USER" --regid="$SERVICE_USER" --init-groups --no-new-privs --)
+    fi
+    TR_DIR="$(service_dir tracker "$TR_USER")"
+    TRACKER_LOG="$TR_DIR/tracker.log"
+    TR_ENV="$TR_DIR/service.env"
+    mkdir -p "$TR_DIR"
+    if is_root; then
+        chown "$TR_USER:" "$TR_DIR"
+    fi
+    chmod 700 "$TR_DIR"
+}
+
+# True if the service user can start this tracker command the way start_tracker does (env
+# execs it after the switch: setpriv's own exec still holds root's capabilities).
+service_can_run() {
+    (cd / && "${AS_SERVICE[@]}" env -i PATH=/usr/bin:/bin "$1" config) >/dev/null 2>&1
+}
+
+# The code the service user runs: the repository's .venv when that user can use it, else
+# (a clone under /root, or a Python of root's own) a copy installed under
+# /var/lib/port-tracker/<hash>/venv with the system's python3.
+service_venv() {
+    SERVICE_VENV="$VENV_DIR"
+    if ! is_root || service_can_run "$VENV_DIR/bin/tracker"; then
+        return
+    fi
+    local base dir stamp want py=python3
+    [[ -x /usr/bin/python3 ]] && py=/usr/bin/python3
+    base="/var/lib/port-tracker/$(printf '%s' "$STACK_DIR" | sha256sum | cut -c1-16)"
+    dir="$base/venv"
+    stamp="$dir/.port-tracker-deps"
+    want="$(sha256sum "$REPO_DIR/pyproject.toml" | cut -d' ' -f1)"
+    log "$SERVICE_USER cannot use $VENV_DIR: installing the service into $dir"
+    (
+        umask 022
+        mkdir -p "$base"
+        chmod 755 /var/lib/port-tracker "$base"
+        [[ -x "$dir/bin/python" ]] || "$py" -m venv "$dir"
+        if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+            timeout 900 "$dir/bin/python" -m pip install -q --no-deps --force-reinstall "$REPO_DIR"
+        else
+            timeout 1800 "$dir/bin/python" -m pip install -q "$REPO_DIR"
+            printf '%s\n' "$want" >"$stamp"
+        fi
+    ) || die "could not install the service into $dir"
+    service_can_run "$dir/bin/tracker" || die "$SERVICE_USER cannot run $dir/bin/tracker either"
+    SERVICE_VENV="$dir"
+}
+
+# The service's own secrets, readable by its user only; the broker admin account and the
+# other accounts' passwords stay in secrets.env, which the service never sees.
+write_service_env() {
+    printf '%s\n' \
+        "TRACKER_DB_DSN=$TRACKER_DB_DSN" \
+        "TRACKER_MQTT_USERNAME=$TRACKER_MQTT_USERNAME" \
+        "TRACKER_MQTT_PASSWORD=$TRACKER_MQTT_PASSWORD" \
+        "TRACKER_ADMIN_TOKEN=$TRACKER_ADMIN_TOKEN" |
+        write_as "$TR_USER" ">" "$TR_ENV.tmp"
+    mv -f -- "$TR_ENV.tmp" "$TR_ENV"
+}
+
+start_tracker() {
+    service_venv
+    write_service_env
+    touch "$TRACKER_LOG"
+    if is_root; then
+        chown "$TR_USER:" "$TRACKER_LOG"
+    fi
+    chmod 600 "$TRACKER_LOG"
+    local -a svc_env=(
+        PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 HOME="$TR_DIR"
+        TRACKER_MQTT_HOST=127.0.0.1 TRACKER_MQTT_PORT="$MQTT_PORT"
+        TRACKER_HTTP_HOST=127.0.0.1 TRACKER_HTTP_PORT="$HTTP_PORT"
+        TRACKER_UNKNOWN_DEVICES=register
+    )
+    log "starting tracker as $TR_USER (log: $TRACKER_LOG)"
+    # A clean environment: only the settings above and the service's own secrets file.
+    # shellcheck disable=SC2016 # $0/$@ are expanded by the inner shell
+    (cd "$TR_DIR" && exec setsid nohup "${AS_SERVICE[@]}" env -i "${svc_env[@]}" \
+        sh -c 'set -a; . "$0"; set +a; exec "$@"' "$TR_ENV" "$SERVICE_VENV/bin/tracker" run \
+        </dev/null >>"$TRACKER_LOG" 2>&1) &
+    echo $! >"$TRACKER_PID_FILE"
+}
+
 cmd_up() {
     cmd_install
     cmd_infra
     local tracker="$VENV_DIR/bin/tracker"
     [[ -x "$tracker" ]] || die "$tracker missing (pip install failed?)"
-    local -a svc_env=(
-        TRACKER_MQTT_HOST=127.0.0.1 TRACKER_MQTT_PORT="$MQTT_PORT"
-        TRACKER_HTTP_HOST=127.0.0.1 TRACKER_HTTP_PORT="$HTTP_PORT"
-        TRACKER_UNKNOWN_DEVICES=register
-    )
+    local -a cli_env=(TRACKER_MQTT_HOST=127.0.0.1 TRACKER_MQTT_PORT="$MQTT_PORT")
     cd "$REPO_DIR"
     log "tracker migrate"
-    env "${svc_env[@]}" timeout 300 "$tracker" migrate || die "'tracker migrate' failed"
+    env "${cli_env[@]}" timeout 300 "$tracker" migrate || die "'tracker migrate' failed"
     local port
     for port in santos callao; do
         log "tracker geofences load geofences/ports/$port.geojson"
-        env "${svc_env[@]}" timeout 300 "$tracker" geofences load "geofences/ports/$port.geojson" ||
+        env "${cli_env[@]}" timeout 300 "$tracker" geofences load "geofences/ports/$port.geojson" ||
             die "'tracker geofences load geofences/ports/$port.geojson' failed"
     done
+    tracker_paths
     if pid_alive "$TRACKER_PID_FILE" tracker; then
         log "tracker already running (pid $(cat "$TRACKER_PID_FILE"))"
     else
         if port_open "$HTTP_PORT"; then
             die "127.0.0.1:$HTTP_PORT is already in use by another process (set TRACKER_HTTP_PORT)"
         fi
-        log "starting tracker (log: $TRACKER_LOG)"
-        setsid nohup env "${svc_env[@]}" "$tracker" run </dev/null >>"$TRACKER_LOG" 2>&1 &
-        echo $! >"$TRACKER_PID_FILE"
+        start_tracker
     fi
     if ! wait_ready "$(cat "$TRACKER_PID_FILE")"; then
         tail_file "$TRACKER_LOG"
         die "tracker is not ready"
     fi
-    local lat lon
+    local lat lon tls_line=""
     read -r lat lon < <(demo_point)
+    if [[ -n "$MQTT_TLS_PORT" ]]; then
+        tls_line="  MQTT over TLS   : 127.0.0.1:$MQTT_TLS_PORT${TLS_CA:+ (CA certificate: $TLS_CA; mosquitto_sub/pub --cafile $TLS_CA -p $MQTT_TLS_PORT ...)}"
+    fi
     cat <<EOF
 
 port-tracker is up.
   API / dashboard : http://127.0.0.1:$HTTP_PORT/
   admin token     : $TRACKER_ADMIN_TOKEN
-  service log     : $TRACKER_LOG
-  secrets         : $SECRETS_FILE
+  service         : runs as $TR_USER, log $TRACKER_LOG
+  secrets         : $SECRETS_FILE (all accounts), $TR_ENV (the service's own)
   MQTT broker     : 127.0.0.1:$MQTT_PORT     PostgreSQL: 127.0.0.1:$PG_PORT/$PG_DB
-
+${tls_line}
 Watch the alerts (security account):
   ( . $SECRETS_FILE; mosquitto_sub -h 127.0.0.1 -p $MQTT_PORT -u "\$TRACKER_MQTT_SECURITY_USERNAME" -P "\$TRACKER_MQTT_SECURITY_PASSWORD" -t 'alerts/#' -v )
 
 Send TRUCK-001 into a restricted fence of Santos (gateway account; two fixes, 10 s apart: a restricted
 entry is confirmed by a second fix inside, so a lone multipath fix never raises a high alarm):
   ( . $SECRETS_FILE; for dt in 10 0; do mosquitto_pub -h 127.0.0.1 -p $MQTT_PORT -u "\$TRACKER_MQTT_DEVICE_USERNAME" -P "\$TRACKER_MQTT_DEVICE_PASSWORD" -q 1 -t trackers/TRUCK-001/ping -m "{\"ts\": \$((\$(date +%s) - dt)), \"lat\": $lat, \"lon\": $lon}"; done )
+
+Give a tracker its own MQTT account, allowed to publish trackers/TRUCK-002/ping only (the
+password is printed once; the broker keeps only its hash):
+  ( set -a; . $SECRETS_FILE; $VENV_DIR/bin/tracker device add TRUCK-002 --kind truck )
 
 Stop with: bash deploy/stack.sh down
 EOF
@@ -676,7 +892,7 @@ cmd_status() {
     fi
     echo "stack dir : $STACK_DIR"
     if pid_alive "$TRACKER_PID_FILE" tracker; then
-        echo "tracker   : running (pid $(cat "$TRACKER_PID_FILE")), http://127.0.0.1:$HTTP_PORT/, log $TRACKER_LOG"
+        echo "tracker   : running (pid $(cat "$TRACKER_PID_FILE"), user $(ps -o user= -p "$(cat "$TRACKER_PID_FILE")")), http://127.0.0.1:$HTTP_PORT/, log $TRACKER_LOG"
     else
         echo "tracker   : stopped"
     fi
@@ -704,7 +920,7 @@ cmd_destroy() {
         die "$STACK_DIR is not a port-tracker stack directory; not deleting it"
     cmd_down
     local record dir
-    for record in "$STACK_DIR/postgres.path" "$STACK_DIR/mosquitto.path"; do
+    for record in "$STACK_DIR/postgres.path" "$STACK_DIR/mosquitto.path" "$STACK_DIR/tracker.path"; do
         [[ -s "$record" ]] || continue
         dir="$(cat "$record")"
         case "$dir" in
@@ -717,6 +933,14 @@ cmd_destroy() {
             *) log "not removing unexpected data dir $dir" ;;
         esac
     done
+    # The service's copy of the code, when it could not use the repository's .venv.
+    local base
+    base="/var/lib/port-tracker/$(printf '%s' "$STACK_DIR" | sha256sum | cut -c1-16)"
+    if [[ -d "$base/venv" ]]; then
+        log "removing $base/venv"
+        rm -rf -- "$base/venv"
+        rmdir -- "$base" 2>/dev/null || true
+    fi
     log "removing $STACK_DIR"
     rm -rf -- "$STACK_DIR"
 }
@@ -742,6 +966,8 @@ TRACKER_MQTT_SECURITY_USERNAME=security
 TRACKER_MQTT_SECURITY_PASSWORD=$(random_hex 24)
 TRACKER_MQTT_CUSTOMS_USERNAME=customs
 TRACKER_MQTT_CUSTOMS_PASSWORD=$(random_hex 24)
+TRACKER_MQTT_ADMIN_USERNAME=broker-admin
+TRACKER_MQTT_ADMIN_PASSWORD=$(random_hex 24)
 TRACKER_ADMIN_TOKEN=$(random_hex 32)
 EOF
     )
@@ -749,7 +975,7 @@ EOF
 }
 
 usage() {
-    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 

@@ -2,7 +2,12 @@
 
 Integration tests (everything under tests/integration) run against a real Mosquitto
 broker and a real PostgreSQL cluster, started once per session by ``deploy/stack.sh infra``
-in a temporary stack directory on free loopback ports, and destroyed afterwards.
+in a temporary stack directory on free loopback ports, and destroyed afterwards. The broker
+also has a TLS listener whose CA, server and client certificates are made here with openssl.
+
+The broker gives each connection its account name as client id, so two connections of one
+account push each other off: tests that connect concurrently, or need a session of their own,
+get fresh accounts (``accounts`` fixture, created through the dynamic-security plugin).
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tracker.adapters.brokeradmin import BrokerAdmin, new_password
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_SCRIPT = REPO_ROOT / "deploy" / "stack.sh"
@@ -38,8 +46,32 @@ class StackInfo:
     security_password: str
     customs_user: str
     customs_password: str
+    admin_user: str
+    admin_password: str
     admin_token: str
     stack_dir: Path
+    tls_port: int
+    tls: TlsFiles
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A test CA, the broker's certificate for 127.0.0.1, and a client certificate from a
+    second CA that the broker requires on its TLS listener."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_ca: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path  # trusted by nobody
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    password: str
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -94,9 +126,10 @@ def run_stack(command: list[str], env: dict[str, str]) -> subprocess.CompletedPr
 class _StackHandle:
     env: dict[str, str]
     stack_dir: Path
+    tls: TlsFiles
 
 
-def _stack_process_env(stack_dir: Path, mqtt_port: int, pg_port: int) -> dict[str, str]:
+def _stack_process_env(stack_dir: Path, mqtt_port: int, pg_port: int, tls_port: int, tls: TlsFiles) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
     env.update(
         TRACKER_STACK_DIR=str(stack_dir),
@@ -104,8 +137,55 @@ def _stack_process_env(stack_dir: Path, mqtt_port: int, pg_port: int) -> dict[st
         TRACKER_PG_PORT=str(pg_port),
         TRACKER_PG_DB="tracker",
         TRACKER_PG_USER="tracker",
+        TRACKER_MQTT_TLS_PORT=str(tls_port),
+        TRACKER_BROKER_TLS_CERT=str(tls.server_cert),
+        TRACKER_BROKER_TLS_KEY=str(tls.server_key),
+        TRACKER_BROKER_TLS_CLIENT_CA=str(tls.client_ca),
     )
     return env
+
+
+def _openssl(cwd: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def _make_ca(cwd: Path, name: str) -> None:
+    _openssl(
+        cwd, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+        "-subj", f"/CN=port-tracker test {name}", "-keyout", f"{name}.key", "-out", f"{name}.pem",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+
+
+def _make_cert(cwd: Path, ca: str, name: str, cn: str, extensions: list[str]) -> None:
+    _openssl(
+        cwd, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-subj", f"/CN={cn}", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+    )  # fmt: skip
+    (cwd / f"{name}.ext").write_text("\n".join(extensions) + "\n")
+    _openssl(
+        cwd, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+        "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem",
+    )  # fmt: skip
+
+
+def make_test_tls(directory: Path) -> TlsFiles:
+    """Self-signed CAs and certificates for one test session (valid two days)."""
+    for ca in ("ca", "client-ca", "other-ca"):
+        _make_ca(directory, ca)
+    _make_cert(
+        directory, "ca", "server", "localhost",
+        ["subjectAltName=DNS:localhost,IP:127.0.0.1", "basicConstraints=CA:FALSE", "extendedKeyUsage=serverAuth"],
+    )  # fmt: skip
+    _make_cert(
+        directory, "client-ca", "client", "port-tracker test client",
+        ["basicConstraints=CA:FALSE", "extendedKeyUsage=clientAuth"],
+    )  # fmt: skip
+    d = directory
+    return TlsFiles(
+        d / "ca.pem", d / "server.pem", d / "server.key", d / "client-ca.pem", d / "client.pem", d / "client.key",
+        d / "other-ca.pem",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -117,12 +197,14 @@ def stack_handle() -> Iterator[_StackHandle]:
     stack_dir = Path(tempfile.mkdtemp(prefix="port-tracker-stack-", dir="/tmp"))
     # The postgres / mosquitto system users must reach it when tests run as root.
     stack_dir.chmod(0o755)
-    mqtt_port = free_port()
-    pg_port = free_port()
-    while pg_port == mqtt_port:
-        pg_port = free_port()
-    env = _stack_process_env(stack_dir, mqtt_port, pg_port)
-    handle = _StackHandle(env=env, stack_dir=stack_dir)
+    tls_dir = Path(tempfile.mkdtemp(prefix="port-tracker-tls-", dir="/tmp"))
+    ports: set[int] = set()
+    while len(ports) < 3:
+        ports.add(free_port())
+    mqtt_port, pg_port, tls_port = sorted(ports)
+    tls = make_test_tls(tls_dir)
+    env = _stack_process_env(stack_dir, mqtt_port, pg_port, tls_port, tls)
+    handle = _StackHandle(env=env, stack_dir=stack_dir, tls=tls)
     reaper = _start_reaper(env)
     try:
         run_stack(["infra"], env)
@@ -134,6 +216,7 @@ def stack_handle() -> Iterator[_StackHandle]:
             reaper.kill()
             reaper.wait()
             shutil.rmtree(stack_dir, ignore_errors=True)
+            shutil.rmtree(tls_dir, ignore_errors=True)
 
 
 def _start_reaper(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -165,8 +248,12 @@ def _stack_info(handle: _StackHandle) -> StackInfo:
         security_password=secrets["TRACKER_MQTT_SECURITY_PASSWORD"],
         customs_user=secrets["TRACKER_MQTT_CUSTOMS_USERNAME"],
         customs_password=secrets["TRACKER_MQTT_CUSTOMS_PASSWORD"],
+        admin_user=secrets["TRACKER_MQTT_ADMIN_USERNAME"],
+        admin_password=secrets["TRACKER_MQTT_ADMIN_PASSWORD"],
         admin_token=secrets["TRACKER_ADMIN_TOKEN"],
         stack_dir=handle.stack_dir,
+        tls_port=int(handle.env["TRACKER_MQTT_TLS_PORT"]),
+        tls=handle.tls,
     )
 
 
@@ -174,6 +261,24 @@ def _stack_info(handle: _StackHandle) -> StackInfo:
 def stack(stack_handle: _StackHandle) -> StackInfo:
     """The running broker + database and the credentials of every account."""
     return _stack_info(stack_handle)
+
+
+def create_account(host: str, port: int, admin_user: str, admin_password: str, role: str) -> Account:
+    """A fresh broker account with one of the fixed roles (service, gateway, security, customs)."""
+    account = Account(f"{role}-{uuid.uuid4().hex[:10]}", new_password())
+    with BrokerAdmin(host, port, admin_user, admin_password) as admin:
+        admin.create_client(account.username, account.password, [role])
+    return account
+
+
+@pytest.fixture(scope="session")
+def accounts(stack: StackInfo) -> Callable[[str], Account]:
+    """``accounts(role)``: a new broker account of that role, for this test alone."""
+
+    def new(role: str) -> Account:
+        return create_account(stack.mqtt_host, stack.mqtt_port, stack.admin_user, stack.admin_password, role)
+
+    return new
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,12 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracker.config import Settings
+
+if TYPE_CHECKING:
+    from tracker.adapters.brokeradmin import BrokerAdmin
 
 
 def _fences_check(paths: Sequence[str]) -> int:
@@ -113,17 +117,195 @@ async def _token_create(settings: Settings, name: str, role: str, devices: Seque
     return 0
 
 
-async def _device_add(settings: Settings, device_id: str, kind: str, name: str | None) -> int:
+def _broker_admin(settings: Settings) -> BrokerAdmin:
+    from tracker.adapters.brokeradmin import BrokerAdmin
+    from tracker.adapters.mqtt import mqtt_tls_options
+
+    return BrokerAdmin(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        settings.mqtt_admin_username,
+        settings.mqtt_admin_password,
+        tls=mqtt_tls_options(settings),
+    )
+
+
+async def _device_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Registers the device, then (unless --no-account) gives it its own broker account.
+
+    The password is printed once on stdout and kept nowhere by the project; the broker stores
+    a salted hash. An existing account is found before anything changes, so a refused
+    ``add`` leaves the database as it was.
+    """
+    from tracker.adapters.brokeradmin import BrokerAccount, BrokerAdminError, device_role, device_topics, new_password
     from tracker.adapters.store import Store
     from tracker.core.model import DeviceKind
+
+    try:
+        topics = device_topics(args.device_id)
+    except ValueError as exc:
+        print(f"tracker device add: {exc}", file=sys.stderr)
+        return 2
+    if not args.no_account and not (settings.mqtt_admin_username and settings.mqtt_admin_password):
+        print(
+            "tracker device add: the broker admin account is needed to create the device's MQTT account"
+            " (set TRACKER_MQTT_ADMIN_USERNAME / TRACKER_MQTT_ADMIN_PASSWORD, e.g. from the stack's secrets.env),"
+            " or pass --no-account for a device whose pings a gateway relays",
+            file=sys.stderr,
+        )
+        return 2
+
+    def existing_account() -> BrokerAccount | None:
+        with _broker_admin(settings) as admin:
+            return admin.get(args.device_id)
+
+    try:
+        existing = None if args.no_account else await asyncio.to_thread(existing_account)
+    except BrokerAdminError as exc:
+        print(f"tracker device add: {exc}", file=sys.stderr)
+        return 1
+    if existing is not None and device_role(args.device_id) not in existing.roles:
+        # The service's, a gateway's or the admin's own account: not this command's business.
+        print(f"tracker device add: broker account {args.device_id!r} is not a device account", file=sys.stderr)
+        return 1
+    if existing is not None and not args.new_password:
+        print(
+            f"tracker device add: broker account {args.device_id!r} exists already;"
+            " --new-password issues a new password (and enables the account)",
+            file=sys.stderr,
+        )
+        return 1
+    store = await Store.connect(settings.db_dsn, max_size=2)
+    try:
+        await store.migrate()
+        await store.register_device(args.device_id, DeviceKind(args.kind), name=args.name)
+    finally:
+        await store.close()
+    print(f"registered {args.kind} {args.device_id}", file=sys.stderr)
+    if args.no_account:
+        return 0
+    password = new_password()
+
+    def issue() -> str:
+        with _broker_admin(settings) as admin:
+            if admin.get(args.device_id) is None:
+                admin.create_device(args.device_id, password)
+                return "created"
+            admin.set_password(args.device_id, password)
+            admin.enable(args.device_id)
+            return "given a new password and enabled"
+
+    try:
+        what = await asyncio.to_thread(issue)
+    except BrokerAdminError as exc:
+        print(f"tracker device add: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"MQTT account {args.device_id!r} {what}; it may publish {', '.join(topics)} only."
+        " Its password follows, shown this once (the broker keeps only a salted hash):",
+        file=sys.stderr,
+    )
+    print(password)
+    return 0
+
+
+async def _device_list(settings: Settings) -> int:
+    from tracker.adapters.brokeradmin import BrokerAccount, BrokerAdminError, device_role
+    from tracker.adapters.store import Store
 
     store = await Store.connect(settings.db_dsn, max_size=2)
     try:
         await store.migrate()
-        await store.register_device(device_id, DeviceKind(kind), name=name)
+        rows = await store.pool.fetch(
+            "SELECT device_id, kind, name, active, auto_registered FROM devices ORDER BY device_id"
+        )
     finally:
         await store.close()
-    print(f"registered {kind} {device_id}")
+    accounts: dict[str, BrokerAccount] | None = None
+    if settings.mqtt_admin_username and settings.mqtt_admin_password:
+
+        def fetch() -> list[BrokerAccount]:
+            with _broker_admin(settings) as admin:
+                return admin.accounts()
+
+        try:
+            accounts = {a.username: a for a in await asyncio.to_thread(fetch)}
+        except BrokerAdminError as exc:
+            print(f"tracker device list: broker accounts unknown: {exc}", file=sys.stderr)
+    print(f"{'device':24} {'kind':10} {'active':6} {'mqtt account':24} name")
+    for r in rows:
+        if accounts is None:
+            account = "?"
+        elif (a := accounts.get(r["device_id"])) is None or device_role(r["device_id"]) not in a.roles:
+            account = "none (via a gateway)"
+        else:
+            account = "disabled" if a.disabled else "own account"
+        registered = "auto" if r["auto_registered"] else ("yes" if r["active"] else "no")
+        print(f"{r['device_id']:24} {r['kind']:10} {registered:6} {account:24} {r['name'] or ''}")
+    return 0
+
+
+def _device_revoke(settings: Settings, device_id: str) -> int:
+    from tracker.adapters.brokeradmin import BrokerAdminError, device_role
+
+    try:
+        with _broker_admin(settings) as admin:
+            account = admin.get(device_id)
+            if account is None or device_role(device_id) not in account.roles:
+                print(f"tracker device revoke: {device_id!r} has no device account on the broker", file=sys.stderr)
+                return 1
+            admin.disable(device_id)
+    except BrokerAdminError as exc:
+        print(f"tracker device revoke: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"MQTT account {device_id!r} disabled and disconnected; `tracker device add {device_id} --new-password`"
+        " enables it again with a new password",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _gateway(settings: Settings, args: argparse.Namespace) -> int:
+    """Gateway accounts: each relay gets one, as the broker allows one connection per account."""
+    from tracker.adapters.brokeradmin import GATEWAY_ROLE, BrokerAdminError, new_password
+    from tracker.adapters.decode import DEVICE_ID_RE
+
+    name = args.name
+    if not DEVICE_ID_RE.match(name):
+        print(f"tracker gateway: {name!r} is not a valid account name", file=sys.stderr)
+        return 2
+    try:
+        with _broker_admin(settings) as admin:
+            account = admin.get(name)
+            if account is not None and GATEWAY_ROLE not in account.roles:
+                print(f"tracker gateway: broker account {name!r} is not a gateway account", file=sys.stderr)
+                return 1
+            if args.gcmd == "revoke":
+                if account is None:
+                    print(f"tracker gateway revoke: no broker account {name!r}", file=sys.stderr)
+                    return 1
+                admin.disable(name)
+                print(f"gateway account {name!r} disabled and disconnected", file=sys.stderr)
+                return 0
+            if account is not None and not args.new_password:
+                print(f"tracker gateway add: {name!r} exists already; --new-password issues a new one", file=sys.stderr)
+                return 1
+            password = new_password()
+            if account is None:
+                admin.create_client(name, password, [GATEWAY_ROLE], textname=f"gateway {name}")
+            else:
+                admin.set_password(name, password)
+                admin.enable(name)
+    except BrokerAdminError as exc:
+        print(f"tracker gateway: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"gateway account {name!r} ready; it may publish trackers/+/ping and owntracks/# for any device."
+        " Its password follows, shown this once:",
+        file=sys.stderr,
+    )
+    print(password)
     return 0
 
 
@@ -177,10 +359,27 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--role", required=True)
     tc.add_argument("--device", action="append", default=[], help="insurer scope (repeatable)")
     d = sub.add_parser("device", help="devices").add_subparsers(dest="dcmd", required=True)
-    da = d.add_parser("add", help="register a device")
+    da = d.add_parser("add", help="register a device and create its own MQTT account (password printed once)")
     da.add_argument("device_id")
     da.add_argument("--kind", default="truck", choices=("truck", "container", "seal"))
     da.add_argument("--name")
+    da.add_argument(
+        "--no-account", action="store_true", help="register only: a gateway relays its pings (shared gateway account)"
+    )
+    da.add_argument(
+        "--new-password", action="store_true", help="the account exists: issue a new password and enable it"
+    )
+    d.add_parser("list", help="registered devices and the state of their MQTT accounts")
+    dr = d.add_parser("revoke", help="disable the device's MQTT account and disconnect it")
+    dr.add_argument("device_id")
+    gw = sub.add_parser("gateway", help="accounts of gateways that relay many devices").add_subparsers(
+        dest="gcmd", required=True
+    )
+    ga = gw.add_parser("add", help="create a gateway account (password printed once)")
+    ga.add_argument("name")
+    ga.add_argument("--new-password", action="store_true", help="the account exists: issue a new password")
+    gr = gw.add_parser("revoke", help="disable a gateway account and disconnect it")
+    gr.add_argument("name")
     a = sub.add_parser("alerts", help="alerts").add_subparsers(dest="acmd", required=True)
     a.add_parser("verify", help="check the alert hash chain for edits or deletions")
     return p
@@ -207,6 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "run":
         from tracker.service import run_forever
 
+        if settings.mqtt_admin_password:
+            logging.getLogger("tracker").warning(
+                "TRACKER_MQTT_ADMIN_PASSWORD is set for the service, which never needs the broker admin account"
+            )
+
         asyncio.run(run_forever(settings))
         return 0
     if args.cmd == "migrate":
@@ -215,8 +419,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_fences_load(settings, args.files))
     if args.cmd == "token":
         return asyncio.run(_token_create(settings, args.name, args.role, args.device))
-    if args.cmd == "device":
-        return asyncio.run(_device_add(settings, args.device_id, args.kind, args.name))
+    if args.cmd == "device" and args.dcmd == "add":
+        return asyncio.run(_device_add(args, settings))
+    if args.cmd == "device" and args.dcmd == "list":
+        return asyncio.run(_device_list(settings))
+    if args.cmd == "device" and args.dcmd == "revoke":
+        return _device_revoke(settings, args.device_id)
+    if args.cmd == "gateway":
+        return _gateway(settings, args)
     if args.cmd == "alerts":
         return asyncio.run(_verify(settings))
     return 2

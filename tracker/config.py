@@ -30,13 +30,26 @@ class Settings:
     mqtt_username: str = field(default="", metadata=_doc("MQTT user of the service (ACL: read pings, write alerts)"))
     mqtt_password: str = field(default="", metadata=_doc("MQTT password of the service"))
     mqtt_client_id: str = field(
-        default="port-tracker-ingest",
-        metadata=_doc("fixed client id: the broker keeps the session and queues pings while the service is down"),
+        default="",
+        metadata=_doc(
+            "fixed client id of the persistent session (empty: the MQTT user, which is what our broker enforces)"
+        ),
     )
     mqtt_session_expiry_s: int = field(
         default=7 * 24 * 3600, metadata=_doc("how long the broker keeps the session while the service is away")
     )
     mqtt_reconnect_max_s: float = field(default=30.0, metadata=_doc("upper bound of reconnect back-off"))
+    mqtt_tls: bool = field(default=False, metadata=_doc("connect over TLS, trusting the system CAs (or mqtt_tls_ca)"))
+    mqtt_tls_ca: str = field(default="", metadata=_doc("CA file the broker's certificate must chain to (TLS)"))
+    mqtt_tls_cert: str = field(default="", metadata=_doc("client certificate file, when the broker asks for one (TLS)"))
+    mqtt_tls_key: str = field(default="", metadata=_doc("private key of the client certificate (TLS)"))
+    mqtt_tls_insecure: bool = field(
+        default=False, metadata=_doc("skip the broker host name check (the chain is still verified); tests only")
+    )
+    mqtt_admin_username: str = field(
+        default="", metadata=_doc("broker admin account of `tracker device add/revoke`; never given to `tracker run`")
+    )
+    mqtt_admin_password: str = field(default="", metadata=_doc("password of the broker admin account"))
     ping_topics: tuple[str, ...] = field(
         default=("trackers/+/ping", "owntracks/+/+"), metadata=_doc("topics subscribed for fixes")
     )
@@ -49,6 +62,31 @@ class Settings:
     db_pool_max: int = field(default=8, metadata=_doc("maximum database connections"))
     http_host: str = field(default="127.0.0.1", metadata=_doc("HTTP API bind address"))
     http_port: int = field(default=8080, metadata=_doc("HTTP API port"))
+    http_tls_cert: str = field(
+        default="", metadata=_doc("PEM certificate chain: with http_tls_key the API listener speaks HTTPS only")
+    )
+    http_tls_key: str = field(default="", metadata=_doc("PEM private key of http_tls_cert"))
+    ops_host: str = field(default="", metadata=_doc("bind address of the ops listener (empty: http_host)"))
+    ops_port: int = field(
+        default=0,
+        metadata=_doc("port for /metrics and /readyz, which then leave the API listener (0: they stay on it)"),
+    )
+    api_db_timeout_s: float = field(
+        default=5.0, metadata=_doc("an API request waiting longer than this on the database answers 503")
+    )
+    api_write_timeout_s: float = field(
+        default=5.0, metadata=_doc("an API write (inspection, pairing) not stored within this answers 503")
+    )
+    api_auth_fail_burst: float = field(
+        default=10.0, metadata=_doc("failed authentications an address may make at once before 429 (0: no limit)")
+    )
+    api_auth_fail_per_s: float = field(
+        default=1.0, metadata=_doc("rate at which an address earns back failed authentications")
+    )
+    api_token_cache_ttl_s: float = field(
+        default=30.0, metadata=_doc("API token lookups are cached this long (revocation lags by as much)")
+    )
+    api_token_cache_size: int = field(default=4096, metadata=_doc("API token lookups cached at most"))
     admin_token: str = field(
         default="", metadata=_doc("bootstrap admin API token (create others with `tracker token`)")
     )
@@ -68,6 +106,12 @@ class Settings:
     )
     fence_files: tuple[str, ...] = field(
         default=(), metadata=_doc("extra fence-set files loaded at start besides those stored in the database")
+    )
+    ingest_max_lag_s: float = field(
+        default=60.0, metadata=_doc("/readyz says not ready when a message waits longer than this for its commit")
+    )
+    ingest_stall_s: float = field(
+        default=15.0, metadata=_doc("/readyz says not ready when the database has refused writes this long")
     )
     tick_interval_s: float = field(default=5.0, metadata=_doc("how often timeouts (going dark...) are evaluated"))
     outbox_poll_s: float = field(default=1.0, metadata=_doc("outbox retry poll interval"))
@@ -120,6 +164,28 @@ class Settings:
                 raise ValueError(f"TRACKER_WEBHOOK_URLS: {url!r} is not an http(s) URL")
         if self.webhook_min_severity not in ("info", "low", "medium", "high", "critical"):
             raise ValueError("TRACKER_WEBHOOK_MIN_SEVERITY must be info|low|medium|high|critical")
+        if bool(self.http_tls_cert) != bool(self.http_tls_key):
+            raise ValueError("TRACKER_HTTP_TLS_CERT and TRACKER_HTTP_TLS_KEY go together")
+        if self.ops_port and self.ops_port == self.http_port:
+            raise ValueError("TRACKER_OPS_PORT must differ from TRACKER_HTTP_PORT")
+        if self.api_auth_fail_burst > 0 and self.api_auth_fail_per_s <= 0:
+            raise ValueError("TRACKER_API_AUTH_FAIL_PER_S must be > 0")
+        if self.api_token_cache_size < 1 or self.api_db_timeout_s <= 0 or self.api_write_timeout_s <= 0:
+            raise ValueError("TRACKER_API_TOKEN_CACHE_SIZE and the API timeouts must be positive")
+        if self.mqtt_tls_key and not self.mqtt_tls_cert:
+            raise ValueError("TRACKER_MQTT_TLS_KEY needs TRACKER_MQTT_TLS_CERT")
+        if (self.mqtt_tls_cert or self.mqtt_tls_insecure) and not self.mqtt_tls_enabled:
+            raise ValueError("TRACKER_MQTT_TLS_CERT / _INSECURE need TLS: TRACKER_MQTT_TLS=true or TRACKER_MQTT_TLS_CA")
+
+    @property
+    def mqtt_tls_enabled(self) -> bool:
+        """A CA file alone means TLS: nobody names a CA for a plain connection."""
+        return self.mqtt_tls or bool(self.mqtt_tls_ca)
+
+    @property
+    def mqtt_session_client_id(self) -> str:
+        """The broker (use_username_as_clientid) replaces any other id by the user name anyway."""
+        return self.mqtt_client_id or self.mqtt_username or "port-tracker-ingest"
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
@@ -127,14 +193,17 @@ class Settings:
         rows = []
         for f in dataclasses.fields(cls):
             default = f.default
-            shown = ",".join(default) if isinstance(default, tuple) else str(default)
+            if isinstance(default, bool):
+                shown = str(default).lower()
+            else:
+                shown = ",".join(default) if isinstance(default, tuple) else str(default)
             rows.append(("TRACKER_" + f.name.upper(), shown, str(f.metadata.get("doc", ""))))
         return rows
 
     def redacted(self) -> dict[str, Any]:
         """Settings safe to log: secrets masked."""
         out = dataclasses.asdict(self)
-        for key in ("mqtt_password", "admin_token", "webhook_secret"):
+        for key in ("mqtt_password", "mqtt_admin_password", "admin_token", "webhook_secret"):
             if out[key]:
                 out[key] = "***"
         if "@" in self.db_dsn and ":" in self.db_dsn.split("@")[0].split("//")[-1]:
@@ -145,6 +214,8 @@ class Settings:
 
 def _coerce(name: str, hint: Any, value: Any) -> Any:
     try:
+        if hint is bool:
+            return _boolean(value)
         if hint is int:
             return int(value)
         if hint is float:
@@ -158,3 +229,14 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"setting {name}: cannot read {value!r} as {hint}") from exc
     raise TypeError(f"setting {name}: unsupported type {hint}")
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{value!r} is not a boolean (true/false)")

@@ -12,17 +12,23 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import aiohttp
-import asyncpg
-from aiohttp import web
 
 from geofences import Fence, FenceIndex, FenceSet, load_fence_set
 from tracker.adapters.decode import Limits, decode_inspection, decode_mqtt
-from tracker.adapters.mqtt import Message, MqttLink, PublishError
+from tracker.adapters.errors import (
+    CommandRejectedError,
+    StoreUnavailableError,
+    describe_error,
+    message_specific,
+)
+from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_options
 from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.adapters.webhooks import WebhookError, deliver
 from tracker.config import Settings
@@ -32,21 +38,18 @@ from tracker.core.reorder import Log, Reorderer
 from tracker.core.state import DeviceState
 from tracker.metrics import Metrics
 
+if TYPE_CHECKING:
+    from tracker.adapters.api import Listeners
+
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 Decoded = tuple[Ping | Rejected | Ignored | Inspection, str | None, bytes | None]
 """A decoded input with the topic it came on and, for dead letters, the raw payload."""
 
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-)
+
+def _source(item: object) -> str:
+    return str(getattr(item, "source", "native"))
 
 
 def utcnow() -> datetime:
@@ -80,14 +83,18 @@ class Service:
         self.devices: dict[str, DeviceKind] = {}
         self.states: dict[str, DeviceState] = {}
         self.outbox_wake = asyncio.Event()
-        self.commands: asyncio.Queue[tuple[object, asyncio.Future[None]]] = asyncio.Queue()
+        self.commands: asyncio.Queue[tuple[object, asyncio.Future[None], float, bool]] = asyncio.Queue()
+        self._in_flight_since: float | None = None  # monotonic receive time of the oldest message being written
+        self._stalled_since: float | None = None  # monotonic time the store started refusing writes
+        self._last_commit = 0.0
+        self._newest_fix_lag = 0.0  # median fix age at commit in the last (well-filled) batch
+        self._throttle: dict[str, float] = {}
         self.containers: dict[str, list[str]] = {}
         self.logs: dict[str, Log] = {}  # recent fixes per device for the reorder window (memory only)
         self._pending_logs: dict[str, Log] = {}
         self.alert_listeners: set[asyncio.Queue[dict[str, object]]] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
-        self._osmand: web.AppRunner | None = None
+        self._listeners: Listeners | None = None
         self._http: aiohttp.ClientSession | None = None
         self.http_port: int | None = None
 
@@ -118,11 +125,12 @@ class Service:
             port=s.mqtt_port,
             username=s.mqtt_username,
             password=s.mqtt_password,
-            client_id=s.mqtt_client_id,
+            client_id=s.mqtt_session_client_id,
             subscriptions=(*s.ping_topics, s.inspection_topic),
             session_expiry_s=s.mqtt_session_expiry_s,
             reconnect_max_s=s.mqtt_reconnect_max_s,
             receive_maximum=max(s.batch_max * 2, 100),
+            tls=mqtt_tls_options(s),
         )
         self.link.start()
         self._tasks = [
@@ -132,22 +140,10 @@ class Service:
         if s.timescale_jobs_s > 0 and self.store.timescale:
             self._tasks.append(asyncio.create_task(self._policy_loop(), name="timescale-jobs"))
         if http:
-            from tracker.adapters.api import build_app
+            from tracker.adapters.api import start_listeners  # API, ops (metrics/readyz), OsmAnd ingest
 
-            self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, s.http_host, s.http_port)
-            await site.start()
-            sockets = getattr(site._server, "sockets", None) or []
-            self.http_port = int(sockets[0].getsockname()[1]) if sockets else s.http_port
-            log.info("HTTP API on http://%s:%s", s.http_host, self.http_port)
-        if http and s.osmand_port:
-            from tracker.adapters.api import build_osmand_app
-
-            self._osmand = web.AppRunner(build_osmand_app(self), access_log=None, shutdown_timeout=2.0)
-            await self._osmand.setup()
-            await web.TCPSite(self._osmand, s.http_host, s.osmand_port).start()
-            log.info("OsmAnd/Traccar Client ingest on http://%s:%s", s.http_host, s.osmand_port)
+            self._listeners = await start_listeners(self)
+            self.http_port = self._listeners.api_port
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -155,10 +151,8 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._osmand is not None:
-            await self._osmand.cleanup()
+        if self._listeners is not None:
+            await self._listeners.cleanup()
         if self._http is not None:
             await self._http.close()
         if self.link is not None:
@@ -187,9 +181,14 @@ class Service:
         )
 
     async def ready(self) -> dict[str, bool]:
+        """Ready means fixes get stored now: broker and database reachable, and ingest neither stalled nor lagging."""
         db = self.store is not None and await self.store.ready()
         mqtt = self.link is not None and self.link.connected.is_set()
-        return {"database": db, "broker": mqtt}
+        ingest = bool(self.ingest_health()["ok"]) and not self._ingest_dead()
+        return {"database": db, "broker": mqtt, "ingest": ingest}
+
+    def _ingest_dead(self) -> bool:
+        return any(t.get_name() == "ingest" and t.done() for t in self._tasks)
 
     # ---- ingest ---------------------------------------------------------------------------------
 
@@ -235,17 +234,33 @@ class Service:
                 log.exception("ingest step failed")
                 await asyncio.sleep(1.0)
 
-    async def _run_command(self, command: object, fut: asyncio.Future[None]) -> None:
+    async def _run_command(
+        self, command: object, fut: asyncio.Future[None], deadline: float, dead_letter: bool
+    ) -> None:
+        if fut.done():  # the caller gave up (timed out): a fact it was told is not stored must not appear later
+            return
         try:
+            if asyncio.get_running_loop().time() > deadline:
+                raise StoreUnavailableError("the single writer was busy past the deadline")
             if isinstance(command, tuple) and len(command) == 4 and command[0] == "pair":
                 _, container_id, truck_id, at = command
                 await self._pair(container_id, truck_id, at)
             else:
-                await self.commit([command])  # type: ignore[list-item]
+                await self.commit([command], deadline=deadline, refuse=not dead_letter)  # type: ignore[list-item]
         except Exception as exc:
+            if not isinstance(exc, StoreUnavailableError | CommandRejectedError):
+                wrapped: Exception = (
+                    CommandRejectedError(describe_error(exc))
+                    if message_specific(exc)
+                    else StoreUnavailableError(describe_error(exc))
+                )
+                wrapped.__cause__ = exc
+                exc = wrapped
             if not fut.done():
                 fut.set_exception(exc)
-            raise
+            else:
+                log.warning("API command failed after its caller left: %s", describe_error(exc))
+            return
         if not fut.done():
             fut.set_result(None)
 
@@ -296,24 +311,43 @@ class Service:
         reorderer = Reorderer(self.pipeline, self.settings.reorder_window_s)
         # event-time order across devices too: cross-device rules (pairing, rendezvous) compare a
         # device with the others' positions as they were at that moment, not as the id order left them
-        for dev, _ts, _seq, item in sorted(work, key=lambda w: (w[1], w[2], w[0])):
+        for dev, _ts, seq, item in sorted(work, key=lambda w: (w[1], w[2], w[0])):
             state = working.get(dev) or self.states.get(dev)
             if state is None:
                 state = DeviceState(dev, self.devices.get(dev) or batch.new_devices.get(dev, DeviceKind.TRUCK))
-            if isinstance(item, Inspection):
-                result = self.pipeline.inspect(state, item)
-            else:
-                log, result = reorderer.step(logs.get(dev, self.logs.get(dev, ())), state, item)
-                logs[dev] = log
+            try:
+                if isinstance(item, Inspection):
+                    result = self.pipeline.inspect(state, item)
+                else:
+                    device_log, result = reorderer.step(logs.get(dev, self.logs.get(dev, ())), state, item)
+            except Exception as exc:
+                # One message the core cannot judge must not take its batch down with it: it becomes a
+                # dead letter (its device keeps the state it had before this message), the rest goes on.
+                self.metrics.ingest_errors.labels("pipeline").inc()
+                log.exception("core failed on a message from %s; dead-lettered", dev)
+                _item, topic, payload = decoded[seq]
+                detail = describe_error(exc)
+                batch.dead_letters.append((Rejected("pipeline_error", detail, dev, _source(item)), topic, payload))
+                if isinstance(item, Inspection):
+                    batch.inspections = [(i, src) for i, src in batch.inspections if i is not item]
+                continue
+            if not isinstance(item, Inspection):
+                logs[dev] = device_log
                 batch.pings.append((item, result.flags))
             working[dev] = result.state
             self._collect(batch, result.alerts)
         if now is not None:
             for dev, state in list(self.states.items()):
                 current = working.get(dev, state)
-                if not self.pipeline.needs_tick(current, now):
+                try:
+                    if not self.pipeline.needs_tick(current, now):
+                        continue
+                    result = self.pipeline.tick(current, now)
+                except Exception:
+                    # a timer that fails for one device leaves that device as it was; the others still tick
+                    self.metrics.ingest_errors.labels("tick").inc()
+                    self._log_throttled("tick", f"timers failed for {dev}")
                     continue
-                result = self.pipeline.tick(current, now)
                 if result.state is not current:
                     working[dev] = result.state
                 self._collect(batch, result.alerts)
@@ -329,62 +363,183 @@ class Service:
             else:
                 batch.alerts.append(ev)
 
+    def decode(self, msg: Message, now: datetime) -> Decoded:
+        """Bytes to a decoded item; total: whatever the payload, the answer is an item, never an exception."""
+        item: Ping | Rejected | Ignored | Inspection
+        if msg.retain:
+            # a retained message would be replayed to every new subscriber: a poison published once would fire
+            # on every reconnect, and a retained fix is a stale position presented as news
+            item = Rejected("retained", "retained messages are refused on ingest topics")
+        else:
+            try:
+                if msg.topic == self.settings.inspection_topic:
+                    item = decode_inspection(msg.payload, now, self.limits)
+                else:
+                    item = decode_mqtt(msg.topic, msg.payload, now, self.limits)
+            except Exception as exc:  # the decoders are total; this is the last line if one of them is not
+                self.metrics.ingest_errors.labels("decode").inc()
+                self._log_throttled("decode", f"decoder raised on {msg.topic}: {type(exc).__name__}")
+                item = Rejected("decode_error", describe_error(exc))
+        # a dead letter keeps at most max_payload_bytes of its payload: enough to diagnose, no DoS lever
+        payload = msg.payload[: self.limits.max_payload_bytes]
+        return item, msg.topic, payload
+
     async def process(self, messages: list[Message]) -> None:
+        """Decode, run and store one micro-batch, then acknowledge it.
+
+        Every message is acknowledged only after what it became (stored fix, alert, dead letter) is
+        committed; a message that fails is isolated (see ``commit``), so the rest of its batch is stored.
+        """
         assert self.store is not None
         assert self.link is not None
         now = self.clock()
-        decoded: list[Decoded] = []
+        self._in_flight_since = min(m.received for m in messages) if messages else None
         for msg in messages:
             self.metrics.received.labels(msg.topic.split("/", 1)[0]).inc()
-            item: Ping | Rejected | Ignored | Inspection
-            if msg.topic == self.settings.inspection_topic:
-                item = decode_inspection(msg.payload, now, self.limits)
-            else:
-                item = decode_mqtt(msg.topic, msg.payload, now, self.limits)
-            # a dead letter keeps at most max_payload_bytes of its payload: enough to diagnose, no DoS lever
-            kept = msg.payload[: self.limits.max_payload_bytes] if isinstance(item, Rejected) else None
-            decoded.append((item, msg.topic, kept))
+        decoded = [self.decode(msg, now) for msg in messages]
         await self.commit(decoded)
         for msg in messages:
             self.link.ack(msg)
+        self._in_flight_since = None
         self.metrics.batch_size.observe(len(messages))
 
-    async def commit(self, decoded: Sequence[Decoded], *, tick_at: datetime | None = None) -> BatchResult:
-        """Write one batch; retried until the database takes it (messages stay unacknowledged meanwhile)."""
+    async def commit(
+        self,
+        decoded: Sequence[Decoded],
+        *,
+        tick_at: datetime | None = None,
+        deadline: float | None = None,
+        refuse: bool = False,
+    ) -> BatchResult:
+        """Write one batch; messages stay unacknowledged until it is written.
+
+        Failures are sorted by cause (``message_specific``). A message whose content the database or our
+        code cannot take is isolated by bisecting the batch and dead-lettered with the exception's class;
+        the others are stored normally. A database that is down, read-only or refusing writes is waited
+        for with capped back-off, however long that takes: its messages are never dead-lettered for it.
+        ``deadline`` (``loop.time()``) bounds that wait for API-originated facts, which then raise
+        ``StoreUnavailableError``; with ``refuse`` a refused fact raises ``CommandRejectedError`` (its
+        caller is told) instead of becoming a dead letter.
+        """
         assert self.store is not None
+        loop = asyncio.get_running_loop()
         delay = 0.5
         while True:
             batch, working = self.build_batch(decoded, tick_at)
             try:
                 result = await self.store.write_batch(batch)
                 break
-            except TRANSIENT_DB_ERRORS as exc:
+            except Exception as exc:
+                if message_specific(exc):
+                    if refuse:
+                        raise CommandRejectedError(describe_error(exc)) from exc
+                    self.metrics.ingest_errors.labels("store").inc()
+                    if len(decoded) > 1:
+                        half = len(decoded) // 2
+                        await self.commit(decoded[:half])
+                        return await self.commit(decoded[half:])
+                    if not decoded:
+                        log.error("timer batch rejected: %s", describe_error(exc))
+                        return BatchResult(0, [])
+                    only, topic, payload = decoded[0]
+                    if isinstance(only, Rejected) and only.reason == "store_error":
+                        # even the dead letter was refused: keep its reason and class, drop what it carried
+                        log.error("dead letter refused (%s); stored without its payload", describe_error(exc))
+                        decoded = [(Rejected("store_error", type(exc).__name__, None, only.source), topic, None)]
+                        if payload is None:
+                            log.error("dead letter without payload refused too; giving up on this message")
+                            return BatchResult(0, [])
+                        continue
+                    log.error("message on %s refused by the store: %s", topic, describe_error(exc))
+                    dev = only.device_id if isinstance(only, Ping | Rejected) else None
+                    decoded = [(Rejected("store_error", describe_error(exc), dev, _source(only)), topic, payload)]
+                    continue
                 self.metrics.store_retries.inc()
-                log.warning("database unavailable (%s); retrying batch in %.1f s", exc, delay)
+                self._stalled(True)
+                if deadline is not None and loop.time() + delay > deadline:
+                    raise StoreUnavailableError(f"database unavailable: {type(exc).__name__}") from exc
+                log.warning("database unavailable (%s); retrying batch in %.1f s", describe_error(exc, 200), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-            except asyncpg.PostgresError as exc:
-                if len(decoded) > 1:
-                    log.error("batch rejected by the database (%s); writing its messages one by one", exc)
-                    last = BatchResult(0, [])
-                    for one in decoded:
-                        last = await self.commit([one])
-                    return last
-                if not decoded:
-                    log.error("timer batch rejected by the database: %s", exc)
-                    return BatchResult(0, [])
-                only, topic, payload = decoded[0]
-                log.error("message rejected by the database: %s", exc)
-                dev = only.device_id if isinstance(only, Ping | Rejected) else None
-                decoded = [(Rejected("store_error", str(exc)[:300], dev), topic, payload)]
+        self._stalled(False)
         self._adopt(batch, working, result)
         return result
 
-    async def submit(self, command: Decoded | tuple[str, str, str | None, datetime]) -> None:
-        """Hand an API-originated fact to the ingest task (the single writer) and wait until it is stored."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self.commands.put((command, fut))
-        await fut
+    async def submit(
+        self,
+        command: Decoded | tuple[str, str, str | None, datetime],
+        timeout: float = 5.0,
+        *,
+        dead_letter: bool = False,
+    ) -> None:
+        """Hand an API-originated fact to the single writer and wait until it is stored.
+
+        Raises ``StoreUnavailableError`` when it could not be stored within ``timeout`` seconds (the fact
+        is then withdrawn, not stored later) and ``CommandRejectedError`` when the database refused its
+        content, unless ``dead_letter`` (device ingest over HTTP), where a refused fix is dead-lettered.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        await self.commands.put((command, fut, loop.time() + timeout, dead_letter))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout + 1.0)
+        except TimeoutError:
+            fut.cancel()
+            raise StoreUnavailableError(f"not stored within {timeout:.0f} s") from None
+
+    def _stalled(self, stalled: bool) -> None:
+        loop_time = asyncio.get_running_loop().time()
+        if stalled:
+            if self._stalled_since is None:
+                self._stalled_since = loop_time
+                log.error("the database refuses writes; ingest waits (messages stay unacknowledged)")
+            self.metrics.store_stalled.set(1)
+        else:
+            if self._stalled_since is not None:
+                log.warning("the database takes writes again after %.1f s", loop_time - self._stalled_since)
+            self._stalled_since = None
+            self._last_commit = loop_time
+            self.metrics.store_stalled.set(0)
+
+    def _log_throttled(self, key: str, message: str, every_s: float = 60.0) -> None:
+        """Poison can repeat thousands of times a second; the log says so once a minute per kind, with a count."""
+        now = asyncio.get_running_loop().time()
+        if now - self._throttle.get(key, -every_s) >= every_s:
+            self._throttle[key] = now
+            log.error("%s (further ones counted in tracker_ingest_errors, logged once a minute)", message)
+
+    def ingest_health(self) -> dict[str, float | int | bool]:
+        """How far behind ingest is, from what this process can see (broker backlog is not visible here).
+
+        ``wait_s`` is how long the oldest message not yet committed has waited since paho handed it over
+        (queued or being written); ``fix_lag_s`` the median age of the fixes of the last batch at its
+        commit, counted only when that batch was at least half full (a backlog is being drained).
+        """
+        loop_time = asyncio.get_running_loop().time()
+        queue = self.link.messages if self.link is not None else None
+        oldest = self._in_flight_since
+        if queue is not None and not queue.empty():
+            head: Message = queue._queue[0]  # type: ignore[attr-defined]  # peek: asyncio.Queue keeps a deque
+            oldest = head.received if oldest is None else min(oldest, head.received)
+        wait_s = max(0.0, time.monotonic() - oldest) if oldest is not None else 0.0
+        stalled_s = loop_time - self._stalled_since if self._stalled_since is not None else 0.0
+        recent = loop_time - self._last_commit < self.settings.ingest_max_lag_s
+        fix_lag = self._newest_fix_lag if recent else 0.0
+        depth = queue.qsize() if queue is not None else 0
+        self.metrics.ingest_wait.set(wait_s)
+        self.metrics.queue_depth.set(depth)
+        ok = (
+            wait_s <= self.settings.ingest_max_lag_s
+            and stalled_s <= self.settings.ingest_stall_s
+            and fix_lag <= self.settings.ingest_max_lag_s
+        )
+        return {
+            "ok": ok,
+            "wait_s": round(wait_s, 3),
+            "stalled_s": round(stalled_s, 3),
+            "fix_lag_s": round(fix_lag, 3),
+            "queued": depth,
+        }
 
     def _adopt(self, batch: Batch, working: dict[str, DeviceState], result: BatchResult) -> None:
         self.states.update(working)
@@ -394,6 +549,14 @@ class Service:
         now = self.clock()
         self.metrics.pings_accepted.inc(len(batch.pings))
         self.metrics.pings_stored.inc(result.pings_stored)
+        # Backlog seen from here: the broker's queue is invisible to us, but when batches fill up messages are
+        # waiting, and then the fixes' age says how far behind we are. A lone device replaying fixes it buffered
+        # while offline never fills a batch, so it cannot make the service look behind.
+        if len(batch.pings) >= max(10, self.settings.batch_max // 2):
+            ages = sorted((now - p.ts).total_seconds() for p, _ in batch.pings)
+            self._newest_fix_lag = max(0.0, ages[len(ages) // 2])
+        elif batch.pings:
+            self._newest_fix_lag = 0.0
         for ping, flags in batch.pings:
             self.metrics.ingest_lag.observe(max(0.0, (now - ping.ts).total_seconds()))
             for flag in flags:

@@ -1,4 +1,9 @@
-"""A plain paho client as a device or a subscriber would use it (no project code involved)."""
+"""A plain paho client as a device or a subscriber would use it (no project code involved but
+the TLS context: the same checks the service makes).
+
+The broker replaces the client id by the account name: two probes of one account at once
+push each other off, so concurrent probes need distinct accounts (``accounts`` fixture).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from dataclasses import dataclass
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tracker.adapters.mqtt import TlsOptions
+
 
 @dataclass(frozen=True)
 class Received:
@@ -19,10 +26,14 @@ class Received:
 
 
 class Probe:
-    def __init__(self, host: str, port: int, user: str, password: str, client_id: str = "") -> None:
+    def __init__(
+        self, host: str, port: int, user: str, password: str, client_id: str = "", tls: TlsOptions | None = None
+    ) -> None:
         self.inbox: queue.Queue[Received] = queue.Queue()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         self.client.username_pw_set(user, password)
+        if tls is not None:
+            self.client.tls_set_context(tls.context())
         self.client.on_message = lambda c, u, m: self.inbox.put(Received(m.topic, bytes(m.payload), time.monotonic()))
         self.client.connect(host, port, keepalive=30)
         self.client.loop_start()

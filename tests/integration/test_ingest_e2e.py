@@ -249,7 +249,7 @@ async def test_positions_api_requires_auth_and_returns_geojson(
             assert r.status == 200
         async with http.get(f"{base}/readyz") as r:
             assert r.status == 200
-            assert (await r.json())["checks"] == {"database": True, "broker": True}
+            assert (await r.json())["checks"] == {"database": True, "broker": True, "ingest": True}
         async with http.get(f"{base}/metrics") as r:
             text = await r.text()
             assert "tracker_pings_stored_total" in text

@@ -47,7 +47,7 @@ async def test_service_reconnects_after_broker_and_database_restart(
             await conn.close()
         assert link.disconnects >= 1
         ready = await svc.ready()
-        assert ready == {"database": True, "broker": True}
+        assert ready == {"database": True, "broker": True, "ingest": True}
     finally:
         await svc.stop()
 

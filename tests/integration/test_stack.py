@@ -5,11 +5,17 @@ Runs against the real Mosquitto and PostgreSQL started by the ``stack`` fixture.
 
 from __future__ import annotations
 
+import os
+import pwd
 import queue
+import signal
 import threading
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -20,8 +26,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tests.conftest import free_port, run_stack
+from tracker.adapters.brokeradmin import BrokerAdmin
+
 if TYPE_CHECKING:
-    from tests.conftest import StackInfo
+    from tests.conftest import Account, StackInfo
 
 TIMEOUT_S = 5.0
 QUIET_S = 1.0
@@ -242,8 +251,9 @@ def test_wrong_password_is_refused(stack: StackInfo) -> None:
 # --------------------------------------------------------------------------- sessions
 
 
-def _persistent_subscriber(stack: StackInfo, client_id: str) -> Client:
-    client = Client(stack, stack.service_user, stack.service_password, client_id=client_id, v5=True)
+def _persistent_subscriber(stack: StackInfo, account: Account) -> Client:
+    """The broker names the session after the account: a fresh account is a fresh session."""
+    client = Client(stack, account.username, account.password, v5=True)
     reason = client.connect(clean_start=False, session_expiry=3600)
     assert not reason.is_failure
     return client
@@ -261,10 +271,12 @@ def _receive_all(client: Client, count: int) -> list[bytes]:
     return [bytes(client.receive().payload) for _ in range(count)]
 
 
-def test_persistent_session_gets_messages_sent_while_away(stack: StackInfo) -> None:
-    client_id = f"tracker-test-{uuid.uuid4().hex[:8]}"
+def test_persistent_session_gets_messages_sent_while_away(
+    stack: StackInfo, accounts: Callable[[str], Account]
+) -> None:
+    account = accounts("service")
     device = f"TRUCK-{uuid.uuid4().hex[:6]}"
-    first = _persistent_subscriber(stack, client_id)
+    first = _persistent_subscriber(stack, account)
     try:
         assert not first.subscribe(f"trackers/{device}/ping", qos=1)[0].is_failure
     finally:
@@ -272,7 +284,7 @@ def test_persistent_session_gets_messages_sent_while_away(stack: StackInfo) -> N
 
     payloads = _publish_three(stack, device)
 
-    again = _persistent_subscriber(stack, client_id)
+    again = _persistent_subscriber(stack, account)
     try:
         assert again.session_present
         assert _receive_all(again, 3) == payloads
@@ -300,6 +312,40 @@ async def test_database_rejects_a_wrong_password(stack: StackInfo) -> None:
         await asyncpg.connect(wrong, timeout=TIMEOUT_S)
 
 
+# --------------------------------------------------------------------------- the service started by up
+
+
+def test_up_runs_the_service_unprivileged_with_its_own_secrets_only(
+    stack: StackInfo, stack_process_env: dict[str, str]
+) -> None:
+    env = dict(stack_process_env, TRACKER_HTTP_PORT=str(free_port()))
+    run_stack(["up"], env)  # broker and database run already: this adds the service
+    pid = int((stack.stack_dir / "tracker.pid").read_text())
+    try:
+        expected = "port-tracker" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        assert pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name == expected
+        record = stack.stack_dir / "tracker.path"
+        files = Path(record.read_text().strip()) if record.exists() else stack.stack_dir / "tracker"
+        for name in ("tracker.log", "service.env"):
+            st = (files / name).stat()
+            assert st.st_mode & 0o077 == 0, f"{name} is readable by others"
+            assert pwd.getpwuid(st.st_uid).pw_name == expected
+        secrets = stack.stack_dir / "secrets.env"
+        assert secrets.stat().st_mode & 0o077 == 0 and secrets.stat().st_uid == os.geteuid()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().decode()
+        own = (files / "service.env").read_text()
+        for other in (stack.admin_password, stack.device_password, stack.security_password, stack.customs_password):
+            assert other not in environ and other not in own, "the service holds another account's password"
+        assert "TRACKER_MQTT_ADMIN" not in environ
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['TRACKER_HTTP_PORT']}/readyz", timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
 # --------------------------------------------------------------------------- idempotence and restart
 # These run last in this module: they restart the session's stack.
 
@@ -312,9 +358,11 @@ async def test_infra_rerun_keeps_secrets_and_data(stack: StackInfo, stack_comman
     finally:
         await conn.close()
     before = (stack.stack_dir / "secrets.env").read_text()
+    broker_pid = _broker_pid(stack)
 
     stack_command("infra")  # everything already running
     assert (stack.stack_dir / "secrets.env").read_text() == before
+    assert _broker_pid(stack) == broker_pid, "an unchanged configuration restarted the broker"
     stack_command("down")
     stack_command("infra")  # cold start on existing data
     assert (stack.stack_dir / "secrets.env").read_text() == before
@@ -329,10 +377,48 @@ async def test_infra_rerun_keeps_secrets_and_data(stack: StackInfo, stack_comman
         assert not svc.subscribe("trackers/+/ping")[0].is_failure
 
 
-def test_persistent_session_survives_broker_restart(stack: StackInfo, stack_command: Callable[..., None]) -> None:
-    client_id = f"tracker-test-{uuid.uuid4().hex[:8]}"
+def _broker_dir(stack: StackInfo) -> Path:
+    record = stack.stack_dir / "mosquitto.path"
+    return Path(record.read_text().strip()) if record.exists() else stack.stack_dir / "mosquitto"
+
+
+def _broker_pid(stack: StackInfo) -> int:
+    return int((_broker_dir(stack) / "mosquitto.pid").read_text())
+
+
+def test_infra_puts_back_the_fixed_roles_and_accounts(stack: StackInfo, stack_command: Callable[..., None]) -> None:
+    """Rights or passwords of the fixed accounts changed at run time are restored by the next
+    ``infra`` (deploy/mosquitto/dynsec_config.py); accounts added at run time are kept."""
+    device_id = f"KEEP-{uuid.uuid4().hex[:6]}"
+    with BrokerAdmin(stack.mqtt_host, stack.mqtt_port, stack.admin_user, stack.admin_password) as admin:
+        admin.create_device(device_id, "device-password-1")
+        admin.run("addRoleACL", rolename="gateway", acltype="subscribePattern", topic="alerts/#", allow=True)
+        admin.set_password(stack.device_user, "changed-at-run-time")
+    broker_pid = _broker_pid(stack)
+
+    stack_command("infra")
+
+    assert _broker_pid(stack) != broker_pid, "the broker was not restarted to load the repaired file"
+    with connected(stack, stack.device_user, stack.device_password):
+        pass
+    with BrokerAdmin(stack.mqtt_host, stack.mqtt_port, stack.admin_user, stack.admin_password) as admin:
+        role = admin.run("getRole", rolename="gateway")["role"]
+        assert sorted((a["acltype"], a["topic"]) for a in role["acls"]) == [
+            ("publishClientSend", "owntracks/#"),
+            ("publishClientSend", "trackers/+/ping"),
+        ]
+        kept = admin.get(device_id)
+        assert kept is not None and kept.roles == (f"device-{device_id}",)
+    with connected(stack, device_id, "device-password-1"):
+        pass
+
+
+def test_persistent_session_survives_broker_restart(
+    stack: StackInfo, stack_command: Callable[..., None], accounts: Callable[[str], Account]
+) -> None:
+    account = accounts("service")  # created at run time: it must survive the restart too
     device = f"TRUCK-{uuid.uuid4().hex[:6]}"
-    first = _persistent_subscriber(stack, client_id)
+    first = _persistent_subscriber(stack, account)
     try:
         assert not first.subscribe(f"trackers/{device}/ping", qos=1)[0].is_failure
     finally:
@@ -342,7 +428,7 @@ def test_persistent_session_survives_broker_restart(stack: StackInfo, stack_comm
     stack_command("down")
     stack_command("infra")
 
-    again = _persistent_subscriber(stack, client_id)
+    again = _persistent_subscriber(stack, account)
     try:
         assert again.session_present
         assert _receive_all(again, 3) == payloads

@@ -65,3 +65,29 @@ def test_readme_documents_every_setting() -> None:
     readme = README.read_text()
     for env, default, _doc in Settings.describe():
         assert f"| `{env}` | `{default}` |" in readme, f"{env} missing or stale in README"
+
+
+def test_tls_settings_and_their_validation() -> None:
+    assert not Settings.from_env({}).mqtt_tls_enabled
+    s = Settings.from_env({"TRACKER_MQTT_TLS_CA": "/etc/ca.pem", "TRACKER_MQTT_TLS_INSECURE": "true"})
+    assert s.mqtt_tls_enabled and s.mqtt_tls_insecure
+    assert Settings.from_env({"TRACKER_MQTT_TLS": "yes"}).mqtt_tls_enabled
+    assert not Settings.from_env({"TRACKER_MQTT_TLS": "0"}).mqtt_tls
+    with pytest.raises(ValueError, match="mqtt_tls"):
+        Settings.from_env({"TRACKER_MQTT_TLS": "perhaps"})
+    with pytest.raises(ValueError, match="TLS_KEY"):
+        Settings.from_env({"TRACKER_MQTT_TLS": "true", "TRACKER_MQTT_TLS_KEY": "/k.pem"})
+    with pytest.raises(ValueError, match="need TLS"):
+        Settings.from_env({"TRACKER_MQTT_TLS_CERT": "/c.pem"})
+
+
+def test_the_session_client_id_is_the_account_name_unless_set() -> None:
+    assert Settings.from_env({"TRACKER_MQTT_USERNAME": "svc"}).mqtt_session_client_id == "svc"
+    assert Settings.from_env({}).mqtt_session_client_id == "port-tracker-ingest"
+    fixed = Settings.from_env({"TRACKER_MQTT_CLIENT_ID": "x", "TRACKER_MQTT_USERNAME": "svc"})
+    assert fixed.mqtt_session_client_id == "x"
+
+
+def test_the_broker_admin_password_is_redacted() -> None:
+    s = Settings.from_env({"TRACKER_MQTT_ADMIN_USERNAME": "broker-admin", "TRACKER_MQTT_ADMIN_PASSWORD": "hunter3"})
+    assert "hunter3" not in str(s.redacted())

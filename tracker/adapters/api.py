@@ -2,29 +2,47 @@
 
 Roles are least-privilege: ``insurer`` tokens carry a scope of the devices (containers)
 they cover and see nothing else; only ``operator`` and ``admin`` change alert status;
-only ``admin`` registers devices. Every error is JSON with a stable ``error`` code.
+only ``admin`` registers devices. Every error is JSON with a stable ``error`` code, including
+the 400s aiohttp's HTTP parser produces itself; bad input is a 4xx, an unreachable
+database a 503, never a 500. Repeated authentication failures from one address are
+answered 429 for a while (a token bucket per address, in a bounded table).
+
+Listeners: the API (optionally TLS), the operations routes ``/metrics`` and ``/readyz``
+(on the API listener unless ``TRACKER_OPS_PORT`` gives them their own, so API clients such
+as insurers cannot read fleet-wide counts), and the OsmAnd/Traccar Client ingest port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+import functools
 import hashlib
 import hmac
 import io
 import json
 import logging
+import math
+import re
+import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape as xml_escape
 
+import asyncpg
+import cachetools
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
-from tracker.adapters.decode import parse_ts
+from tracker.adapters.decode import DEVICE_ID_RE, parse_ts, safe_text, text_problem
+from tracker.adapters.errors import TRANSIENT_DB_ERRORS, CommandRejectedError, StoreUnavailableError
 
 if TYPE_CHECKING:
     from tracker.service import Service
@@ -41,6 +59,14 @@ PERMISSIONS: Mapping[str, frozenset[str]] = {
     "pairings:write": frozenset({"operator", "admin"}),
 }
 MAX_POSITIONS = 50_000
+EARLIEST_QUERY = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_QUERY = datetime(9000, 1, 1, tzinfo=UTC)
+"""Query times outside this range are refused: arithmetic on them (``to`` - 24 h) must not overflow."""
+TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+"""RFC 6750 token68: anything else cannot be a token we issued and is refused before hashing."""
+
+DB_UNAVAILABLE = TRANSIENT_DB_ERRORS
+"""Errors that mean the database (or the writer waiting on it) is away: answered 503, not 500."""
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +84,74 @@ class Principal:
         return self.devices is None or device_id in self.devices
 
 
-@dataclass
 class TokenCache:
-    """Token lookups hit the database at most every ``ttl`` seconds per token; revocation lags by that much."""
+    """Token lookups hit the database at most every ``ttl`` seconds per token; revocation lags by that much.
 
-    ttl: float = 30.0
-    entries: dict[str, tuple[float, Principal | None]] = field(default_factory=dict)
+    Bounded (LRU beyond ``max_size``): unknown tokens are cached too, so a stream of guesses
+    costs one lookup each but cannot grow memory.
+    """
+
+    def __init__(self, ttl: float = 30.0, max_size: int = 4096) -> None:
+        self.ttl = ttl
+        self.entries: cachetools.TTLCache[str, Principal | None] = cachetools.TTLCache(max_size, ttl)
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass
+class AuthLimiter:
+    """Token bucket of authentication failures per client address.
+
+    Each failure takes one token; tokens come back at ``rate`` per second up to ``burst``.
+    With none left the address gets 429 for every authenticated route (right or wrong token)
+    until one has come back. A full bucket is the same as no entry, so an entry only lives
+    while it is refilling (its TTL); the table is LRU-bounded to ``max_entries``.
+    """
+
+    burst: float = 10.0
+    rate: float = 1.0
+    max_entries: int = 10_000
+    clock: Callable[[], float] = time.monotonic
+    table: cachetools.TTLCache[str, _Bucket] = field(init=False)
+
+    def __post_init__(self) -> None:
+        refill_s = self.burst / self.rate if self.rate > 0 else 0.0
+        self.table = cachetools.TTLCache(self.max_entries, refill_s + 1.0, timer=self.clock)
+
+    def _level(self, address: str) -> tuple[float, float]:
+        now = self.clock()
+        bucket = self.table.get(address)
+        if bucket is None:
+            return self.burst, now
+        return min(self.burst, bucket.tokens + (now - bucket.at) * self.rate), now
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until ``address`` may try again, or None when it may now."""
+        if self.burst <= 0:
+            return None
+        tokens, _ = self._level(address)
+        if tokens >= 1.0:
+            return None
+        return max(1, math.ceil((1.0 - tokens) / self.rate))
+
+    def failed(self, address: str) -> None:
+        if self.burst <= 0:
+            return
+        tokens, now = self._level(address)
+        self.table[address] = _Bucket(max(0.0, tokens - 1.0), now)
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def error(status: int, code: str, message: str, **extra: Any) -> web.HTTPException:
+def error(
+    status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> web.HTTPException:
     body = json.dumps({"error": code, "message": message, **extra})
     classes: dict[int, type[web.HTTPException]] = {
         400: web.HTTPBadRequest,
@@ -82,6 +163,7 @@ def error(status: int, code: str, message: str, **extra: Any) -> web.HTTPExcepti
         413: web.HTTPRequestEntityTooLarge,
         415: web.HTTPUnsupportedMediaType,
         422: web.HTTPUnprocessableEntity,
+        429: web.HTTPTooManyRequests,
         503: web.HTTPServiceUnavailable,
     }
     cls = classes.get(status, web.HTTPBadRequest)
@@ -89,8 +171,10 @@ def error(status: int, code: str, message: str, **extra: Any) -> web.HTTPExcepti
         return web.HTTPMethodNotAllowed(method="?", allowed_methods=[], text=body, content_type="application/json")
     if cls is web.HTTPRequestEntityTooLarge:
         return web.HTTPRequestEntityTooLarge(max_size=0, actual_size=0, text=body, content_type="application/json")
-    headers = {"WWW-Authenticate": 'Bearer realm="port-tracker"'} if status == 401 else None
-    return cls(text=body, content_type="application/json", headers=headers)
+    all_headers = dict(headers or {})
+    if status == 401:
+        all_headers["WWW-Authenticate"] = 'Bearer realm="port-tracker"'
+    return cls(text=body, content_type="application/json", headers=all_headers or None)
 
 
 def _service(request: web.Request) -> Service:
@@ -100,57 +184,136 @@ def _service(request: web.Request) -> Service:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure is JSON; an unexpected exception is a 500 without internals."""
+    """Every failure is JSON; the database being away is a 503; anything unexpected a 500 without internals."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.status < 400:
             raise
         code = (exc.reason or "error").lower().replace(" ", "_")
-        return web.json_response({"error": code, "message": exc.reason}, status=exc.status)
+        kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After", "WWW-Authenticate")}
+        return web.json_response({"error": code, "message": exc.reason}, status=exc.status, headers=kept)
+    except StoreUnavailableError as exc:
+        return web.json_response(
+            {"error": "unavailable", "message": str(exc)}, status=503, headers={"Retry-After": "5"}
+        )
+    except CommandRejectedError as exc:
+        return web.json_response({"error": "refused_by_store", "message": str(exc)}, status=422)
+    except (asyncpg.DataError, asyncpg.exceptions._base.DataError, UnicodeError) as exc:
+        # a value the checks above let through but PostgreSQL (or asyncpg) refuses: the input's fault
+        log.warning("database refused input on %s %s: %s", request.method, request.path, type(exc).__name__)
+        return web.json_response({"error": "bad_input", "message": "a value cannot be stored or searched"}, status=400)
+    except DB_UNAVAILABLE as exc:
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
+        return web.json_response(
+            {"error": "unavailable", "message": "the database is unavailable; retry later"},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return web.json_response({"error": "internal", "message": "internal error"}, status=500)
+
+
+def _api_timeout(request: web.Request) -> float:
+    return float(_service(request).settings.api_db_timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def _db(request: web.Request) -> AsyncIterator[None]:
+    """A bound on the database work of one request: a hung database is a 503 after a few seconds."""
+    async with asyncio.timeout(_api_timeout(request)):
+        yield
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
 
 
 async def authenticate(request: web.Request) -> Principal:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or len(header) < 8:
         raise error(401, "unauthenticated", "send 'Authorization: Bearer <token>'")
+    limiter: AuthLimiter = request.app[LIMITER]
+    address = _client(request)
+    wait = limiter.retry_after(address)
+    if wait is not None:
+        _service(request).metrics.auth_limited.inc()
+        raise error(
+            429,
+            "too_many_requests",
+            f"too many failed authentications from this address; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+            retry_after=wait,
+        )
     token = header[7:].strip()
+    if not TOKEN_RE.match(token):
+        # raw non-ASCII header bytes arrive as surrogate escapes: refuse them before hashing
+        limiter.failed(address)
+        raise error(401, "unauthenticated", "malformed token")
     svc = _service(request)
     admin = svc.settings.admin_token
     if admin and hmac.compare_digest(token.encode(), admin.encode()):
         return Principal("admin", "admin")
     cache: TokenCache = request.app[TOKENS]
     digest = hash_token(token)
-    now = time.monotonic()
-    hit = cache.entries.get(digest)
-    if hit is None or hit[0] < now:
+    if digest in cache.entries:
+        principal = cache.entries[digest]
+    else:
         assert svc.store is not None
-        row = await svc.store.pool.fetchrow(
-            "SELECT name, role, scope FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL", digest
-        )
+        async with _db(request):
+            row = await svc.store.pool.fetchrow(
+                "SELECT name, role, scope FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL", digest
+            )
         principal = None
         if row is not None:
             scope = json.loads(row["scope"])
             devices = scope.get("devices")
             principal = Principal(row["name"], row["role"], None if devices is None else frozenset(devices))
-        cache.entries[digest] = (now + cache.ttl, principal)
-        hit = cache.entries[digest]
-    if hit[1] is None:
+        cache.entries[digest] = principal
+    if principal is None:
+        limiter.failed(address)
         raise error(401, "unauthenticated", "unknown or revoked token")
-    return hit[1]
+    return principal
 
 
 TOKENS = web.AppKey("tokens", TokenCache)
+LIMITER = web.AppKey("auth_limiter", AuthLimiter)
+OPS_ROUTES = web.AppKey("ops_routes", bool)
 
 
 async def require(request: web.Request, permission: str) -> Principal:
     who = await authenticate(request)
     if who.role not in PERMISSIONS[permission]:
         raise error(403, "forbidden", f"role {who.role!r} may not {permission}")
+    _known_query(request)
     return who
+
+
+@functools.cache
+def _query_names() -> dict[tuple[str, str], frozenset[str]]:
+    """(method, path template) -> the query parameters the OpenAPI document lists for it."""
+    from tracker.adapters.openapi import document
+
+    out: dict[tuple[str, str], frozenset[str]] = {}
+    for path, ops in document()["paths"].items():
+        for method, op in ops.items():
+            names = frozenset(p["name"] for p in op.get("parameters", ()) if p["in"] == "query")
+            out[(method.upper(), path)] = names
+    return out
+
+
+def _known_query(request: web.Request) -> None:
+    """An unknown query parameter is a 400: a misspelt filter (``sevirity=high``) must not silently
+    widen what comes back. The allowed names are the document's, so the two cannot drift apart."""
+    resource = request.match_info.route.resource
+    allowed = _query_names().get((request.method, resource.canonical)) if resource is not None else None
+    if allowed is None:
+        return
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        name = safe_text(unknown[0], 40)
+        raise error(400, "unknown_parameter", f"unknown query parameter {name!r}", parameter=name)
 
 
 def _time_param(request: web.Request, name: str) -> datetime | None:
@@ -158,9 +321,21 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
     if raw is None or raw == "":
         return None
     try:
-        return parse_ts(raw, name)
+        value = parse_ts(raw, name)
     except Exception:
         raise error(400, "bad_parameter", f"{name} must be ISO-8601 or epoch seconds/ms", parameter=name) from None
+    if not EARLIEST_QUERY <= value < LATEST_QUERY:
+        raise error(400, "bad_parameter", f"{name} must be between 1970 and 9000", parameter=name)
+    return value
+
+
+def _device_param(request: web.Request, name: str) -> str | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not DEVICE_ID_RE.match(raw):
+        raise error(400, "bad_parameter", f"{name} must match [A-Za-z0-9][A-Za-z0-9_.:-]{{0,63}}", parameter=name)
+    return raw
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -184,7 +359,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks = await _service(request).ready()
+    svc = _service(request)
+    try:
+        async with _db(request):
+            checks = await svc.ready()
+    except DB_UNAVAILABLE:
+        checks = {
+            "database": False,
+            "broker": svc.link is not None and svc.link.connected.is_set(),
+            "ingest": bool(svc.ingest_health()["ok"]),
+        }
     ok = all(checks.values())
     return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
 
@@ -193,7 +377,8 @@ async def metrics(request: web.Request) -> web.Response:
     svc = _service(request)
     if svc.store is not None:
         try:
-            svc.metrics.outbox_backlog.set(await svc.store.outbox_backlog())
+            async with _db(request):
+                svc.metrics.outbox_backlog.set(await svc.store.outbox_backlog())
         except Exception as exc:  # metrics must answer even when the database does not
             log.debug("outbox backlog unavailable: %s", exc)
     return web.Response(body=svc.metrics.render(), content_type="text/plain", charset="utf-8")
@@ -219,7 +404,8 @@ async def positions(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "geojson")
     if fmt not in ("geojson", "gpx", "csv"):
         raise error(400, "bad_parameter", "format must be geojson|gpx|csv", parameter="format")
-    rows = await svc.store.positions(device_id, start, end, limit)
+    async with _db(request):
+        rows = await svc.store.positions(device_id, start, end, limit)
     if fmt == "csv":
         return web.Response(
             text=_csv(rows),
@@ -307,20 +493,22 @@ async def list_alerts(request: web.Request) -> web.Response:
         raise error(400, "bad_parameter", "severity must be info|low|medium|high|critical", parameter="severity")
     since = _time_param(request, "since") or datetime.now(UTC) - timedelta(days=7)
     limit = _int_param(request, "limit", 200, 1, 5000)
-    rows = await svc.store.pool.fetch(
-        "SELECT alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
-        " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, hash FROM alerts"
-        " WHERE ts >= $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR severity = $3)"
-        # a meeting is filed under one of its devices and names both in its evidence: found from either
-        " AND ($4::text IS NULL OR device_id = $4"
-        " OR evidence->'devices' @> jsonb_build_array(jsonb_build_object('id', $4::text)))"
-        " ORDER BY ts DESC LIMIT $5",
-        since,
-        status,
-        severity,
-        request.query.get("device_id"),
-        limit,
-    )
+    device_id = _device_param(request, "device_id")
+    async with _db(request):
+        rows = await svc.store.pool.fetch(
+            "SELECT alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
+            " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, hash FROM alerts"
+            " WHERE ts >= $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR severity = $3)"
+            # a meeting is filed under one of its devices and names both in its evidence: found from either
+            " AND ($4::text IS NULL OR device_id = $4"
+            " OR evidence->'devices' @> jsonb_build_array(jsonb_build_object('id', $4::text)))"
+            " ORDER BY ts DESC LIMIT $5",
+            since,
+            status,
+            severity,
+            device_id,
+            limit,
+        )
     return web.json_response({"alerts": [_alert_json(r) for r in rows]})
 
 
@@ -350,11 +538,35 @@ async def _read_json(request: web.Request, limit: int = 65536) -> dict[str, Any]
         return {}
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise error(400, "bad_json", "body is nested too deeply") from None
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer over Python's digit limit
         raise error(400, "bad_json", f"body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise error(400, "bad_json", "body must be a JSON object")
+    _check_text(body)
     return body
+
+
+def _check_text(body: dict[str, Any]) -> None:
+    """Refuse strings PostgreSQL text cannot hold (NUL) or UTF-8 cannot encode (lone surrogates).
+
+    Walks the whole body, keys included, without recursion (``json.loads`` bounded the depth);
+    ``field`` names the top-level member the bad string is in.
+    """
+    stack: list[tuple[str, Any]] = [(k, k) for k in body] + [(k, v) for k, v in body.items()]
+    while stack:
+        top, value = stack.pop()
+        if isinstance(value, str):
+            problem = text_problem(value)
+            if problem is not None:
+                shown = top if text_problem(top) is None else "?"
+                raise error(422, "bad_text", f"{shown}: a string {problem}", field=shown)
+        elif isinstance(value, dict):
+            stack.extend((top, k) for k in value)
+            stack.extend((top, v) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((top, v) for v in value)
 
 
 async def _transition(request: web.Request, target: str) -> web.Response:
@@ -364,28 +576,29 @@ async def _transition(request: web.Request, target: str) -> web.Response:
     if note is not None and (not isinstance(note, str) or len(note) > 2000):
         raise error(422, "bad_field", "note must be a string of at most 2000 characters", field="note")
     try:
-        import uuid
-
         alert_id = uuid.UUID(request.match_info["alert_id"])
     except ValueError:
         raise error(404, "not_found", "no such alert") from None
     svc = _service(request)
     assert svc.store is not None
     allowed_from = ("open", "logged") if target == "acknowledged" else ("open", "logged", "acknowledged")
-    if target == "acknowledged":
-        sql = (
-            "UPDATE alerts SET status = 'acknowledged', acknowledged_by = $2, acknowledged_at = now(),"
-            " updated_at = now() WHERE alert_id = $1 AND status = ANY($3::text[]) RETURNING status"
-        )
-        row = await svc.store.pool.fetchrow(sql, alert_id, who.name, list(allowed_from))
-    else:
-        sql = (
-            "UPDATE alerts SET status = 'resolved', resolved_by = $2, resolved_at = now(), resolution = $4,"
-            " updated_at = now() WHERE alert_id = $1 AND status = ANY($3::text[]) RETURNING status"
-        )
-        row = await svc.store.pool.fetchrow(sql, alert_id, who.name, list(allowed_from), note)
+    async with _db(request):
+        if target == "acknowledged":
+            sql = (
+                "UPDATE alerts SET status = 'acknowledged', acknowledged_by = $2, acknowledged_at = now(),"
+                " updated_at = now() WHERE alert_id = $1 AND status = ANY($3::text[]) RETURNING status"
+            )
+            row = await svc.store.pool.fetchrow(sql, alert_id, who.name, list(allowed_from))
+        else:
+            sql = (
+                "UPDATE alerts SET status = 'resolved', resolved_by = $2, resolved_at = now(), resolution = $4,"
+                " updated_at = now() WHERE alert_id = $1 AND status = ANY($3::text[]) RETURNING status"
+            )
+            row = await svc.store.pool.fetchrow(sql, alert_id, who.name, list(allowed_from), note)
+        current = None
+        if row is None:
+            current = await svc.store.pool.fetchval("SELECT status FROM alerts WHERE alert_id = $1", alert_id)
     if row is None:
-        current = await svc.store.pool.fetchval("SELECT status FROM alerts WHERE alert_id = $1", alert_id)
         if current is None:
             raise error(404, "not_found", "no such alert")
         raise error(409, "conflict", f"alert is {current}; cannot become {target}", current=current)
@@ -403,19 +616,18 @@ async def resolve_alert(request: web.Request) -> web.Response:
 async def register_device(request: web.Request) -> web.Response:
     await require(request, "devices:write")
     body = await _read_json(request)
-    from tracker.adapters.decode import DEVICE_ID_RE
     from tracker.core.model import DeviceKind
 
     device_id = body.get("device_id")
     if not isinstance(device_id, str) or not DEVICE_ID_RE.match(device_id):
         raise error(422, "bad_field", "device_id must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", field="device_id")
-    try:
-        kind = DeviceKind(body.get("kind", "truck"))
-    except ValueError:
-        raise error(422, "bad_field", "kind must be truck|container|seal", field="kind") from None
+    raw_kind = body.get("kind", "truck")
+    if not isinstance(raw_kind, str) or raw_kind not in {k.value for k in DeviceKind}:
+        raise error(422, "bad_field", "kind must be truck|container|seal", field="kind")
+    kind = DeviceKind(raw_kind)
     name = body.get("name")
-    if name is not None and not isinstance(name, str):
-        raise error(422, "bad_field", "name must be a string", field="name")
+    if name is not None and (not isinstance(name, str) or len(name) > 200):
+        raise error(422, "bad_field", "name must be a string of at most 200 characters", field="name")
     container_no = body.get("container_no")
     if container_no is not None:
         from tracker.core import iso6346
@@ -428,7 +640,8 @@ async def register_device(request: web.Request) -> web.Response:
             raise error(422, "bad_field", f"container_no: {exc}", field="container_no") from None
     svc = _service(request)
     assert svc.store is not None
-    await svc.store.register_device(device_id, kind, name=name, container_no=container_no)
+    async with _db(request):
+        await svc.store.register_device(device_id, kind, name=name, container_no=container_no)
     svc.devices[device_id] = kind
     if container_no is not None:
         for devices in svc.containers.values():
@@ -451,7 +664,7 @@ async def post_inspection(request: web.Request) -> web.Response:
     )
     if isinstance(item, Rejected):
         raise error(422, item.reason, item.detail)
-    await svc.submit((item, "api", None))
+    await _submit(request, (item, "api", None))  # a decision the database refuses is a 422, never a 202
     targets = svc.containers.get(item.container_no, [])
     return web.json_response(
         {
@@ -478,8 +691,18 @@ async def post_pairing(request: web.Request) -> web.Response:
     if truck_id is not None and (not isinstance(truck_id, str) or svc.devices.get(truck_id) is None):
         raise error(422, "bad_field", "truck_id must name a registered device or be null", field="truck_id")
     at = _time_param(request, "at") or datetime.now(UTC)
-    await svc.submit(("pair", container_id, truck_id, at))
+    await _submit(request, ("pair", container_id, truck_id, at))
     return web.json_response({"container_id": container_id, "truck_id": truck_id, "by": who.name}, status=201)
+
+
+async def _submit(request: web.Request, command: Any, dead_letter: bool = False) -> None:
+    """Hand a fact to the single writer within ``TRACKER_API_WRITE_TIMEOUT_S``.
+
+    Not stored in time: ``StoreUnavailableError`` (503; the fact is withdrawn, not stored later);
+    refused for its content: ``CommandRejectedError`` (422), unless ``dead_letter`` (device ingest).
+    """
+    svc = _service(request)
+    await svc.submit(command, svc.settings.api_write_timeout_s, dead_letter=dead_letter)
 
 
 SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
@@ -508,6 +731,9 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
             if SEVERITY_RANK.get(str(item.get("severity")), 0) < SEVERITY_RANK[floor]:
                 continue
             await response.write(f"event: alert\ndata: {json.dumps(item)}\n\n".encode())
+    except ConnectionError:
+        # the viewer went away (closed tab, dropped link): the normal end of a stream, not an error
+        log.debug("SSE client %s disconnected", request.remote)
     finally:
         svc.alert_listeners.discard(queue)
     return response
@@ -572,7 +798,9 @@ async def osmand_ingest(request: web.Request) -> web.Response:
         item = decoded if isinstance(decoded, Ping | Rejected) else Rejected("ignored", "no fix", None, "osmand")
     if isinstance(item, Ping) and item.device_id not in svc.devices:
         item = Rejected("unknown_device", f"device {item.device_id!r} is not registered", item.device_id, "osmand")
-    await svc.submit((item, "osmand", raw[: limits.max_payload_bytes] if isinstance(item, Rejected) else None))
+    await _submit(
+        request, (item, "osmand", raw[: limits.max_payload_bytes] if isinstance(item, Rejected) else None), True
+    )
     if isinstance(item, Rejected):
         status = 403 if item.reason == "unknown_device" else 400
         return web.json_response({"error": item.reason, "message": item.detail}, status=status)
@@ -580,9 +808,9 @@ async def osmand_ingest(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    from tracker.adapters.openapi import document
+    from tracker.adapters.openapi import document_for
 
-    return web.json_response(document())
+    return web.json_response(document_for(request.app[OPS_ROUTES]))
 
 
 def build_osmand_app(service: Service) -> web.Application:
@@ -593,13 +821,28 @@ def build_osmand_app(service: Service) -> web.Application:
     return app
 
 
-def build_app(service: Service) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=1024 * 1024)
+def build_ops_app(service: Service) -> web.Application:
+    """``/metrics`` and ``/readyz`` for monitoring, on a listener of their own (``TRACKER_OPS_PORT``)."""
+    app = web.Application(middlewares=[json_errors])
     app[SERVICE] = service
-    app[TOKENS] = TokenCache()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    return app
+
+
+def build_app(service: Service, *, ops_routes: bool = True) -> web.Application:
+    """The API; ``ops_routes=False`` leaves ``/metrics`` and ``/readyz`` to the ops listener."""
+    s = service.settings
+    app = web.Application(middlewares=[json_errors], client_max_size=1024 * 1024)
+    app[SERVICE] = service
+    app[TOKENS] = TokenCache(ttl=s.api_token_cache_ttl_s, max_size=s.api_token_cache_size)
+    app[LIMITER] = AuthLimiter(burst=s.api_auth_fail_burst, rate=s.api_auth_fail_per_s)
+    app[OPS_ROUTES] = ops_routes
+    app.router.add_get("/healthz", healthz)
+    if ops_routes:
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/devices/{device_id}/positions", positions)
     app.router.add_post("/v1/devices", register_device)
     app.router.add_get("/", dashboard)
@@ -613,3 +856,110 @@ def build_app(service: Service) -> web.Application:
     app.router.add_post("/v1/pairings", post_pairing)
     app.router.add_get("/v1/fences", list_fences)
     return app
+
+
+# ---- listeners -----------------------------------------------------------------------------------
+
+
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp answers what its HTTP parser refuses (a URL over 8 KiB, an oversized header...)
+    itself, in text/plain, before any middleware runs; this answers those in the API's JSON.
+
+    aiohttp has no hook for it (aio-libs/aiohttp#3287), so the server's per-connection handler
+    is replaced (see ``_json_parser_errors``); a test sends such requests to keep this honest.
+    """
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            log.error("error handling request from %s", request.remote, exc_info=exc)
+        else:
+            log.debug("refused malformed request from %s: %s", request.remote, exc)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send the error")
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "error"
+        code = phrase.lower().replace(" ", "_") if status < 500 else "internal"
+        text = phrase if status >= 500 else f"malformed HTTP request: {getattr(exc, 'message', None) or phrase}"
+        body = json.dumps({"error": code, "message": text[:300]})
+        resp = web.Response(status=status, text=body, content_type="application/json")
+        resp.force_close()
+        return resp
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+def _json_parser_errors(runner: web.AppRunner) -> None:
+    """After ``runner.setup()``: connections get ``_JsonErrorHandler`` (the server object is the
+    protocol factory the sites hand to the event loop; only its class changes)."""
+    server = runner.server
+    assert server is not None and type(server) is web.Server
+    server.__class__ = _JsonErrorServer
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """Server-side TLS 1.2+ with the certificate chain and key named in the settings."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+@dataclass
+class Listeners:
+    """The service's HTTP listeners, started together and cleaned up together."""
+
+    runners: list[web.AppRunner] = field(default_factory=list)
+    api_port: int | None = None
+    ops_port: int | None = None
+
+    async def cleanup(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+async def _serve(
+    app: web.Application, host: str, port: int, listeners: Listeners, tls: ssl.SSLContext | None = None
+) -> int:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    _json_parser_errors(runner)
+    listeners.runners.append(runner)
+    site = web.TCPSite(runner, host, port, ssl_context=tls)
+    await site.start()
+    sockets = getattr(site._server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else port
+
+
+async def start_listeners(service: Service) -> Listeners:
+    """API (TLS when a certificate is configured), optional ops listener, optional OsmAnd ingest."""
+    s = service.settings
+    listeners = Listeners()
+    try:
+        tls = tls_context(s.http_tls_cert, s.http_tls_key) if s.http_tls_cert else None
+        separate_ops = s.ops_port > 0
+        app = build_app(service, ops_routes=not separate_ops)
+        listeners.api_port = await _serve(app, s.http_host, s.http_port, listeners, tls)
+        scheme = "https" if tls else "http"
+        log.info("HTTP API on %s://%s:%s", scheme, s.http_host, listeners.api_port)
+        if separate_ops:
+            ops_host = s.ops_host or s.http_host
+            listeners.ops_port = await _serve(build_ops_app(service), ops_host, s.ops_port, listeners)
+            log.info("metrics and readiness on http://%s:%s", ops_host, listeners.ops_port)
+        if s.osmand_port:
+            await _serve(build_osmand_app(service), s.http_host, s.osmand_port, listeners)
+            log.info("OsmAnd/Traccar Client ingest on http://%s:%s", s.http_host, s.osmand_port)
+    except BaseException:
+        await listeners.cleanup()
+        raise
+    return listeners

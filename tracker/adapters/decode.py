@@ -4,17 +4,24 @@ Three formats are understood: the native ``trackers/{id}/ping`` JSON, OwnTracks
 ``_type: location`` messages and OsmAnd / Traccar Client requests (query string or
 JSON body). Each check names its reason code so dead letters can be counted by cause.
 The current time is passed in: decoding is pure and deterministic.
+
+Every public decoder is total: the named checks cover the failures we know of, and a
+last-resort guard turns anything else into ``Rejected("decode_error", ...)`` so that a
+payload can never stop ingest, whatever bug a future change brings in. Strings that end
+up in a dead letter or a metric label are made safe first (PostgreSQL text holds no NUL,
+UTF-8 holds no lone surrogate, and a label set must stay closed).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from tracker.core import iso6346
 from tracker.core.model import SENSOR_EVENTS, Ignored, Inspection, InspectionResult, Ping, Rejected
@@ -25,6 +32,32 @@ KMH_TO_MS = 1 / 3.6
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 Decoded = Ping | Rejected | Ignored
+
+OWNTRACKS_TYPES = frozenset(
+    {
+        "beacon",
+        "card",
+        "cmd",
+        "configuration",
+        "dump",
+        "encrypted",
+        "location",
+        "lwt",
+        "request",
+        "status",
+        "steps",
+        "transition",
+        "waypoint",
+        "waypoints",
+    }
+)
+"""Message types of the OwnTracks JSON format (booklet, "JSON" chapter); others are counted as ``other``."""
+
+IGNORED_KINDS = frozenset({f"owntracks:{t}" for t in OWNTRACKS_TYPES - {"location"}} | {"owntracks:other"})
+"""Every ``Ignored.kind`` a decoder can produce: a closed set, so it can label a metric."""
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +76,54 @@ class _BadError(Exception):
         self.detail = detail
 
 
+def safe_text(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` and made storable: NUL and lone surrogates become visible escapes."""
+    cut = text[:limit]
+    return cut.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as PostgreSQL text, or None when it can."""
+    if "\x00" in value:
+        return "contains NUL"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains an unpaired surrogate"
+    return None
+
+
+def _describe(value: Any) -> str:
+    """A short, safe picture of a value that failed a check (never ``str()`` of a deep structure)."""
+    if isinstance(value, str):
+        return repr(value[:70])
+    if value is None or isinstance(value, bool | float):
+        return repr(value)
+    if isinstance(value, int):
+        return "an integer" if abs(value) > 10**30 else repr(value)
+    return f"a JSON {type(value).__name__}"
+
+
+def _total(source: str) -> Callable[[Callable[_P, _T]], Callable[_P, _T | Rejected]]:
+    """Last resort: a decoder bug becomes a dead letter naming the exception, never an exception."""
+
+    def wrap(decoder: Callable[_P, _T]) -> Callable[_P, _T | Rejected]:
+        @functools.wraps(decoder)
+        def total(*args: _P.args, **kwargs: _P.kwargs) -> _T | Rejected:
+            try:
+                return decoder(*args, **kwargs)
+            except Exception as exc:
+                try:
+                    detail = f"{type(exc).__name__}: {exc}"
+                except Exception:
+                    detail = type(exc).__name__
+                return Rejected("decode_error", safe_text(detail, 300), None, source)
+
+        return total
+
+    return wrap
+
+
 def parse_ts(value: Any, field: str = "ts") -> datetime:
     """ISO-8601 (``Z`` or offset; naive means UTC), epoch seconds or epoch milliseconds.
 
@@ -59,9 +140,16 @@ def parse_ts(value: Any, field: str = "ts") -> datetime:
             ts = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             raise _BadError("bad_ts", f"{field} {text[:40]!r} is not ISO-8601 or epoch") from None
-        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        try:
+            return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        except (OverflowError, ValueError):
+            # e.g. 9999-12-31T23:59:59-12:00: the offset carries it past the year 9999
+            raise _BadError("bad_ts", f"{field} {text[:40]!r} is out of range in UTC") from None
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise _BadError("bad_ts", f"{field} is out of range") from None
         if not math.isfinite(number):
             raise _BadError("not_finite", f"{field} is not a finite number")
         if abs(number) > 1e11:
@@ -89,7 +177,10 @@ def _number(obj: Mapping[str, Any], key: str, *, required: bool = False) -> floa
             raise _BadError("bad_type", f"{key} must be a number, got {text[:20]!r}") from None
     if not isinstance(value, int | float):
         raise _BadError("bad_type", f"{key} must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise _BadError("out_of_range", f"{key} is too large for a number") from None
     if not math.isfinite(number):
         raise _BadError("not_finite", f"{key} is not finite")
     return number
@@ -120,7 +211,7 @@ def _check_time(ts: datetime, now: datetime, limits: Limits) -> datetime:
 
 def _device_id(value: Any) -> str:
     if not isinstance(value, str) or not DEVICE_ID_RE.match(value):
-        raise _BadError("bad_device_id", f"device id {str(value)[:70]!r} is not [A-Za-z0-9_.:-]{{1,64}}")
+        raise _BadError("bad_device_id", f"device id {_describe(value)} is not [A-Za-z0-9_.:-]{{1,64}}")
     return value
 
 
@@ -148,13 +239,16 @@ def _json_object(payload: bytes, limits: Limits) -> dict[str, Any]:
         raise _BadError("too_large", f"{len(payload)} bytes > {limits.max_payload_bytes}")
     try:
         obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise _BadError("bad_json", str(exc)[:200]) from None
+    except RecursionError:
+        raise _BadError("bad_json", "JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer over Python's digit limit
+        raise _BadError("bad_json", safe_text(str(exc), 200)) from None
     if not isinstance(obj, dict):
         raise _BadError("not_object", f"payload is a JSON {type(obj).__name__}, not an object")
     return obj
 
 
+@_total("native")
 def decode_native(device_id: str, payload: bytes, now: datetime, limits: Limits = Limits()) -> Decoded:
     """``trackers/{id}/ping``: the device id comes from the topic, which the broker ACL ties to the login."""
     try:
@@ -178,6 +272,7 @@ def decode_native(device_id: str, payload: bytes, now: datetime, limits: Limits 
         return Rejected(bad.reason, bad.detail, device_id if DEVICE_ID_RE.match(device_id) else None, "native")
 
 
+@_total("owntracks")
 def decode_owntracks(user: str, device: str, payload: bytes, now: datetime, limits: Limits = Limits()) -> Decoded:
     """OwnTracks JSON (``owntracks/{user}/{device}``); only ``_type: location`` carries a fix.
 
@@ -190,7 +285,8 @@ def decode_owntracks(user: str, device: str, payload: bytes, now: datetime, limi
         kind = obj.get("_type")
         if kind != "location":
             if isinstance(kind, str) and kind:
-                return Ignored(kind=f"owntracks:{kind[:32]}", device_id=dev)
+                # the type is the device's text: only a known one may become a metric label
+                return Ignored(kind=f"owntracks:{kind if kind in OWNTRACKS_TYPES else 'other'}", device_id=dev)
             raise _BadError("missing_field", "_type is required")
         lat, lon = _position(_number(obj, "lat", required=True), _number(obj, "lon", required=True))
         ts = _check_time(parse_ts(obj.get("tst"), "tst"), now, limits)
@@ -212,6 +308,7 @@ def decode_owntracks(user: str, device: str, payload: bytes, now: datetime, limi
         return Rejected(bad.reason, bad.detail, dev_text if DEVICE_ID_RE.match(dev_text) else None, "owntracks")
 
 
+@_total("osmand")
 def decode_osmand(params: Mapping[str, str], now: datetime, limits: Limits = Limits()) -> Decoded:
     """OsmAnd / Traccar Client query parameters (speed in knots, as Traccar defines the protocol)."""
     device = params.get("id") or params.get("deviceid")
@@ -258,6 +355,7 @@ def decode_osmand(params: Mapping[str, str], now: datetime, limits: Limits = Lim
         return Rejected(bad.reason, bad.detail, device if ok else None, "osmand")
 
 
+@_total("osmand")
 def decode_osmand_json(body: bytes, now: datetime, limits: Limits = Limits()) -> Decoded:
     """Traccar Client's JSON body (``{"location": {"coords": {...}}, "device_id": ...}``; speed in m/s)."""
     try:
@@ -289,6 +387,7 @@ def decode_osmand_json(body: bytes, now: datetime, limits: Limits = Limits()) ->
         return Rejected(bad.reason, bad.detail, None, "osmand")
 
 
+@_total("mqtt")
 def decode_mqtt(topic: str, payload: bytes, now: datetime, limits: Limits = Limits()) -> Decoded:
     """Route a message by topic shape; an unexpected topic is a dead letter, not a crash."""
     parts = topic.split("/")
@@ -305,9 +404,13 @@ def _optional_text(obj: Mapping[str, Any], key: str, limit: int = 64) -> str | N
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise _BadError("bad_type", f"{key} must be a non-empty string of at most {limit} characters")
+    problem = text_problem(value)
+    if problem is not None:
+        raise _BadError("bad_text", f"{key} {problem}")
     return value.strip()
 
 
+@_total("customs")
 def inspection_from_json(obj: Mapping[str, Any], now: datetime, limits: Limits = Limits()) -> Inspection | Rejected:
     """A customs decision; the container number must pass the ISO 6346 check digit (typos route nowhere)."""
     try:
@@ -319,7 +422,10 @@ def inspection_from_json(obj: Mapping[str, Any], now: datetime, limits: Limits =
         except ValueError as exc:
             raise _BadError("bad_container_no", str(exc)) from None
         try:
-            result = InspectionResult(str(obj.get("result")))
+            raw_result = obj.get("result")
+            if not isinstance(raw_result, str):
+                raise ValueError(raw_result)
+            result = InspectionResult(raw_result)
         except ValueError:
             raise _BadError(
                 "bad_result", f"result must be one of {[r.value for r in InspectionResult]}"
@@ -337,6 +443,7 @@ def inspection_from_json(obj: Mapping[str, Any], now: datetime, limits: Limits =
         return Rejected(bad.reason, bad.detail, None, "customs")
 
 
+@_total("customs")
 def decode_inspection(payload: bytes, now: datetime, limits: Limits = Limits()) -> Inspection | Rejected:
     try:
         obj = _json_object(payload, limits)

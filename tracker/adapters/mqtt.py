@@ -6,6 +6,9 @@ single-threaded asyncio. The session is persistent (fixed client id, ``clean_sta
 false, a session expiry) and acknowledgements are manual: a ping is acknowledged only
 after the transaction that stored it committed, so a crash never loses an
 acknowledged ping and the broker redelivers what was in flight.
+
+The broker gives every connection its user name as client id (``use_username_as_clientid``,
+deploy/mosquitto/mosquitto.conf.in), so the id sent here only matters on other brokers.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +28,32 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from tracker.config import Settings
+
 log = logging.getLogger(__name__)
 
 
 class PublishError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """TLS towards the broker: the chain is always verified (system CAs unless ``ca_file``)."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    insecure: bool = False  # skip the host name check only
+
+    def context(self) -> ssl.SSLContext:
+        # create_default_context: TLS 1.2 at least, CERT_REQUIRED, host name checked.
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file or None)
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file or None)
+        if self.insecure:
+            ctx.check_hostname = False
+        return ctx
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +63,16 @@ class Message:
     mid: int
     qos: int
     dup: bool = False
+    retain: bool = False
+    received: float = 0.0
+    """``time.monotonic()`` when paho handed the message over: how long it has waited for a commit."""
+
+
+def mqtt_tls_options(settings: Settings) -> TlsOptions | None:
+    """The TLS part of the settings, or None for a plain connection."""
+    if not settings.mqtt_tls_enabled:
+        return None
+    return TlsOptions(settings.mqtt_tls_ca, settings.mqtt_tls_cert, settings.mqtt_tls_key, settings.mqtt_tls_insecure)
 
 
 class MqttLink:
@@ -55,6 +91,7 @@ class MqttLink:
         receive_maximum: int = 1000,
         reconnect_max_s: float = 30.0,
         keepalive: int = 30,
+        tls: TlsOptions | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -77,6 +114,9 @@ class MqttLink:
         )
         if username:
             self._client.username_pw_set(username, password)
+        if tls is not None:
+            # Built here so that a missing or bad certificate file fails at start, not on reconnect.
+            self._client.tls_set_context(tls.context())
         self._client.reconnect_delay_set(1, max(1, int(reconnect_max_s)))
         self._client.max_inflight_messages_set(200)
         self._client.max_queued_messages_set(0)
@@ -158,7 +198,13 @@ class MqttLink:
             # alerts are small and urgent: don't let Nagle's algorithm hold them back
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.subscriptions:
-            client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.subscriptions])
+            # Retained messages are never sent to us on (re)subscription: a retained poison published once
+            # must not fire on every reconnect. retainAsPublished keeps the flag on live deliveries so that
+            # a retained publish can be refused as such.
+            options = SubscribeOptions(
+                qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND, retainAsPublished=True
+            )
+            client.subscribe([(t, options) for t in self.subscriptions])
         self._loop.call_soon_threadsafe(self._connected, bool(getattr(flags, "session_present", False)))
 
     def _connected(self, session_present: bool) -> None:
@@ -183,8 +229,15 @@ class MqttLink:
         self._loop.call_soon_threadsafe(self.subscribed.set)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        message = Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.dup))
-        self._loop.call_soon_threadsafe(self.messages.put_nowait, message)
+        try:
+            # the broker validates topics as UTF-8; "replace" only guards paho's thread against a broker that doesn't
+            topic = msg._topic.decode("utf-8", "replace")
+            message = Message(
+                topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.dup), bool(msg.retain), time.monotonic()
+            )
+            self._loop.call_soon_threadsafe(self.messages.put_nowait, message)
+        except Exception:  # an exception here would end paho's network thread, and with it all ingest
+            log.exception("MQTT message could not be handed over (mid %s)", getattr(msg, "mid", "?"))
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         self._loop.call_soon_threadsafe(self._published, mid, str(reason), bool(reason.is_failure))
