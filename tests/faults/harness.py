@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,18 +33,21 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
     REPO_ROOT,
+    Account,
     StackInfo,
     _stack_info,
     _stack_process_env,
     _StackHandle,
     _start_reaper,
+    create_account,
     free_port,
+    make_test_tls,
     parse_env_file,
     run_stack,
 )
 
 SANTOS = REPO_ROOT / "geofences" / "ports" / "santos.geojson"
-HTTP_TIMEOUT_S = 10.0
+HTTP_TIMEOUT_S = 15.0
 
 
 # ---- the stack -------------------------------------------------------------------------------------
@@ -70,11 +73,14 @@ class FaultStack:
     def started(cls) -> Iterator[FaultStack]:
         stack_dir = Path(tempfile.mkdtemp(prefix="port-tracker-faults-", dir="/tmp"))
         stack_dir.chmod(0o755)  # the postgres and mosquitto users must reach it when run as root
-        mqtt_port = free_port()
-        pg_port = free_port()
-        while pg_port == mqtt_port:
-            pg_port = free_port()
-        handle = _StackHandle(env=_stack_process_env(stack_dir, mqtt_port, pg_port), stack_dir=stack_dir)
+        tls_dir = Path(tempfile.mkdtemp(prefix="port-tracker-faults-tls-", dir="/tmp"))
+        ports: set[int] = set()
+        while len(ports) < 3:
+            ports.add(free_port())
+        mqtt_port, pg_port, tls_port = sorted(ports)
+        tls = make_test_tls(tls_dir)
+        env = _stack_process_env(stack_dir, mqtt_port, pg_port, tls_port, tls)
+        handle = _StackHandle(env=env, stack_dir=stack_dir, tls=tls)
         reaper = _start_reaper(handle.env)
         try:
             run_stack(["infra"], handle.env)
@@ -85,15 +91,30 @@ class FaultStack:
             finally:
                 reaper.kill()
                 reaper.wait()
-                subprocess.run(["rm", "-rf", str(stack_dir)], check=False)
+                shutil.rmtree(stack_dir, ignore_errors=True)
+                shutil.rmtree(tls_dir, ignore_errors=True)
+
+    def account(self, role: str) -> Account:
+        """A broker account of its own (the broker makes the account name the client id, so two
+        connections on one account push each other off)."""
+        info = self.info
+        return create_account(info.mqtt_host, info.mqtt_port, info.admin_user, info.admin_password, role)
 
     # ---- credentials and environments
 
     def service_env(self, **overrides: str) -> dict[str, str]:
-        """TRACKER_* variables of a service on this stack (the same secrets deploy/stack.sh up uses)."""
+        """TRACKER_* variables of a service on this stack, with a service account (and so a persistent
+        session) of its own; the broker admin account is not given to it, as in production."""
         secrets = parse_env_file(self.stack_dir / "secrets.env")
-        env = {k: v for k, v in secrets.items() if k.startswith("TRACKER_") and "PG_" not in k}
+        env = {
+            k: v
+            for k, v in secrets.items()
+            if k.startswith("TRACKER_") and "PG_" not in k and not k.startswith("TRACKER_MQTT_ADMIN_")
+        }
+        service = self.account("service")
         env.update(
+            TRACKER_MQTT_USERNAME=service.username,
+            TRACKER_MQTT_PASSWORD=service.password,
             TRACKER_DB_DSN=self.info.dsn,
             TRACKER_MQTT_HOST=self.info.mqtt_host,
             TRACKER_MQTT_PORT=str(self.info.mqtt_port),
@@ -362,11 +383,12 @@ def metric_sum(metrics: dict[str, float] | None, name: str) -> float:
 # ---- MQTT clients ----------------------------------------------------------------------------------
 
 
-def _client(
-    stack: StackInfo, user: str, password: str, client_id: str, *, clean: bool = True, inflight: int = 1000
-) -> paho.Client:
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311, clean_session=clean)
-    c.username_pw_set(user, password)
+def _client(account: Account, *, clean: bool = True, inflight: int = 1000) -> paho.Client:
+    # the broker uses the account name as client id whatever we send; sending it keeps that visible
+    c = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=account.username, protocol=paho.MQTTv311, clean_session=clean
+    )
+    c.username_pw_set(account.username, account.password)
     c.max_inflight_messages_set(inflight)
     c.max_queued_messages_set(0)
     c.reconnect_delay_set(1, 2)
@@ -396,10 +418,8 @@ class Publisher:
     broker restart delays messages but loses none of those the publisher was given.
     """
 
-    def __init__(self, stack: StackInfo, *, user: str | None = None, password: str | None = None) -> None:
-        self.client = _client(
-            stack, user or stack.device_user, password or stack.device_password, f"faults-pub-{uuid.uuid4().hex[:8]}"
-        )
+    def __init__(self, stack: StackInfo, account: Account) -> None:
+        self.client = _client(account)
         self._lock = threading.Lock()
         self.acked = 0
         self.published = 0
@@ -489,7 +509,7 @@ class RawPublisher:
     use it do not stop the broker.
     """
 
-    def __init__(self, stack: StackInfo, *, user: str | None = None, password: str | None = None) -> None:
+    def __init__(self, stack: StackInfo, account: Account) -> None:
         import socket
 
         self.sock = socket.create_connection((stack.mqtt_host, stack.mqtt_port), timeout=10)
@@ -498,9 +518,9 @@ class RawPublisher:
             _string("MQTT")
             + bytes([4, 0x80 | 0x40 | 0x02])
             + (0).to_bytes(2, "big")  # keepalive off: the broker does not expect pings from this client
-            + _string(f"faults-raw-{uuid.uuid4().hex[:8]}")
-            + _string(user or stack.device_user)
-            + _string(password or stack.device_password)
+            + _string(account.username)
+            + _string(account.username)
+            + _string(account.password)
         )
         self.sock.sendall(b"\x10" + _varint(len(body)) + body)
         connack = self.sock.recv(4)
@@ -602,7 +622,7 @@ class AlertListener:
     the broker restarts, and counts how often each alert was announced."""
 
     stack: StackInfo
-    client_id: str = field(default_factory=lambda: f"faults-sec-{uuid.uuid4().hex[:8]}")
+    account: Account
     raised: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _client: paho.Client | None = None
@@ -610,7 +630,7 @@ class AlertListener:
     def start(self) -> None:
         import json
 
-        c = _client(self.stack, self.stack.security_user, self.stack.security_password, self.client_id, clean=False)
+        c = _client(self.account, clean=False)
 
         def on_message(client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
             try:
@@ -638,14 +658,14 @@ class AlertListener:
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
-            discard_session(self.stack, self.stack.security_user, self.stack.security_password, self.client_id)
+            discard_session(self.stack, self.account)
             self._client = None
 
 
-def discard_session(stack: StackInfo, user: str, password: str, client_id: str) -> None:
+def discard_session(stack: StackInfo, account: Account) -> None:
     """Connect once with a clean session: the broker drops the client's persistent session and its queue,
     so a finished scenario leaves no session collecting every later scenario's messages."""
-    c = _client(stack, user, password, client_id, clean=True)
+    c = _client(account, clean=True)
     try:
         _connect(c, stack)
     except RuntimeError:
