@@ -145,8 +145,8 @@ def markdown(res: Mapping[str, Any]) -> str:
         lines.append(
             f"* kill -9: {len(kills)} kill(s), with "
             + ", ".join(f"{_n(k['pings_stored_at_kill'])}" for k in kills)
-            + " pings stored; each restart 1 s later, ready in "
-            + ", ".join(f"{k['restart_to_ready_s']}" for k in kills)
+            + " pings stored; each restart 1 s later, database and broker checks passing after "
+            + ", ".join(f"{k['restart_to_up_s']}" for k in kills)
             + f" s; {_n(k9.get('duplicates_received_and_stored_once'))} redelivered duplicates stored once; "
             f"{k9.get('intruders_inside_at_a_kill')} trucks stood inside a restricted fence at a kill and raised "
             f"{k9.get('restricted_entries_raised_again_after_restart')} new entries after it."
