@@ -92,6 +92,8 @@ def _fig(res: Mapping[str, Any], name: str, key: str, default: object = "–") -
 
 
 def _n(value: object) -> str:
+    if value is None:
+        return "–"
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
