@@ -113,6 +113,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         text = await asyncio.to_thread((stack_dir / "secrets.env").read_text)
         secrets = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        owner = await asyncio.to_thread((stack_dir / "owner.env").read_text)
+        # the service never migrates: `tracker migrate` as the schema owner, as deploy/stack.sh up does
+        migrate_env = {**env, "TRACKER_DB_DSN": secrets["TRACKER_DB_DSN"]}
+        migrate_env["TRACKER_DB_OWNER_DSN"] = owner.split("=", 1)[1].strip()
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "tracker", "migrate"],
+            env=migrate_env,
+            check=True,
+            capture_output=True,
+        )
         now = time.time()
         messages = fixes(args.devices, args.pings, now - args.pings // args.devices - 60)
         base_s = baseline(mqtt_port, secrets, messages)

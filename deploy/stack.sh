@@ -11,8 +11,9 @@
 #   deploy/stack.sh compose-env    write deploy/.env with fresh secrets for deploy/compose.yaml
 #
 # Environment (defaults): TRACKER_STACK_DIR (<repo>/.stack), TRACKER_MQTT_PORT (1883),
-# TRACKER_PG_PORT (5433), TRACKER_PG_DB (tracker), TRACKER_PG_USER (tracker),
-# TRACKER_HTTP_PORT (8080). TLS listener for MQTT (off unless a port is given):
+# TRACKER_PG_PORT (5433), TRACKER_PG_DB (tracker), TRACKER_PG_USER (tracker, the service),
+# TRACKER_PG_OWNER (<user>_owner, owns the schema; only migrations use it), TRACKER_HTTP_PORT (8080).
+# TLS listener for MQTT (off unless a port is given):
 # TRACKER_MQTT_TLS_PORT, TRACKER_BROKER_TLS_CERT / _KEY (default: a local CA and certificate
 # made in the stack dir), TRACKER_BROKER_TLS_CLIENT_CA (clients must present a certificate).
 set -euo pipefail
@@ -26,6 +27,7 @@ MQTT_PORT="${TRACKER_MQTT_PORT:-1883}"
 PG_PORT="${TRACKER_PG_PORT:-5433}"
 PG_DB="${TRACKER_PG_DB:-tracker}"
 PG_USER="${TRACKER_PG_USER:-tracker}"
+PG_SCHEMA_OWNER="${TRACKER_PG_OWNER:-${PG_USER}_owner}"
 HTTP_PORT="${TRACKER_HTTP_PORT:-8080}"
 MQTT_TLS_PORT="${TRACKER_MQTT_TLS_PORT:-}"
 MQTT_TLS_CLIENT_CA="${TRACKER_BROKER_TLS_CLIENT_CA:-}"
@@ -101,6 +103,9 @@ validate_env() {
     fi
     [[ "$PG_DB" =~ ^[a-z_][a-z0-9_]*$ ]] || die "TRACKER_PG_DB must match [a-z_][a-z0-9_]*, got '$PG_DB'"
     [[ "$PG_USER" =~ ^[a-z_][a-z0-9_]*$ ]] || die "TRACKER_PG_USER must match [a-z_][a-z0-9_]*, got '$PG_USER'"
+    [[ "$PG_SCHEMA_OWNER" =~ ^[a-z_][a-z0-9_]*$ ]] ||
+        die "TRACKER_PG_OWNER must match [a-z_][a-z0-9_]*, got '$PG_SCHEMA_OWNER'"
+    [[ "$PG_SCHEMA_OWNER" != "$PG_USER" ]] || die "TRACKER_PG_OWNER must differ from TRACKER_PG_USER"
     [[ "$STACK_DIR" != *[[:space:]]* ]] || die "TRACKER_STACK_DIR must not contain whitespace: '$STACK_DIR'"
     [[ "$STACK_DIR" = /* ]] || STACK_DIR="$PWD/$STACK_DIR"
     STACK_DIR="$(realpath -m -- "$STACK_DIR")"
@@ -110,6 +115,10 @@ validate_env() {
     esac
     SECRETS_FILE="$STACK_DIR/secrets.env"
     PG_SECRETS_FILE="$STACK_DIR/postgres.secrets"
+    OWNER_FILE="$STACK_DIR/owner.env"
+    AUDIT_DIR="$STACK_DIR/audit"
+    AUDIT_KEY="$AUDIT_DIR/signing.key"
+    AUDIT_PUB="$AUDIT_DIR/signing.pub"
     MARKER_FILE="$STACK_DIR/.port-tracker-stack"
     TRACKER_PID_FILE="$STACK_DIR/tracker.pid"
     TRACKER_LOG="$STACK_DIR/tracker/tracker.log"
@@ -270,9 +279,11 @@ add_missing_keys() {
     return "$added"
 }
 
-# Sets KEY=value in a mode-600 file unless it says so already; returns 0 if it changed it.
+# Sets "KEY=value" in a mode-600 file (replacing the line for KEY); returns 0 if it changed it.
 set_key() {
     local file="$1" key="$2" value="$3"
+    (umask 077 && touch "$file")
+    chmod 600 "$file"
     grep -qxF "$key=$value" "$file" && return 1
     (
         umask 077
@@ -280,14 +291,36 @@ set_key() {
         printf '%s=%s\n' "$key" "$value" >>"$file.tmp"
     )
     mv -f -- "$file.tmp" "$file"
+    return 0
+}
+
+# The Ed25519 key that signs the alert log: generated once (a 32-byte seed, mode 600), kept
+# outside the database; its public half goes to signing.pub once the virtualenv can derive it.
+ensure_audit_key() {
+    (umask 077 && mkdir -p "$AUDIT_DIR")
+    chmod 700 "$AUDIT_DIR"
+    if [[ ! -s "$AUDIT_KEY" ]]; then
+        (umask 077 && random_hex 32 >"$AUDIT_KEY")
+        rm -f -- "$AUDIT_PUB"
+        log "audit signing key generated: $AUDIT_KEY"
+    fi
+    chmod 600 "$AUDIT_KEY"
+    if [[ ! -s "$AUDIT_PUB" && -x "$VENV_DIR/bin/python" ]] &&
+        TRACKER_AUDIT_KEY='' TRACKER_AUDIT_KEY_FILE="$AUDIT_KEY" "$VENV_DIR/bin/python" -m tracker audit pubkey \
+            >"$AUDIT_PUB.tmp" 2>/dev/null; then
+        mv -f -- "$AUDIT_PUB.tmp" "$AUDIT_PUB"
+        log "audit public key: $AUDIT_PUB (give it to whoever verifies exported bundles)"
+    fi
+    rm -f -- "$AUDIT_PUB.tmp"
 }
 
 # Generates the secrets once; later runs keep what is there and only add missing keys.
 # secrets.env holds what the service and its clients need; the database passwords
-# (the superuser's included) stay in postgres.secrets, which nothing exports.
+# (the superuser's included) stay in postgres.secrets, which nothing exports; the schema
+# owner's DSN is in owner.env, read only for migrations (the service never holds it).
 ensure_secrets() {
     local added=0
-    if add_missing_keys "$PG_SECRETS_FILE" PG_PASSWORD PG_SUPERUSER_PASSWORD; then added=1; fi
+    if add_missing_keys "$PG_SECRETS_FILE" PG_PASSWORD PG_SUPERUSER_PASSWORD PG_OWNER_PASSWORD; then added=1; fi
     if add_missing_keys "$SECRETS_FILE" \
         TRACKER_MQTT_USERNAME TRACKER_MQTT_PASSWORD \
         TRACKER_MQTT_DEVICE_USERNAME TRACKER_MQTT_DEVICE_PASSWORD \
@@ -305,7 +338,11 @@ ensure_secrets() {
     fi
     if set_key "$SECRETS_FILE" TRACKER_MQTT_HOST 127.0.0.1; then added=1; fi
     if set_key "$SECRETS_FILE" TRACKER_MQTT_PORT "$MQTT_PORT"; then added=1; fi
-    if ((added)); then log "secrets written to $SECRETS_FILE"; fi
+    ensure_audit_key
+    if set_key "$SECRETS_FILE" TRACKER_AUDIT_KEY_FILE "$AUDIT_KEY"; then added=1; fi
+    local owner_dsn="postgresql://${PG_SCHEMA_OWNER}:${PG_OWNER_PASSWORD}@127.0.0.1:${PG_PORT}/${PG_DB}"
+    if set_key "$OWNER_FILE" TRACKER_DB_OWNER_DSN "$owner_dsn"; then added=1; fi
+    if ((added)); then log "secrets written to $SECRETS_FILE and $OWNER_FILE"; fi
     load_secrets
 }
 
@@ -611,18 +648,28 @@ start_postgres() {
             die "postgresql did not start"
         fi
     fi
-    # Role and database (idempotent); the role password follows postgres.secrets.
-    # (the password goes through stdin, never through argv)
+    # Roles and database (idempotent); the passwords follow postgres.secrets (through stdin,
+    # never through argv). The owner role owns the database and schema and runs migrations;
+    # the service role owns nothing (`tracker migrate` grants what it needs), so it cannot
+    # disable the alert chain's append-only triggers. A database from before this split,
+    # owned by the service role, is handed over to the owner role.
     {
         printf '\\set pw %s\n' "$PG_PASSWORD"
+        printf '\\set owner_pw %s\n' "$PG_OWNER_PASSWORD"
         cat <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN', :'owner')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'owner') \gexec
+ALTER ROLE :"owner" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'owner_pw';
 SELECT format('CREATE ROLE %I LOGIN', :'role')
  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
-ALTER ROLE :"role" WITH LOGIN PASSWORD :'pw';
-SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
+ALTER ROLE :"role" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'pw';
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'owner')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
 SQL
-    } | psql_super -d postgres -v role="$PG_USER" -v db="$PG_DB"
+    } | psql_super -d postgres -v role="$PG_USER" -v owner="$PG_SCHEMA_OWNER" -v db="$PG_DB"
+    psql_super -d "$PG_DB" -v role="$PG_USER" -v owner="$PG_SCHEMA_OWNER" <<'SQL'
+REASSIGN OWNED BY :"role" TO :"owner";
+SQL
     local ext available
     for ext in timescaledb postgis; do
         available="$(psql_super -d "$PG_DB" -At -c \
@@ -789,9 +836,13 @@ write_service_env() {
         "TRACKER_DB_DSN=$TRACKER_DB_DSN" \
         "TRACKER_MQTT_USERNAME=$TRACKER_MQTT_USERNAME" \
         "TRACKER_MQTT_PASSWORD=$TRACKER_MQTT_PASSWORD" \
-        "TRACKER_ADMIN_TOKEN=$TRACKER_ADMIN_TOKEN" |
+        "TRACKER_ADMIN_TOKEN=$TRACKER_ADMIN_TOKEN" \
+        "TRACKER_AUDIT_KEY_FILE=$TR_DIR/signing.key" |
         write_as "$TR_USER" ">" "$TR_ENV.tmp"
     mv -f -- "$TR_ENV.tmp" "$TR_ENV"
+    # the service signs with its own copy of the key (mode 600, its user's): it never reads root's files
+    write_as "$TR_USER" ">" "$TR_DIR/signing.key.tmp" <"$AUDIT_KEY"
+    mv -f -- "$TR_DIR/signing.key.tmp" "$TR_DIR/signing.key"
 }
 
 start_tracker() {
@@ -824,8 +875,15 @@ cmd_up() {
     [[ -x "$tracker" ]] || die "$tracker missing (pip install failed?)"
     local -a cli_env=(TRACKER_MQTT_HOST=127.0.0.1 TRACKER_MQTT_PORT="$MQTT_PORT")
     cd "$REPO_DIR"
-    log "tracker migrate"
-    env "${cli_env[@]}" timeout 300 "$tracker" migrate || die "'tracker migrate' failed"
+    log "tracker migrate (as $PG_SCHEMA_OWNER)"
+    # the owner's DSN is exported to this one command only, never to the service
+    (
+        set -a
+        # shellcheck disable=SC1090
+        . "$OWNER_FILE"
+        set +a
+        exec env "${cli_env[@]}" timeout 300 "$tracker" migrate
+    ) || die "'tracker migrate' failed"
     local port
     for port in santos callao; do
         log "tracker geofences load geofences/ports/$port.geojson"
@@ -857,6 +915,8 @@ port-tracker is up.
   admin token     : $TRACKER_ADMIN_TOKEN
   service         : runs as $TR_USER, log $TRACKER_LOG
   secrets         : $SECRETS_FILE (all accounts), $TR_ENV (the service's own)
+  audit key       : $AUDIT_KEY (public: $AUDIT_PUB); checkpoints retained on tracker/audit/checkpoint
+  schema owner    : $OWNER_FILE (migrations only)
   MQTT broker     : 127.0.0.1:$MQTT_PORT     PostgreSQL: 127.0.0.1:$PG_PORT/$PG_DB
 ${tls_line}
 Watch the alerts (security account):
@@ -948,7 +1008,11 @@ cmd_destroy() {
 cmd_compose_env() {
     local target="$DEPLOY_DIR/.env"
     if [[ -e "$target" ]]; then
-        log "$target exists; leaving it alone"
+        if ! grep -q '^TRACKER_AUDIT_KEY=' "$target"; then
+            printf 'TRACKER_AUDIT_KEY=%s\n' "$(random_hex 32)" >>"$target"
+            log "added the alert log's signing key TRACKER_AUDIT_KEY to $target"
+        fi
+        log "$target exists; leaving the rest alone"
         return
     fi
     (
@@ -969,6 +1033,8 @@ TRACKER_MQTT_CUSTOMS_PASSWORD=$(random_hex 24)
 TRACKER_MQTT_ADMIN_USERNAME=broker-admin
 TRACKER_MQTT_ADMIN_PASSWORD=$(random_hex 24)
 TRACKER_ADMIN_TOKEN=$(random_hex 32)
+# Ed25519 seed signing the alert log (public key: docker compose run --rm tracker tracker audit pubkey)
+TRACKER_AUDIT_KEY=$(random_hex 32)
 EOF
     )
     log "wrote $target (mode 600)"

@@ -13,10 +13,11 @@ from geofences.fence import (
     load_port,
 )
 from geofences.geo import EARTH_RADIUS_M, LocalProjection, buffer_m, distance_m, haversine_m
-from geofences.index import FenceIndex
+from geofences.index import DEFAULT_CELL_DEG, FenceIndex
 from geofences.transitions import Transition, TransitionKind, classify, steady_state
 
 __all__ = [
+    "DEFAULT_CELL_DEG",
     "DEFAULT_CORRIDOR_WIDTH_M",
     "EARTH_RADIUS_M",
     "WGS84_CRS_NAMES",

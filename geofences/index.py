@@ -4,6 +4,12 @@ Raw point-in-polygon membership flaps when a truck waits on a fence boundary: ±
 the fix in and out on every ping, and each flap would be an alert. The index therefore applies
 hysteresis: entering needs the raw geometry, leaving needs the fix to be clear of the geometry grown by
 ``hysteresis_m``. Choose ``hysteresis_m`` above the expected noise (2 sigma of the receivers in use).
+
+Point lookups go through a grid of cells (:mod:`geofences.cells`) rather than the STRtree: it needs no
+shapely Point per fix and skips the exact test wherever a cell lies wholly inside a fence, which in a
+port is most of the time. The batch methods answer a whole batch with a handful of numpy and shapely
+calls; the one-fix methods give the same answers fix by fix (tests/unit/test_index_batch.py compares
+both with a plain STRtree evaluation).
 """
 
 from __future__ import annotations
@@ -12,13 +18,55 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from geofences.cells import CellGrid, IntArray
 from geofences.fence import Fence, FenceKind
 from geofences.geo import buffer_m
 
-__all__ = ["FenceIndex"]
+__all__ = ["DEFAULT_CELL_DEG", "FenceIndex"]
+
+DEFAULT_CELL_DEG = 0.0005
+"""Side of a grid cell: about 55 m north-south, 50 m east-west at Santos. Measured on the real fences plus
+synthetic ones (bench/throughput.py): finer cells build slower for little gain, coarser ones leave more
+exact tests per fix."""
+_SMALL_BATCH = 4
+"""Up to this many fixes the one-fix path is faster than setting up arrays."""
+_MAX_INTERNED = 1 << 16
+_EMPTY: frozenset[str] = frozenset()
+
+
+def _coords(lons: Any, lats: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    x, y = np.broadcast_arrays(np.asarray(lons, dtype=np.float64), np.asarray(lats, dtype=np.float64))
+    return np.ascontiguousarray(x).ravel(), np.ascontiguousarray(y).ravel()
+
+
+def _prefix_ids(f: IntArray, starts: IntArray, lengths: IntArray, nf: int) -> IntArray:
+    """One integer per fix naming its sorted fence list, for lists too long to pack into 62 bits.
+
+    The lists are interned one position at a time, like walking a trie: the id after position ``j`` is
+    the rank of (id after ``j - 1``, fence at ``j``) among all fixes that have a position ``j``. Equal
+    lists get equal ids; the list length is folded in because ids of different positions overlap.
+    """
+    ids = np.zeros(len(starts), dtype=np.int64)
+    longest = int(lengths.max())
+    for j in range(longest):
+        has = np.flatnonzero(lengths > j)
+        _, rank = np.unique(ids[has] * nf + f[starts[has] + j], return_inverse=True)
+        ids[has] = rank.ravel()
+    out: IntArray = ids * (longest + 1) + lengths
+    return out
+
+
+def _isin_sorted(a: IntArray, b: IntArray) -> npt.NDArray[np.bool_]:
+    """Which elements of sorted ``a`` occur in sorted ``b``."""
+    if len(b) == 0:
+        return np.zeros(len(a), dtype=bool)
+    pos = np.minimum(np.searchsorted(b, a), len(b) - 1)
+    found: npt.NDArray[np.bool_] = b[pos] == a
+    return found
 
 
 class FenceIndex:
@@ -31,6 +79,7 @@ class FenceIndex:
         hysteresis_m: float = 25.0,
         entry_margin_m: float = 0.0,
         entry_margin_kinds: frozenset[FenceKind] = frozenset({FenceKind.RESTRICTED}),
+        cell_deg: float = DEFAULT_CELL_DEG,
     ) -> None:
         if hysteresis_m < 0:
             raise ValueError(f"hysteresis_m must be >= 0, got {hysteresis_m}")
@@ -45,7 +94,7 @@ class FenceIndex:
                 raise ValueError(f"duplicate fence id {f.id!r} (ports {first.port!r} and {f.port!r})")
             self._by_id[f.id] = i
         self.hysteresis_m = hysteresis_m
-        self._ids = np.array([f.id for f in self._fences], dtype=object)
+        self._id_list: list[str] = [f.id for f in self._fences]
         self._geoms = np.array([f.geometry for f in self._fences], dtype=object)
         self._outer = np.array(
             [buffer_m(f.geometry, hysteresis_m) if hysteresis_m > 0 else f.geometry for f in self._fences],
@@ -62,12 +111,17 @@ class FenceIndex:
             margin = entry_margin_m if f.kind in entry_margin_kinds else 0.0
             shrunk = buffer_m(f.geometry, -margin) if margin > 0 else f.geometry
             inner.append(f.geometry if shrunk.is_empty else shrunk)
-        self._inner = np.array(inner, dtype=object)
+        self._inner = np.empty(len(inner), dtype=object)
+        self._inner[:] = inner
+        # only fences whose entry geometry differs from the fence need the extra test on entry
+        self._inner_differs = np.array([g is not f.geometry for g, f in zip(inner, self._fences, strict=True)], bool)
+        self._inner_ids = frozenset(f.id for f, d in zip(self._fences, self._inner_differs, strict=True) if d)
         shapely.prepare(self._geoms)
         shapely.prepare(self._outer)
         shapely.prepare(self._inner)
-        self._tree = shapely.STRtree(self._geoms)
-        self._outer_tree = shapely.STRtree(self._outer)
+        self._tree = shapely.STRtree(self._geoms)  # for segments (crossed); points use the grid
+        self._cells = CellGrid(self._geoms, cell_deg=cell_deg)
+        self._sets: dict[tuple[int, ...], frozenset[str]] = {}
 
     @property
     def fences(self) -> tuple[Fence, ...]:
@@ -75,6 +129,11 @@ class FenceIndex:
 
     def get(self, fence_id: str) -> Fence:
         return self._fences[self._by_id[fence_id]]
+
+    @property
+    def grid(self) -> CellGrid:
+        """The cell grid points are located with (its size is what the index costs in memory)."""
+        return self._cells
 
     def outer_geometry(self, fence_id: str) -> BaseGeometry:
         """The geometry a device must leave before an exit counts."""
@@ -87,55 +146,153 @@ class FenceIndex:
     def __contains__(self, fence_id: object) -> bool:
         return fence_id in self._by_id
 
-    def _hits(self, tree: shapely.STRtree, lons: Any, lats: Any) -> list[set[str]]:
-        points = shapely.points(np.asarray(lons, dtype=np.float64), np.asarray(lats, dtype=np.float64))
-        points = np.atleast_1d(points)
-        out: list[set[str]] = [set() for _ in range(len(points))]
-        if len(self._fences) == 0 or len(points) == 0:
-            return out
-        # one vectorised query for the whole batch; "intersects" counts a fix exactly on the boundary as
-        # inside, which is what a guard at the gate line would say too
-        point_idx, fence_idx = tree.query(points, predicate="intersects")
-        for p, f in zip(point_idx.tolist(), fence_idx.tolist(), strict=True):
-            out[p].add(self._ids[f])
-        return out
+    # ---- membership -----------------------------------------------------------------------------
+
+    def _frozen(self, combo: tuple[int, ...]) -> frozenset[str]:
+        """The id set of fence indices ``combo`` (sorted), shared between fixes: a port has a few hundred
+        distinct memberships, and handing out the same object makes the caller's set algebra and hashing
+        cheap."""
+        got = self._sets.get(combo)
+        if got is None:
+            if len(self._sets) >= _MAX_INTERNED:
+                self._sets.clear()
+            got = self._sets[combo] = frozenset(self._id_list[i] for i in combo)
+        return got
+
+    def _raw_one(self, x: float, y: float) -> frozenset[str]:
+        hits = self._cells.hits_one(x, y)
+        if not hits:
+            return _EMPTY
+        return self._frozen(tuple(sorted(hits)))
 
     def fences_at(self, lons: Any, lats: Any) -> list[frozenset[str]]:
-        """Raw membership (no hysteresis) for each fix of a batch."""
-        return [frozenset(s) for s in self._hits(self._tree, lons, lats)]
+        """Raw membership (no hysteresis) for each fix of a batch.
 
-    def membership(self, lon: float, lat: float, previous: frozenset[str]) -> frozenset[str]:
+        A fix exactly on a fence's boundary is inside it, which is what a guard at the gate line would
+        say too.
+        """
+        x, y = _coords(lons, lats)
+        if len(x) <= _SMALL_BATCH:
+            return [self._raw_one(a, b) for a, b in zip(x.tolist(), y.tolist(), strict=True)]
+        p, f = self._cells.hits(x, y)
+        return self._sets_of(np.sort(p * len(self._fences) + f), len(x))
+
+    def membership(
+        self, lon: float, lat: float, previous: frozenset[str], raw: frozenset[str] | None = None
+    ) -> frozenset[str]:
         """Membership with hysteresis, given the membership after the device's previous fix.
 
         Ids in ``previous`` that this index does not know are dropped, so reloading a fence set with a
-        fence removed ends that membership instead of keeping it forever.
+        fence removed ends that membership instead of keeping it forever. ``raw``, when given, must be
+        ``fences_at`` of this index at this point (computed ahead for a whole batch); it saves the lookup.
         """
-        return self.membership_batch([lon], [lat], [previous])[0]
+        x = float(lon)
+        y = float(lat)
+        if raw is None:
+            raw = self._raw_one(x, y)
+        result = raw
+        if self._inner_ids:
+            for fid in (raw & self._inner_ids) - previous:
+                # entering one of these takes the fix entry_margin_m inside
+                if not shapely.intersects_xy(self._inner[self._by_id[fid]], x, y):
+                    result = result - {fid}
+        for fid in previous - raw:
+            # leaving takes the fix hysteresis_m outside
+            i = self._by_id.get(fid)
+            if i is not None and shapely.intersects_xy(self._outer[i], x, y):
+                result = result | {fid}
+        return result
 
-    def membership_batch(
-        self, lons: Any, lats: Any, previous: Sequence[frozenset[str]]
-    ) -> list[frozenset[str]]:
-        """Hysteresis membership for many devices at once (one fix each, each with its own previous)."""
-        raw = self._hits(self._tree, lons, lats)
-        if len(previous) != len(raw):
-            raise ValueError(f"got {len(raw)} fixes but {len(previous)} previous memberships")
-        need_outer = any(previous)
-        outer = self._hits(self._outer_tree, lons, lats) if need_outer else None
-        lon_list = np.atleast_1d(np.asarray(lons, dtype=np.float64)).tolist()
-        lat_list = np.atleast_1d(np.asarray(lats, dtype=np.float64)).tolist()
-        result: list[frozenset[str]] = []
-        for i, r in enumerate(raw):
-            prev = previous[i]
-            new = r - prev
-            if new and self.entry_margin_m > 0:
-                r = (r & prev) | {
-                    f
-                    for f in new
-                    if shapely.intersects_xy(self._inner[self._by_id[f]], lon_list[i], lat_list[i])
-                }
-            if prev and outer is not None:
-                r |= prev & outer[i]
-            result.append(frozenset(r))
+    def membership_batch(self, lons: Any, lats: Any, previous: Sequence[frozenset[str]]) -> list[frozenset[str]]:
+        """Hysteresis membership for many fixes at once, each with its own previous membership.
+
+        The same answers as :meth:`membership` fix by fix, computed on arrays of (fix, fence) pairs: the
+        raw hits, the previous memberships, then exact tests only where they differ (an entry into a
+        fence with an entry margin, a fence left by less than the hysteresis).
+        """
+        x, y = _coords(lons, lats)
+        n = len(x)
+        if len(previous) != n:
+            raise ValueError(f"got {n} fixes but {len(previous)} previous memberships")
+        if n <= _SMALL_BATCH:
+            return [self.membership(a, b, q) for a, b, q in zip(x.tolist(), y.tolist(), previous, strict=True)]
+        nf = len(self._fences)
+        p, f = self._cells.hits(x, y)
+        raw = np.sort(p * nf + f)
+        prev = self._previous_codes(previous)
+        in_prev = _isin_sorted(raw, prev)
+        parts = [raw[in_prev]]
+        entries = raw[~in_prev]
+        if len(entries) and self._inner_ids:
+            ef = entries % nf
+            margin = self._inner_differs[ef]
+            parts.append(entries[~margin])
+            tested = entries[margin]
+            tp = tested // nf
+            ok = shapely.intersects_xy(self._inner[ef[margin]], x[tp], y[tp])
+            parts.append(tested[ok])
+        else:
+            parts.append(entries)
+        exits = prev[~_isin_sorted(prev, raw)]
+        if len(exits):
+            xp = exits // nf
+            ok = shapely.intersects_xy(self._outer[exits - xp * nf], x[xp], y[xp])
+            parts.append(exits[ok])
+        return self._sets_of(np.sort(np.concatenate(parts)), n)
+
+    def _previous_codes(self, previous: Sequence[frozenset[str]]) -> IntArray:
+        """``fix * len(fences) + fence`` for every known fence of every previous membership, sorted."""
+        nf = len(self._fences)
+        distinct: dict[frozenset[str], int] = {}
+        combos: list[list[int]] = []
+        for s in set(previous):
+            distinct[s] = len(combos)
+            combos.append(sorted(self._by_id[fid] for fid in s if fid in self._by_id))
+        qid = np.fromiter(map(distinct.__getitem__, previous), dtype=np.int64, count=len(previous))
+        lengths = np.array([len(c) for c in combos], dtype=np.int64)
+        if not lengths.any():
+            return np.zeros(0, np.int64)
+        flat = np.fromiter((i for c in combos for i in c), dtype=np.int64, count=int(lengths.sum()))
+        first = np.cumsum(lengths) - lengths
+        cnt = lengths[qid]
+        rep = np.repeat(np.arange(len(previous), dtype=np.int64), cnt)
+        j = np.arange(int(cnt.sum()), dtype=np.int64) + np.repeat(first[qid] - (np.cumsum(cnt) - cnt), cnt)
+        codes: IntArray = rep * nf + flat[j]
+        return codes
+
+    def _sets_of(self, codes: IntArray, n: int) -> list[frozenset[str]]:
+        """Per fix, the id set of the sorted ``fix * len(fences) + fence`` codes.
+
+        Fixes are grouped by their combination of fences first (a port has a few hundred distinct ones),
+        so only one frozenset is built per combination, not per fix.
+        """
+        out = np.empty(n, dtype=object)
+        out.fill(_EMPTY)
+        if len(codes) == 0:
+            result: list[frozenset[str]] = out.tolist()
+            return result
+        nf = len(self._fences)
+        p = codes // nf
+        f = codes - p * nf
+        starts = np.flatnonzero(np.diff(p, prepend=-1))
+        lengths = np.diff(np.append(starts, len(codes)))
+        pos = np.arange(len(codes)) - np.repeat(starts, lengths)
+        bits = nf.bit_length()
+        if int(lengths.max()) * bits <= 62:
+            # a fix's sorted fences packed into one integer: exact, and unique() on it is one sort
+            key = np.add.reduceat((f + 1) << (pos * bits), starts)
+        else:
+            key = _prefix_ids(f, starts, lengths, nf)
+        _, inverse = np.unique(key, return_inverse=True)
+        inverse = inverse.ravel()
+        first = np.empty(int(inverse.max()) + 1, dtype=np.int64)
+        first[inverse] = np.arange(len(inverse))  # any fix of each combination will do
+        sets = np.empty(len(first), dtype=object)
+        for k, r in enumerate(first.tolist()):
+            a = int(starts[r])
+            sets[k] = self._frozen(tuple(f[a : a + int(lengths[r])].tolist()))
+        out[p[starts]] = sets[inverse.ravel()]
+        result = out.tolist()
         return result
 
     def crossed(
@@ -147,22 +304,32 @@ class FenceIndex:
         the straight segment is the best evidence available that it went through. Fences in ``exclude``
         (normally the old and new membership) are already reported as enters/exits.
         """
+        return tuple(fid for fid, _ in self.crossings(lon0, lat0, lon1, lat1, exclude))
+
+    def crossings(
+        self, lon0: float, lat0: float, lon1: float, lat1: float, exclude: frozenset[str] = frozenset()
+    ) -> tuple[tuple[str, BaseGeometry], ...]:
+        """:meth:`crossed` with the part of the segment inside each fence, which a caller judging how
+        far the path ran inside would otherwise compute a second time."""
         if len(self._fences) == 0:
             return ()
         if lon0 == lon1 and lat0 == lat1:
             return ()
         seg = shapely.LineString([(lon0, lat0), (lon1, lat1)])
-        hits = self._tree.query(seg, predicate="intersects")
-        found: list[tuple[float, str]] = []
+        # bounding boxes first, then the exact test only for fences not already excluded (normally
+        # the device's own fences, which the segment always meets)
+        near = [f for f in self._tree.query(seg).tolist() if self._id_list[f] not in exclude]
+        if not near:
+            return ()
+        shapely.prepare(seg)  # as STRtree.query(seg, predicate="intersects") does
+        hits = np.asarray(near)[shapely.intersects(seg, self._geoms[near])]
+        found: list[tuple[float, str, BaseGeometry]] = []
         for f in hits.tolist():
-            fid: str = self._ids[f]
-            if fid in exclude:
-                continue
             inter = shapely.intersection(seg, self._geoms[f])
             coords = shapely.get_coordinates(inter)
             # the segment is straight in lon/lat and the local projection is affine per point, so
             # ordering by position along the segment in degrees is the same as ordering in metres
             first = min((seg.project(shapely.Point(c)) for c in coords), default=0.0)
-            found.append((first, fid))
-        found.sort()
-        return tuple(fid for _, fid in found)
+            found.append((first, self._id_list[f], inter))
+        found.sort(key=lambda t: (t[0], t[1]))
+        return tuple((fid, inter) for _, fid, inter in found)

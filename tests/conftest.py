@@ -8,6 +8,8 @@ also has a TLS listener whose CA, server and client certificates are made here w
 The broker gives each connection its account name as client id, so two connections of one
 account push each other off: tests that connect concurrently, or need a session of their own,
 get fresh accounts (``accounts`` fixture, created through the dynamic-security plugin).
+The schema is migrated once, by ``tracker migrate`` as the owner role, the way
+``deploy/stack.sh up`` does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -50,6 +53,9 @@ class StackInfo:
     admin_password: str
     admin_token: str
     stack_dir: Path
+    owner_dsn: str  # the schema owner: migrations, and tests playing an insider with more than the service's rights
+    superuser_dsn: str  # only to create and drop scratch databases
+    audit_key_file: Path
     tls_port: int
     tls: TlsFiles
 
@@ -236,6 +242,9 @@ def _start_reaper(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 def _stack_info(handle: _StackHandle) -> StackInfo:
     secrets = parse_env_file(handle.stack_dir / "secrets.env")
+    owner = parse_env_file(handle.stack_dir / "owner.env")
+    pg = parse_env_file(handle.stack_dir / "postgres.secrets")
+    port = handle.env["TRACKER_PG_PORT"]
     return StackInfo(
         mqtt_host="127.0.0.1",
         mqtt_port=int(handle.env["TRACKER_MQTT_PORT"]),
@@ -254,13 +263,36 @@ def _stack_info(handle: _StackHandle) -> StackInfo:
         stack_dir=handle.stack_dir,
         tls_port=int(handle.env["TRACKER_MQTT_TLS_PORT"]),
         tls=handle.tls,
+        owner_dsn=owner["TRACKER_DB_OWNER_DSN"],
+        superuser_dsn=f"postgresql://postgres:{pg['PG_SUPERUSER_PASSWORD']}@127.0.0.1:{port}/postgres",
+        audit_key_file=Path(secrets["TRACKER_AUDIT_KEY_FILE"]),
     )
+
+
+def run_migrate(dsn: str, owner_dsn: str) -> None:
+    """``tracker migrate`` as the schema owner, granting the service role of ``dsn`` its rights."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    env.update(TRACKER_DB_DSN=dsn, TRACKER_DB_OWNER_DSN=owner_dsn)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tracker", "migrate"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=STACK_TIMEOUT_S,
+        check=False,
+    )
+    if proc.returncode != 0 or "granted its rights" not in proc.stdout:
+        raise RuntimeError(f"tracker migrate failed ({proc.returncode})\n{proc.stdout}\n{proc.stderr}")
 
 
 @pytest.fixture(scope="session")
 def stack(stack_handle: _StackHandle) -> StackInfo:
-    """The running broker + database and the credentials of every account."""
-    return _stack_info(stack_handle)
+    """The running broker + migrated database and the credentials of every account."""
+    info = _stack_info(stack_handle)
+    run_migrate(info.dsn, info.owner_dsn)
+    return info
 
 
 def create_account(host: str, port: int, admin_user: str, admin_password: str, role: str) -> Account:

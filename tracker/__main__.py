@@ -1,4 +1,4 @@
-"""``tracker`` command line: run the service, manage the schema, fences, devices and tokens."""
+"""``tracker`` command line: run the service, manage the schema, fences, devices, tokens and the audit trail."""
 
 from __future__ import annotations
 
@@ -6,16 +6,21 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from tracker.config import Settings
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from tracker.adapters.brokeradmin import BrokerAdmin
+    from tracker.audit import Checkpoint, Report
 
 
 def _fences_check(paths: Sequence[str]) -> int:
@@ -43,7 +48,7 @@ async def _fences_load(settings: Settings, paths: Sequence[str]) -> int:
 
     store = await Store.connect(settings.db_dsn, max_size=2)
     try:
-        await store.migrate()
+        await store.prepare()
         for path in paths:
             raw = json.loads(await asyncio.to_thread(Path(path).read_text))
             fs = load_fence_set(raw)  # validate before storing anything
@@ -77,15 +82,37 @@ def _fences_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def dsn_user(dsn: str) -> str | None:
+    """The user a DSN logs in as, if it says (URL or libpq key=value form)."""
+    if "://" in dsn:
+        return urlsplit(dsn).username
+    for part in dsn.split():
+        key, _, value = part.partition("=")
+        if key == "user":
+            return value.strip("'")
+    return None
+
+
 async def _migrate(settings: Settings) -> int:
+    """Migrations run as the schema owner; the service's role is granted its rights afterwards."""
     from tracker.adapters.store import Store
 
-    store = await Store.connect(settings.db_dsn, max_size=2)
+    owner_dsn = settings.db_owner_dsn or settings.db_dsn
+    service_role = settings.db_service_role or dsn_user(settings.db_dsn)
+    grant_to = service_role if settings.db_owner_dsn and service_role != dsn_user(owner_dsn) else None
+    if grant_to is None:
+        print(
+            "warning: migrating as the service's own role (no separate TRACKER_DB_OWNER_DSN): that role owns the"
+            " schema and can disable the alert chain's append-only triggers",
+            file=sys.stderr,
+        )
+    store = await Store.connect(owner_dsn, max_size=2)
     try:
-        applied = await store.migrate()
+        applied = await store.migrate(grant_to=grant_to)
         print(
             f"schema up to date ({len(applied)} migration(s) applied);"
             f" pings stored in {'a TimescaleDB hypertable' if store.timescale else 'native partitions'}"
+            + (f"; service role {grant_to!r} granted its rights" if grant_to else "")
         )
     finally:
         await store.close()
@@ -103,7 +130,7 @@ async def _token_create(settings: Settings, name: str, role: str, devices: Seque
     scope = {"devices": list(devices)} if role == "insurer" else {}
     store = await Store.connect(settings.db_dsn, max_size=2)
     try:
-        await store.migrate()
+        await store.prepare()
         await store.pool.execute(
             "INSERT INTO api_tokens (token_sha256, name, role, scope) VALUES ($1, $2, $3, $4)",
             hash_token(token),
@@ -177,7 +204,7 @@ async def _device_add(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     store = await Store.connect(settings.db_dsn, max_size=2)
     try:
-        await store.migrate()
+        await store.prepare()
         await store.register_device(args.device_id, DeviceKind(args.kind), name=args.name)
     finally:
         await store.close()
@@ -215,7 +242,7 @@ async def _device_list(settings: Settings) -> int:
 
     store = await Store.connect(settings.db_dsn, max_size=2)
     try:
-        await store.migrate()
+        await store.prepare()
         rows = await store.pool.fetch(
             "SELECT device_id, kind, name, active, auto_registered FROM devices ORDER BY device_id"
         )
@@ -309,19 +336,122 @@ def _gateway(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _verify(settings: Settings) -> int:
+def _public_keys(args: argparse.Namespace, settings: Settings | None) -> list[Ed25519PublicKey]:
+    from tracker.adapters.audit_keys import read_public_key, signer_from_settings
+
+    keys = [read_public_key(path) for path in args.public_key]
+    if not keys and settings is not None:
+        signer = signer_from_settings(settings)
+        if signer is not None:
+            keys.append(signer.public_key)
+    return keys
+
+
+def _anchors(paths: Sequence[str]) -> list[Checkpoint]:
+    from tracker.audit import AuditError, Checkpoint
+
+    out = []
+    for path in paths:
+        try:
+            out.append(Checkpoint.from_json(json.loads(Path(path).read_text())))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise AuditError(f"checkpoint {path}: {exc}") from None
+    return out
+
+
+def _print_report(report: Report) -> int:
+    lines = report.summary()
+    out = sys.stdout if report.ok else sys.stderr
+    for line in lines:
+        print(line, file=out)
+    return 0 if report.ok else 1
+
+
+async def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Check the database's alert log against its links, their signatures and the newest checkpoint."""
+    from tracker.adapters.store import Store
+
+    keys = _public_keys(args, settings)
+    anchors = _anchors(args.checkpoint)
+    store = await Store.connect(settings.db_dsn, max_size=2)
+    try:
+        report = await store.verify_chain(keys, anchors)
+    finally:
+        await store.close()
+    return _print_report(report)
+
+
+async def _audit_export(settings: Settings, out: str) -> int:
     from tracker.adapters.store import Store
 
     store = await Store.connect(settings.db_dsn, max_size=2)
     try:
-        ok, count, broken = await store.verify_chain()
+        bundle = await store.audit_bundle()
     finally:
         await store.close()
-    if ok:
-        print(f"alert chain intact ({count} alerts)")
-        return 0
-    print(f"alert chain BROKEN after {count} alerts (first bad alert: {broken})", file=sys.stderr)
-    return 1
+    text = json.dumps(bundle.to_json(), ensure_ascii=False, indent=None, separators=(",", ":"))
+    if out == "-":
+        print(text)
+    else:
+        await asyncio.to_thread(Path(out).write_text, text + "\n", encoding="utf-8")
+        print(
+            f"wrote {len(bundle.links)} links, {len(bundle.alerts)} alerts, {len(bundle.checkpoints)} checkpoints"
+            f" to {out}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    """Verify an exported bundle with nothing but the public key: no settings, no database."""
+    from tracker.audit import Bundle, verify
+
+    keys = _public_keys(args, None)
+    if not keys:
+        print("--public-key is required: without it nothing proves who wrote the bundle", file=sys.stderr)
+        return 2
+    raw = Path(args.bundle).read_text(encoding="utf-8")
+    try:
+        bundle = Bundle.from_json(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        print(f"{args.bundle}: not JSON: {exc}", file=sys.stderr)
+        return 2
+    return _print_report(verify(bundle, keys, _anchors(args.checkpoint)))
+
+
+def _audit_keygen(out_dir: str, force: bool) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tracker.audit import key_id, private_pem, public_pem
+
+    directory = Path(out_dir)
+    key_file, pub_file = directory / "signing.key", directory / "signing.pub"
+    if key_file.exists() and not force:
+        print(f"{key_file} exists; not replacing a signing key (--force to do so)", file=sys.stderr)
+        return 1
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = Ed25519PrivateKey.generate()
+    tmp = key_file.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private_pem(key))
+    tmp.replace(key_file)
+    pub_file.write_bytes(public_pem(key.public_key()))
+    print(f"key {key_id(key.public_key())}: private {key_file} (mode 600), public {pub_file}")
+    return 0
+
+
+def _audit_pubkey(settings: Settings) -> int:
+    from tracker.adapters.audit_keys import signer_from_settings
+    from tracker.audit import public_pem
+
+    signer = signer_from_settings(settings)
+    if signer is None:
+        print("no signing key configured (TRACKER_AUDIT_KEY_FILE or TRACKER_AUDIT_KEY)", file=sys.stderr)
+        return 1
+    sys.stdout.write(public_pem(signer.public_key).decode())
+    print(f"key id {signer.key_id}", file=sys.stderr)
+    return 0
 
 
 def _config() -> int:
@@ -381,8 +511,33 @@ def build_parser() -> argparse.ArgumentParser:
     gr = gw.add_parser("revoke", help="disable a gateway account and disconnect it")
     gr.add_argument("name")
     a = sub.add_parser("alerts", help="alerts").add_subparsers(dest="acmd", required=True)
-    a.add_parser("verify", help="check the alert hash chain for edits or deletions")
+    av = a.add_parser("verify", help="check the alert log against its signed links and the newest checkpoint")
+    _verify_options(av)
+    au = sub.add_parser("audit", help="evidence that the alert log was not rewritten").add_subparsers(
+        dest="ucmd", required=True
+    )
+    ue = au.add_parser("export", help="write a bundle (alerts, links, checkpoints) a third party can verify")
+    ue.add_argument("--out", default="-", help="file to write (default: standard output)")
+    uv = au.add_parser("verify", help="verify an exported bundle with the public key only (no database)")
+    uv.add_argument("--bundle", required=True)
+    _verify_options(uv)
+    uk = au.add_parser("keygen", help="write a new Ed25519 key pair: DIR/signing.key (mode 600), DIR/signing.pub")
+    uk.add_argument("--out", required=True, help="directory")
+    uk.add_argument("--force", action="store_true", help="replace an existing key")
+    au.add_parser("pubkey", help="print the public key of the configured signing key (PEM)")
     return p
+
+
+def _verify_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--public-key", action="append", default=[], help="Ed25519 public key file (PEM or 32 bytes); repeatable"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="a checkpoint kept outside the database, e.g. the retained tracker/audit/checkpoint message",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -402,6 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fences_check(args.files)
     if args.cmd == "geofences" and args.fcmd == "import":
         return _fences_import(args)
+    if args.cmd == "audit" and args.ucmd in ("verify", "keygen"):
+        return _audit_offline(args)
     settings = Settings.from_env()
     if args.cmd == "run":
         from tracker.service import run_forever
@@ -428,8 +585,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "gateway":
         return _gateway(settings, args)
     if args.cmd == "alerts":
-        return asyncio.run(_verify(settings))
+        return _audit_guard(lambda: asyncio.run(_verify(settings, args)))
+    if args.cmd == "audit" and args.ucmd == "export":
+        return asyncio.run(_audit_export(settings, args.out))
+    if args.cmd == "audit" and args.ucmd == "pubkey":
+        return _audit_guard(lambda: _audit_pubkey(settings))
     return 2
+
+
+def _audit_offline(args: argparse.Namespace) -> int:
+    if args.ucmd == "keygen":
+        return _audit_keygen(args.out, args.force)
+    return _audit_guard(lambda: _audit_verify(args))
+
+
+def _audit_guard(run: Callable[[], int]) -> int:
+    """A key, bundle or checkpoint that cannot be read is a usage error (exit 2), not a verdict."""
+    from tracker.audit import AuditError
+
+    try:
+        return run()
+    except (AuditError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -60,6 +60,12 @@ class Settings:
         default="postgresql://tracker@127.0.0.1:5433/tracker", metadata=_doc("PostgreSQL DSN (password via env)")
     )
     db_pool_max: int = field(default=8, metadata=_doc("maximum database connections"))
+    db_owner_dsn: str = field(
+        default="", metadata=_doc("DSN of the schema owner: only `tracker migrate` uses it, never the service")
+    )
+    db_service_role: str = field(
+        default="", metadata=_doc("role `tracker migrate` grants the service's rights (default: TRACKER_DB_DSN's user)")
+    )
     http_host: str = field(default="127.0.0.1", metadata=_doc("HTTP API bind address"))
     http_port: int = field(default=8080, metadata=_doc("HTTP API port"))
     http_tls_cert: str = field(
@@ -125,6 +131,16 @@ class Settings:
         default=0.0,
         metadata=_doc("run TimescaleDB policies in the foreground every N s (0: leave them to its scheduler)"),
     )
+    audit_key_file: str = field(
+        default="", metadata=_doc("Ed25519 key signing the alert chain (PEM or 32-byte seed; mode 600)")
+    )
+    audit_key: str = field(default="", metadata=_doc("the same key inline (hex, base64 or PEM) instead of a file"))
+    audit_checkpoint_s: float = field(
+        default=60.0, metadata=_doc("how often the signed chain head is stored and published (and at shutdown)")
+    )
+    audit_unsigned: bool = field(
+        default=False, metadata=_doc("run without a signing key (development only: the log is then unanchored)")
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -164,6 +180,10 @@ class Settings:
                 raise ValueError(f"TRACKER_WEBHOOK_URLS: {url!r} is not an http(s) URL")
         if self.webhook_min_severity not in ("info", "low", "medium", "high", "critical"):
             raise ValueError("TRACKER_WEBHOOK_MIN_SEVERITY must be info|low|medium|high|critical")
+        if self.audit_key_file and self.audit_key:
+            raise ValueError("set TRACKER_AUDIT_KEY_FILE or TRACKER_AUDIT_KEY, not both")
+        if self.audit_checkpoint_s <= 0:
+            raise ValueError("TRACKER_AUDIT_CHECKPOINT_S must be > 0")
         if bool(self.http_tls_cert) != bool(self.http_tls_key):
             raise ValueError("TRACKER_HTTP_TLS_CERT and TRACKER_HTTP_TLS_KEY go together")
         if self.ops_port and self.ops_port == self.http_port:
@@ -203,12 +223,14 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """Settings safe to log: secrets masked."""
         out = dataclasses.asdict(self)
-        for key in ("mqtt_password", "mqtt_admin_password", "admin_token", "webhook_secret"):
+        for key in ("mqtt_password", "mqtt_admin_password", "admin_token", "webhook_secret", "audit_key"):
             if out[key]:
                 out[key] = "***"
-        if "@" in self.db_dsn and ":" in self.db_dsn.split("@")[0].split("//")[-1]:
-            head, tail = self.db_dsn.split("@", 1)
-            out["db_dsn"] = head.rsplit(":", 1)[0] + ":***@" + tail
+        for key in ("db_dsn", "db_owner_dsn"):
+            dsn = out[key]
+            if "@" in dsn and ":" in dsn.split("@")[0].split("//")[-1]:
+                head, tail = dsn.split("@", 1)
+                out[key] = head.rsplit(":", 1)[0] + ":***@" + tail
         return out
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from geofences import Fence, FenceIndex, FenceSet, load_fence_set
+from tracker.adapters.audit_keys import signer_from_settings
 from tracker.adapters.decode import Limits, decode_inspection, decode_mqtt
 from tracker.adapters.errors import (
     CommandRejectedError,
@@ -31,6 +32,7 @@ from tracker.adapters.errors import (
 from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_options
 from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.adapters.webhooks import WebhookError, deliver
+from tracker.audit import CHECKPOINT_TOPIC, Checkpoint, Signer
 from tracker.config import Settings
 from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
 from tracker.core.pipeline import Params, Pipeline
@@ -89,6 +91,7 @@ class Service:
         self._last_commit = 0.0
         self._newest_fix_lag = 0.0  # median fix age at commit in the last (well-filled) batch
         self._throttle: dict[str, float] = {}
+        self._stopping = False
         self.containers: dict[str, list[str]] = {}
         self.logs: dict[str, Log] = {}  # recent fixes per device for the reorder window (memory only)
         self._pending_logs: dict[str, Log] = {}
@@ -97,22 +100,36 @@ class Service:
         self._listeners: Listeners | None = None
         self._http: aiohttp.ClientSession | None = None
         self.http_port: int | None = None
+        self.signer: Signer | None = None
+        self._published: Checkpoint | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, *, http: bool = True) -> None:
         s = self.settings
         log.info("starting with %s", s.redacted())
+        self.signer = signer_from_settings(s)
+        if self.signer is None and not s.audit_unsigned:
+            raise RuntimeError(
+                "no key signs the alert log: set TRACKER_AUDIT_KEY_FILE (see `tracker audit keygen`)"
+                " or, for development only, TRACKER_AUDIT_UNSIGNED=true"
+            )
+        if self.signer is None:
+            log.warning("NO AUDIT KEY: alert links are unsigned and no checkpoints are made (TRACKER_AUDIT_UNSIGNED)")
+        else:
+            log.info("alert log signed with key %s", self.signer.key_id)
         self.store = await Store.connect(
             s.db_dsn,
             max_size=s.db_pool_max,
             alert_topic_prefix=s.alert_topic_prefix,
             webhooks=s.webhook_urls,
             webhook_min_severity=s.webhook_min_severity,
+            signer=self.signer,
         )
         if s.webhook_urls:
             self._http = aiohttp.ClientSession()
-        await self.store.migrate()
+        await self.store.prepare()  # the service never migrates: it holds no owner rights
+        await self.store.anchor_legacy()
         await self.reload_fences()
         self.devices = await self.store.devices()
         self.states = await self.store.states()
@@ -137,6 +154,8 @@ class Service:
             asyncio.create_task(self._ingest_loop(), name="ingest"),
             asyncio.create_task(self._outbox_loop(), name="outbox"),
         ]
+        if self.signer is not None:
+            self._tasks.append(asyncio.create_task(self._checkpoint_loop(), name="audit-checkpoints"))
         if s.timescale_jobs_s > 0 and self.store.timescale:
             self._tasks.append(asyncio.create_task(self._policy_loop(), name="timescale-jobs"))
         if http:
@@ -146,15 +165,16 @@ class Service:
             self.http_port = self._listeners.api_port
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._cancel_tasks()
         if self._listeners is not None:
             await self._listeners.cleanup()
         if self._http is not None:
             await self._http.close()
+        if self.signer is not None and self.store is not None and self._tasks:
+            try:  # the last facts are anchored before the link to the broker goes
+                await asyncio.wait_for(self.checkpoint(), 10.0)
+            except Exception:
+                log.exception("final audit checkpoint failed")
         if self.link is not None:
             try:
                 await asyncio.wait_for(self.link.stop(), 15.0)
@@ -167,6 +187,28 @@ class Service:
             except TimeoutError:
                 log.warning("database pool did not close within 10 s; terminating its connections")
                 self.store.pool.terminate()
+
+    async def _cancel_tasks(self, timeout: float = 15.0) -> None:
+        """Cancel the background loops, again while one is still running.
+
+        A single ``cancel()`` is not enough on Python 3.11: ``asyncio.wait_for`` returns its result and
+        swallows the cancellation when its inner future completes at the same moment (a message arriving
+        just as the service stops), and the loop then runs on, so ``stop()`` would wait for ever.
+        """
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = {t for t in self._tasks if not t.done()}
+        while pending:
+            for task in pending:
+                task.cancel()
+            _done, pending = await asyncio.wait(pending, timeout=0.5)
+            if pending and loop.time() > deadline:
+                log.warning("tasks still running after %.0f s: %s", timeout, sorted(t.get_name() for t in pending))
+                break
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("task %s had ended with %r", task.get_name(), task.exception())
 
     async def reload_fences(self) -> None:
         assert self.store is not None
@@ -199,7 +241,7 @@ class Service:
         loop = asyncio.get_running_loop()
         wait = self.settings.batch_wait_ms / 1000.0
         next_tick = loop.time() + self.settings.tick_interval_s
-        while True:
+        while not self._stopping:
             try:
                 if not self.commands.empty():
                     await self._run_command(*self.commands.get_nowait())
@@ -309,6 +351,13 @@ class Service:
         working: dict[str, DeviceState] = {}
         logs: dict[str, Log] = {}
         reorderer = Reorderer(self.pipeline, self.settings.reorder_window_s)
+        try:
+            # one vectorised fence lookup for the whole batch; each fix falls back to its own lookup without it
+            self.pipeline.prefetch(item for _dev, _ts, _seq, item in work if isinstance(item, Ping))
+        except Exception:
+            self.metrics.ingest_errors.labels("pipeline").inc()
+            self._log_throttled("prefetch", "batch fence lookup failed; fixes are looked up one by one")
+            self.pipeline.prefetch(())
         # event-time order across devices too: cross-device rules (pairing, rendezvous) compare a
         # device with the others' positions as they were at that moment, not as the id order left them
         for dev, _ts, seq, item in sorted(work, key=lambda w: (w[1], w[2], w[0])):
@@ -579,7 +628,7 @@ class Service:
     async def _policy_loop(self) -> None:
         """Some PostgreSQL/TimescaleDB pairs fail background jobs; running them here keeps compression going."""
         assert self.store is not None
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.settings.timescale_jobs_s)
             try:
                 jobs = await self.store.run_policies()
@@ -589,11 +638,40 @@ class Service:
             except Exception:
                 log.exception("TimescaleDB jobs failed; retrying next period")
 
+    # ---- audit checkpoints ----------------------------------------------------------------------
+
+    async def checkpoint(self) -> Checkpoint | None:
+        """Sign the chain head if it moved, store that, and publish the newest checkpoint retained.
+
+        The retained copy on the broker is the anchor outside the database; a failed publish is
+        retried at the next interval (the stored copy is already safe).
+        """
+        if self.signer is None or self.store is None:
+            return None
+        cp = await self.store.checkpoint(self.signer)
+        if cp is not None and cp != self._published and self.link is not None:
+            try:
+                await self.link.publish(CHECKPOINT_TOPIC, cp.to_bytes(), qos=1, retain=True)
+                self._published = cp
+            except PublishError as exc:
+                log.warning("checkpoint of %d links stored, not yet published (%s); retrying", cp.count, exc)
+        return cp
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.audit_checkpoint_s)
+            try:
+                await self.checkpoint()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("audit checkpoint failed; retrying next period")
+
     # ---- outbox ---------------------------------------------------------------------------------
 
     async def _outbox_loop(self) -> None:
         assert self.store is not None and self.link is not None
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.outbox_wake.wait(), self.settings.outbox_poll_s)
             self.outbox_wake.clear()

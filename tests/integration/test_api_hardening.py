@@ -407,7 +407,7 @@ async def test_an_inspection_the_database_refuses_is_not_accepted(svc: Service, 
     """A decision PostgreSQL refuses is refused back to its caller (422), never answered 202."""
     marker = f"REFUSED-{uuid.uuid4().hex[:8]}"
     constraint = f"test_refuse_{marker[8:]}"
-    conn = await asyncpg.connect(stack.dsn)
+    conn = await asyncpg.connect(stack.owner_dsn)  # only the schema owner may add a constraint
     try:
         await conn.execute(
             f"ALTER TABLE inspections ADD CONSTRAINT {constraint} CHECK (facility IS DISTINCT FROM '{marker}')"

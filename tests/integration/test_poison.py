@@ -147,7 +147,7 @@ async def test_core_failure_isolates_one_message_and_is_not_redelivered(
 async def test_database_refusing_one_message_isolates_it(stack_env: dict[str, str], stack: StackInfo) -> None:
     """PostgreSQL itself refuses one device's rows (a CHECK constraint): the batch is bisected around them."""
     good, bad = new_device_id("GOOD"), new_device_id("REFUSED")
-    conn = await asyncpg.connect(stack.dsn)
+    conn = await asyncpg.connect(stack.owner_dsn)  # only the schema owner may add a constraint
     constraint = f"refuse_{bad.lower().replace('-', '_')}"
     await conn.execute(f"ALTER TABLE pings ADD CONSTRAINT {constraint} CHECK (device_id <> '{bad}')")
     svc = await start_service(service_env(stack_env, TRACKER_BATCH_WAIT_MS="200"))
@@ -201,7 +201,7 @@ async def test_retained_poison_is_refused_once_and_never_replayed(stack_env: dic
         svc = await start_service(env)
     finally:
         clear = probe.client.publish(topic, b"", 1, True)  # an empty retained message deletes it
-        clear.wait_for_publish(5)
-        await conn.close()
-        probe.close()
-        await svc.stop()
+        await asyncio.to_thread(clear.wait_for_publish, 5)
+        await conn.close(timeout=10)
+        await asyncio.to_thread(probe.close)
+        await asyncio.wait_for(svc.stop(), 30)

@@ -351,7 +351,7 @@ def test_up_runs_the_service_unprivileged_with_its_own_secrets_only(
 
 
 async def test_infra_rerun_keeps_secrets_and_data(stack: StackInfo, stack_command: Callable[..., None]) -> None:
-    conn = await asyncpg.connect(stack.dsn, timeout=TIMEOUT_S)
+    conn = await asyncpg.connect(stack.owner_dsn, timeout=TIMEOUT_S)  # the service role may not create tables
     try:
         await conn.execute("CREATE TABLE IF NOT EXISTS stack_rerun_probe (note text)")
         await conn.execute("INSERT INTO stack_rerun_probe VALUES ('kept')")
@@ -359,6 +359,8 @@ async def test_infra_rerun_keeps_secrets_and_data(stack: StackInfo, stack_comman
         await conn.close()
     before = (stack.stack_dir / "secrets.env").read_text()
     broker_pid = _broker_pid(stack)
+    owner_before = (stack.stack_dir / "owner.env").read_text()
+    key_before = stack.audit_key_file.read_bytes()
 
     stack_command("infra")  # everything already running
     assert (stack.stack_dir / "secrets.env").read_text() == before
@@ -366,8 +368,10 @@ async def test_infra_rerun_keeps_secrets_and_data(stack: StackInfo, stack_comman
     stack_command("down")
     stack_command("infra")  # cold start on existing data
     assert (stack.stack_dir / "secrets.env").read_text() == before
+    assert (stack.stack_dir / "owner.env").read_text() == owner_before
+    assert stack.audit_key_file.read_bytes() == key_before
 
-    conn = await asyncpg.connect(stack.dsn, timeout=TIMEOUT_S)
+    conn = await asyncpg.connect(stack.owner_dsn, timeout=TIMEOUT_S)
     try:
         assert await conn.fetchval("SELECT count(*) FROM stack_rerun_probe WHERE note = 'kept'") == 1
         await conn.execute("DROP TABLE stack_rerun_probe")

@@ -91,3 +91,22 @@ def test_the_session_client_id_is_the_account_name_unless_set() -> None:
 def test_the_broker_admin_password_is_redacted() -> None:
     s = Settings.from_env({"TRACKER_MQTT_ADMIN_USERNAME": "broker-admin", "TRACKER_MQTT_ADMIN_PASSWORD": "hunter3"})
     assert "hunter3" not in str(s.redacted())
+
+
+def test_audit_settings_parse_and_their_secrets_are_redacted() -> None:
+    s = Settings.from_env(
+        {
+            "TRACKER_AUDIT_UNSIGNED": "yes",
+            "TRACKER_AUDIT_KEY": "ab" * 32,
+            "TRACKER_DB_OWNER_DSN": "postgresql://tracker_owner:0wn3r@127.0.0.1:5433/tracker",
+        }
+    )
+    assert s.audit_unsigned is True
+    text = str(s.redacted())
+    assert "ab" * 32 not in text
+    assert "0wn3r" not in text
+    assert Settings.from_env({"TRACKER_AUDIT_UNSIGNED": "0"}).audit_unsigned is False
+    with pytest.raises(ValueError, match="audit_unsigned"):
+        Settings.from_env({"TRACKER_AUDIT_UNSIGNED": "perhaps"})
+    with pytest.raises(ValueError, match="not both"):
+        Settings.from_env({"TRACKER_AUDIT_KEY": "x", "TRACKER_AUDIT_KEY_FILE": "/k"})

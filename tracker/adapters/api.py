@@ -581,24 +581,9 @@ async def _transition(request: web.Request, target: str) -> web.Response:
         raise error(404, "not_found", "no such alert") from None
     svc = _service(request)
     assert svc.store is not None
-    allowed_from = ("open", "logged") if target == "acknowledged" else ("open", "logged", "acknowledged")
     async with _db(request):
-        if target == "acknowledged":
-            sql = (
-                "UPDATE alerts SET status = 'acknowledged', acknowledged_by = $2, acknowledged_at = now(),"
-                " updated_at = now() WHERE alert_id = $1 AND status = ANY($3::text[]) RETURNING status"
-            )
-            row = await svc.store.pool.fetchrow(sql, alert_id, who.name, list(allowed_from))
-        else:
-            sql = (
-                "UPDATE alerts SET status = 'resolved', resolved_by = $2, resolved_at = now(), resolution = $4,"
-                " updated_at = now() WHERE alert_id = $1 AND status = ANY($3::text[]) RETURNING status"
-            )
-            row = await svc.store.pool.fetchrow(sql, alert_id, who.name, list(allowed_from), note)
-        current = None
-        if row is None:
-            current = await svc.store.pool.fetchval("SELECT status FROM alerts WHERE alert_id = $1", alert_id)
-    if row is None:
+        changed, current = await svc.store.transition_alert(alert_id, target, who.name, note)
+    if not changed:
         if current is None:
             raise error(404, "not_found", "no such alert")
         raise error(409, "conflict", f"alert is {current}; cannot become {target}", current=current)

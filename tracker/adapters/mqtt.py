@@ -164,11 +164,13 @@ class MqttLink:
 
     # ---- publishing -----------------------------------------------------------------------------
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, timeout: float = 10.0) -> None:
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, timeout: float = 10.0, retain: bool = False
+    ) -> None:
         """Publish and wait for the broker's PUBACK (QoS 1), so the caller may mark it delivered."""
         if not self.connected.is_set():
             raise PublishError("not connected")
-        info = self._client.publish(topic, payload, qos=qos)
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise PublishError(f"publish failed: {paho.error_string(info.rc)}")
         if qos == 0:

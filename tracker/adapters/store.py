@@ -4,7 +4,14 @@ Pings go in with binary ``COPY`` into a staging table and one
 ``INSERT … ON CONFLICT DO NOTHING``, so a ping the broker redelivers is stored once.
 Alerts, device state, dead letters and the outbox rows that announce alerts are
 written in the same transaction as the pings: an alert is never announced before it
-is saved, and a crash between the two only delays the announcement.
+is saved, and a crash between the two only delays the announcement. Every fact about an
+alert is appended to the signed chain of ``alert_links`` in that same transaction
+(tracker/audit.py), under one lock so that links from the ingest task and from the API
+take turns.
+
+The schema belongs to an owner role (``tracker migrate``); the service's role gets only the
+rights ``Store._grant_service`` lists: no UPDATE or DELETE on the chain, and on alerts an UPDATE of
+the columns that facts change.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,8 +27,10 @@ from importlib import resources
 from typing import Any
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping, Rejected, Severity, chain_hash
+from tracker import audit
+from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping, Rejected, Severity
 from tracker.core.state import DeviceState
 
 log = logging.getLogger(__name__)
@@ -59,6 +69,26 @@ SEVERITY_ORDER = (Severity.INFO, Severity.LOW, Severity.MEDIUM, Severity.HIGH, S
 QUEUED_SEVERITIES = frozenset({Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL})
 """Alerts at these severities wait in the operators' queue (``open``); lower ones are only logged."""
 
+CHAIN_LOCK = 424243
+"""Advisory lock held by every transaction that appends links: one writer of the chain at a time."""
+SYSTEM_ACTOR = "system"
+"""Who establishes the facts the detectors produce (raised, updated, retracted)."""
+FACT_COLUMNS = (
+    "status",
+    "acknowledged_by",
+    "acknowledged_at",
+    "resolved_by",
+    "resolved_at",
+    "resolution",
+    "ended_at",
+    "updated_at",
+)
+"""The alert columns the service may change, each change being a link (plus updated_at, a cache)."""
+
+
+class SchemaError(RuntimeError):
+    """The database schema is behind the code; the service never migrates it itself."""
+
 
 @dataclass(slots=True)
 class Batch:
@@ -94,8 +124,10 @@ class Store:
         alert_topic_prefix: str = "alerts",
         webhooks: Sequence[str] = (),
         webhook_min_severity: str = "medium",
+        signer: audit.Signer | None = None,
     ) -> None:
         self.pool = pool
+        self.signer = signer
         self.alert_topic_prefix = alert_topic_prefix
         self.webhooks = tuple(webhooks)
         self.webhook_floor = SEVERITY_ORDER.index(Severity(webhook_min_severity))
@@ -111,10 +143,15 @@ class Store:
         alert_topic_prefix: str = "alerts",
         webhooks: Sequence[str] = (),
         webhook_min_severity: str = "medium",
+        signer: audit.Signer | None = None,
     ) -> Store:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, command_timeout=60)
         return cls(
-            pool, alert_topic_prefix=alert_topic_prefix, webhooks=webhooks, webhook_min_severity=webhook_min_severity
+            pool,
+            alert_topic_prefix=alert_topic_prefix,
+            webhooks=webhooks,
+            webhook_min_severity=webhook_min_severity,
+            signer=signer,
         )
 
     def _channels(self, alert: Alert) -> list[tuple[str, str]]:
@@ -129,28 +166,78 @@ class Store:
 
     # ---- schema -------------------------------------------------------------------------------
 
-    async def migrate(self) -> list[str]:
-        """Apply pending migrations under an advisory lock so two starting services never race."""
+    async def migrate(self, *, grant_to: str | None = None) -> list[str]:
+        """Apply pending migrations under an advisory lock so two migrators never race.
+
+        Needs the owner role when something is pending or ``grant_to`` names the service role;
+        with an up-to-date schema it runs no DDL, so any role may call it.
+        """
         applied: list[str] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(424242)")
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz"
-                " NOT NULL DEFAULT now())"
-            )
-            done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
-            files = sorted(
-                (p for p in resources.files("tracker.migrations").iterdir() if p.name.endswith(".sql")),
-                key=lambda p: p.name,
-            )
-            for path in files:
-                if path.name in done:
-                    continue
-                await conn.execute(path.read_text())
-                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", path.name)
-                applied.append(path.name)
+            if grant_to or await self._pending(conn):
+                await conn.execute("SELECT pg_advisory_xact_lock(424242)")
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz"
+                    " NOT NULL DEFAULT now())"
+                )
+                done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+                for path in _migration_files():
+                    if path.name in done:
+                        continue
+                    await conn.execute(path.read_text())
+                    await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", path.name)
+                    applied.append(path.name)
             await self._ensure_pings(conn)
+            if grant_to:
+                await self._grant_service(conn, grant_to)
         return applied
+
+    async def _pending(self, conn: asyncpg.Connection) -> list[str]:
+        done: set[str] = set()
+        if await conn.fetchval("SELECT to_regclass('public.schema_migrations') IS NOT NULL"):
+            done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        return [p.name for p in _migration_files() if p.name not in done]
+
+    async def prepare(self) -> None:
+        """What the service does instead of migrating: refuse a schema that is behind, find the pings layout."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            pending = await self._pending(conn)
+            if pending:
+                raise SchemaError(
+                    f"database schema is not up to date ({', '.join(pending)} pending):"
+                    " run `tracker migrate` with the owner's TRACKER_DB_OWNER_DSN first"
+                )
+            await self._ensure_pings(conn)
+
+    async def _grant_service(self, conn: asyncpg.Connection, role: str) -> None:
+        """The service role's rights, re-applied at every migration (tables added later are covered).
+
+        Append-only for the evidence: INSERT and SELECT on links, checkpoints and updates, no
+        UPDATE/DELETE/TRUNCATE (their triggers refuse those even to a sloppy grant); alerts take
+        INSERT and an UPDATE of ``FACT_COLUMNS`` only, so their content cannot change in place.
+        """
+        owner = await conn.fetchval(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = 'public' AND tablename = 'alerts'"
+        )
+        if owner == role:
+            log.warning(
+                "role %r owns the schema: it can disable the chain's triggers; give migrations their own owner role",
+                role,
+            )
+            return
+        r = quote_ident(role)
+        for sql in (
+            f"GRANT USAGE ON SCHEMA public TO {r}",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {r}",
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {r}",
+            f"REVOKE UPDATE, DELETE, TRUNCATE ON alert_links, audit_checkpoints, alert_updates FROM {r}",
+            f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON audit_legacy, schema_migrations FROM {r}",
+            f"REVOKE UPDATE, DELETE, TRUNCATE ON alerts FROM {r}",
+            f"GRANT UPDATE ({', '.join(FACT_COLUMNS)}) ON alerts TO {r}",
+            f"GRANT EXECUTE ON FUNCTION tracker_ensure_ping_partition(timestamptz) TO {r}",
+        ):
+            await conn.execute(sql)
+        log.info("granted the service's rights to role %r", role)
 
     async def _ensure_pings(self, conn: asyncpg.Connection) -> None:
         exists = await conn.fetchval("SELECT to_regclass('public.pings') IS NOT NULL")
@@ -236,13 +323,10 @@ class Store:
         name = f"pings_{start:%Y%m}"
         if name in self._partitions:
             return
-        end = _month_start(start, 1)
         try:
             async with conn.transaction():
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF pings"
-                    f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
-                )
+                # the function runs as the schema owner: the service role may not create tables
+                await conn.execute("SELECT tracker_ensure_ping_partition($1)", start)
         except asyncpg.PostgresError as exc:
             # rows for that month already sit in the default partition: keep using it
             log.warning("partition %s not created: %s", name, exc)
@@ -275,6 +359,7 @@ class Store:
 
     async def write_batch(self, batch: Batch) -> BatchResult:
         async with self.pool.acquire() as conn, conn.transaction():
+            chain = await _Chain.open(conn, self.signer) if batch.alerts or batch.updates else None
             if batch.new_devices:
                 await conn.executemany(
                     "INSERT INTO devices (device_id, kind, auto_registered) VALUES ($1, $2, true)"
@@ -282,8 +367,10 @@ class Store:
                     [(d, k.value) for d, k in batch.new_devices.items()],
                 )
             stored = await self._insert_pings(conn, batch.pings)
-            new_alerts = await self._insert_alerts(conn, batch.alerts)
-            updates = await self._insert_updates(conn, batch.updates)
+            new_alerts = await self._insert_alerts(conn, chain, batch.alerts)
+            updates = await self._insert_updates(conn, chain, batch.updates)
+            if chain is not None:
+                await chain.flush()
             if batch.inspections:
                 await conn.executemany(
                     "INSERT INTO inspections (inspection_id, container_no, result, ts, facility, seal, source)"
@@ -347,9 +434,12 @@ class Store:
         )
         return int(status.split()[-1])
 
-    async def _insert_alerts(self, conn: asyncpg.Connection, alerts: Sequence[Alert]) -> list[Alert]:
+    async def _insert_alerts(
+        self, conn: asyncpg.Connection, chain: _Chain | None, alerts: Sequence[Alert]
+    ) -> list[Alert]:
         if not alerts:
             return []
+        assert chain is not None
         unique = list({a.id: a for a in alerts}.values())
         existing = {
             r["alert_id"]
@@ -360,14 +450,12 @@ class Store:
         fresh = [a for a in unique if a.id not in existing]
         if not fresh:
             return []
-        head = await conn.fetchrow("SELECT head_hash, head_seq FROM alert_chain WHERE id FOR UPDATE")
-        prev = str(head["head_hash"])
         rows = []
         outbox: list[tuple[object, str, str, str]] = []
         for alert in fresh:
-            body = alert.to_json()
-            digest = chain_hash(prev, body)
             status = "open" if alert.severity in QUEUED_SEVERITIES else "logged"
+            content = audit.jsonable({**alert.to_json(), "ts": audit.iso(alert.ts)})
+            link = chain.append(alert.id, audit.RAISED, SYSTEM_ACTOR, {"alert": content, "status": status})
             rows.append(
                 (
                     alert.id,
@@ -380,28 +468,33 @@ class Store:
                     alert.ts,
                     alert.message,
                     json.dumps(alert.evidence, default=str),
-                    prev,
-                    digest,
+                    link.prev,
+                    link.hash,
+                    chain.at,
                 )
             )
+            body = alert.to_json()
             body["status"] = status
             body["event"] = "raised"
             text = json.dumps(body, default=str)
             outbox.extend((alert.id, channel, target, text) for channel, target in self._channels(alert))
-            prev = digest
         await conn.executemany(
             "INSERT INTO alerts (alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
-            " prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            " prev_hash, hash, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
             rows,
         )
+        await chain.flush()  # links refer to their alert rows
         await conn.executemany("INSERT INTO outbox (alert_id, channel, topic, payload) VALUES ($1, $2, $3, $4)", outbox)
-        await conn.execute("UPDATE alert_chain SET head_hash = $1, head_seq = head_seq + $2 WHERE id", prev, len(fresh))
         return fresh
 
-    async def _insert_updates(self, conn: asyncpg.Connection, updates: Sequence[AlertUpdate]) -> int:
-        """Append updates to alerts that exist; announce each new one through the outbox."""
+    async def _insert_updates(
+        self, conn: asyncpg.Connection, chain: _Chain | None, updates: Sequence[AlertUpdate]
+    ) -> int:
+        """Append updates to alerts that exist, each as a link; announce each new one through the outbox."""
         count = 0
         for upd in updates:
+            assert chain is not None
             fields = json.dumps(upd.fields, default=str)
             row_id = await conn.fetchval(
                 "INSERT INTO alert_updates (alert_id, ts, fields, closes) SELECT $1, $2, $3, $4"
@@ -415,17 +508,27 @@ class Store:
             if row_id is None:
                 continue
             count += 1
+            link_body = audit.update_body(upd.ts, upd.closes, audit.jsonable(upd.fields))
             if upd.fields.get("retracted"):
+                resolution = f"retracted: {upd.fields.get('reason', '')}"
                 await conn.execute(
-                    "UPDATE alerts SET status = 'resolved', resolved_by = 'system', resolved_at = now(),"
-                    " resolution = $2, updated_at = now() WHERE alert_id = $1",
+                    "UPDATE alerts SET status = 'resolved', resolved_by = $3, resolved_at = $4,"
+                    " resolution = $2, updated_at = $4 WHERE alert_id = $1",
                     upd.alert.id,
-                    f"retracted: {upd.fields.get('reason', '')}",
+                    resolution,
+                    SYSTEM_ACTOR,
+                    chain.at,
                 )
-            elif upd.closes:
-                await conn.execute(
-                    "UPDATE alerts SET ended_at = $2, updated_at = now() WHERE alert_id = $1", upd.alert.id, upd.ts
-                )
+                chain.append(upd.alert.id, audit.RETRACTED, SYSTEM_ACTOR, {**link_body, "resolution": resolution})
+            else:
+                if upd.closes:
+                    await conn.execute(
+                        "UPDATE alerts SET ended_at = $2, updated_at = $3 WHERE alert_id = $1",
+                        upd.alert.id,
+                        upd.ts,
+                        chain.at,
+                    )
+                chain.append(upd.alert.id, audit.UPDATED, SYSTEM_ACTOR, link_body)
             body = upd.alert.to_json()
             body.update(event="updated", update={"ts": upd.ts.isoformat(), "closes": upd.closes, **upd.fields})
             await conn.executemany(
@@ -436,6 +539,40 @@ class Store:
                 ],
             )
         return count
+
+    async def transition_alert(
+        self, alert_id: uuid.UUID, target: str, actor: str, note: str | None
+    ) -> tuple[bool, str | None]:
+        """An operator acknowledges or resolves an alert: the row changes and a signed link says who and when.
+
+        Returns (changed, status now); the status is None when there is no such alert.
+        """
+        allowed = audit.TRANSITIONS[target]
+        async with self.pool.acquire() as conn, conn.transaction():
+            chain = await _Chain.open(conn, self.signer)
+            current = await conn.fetchval("SELECT status FROM alerts WHERE alert_id = $1 FOR UPDATE", alert_id)
+            if current is None or current not in allowed:
+                return False, current
+            if target == audit.ACKNOWLEDGED:
+                await conn.execute(
+                    "UPDATE alerts SET status = 'acknowledged', acknowledged_by = $2, acknowledged_at = $3,"
+                    " updated_at = $3 WHERE alert_id = $1",
+                    alert_id,
+                    actor,
+                    chain.at,
+                )
+            else:
+                await conn.execute(
+                    "UPDATE alerts SET status = 'resolved', resolved_by = $2, resolved_at = $3, resolution = $4,"
+                    " updated_at = $3 WHERE alert_id = $1",
+                    alert_id,
+                    actor,
+                    chain.at,
+                    note,
+                )
+            chain.append(alert_id, target, actor, {"note": note})
+            await chain.flush()
+        return True, target
 
     async def devices_for_container(self, container_no: str) -> list[str]:
         rows = await self.pool.fetch("SELECT device_id FROM devices WHERE container_no = $1 AND active", container_no)
@@ -550,34 +687,179 @@ class Store:
         except (OSError, asyncpg.PostgresError, TimeoutError):
             return False
 
-    async def verify_chain(self) -> tuple[bool, int, str | None]:
-        """Recompute the alert hash chain; returns (intact, alerts checked, first broken alert id)."""
-        prev = "0" * 64
-        count = 0
+    # ---- audit ------------------------------------------------------------------------------
+
+    async def anchor_legacy(self) -> int:
+        """Give each alert stored before the chain existed one ``legacy`` link that holds it as found.
+
+        Only alerts the owner's migration listed in ``audit_legacy`` qualify (the service role
+        cannot add to that list), so this cannot launder an alert slipped in later.
+        """
+        sql = (
+            ALERT_COLUMNS + " WHERE alert_id IN (SELECT alert_id FROM audit_legacy)"  # noqa: S608 - constant SQL
+            " AND NOT EXISTS (SELECT 1 FROM alert_links k WHERE k.alert_id = alerts.alert_id)"
+        )
+        if not await self.pool.fetchval(f"SELECT EXISTS ({sql})"):
+            return 0
         async with self.pool.acquire() as conn, conn.transaction():
-            async for r in conn.cursor(
-                "SELECT alert_id, kind, severity, device_id, ts, message, port, fence_id, evidence, prev_hash, hash"
-                " FROM alerts ORDER BY seq"
+            chain = await _Chain.open(conn, self.signer)
+            rows = [_alert_record(r) for r in await conn.fetch(sql + " ORDER BY seq")]
+            updates: dict[str, list[audit.JSONValue]] = {}
+            for u in await conn.fetch(
+                "SELECT alert_id, ts, closes, fields FROM alert_updates WHERE alert_id = ANY($1::uuid[]) ORDER BY id",
+                [uuid.UUID(r.id) for r in rows],
             ):
-                body = {
-                    "id": str(r["alert_id"]),
-                    "kind": r["kind"],
-                    "severity": r["severity"],
-                    "device_id": r["device_id"],
-                    "ts": r["ts"].astimezone(UTC).isoformat(),
-                    "message": r["message"],
-                    "port": r["port"],
-                    "fence_id": r["fence_id"],
-                    "evidence": json.loads(r["evidence"]),
+                updates.setdefault(str(u["alert_id"]), []).append(
+                    audit.update_body(u["ts"], u["closes"], json.loads(u["fields"]))
+                )
+            for rec in rows:
+                state = rec.to_json()
+                body: dict[str, audit.JSONValue] = {
+                    "alert": rec.content(),
+                    **{k: state[k] for k in ("status", "acknowledged_by", "acknowledged_at", "resolved_by")},
+                    **{k: state[k] for k in ("resolved_at", "resolution", "ended_at")},
+                    "updates": updates.get(rec.id, []),
                 }
-                if r["prev_hash"] != prev or chain_hash(prev, body) != r["hash"]:
-                    return False, count, str(r["alert_id"])
-                prev = r["hash"]
-                count += 1
-            head = await conn.fetchval("SELECT head_hash FROM alert_chain WHERE id")
-        if head != prev:
-            return False, count, None
-        return True, count, None
+                chain.append(uuid.UUID(rec.id), audit.LEGACY, "legacy", body)
+            await chain.flush()
+        log.warning("anchored %d alerts stored before the signed chain (facts before now are not proven)", len(rows))
+        return len(rows)
+
+    async def audit_bundle(self) -> audit.Bundle:
+        """Links, alerts, updates and checkpoints as one consistent snapshot."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            links = [
+                audit.Link(int(r["seq"]), r["prev_hash"], r["doc"], r["hash"], r["sig"])
+                for r in await conn.fetch("SELECT seq, prev_hash, doc, hash, sig FROM alert_links ORDER BY seq")
+            ]
+            alerts = [_alert_record(r) for r in await conn.fetch(ALERT_COLUMNS + " ORDER BY seq")]
+            updates = [
+                audit.UpdateRecord(str(r["alert_id"]), r["ts"], r["closes"], json.loads(r["fields"]))
+                for r in await conn.fetch("SELECT alert_id, ts, closes, fields FROM alert_updates ORDER BY id")
+            ]
+            checkpoints = [
+                _checkpoint(r) for r in await conn.fetch("SELECT body, signature FROM audit_checkpoints ORDER BY id")
+            ]
+        return audit.Bundle(tuple(links), tuple(alerts), tuple(updates), tuple(checkpoints))
+
+    async def verify_chain(
+        self, public_keys: Sequence[Ed25519PublicKey], anchors: Sequence[audit.Checkpoint] = ()
+    ) -> audit.Report:
+        return audit.verify(await self.audit_bundle(), public_keys, anchors)
+
+    async def checkpoint(self, signer: audit.Signer) -> audit.Checkpoint | None:
+        """Sign and store the chain head unless the newest checkpoint already covers it.
+
+        Returns the newest checkpoint (new or not), None while the chain is empty.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", CHAIN_LOCK)
+            head = await conn.fetchrow("SELECT seq, hash, alert_id FROM alert_links ORDER BY seq DESC LIMIT 1")
+            row = await conn.fetchrow("SELECT body, signature FROM audit_checkpoints ORDER BY id DESC LIMIT 1")
+            last = _checkpoint(row) if row is not None else None
+            if head is None:
+                return last
+            if last is not None and (last.count, last.head, last.key_id) == (head["seq"], head["hash"], signer.key_id):
+                return last
+            at = await conn.fetchval("SELECT now()")
+            cp = audit.make_checkpoint(int(head["seq"]), head["hash"], str(head["alert_id"]), at, signer)
+            await conn.execute(
+                "INSERT INTO audit_checkpoints (count, head_hash, at, key_id, body, signature)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                cp.count,
+                cp.head,
+                at,
+                cp.key_id,
+                audit.canonical(cp.body()),
+                cp.signature,
+            )
+        return cp
+
+
+ALERT_COLUMNS = (
+    "SELECT alert_id, seq, kind, severity, device_id, port, fence_id, ts, message, evidence, status,"
+    " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, ended_at FROM alerts"
+)
+
+
+def _alert_record(r: Mapping[str, Any]) -> audit.AlertRecord:
+    return audit.AlertRecord(
+        id=str(r["alert_id"]),
+        seq=int(r["seq"]),
+        kind=r["kind"],
+        severity=r["severity"],
+        device_id=r["device_id"],
+        port=r["port"],
+        fence_id=r["fence_id"],
+        ts=r["ts"],
+        message=r["message"],
+        evidence=json.loads(r["evidence"]),
+        status=r["status"],
+        acknowledged_by=r["acknowledged_by"],
+        acknowledged_at=r["acknowledged_at"],
+        resolved_by=r["resolved_by"],
+        resolved_at=r["resolved_at"],
+        resolution=r["resolution"],
+        ended_at=r["ended_at"],
+    )
+
+
+def _checkpoint(r: Mapping[str, Any]) -> audit.Checkpoint:
+    return audit.Checkpoint.from_json({"body": json.loads(r["body"]), "signature": r["signature"]})
+
+
+class _Chain:
+    """The links one transaction appends. It holds ``CHAIN_LOCK``, so the tail it read stays the tail."""
+
+    def __init__(
+        self, conn: asyncpg.Connection, signer: audit.Signer | None, seq: int, head: str, at: datetime
+    ) -> None:
+        self.conn = conn
+        self.signer = signer
+        self.seq = seq
+        self.head = head
+        self.at = at  # the transaction's time: every fact and column it writes carries it
+        self._rows: list[tuple[object, ...]] = []
+
+    @classmethod
+    async def open(cls, conn: asyncpg.Connection, signer: audit.Signer | None) -> _Chain:
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", CHAIN_LOCK)
+        tail = await conn.fetchrow("SELECT seq, hash FROM alert_links ORDER BY seq DESC LIMIT 1")
+        at: datetime = await conn.fetchval("SELECT now()")
+        if tail is None:
+            return cls(conn, signer, 0, audit.GENESIS, at)
+        return cls(conn, signer, int(tail["seq"]), str(tail["hash"]), at)
+
+    def append(self, alert_id: uuid.UUID, fact: str, actor: str, body: dict[str, audit.JSONValue]) -> audit.Link:
+        try:
+            link = audit.make_link(
+                self.seq + 1, self.head, audit.Fact(str(alert_id), fact, actor, self.at, body), self.signer
+            )
+        except ValueError as exc:  # NaN and the like: refused the way the database refuses them
+            raise asyncpg.DataError(f"alert {alert_id}: '{fact}' is not storable JSON: {exc}") from exc
+        self.seq, self.head = link.seq, link.hash
+        self._rows.append((link.seq, alert_id, fact, actor, self.at, link.doc, link.prev, link.hash, link.sig))
+        return link
+
+    async def flush(self) -> None:
+        if self._rows:
+            await self.conn.executemany(
+                "INSERT INTO alert_links (seq, alert_id, fact, actor, at, doc, prev_hash, hash, sig)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                self._rows,
+            )
+            self._rows = []
+
+
+def _migration_files() -> list[Any]:
+    return sorted(
+        (p for p in resources.files("tracker.migrations").iterdir() if p.name.endswith(".sql")),
+        key=lambda p: p.name,
+    )
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _month_start(at: datetime, months: int) -> datetime:

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from shapely.geometry import LineString
-
 from geofences import Fence, FenceIndex, FenceKind, LocalProjection, Transition, TransitionKind, classify
 from tracker.core.model import Alert, Ping, Severity
 from tracker.core.state import Fix
@@ -37,8 +35,11 @@ class GeofenceParams:
     confirm_entry_kinds: frozenset[FenceKind] = frozenset({FenceKind.RESTRICTED})
 
 
-def membership(index: FenceIndex, previous: frozenset[str], ping: Ping) -> frozenset[str]:
-    return index.membership(ping.lon, ping.lat, previous)
+def membership(
+    index: FenceIndex, previous: frozenset[str], ping: Ping, raw: frozenset[str] | None = None
+) -> frozenset[str]:
+    """``raw``: this fix's raw membership if it was computed ahead for a batch (``Pipeline.prefetch``)."""
+    return index.membership(ping.lon, ping.lat, previous, raw)
 
 
 def crossed(
@@ -49,16 +50,15 @@ def crossed(
         return ()
     if last.lon == ping.lon and last.lat == ping.lat:
         return ()
-    candidates = index.crossed(last.lon, last.lat, ping.lon, ping.lat, exclude)
+    candidates = index.crossings(last.lon, last.lat, ping.lon, ping.lat, exclude)
     if not candidates:
         return ()
-    chord = LineString([(last.lon, last.lat), (ping.lon, ping.lat)])
     proj = LocalProjection(last.lon, last.lat)
     out = []
-    for f in candidates:
+    for f, inside in candidates:  # inside: the part of the chord between the fixes inside the fence
         fence = index.get(f)
         needed = params.min_cross_gate_m if fence.kind is FenceKind.GATE else params.min_cross_m
-        if proj.project(chord.intersection(fence.geometry)).length >= needed:
+        if proj.project(inside).length >= needed:
             out.append(f)
     return tuple(out)
 
@@ -119,15 +119,16 @@ def step(
     ping: Ping,
     params: GeofenceParams,
     pending: frozenset[str] = frozenset(),
+    raw: frozenset[str] | None = None,
 ) -> tuple[frozenset[str], list[Alert], frozenset[str]]:
     """New membership, the alerts its change raises (exits before enters, then crossings) and the
     entries waiting for confirmation.
 
     Entering a fence of ``confirm_entry_kinds`` takes two consecutive fixes inside: a single
     multipath fix 50-300 m off (common beside cranes and stacks) must not raise a high alarm;
-    the cost is one reporting interval.
+    the cost is one reporting interval. ``raw`` as for :func:`membership`.
     """
-    new = membership(index, previous, ping)
+    new = membership(index, previous, ping, raw)
     entering = frozenset(f for f in new - previous if index.get(f).kind in params.confirm_entry_kinds)
     waiting = entering - pending
     new = new - waiting

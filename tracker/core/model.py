@@ -7,8 +7,6 @@ tested with plain sequences of values and replayed deterministically.
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -166,8 +164,3 @@ class Inspection:
     seal: str | None = None
     inspection_id: str | None = None
 
-
-def chain_hash(prev_hash: str, alert: dict[str, Any]) -> str:
-    """Hash linking an alert to its predecessor: editing or deleting a stored alert breaks the chain."""
-    body = json.dumps(alert, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256((prev_hash + body).encode()).hexdigest()

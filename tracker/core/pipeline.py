@@ -15,7 +15,7 @@ for one fix, each computed once and shared:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -87,8 +87,32 @@ class Pipeline:
         self.integrity = integrity or IntegrityCheck()
         self.world = world or World()
         self._trucks: dict[str, str] = {}  # truck -> the container that last reported it as its partner
+        self._raw: dict[tuple[float, float], frozenset[str]] = {}  # see prefetch()
+        self._raw_index: FenceIndex | None = None
 
     # ---- fixes ----------------------------------------------------------------------------------
+
+    def prefetch(self, pings: Iterable[Ping]) -> None:
+        """Look up the raw fence membership of a whole micro-batch at once, before stepping it.
+
+        Membership with hysteresis needs the device's previous membership, known only once its previous
+        fix has been stepped; which fences hold the point does not, and that is most of the work. One
+        vectorised lookup for the batch replaces one lookup per fix. The result is kept until the next
+        call and only for the index it came from; a fix not in it is looked up on its own, so calling
+        this never changes an answer, only how fast it comes.
+        """
+        points = list(dict.fromkeys((p.lon, p.lat) for p in pings))
+        if not points:
+            self._raw = {}
+            return
+        raw = self.index.fences_at([p[0] for p in points], [p[1] for p in points])
+        self._raw = dict(zip(points, raw, strict=True))
+        self._raw_index = self.index
+
+    def _prefetched(self, ping: Ping) -> frozenset[str] | None:
+        if self._raw_index is not self.index:
+            return None
+        return self._raw.get((ping.lon, ping.lat))
 
     def step(self, state: DeviceState, ping: Ping) -> StepResult:
         last = state.last
@@ -106,7 +130,7 @@ class Pipeline:
             return StepResult(state, tuple(out), flags)
         pending = frozenset(state.detectors.get(GEOFENCE_PENDING_KEY) or ())
         fences, fence_alerts, waiting = geofence.step(
-            self.index, state.fences, last, ping, self.params.geofence, pending
+            self.index, state.fences, last, ping, self.params.geofence, pending, self._prefetched(ping)
         )
         motion_state, moving = motion.update(
             state.detectors.get(MOTION_KEY), ping, self.params.motion, in_authorized_zone(self.index, fences)
