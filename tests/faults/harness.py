@@ -43,6 +43,7 @@ from tests.conftest import (
     free_port,
     make_test_tls,
     parse_env_file,
+    run_migrate,
     run_stack,
 )
 
@@ -84,7 +85,9 @@ class FaultStack:
         reaper = _start_reaper(handle.env)
         try:
             run_stack(["infra"], handle.env)
-            yield cls(handle, _stack_info(handle))
+            info = _stack_info(handle)
+            run_migrate(info.dsn, info.owner_dsn)  # as the schema owner: the service never migrates
+            yield cls(handle, info)
         finally:
             try:
                 run_stack(["destroy", "--yes"], handle.env)
@@ -157,8 +160,31 @@ class FaultStack:
             time.sleep(0.05)
 
     def start_infra(self) -> None:
-        """``deploy/stack.sh infra``: starts whichever of broker and database is not running."""
+        """``deploy/stack.sh infra``: starts whichever of broker and database is not running (and
+        re-applies the database roles, as every ``up`` does)."""
         run_stack(["infra"], self.handle.env)
+
+    def start_broker(self, timeout: float = 15.0) -> None:
+        """Mosquitto again on its rendered configuration, as deploy/stack.sh starts it, and nothing else."""
+        mq_dir = Path((self.stack_dir / "mosquitto.path").read_text().strip())
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        with (mq_dir / "mosquitto.log").open("ab") as log:
+            subprocess.Popen(
+                [binary, "-c", str(mq_dir / "mosquitto.conf")],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # like PostgreSQL: not in this process's group
+            )
+        deadline = time.monotonic() + timeout
+        while not _port_open(self.info.mqtt_port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not listen within {timeout} s")
+            time.sleep(0.05)
+
+    def start_database(self) -> None:
+        """``pg_ctl start`` on the stack's cluster, and nothing else."""
+        self._pg_ctl("-l", str(self._pgdata().parent / "postgresql.log"), "-w", "-t", "60", "start")
 
     # ---- the database
 
@@ -167,13 +193,24 @@ class FaultStack:
 
     def stop_database(self) -> None:
         """``pg_ctl stop -m fast``: every connection is cut and the port closes, as when the server goes down."""
+        self._pg_ctl("-m", "fast", "-w", "-t", "60", "stop")
+
+    def _pg_ctl(self, *args: str) -> None:
         bindir = Path("/usr/lib/postgresql/15/bin")
         if not (bindir / "pg_ctl").exists():
             bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip())
-        cmd = [str(bindir / "pg_ctl"), "-D", str(self._pgdata()), "-m", "fast", "-w", "-t", "60", "stop"]
+        cmd = [str(bindir / "pg_ctl"), "-D", str(self._pgdata()), *args]
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         subprocess.run(cmd, cwd="/", check=True, capture_output=True, timeout=90)
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _alive(pid: int) -> bool:

@@ -498,7 +498,10 @@ async def kill9(stack: FaultStack, sizes: Sizes, workdir: Path) -> Outcome:
 
 
 async def broker_restart(stack: FaultStack, sizes: Sizes, workdir: Path) -> Outcome:
-    """Mosquitto stopped (SIGTERM) and started again mid-stream: devices and service reconnect, nothing lost."""
+    """Mosquitto stopped (SIGTERM) and started again mid-stream: devices and service reconnect, nothing lost.
+
+    The broker is started again on its own (as deploy/stack.sh starts it), not through ``stack.sh infra``,
+    which also re-applies the database roles: that is a fault of its own (:func:`stack_rerun`)."""
     stream = Stream(f"B{uuid.uuid4().hex[:4].upper()}", sizes.devices, sizes.steps, _t0(sizes), sizes.intruders)
     expected = stream.expected_alerts()
     async with scenario_run(stack, "broker_restart", workdir) as run:
@@ -512,7 +515,7 @@ async def broker_restart(stack: FaultStack, sizes: Sizes, workdir: Path) -> Outc
         stopped = time.monotonic()
         down = await run.svc.get("/readyz")
         await asyncio.sleep(2.0)
-        await asyncio.to_thread(stack.start_infra)
+        await asyncio.to_thread(stack.start_broker)
         up = time.monotonic()
         catching_up = run.catch_up(stream.like, pub, sizes.rate)
         reconnected = await run.wait_until(lambda: _ready(run), 60)
@@ -545,6 +548,40 @@ async def broker_restart(stack: FaultStack, sizes: Sizes, workdir: Path) -> Outc
 
 async def _ready(run: Run) -> bool:
     return (await run.svc.get("/readyz", timeout=2.0)).status == 200
+
+
+# ---- deploy/stack.sh infra run again ---------------------------------------------------------------------------------
+
+
+async def stack_rerun(stack: FaultStack, sizes: Sizes, workdir: Path) -> Outcome:
+    """``deploy/stack.sh infra`` run again mid-stream, as every ``deploy/stack.sh up`` does (the README calls
+    ``up`` idempotent): broker and database keep running, the service keeps storing, nothing lost."""
+    stream = Stream(f"S{uuid.uuid4().hex[:4].upper()}", sizes.devices, sizes.steps, _t0(sizes), sizes.intruders)
+    expected = stream.expected_alerts()
+    async with scenario_run(stack, "stack_rerun", workdir) as run:
+        out = run.out
+        await run.warm_up(f"W{stream.prefix}")
+        pub = run.publisher()
+        pub.start(stream.messages(), sizes.rate)
+        at_rerun = await _progress(run, stream.like, stream.size, 0.4, 120)
+        began = time.monotonic()
+        await asyncio.to_thread(stack.start_infra)
+        out.figures["infra_s"] = round(time.monotonic() - began, 2)
+        catching_up = run.catch_up(stream.like, pub, sizes.rate)
+        await pub.wait_published(300)
+        acked = await pub.wait_acked(60)
+        await run.wait_count(stream.like, stream.size, stall_s=sizes.stall_s, deadline_s=300)
+        recovery = await catching_up
+        stalled = run.svc.log_count("the database refuses writes")
+        out.figures.update(
+            pings_stored_at_rerun=at_rerun,
+            recovery_s=recovery,
+            service_log_database_refuses_writes=stalled,
+        )
+        out.check("the publisher's messages were all acknowledged", acked, f"{pub.acked} of {pub.published}")
+        await run.tally_stream(stream, pub.acked, expected)
+        out.check("ingest never stalled", stalled == 0, f"'the database refuses writes' logged {stalled} time(s)")
+    return out
 
 
 # ---- PostgreSQL stopped -----------------------------------------------------------------------------------------
@@ -632,7 +669,7 @@ async def postgres_stopped(stack: FaultStack, sizes: Sizes, workdir: Path) -> Ou
         wait = sizes.pg_outage_s - (time.monotonic() - stopped)
         if wait > 0:
             await asyncio.sleep(wait)
-        await asyncio.to_thread(stack.start_infra)
+        await asyncio.to_thread(stack.start_database)
         up = time.monotonic()
         await run.reconnect()
         catching_up = run.catch_up(stream.like, pub, rate)
@@ -1132,7 +1169,7 @@ async def retained_poison(stack: FaultStack, sizes: Sizes, workdir: Path) -> Out
 
             seen = {"published": await settled()}
             await asyncio.to_thread(stack.stop_broker)
-            await asyncio.to_thread(stack.start_infra)
+            await asyncio.to_thread(stack.start_broker)
             await run.wait_until(lambda: _ready(run), 60)
             await run.warm_up(f"WRP{tag}B")
             seen["after broker restart"] = await settled()
@@ -1175,6 +1212,7 @@ async def _dead_letters(run: Run, kind: PoisonKind) -> dict[str, int]:
 SCENARIOS: dict[str, Callable[[FaultStack, Sizes, Path], Awaitable[Outcome]]] = {
     "kill9": kill9,
     "broker_restart": broker_restart,
+    "stack_rerun": stack_rerun,
     "postgres_stopped": postgres_stopped,
     "database_read_only": database_read_only,
     "database_insert_denied": database_insert_denied,
