@@ -29,6 +29,7 @@ PG_DB="${TRACKER_PG_DB:-tracker}"
 PG_USER="${TRACKER_PG_USER:-tracker}"
 PG_SCHEMA_OWNER="${TRACKER_PG_OWNER:-${PG_USER}_owner}"
 HTTP_PORT="${TRACKER_HTTP_PORT:-8080}"
+OPS_PORT="${TRACKER_OPS_PORT:-$((HTTP_PORT + 1))}"
 MQTT_TLS_PORT="${TRACKER_MQTT_TLS_PORT:-}"
 MQTT_TLS_CLIENT_CA="${TRACKER_BROKER_TLS_CLIENT_CA:-}"
 PG_SUPERUSER=postgres
@@ -97,6 +98,7 @@ validate_env() {
     check_port_value TRACKER_MQTT_PORT "$MQTT_PORT"
     check_port_value TRACKER_PG_PORT "$PG_PORT"
     check_port_value TRACKER_HTTP_PORT "$HTTP_PORT"
+    check_port_value TRACKER_OPS_PORT "$OPS_PORT"
     if [[ -n "$MQTT_TLS_PORT" ]]; then
         check_port_value TRACKER_MQTT_TLS_PORT "$MQTT_TLS_PORT"
         [[ "$MQTT_TLS_PORT" != "$MQTT_PORT" ]] || die "TRACKER_MQTT_TLS_PORT must differ from TRACKER_MQTT_PORT"
@@ -737,7 +739,7 @@ PY
 }
 
 wait_ready() {
-    local url="http://127.0.0.1:$HTTP_PORT/readyz" pid="$1"
+    local url="http://127.0.0.1:$OPS_PORT/readyz" pid="$1"
     "$VENV_DIR/bin/python" - "$url" "$pid" <<'PY'
 import os
 import sys
@@ -837,7 +839,8 @@ write_service_env() {
         "TRACKER_MQTT_USERNAME=$TRACKER_MQTT_USERNAME" \
         "TRACKER_MQTT_PASSWORD=$TRACKER_MQTT_PASSWORD" \
         "TRACKER_ADMIN_TOKEN=$TRACKER_ADMIN_TOKEN" \
-        "TRACKER_AUDIT_KEY_FILE=$TR_DIR/signing.key" |
+        "TRACKER_AUDIT_KEY_FILE=$TR_DIR/signing.key" \
+        "TRACKER_AUDIT_ANCHOR_FILE=$TR_DIR/audit-anchor.json" |
         write_as "$TR_USER" ">" "$TR_ENV.tmp"
     mv -f -- "$TR_ENV.tmp" "$TR_ENV"
     # the service signs with its own copy of the key (mode 600, its user's): it never reads root's files
@@ -857,6 +860,7 @@ start_tracker() {
         PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 HOME="$TR_DIR"
         TRACKER_MQTT_HOST=127.0.0.1 TRACKER_MQTT_PORT="$MQTT_PORT"
         TRACKER_HTTP_HOST=127.0.0.1 TRACKER_HTTP_PORT="$HTTP_PORT"
+        TRACKER_OPS_HOST=127.0.0.1 TRACKER_OPS_PORT="$OPS_PORT"
         TRACKER_UNKNOWN_DEVICES=register
     )
     log "starting tracker as $TR_USER (log: $TRACKER_LOG)"
@@ -912,6 +916,7 @@ cmd_up() {
 
 port-tracker is up.
   API / dashboard : http://127.0.0.1:$HTTP_PORT/
+  ops (no token)  : http://127.0.0.1:$OPS_PORT/metrics and /readyz (not on the API listener)
   admin token     : $TRACKER_ADMIN_TOKEN
   service         : runs as $TR_USER, log $TRACKER_LOG
   secrets         : $SECRETS_FILE (all accounts), $TR_ENV (the service's own)

@@ -127,17 +127,10 @@ async def _token_create(settings: Settings, name: str, role: str, devices: Seque
         print(f"role must be one of {ROLES}", file=sys.stderr)
         return 2
     token = secrets.token_urlsafe(32)
-    scope = {"devices": list(devices)} if role == "insurer" else {}
     store = await Store.connect(settings.db_dsn, max_size=2)
     try:
         await store.prepare()
-        await store.pool.execute(
-            "INSERT INTO api_tokens (token_sha256, name, role, scope) VALUES ($1, $2, $3, $4)",
-            hash_token(token),
-            name,
-            role,
-            json.dumps(scope),
-        )
+        await store.create_api_token(hash_token(token), name, role, list(devices) if role == "insurer" else None)
     finally:
         await store.close()
     print(token)
@@ -243,9 +236,7 @@ async def _device_list(settings: Settings) -> int:
     store = await Store.connect(settings.db_dsn, max_size=2)
     try:
         await store.prepare()
-        rows = await store.pool.fetch(
-            "SELECT device_id, kind, name, active, auto_registered FROM devices ORDER BY device_id"
-        )
+        rows = await store.device_list()
     finally:
         await store.close()
     accounts: dict[str, BrokerAccount] | None = None

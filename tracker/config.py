@@ -60,6 +60,9 @@ class Settings:
         default="postgresql://tracker@127.0.0.1:5433/tracker", metadata=_doc("PostgreSQL DSN (password via env)")
     )
     db_pool_max: int = field(default=8, metadata=_doc("maximum database connections"))
+    db_lock_timeout_s: float = field(
+        default=5.0, metadata=_doc("a write waiting this long for a lock fails and is retried (0: wait for ever)")
+    )
     db_owner_dsn: str = field(
         default="", metadata=_doc("DSN of the schema owner: only `tracker migrate` uses it, never the service")
     )
@@ -137,6 +140,10 @@ class Settings:
     audit_key: str = field(default="", metadata=_doc("the same key inline (hex, base64 or PEM) instead of a file"))
     audit_checkpoint_s: float = field(
         default=60.0, metadata=_doc("how often the signed chain head is stored and published (and at shutdown)")
+    )
+    audit_anchor_file: str = field(
+        default="",
+        metadata=_doc("file outside the database keeping the last checkpoint; the chain is checked against it"),
     )
     audit_unsigned: bool = field(
         default=False, metadata=_doc("run without a signing key (development only: the log is then unanchored)")

@@ -19,7 +19,7 @@ OTHER = "other"
 MQTT_SOURCES = ("trackers", "owntracks", "customs")
 """First topic levels counted by name in ``tracker_messages_received``; other topics count as ``other``."""
 
-_CODE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+_CODE = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")
 
 
 class ClosedLabel:
@@ -102,6 +102,18 @@ class Metrics:
             "tracker_ingest_wait_seconds", "how long the oldest uncommitted message has waited", registry=r
         )
         self.queue_depth = Gauge("tracker_ingest_queue_depth", "messages received and not yet written", registry=r)
+
+        self.mqtt_sessions_lost = Gauge(
+            "tracker_mqtt_sessions_lost",
+            "reconnects that found no broker session (queued pings gone), since start",
+            registry=r,
+        )
+
+        self.audit_anchor_broken = Gauge(
+            "tracker_audit_anchor_broken",
+            "1 while the alert chain no longer holds the last checkpoint kept outside the database",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

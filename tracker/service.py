@@ -1,4 +1,4 @@
-"""Composition root: wires MQTT ingest, the pure core, the store, the outbox and the HTTP API.
+"""Composition root: wires MQTT ingest, the pure core, the store, delivery (tracker/delivery.py) and the HTTP API.
 
 Ordering: a single ingest task drains the broker queue in micro-batches and runs the
 core over them, so one device's fixes are never processed concurrently; within a batch
@@ -9,18 +9,18 @@ only after the batch's transaction committed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
+import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
-
-import aiohttp
+from pathlib import Path
 
 from geofences import Fence, FenceIndex, FenceSet, load_fence_set
+from tracker.adapters.api import Listeners, start_listeners
 from tracker.adapters.audit_keys import signer_from_settings
 from tracker.adapters.decode import Limits, decode_inspection, decode_mqtt
 from tracker.adapters.errors import (
@@ -31,23 +31,31 @@ from tracker.adapters.errors import (
 )
 from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_options
 from tracker.adapters.store import Batch, BatchResult, Store
-from tracker.adapters.webhooks import WebhookError, deliver
-from tracker.audit import CHECKPOINT_TOPIC, Checkpoint, Signer
+from tracker.audit import CHECKPOINT_TOPIC, AuditError, Checkpoint, Signer, signature_ok
+from tracker.commands import Command, Item, Pair, RegisterDevice
 from tracker.config import Settings
 from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
 from tracker.core.pipeline import Params, Pipeline
 from tracker.core.reorder import Log, Reorderer
 from tracker.core.state import DeviceState
+from tracker.delivery import Delivery
 from tracker.metrics import Metrics
-
-if TYPE_CHECKING:
-    from tracker.adapters.api import Listeners
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-Decoded = tuple[Ping | Rejected | Ignored | Inspection, str | None, bytes | None]
+Decoded = tuple[Item, str | None, bytes | None]
 """A decoded input with the topic it came on and, for dead letters, the raw payload."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A command waiting for the single writer, with its caller's future and deadline (``loop.time()``)."""
+
+    command: Command
+    done: asyncio.Future[None]
+    deadline: float
+    dead_letter: bool
 
 
 def _source(item: object) -> str:
@@ -81,24 +89,23 @@ class Service:
         self.store: Store | None = None
         self.link: MqttLink | None = None
         self.fences = Fences()
-        self.pipeline = Pipeline(self.fences.index)
+        self.pipeline = Pipeline(self.fences.index, Params())  # detector thresholds: the core's defaults
         self.devices: dict[str, DeviceKind] = {}
         self.states: dict[str, DeviceState] = {}
-        self.outbox_wake = asyncio.Event()
-        self.commands: asyncio.Queue[tuple[object, asyncio.Future[None], float, bool]] = asyncio.Queue()
+        self.commands: asyncio.Queue[_Queued] = asyncio.Queue()
         self._in_flight_since: float | None = None  # monotonic receive time of the oldest message being written
         self._stalled_since: float | None = None  # monotonic time the store started refusing writes
         self._last_commit = 0.0
         self._newest_fix_lag = 0.0  # median fix age at commit in the last (well-filled) batch
         self._throttle: dict[str, float] = {}
         self._stopping = False
+        self._anchor_problem: str | None = None
         self.containers: dict[str, list[str]] = {}
         self.logs: dict[str, Log] = {}  # recent fixes per device for the reorder window (memory only)
         self._pending_logs: dict[str, Log] = {}
-        self.alert_listeners: set[asyncio.Queue[dict[str, object]]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: Listeners | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self.delivery = Delivery(settings, self.metrics, stopping=lambda: self._stopping)
         self.http_port: int | None = None
         self.signer: Signer | None = None
         self._published: Checkpoint | None = None
@@ -125,11 +132,11 @@ class Service:
             webhooks=s.webhook_urls,
             webhook_min_severity=s.webhook_min_severity,
             signer=self.signer,
+            lock_timeout_ms=int(s.db_lock_timeout_s * 1000),
         )
-        if s.webhook_urls:
-            self._http = aiohttp.ClientSession()
         await self.store.prepare()  # the service never migrates: it holds no owner rights
         await self.store.anchor_legacy()
+        await self.anchor_holds()  # a rolled-back chain shows in /readyz from the start
         await self.reload_fences()
         self.devices = await self.store.devices()
         self.states = await self.store.states()
@@ -149,18 +156,19 @@ class Service:
             receive_maximum=max(s.batch_max * 2, 100),
             tls=mqtt_tls_options(s),
         )
+        link = self.link
+        self.metrics.mqtt_sessions_lost.set_function(lambda: link.sessions_lost)
         self.link.start()
+        self.delivery.start(self.store, self.link)
         self._tasks = [
             asyncio.create_task(self._ingest_loop(), name="ingest"),
-            asyncio.create_task(self._outbox_loop(), name="outbox"),
+            asyncio.create_task(self.delivery.run(), name="outbox"),
         ]
         if self.signer is not None:
             self._tasks.append(asyncio.create_task(self._checkpoint_loop(), name="audit-checkpoints"))
         if s.timescale_jobs_s > 0 and self.store.timescale:
             self._tasks.append(asyncio.create_task(self._policy_loop(), name="timescale-jobs"))
         if http:
-            from tracker.adapters.api import start_listeners  # API, ops (metrics/readyz), OsmAnd ingest
-
             self._listeners = await start_listeners(self)
             self.http_port = self._listeners.api_port
 
@@ -168,8 +176,7 @@ class Service:
         await self._cancel_tasks()
         if self._listeners is not None:
             await self._listeners.cleanup()
-        if self._http is not None:
-            await self._http.close()
+        await self.delivery.stop()
         if self.signer is not None and self.store is not None and self._tasks:
             try:  # the last facts are anchored before the link to the broker goes
                 await asyncio.wait_for(self.checkpoint(), 10.0)
@@ -216,7 +223,7 @@ class Service:
         for path in self.settings.fence_files:
             sets.append(load_fence_set(path))
         self.fences = Fences.build(sets, self.settings.hysteresis_m, self.settings.entry_margin_m)
-        self.pipeline = Pipeline(self.fences.index, Params(), world=self.pipeline.world)
+        self.pipeline = self.pipeline.with_index(self.fences.index)  # keeps the world view and the hauls
         log.info(
             "fences: %s",
             ", ".join(f"{p}={len(fs.fences)}" for p, fs in self.fences.sets.items()) or "none loaded",
@@ -225,9 +232,22 @@ class Service:
     async def ready(self) -> dict[str, bool]:
         """Ready means fixes get stored now: broker and database reachable, and ingest neither stalled nor lagging."""
         db = self.store is not None and await self.store.ready()
-        mqtt = self.link is not None and self.link.connected.is_set()
+        mqtt = self.broker_connected()
         ingest = bool(self.ingest_health()["ok"]) and not self._ingest_dead()
-        return {"database": db, "broker": mqtt, "ingest": ingest}
+        checks = {"database": db, "broker": mqtt, "ingest": ingest}
+        if self._anchor_problem is not None:
+            checks["audit"] = False
+        return checks
+
+    def broker_connected(self) -> bool:
+        return self.link is not None and self.link.connected.is_set()
+
+    @property
+    def fence_sets(self) -> Mapping[str, FenceSet]:
+        return self.fences.sets
+
+    def live_alerts(self, maxsize: int = 1000) -> AbstractContextManager[asyncio.Queue[dict[str, object]]]:
+        return self.delivery.live_alerts(maxsize)
 
     def _ingest_dead(self) -> bool:
         return any(t.get_name() == "ingest" and t.done() for t in self._tasks)
@@ -244,7 +264,7 @@ class Service:
         while not self._stopping:
             try:
                 if not self.commands.empty():
-                    await self._run_command(*self.commands.get_nowait())
+                    await self._run_command(self.commands.get_nowait())
                     continue
                 overdue = loop.time() - next_tick
                 # Timers wait while fixes are queued (after a restart the broker hands over a backlog:
@@ -276,19 +296,21 @@ class Service:
                 log.exception("ingest step failed")
                 await asyncio.sleep(1.0)
 
-    async def _run_command(
-        self, command: object, fut: asyncio.Future[None], deadline: float, dead_letter: bool
-    ) -> None:
+    async def _run_command(self, queued: _Queued) -> None:
+        fut = queued.done
         if fut.done():  # the caller gave up (timed out): a fact it was told is not stored must not appear later
             return
+        command = queued.command
         try:
-            if asyncio.get_running_loop().time() > deadline:
+            if asyncio.get_running_loop().time() > queued.deadline:
                 raise StoreUnavailableError("the single writer was busy past the deadline")
-            if isinstance(command, tuple) and len(command) == 4 and command[0] == "pair":
-                _, container_id, truck_id, at = command
-                await self._pair(container_id, truck_id, at)
+            if isinstance(command, Pair):
+                await self._pair(command)
+            elif isinstance(command, RegisterDevice):
+                await self._register(command, queued.deadline)
             else:
-                await self.commit([command], deadline=deadline, refuse=not dead_letter)  # type: ignore[list-item]
+                fact: Decoded = (command.item, command.source, command.payload)
+                await self.commit([fact], deadline=queued.deadline, refuse=not queued.dead_letter)
         except Exception as exc:
             if not isinstance(exc, StoreUnavailableError | CommandRejectedError):
                 wrapped: Exception = (
@@ -306,14 +328,29 @@ class Service:
         if not fut.done():
             fut.set_result(None)
 
-    async def _pair(self, container_id: str, truck_id: str | None, at: datetime) -> None:
+    async def _pair(self, command: Pair) -> None:
         assert self.store is not None
+        container_id = command.container_id
         state = self.states.get(container_id) or DeviceState(container_id, DeviceKind.CONTAINER)
-        result = self.pipeline.pair(state, truck_id, at)
+        result = self.pipeline.pair(state, command.truck_id, command.at)
         batch = Batch(states={container_id: result.state})
-        await self.store.record_pairing(container_id, truck_id, at, "api")
+        await self.store.record_pairing(container_id, command.truck_id, command.at, "api")
         await self.store.write_batch(batch)
         self.states[container_id] = result.state
+
+    async def _register(self, command: RegisterDevice, deadline: float) -> None:
+        """Store the device, then let ingest and customs routing know it; a hung database ends at the deadline."""
+        assert self.store is not None
+        async with asyncio.timeout_at(deadline):
+            await self.store.register_device(
+                command.device_id, command.kind, name=command.name, container_no=command.container_no
+            )
+        self.devices[command.device_id] = command.kind
+        if command.container_no is not None:
+            for devices in self.containers.values():
+                if command.device_id in devices:
+                    devices.remove(command.device_id)
+            self.containers.setdefault(command.container_no, []).append(command.device_id)
 
     def build_batch(
         self, decoded: Sequence[Decoded], now: datetime | None = None
@@ -516,7 +553,7 @@ class Service:
 
     async def submit(
         self,
-        command: Decoded | tuple[str, str, str | None, datetime],
+        command: Command,
         timeout: float = 5.0,
         *,
         dead_letter: bool = False,
@@ -529,7 +566,7 @@ class Service:
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        await self.commands.put((command, fut, loop.time() + timeout, dead_letter))
+        await self.commands.put(_Queued(command, fut, loop.time() + timeout, dead_letter))
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout + 1.0)
         except TimeoutError:
@@ -623,7 +660,7 @@ class Service:
         for alert in result.alerts_stored:
             self.metrics.alerts.labels(alert.kind, alert.severity.value).inc()
         if result.alerts_stored or result.updates_stored:
-            self.outbox_wake.set()
+            self.delivery.wake()
 
     async def _policy_loop(self) -> None:
         """Some PostgreSQL/TimescaleDB pairs fail background jobs; running them here keeps compression going."""
@@ -648,7 +685,11 @@ class Service:
         """
         if self.signer is None or self.store is None:
             return None
+        if not await self.anchor_holds():
+            return None  # never sign over a chain that lost what was anchored: the last good copies stay
         cp = await self.store.checkpoint(self.signer)
+        if cp is not None:
+            self._write_anchor(cp)
         if cp is not None and cp != self._published and self.link is not None:
             try:
                 await self.link.publish(CHECKPOINT_TOPIC, cp.to_bytes(), qos=1, retain=True)
@@ -656,6 +697,56 @@ class Service:
             except PublishError as exc:
                 log.warning("checkpoint of %d links stored, not yet published (%s); retrying", cp.count, exc)
         return cp
+
+    async def anchor_holds(self) -> bool:
+        """Whether the chain still holds the last checkpoint kept outside the database.
+
+        Someone with the schema owner's rights can cut the chain's tail and delete the stored checkpoints
+        together; a service that then signed a new checkpoint over the shorter chain would launder the cut
+        (its retained MQTT copy replaces the old one). The anchor file, which the database cannot reach,
+        remembers what was covered: if that link is gone or different, the service stops checkpointing,
+        says so loudly and reports not ready, so the last good checkpoints stay the evidence.
+        """
+        path = self.settings.audit_anchor_file
+        if not path or self.store is None or self.signer is None:
+            return True
+        try:
+            raw = await asyncio.to_thread(Path(path).read_bytes)
+        except FileNotFoundError:
+            return True
+        try:
+            anchor = Checkpoint.from_json(json.loads(raw))
+        except (ValueError, AuditError) as exc:
+            return self._anchor_failed(f"anchor file {path} is unreadable: {exc}")
+        if not signature_ok([self.signer.public_key], anchor.signed_message(), anchor.signature):
+            return self._anchor_failed(f"anchor file {path} is not signed by this service's key")
+        held = await self.store.link_hash_at(anchor.count) if anchor.count > 0 else anchor.head
+        if held != anchor.head:
+            what = "is gone" if held is None else "was rewritten"
+            return self._anchor_failed(f"link #{anchor.count} covered by {anchor.describe()} {what}")
+        self._anchor_problem = None
+        self.metrics.audit_anchor_broken.set(0)
+        return True
+
+    def _anchor_failed(self, problem: str) -> bool:
+        if self._anchor_problem != problem:
+            log.critical(
+                "ALERT LOG ROLLED BACK OR REWRITTEN: %s; no checkpoint is signed until this is resolved", problem
+            )
+        self._anchor_problem = problem
+        self.metrics.audit_anchor_broken.set(1)
+        return False
+
+    def _write_anchor(self, cp: Checkpoint) -> None:
+        path = self.settings.audit_anchor_file
+        if not path:
+            return
+        target = Path(path)
+        tmp = target.with_name(target.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(cp.to_bytes())
+        os.replace(tmp, target)
 
     async def _checkpoint_loop(self) -> None:
         while True:
@@ -666,73 +757,6 @@ class Service:
                 raise
             except Exception:
                 log.exception("audit checkpoint failed; retrying next period")
-
-    # ---- outbox ---------------------------------------------------------------------------------
-
-    async def _outbox_loop(self) -> None:
-        assert self.store is not None and self.link is not None
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.outbox_wake.wait(), self.settings.outbox_poll_s)
-            self.outbox_wake.clear()
-            try:
-                await self.drain_outbox()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox drain failed; retrying")
-                await asyncio.sleep(1.0)
-
-    async def drain_outbox(self) -> int:
-        """Deliver pending outbox rows: MQTT in order (stop at the first failure), webhooks independently."""
-        assert self.store is not None
-        assert self.link is not None
-        sent = 0
-        while True:
-            rows = await self.store.pending_outbox()
-            self.metrics.outbox_backlog.set(len(rows))
-            if not rows:
-                return sent
-            delivered: list[int] = []
-            failures: dict[str, list[int]] = {}
-            broker_down = False
-            for row in rows:
-                payload = row["payload"]
-                text = payload if isinstance(payload, str) else json.dumps(payload)
-                channel = row["channel"]
-                try:
-                    if channel == "webhook":
-                        if self._http is None:
-                            raise WebhookError("webhooks are not configured in this process")
-                        await deliver(self._http, row["topic"], text.encode(), self.settings.webhook_secret)
-                    else:
-                        if broker_down:
-                            continue
-                        await self.link.publish(row["topic"], text.encode(), qos=1)
-                        self._fan_out(json.loads(text))
-                except (PublishError, WebhookError) as exc:
-                    failures.setdefault(str(exc), []).append(row["id"])
-                    self.metrics.publish_failures.labels(channel).inc()
-                    if channel == "mqtt":
-                        broker_down = True  # keep MQTT order: the rest waits for the broker
-                    continue
-                delivered.append(row["id"])
-                self.metrics.published.labels(channel).inc()
-            await self.store.mark_delivered(delivered)
-            for error, ids in failures.items():
-                await self.store.mark_failed(ids, error)
-            sent += len(delivered)
-            if failures:
-                if broker_down:
-                    await self.link.wait_connected(self.settings.outbox_poll_s)
-                return sent
-
-    def _fan_out(self, alert: dict[str, object]) -> None:
-        """Live feeds (SSE/WebSocket) get alerts once they are stored and announced."""
-        for queue in list(self.alert_listeners):
-            if queue.full():
-                continue  # a slow viewer misses live items; the API lists every stored alert
-            queue.put_nowait(alert)
 
 
 async def run_forever(settings: Settings) -> None:

@@ -171,6 +171,10 @@ async def test_repeated_authentication_failures_get_429(stack_env: dict[str, str
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base(service)}/v1/alerts") as r:  # no token: not a guess
                 assert r.status == 401
+            # the scheme is case-insensitive: the right token with "bearer" gets in
+            lower = {"Authorization": f"bearer {stack.admin_token}"}
+            async with http.get(f"{base(service)}/v1/alerts", headers=lower) as r:
+                assert r.status == 200
             for i in range(40):
                 async with http.get(f"{base(service)}/v1/alerts", headers=auth(f"guess-{i}")) as r:
                     statuses.append(r.status)
@@ -303,14 +307,14 @@ async def test_a_client_leaving_the_alert_stream_is_not_an_error(
         assert r.status == 200
         assert r.headers["Content-Type"].startswith("text/event-stream")
         deadline = time.monotonic() + 5
-        while not svc.alert_listeners:
+        while not svc.delivery.listeners:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         r.close()
     deadline = time.monotonic() + 10
-    while svc.alert_listeners:  # the handler notices the closed connection at its next write
+    while svc.delivery.listeners:  # the handler notices the closed connection at its next write
         assert time.monotonic() < deadline, "the stream handler never noticed its client left"
-        svc._fan_out({"severity": "critical", "kind": "test", "message": "nobody listens"})
+        svc.delivery.fan_out({"severity": "critical", "kind": "test", "message": "nobody listens"})
         await asyncio.sleep(0.1)
     errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert not errors, [rec.getMessage() for rec in errors]

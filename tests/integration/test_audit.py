@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -281,6 +282,10 @@ async def test_the_service_role_cannot_rewrite_the_chain(scratch: Scratch) -> No
         "DELETE FROM alerts",
         "ALTER TABLE alert_links DISABLE TRIGGER alert_links_append_only",
         "CREATE TABLE sneaky (x int)",
+        "DELETE FROM pings",
+        "DELETE FROM outbox",
+        "TRUNCATE outbox",
+        "DELETE FROM dead_letters",
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await pool.execute(sql)
@@ -297,6 +302,58 @@ async def test_the_service_role_cannot_rewrite_the_chain(scratch: Scratch) -> No
     assert (await scratch.verify()).ok
 
 
+async def test_links_planted_by_the_service_role_never_stop_alerting(scratch: Scratch) -> None:
+    """Whoever holds the service's database password may insert links: a row at 2^63-1 (every next position
+    would overflow) or at the next free position must not turn new alerts into dead letters; verify names them."""
+    data = await populate(scratch)
+    pool = scratch.store.pool
+    victim = data.alerts[0].id
+    for seq in (2**63 - 1, 12):
+        await pool.execute(
+            "INSERT INTO alert_links (seq, alert_id, fact, actor, at, doc, prev_hash, hash, sig)"
+            " VALUES ($1, $2, 'resolved', 'x', now(), '{}', 'x', $3, NULL)",
+            seq,
+            victim,
+            f"planted-{seq}",
+        )
+    later = [alert(40 + i) for i in range(3)]
+    result = await scratch.store.write_batch(Batch(alerts=later[:2]))
+    assert [a.id for a in result.alerts_stored] == [a.id for a in later[:2]]
+    assert await scratch.store.transition_alert(later[0].id, "acknowledged", "op-ana", None) == (True, "acknowledged")
+    await scratch.store.write_batch(Batch(alerts=later[2:]))
+    seqs = [
+        r["seq"] for r in await pool.fetch("SELECT seq FROM alert_links WHERE actor <> 'x' AND seq > 11 ORDER BY seq")
+    ]
+    assert seqs == [13, 14, 15, 16], seqs
+    report = await scratch.verify()
+    assert not report.ok
+    first = report.first_bad
+    assert first is not None and first.seq == 12, report.summary()
+
+
+async def test_a_held_chain_lock_shows_as_a_refusing_database_within_seconds(scratch: Scratch) -> None:
+    """Someone with the service's password holds the chain's advisory lock: with a lock timeout the store fails
+    fast with a database-state error (retried, never a dead letter) instead of waiting silently."""
+    from tracker.adapters.errors import message_specific
+    from tracker.adapters.store import CHAIN_LOCK
+
+    await populate(scratch)
+    store = await Store.connect(scratch.dsn, max_size=2, signer=scratch.signer, lock_timeout_ms=500)
+    holder = await asyncpg.connect(scratch.dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", CHAIN_LOCK)
+        started = time.monotonic()
+        with pytest.raises(asyncpg.LockNotAvailableError) as caught:
+            await store.write_batch(Batch(alerts=[alert(50)]))
+        assert time.monotonic() - started < 5
+        assert not message_specific(caught.value)
+        await holder.execute("SELECT pg_advisory_unlock($1)", CHAIN_LOCK)
+        assert len((await store.write_batch(Batch(alerts=[alert(50)]))).alerts_stored) == 1
+    finally:
+        await holder.close()
+        await store.close()
+
+
 async def test_legacy_alerts_are_anchored_as_found(stack: StackInfo) -> None:
     """A database from before the links: its alerts get one 'legacy' link each, then edits show."""
     name, dsn, owner_dsn = await create_database(stack, migrate=False)
@@ -304,8 +361,9 @@ async def test_legacy_alerts_are_anchored_as_found(stack: StackInfo) -> None:
         conn = await asyncpg.connect(owner_dsn)
         try:
             migrations = REPO_ROOT / "tracker" / "migrations"
-            await conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz"
-                               " NOT NULL DEFAULT now())")
+            await conn.execute(
+                "CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
             for file in ("001_base.sql", "002_updates_inspections.sql"):
                 await conn.execute((migrations / file).read_text())
                 await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", file)
@@ -464,6 +522,49 @@ async def test_checkpoints_are_signed_on_schedule_and_at_shutdown_and_retained_o
     assert (cp.count, cp.head) == (last["seq"], last["hash"])
     assert audit.signature_ok([signer.public_key], cp.signed_message(), cp.signature)
     assert cp.key_id == signer.key_id
+
+
+async def test_a_rolled_back_chain_is_never_laundered_by_a_new_checkpoint(
+    stack_env: dict[str, str], scratch: Scratch, tmp_path: Path
+) -> None:
+    """The owner cuts the chain's tail and deletes every stored checkpoint; the service restarts. Without an
+    anchor outside the database it would sign the shorter chain and replace the retained copy on MQTT."""
+    anchor_file = tmp_path / "anchor.json"
+    env = service_env(stack_env, TRACKER_DB_DSN=scratch.dsn, TRACKER_AUDIT_ANCHOR_FILE=str(anchor_file))
+    svc = await start_service(env)
+    try:
+        assert svc.store is not None
+        await svc.store.write_batch(Batch(alerts=[alert(45), alert(46)]))
+        covered = await svc.checkpoint()
+        assert covered is not None and covered.count == 2
+        assert anchor_file.stat().st_mode & 0o777 == 0o600
+    finally:
+        await svc.stop()
+    conn = await scratch.owner()
+    try:
+        await conn.execute("ALTER TABLE alert_links DISABLE TRIGGER alert_links_append_only")
+        await conn.execute("ALTER TABLE audit_checkpoints DISABLE TRIGGER audit_checkpoints_append_only")
+        victim = await conn.fetchval("SELECT alert_id FROM alert_links WHERE seq = 2")
+        await conn.execute("DELETE FROM alert_links WHERE seq = 2")
+        await conn.execute("DELETE FROM outbox WHERE alert_id = $1", victim)
+        await conn.execute("DELETE FROM alerts WHERE alert_id = $1", victim)
+        await conn.execute("DELETE FROM audit_checkpoints")
+        await conn.execute("ALTER TABLE alert_links ENABLE TRIGGER alert_links_append_only")
+        await conn.execute("ALTER TABLE audit_checkpoints ENABLE TRIGGER audit_checkpoints_append_only")
+    finally:
+        await conn.close()
+    svc = await start_service(env)
+    try:
+        assert svc.store is not None
+        ready = await svc.ready()
+        assert ready.get("audit") is False, ready
+        assert await svc.checkpoint() is None
+        assert "tracker_audit_anchor_broken 1.0" in svc.metrics.render().decode()
+    finally:
+        await svc.stop()
+    # nothing was signed over the cut chain, not even at shutdown
+    assert await scratch.store.pool.fetchval("SELECT count(*) FROM audit_checkpoints") == 0
+    assert audit.Checkpoint.from_json(json.loads(anchor_file.read_bytes())).count == 2
 
 
 async def test_operators_acknowledge_and_resolve_through_the_api_as_signed_links(

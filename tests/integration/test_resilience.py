@@ -59,3 +59,23 @@ async def _eventually(predicate: Callable[[], bool], timeout: float) -> bool:
             return False
         await asyncio.sleep(0.05)
     return True
+
+
+async def test_a_login_with_the_services_own_account_is_reported(stack_env: dict[str, str], stack: StackInfo) -> None:
+    """Whoever holds the service's MQTT password can take its session (the broker cannot tell them apart);
+    the service must say so: the pings queued in the discarded session are gone."""
+    env = service_env(stack_env)
+    svc = await start_service(env)
+    try:
+        link = svc.link
+        assert link is not None
+        intruder = Probe(stack.mqtt_host, stack.mqtt_port, env["TRACKER_MQTT_USERNAME"], env["TRACKER_MQTT_PASSWORD"])
+        try:
+            assert await _eventually(lambda: link.sessions_lost >= 1, 20), "the lost session went unnoticed"
+        finally:
+            intruder.close()
+        assert await link.wait_connected(40), "the service did not come back"
+        text = svc.metrics.render().decode()
+        assert "tracker_mqtt_sessions_lost 0.0" not in text and "tracker_mqtt_sessions_lost" in text
+    finally:
+        await asyncio.wait_for(svc.stop(), 20)

@@ -11,6 +11,7 @@ import queue
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -318,7 +319,7 @@ async def test_database_rejects_a_wrong_password(stack: StackInfo) -> None:
 def test_up_runs_the_service_unprivileged_with_its_own_secrets_only(
     stack: StackInfo, stack_process_env: dict[str, str]
 ) -> None:
-    env = dict(stack_process_env, TRACKER_HTTP_PORT=str(free_port()))
+    env = dict(stack_process_env, TRACKER_HTTP_PORT=str(free_port()), TRACKER_OPS_PORT=str(free_port()))
     run_stack(["up"], env)  # broker and database run already: this adds the service
     pid = int((stack.stack_dir / "tracker.pid").read_text())
     try:
@@ -326,7 +327,7 @@ def test_up_runs_the_service_unprivileged_with_its_own_secrets_only(
         assert pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name == expected
         record = stack.stack_dir / "tracker.path"
         files = Path(record.read_text().strip()) if record.exists() else stack.stack_dir / "tracker"
-        for name in ("tracker.log", "service.env"):
+        for name in ("tracker.log", "service.env", "signing.key"):
             st = (files / name).stat()
             assert st.st_mode & 0o077 == 0, f"{name} is readable by others"
             assert pwd.getpwuid(st.st_uid).pw_name == expected
@@ -337,8 +338,14 @@ def test_up_runs_the_service_unprivileged_with_its_own_secrets_only(
         for other in (stack.admin_password, stack.device_password, stack.security_password, stack.customs_password):
             assert other not in environ and other not in own, "the service holds another account's password"
         assert "TRACKER_MQTT_ADMIN" not in environ
-        with urllib.request.urlopen(f"http://127.0.0.1:{env['TRACKER_HTTP_PORT']}/readyz", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['TRACKER_OPS_PORT']}/readyz", timeout=5) as resp:
             assert resp.status == 200
+        # fleet-wide counts are on the ops listener only: an API client (an insurer) cannot read them
+        for path in ("/metrics", "/readyz"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{env['TRACKER_HTTP_PORT']}{path}", timeout=5)
+            assert refused.value.code in (401, 404)
+        assert "TRACKER_AUDIT_ANCHOR_FILE" in own
     finally:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15

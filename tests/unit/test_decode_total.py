@@ -320,3 +320,14 @@ def test_arbitrary_nesting_depth(depth: int, opening: bytes) -> None:
     ]:
         assert_clean(r)
         assert isinstance(r, Rejected)
+
+
+def test_ids_with_a_trailing_newline_are_refused() -> None:
+    """``$`` matches before a final newline: ``A\\n`` would be a second device that prints like ``A``."""
+    from tracker.adapters.decode import DEVICE_ID_RE
+
+    assert DEVICE_ID_RE.match("TRUCK-1")
+    assert not DEVICE_ID_RE.match("TRUCK-1\n")
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    item = decode_mqtt("trackers/TRUCK-1\n/ping", b'{"ts": 1764547200, "lat": -23.9, "lon": -46.3}', now)
+    assert isinstance(item, Rejected)

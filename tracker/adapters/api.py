@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
 import asyncpg
@@ -43,9 +43,8 @@ from aiohttp.web_protocol import RequestHandler
 
 from tracker.adapters.decode import DEVICE_ID_RE, parse_ts, safe_text, text_problem
 from tracker.adapters.errors import TRANSIENT_DB_ERRORS, CommandRejectedError, StoreUnavailableError
-
-if TYPE_CHECKING:
-    from tracker.service import Service
+from tracker.adapters.ports import ApiService
+from tracker.commands import Command, Pair, RegisterDevice, StoreFact
 
 ROLES = ("operator", "insurer", "security", "admin", "customs")
 PERMISSIONS: Mapping[str, frozenset[str]] = {
@@ -62,7 +61,7 @@ MAX_POSITIONS = 50_000
 EARLIEST_QUERY = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_QUERY = datetime(9000, 1, 1, tzinfo=UTC)
 """Query times outside this range are refused: arithmetic on them (``to`` - 24 h) must not overflow."""
-TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*\Z")
 """RFC 6750 token68: anything else cannot be a token we issued and is refused before hashing."""
 
 DB_UNAVAILABLE = TRANSIENT_DB_ERRORS
@@ -71,7 +70,7 @@ DB_UNAVAILABLE = TRANSIENT_DB_ERRORS
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SERVICE = web.AppKey("service", object)
+SERVICE = web.AppKey[ApiService]("service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +176,8 @@ def error(
     return cls(text=body, content_type="application/json", headers=all_headers or None)
 
 
-def _service(request: web.Request) -> Service:
-    svc: Service = request.app[SERVICE]  # type: ignore[assignment]
-    return svc
+def _service(request: web.Request) -> ApiService:
+    return request.app[SERVICE]
 
 
 @web.middleware
@@ -232,7 +230,8 @@ def _client(request: web.Request) -> str:
 
 async def authenticate(request: web.Request) -> Principal:
     header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer ") or len(header) < 8:
+    scheme, _, rest = header.partition(" ")
+    if scheme.lower() != "bearer" or not rest.strip():  # the scheme is case-insensitive (RFC 9110 11.1)
         raise error(401, "unauthenticated", "send 'Authorization: Bearer <token>'")
     limiter: AuthLimiter = request.app[LIMITER]
     address = _client(request)
@@ -246,7 +245,7 @@ async def authenticate(request: web.Request) -> Principal:
             headers={"Retry-After": str(wait)},
             retry_after=wait,
         )
-    token = header[7:].strip()
+    token = rest.strip()
     if not TOKEN_RE.match(token):
         # raw non-ASCII header bytes arrive as surrogate escapes: refuse them before hashing
         limiter.failed(address)
@@ -262,14 +261,8 @@ async def authenticate(request: web.Request) -> Principal:
     else:
         assert svc.store is not None
         async with _db(request):
-            row = await svc.store.pool.fetchrow(
-                "SELECT name, role, scope FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL", digest
-            )
-        principal = None
-        if row is not None:
-            scope = json.loads(row["scope"])
-            devices = scope.get("devices")
-            principal = Principal(row["name"], row["role"], None if devices is None else frozenset(devices))
+            found = await svc.store.api_token(digest)
+        principal = None if found is None else Principal(found.name, found.role, found.devices)
         cache.entries[digest] = principal
     if principal is None:
         limiter.failed(address)
@@ -366,7 +359,7 @@ async def readyz(request: web.Request) -> web.Response:
     except DB_UNAVAILABLE:
         checks = {
             "database": False,
-            "broker": svc.link is not None and svc.link.connected.is_set(),
+            "broker": svc.broker_connected(),
             "ingest": bool(svc.ingest_health()["ok"]),
         }
     ok = all(checks.values())
@@ -495,20 +488,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 200, 1, 5000)
     device_id = _device_param(request, "device_id")
     async with _db(request):
-        rows = await svc.store.pool.fetch(
-            "SELECT alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
-            " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, hash FROM alerts"
-            " WHERE ts >= $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR severity = $3)"
-            # a meeting is filed under one of its devices and names both in its evidence: found from either
-            " AND ($4::text IS NULL OR device_id = $4"
-            " OR evidence->'devices' @> jsonb_build_array(jsonb_build_object('id', $4::text)))"
-            " ORDER BY ts DESC LIMIT $5",
-            since,
-            status,
-            severity,
-            device_id,
-            limit,
-        )
+        rows = await svc.store.alerts(since, status=status, severity=severity, device_id=device_id, limit=limit)
     return web.json_response({"alerts": [_alert_json(r) for r in rows]})
 
 
@@ -623,16 +603,8 @@ async def register_device(request: web.Request) -> web.Response:
             container_no = iso6346.validate(container_no)
         except ValueError as exc:
             raise error(422, "bad_field", f"container_no: {exc}", field="container_no") from None
-    svc = _service(request)
-    assert svc.store is not None
-    async with _db(request):
-        await svc.store.register_device(device_id, kind, name=name, container_no=container_no)
-    svc.devices[device_id] = kind
-    if container_no is not None:
-        for devices in svc.containers.values():
-            if device_id in devices:
-                devices.remove(device_id)
-        svc.containers.setdefault(container_no, []).append(device_id)
+    # through the single writer: ingest and customs routing see the device as soon as it is stored
+    await _submit(request, RegisterDevice(device_id, kind, name=name, container_no=container_no))
     return web.json_response({"device_id": device_id, "kind": kind.value, "container_no": container_no}, status=201)
 
 
@@ -649,7 +621,7 @@ async def post_inspection(request: web.Request) -> web.Response:
     )
     if isinstance(item, Rejected):
         raise error(422, item.reason, item.detail)
-    await _submit(request, (item, "api", None))  # a decision the database refuses is a 422, never a 202
+    await _submit(request, StoreFact(item, "api"))  # a decision the database refuses is a 422, never a 202
     targets = svc.containers.get(item.container_no, [])
     return web.json_response(
         {
@@ -676,11 +648,11 @@ async def post_pairing(request: web.Request) -> web.Response:
     if truck_id is not None and (not isinstance(truck_id, str) or svc.devices.get(truck_id) is None):
         raise error(422, "bad_field", "truck_id must name a registered device or be null", field="truck_id")
     at = _time_param(request, "at") or datetime.now(UTC)
-    await _submit(request, ("pair", container_id, truck_id, at))
+    await _submit(request, Pair(container_id, truck_id, at))
     return web.json_response({"container_id": container_id, "truck_id": truck_id, "by": who.name}, status=201)
 
 
-async def _submit(request: web.Request, command: Any, dead_letter: bool = False) -> None:
+async def _submit(request: web.Request, command: Command, dead_letter: bool = False) -> None:
     """Hand a fact to the single writer within ``TRACKER_API_WRITE_TIMEOUT_S``.
 
     Not stored in time: ``StoreUnavailableError`` (503; the fact is withdrawn, not stored later);
@@ -704,23 +676,20 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
     svc = _service(request)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    queue: asyncio.Queue[dict[str, object]] = asyncio.Queue(maxsize=1000)
-    svc.alert_listeners.add(queue)
-    try:
-        while True:
-            try:
-                item = await asyncio.wait_for(queue.get(), 15.0)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            if SEVERITY_RANK.get(str(item.get("severity")), 0) < SEVERITY_RANK[floor]:
-                continue
-            await response.write(f"event: alert\ndata: {json.dumps(item)}\n\n".encode())
-    except ConnectionError:
-        # the viewer went away (closed tab, dropped link): the normal end of a stream, not an error
-        log.debug("SSE client %s disconnected", request.remote)
-    finally:
-        svc.alert_listeners.discard(queue)
+    with svc.live_alerts(1000) as queue:
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), 15.0)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                if SEVERITY_RANK.get(str(item.get("severity")), 0) < SEVERITY_RANK[floor]:
+                    continue
+                await response.write(f"event: alert\ndata: {json.dumps(item)}\n\n".encode())
+        except ConnectionError:
+            # the viewer went away (closed tab, dropped link): the normal end of a stream, not an error
+            log.debug("SSE client %s disconnected", request.remote)
     return response
 
 
@@ -735,14 +704,11 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     svc = _service(request)
     assert svc.store is not None
     limit = _int_param(request, "limit", 100, 1, 1000)
-    rows = await svc.store.pool.fetch(
-        "SELECT id, received_at, source, topic, device_id, reason, detail FROM dead_letters ORDER BY id DESC LIMIT $1",
-        limit,
-    )
-    counts = await svc.store.pool.fetch("SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason")
+    async with _db(request):
+        rows, counts = await svc.store.dead_letters(limit)
     return web.json_response(
         {
-            "counts": {r["reason"]: r["n"] for r in counts},
+            "counts": counts,
             "dead_letters": [{**dict(r), "received_at": r["received_at"].isoformat()} for r in rows],
         }
     )
@@ -751,7 +717,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 async def list_fences(request: web.Request) -> web.Response:
     await require(request, "fences:read")
     svc = _service(request)
-    return web.json_response({"ports": {port: fs.to_geojson() for port, fs in svc.fences.sets.items()}})
+    return web.json_response({"ports": {port: fs.to_geojson() for port, fs in svc.fence_sets.items()}})
 
 
 async def osmand_ingest(request: web.Request) -> web.Response:
@@ -783,9 +749,8 @@ async def osmand_ingest(request: web.Request) -> web.Response:
         item = decoded if isinstance(decoded, Ping | Rejected) else Rejected("ignored", "no fix", None, "osmand")
     if isinstance(item, Ping) and item.device_id not in svc.devices:
         item = Rejected("unknown_device", f"device {item.device_id!r} is not registered", item.device_id, "osmand")
-    await _submit(
-        request, (item, "osmand", raw[: limits.max_payload_bytes] if isinstance(item, Rejected) else None), True
-    )
+    payload = raw[: limits.max_payload_bytes] if isinstance(item, Rejected) else None
+    await _submit(request, StoreFact(item, "osmand", payload), True)
     if isinstance(item, Rejected):
         status = 403 if item.reason == "unknown_device" else 400
         return web.json_response({"error": item.reason, "message": item.detail}, status=status)
@@ -798,7 +763,7 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(document_for(request.app[OPS_ROUTES]))
 
 
-def build_osmand_app(service: Service) -> web.Application:
+def build_osmand_app(service: ApiService) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=256 * 1024)
     app[SERVICE] = service
     app.router.add_route("GET", "/", osmand_ingest)
@@ -806,7 +771,7 @@ def build_osmand_app(service: Service) -> web.Application:
     return app
 
 
-def build_ops_app(service: Service) -> web.Application:
+def build_ops_app(service: ApiService) -> web.Application:
     """``/metrics`` and ``/readyz`` for monitoring, on a listener of their own (``TRACKER_OPS_PORT``)."""
     app = web.Application(middlewares=[json_errors])
     app[SERVICE] = service
@@ -816,7 +781,7 @@ def build_ops_app(service: Service) -> web.Application:
     return app
 
 
-def build_app(service: Service, *, ops_routes: bool = True) -> web.Application:
+def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Application:
     """The API; ``ops_routes=False`` leaves ``/metrics`` and ``/readyz`` to the ops listener."""
     s = service.settings
     app = web.Application(middlewares=[json_errors], client_max_size=1024 * 1024)
@@ -926,7 +891,7 @@ async def _serve(
     return int(sockets[0].getsockname()[1]) if sockets else port
 
 
-async def start_listeners(service: Service) -> Listeners:
+async def start_listeners(service: ApiService) -> Listeners:
     """API (TLS when a certificate is configured), optional ops listener, optional OsmAnd ingest."""
     s = service.settings
     listeners = Listeners()

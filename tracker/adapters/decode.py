@@ -26,7 +26,7 @@ from typing import Any, ParamSpec, TypeVar
 from tracker.core import iso6346
 from tracker.core.model import SENSOR_EVENTS, Ignored, Inspection, InspectionResult, Ping, Rejected
 
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}\Z")
 KNOTS_TO_MS = 0.514444
 KMH_TO_MS = 1 / 3.6
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)

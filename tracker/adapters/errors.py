@@ -39,8 +39,14 @@ unacknowledged and retried with back-off, never dead-lettered. A valid ping must
 """
 
 
+class ChainContendedError(RuntimeError):
+    """Another writer took the alert chain's next position: the database's state, never a message's fault."""
+
+
 def message_specific(exc: BaseException) -> bool:
     """True when a failed write can be blamed on its content, so isolating the message is right."""
+    if isinstance(exc, ChainContendedError):
+        return False
     if isinstance(exc, asyncpg.exceptions._base.DataError):  # client-side: a value asyncpg cannot encode
         return True
     if isinstance(exc, asyncpg.PostgresError):

@@ -104,6 +104,7 @@ class MqttLink:
         self.subscribed = asyncio.Event()
         self.connects = 0
         self.disconnects = 0
+        self.sessions_lost = 0  # reconnects that found no session (see _connected)
         self._loop = asyncio.get_running_loop()
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._client = paho.Client(
@@ -212,6 +213,12 @@ class MqttLink:
     def _connected(self, session_present: bool) -> None:
         self.connects += 1
         log.info("MQTT connected to %s:%s (session present: %s)", self.host, self.port, session_present)
+        if self.connects > 1 and not session_present:
+            # We had a session and the broker no longer has it: it expired, or someone logged in with our
+            # account and a clean start. Pings the broker had queued for us (acknowledged to their devices)
+            # are gone; nothing on the wire says which, so this must be loud.
+            self.sessions_lost += 1
+            log.error("MQTT session lost: the broker had no session for us on reconnect (taken over or expired)")
         self.connected.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:

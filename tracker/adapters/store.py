@@ -30,6 +30,7 @@ import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tracker import audit
+from tracker.adapters.errors import ChainContendedError
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping, Rejected, Severity
 from tracker.core.state import DeviceState
 
@@ -110,6 +111,15 @@ class BatchResult:
     updates_stored: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """Who a bearer token speaks for; ``devices`` None means not limited by device."""
+
+    name: str
+    role: str
+    devices: frozenset[str] | None
+
+
 def alert_topic(prefix: str, alert: Alert) -> str:
     return f"{prefix}/{alert.port or 'unknown'}/{alert.severity.value}/{alert.kind}"
 
@@ -144,8 +154,18 @@ class Store:
         webhooks: Sequence[str] = (),
         webhook_min_severity: str = "medium",
         signer: audit.Signer | None = None,
+        lock_timeout_ms: int = 0,
     ) -> Store:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, command_timeout=60)
+        """``lock_timeout_ms``: how long a statement may wait for a lock before failing (0: for ever).
+
+        The service sets it: a lock held by someone else (an insider holding the chain's advisory lock, a
+        stuck migration) then shows as a database refusing writes (``tracker_store_stalled``, /readyz)
+        within seconds, instead of as silently growing lag.
+        """
+        settings = {"lock_timeout": str(lock_timeout_ms)} if lock_timeout_ms > 0 else None
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=max_size, command_timeout=60, server_settings=settings
+        )
         return cls(
             pool,
             alert_topic_prefix=alert_topic_prefix,
@@ -235,8 +255,15 @@ class Store:
             f"REVOKE UPDATE, DELETE, TRUNCATE ON alerts FROM {r}",
             f"GRANT UPDATE ({', '.join(FACT_COLUMNS)}) ON alerts TO {r}",
             f"GRANT EXECUTE ON FUNCTION tracker_ensure_ping_partition(timestamptz) TO {r}",
+            # the service never deletes evidence or pending announcements: neither may its credentials
+            f"REVOKE DELETE, TRUNCATE ON pings, outbox, dead_letters, inspections, pairings FROM {r}",
         ):
             await conn.execute(sql)
+        for child in await conn.fetch(
+            "SELECT c.oid::regclass::text AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'public.pings'::regclass"
+        ):
+            await conn.execute(f"REVOKE DELETE, TRUNCATE ON {child['name']} FROM {r}")
         log.info("granted the service's rights to role %r", role)
 
     async def _ensure_pings(self, conn: asyncpg.Connection) -> None:
@@ -681,6 +708,74 @@ class Store:
             )
         )
 
+    async def alerts(
+        self,
+        since: datetime,
+        *,
+        status: str | None = None,
+        severity: str | None = None,
+        device_id: str | None = None,
+        limit: int = 200,
+    ) -> list[asyncpg.Record]:
+        """Newest first; a meeting is filed under one of its devices and names both in its evidence:
+        ``device_id`` finds it from either."""
+        return list(
+            await self.pool.fetch(
+                "SELECT alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
+                " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, hash FROM alerts"
+                " WHERE ts >= $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR severity = $3)"
+                " AND ($4::text IS NULL OR device_id = $4"
+                " OR evidence->'devices' @> jsonb_build_array(jsonb_build_object('id', $4::text)))"
+                " ORDER BY ts DESC LIMIT $5",
+                since,
+                status,
+                severity,
+                device_id,
+                limit,
+            )
+        )
+
+    async def dead_letters(self, limit: int) -> tuple[list[asyncpg.Record], dict[str, int]]:
+        """The newest ``limit`` dead letters (without their payloads) and the count of every reason."""
+        rows = await self.pool.fetch(
+            "SELECT id, received_at, source, topic, device_id, reason, detail FROM dead_letters"
+            " ORDER BY id DESC LIMIT $1",
+            limit,
+        )
+        counts = await self.pool.fetch("SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason")
+        return list(rows), {r["reason"]: int(r["n"]) for r in counts}
+
+    async def device_list(self) -> list[asyncpg.Record]:
+        """Every device, registered or seen, for the operators' listing."""
+        return list(
+            await self.pool.fetch(
+                "SELECT device_id, kind, name, active, auto_registered FROM devices ORDER BY device_id"
+            )
+        )
+
+    # ---- API tokens -----------------------------------------------------------------------------
+
+    async def api_token(self, token_sha256: str) -> ApiToken | None:
+        """The live token with this digest; a revoked or unknown one is None."""
+        row = await self.pool.fetchrow(
+            "SELECT name, role, scope FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL", token_sha256
+        )
+        if row is None:
+            return None
+        devices = json.loads(row["scope"]).get("devices")
+        return ApiToken(row["name"], row["role"], None if devices is None else frozenset(devices))
+
+    async def create_api_token(self, token_sha256: str, name: str, role: str, devices: Sequence[str] | None) -> None:
+        """Only the digest is stored; ``devices`` (insurers) limits what the token sees, None does not."""
+        scope = {} if devices is None else {"devices": list(devices)}
+        await self.pool.execute(
+            "INSERT INTO api_tokens (token_sha256, name, role, scope) VALUES ($1, $2, $3, $4)",
+            token_sha256,
+            name,
+            role,
+            json.dumps(scope),
+        )
+
     async def ready(self) -> bool:
         try:
             return bool(await self.pool.fetchval("SELECT 1", timeout=2))
@@ -747,6 +842,11 @@ class Store:
     ) -> audit.Report:
         return audit.verify(await self.audit_bundle(), public_keys, anchors)
 
+    async def link_hash_at(self, seq: int) -> str | None:
+        """The hash of the link at ``seq``: whether the chain still holds what a checkpoint covered."""
+        value = await self.pool.fetchval("SELECT hash FROM alert_links WHERE seq = $1", seq)
+        return None if value is None else str(value)
+
     async def checkpoint(self, signer: audit.Signer) -> audit.Checkpoint | None:
         """Sign and store the chain head unless the newest checkpoint already covers it.
 
@@ -754,7 +854,18 @@ class Store:
         """
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", CHAIN_LOCK)
-            head = await conn.fetchrow("SELECT seq, hash, alert_id FROM alert_links ORDER BY seq DESC LIMIT 1")
+            # the newest link this service signed: a row planted after it (see _Chain.open) is not vouched for
+            head = None
+            for r in await conn.fetch(
+                "SELECT seq, hash, alert_id, sig FROM alert_links WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+                SEQ_CEILING,
+                TRUSTED_TAIL_SCAN,
+            ):
+                if audit.signature_ok(
+                    [signer.public_key], audit.Link(0, "", "", str(r["hash"])).signed_message(), r["sig"]
+                ):
+                    head = r
+                    break
             row = await conn.fetchrow("SELECT body, signature FROM audit_checkpoints ORDER BY id DESC LIMIT 1")
             last = _checkpoint(row) if row is not None else None
             if head is None:
@@ -808,6 +919,12 @@ def _checkpoint(r: Mapping[str, Any]) -> audit.Checkpoint:
     return audit.Checkpoint.from_json({"body": json.loads(r["body"]), "signature": r["signature"]})
 
 
+SEQ_CEILING = 2**62
+"""No real chain gets near this; a link above it can only have been planted."""
+TRUSTED_TAIL_SCAN = 50
+"""How many of the newest links are searched for the last one this service signed."""
+
+
 class _Chain:
     """The links one transaction appends. It holds ``CHAIN_LOCK``, so the tail it read stays the tail."""
 
@@ -823,12 +940,31 @@ class _Chain:
 
     @classmethod
     async def open(cls, conn: asyncpg.Connection, signer: audit.Signer | None) -> _Chain:
+        """Lock the chain and find where the next link goes, robust to rows planted by someone else.
+
+        The service's role may insert links, so may whoever holds its credentials. A planted row must
+        not stop alerting (it is for ``tracker alerts verify`` to name it): the next link chains onto the
+        newest link this service signed, takes the first free position after the newest row, and ignores
+        rows above ``SEQ_CEILING`` (a row at 2^63-1 would otherwise make every next position overflow).
+        """
         await conn.execute("SELECT pg_advisory_xact_lock($1)", CHAIN_LOCK)
-        tail = await conn.fetchrow("SELECT seq, hash FROM alert_links ORDER BY seq DESC LIMIT 1")
+        rows = await conn.fetch(
+            "SELECT seq, hash, sig FROM alert_links WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+            SEQ_CEILING,
+            TRUSTED_TAIL_SCAN,
+        )
         at: datetime = await conn.fetchval("SELECT now()")
-        if tail is None:
+        if not rows:
             return cls(conn, signer, 0, audit.GENESIS, at)
-        return cls(conn, signer, int(tail["seq"]), str(tail["hash"]), at)
+        head = str(rows[0]["hash"])
+        if signer is not None:
+            for r in rows:
+                link_hash = str(r["hash"])
+                message = audit.Link(0, "", "", link_hash).signed_message()
+                if audit.signature_ok([signer.public_key], message, r["sig"]):
+                    head = link_hash
+                    break
+        return cls(conn, signer, int(rows[0]["seq"]), head, at)
 
     def append(self, alert_id: uuid.UUID, fact: str, actor: str, body: dict[str, audit.JSONValue]) -> audit.Link:
         try:
@@ -842,13 +978,17 @@ class _Chain:
         return link
 
     async def flush(self) -> None:
-        if self._rows:
-            await self.conn.executemany(
+        for row in self._rows:
+            stored = await self.conn.fetchval(
                 "INSERT INTO alert_links (seq, alert_id, fact, actor, at, doc, prev_hash, hash, sig)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                self._rows,
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING seq",
+                *row,
             )
-            self._rows = []
+            if stored is None:
+                # someone wrote that position between our read and our insert (only possible without the
+                # chain lock, i.e. not the service): not this batch's fault; it is retried on a new tail
+                raise ChainContendedError(f"alert_links position {row[0]} was taken by another writer")
+        self._rows = []
 
 
 def _migration_files() -> list[Any]:

@@ -90,6 +90,24 @@ class Pipeline:
         self._raw: dict[tuple[float, float], frozenset[str]] = {}  # see prefetch()
         self._raw_index: FenceIndex | None = None
 
+    def with_index(self, index: FenceIndex, params: Params | None = None) -> Pipeline:
+        """The same pipeline over a new fence index (a fence set was reloaded), losing no state.
+
+        The world view and the truck -> container map are shared with the new pipeline, and its
+        detectors, integrity check and (unless ``params`` is given) parameters are kept: a reload must
+        not make a loaded truck look unloaded, nor forget where every other device is. The fence
+        membership each device carries in its state is re-judged against the new index at its next fix.
+        """
+        rebuilt = Pipeline(
+            index,
+            self.params if params is None else params,
+            detectors=self.detectors,
+            integrity=self.integrity,
+            world=self.world,
+        )
+        rebuilt._trucks = self._trucks
+        return rebuilt
+
     # ---- fixes ----------------------------------------------------------------------------------
 
     def prefetch(self, pings: Iterable[Ping]) -> None:

@@ -1,0 +1,92 @@
+"""What the HTTP layer may use of the service, and nothing more.
+
+The API depends on these protocols, not on ``Service``: it reads through the store's query methods,
+changes the world only by handing commands to the single writer, and sees the in-memory maps
+read-only. ``Service`` satisfies them structurally (mypy checks it where the service starts its
+listeners), so there is no import from the API back to the composition root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol
+
+import asyncpg
+
+from geofences import FenceSet
+from tracker.adapters.store import ApiToken
+from tracker.commands import Command
+from tracker.config import Settings
+from tracker.core.model import DeviceKind
+from tracker.metrics import Metrics
+
+LiveAlerts = asyncio.Queue[dict[str, object]]
+"""A viewer's queue of alerts as they are announced (bounded: a slow viewer misses live items)."""
+
+
+class ApiStore(Protocol):
+    """The store's reads the API answers from, and the one write that is not a core fact (alert status)."""
+
+    async def api_token(self, token_sha256: str) -> ApiToken | None: ...
+
+    async def positions(self, device_id: str, start: datetime, end: datetime, limit: int) -> list[asyncpg.Record]: ...
+
+    async def alerts(
+        self,
+        since: datetime,
+        *,
+        status: str | None = None,
+        severity: str | None = None,
+        device_id: str | None = None,
+        limit: int = 200,
+    ) -> list[asyncpg.Record]: ...
+
+    async def dead_letters(self, limit: int) -> tuple[list[asyncpg.Record], dict[str, int]]: ...
+
+    async def transition_alert(
+        self, alert_id: uuid.UUID, target: str, actor: str, note: str | None
+    ) -> tuple[bool, str | None]: ...
+
+    async def outbox_backlog(self) -> int: ...
+
+
+class ApiService(Protocol):
+    """The service as the HTTP listeners see it."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def store(self) -> ApiStore | None: ...
+
+    @property
+    def devices(self) -> Mapping[str, DeviceKind]:
+        """Registered devices and their kinds; changed only by the single writer."""
+        ...
+
+    @property
+    def containers(self) -> Mapping[str, Sequence[str]]:
+        """Container number -> the trackers riding on it (customs decisions are routed by it)."""
+        ...
+
+    @property
+    def fence_sets(self) -> Mapping[str, FenceSet]: ...
+
+    async def ready(self) -> dict[str, bool]: ...
+
+    def broker_connected(self) -> bool: ...
+
+    def ingest_health(self) -> dict[str, float | int | bool]: ...
+
+    async def submit(self, command: Command, timeout: float = 5.0, *, dead_letter: bool = False) -> None: ...
+
+    def live_alerts(self, maxsize: int = 1000) -> AbstractContextManager[LiveAlerts]:
+        """A queue that receives every alert announced while the context is open."""
+        ...
