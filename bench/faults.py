@@ -111,6 +111,7 @@ def markdown(res: Mapping[str, Any]) -> str:
     labels = {
         "kill9": "kill -9 of the service mid-stream",
         "broker_restart": "broker restarted mid-stream",
+        "stack_rerun": "`deploy/stack.sh infra` re-run mid-stream",
         "postgres_stopped": "PostgreSQL stopped mid-stream",
         "database_read_only": "database read-only",
         "database_insert_denied": "INSERT on pings revoked",
@@ -135,9 +136,11 @@ def markdown(res: Mapping[str, Any]) -> str:
         dup = f.get("pings_unexpected_rows", 0 if stored is not None else "–")
         failed = [c["name"] for c in sc[name]["checks"] if not c["passed"]]
         result = "passed" if not failed else "FAILED: " + "; ".join(failed)
+        recovery = f.get("recovery_s")
+        if "every ping stored once" in failed or "every ping stored" in failed:
+            recovery = None  # back in step with the devices means nothing when pings were lost
         lines.append(
-            f"| {label} | {_n(sent)} | {_n(stored)} | {_n(dup)} | {_n(dead_n)} | {alerts} | "
-            f"{f.get('recovery_s', '–') if f.get('recovery_s') is not None else '–'} | {result} |"
+            f"| {label} | {_n(sent)} | {_n(stored)} | {_n(dup)} | {_n(dead_n)} | {alerts} | {_n(recovery)} | {result} |"
         )
     k9, ov, po, pg, rp = (sc.get(n, {}).get("figures", {}) for n in
                           ("kill9", "overload", "poison", "postgres_stopped", "retained_poison"))  # fmt: skip
@@ -178,6 +181,10 @@ def markdown(res: Mapping[str, Any]) -> str:
             f"{_n(po.get('good_pings_sent'))} good ones; {_n(po.get('poison_dead_lettered'))} dead letters and "
             f"{_n(po.get('poison_ignored'))} ignored; {handled} kinds dead-lettered in full."
         )
+    for name, entry in sc.items():
+        if name not in labels and not entry["passed"]:
+            why = "; ".join(f"{c['name']} ({c['detail']})" for c in entry["checks"] if not c["passed"])
+            lines.append(f"* {name}: FAILED: {why}")
     if rp:
         lines.append(
             f"* Retained poison: {rp.get('retained_messages')} retained messages gave dead letters "

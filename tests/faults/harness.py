@@ -168,14 +168,21 @@ class FaultStack:
         """Mosquitto again on its rendered configuration, as deploy/stack.sh starts it, and nothing else."""
         mq_dir = Path((self.stack_dir / "mosquitto.path").read_text().strip())
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        with (mq_dir / "mosquitto.log").open("ab") as log:
-            subprocess.Popen(
-                [binary, "-c", str(mq_dir / "mosquitto.conf")],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # like PostgreSQL: not in this process's group
-            )
+        # the way deploy/stack.sh starts it: its own session, detached from this process entirely
+        script = 'setsid nohup "$1" -c "$2" </dev/null >>"$3" 2>&1 &'
+        subprocess.run(
+            [
+                "bash",
+                "-c",
+                script,
+                "start-broker",
+                binary,
+                str(mq_dir / "mosquitto.conf"),
+                str(mq_dir / "mosquitto.log"),
+            ],
+            check=True,
+            timeout=30,
+        )
         deadline = time.monotonic() + timeout
         while not _port_open(self.info.mqtt_port):
             if time.monotonic() > deadline:
