@@ -29,6 +29,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -59,7 +60,18 @@ SANTOS = REPO / "geofences" / "ports" / "santos.geojson"
 OUTSIDE_LAT = -24.30  # ~35 km south of the port: no fence anywhere near
 OUTSIDE_LON = -46.20
 WALK_STEPS = 10  # an intruder walks the 100 m into its fence at 10 m/s, then stands
-BROKER_QUEUE = 100_000  # max_queued_messages per client in deploy/mosquitto/mosquitto.conf.in
+MOSQUITTO_CONF = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf.in"
+
+
+def broker_queue_limit(conf: Path = MOSQUITTO_CONF) -> int:
+    """``max_queued_messages`` of the broker configuration: beyond it Mosquitto drops QoS 1 messages silently."""
+    match = re.search(r"^max_queued_messages\s+(\d+)\s*$", conf.read_text(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no max_queued_messages in {conf}")
+    return int(match.group(1))
+
+
+BROKER_QUEUE = broker_queue_limit()
 TARGET_BROKER_RATIO = 3.0
 Message = tuple[str, bytes]
 

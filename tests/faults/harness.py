@@ -31,6 +31,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.e2e import _string, _varint
 from tests.conftest import (
     REPO_ROOT,
     Account,
@@ -533,20 +534,6 @@ class Publisher:
             self._thread.join(10)
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        digit, n = n % 128, n // 128
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _string(text: str | bytes) -> bytes:
-    raw = text.encode() if isinstance(text, str) else text
-    return len(raw).to_bytes(2, "big") + raw
 
 
 class RawPublisher:

@@ -29,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.e2e import BROKER_QUEUE
 from tests.conftest import Account
 from tests.faults.harness import (
     AlertListener,
@@ -1022,8 +1023,6 @@ async def overload(stack: FaultStack, sizes: Sizes, workdir: Path) -> Outcome:
 
 PROBE_RATE = 6000.0
 READY_MAX_LAG_S = 5.0
-BROKER_QUEUE = 100_000
-"""max_queued_messages in deploy/mosquitto/mosquitto.conf.in: beyond it Mosquitto drops QoS 1 messages silently."""
 MEMORY_BOUND_MIB = 512
 
 
