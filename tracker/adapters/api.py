@@ -32,7 +32,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from importlib import resources
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
@@ -41,6 +40,7 @@ import cachetools
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from tracker.adapters import api_web
 from tracker.adapters.decode import DEVICE_ID_RE, parse_ts, safe_text, text_problem
 from tracker.adapters.errors import TRANSIENT_DB_ERRORS, CommandRejectedError, StoreUnavailableError
 from tracker.adapters.ports import ApiService
@@ -693,12 +693,6 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def dashboard(request: web.Request) -> web.Response:
-    """The operators' page; it holds no data itself and calls the API with the operator's token."""
-    html = resources.files("tracker.web").joinpath("index.html").read_text()
-    return web.Response(text=html, content_type="text/html")
-
-
 async def list_dead_letters(request: web.Request) -> web.Response:
     await require(request, "deadletters:read")
     svc = _service(request)
@@ -795,7 +789,6 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
         app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/devices/{device_id}/positions", positions)
     app.router.add_post("/v1/devices", register_device)
-    app.router.add_get("/", dashboard)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/v1/alerts", list_alerts)
     app.router.add_get("/v1/alerts/stream", alert_stream)
@@ -805,6 +798,7 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     app.router.add_post("/v1/inspections", post_inspection)
     app.router.add_post("/v1/pairings", post_pairing)
     app.router.add_get("/v1/fences", list_fences)
+    api_web.add_routes(app)
     return app
 
 

@@ -1,0 +1,161 @@
+"""The operations dashboard opened in Debian's chromium against the real service, broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from geofences import FenceKind, load_port
+from tests.browser.conftest import DashPage, api_token, artifact
+from tests.conftest import StackInfo
+from tests.integration.conftest import new_device_id
+from tests.integration.mqttprobe import Probe
+from tracker.service import Service
+
+
+async def wait_for(dash: DashPage, expression: str, timeout: float = 5.0, arg: object = None) -> Any:
+    """Polls ``expression`` in the page until it is truthy; fails with its last value after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    value: Any = None
+    while time.monotonic() < deadline:
+        value = await dash.js(expression, arg)
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{expression} still {value!r} after {timeout} s")
+
+
+def restricted_point() -> tuple[float, float]:
+    fence = next(f for f in load_port("santos").fences if f.kind is FenceKind.RESTRICTED)
+    pt = fence.geometry.representative_point()
+    return float(pt.x), float(pt.y)
+
+
+async def test_the_page_loads_clean_draws_the_fences_and_asks_only_loopback(
+    dash: DashPage, dash_service: Service, stack: StackInfo
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(dash.base + "/") as r:  # the page and its files need no token...
+            assert r.status == 200
+            policy = r.headers["Content-Security-Policy"]
+            assert "script-src 'self';" in policy and "unsafe-inline" not in policy and "unsafe-eval" not in policy
+            assert "connect-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        for asset in ("/web/app.js", "/web/vendor/leaflet/leaflet.js", "/web/vendor/leaflet/LICENSE"):
+            async with http.get(dash.base + asset) as r:
+                assert r.status == 200, asset
+                assert r.headers["X-Content-Type-Options"] == "nosniff"
+        for hidden in ("/web/index.html", "/web/__init__.py", "/web/../adapters/api.py", "/web/%2e%2e/config.py"):
+            async with http.get(dash.base + hidden) as r:
+                assert r.status == 404, hidden
+        async with http.get(dash.base + "/v1/fences") as r:  # ...but every datum does
+            assert r.status == 401
+    await dash.login(stack.admin_token)
+    santos = len(load_port("santos").fences)
+    assert await wait_for(dash, "() => window.trackerDashboard.fenceCount()") == santos
+    await wait_for(dash, "() => document.querySelector('#status').dataset.state === 'live'")
+    legend = await dash.page.inner_text("#legend")
+    for kind in ("Restricted", "Quay", "Port boundary", "truck"):
+        assert kind in legend
+    assert await dash.page.input_value("#port") == "santos"
+    # fences are painted on Leaflet's canvas: some pixels of it are not transparent
+    painted = await dash.js(
+        """() => { const c = document.querySelector('.leaflet-overlay-pane canvas');
+                   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                   let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+    )
+    assert isinstance(painted, int) and painted > 10_000
+    # the token is kept for the tab only and never put in a URL
+    assert await dash.js("() => sessionStorage.getItem('tracker-token')") == stack.admin_token
+    assert not [u for u in dash.recorded.requests if stack.admin_token in u]
+    assert dash.recorded.off_loopback() == []
+    assert dash.recorded.console_errors() == []
+
+
+async def drive_into_restricted(device: Probe, dev: str) -> None:
+    """Two fixes inside a restricted lot: the second confirms the entry (a high alert)."""
+    lon, lat = restricted_point()
+    for ts in (time.time() - 10, time.time()):
+        await device.apublish(f"trackers/{dev}/ping", json.dumps({"ts": ts, "lat": lat, "lon": lon, "heading": 45}))
+
+
+async def test_a_truck_in_a_restricted_lot_shows_in_feed_and_map_within_5_s_and_its_ack_reaches_the_api(
+    dash: DashPage, dash_service: Service, device: Probe
+) -> None:
+    token, name = await api_token(dash_service, "operator")
+    await dash.login(token)
+    await wait_for(dash, "() => document.querySelector('#status').dataset.state === 'live'", timeout=10)
+    dev = new_device_id()
+    started = time.monotonic()
+    await drive_into_restricted(device, dev)
+    row = f"#feed li.sev-high:has-text('{dev}')"
+    await dash.page.wait_for_selector(row, timeout=5000)
+    await wait_for(dash, "(d) => window.trackerDashboard.deviceIds().includes(d)", arg=dev, timeout=5)
+    assert await dash.js("() => window.trackerDashboard.alertMarkers()") >= 1  # type: ignore[operator]
+    within = time.monotonic() - started
+    assert within < 5, within
+    assert await dash.js("() => window.trackerDashboard.cues()") >= 1  # type: ignore[operator]
+    await dash.page.click(row)
+    await dash.page.wait_for_selector("#detail:not([hidden]) button[data-action=ack]")
+    assert await dash.js("() => window.trackerDashboard.evidenceLayers()") >= 2  # type: ignore[operator]
+    detail = await dash.page.inner_text("#detail")
+    assert "restricted" in detail.lower()
+    await dash.page.fill("#action-note", "guard sent to the lot")
+    await dash.page.click("#detail button[data-action=ack]")
+    await dash.page.wait_for_selector(f"#feed li.status-acknowledged:has-text('{dev}')", timeout=5000)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{dash.base}/v1/alerts", params={"device_id": dev}, headers={"Authorization": f"Bearer {token}"}
+        ) as r,
+    ):
+        alerts = [a for a in (await r.json())["alerts"] if a["severity"] == "high"]
+    assert [(a["status"], a["acknowledged_by"]) for a in alerts] == [("acknowledged", name)]
+    await dash.page.screenshot(path=str(artifact("dashboard-alert-acknowledged")))
+    assert dash.recorded.off_loopback() == []
+    assert dash.recorded.console_errors() == []
+
+
+async def test_an_insurer_page_shows_only_the_devices_its_token_covers(
+    dash: DashPage, dash_service: Service, device: Probe
+) -> None:
+    covered, other = new_device_id(), new_device_id()
+    lon, lat = restricted_point()
+    for dev in (covered, other):
+        for i in range(3):
+            payload = {"ts": time.time() - 30 + i * 10, "lat": lat + 0.01 + i * 1e-4, "lon": lon + 0.01}
+            await device.apublish(f"trackers/{dev}/ping", json.dumps(payload))
+    token, _ = await api_token(dash_service, "insurer", [covered])
+    # stored before the page asks (the fixes went through the broker and the single writer)
+    assert dash_service.store is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = await dash_service.store.positions(other, datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC), 10)
+        if len(rows) == 3:
+            break
+        await asyncio.sleep(0.1)
+    await dash.login(token)
+    await dash.page.wait_for_selector("#trips-box:not([hidden])", timeout=10000)
+    assert await dash.page.is_hidden("#feed-box")  # no alert feed for a role that may not read alerts
+    await dash.page.fill("#trip-query", covered)
+    await dash.page.click("#trip-find button")
+    await dash.page.wait_for_selector(f"#trip-list :text('{covered}: 3 fixes')", timeout=5000)
+    await dash.page.fill("#trip-query", other)
+    await dash.page.click("#trip-find button")
+    await dash.page.wait_for_selector("#trip-list .err", timeout=5000)
+    assert "not found" in await dash.page.inner_text("#trip-list")
+    await asyncio.sleep(2.5)  # a polling round: nothing of the other device comes in either
+    assert await dash.js("() => window.trackerDashboard.deviceIds()") == [covered]
+    await dash.page.fill("#trip-query", covered)
+    await dash.page.click("#trip-find button")
+    await dash.page.wait_for_selector(f"#trip-list :text('{covered}: 3 fixes')", timeout=5000)
+    assert other not in await dash.page.inner_text("body")  # once the search for it is gone, nothing names it
+    assert dash.recorded.off_loopback() == []
+    # the browser logs the API's refusals: the 403s of what this role may not read (fences, alerts) and
+    # the 404 of the uncovered device; nothing else went wrong
+    codes = sorted(e.rsplit("status of ", 1)[-1] for e in dash.recorded.console_errors())
+    assert codes == ["403 (Forbidden)", "403 (Forbidden)", "404 (Not Found)"], dash.recorded.console_errors()
