@@ -240,10 +240,12 @@
       const ox = origin.x + topLeft.x, oy = origin.y + topLeft.y;
       const byKind = new Map();
       const r = zoom >= 16 ? 8 : zoom >= 14 ? 6 : 4;
+      const scale = 256 * 2 ** zoom;
+      this.scale = scale;
       for (const d of S.devices.values()) {
-        if (d.zoom !== zoom) {
-          d.proj = d.trail.map(([lat, lon]) => m.project([lat, lon], zoom));
-          d.zoom = zoom;
+        if (d.scale !== scale) {
+          d.proj = d.trail.map(([lat, lon]) => mercator(lat, lon, scale));
+          d.scale = scale;
         }
         const p = d.proj[d.proj.length - 1];
         const x = p.x - ox, y = p.y - oy;
@@ -268,29 +270,35 @@
         ctx.stroke();
       }
       ctx.globalAlpha = 1;
-      ctx.strokeStyle = "#fff";
-      ctx.lineWidth = 1;
-      for (const [kind, list] of byKind) {
-        ctx.fillStyle = DEVICE_COLOURS[kind];
-        ctx.beginPath();
-        for (const d of list) {
-          if (d.heading === null || d.heading === undefined) {
-            ctx.moveTo(d.sx + r * 0.7, d.sy);
-            ctx.arc(d.sx, d.sy, r * 0.7, 0, 2 * Math.PI);
-            continue;
-          }
-          const a = (d.heading * Math.PI) / 180;
-          const sin = Math.sin(a), cos = Math.cos(a);
-          // an arrow pointing at the heading (0 = north, clockwise)
-          ctx.moveTo(d.sx + sin * r * 1.3, d.sy - cos * r * 1.3);
-          ctx.lineTo(d.sx - sin * r * 0.8 + cos * r * 0.8, d.sy + cos * r * 0.8 + sin * r * 0.8);
-          ctx.lineTo(d.sx - sin * r * 0.3, d.sy + cos * r * 0.3);
-          ctx.lineTo(d.sx - sin * r * 0.8 - cos * r * 0.8, d.sy + cos * r * 0.8 - sin * r * 0.8);
-          ctx.closePath();
-        }
-        ctx.fill();
-        if (r >= 6) ctx.stroke();
+      // The arrows are written as pixels into one buffer and put on the canvas with a single blit: with
+      // thousands of devices, filling as many paths (or blitting as many small images) costs a frame
+      // several times over on a software-rendered canvas (measured: bench/dashboard.py).
+      const W = c.width, H = c.height;
+      if (!this._buf || this._bufCanvas.width !== W || this._bufCanvas.height !== H) {
+        this._bufCanvas = document.createElement("canvas");
+        this._bufCanvas.width = W;
+        this._bufCanvas.height = H;
+        this._bufCtx = this._bufCanvas.getContext("2d");
+        this._img = this._bufCtx.createImageData(W, H);
+        this._buf = new Uint32Array(this._img.data.buffer);
       }
+      const buf = this._buf;
+      buf.fill(0);
+      for (const [kind, list] of byKind) {
+        for (const d of list) {
+          const sp = sprite(kind, r, d.heading);
+          const x0 = Math.round(d.sx * dpr) - sp.half, y0 = Math.round(d.sy * dpr) - sp.half;
+          const { dx, dy, col } = sp;
+          for (let i = 0; i < col.length; i++) {
+            const x = x0 + dx[i], y = y0 + dy[i];
+            if (x >= 0 && y >= 0 && x < W && y < H) buf[y * W + x] = col[i];
+          }
+        }
+      }
+      this._bufCtx.putImageData(this._img, 0, 0);
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.drawImage(this._bufCanvas, 0, 0);
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
       const sel = S.selectedDevice && S.devices.get(S.selectedDevice);
       if (sel && sel.sx !== undefined) {
         ctx.strokeStyle = "#000";
@@ -311,6 +319,58 @@
     },
   });
   const deviceLayer = new DeviceLayer().addTo(map);
+
+  // An arrow per kind, size and 10° of heading (a dot without heading), drawn once and kept as the
+  // list of its pixels (offsets and colours) that the device layer writes into its buffer.
+  const sprites = new Map();
+  function sprite(kind, r, heading) {
+    const bucket = heading === null || heading === undefined ? -1 : Math.round(heading / 10) % 36;
+    const key = `${kind}:${r}:${bucket}`;
+    let sp = sprites.get(key);
+    if (sp) return sp;
+    const dpr = window.devicePixelRatio || 1;
+    const c = document.createElement("canvas");
+    const side = Math.ceil(r * 3 * dpr);
+    c.width = c.height = side;
+    const g = c.getContext("2d", { willReadFrequently: true });
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    const m = (r * 3) / 2;
+    g.fillStyle = DEVICE_COLOURS[kind];
+    g.strokeStyle = "#fff";
+    g.lineWidth = 1;
+    g.beginPath();
+    if (bucket < 0) g.arc(m, m, r * 0.7, 0, 2 * Math.PI);
+    else {
+      // pointing at the heading (0 = north, clockwise)
+      const a = (bucket * 10 * Math.PI) / 180, sin = Math.sin(a), cos = Math.cos(a);
+      g.moveTo(m + sin * r * 1.3, m - cos * r * 1.3);
+      g.lineTo(m - sin * r * 0.8 + cos * r * 0.8, m + cos * r * 0.8 + sin * r * 0.8);
+      g.lineTo(m - sin * r * 0.3, m + cos * r * 0.3);
+      g.lineTo(m - sin * r * 0.8 - cos * r * 0.8, m + cos * r * 0.8 - sin * r * 0.8);
+      g.closePath();
+    }
+    g.fill();
+    if (r >= 6) g.stroke();
+    const px = new Uint32Array(g.getImageData(0, 0, side, side).data.buffer);
+    const dx = [], dy = [], col = [];
+    for (let y = 0; y < side; y++) {
+      for (let x = 0; x < side; x++) {
+        const v = px[y * side + x];
+        if (v >>> 24 > 80) { dx.push(x); dy.push(y); col.push(v | 0xff000000); }
+      }
+    }
+    sp = { half: Math.floor(side / 2), dx: Int16Array.from(dx), dy: Int16Array.from(dy), col: Uint32Array.from(col) };
+    sprites.set(key, sp);
+    return sp;
+  }
+
+  // Spherical Mercator in pixels at ``scale`` (256 * 2^zoom), as Leaflet's EPSG:3857 projects, without
+  // its objects: the device layer projects every new fix of thousands of devices.
+  const R_LAT = 85.0511287798;
+  function mercator(lat, lon, scale) {
+    const la = Math.max(-R_LAT, Math.min(R_LAT, lat)) * (Math.PI / 180);
+    return { x: ((lon + 180) / 360) * scale, y: (0.5 - Math.log(Math.tan(Math.PI / 4 + la / 2)) / (2 * Math.PI)) * scale };
+  }
 
   function ingestPositions(items) {
     for (const it of items) S.pending.push(it);
@@ -346,7 +406,7 @@
     if (typeof it.lat !== "number" || typeof it.lon !== "number") return;
     let d = S.devices.get(it.device_id);
     if (!d) {
-      d = { id: it.device_id, kind: it.kind, trail: [], proj: [], zoom: null, ts: null };
+      d = { id: it.device_id, kind: it.kind, trail: [], proj: [], scale: null, ts: null };
       S.devices.set(it.device_id, d);
     }
     if (d.ts && it.ts && it.ts < d.ts) return; // late fix: the map shows where it is now
@@ -356,8 +416,11 @@
     d.speed = it.speed;
     d.heading = it.heading;
     d.trail.push([it.lat, it.lon]);
-    if (d.trail.length > TRAIL) d.trail.shift();
-    d.zoom = null;
+    if (d.scale) d.proj.push(mercator(it.lat, it.lon, d.scale));
+    if (d.trail.length > TRAIL) {
+      d.trail.shift();
+      if (d.proj.length > TRAIL) d.proj.shift();
+    }
   }
 
   map.on("click", (e) => {
@@ -938,7 +1001,7 @@
         const id = d.device_id || d.id;
         if (!id) continue;
         S.watch.add(id);
-        if (!S.devices.has(id) && d.kind) S.devices.set(id, { id, kind: d.kind, trail: [], proj: [], zoom: null, ts: null });
+        if (!S.devices.has(id) && d.kind) S.devices.set(id, { id, kind: d.kind, trail: [], proj: [], scale: null, ts: null });
         if (S.devices.get(id) && !S.devices.get(id).trail.length) S.devices.delete(id);
       }
       return list;
