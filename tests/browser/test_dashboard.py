@@ -15,6 +15,7 @@ from tests.browser.conftest import DashPage, api_token, artifact
 from tests.conftest import StackInfo
 from tests.integration.conftest import new_device_id
 from tests.integration.mqttprobe import Probe
+from tests.integration.tcpproxy import TcpProxy
 from tracker.service import Service
 
 
@@ -159,3 +160,31 @@ async def test_an_insurer_page_shows_only_the_devices_its_token_covers(
     # the 404 of the uncovered device; nothing else went wrong
     codes = sorted(e.rsplit("status of ", 1)[-1] for e in dash.recorded.console_errors())
     assert codes == ["403 (Forbidden)", "403 (Forbidden)", "404 (Not Found)"], dash.recorded.console_errors()
+
+
+async def test_the_feed_reconnects_after_a_network_drop_and_shows_what_was_raised_meanwhile(
+    dash: DashPage, dash_service: Service, device: Probe
+) -> None:
+    """The page talks to the service through a relay the test cuts: a real dropped connection."""
+    proxy = TcpProxy("127.0.0.1", dash_service.http_port)
+    await proxy.start()
+    try:
+        token, _ = await api_token(dash_service, "operator")
+        dash.base = f"http://127.0.0.1:{proxy.port}"
+        await dash.login(token)
+        await wait_for(dash, "() => document.querySelector('#status').dataset.state === 'live'", timeout=10)
+        await proxy.cut()
+        await wait_for(dash, "() => document.querySelector('#status').dataset.state === 'reconnecting'", timeout=10)
+        dev = new_device_id()
+        await drive_into_restricted(device, dev)  # raised while the page is cut off
+        assert dash_service.store is not None
+        deadline = time.monotonic() + 10
+        while not await dash_service.store.alerts(datetime.now(UTC) - timedelta(minutes=5), device_id=dev):
+            assert time.monotonic() < deadline, "the service did not store the alert"
+            await asyncio.sleep(0.1)
+        assert not await dash.js("(d) => document.querySelector('#feed').innerText.includes(d)", dev)
+        await proxy.restore()
+        await dash.page.wait_for_selector(f"#feed li.sev-high:has-text('{dev}')", timeout=20000)
+        await wait_for(dash, "() => document.querySelector('#status').dataset.state === 'live'", timeout=10)
+    finally:
+        await proxy.close()
