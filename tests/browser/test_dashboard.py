@@ -116,6 +116,7 @@ async def test_a_truck_in_a_restricted_lot_shows_in_feed_and_map_within_5_s_and_
     ):
         alerts = [a for a in (await r.json())["alerts"] if a["severity"] == "high"]
     assert [(a["status"], a["acknowledged_by"]) for a in alerts] == [("acknowledged", name)]
+    await dash.page.wait_for_timeout(500)  # the zoom to the evidence has settled
     await dash.page.screenshot(path=str(artifact("dashboard-alert-acknowledged")))
     assert dash.recorded.off_loopback() == []
     assert dash.recorded.console_errors() == []

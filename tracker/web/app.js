@@ -91,6 +91,9 @@
       containerTrips: find(/^\/v1\/containers\/\{[^}]+\}\/trips$/),
       trip: find(/^\/v1\/trips\/\{[^}]+\}$/),
       tripExport: find(/^\/v1\/trips\/\{[^}]+\}\/export$/),
+      deviceExport: find(/^\/v1\/devices\/\{[^}]+\}\/export$/),
+      containerExport: find(/^\/v1\/containers\/\{[^}]+\}\/export$/),
+      alertHistory: has("/v1/alerts/{alert_id}"),
       custody: find(/^\/v1\/containers\/\{[^}]+\}\/custody$/),
       coverage: find(/^\/v1\/coverage$/),
     };
@@ -112,6 +115,7 @@
 
   function updateLabels() {
     $("map").classList.toggle("no-labels", map.getZoom() < 15);
+    $("map").classList.toggle("few-labels", map.getZoom() < 17); // the big overlapping yards only close up
   }
   map.on("zoomend", updateLabels);
 
@@ -135,7 +139,7 @@
       layer.bindTooltip(txt(`${FENCE_LABELS[p.kind] || p.kind}: ${p.name || p.id}`), { sticky: true });
       if (p.kind !== "corridor" && p.kind !== "port_boundary") {
         const centre = layer.getBounds().getCenter();
-        const label = L.tooltip({ permanent: true, direction: "center", className: "fence-label", interactive: false })
+        const label = L.tooltip({ permanent: true, direction: "center", className: `fence-label k-${p.kind}`, interactive: false })
           .setLatLng(centre)
           .setContent(txt(`${FENCE_LABELS[p.kind] || p.kind}${p.name ? ": " + String(p.name).slice(0, 28) : ""}`));
         group.addLayer(label);
@@ -758,8 +762,20 @@
     if (ev.nearest_route_fence) figures.push(["route left", `${ev.nearest_route_fence.name} (${Math.round(ev.nearest_route_fence.distance_m)} m)`]);
     const raw = el("details");
     raw.append(el("summary", null, "evidence (JSON)"), el("pre", null, JSON.stringify(ev, null, 1)));
-    openDetail(el("h3", null, `${a.severity} · ${a.kind}`), el("div", "msg", a.message), table(figures), timeline(a, ev), actions(a), raw);
+    const history = el("div");
+    openDetail(el("h3", null, `${a.severity} · ${a.kind}`), el("div", "msg", a.message), table(figures), timeline(a, ev), actions(a), history, raw);
     if (zoom) drawEvidence(a);
+    if (S.caps.alertHistory) {
+      api(`/v1/alerts/${encodeURIComponent(a.id)}`).then((full) => {
+        if (S.selectedAlert !== a.id || !full.history) return;
+        const ol = el("ol", "timeline");
+        for (const h of full.history) {
+          const extra = [h.resolution, h.assignee, h.note].filter(Boolean).join(" · ");
+          ol.append(el("li", null, `${fmtTs(h.at)} ${h.fact} by ${h.by}${extra ? ": " + extra : ""}`));
+        }
+        history.replaceChildren(el("b", null, "history"), ol);
+      }).catch(() => {});
+    }
   }
 
   function actions(a) {
@@ -891,6 +907,10 @@
       } else if (m.type === "alert") {
         if (m.id) S.lastEventId = m.id;
         upsert(m.alert, m.event === "raised");
+      } else if (m.type === "reset") {
+        // more was missed than the server keeps: read the list again, then carry on live
+        if (m.id) S.lastEventId = m.id;
+        reloadAlerts();
       } else if (m.type === "positions") {
         ingestPositions(m.items || []);
       } else if (m.type === "error") {
@@ -934,16 +954,18 @@
         while ((i = buf.indexOf("\n\n")) >= 0) {
           const chunk = buf.slice(0, i);
           buf = buf.slice(i + 2);
-          let data = "", id = null;
+          let data = "", id = null, type = "message";
           for (const line of chunk.split("\n")) {
             if (line.startsWith("data:")) data += line.slice(5).trimStart();
             else if (line.startsWith("id:")) id = line.slice(3).trim();
+            else if (line.startsWith("event:")) type = line.slice(6).trim();
           }
           if (id) S.lastEventId = id;
-          if (data && gen === S.generation) {
-            const m = JSON.parse(data);
-            upsert(m.alert || m, (m.event || "raised") === "raised");
-          }
+          if (!data || gen !== S.generation) continue;
+          const m = JSON.parse(data);
+          if (type === "reset") reloadAlerts(); // more was missed than the server keeps
+          else if (type === "error") banner(`stream: ${m.message || m.error}`);
+          else upsert(m.alert || m, (m.event || "raised") === "raised");
         }
       }
       if (gen === S.generation) reconnectLater("stream ended");
@@ -1052,6 +1074,12 @@
           list.lastChild.append(link("HTML", () => download(`${base}?format=html`, `${number}-custody.html`)),
             link("PDF", () => download(`${base}?format=pdf`, `${number}-custody.pdf`)));
         }
+        if (S.caps.containerExport) {
+          const base = S.caps.containerExport.replace(/\{[^}]+\}/, encodeURIComponent(number));
+          const exp = el("div", null, "export: ");
+          for (const fmt of ["geojson", "gpx", "kml", "csv"]) exp.append(link(fmt.toUpperCase(), () => download(`${base}?format=${fmt}`, `${number}.${fmt}`)));
+          list.append(exp);
+        }
         for (const t of trips) list.append(tripRow(t));
         return;
       }
@@ -1067,9 +1095,13 @@
         S.watch.add(q);
         map.fitBounds(L.latLngBounds(feats.map((x) => [x.geometry.coordinates[1], x.geometry.coordinates[0]])).pad(0.3), { maxZoom: 16 });
       }
-      const exp = el("div", null, "export: ");
-      const base = `/v1/devices/${encodeURIComponent(q)}/positions?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`;
-      for (const fmt of ["geojson", "gpx", "csv"]) exp.append(link(fmt.toUpperCase(), () => download(`${base}&format=${fmt}`, `${q}.${fmt}`)));
+      const exp = el("div", null, "export (24 h): ");
+      const range = `from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`;
+      const base = S.caps.deviceExport
+        ? `${S.caps.deviceExport.replace(/\{[^}]+\}/, encodeURIComponent(q))}?${range}`
+        : `/v1/devices/${encodeURIComponent(q)}/positions?${range}`;
+      const formats = S.caps.deviceExport ? ["geojson", "gpx", "kml", "csv"] : ["geojson", "gpx", "csv"];
+      for (const fmt of formats) exp.append(link(fmt.toUpperCase(), () => download(`${base}&format=${fmt}`, `${q}.${fmt}`)));
       list.append(exp);
       if (S.caps.deviceTrips) {
         const tb = await api(S.caps.deviceTrips.replace(/\{[^}]+\}/, encodeURIComponent(q)));
@@ -1095,9 +1127,16 @@
       const layers = trackLayer.getLayers().filter((l) => l.getBounds);
       if (layers.length) map.fitBounds(L.featureGroup(layers).getBounds().pad(0.2), { maxZoom: 16 });
     }));
+    const formats = ["geojson", "gpx", "kml", "csv"];
+    const dev = t.device_id, from = t.start || t.started_at || t.start_ts, to = t.end || t.ended_at || t.end_ts;
     if (S.caps.tripExport && id) {
       const base = S.caps.tripExport.replace(/\{[^}]+\}/, encodeURIComponent(id));
-      for (const fmt of ["geojson", "gpx", "kml", "csv"]) box.append(link(fmt.toUpperCase(), () => download(`${base}?format=${fmt}`, `trip-${id}.${fmt}`)));
+      for (const fmt of formats) box.append(link(fmt.toUpperCase(), () => download(`${base}?format=${fmt}`, `trip-${id}.${fmt}`)));
+    } else if (S.caps.deviceExport && dev && from) {
+      // no export of a trip as such: the export of its device over the trip's time
+      const range = `from=${encodeURIComponent(from)}&to=${encodeURIComponent(to || new Date().toISOString())}`;
+      const base = `${S.caps.deviceExport.replace(/\{[^}]+\}/, encodeURIComponent(dev))}?${range}`;
+      for (const fmt of formats) box.append(link(fmt.toUpperCase(), () => download(`${base}&format=${fmt}`, `trip-${id || dev}.${fmt}`)));
     }
     return box;
   }
