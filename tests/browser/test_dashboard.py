@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from geofences import FenceKind, load_port
+from geofences import FenceIndex, FenceKind, load_port
 from tests.browser.conftest import DashPage, api_token, artifact
 from tests.conftest import StackInfo
 from tests.integration.conftest import new_device_id
@@ -167,6 +167,7 @@ async def test_the_feed_reconnects_after_a_network_drop_and_shows_what_was_raise
     dash: DashPage, dash_service: Service, device: Probe
 ) -> None:
     """The page talks to the service through a relay the test cuts: a real dropped connection."""
+    assert dash_service.http_port is not None
     proxy = TcpProxy("127.0.0.1", dash_service.http_port)
     await proxy.start()
     try:
@@ -189,3 +190,82 @@ async def test_the_feed_reconnects_after_a_network_drop_and_shows_what_was_raise
         await wait_for(dash, "() => document.querySelector('#status').dataset.state === 'live'", timeout=10)
     finally:
         await proxy.close()
+
+
+def core_alerts() -> list[dict[str, Any]]:
+    """One alert of every kind (access alerts: of every reason) as the core raises them on a small
+    simulated Santos morning with anomalies injected, in the JSON shape the API lists them."""
+    from tracker.config import Settings
+    from tracker.core.engine import Engine
+    from tracker.core.model import Alert, Inspection, Ping
+    from tracker.core.pipeline import Pipeline
+    from tracker.sim.scenario import SimConfig, generate
+
+    scenario = generate(SimConfig(port="santos", trucks=12, hours=1.5, anomaly_share=1.0, seed=3))
+    fences = FenceIndex(load_port("santos").fences, entry_margin_m=Settings().entry_margin_m)
+    containers = {dev: [dev] for dev, kind in scenario.devices.items() if kind.value == "container"}
+    engine = Engine(Pipeline(fences), kinds=scenario.devices, containers=containers)
+    first = min(p.ts for p in scenario.pings)
+    for container, truck in scenario.pairs.items():
+        engine.pair(container, truck, first)
+    items: list[Ping | Inspection] = [*scenario.pings, *scenario.inspections]
+    items.sort(key=lambda i: i.ts if isinstance(i, Inspection) else (i.received or i.ts))
+    engine.run(items)
+    out: dict[str, dict[str, Any]] = {}
+    for emitted in engine.emitted:
+        ev = emitted.event
+        if isinstance(ev, Alert):
+            label = ev.kind + (f":{ev.evidence.get('reason')}" if ev.kind == "post_inspection_access" else "")
+            out.setdefault(label, {**ev.to_json(), "status": "open", "label": label})
+    return list(out.values())
+
+
+def lonlat_points(value: Any) -> list[tuple[float, float]]:
+    """Every {lon, lat} in a JSON value."""
+    found: list[tuple[float, float]] = []
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if isinstance(v.get("lon"), float | int) and isinstance(v.get("lat"), float | int):
+                found.append((float(v["lon"]), float(v["lat"])))
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return found
+
+
+async def test_every_kind_of_evidence_the_core_raises_is_drawn_and_in_view(
+    dash: DashPage, stack: StackInfo
+) -> None:
+    alerts = core_alerts()
+    labels = {a["label"] for a in alerts}
+    assert {"geofence_enter", "rendezvous", "unexpected_stop", "container_separated", "signal_restored",
+            "gps_integrity", "post_inspection_access:off_route", "post_inspection_access:alongside",
+            "access_window_closed"} <= labels, labels  # fmt: skip
+    await dash.login(stack.admin_token)
+    await wait_for(dash, "() => window.trackerDashboard.fenceCount() > 0", timeout=10)
+    await dash.js("(list) => window.trackerDashboard.addAlerts(list)", alerts)
+    for a in alerts:
+        ev = a["evidence"]
+        await dash.js("(id) => window.trackerDashboard.selectAlert(id)", a["id"])
+        text = await dash.page.inner_text("#detail")
+        points = lonlat_points(ev)  # each a marker (a stop's centre: its circle)
+        drawn = await dash.js("() => window.trackerDashboard.evidenceLayers()")
+        assert isinstance(drawn, int) and drawn >= len(points), (a["label"], drawn, len(points))
+        for lon, lat in points:  # the map moved to show all of it
+            assert await dash.js("([la, lo]) => window.trackerDashboard.viewContains(la, lo)", [lat, lon]), a["label"]
+        assert a["message"] in text
+        if "clearance" in ev:
+            assert "customs clearance at" in text, a["label"]
+        expected = {
+            "rendezvous": [d["id"] for d in ev.get("devices", [])],
+            "post_inspection_access:alongside": [ev.get("other", {}).get("device_id", "?")],
+            "container_separated": [ev.get("truck", {}).get("id", "?")],
+            "post_inspection_access:off_route": ["route left"] if ev.get("nearest_route_fence") else [],
+            "signal_restored": ["first fix after"],
+            "unexpected_stop": ["duration"],
+        }.get(a["label"], [])
+        for word in expected:
+            assert word in text, (a["label"], word)
+    assert dash.recorded.errors == []  # no script error on any of them

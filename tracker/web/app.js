@@ -1262,8 +1262,10 @@
     frameWork: () => S.frameWork.slice(),
     cues: () => S.cues,
     live: () => (S.live ? S.live.kind : null),
+    addAlerts: (list) => list.forEach((a) => upsert(a, false)),
     selectAlert,
     showDevice,
+    viewContains: (lat, lon) => map.getBounds().contains([lat, lon]),
     map,
   };
 })();
