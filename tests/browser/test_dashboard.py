@@ -16,6 +16,7 @@ from tests.conftest import StackInfo
 from tests.integration.conftest import new_device_id
 from tests.integration.mqttprobe import Probe
 from tests.integration.tcpproxy import TcpProxy
+from tracker.adapters.openapi import document
 from tracker.service import Service
 
 
@@ -99,6 +100,9 @@ async def test_a_truck_in_a_restricted_lot_shows_in_feed_and_map_within_5_s_and_
     assert await dash.js("() => window.trackerDashboard.alertMarkers()") >= 1  # type: ignore[operator]
     within = time.monotonic() - started
     assert within < 5, within
+    # the WebSocket where the server has one, else SSE and polling
+    transport = "ws" if "/v1/stream" in document()["paths"] else "sse"
+    assert await dash.js("() => window.trackerDashboard.live()") == transport
     assert await dash.js("() => window.trackerDashboard.cues()") >= 1  # type: ignore[operator]
     await dash.page.click(row)
     await dash.page.wait_for_selector("#detail:not([hidden]) button[data-action=ack]")

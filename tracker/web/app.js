@@ -899,6 +899,8 @@
       if (gen !== S.generation) return;
       const m = JSON.parse(e.data);
       if (m.type === "ready") {
+        // back after a drop with no event id to resume from (none came before it): read the list again
+        if (S.retry > 0 && !S.lastEventId && S.canAlerts) reloadAlerts();
         S.retry = 0;
         S.role = m.role || S.role;
         S.org = m.org || null;
