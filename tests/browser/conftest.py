@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -107,7 +108,7 @@ class DashPage:
         await self.page.fill("#token", token)
         await self.page.click("#connect")
 
-    async def js(self, expression: str, arg: object = None) -> object:
+    async def js(self, expression: str, arg: object = None) -> Any:  # whatever the page returns, as JSON
         return await self.page.evaluate(expression, arg)
 
 

@@ -1194,7 +1194,7 @@
       S.canWrite = S.canAlerts; // a role that may not write gets a 403 with its reason, shown under the buttons
       $("feed-box").hidden = !S.canAlerts;
       const listed = await watchListedDevices();
-      $("trips-box").hidden = S.canAlerts && !S.caps.containerTrips;
+      $("trips-box").hidden = false; // a container's trips or a device's track and exports, for every role
       if (!S.canAlerts) {
         S.role = S.role || "insurer";
         const tl = $("trip-list");
@@ -1257,7 +1257,8 @@
     deviceIds: () => [...S.devices.keys()],
     device: (id) => { const d = S.devices.get(id); return d ? { kind: d.kind, ts: d.ts, trail: d.trail.length, heading: d.heading } : null; },
     alertIds: () => [...S.alerts.keys()],
-    alert: (id) => { const a = S.alerts.get(id); return a ? { status: a.status, severity: a.severity, kind: a.kind } : null; },
+    alert: (id) => { const a = S.alerts.get(id); return a ? { status: a.status, severity: a.severity, kind: a.kind, device_id: a.device_id } : null; },
+    alertDevices: () => [...new Set([...S.alerts.values()].map((a) => a.device_id))],
     alertMarkers: () => alertLayer.getLayers().length,
     evidenceLayers: () => evidenceLayer.getLayers().length,
     fenceCount: () => S.fenceById.size,
