@@ -122,6 +122,12 @@ async def test_a_truck_in_a_restricted_lot_shows_in_feed_and_map_within_5_s_and_
     assert [(a["status"], a["acknowledged_by"]) for a in alerts] == [("acknowledged", name)]
     await dash.page.wait_for_timeout(500)  # the zoom to the evidence has settled
     await dash.page.screenshot(path=str(artifact("dashboard-alert-acknowledged")))
+    # a click on the truck's arrow on the map opens it with its last 2 hours of track
+    spot = await dash.js("(d) => window.trackerDashboard.device(d)", dev)
+    await dash.page.mouse.click(spot["x"], spot["y"])
+    await dash.page.wait_for_selector(f"#detail h3:has-text('{dev}')", timeout=5000)
+    await dash.page.wait_for_selector("#detail :text('last 2 h: 2 fixes')", timeout=5000)
+    assert await dash.js("() => window.trackerDashboard.trackPoints()") == 2
     assert dash.recorded.off_loopback() == []
     assert dash.recorded.console_errors() == []
 
@@ -276,3 +282,53 @@ async def test_every_kind_of_evidence_the_core_raises_is_drawn_and_in_view(
         for word in expected:
             assert word in text, (a["label"], word)
     assert dash.recorded.errors == []  # no script error on any of them
+
+
+async def api_alerts(base: str, token: str, dev: str) -> list[dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{base}/v1/alerts", params={"device_id": dev}, headers={"Authorization": f"Bearer {token}"}) as r,
+    ):
+        assert r.status == 200, await r.text()
+        return [a for a in (await r.json())["alerts"] if a["severity"] == "high"]
+
+
+async def test_another_operators_change_shows_live_and_the_page_resolves_and_reopens(
+    dash: DashPage, dash_service: Service, device: Probe
+) -> None:
+    token, name = await api_token(dash_service, "operator")
+    colleague, colleague_name = await api_token(dash_service, "operator")
+    await dash.login(token)
+    await wait_for(dash, "() => document.querySelector('#status').dataset.state === 'live'", timeout=10)
+    dev = new_device_id()
+    await drive_into_restricted(device, dev)
+    row = f"#feed li.sev-high:has-text('{dev}')"
+    await dash.page.wait_for_selector(row, timeout=5000)
+    [alert] = await api_alerts(dash.base, token, dev)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{dash.base}/v1/alerts/{alert['id']}/ack",
+            json={"note": "on it"},
+            headers={"Authorization": f"Bearer {colleague}"},
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+    # the colleague's acknowledgement reaches this page by itself (an updated event, or the periodic re-read)
+    await dash.page.wait_for_selector(f"#feed li.status-acknowledged:has-text('{dev}')", timeout=15000)
+    await dash.page.click(row)
+    await dash.page.wait_for_selector("#detail button[data-action=resolve]")
+    assert colleague_name in await dash.page.inner_text("#detail")
+    await dash.page.fill("#action-note", "lorry of the cleaning contractor, checked by phone")
+    if await dash.page.query_selector("#action-resolution"):
+        await dash.page.select_option("#action-resolution", "false_alarm")
+    await dash.page.click("#detail button[data-action=resolve]")
+    await dash.page.wait_for_selector(f"#feed li.status-resolved:has-text('{dev}')", timeout=5000)
+    [stored] = await api_alerts(dash.base, token, dev)
+    assert (stored["status"], stored["resolved_by"]) == ("resolved", name)
+    if "/v1/alerts/{alert_id}/reopen" in document()["paths"]:
+        await dash.page.click("#detail button[data-action=reopen]")
+        await dash.page.wait_for_selector(f"#feed li.status-open:has-text('{dev}')", timeout=5000)
+        [stored] = await api_alerts(dash.base, token, dev)
+        assert stored["status"] == "open"
+    assert dash.recorded.console_errors() == []

@@ -312,8 +312,8 @@
         ctx.stroke();
       }
     },
-    hit(point) {
-      let best = null, bestD = 12 * 12;
+    hit(point, within = 12) {
+      let best = null, bestD = within * within;
       for (const [id, d] of S.devices) {
         if (d.sx === undefined) continue;
         const dd = (d.sx - point.x) ** 2 + (d.sy - point.y) ** 2;
@@ -704,7 +704,13 @@
         weight: 3, fill: false,
       });
       m.bindTooltip(txt(`${a.severity} ${a.kind} ${a.device_id}`));
-      m.on("click", (e) => { L.DomEvent.stopPropagation(e); selectAlert(a.id); });
+      m.on("click", (e) => {
+        // the ring is drawn around the fix, where the device often still is: its arrow itself opens the device
+        L.DomEvent.stopPropagation(e);
+        const dev = deviceLayer.hit(e.containerPoint, 6);
+        if (dev) showDevice(dev);
+        else selectAlert(a.id);
+      });
       alertLayer.addLayer(m);
     }
   }
@@ -985,7 +991,7 @@
     clearInterval(S.pollTimer);
     clearInterval(S.refreshTimer);
     S.pollTimer = setInterval(pollRound, 2000);
-    if (S.canAlerts) S.refreshTimer = setInterval(reloadAlerts, 20000); // others' acknowledgements
+    if (S.canAlerts) S.refreshTimer = setInterval(reloadAlerts, 10000); // others' acknowledgements
   }
 
   async function pollDevice(id) {
@@ -1255,7 +1261,13 @@
   window.trackerDashboard = {
     ingestPositions,
     deviceIds: () => [...S.devices.keys()],
-    device: (id) => { const d = S.devices.get(id); return d ? { kind: d.kind, ts: d.ts, trail: d.trail.length, heading: d.heading } : null; },
+    device: (id) => {
+      const d = S.devices.get(id);
+      if (!d) return null;
+      const box = $("map").getBoundingClientRect();
+      return { kind: d.kind, ts: d.ts, trail: d.trail.length, heading: d.heading, x: box.left + d.sx, y: box.top + d.sy };
+    },
+    trackPoints: () => trackLayer.getLayers().reduce((n, l) => n + (l.getLatLngs ? l.getLatLngs().length : 0), 0),
     alertIds: () => [...S.alerts.keys()],
     alert: (id) => { const a = S.alerts.get(id); return a ? { status: a.status, severity: a.severity, kind: a.kind, device_id: a.device_id } : null; },
     alertDevices: () => [...new Set([...S.alerts.values()].map((a) => a.device_id))],
