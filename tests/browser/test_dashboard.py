@@ -76,6 +76,11 @@ async def test_the_page_loads_clean_draws_the_fences_and_asks_only_loopback(
     assert not [u for u in dash.recorded.requests if stack.admin_token in u]
     assert dash.recorded.off_loopback() == []
     assert dash.recorded.console_errors() == []
+    # logging out forgets the token and everything it showed
+    await dash.page.click("#logout")
+    assert await dash.js("() => sessionStorage.getItem('tracker-token')") is None
+    assert await dash.js("() => window.trackerDashboard.fenceCount()") == 0
+    assert await dash.page.input_value("#token") == ""
 
 
 async def drive_into_restricted(device: Probe, dev: str) -> None:

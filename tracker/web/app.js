@@ -1172,6 +1172,8 @@
 
   async function start() {
     stop();
+    S.role = null;
+    S.org = null;
     S.alerts.clear();
     S.devices.clear();
     S.watch.clear();
@@ -1201,12 +1203,14 @@
       $("feed-box").hidden = !S.canAlerts;
       const listed = await watchListedDevices();
       $("trips-box").hidden = false; // a container's trips or a device's track and exports, for every role
-      if (!S.canAlerts) {
-        S.role = S.role || "insurer";
-        const tl = $("trip-list");
-        tl.replaceChildren();
-        for (const d of (listed || []).slice(0, 100)) {
+      // a short list of what the token may see (an insurer's covered containers and trucks) to open
+      const tl = $("trip-list");
+      tl.replaceChildren();
+      if (listed && listed.length && listed.length <= 100) {
+        tl.append(el("div", "muted", "yours:"));
+        for (const d of listed) {
           const id = d.container_no || d.device_id || d.id;
+          if (!id) continue;
           const item = el("div");
           item.append(link(id, () => findTrips(id)));
           tl.append(item);
@@ -1241,6 +1245,15 @@
     $("token").value = "";
     S.alerts.clear();
     S.devices.clear();
+    S.fenceById.clear();
+    S.fenceGroups.clear();
+    for (const layer of [fenceRoot, trackLayer, evidenceLayer, alertLayer]) layer.clearLayers();
+    $("port").replaceChildren();
+    $("trip-list").replaceChildren();
+    $("detail").hidden = true;
+    S.role = null;
+    showWho();
+    legend();
     renderFeed();
     scheduleFrame();
     $("logout").hidden = true;
