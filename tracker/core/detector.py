@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
+from weakref import WeakKeyDictionary
 
 from geofences import FenceIndex, FenceKind
 from tracker.core.fix import Fix
@@ -35,9 +36,22 @@ Customs-bonded yards are included: containers wait there for clearance under cus
 supervision, and in Santos nearly every one lies inside a leased terminal anyway."""
 
 
+_AUTHORIZED: WeakKeyDictionary[FenceIndex, dict[frozenset[str], bool]] = WeakKeyDictionary()
+
+
 def in_authorized_zone(index: FenceIndex, fences: frozenset[str]) -> bool:
-    """Whether any of ``fences`` is a zone of :data:`AUTHORIZED_STOP_KINDS` (ids no longer indexed are ignored)."""
-    return any(index.get(f).kind in AUTHORIZED_STOP_KINDS for f in fences if f in index)
+    """Whether any of ``fences`` is a zone of :data:`AUTHORIZED_STOP_KINDS` (ids no longer indexed are ignored).
+
+    Asked several times per fix (motion, world view, most detectors) about a few hundred distinct fence
+    sets: the answer is remembered per index, which is immutable.
+    """
+    known = _AUTHORIZED.get(index)
+    if known is None:
+        known = _AUTHORIZED[index] = {}
+    found = known.get(fences)
+    if found is None:
+        found = known[fences] = any(index.get(f).kind in AUTHORIZED_STOP_KINDS for f in fences if f in index)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
