@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,9 @@ from tests.browser.conftest import DashPage, api_token, artifact
 from tests.conftest import StackInfo
 from tests.integration.conftest import new_device_id
 from tests.integration.mqttprobe import Probe
+from tests.integration.scenarios import container_number
 from tests.integration.tcpproxy import TcpProxy
+from tracker.adapters.api import hash_token
 from tracker.adapters.openapi import document
 from tracker.service import Service
 
@@ -337,3 +340,54 @@ async def test_another_operators_change_shows_live_and_the_page_resolves_and_reo
         [stored] = await api_alerts(dash.base, token, dev)
         assert stored["status"] == "open"
     assert dash.recorded.console_errors() == []
+
+
+async def test_an_insurer_page_shows_none_of_another_organisations_devices(
+    dash: DashPage, dash_service: Service, device: Probe, stack: StackInfo
+) -> None:
+    """Organisations and scopes: the insurer covers one container; another organisation's truck and box
+    raise alerts in the same port at the same time, and the insurer's page never learns of them."""
+    svc = dash_service
+    assert svc.orgs is not None
+    suffix = uuid.uuid4().hex[:8]
+    insurer_org, fleet_org = f"ins-{suffix}", f"fleet-{suffix}"
+    assert await svc.orgs.create_org(insurer_org, "an insurer", None) is not None
+    assert await svc.orgs.create_org(fleet_org, "another fleet", None) is not None
+    number, other_number = container_number(), container_number()
+    box, truck, other_box = new_device_id("BOX"), new_device_id(), new_device_id("BOX")
+    admin = {"Authorization": f"Bearer {stack.admin_token}"}
+    async with aiohttp.ClientSession() as http:
+        for body in (
+            {"device_id": box, "kind": "container", "container_no": number},
+            {"device_id": truck, "kind": "truck", "org": fleet_org},
+            {"device_id": other_box, "kind": "container", "container_no": other_number, "org": fleet_org},
+        ):
+            async with http.post(f"{dash.base}/v1/devices", json=body, headers=admin) as r:
+                assert r.status == 201, await r.text()
+    now = datetime.now(UTC)
+    await svc.orgs.add_coverage(insurer_org, number, now - timedelta(hours=1), now + timedelta(hours=1), "test")
+    secret, name = f"t-{uuid.uuid4().hex}", f"insurer-{suffix}"
+    await svc.orgs.create_token(hash_token(secret), name, "insurer", insurer_org, None, "test")
+    await dash.login(secret)
+    await wait_for(dash, "() => document.querySelector('#status').dataset.state === 'live'", timeout=10)
+    for dev in (truck, other_box, box):  # the covered box last: once its alert is in, the others' are stored
+        await drive_into_restricted(device, dev)
+    await dash.page.wait_for_selector(f"#feed li.sev-high:has-text('{box}')", timeout=10000)
+    await wait_for(dash, "(d) => window.trackerDashboard.deviceIds().includes(d)", arg=box, timeout=5)
+    assert svc.store is not None
+    for dev in (truck, other_box):  # they did raise theirs
+        assert await svc.store.alerts(now - timedelta(minutes=5), device_id=dev)
+    await asyncio.sleep(2.5)  # a polling round more
+    assert await dash.js("() => window.trackerDashboard.alertDevices()") == [box]
+    assert await dash.js("() => window.trackerDashboard.deviceIds()") == [box]
+    for hidden in (truck, other_box):
+        await dash.page.fill("#trip-query", hidden)
+        await dash.page.click("#trip-find button")
+        await dash.page.wait_for_selector(f"#trip-list .err:has-text('{hidden}')", timeout=5000)
+    await dash.page.fill("#trip-query", box)
+    await dash.page.click("#trip-find button")
+    await dash.page.wait_for_selector(f"#trip-list :text('{box}: 2 fixes')", timeout=5000)
+    page_text = await dash.page.inner_text("body")
+    assert truck not in page_text and other_box not in page_text and other_number not in page_text
+    assert await dash.js("() => window.trackerDashboard.deviceIds()") == [box]
+    assert dash.recorded.off_loopback() == []
