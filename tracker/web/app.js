@@ -910,6 +910,8 @@
         S.retry = 0;
         S.role = m.role || S.role;
         S.org = m.org || null;
+        // readers (insurers, customs) get no buttons; what a writer may not do the API refuses with its reason
+        if (S.role) S.canWrite = S.canAlerts && ["operator", "security", "admin"].includes(S.role);
         showWho();
         setStatus("live (WebSocket)", "live");
       } else if (m.type === "alert") {
