@@ -128,6 +128,14 @@ async def test_a_truck_in_a_restricted_lot_shows_in_feed_and_map_within_5_s_and_
     ):
         alerts = [a for a in (await r.json())["alerts"] if a["severity"] == "high"]
     assert [(a["status"], a["acknowledged_by"]) for a in alerts] == [("acknowledged", name)]
+    if "/v1/alerts/{alert_id}" in document()["paths"]:  # the note is kept with the change (alert workflow)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{dash.base}/v1/alerts/{alerts[0]['id']}", headers={"Authorization": f"Bearer {token}"}) as r,
+        ):
+            history = (await r.json())["history"]
+        assert [(h["by"], h.get("note")) for h in history if h["by"] == name] == [(name, "guard sent to the lot")]
+        await dash.page.wait_for_selector("#detail :text('guard sent to the lot')", timeout=5000)
     await dash.page.wait_for_timeout(500)  # the zoom to the evidence has settled
     await dash.page.screenshot(path=str(artifact("dashboard-alert-acknowledged")))
     # a click on the truck's arrow on the map opens it with its last 2 hours of track
