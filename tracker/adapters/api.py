@@ -53,6 +53,7 @@ PERMISSIONS: Mapping[str, frozenset[str]] = {
     "alerts:write": frozenset({"operator", "admin"}),
     "devices:write": frozenset({"admin"}),
     "fences:read": frozenset({"operator", "security", "admin"}),
+    "fences:write": frozenset({"admin"}),  # why not operators: tracker/adapters/api_fences.py
     "deadletters:read": frozenset({"operator", "admin"}),
     "inspections:write": frozenset({"customs", "admin"}),
     "pairings:write": frozenset({"operator", "admin"}),
@@ -499,6 +500,8 @@ def _alert_json(r: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = value.astimezone(UTC).isoformat()
         elif key == "evidence":
             out[key] = json.loads(value)
+        elif key == "fence_versions":
+            out[key] = None if value is None else json.loads(value)
         elif key == "alert_id":
             out["id"] = str(value)
         else:
@@ -715,9 +718,17 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
 
 async def list_fences(request: web.Request) -> web.Response:
-    await require(request, "fences:read")
+    from tracker.adapters.api_fences import sees_port
+
+    who = await require(request, "fences:read")
     svc = _service(request)
-    return web.json_response({"ports": {port: fs.to_geojson() for port, fs in svc.fence_sets.items()}})
+    ports = [p for p in svc.fence_sets if sees_port(who, p)]
+    return web.json_response(
+        {
+            "ports": {p: svc.fence_sets[p].to_geojson() for p in ports},
+            "versions": {p: v.stamp() for p, v in svc.fence_versions.items() if p in ports},
+        }
+    )
 
 
 async def osmand_ingest(request: web.Request) -> web.Response:
@@ -805,6 +816,9 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     app.router.add_post("/v1/inspections", post_inspection)
     app.router.add_post("/v1/pairings", post_pairing)
     app.router.add_get("/v1/fences", list_fences)
+    from tracker.adapters import api_fences  # imports this module: registered once it is loaded
+
+    api_fences.add_routes(app)
     return app
 
 

@@ -158,6 +158,11 @@ SCHEMAS: dict[str, Any] = {
             "resolved_at": NULLABLE_STRING,
             "resolution": NULLABLE_STRING,
             "hash": {"type": "string"},
+            "fence_versions": {
+                "type": ["object", "null"],
+                "description": "{port: {version, sha256}} of the fence sets it was raised under (null before they"
+                " were recorded; version null: a fence file)",
+            },
         },
         ["id", "kind", "severity", "status", "device_id", "ts", "message", "evidence", "hash"],
     ),
@@ -226,6 +231,15 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def document() -> dict[str, Any]:
+    from tracker.adapters import api_fences
+
+    doc = _document()
+    doc["paths"].update(api_fences.openapi_paths())
+    doc["components"]["schemas"] = {**SCHEMAS, **api_fences.openapi_schemas()}
+    return doc
+
+
+def _document() -> dict[str, Any]:
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "openapi": "3.1.0",
@@ -403,7 +417,13 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(
                             "fence sets",
-                            _obj({"ports": {"type": "object", "additionalProperties": {"type": "object"}}}, ["ports"]),
+                            _obj(
+                                {
+                                    "ports": {"type": "object", "additionalProperties": {"type": "object"}},
+                                    "versions": {"type": "object", "additionalProperties": {"type": "object"}},
+                                },
+                                ["ports", "versions"],
+                            ),
                         ),
                         **_errors(403, *SECURED_ERRORS),
                     },

@@ -13,12 +13,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 
 from geofences import FenceSet
 from tracker.adapters.store import ApiToken
+from tracker.adapters.store_fences import FenceVersion
 from tracker.commands import Command
 from tracker.config import Settings
 from tracker.core.model import DeviceKind
@@ -54,6 +55,15 @@ class ApiStore(Protocol):
     async def outbox_backlog(self) -> int: ...
 
 
+class ApiFenceStore(Protocol):
+    """Reads of fence-set versions (tracker/adapters/store_fences.py); versions are written only by the
+    single writer (``ChangeFences``)."""
+
+    async def versions(self, port: str, limit: int = 100) -> list[FenceVersion]: ...
+
+    async def version(self, port: str, version: int) -> tuple[FenceVersion, dict[str, Any]] | None: ...
+
+
 class ApiService(Protocol):
     """The service as the HTTP listeners see it."""
 
@@ -78,6 +88,14 @@ class ApiService(Protocol):
 
     @property
     def fence_sets(self) -> Mapping[str, FenceSet]: ...
+
+    @property
+    def fence_versions(self) -> Mapping[str, FenceVersion]:
+        """The version of each set in force (``version`` None: it comes from a fence file)."""
+        ...
+
+    @property
+    def fence_store(self) -> ApiFenceStore | None: ...
 
     async def ready(self) -> dict[str, bool]: ...
 
