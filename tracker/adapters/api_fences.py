@@ -44,7 +44,8 @@ FENCE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}\Z")
 PORT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}\Z")
 MAX_SET_BYTES = 4 * 1024 * 1024
 """An uploaded set's JSON; the largest shipped set (Santos, 295 fences) is 0.3 MiB."""
-MAX_FENCE_BYTES = 512 * 1024
+MAX_FENCE_BYTES = 1024 * 1024
+"""One fence's JSON: room for MAX_VERTICES_PER_FENCE vertices at full precision."""
 MAX_FENCES = 5_000
 MAX_VERTICES_PER_FENCE = 20_000
 """Per fence as indexed: the cell grid and the exact tests cost grow with vertices; a coastline traced
