@@ -47,6 +47,14 @@ class RegisterDevice:
     kind: DeviceKind
     name: str | None = None
     container_no: str | None = None
+    org: str | None = None  # None: keep the device's organisation (a new device: the default one)
+
+
+@dataclass(frozen=True, slots=True)
+class DeactivateDevice:
+    """Stop accepting a device's fixes (its history stays); registering it again reactivates it."""
+
+    device_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,4 +73,4 @@ class ChangeFences:
     fence_id: str | None = None  # the fence a put or delete changed
 
 
-Command = StoreFact | Pair | RegisterDevice | ChangeFences
+Command = StoreFact | Pair | RegisterDevice | DeactivateDevice | ChangeFences

@@ -36,6 +36,18 @@ from tracker.adapters.api import (
     error,
     require,
 )
+from tracker.adapters.openapi import (
+    BODY_ERRORS,
+    NULLABLE_STRING,
+    SECURED_ERRORS,
+    _body,
+    _errors,
+    _json,
+    _limit,
+    _obj,
+    _param,
+    _ref,
+)
 from tracker.adapters.ports import ApiService
 from tracker.adapters.store_fences import FenceConflictError, FenceVersion, content_sha256
 from tracker.commands import ChangeFences
@@ -56,13 +68,8 @@ CONFLICT_RETRIES = 3
 
 
 def sees_port(who: Principal, port: str) -> bool:
-    """Whether the token may see the fences of ``port`` (one call per object).
-
-    Uses the organisations' scope (``principal.scope.sees_port``) once principals carry one; until then
-    every role allowed ``fences:read`` sees every port, as ``GET /v1/fences`` always did.
-    """
-    scope = getattr(who, "scope", None)
-    return True if scope is None else bool(scope.sees_port(port))
+    """Whether the token may see the fences of ``port``: a security desk its organisation's ports."""
+    return who.scope.sees_port(port)
 
 
 def _find(svc: ApiService, fence_id: str) -> tuple[FenceSet, Fence] | None:
@@ -392,9 +399,7 @@ def add_routes(app: web.Application) -> None:
 # ---- OpenAPI -------------------------------------------------------------------------------------
 
 
-def openapi_schemas() -> dict[str, Any]:
-    from tracker.adapters.openapi import NULLABLE_STRING, _obj
-
+def _schemas() -> dict[str, Any]:
     kinds = [k.value for k in FenceKind]
     stamp = {
         "type": ["object", "null"],
@@ -507,9 +512,7 @@ def openapi_schemas() -> dict[str, Any]:
     }
 
 
-def openapi_paths() -> dict[str, Any]:
-    from tracker.adapters.openapi import BODY_ERRORS, SECURED_ERRORS, _body, _errors, _json, _limit, _param, _ref
-
+def _paths() -> dict[str, Any]:
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     fence_id = _param("fence_id", "path", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,127}$"})
     port = _param("port", "path", {"type": "string", "pattern": "^[a-z0-9][a-z0-9_\\-]{0,63}$"})
@@ -591,3 +594,7 @@ def openapi_paths() -> dict[str, Any]:
             }
         },
     }
+
+
+SCHEMAS: dict[str, Any] = _schemas()
+PATHS: dict[str, Any] = _paths()
