@@ -358,3 +358,30 @@ async def test_bad_fences_are_4xx_and_writes_need_admin(service: Service, stack:
     # nothing refused became a version
     history = await admin.call("GET", f"/v1/fence-sets/{port}/versions", 200)
     assert [v["version"] for v in history["versions"]] == [2, 1]
+
+
+async def test_a_security_desk_reads_the_fences_of_its_ports_only(service: Service, stack: StackInfo) -> None:
+    admin = Http(service, stack.admin_token)
+    port = f"vt-{uuid.uuid4().hex[:8]}"
+    centre = place()
+    good = {"type": "FeatureCollection", "features": [polygon(f"{port}-a", "terminal", square(centre, 100))]}
+    await admin.call("POST", f"/v1/fence-sets/{port}", 201, good)
+    assert service.orgs is not None
+    desk = f"sec-{uuid.uuid4().hex[:8]}"
+    assert await service.orgs.create_org(desk, "Santos security desk", ["santos"]) is not None
+    secret = f"t-{uuid.uuid4().hex}"
+    await service.orgs.create_token(hash_token(secret), f"sec-{uuid.uuid4().hex[:6]}", "security", desk, None, "test")
+    security = Http(service, secret)
+
+    await security.call("GET", "/v1/fences/santos-terminal-01", 200)
+    # another port's fence, its versions and its stored versions answer exactly as if they did not exist
+    for path in (f"/v1/fences/{port}-a", f"/v1/fence-sets/{port}/versions", f"/v1/fence-sets/{port}/versions/1"):
+        hidden = await security.call("GET", path, 404)
+        missing = await security.call("GET", path.replace(port, "vt-nonexist"), 404)
+        assert hidden["error"] == missing["error"] == "not_found"
+    listed = await security.call("GET", "/v1/fences", 200)
+    assert set(listed["ports"]) == set(listed["versions"]) == {"santos"}
+    # security never writes fences
+    await security.call("DELETE", "/v1/fences/santos-terminal-01", 403)
+    everything = await admin.call("GET", "/v1/fences", 200)
+    assert {"santos", port} <= set(everything["ports"])
