@@ -584,6 +584,9 @@ class Store:
                     )
                 chain.append(upd.alert.id, audit.UPDATED, SYSTEM_ACTOR, link_body)
             body = upd.alert.to_json()
+            # the versions the alert was raised under (the detector's copy of the alert predates them)
+            stamp = await conn.fetchval("SELECT fence_versions FROM alerts WHERE alert_id = $1", upd.alert.id)
+            body["fence_versions"] = None if stamp is None else json.loads(stamp)
             body.update(event="updated", update={"ts": upd.ts.isoformat(), "closes": upd.closes, **upd.fields})
             await conn.executemany(
                 "INSERT INTO outbox (alert_id, channel, topic, payload) VALUES ($1, $2, $3, $4)",
