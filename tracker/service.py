@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -314,7 +314,9 @@ class Service:
         index = self.fences.index
         for dev, state in list(self.states.items()):
             if any(f not in index for f in state.fences):
-                self.states[dev] = replace(state, fences=frozenset(f for f in state.fences if f in index))
+                kept = state.copy()  # states handed out are never changed: a new one replaces it
+                kept.fences = frozenset(f for f in state.fences if f in index)
+                self.states[dev] = kept
 
     async def _change_fences(self, command: ChangeFences, deadline: float) -> None:
         """Store a new version of a port's fence set and put it in force, or refuse it whole."""
