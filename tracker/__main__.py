@@ -53,6 +53,10 @@ async def _fences_load(settings: Settings, paths: Sequence[str]) -> int:
     try:
         await store.prepare()
         fences = FenceStore(store.pool)
+        try:
+            author = f"cli:{getpass.getuser()}"
+        except (KeyError, OSError):  # a container user without a passwd entry
+            author = "cli"
         for path in paths:
             raw = json.loads(await asyncio.to_thread(Path(path).read_text))
             fs = load_fence_set(raw)  # validate before storing anything
@@ -61,7 +65,7 @@ async def _fences_load(settings: Settings, paths: Sequence[str]) -> int:
                 print(f"{path}: port {fs.port!r} unchanged, still version {latest.version}")
                 continue
             base = 0 if latest is None or latest.version is None else latest.version
-            saved = await fences.save(fs, base=base, author=f"cli:{getpass.getuser()}", change="import")
+            saved = await fences.save(fs, base=base, author=author, change="import")
             print(
                 f"{path}: loaded {saved.fences} fences for port {fs.port!r} as version {saved.version}"
                 " (a running service takes it at its next start; the API changes fences without one)"
