@@ -14,9 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -385,3 +389,41 @@ async def test_a_security_desk_reads_the_fences_of_its_ports_only(service: Servi
     await security.call("DELETE", "/v1/fences/santos-terminal-01", 403)
     everything = await admin.call("GET", "/v1/fences", 200)
     assert {"santos", port} <= set(everything["ports"])
+
+
+async def test_the_command_line_load_makes_a_version_and_skips_an_unchanged_set(
+    stack: StackInfo, tmp_path: Path
+) -> None:
+    port = f"vt-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "set.geojson"
+    doc = {
+        "type": "FeatureCollection",
+        "port": port,
+        "features": [polygon(f"{port}-a", "terminal", square(place(), 80))],
+    }
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+
+    def load() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tracker", "geofences", "load", str(path)],
+            env={**clean, "TRACKER_DB_DSN": stack.dsn},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    first = await asyncio.to_thread(load)
+    assert first.returncode == 0, first.stderr
+    assert f"loaded 1 fences for port {port!r} as version 1" in first.stdout
+    again = await asyncio.to_thread(load)
+    assert again.returncode == 0 and f"port {port!r} unchanged, still version 1" in again.stdout
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        rows = await conn.fetch("SELECT version, change, author FROM fence_set_versions WHERE port = $1", port)
+        current = await conn.fetchval("SELECT count(*) FROM geofences WHERE port = $1", port)
+    finally:
+        await conn.close()
+    assert [(r["version"], r["change"]) for r in rows] == [(1, "import")] and rows[0]["author"].startswith("cli")
+    assert current == 1  # the current projection older tools read
