@@ -183,6 +183,9 @@ def _feature_from_body(body: Mapping[str, Any], fence_id: str) -> dict[str, Any]
         if extra is not None and not isinstance(extra, dict):
             raise error(422, "bad_field", "properties must be an object", field="properties")
         props = dict(extra or {})
+        _text_field(body, "name", 200)
+        if body.get("id") is not None and not isinstance(body["id"], str):
+            raise error(422, "bad_field", "id must be a string", field="id")
         for name in ("name", "kind", "severity", "windows"):
             if name in body:
                 props[name] = body[name]
@@ -430,7 +433,7 @@ def _schemas() -> dict[str, Any]:
             "type": {"const": "Circle"},
             "id": {"type": "string"},
             "port": {"type": "string", "pattern": PORT_RE.pattern.removesuffix("\\Z") + "$"},
-            "name": {"type": "string"},
+            "name": {"type": "string", "maxLength": 200},
             "kind": {"enum": kinds},
             "center": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
             "radius_m": {"type": "number", "minimum": MIN_RADIUS_M, "maximum": MAX_RADIUS_M},
@@ -443,7 +446,7 @@ def _schemas() -> dict[str, Any]:
     feature_in = _obj(
         {
             "type": {"const": "Feature"},
-            "id": {"type": ["string", "number"]},
+            "id": {"type": ["string", "number", "null"]},
             "port": {"type": "string", "pattern": PORT_RE.pattern.removesuffix("\\Z") + "$"},
             "properties": {"type": ["object", "null"]},
             "geometry": {"type": ["object", "null"]},
