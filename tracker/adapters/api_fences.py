@@ -52,8 +52,11 @@ from tracker.adapters.ports import ApiService
 from tracker.adapters.store_fences import FenceConflictError, FenceVersion, content_sha256
 from tracker.commands import ChangeFences
 
-FENCE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}\Z")
-PORT_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}\Z")
+FENCE_ID_TEXT = "^[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,127}$"
+PORT_TEXT = "^[A-Za-z0-9][A-Za-z0-9_.\\-]{0,63}$"
+"""As the alert filters spell a port (tracker/adapters/api_alerts.py)."""
+FENCE_ID_RE = re.compile(FENCE_ID_TEXT.removesuffix("$") + "\\Z")
+PORT_RE = re.compile(PORT_TEXT.removesuffix("$") + "\\Z")
 MAX_SET_BYTES = 4 * 1024 * 1024
 """An uploaded set's JSON; the largest shipped set (Santos, 295 fences) is 0.3 MiB."""
 MAX_FENCE_BYTES = 1024 * 1024
@@ -104,7 +107,7 @@ def _stamp(svc: ApiService, port: str) -> dict[str, object] | None:
 
 def _check_port(port: str) -> None:
     if not PORT_RE.match(port):
-        raise error(422, "bad_field", "port must match [a-z0-9][a-z0-9_-]{0,63}", field="port")
+        raise error(422, "bad_field", "port must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63}", field="port")
 
 
 def _check_limits(fs: FenceSet) -> None:
@@ -432,7 +435,7 @@ def _schemas() -> dict[str, Any]:
         {
             "type": {"const": "Circle"},
             "id": {"type": "string"},
-            "port": {"type": "string", "pattern": PORT_RE.pattern.removesuffix("\\Z") + "$"},
+            "port": {"type": "string", "pattern": PORT_TEXT},
             "name": {"type": "string", "maxLength": 200},
             "kind": {"enum": kinds},
             "center": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
@@ -447,7 +450,7 @@ def _schemas() -> dict[str, Any]:
         {
             "type": {"const": "Feature"},
             "id": {"type": ["string", "number", "null"]},
-            "port": {"type": "string", "pattern": PORT_RE.pattern.removesuffix("\\Z") + "$"},
+            "port": {"type": "string", "pattern": PORT_TEXT},
             "properties": {"type": ["object", "null"]},
             "geometry": {"type": ["object", "null"]},
         },
@@ -517,8 +520,8 @@ def _schemas() -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
-    fence_id = _param("fence_id", "path", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,127}$"})
-    port = _param("port", "path", {"type": "string", "pattern": "^[a-z0-9][a-z0-9_\\-]{0,63}$"})
+    fence_id = _param("fence_id", "path", {"type": "string", "pattern": FENCE_ID_TEXT})
+    port = _param("port", "path", {"type": "string", "pattern": PORT_TEXT})
     return {
         "/v1/fences/{fence_id}": {
             "get": {
