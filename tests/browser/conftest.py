@@ -82,9 +82,14 @@ async def browser() -> AsyncIterator[Browser]:
         await chromium.close()
 
 
+PORTS = Path(__file__).resolve().parents[2] / "geofences" / "ports"
+
+
 @pytest.fixture
 async def dash_service(stack_env: dict[str, str]) -> AsyncIterator[Service]:
-    svc = await start_service(service_env(stack_env))
+    """The service with two ports' fences (Santos and Callao), so the page has a port to pick."""
+    files = ",".join(str(PORTS / f"{port}.geojson") for port in ("santos", "callao"))
+    svc = await start_service(service_env(stack_env, TRACKER_FENCE_FILES=files))
     yield svc
     await asyncio.wait_for(svc.stop(), 15)
 
@@ -103,8 +108,11 @@ class DashPage:
     recorded: Recorded
     base: str
 
-    async def login(self, token: str) -> None:
+    async def login(self, token: str, port: str | None = "santos") -> None:
+        """Log in through the form and watch ``port`` (the test scenarios' alerts are in Santos)."""
         await self.page.goto(self.base + "/")
+        if port is not None:
+            await self.page.evaluate("(p) => localStorage.setItem('tracker-port', p)", port)
         await self.page.fill("#token", token)
         await self.page.click("#connect")
 

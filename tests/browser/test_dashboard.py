@@ -60,8 +60,8 @@ async def test_the_page_loads_clean_draws_the_fences_and_asks_only_loopback(
         async with http.get(dash.base + "/v1/fences") as r:  # ...but every datum does
             assert r.status == 401
     await dash.login(stack.admin_token)
-    santos = len(load_port("santos").fences)
-    assert await wait_for(dash, "() => window.trackerDashboard.fenceCount()") == santos
+    both = len(load_port("santos").fences) + len(load_port("callao").fences)
+    assert await wait_for(dash, "() => window.trackerDashboard.fenceCount()") == both
     await wait_for(dash, "() => document.querySelector('#status').dataset.state === 'live'")
     legend = await dash.page.inner_text("#legend")
     for kind in ("Restricted", "Quay", "Port boundary", "truck"):
@@ -74,6 +74,18 @@ async def test_the_page_loads_clean_draws_the_fences_and_asks_only_loopback(
                    let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
     )
     assert isinstance(painted, int) and painted > 10_000
+    # the port picker moves the map to the other port's fences
+    callao = next(f for f in load_port("callao").fences if f.kind is not FenceKind.PORT_BOUNDARY)
+    santos = next(f for f in load_port("santos").fences if f.kind is FenceKind.RESTRICTED)
+    in_view = "([la, lo]) => window.trackerDashboard.viewContains(la, lo)"
+    spot = callao.geometry.representative_point()
+    assert not await dash.js(in_view, [spot.y, spot.x])
+    await dash.page.select_option("#port", "callao")
+    assert await wait_for(dash, in_view, arg=[spot.y, spot.x])
+    here = santos.geometry.representative_point()
+    assert not await dash.js(in_view, [here.y, here.x])
+    await dash.page.select_option("#port", "santos")
+    assert await wait_for(dash, in_view, arg=[here.y, here.x])
     # the token is kept for the tab only and never put in a URL
     assert await dash.js("() => sessionStorage.getItem('tracker-token')") == stack.admin_token
     assert not [u for u in dash.recorded.requests if stack.admin_token in u]

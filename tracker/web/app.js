@@ -22,6 +22,7 @@
   const TRAIL = 6; // points of the short trail behind each device
   const MAX_FEED = 400; // rows drawn in the feed (all alerts are kept)
   const TOKEN_KEY = "tracker-token";
+  const PORT_KEY = "tracker-port";
 
   const S = {
     token: "", caps: null, role: null, org: null, port: null, ports: {},
@@ -191,7 +192,12 @@
     for (const [id, d] of S.devices) if (port && d.port && d.port !== port) S.devices.delete(id);
     updateLabels();
     scheduleFrame();
-    if (S.live && S.live.kind === "ws") S.live.subscribe();
+    if (S.live) reloadAlerts(); // the list is the port's when the API filters by port
+    if (S.live && S.live.kind === "ws") {
+      // a subscription is made once per connection: another port is a new one, resumed where this one was
+      S.live.close();
+      startWs();
+    }
   }
 
   async function loadFences() {
@@ -204,10 +210,17 @@
       picker.append(new Option(port, port));
     }
     legend();
-    const first = Object.keys(S.ports).sort()[0];
-    if (first) choosePort(first);
+    const saved = localStorage.getItem(PORT_KEY); // the port this screen watched last (not a secret)
+    const first = saved in S.ports ? saved : Object.keys(S.ports).sort()[0];
+    if (first) {
+      picker.value = first;
+      choosePort(first);
+    }
   }
-  $("port").onchange = (e) => choosePort(e.target.value);
+  $("port").onchange = (e) => {
+    localStorage.setItem(PORT_KEY, e.target.value);
+    choosePort(e.target.value);
+  };
 
   // ---- devices: one canvas, redrawn at most once per animation frame ----------------------------
 
@@ -888,18 +901,11 @@
     const gen = S.generation;
     const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/stream`);
     let alerts = S.canAlerts;
-    const live = {
-      kind: "ws", ws,
-      subscribe() {
-        if (ws.readyState !== WebSocket.OPEN) return;
-        ws.send(JSON.stringify({ type: "subscribe", alerts, positions: true, port: S.port || null, last_event_id: S.lastEventId }));
-      },
-      close() { ws.onclose = null; ws.close(); },
-    };
+    const live = { kind: "ws", ws, close() { ws.onclose = null; ws.onmessage = null; ws.close(); } };
     S.live = live;
     ws.onopen = () => {
       ws.send(JSON.stringify({ type: "auth", token: S.token }));
-      live.subscribe();
+      ws.send(JSON.stringify({ type: "subscribe", alerts, positions: true, port: S.port || null, last_event_id: S.lastEventId }));
     };
     ws.onmessage = (e) => {
       if (gen !== S.generation) return;
@@ -938,7 +944,7 @@
   async function startSse() {
     const gen = S.generation;
     const ctl = new AbortController();
-    S.live = { kind: "sse", close: () => ctl.abort(), subscribe() {} };
+    S.live = { kind: "sse", close: () => ctl.abort() };
     if (!S.canAlerts) {
       setStatus("positions by polling", "live");
       startPolling();
