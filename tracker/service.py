@@ -32,6 +32,7 @@ from tracker.adapters.errors import (
 )
 from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_options
 from tracker.adapters.store import Batch, BatchResult, Store
+from tracker.adapters.store_exports import ExportsStore
 from tracker.audit import CHECKPOINT_TOPIC, AuditError, Checkpoint, Signer, signature_ok
 from tracker.commands import Command, Item, Pair, RegisterDevice
 from tracker.config import Settings
@@ -113,6 +114,7 @@ class Service:
         self.http_port: int | None = None
         self.signer: Signer | None = None
         self._published: Checkpoint | None = None
+        self.exports: ExportsStore | None = None  # long reads (exports, reports) on a pool of their own
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class Service:
             lock_timeout_ms=int(s.db_lock_timeout_s * 1000),
         )
         await self.store.prepare()  # the service never migrates: it holds no owner rights
+        self.exports = await ExportsStore.connect(s.db_dsn)
         await self.store.anchor_legacy()
         await self.anchor_holds()  # a rolled-back chain shows in /readyz from the start
         await self.reload_fences()
@@ -192,6 +195,8 @@ class Service:
                 await asyncio.wait_for(self.link.stop(), 15.0)
             except TimeoutError:
                 log.warning("MQTT client did not stop within 15 s; leaving it")
+        if self.exports is not None:
+            await self.exports.close()
         if self.store is not None:
             try:
                 # a graceful close waits for every borrowed connection; a shutdown must not hang on one

@@ -409,8 +409,15 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **_exports_paths(),
         },
     }
+
+
+def _exports_paths() -> dict[str, Any]:
+    from tracker.adapters.openapi_exports import paths
+
+    return paths()
 
 
 OPS_PATHS = ("/metrics", "/readyz")
