@@ -41,15 +41,17 @@ TARGET_MS = 200.0
 SANTOS = (-46.30, -23.96)
 
 
-def synthetic_records(device_id: str, start: datetime, n: int, step_s: float, seed: int = 1) -> list[tuple[Any, ...]]:
+def synthetic_records(
+    device_id: str, start: datetime, n: int, step_s: float, seed: int = 1, origin: tuple[float, float] = SANTOS
+) -> list[tuple[Any, ...]]:
     """``n`` fixes of one device from ``start``, one per ``step_s``, as rows in ``PING_COLUMNS`` order.
 
     A random walk around Santos with speed and heading; every 7th fix lacks a heading (NULLs must
     survive the fixed-width history decoding).
     """
     rng = np.random.default_rng(seed)
-    lon = SANTOS[0] + np.cumsum(rng.normal(0, 2e-5, n))
-    lat = SANTOS[1] + np.cumsum(rng.normal(0, 2e-5, n))
+    lon = origin[0] + np.cumsum(rng.normal(0, 2e-5, n))
+    lat = origin[1] + np.cumsum(rng.normal(0, 2e-5, n))
     speed = np.abs(rng.normal(4, 3, n)).astype(np.float32)
     heading = rng.uniform(0, 360, n).astype(np.float32)
     now = datetime.now(UTC)

@@ -805,9 +805,10 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     app.router.add_post("/v1/inspections", post_inspection)
     app.router.add_post("/v1/pairings", post_pairing)
     app.router.add_get("/v1/fences", list_fences)
-    from tracker.adapters import api_exports  # imports this module: registered here, not at import time
+    from tracker.adapters import api_custody, api_exports  # they import this module: registered here
 
     api_exports.add_routes(app)
+    api_custody.add_routes(app)
     return app
 
 

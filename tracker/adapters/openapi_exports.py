@@ -72,6 +72,29 @@ EXPORT_CONTENT = {
     "text/csv": {"schema": {"type": "string"}},
 }
 
+SIGNED_REPORT = {
+    "type": "object",
+    "required": ["report", "signature"],
+    "properties": {
+        "report": {
+            "type": "object",
+            "required": ["type", "v", "container_no", "from", "to", "alerts", "checkpoint"],
+            "properties": {
+                "type": {"const": "port-tracker/custody-report"},
+                "v": {"const": 1},
+                "container_no": {"type": "string"},
+                "alerts": {"type": "array", "items": {"type": "object"}},
+                "checkpoint": {"type": ["object", "null"]},
+            },
+        },
+        "signature": {
+            "type": "object",
+            "required": ["alg", "key_id", "value"],
+            "properties": {"alg": {"const": "Ed25519"}, "key_id": {"type": "string"}, "value": {"type": "string"}},
+        },
+    },
+}
+
 
 def _export(summary: str, key: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -94,6 +117,32 @@ def paths() -> dict[str, Any]:
             "a device's fixes as GeoJSON, GPX (speed, course), KML or CSV, streamed (insurers: in scope only)",
             _param("device_id", "path", DEVICE_ID),
         ),
+        "/v1/containers/{container_no}/custody": {
+            "get": {
+                "summary": "signed custody report of one container (insurer, operator, admin): HTML, PDF or JSON",
+                "description": "Evidence of the range (stops, alerts with their resolution and signed links, customs"
+                " decisions, fences involved, the track) signed with the service's Ed25519 key, with the alert-log"
+                " checkpoint covering its alerts. Check it offline: tracker custody verify FILE --public-key KEY.",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    _param("container_no", "path", CONTAINER_NO),
+                    _param("from", "query", TIME, "default: 24 h before 'to'"),
+                    _param("to", "query", TIME, "default: now; at most 62 days after 'from'"),
+                    _param("format", "query", {"enum": ["html", "pdf", "json"]}, "wins over Accept; default HTML"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the signed report",
+                        "content": {
+                            "text/html": {"schema": {"type": "string"}},
+                            "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                            "application/json": {"schema": SIGNED_REPORT},
+                        },
+                    },
+                    **_errors(400, 403, 404, *SECURED_ERRORS),
+                },
+            }
+        },
         "/v1/containers/{container_no}/export": _export(
             "a container's fixes (its trackers') as GeoJSON, GPX, KML or CSV, streamed",
             _param("container_no", "path", CONTAINER_NO),
