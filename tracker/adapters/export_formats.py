@@ -34,12 +34,12 @@ GX_NS = "http://www.google.com/kml/ext/2.2"
 
 
 def _ts(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
+    return value.isoformat() if value.tzinfo is UTC else value.astimezone(UTC).isoformat()
 
 
 def _num(value: float | None) -> str:
     """JSON number or null; a non-finite value (never stored, but cheap to guard) is null too."""
-    if value is None or not math.isfinite(value):
+    if value is None or value != value or value in (math.inf, -math.inf):
         return "null"
     return repr(float(value))
 
@@ -77,6 +77,7 @@ class Writer:
 class GeoJsonWriter(Writer):
     media_type: ClassVar[str] = "application/geo+json"
     extension: ClassVar[str] = "geojson"
+    _strings: dict[str, str] = field(default_factory=dict, init=False)  # device ids and sources, JSON-quoted
 
     def begin(self) -> str:
         head = {
@@ -90,16 +91,18 @@ class GeoJsonWriter(Writer):
 
     def rows(self, rows: Sequence[Row]) -> str:
         parts = []
+        strings = self._strings
         for r in rows:
-            props = (
-                f'{{"device_id":{json.dumps(r["device_id"])},"ts":"{_ts(r["ts"])}","speed":{_num(r["speed"])},'
-                f'"heading":{_num(r["heading"])},"accuracy":{_num(r["accuracy"])},'
-                f'"events":{json.dumps(list(r["events"]))},"flags":{json.dumps(list(r["flags"]))},'
-                f'"source":{json.dumps(r["source"])}}}'
-            )
+            device, source = r["device_id"], r["source"]
+            dev = strings.get(device) or strings.setdefault(device, json.dumps(device))
+            src = strings.get(source) or strings.setdefault(source, json.dumps(source))
+            events, flags = r["events"], r["flags"]
             parts.append(
                 f'{{"type":"Feature","geometry":{{"type":"Point","coordinates":[{r["lon"]!r},{r["lat"]!r}]}},'
-                f'"properties":{props}}}'
+                f'"properties":{{"device_id":{dev},"ts":"{_ts(r["ts"])}","speed":{_num(r["speed"])},'
+                f'"heading":{_num(r["heading"])},"accuracy":{_num(r["accuracy"])},'
+                f'"events":{json.dumps(list(events)) if events else "[]"},'
+                f'"flags":{json.dumps(list(flags)) if flags else "[]"},"source":{src}}}}}'
             )
         text = ",".join(parts)
         if self.written and parts:
