@@ -48,6 +48,17 @@ async def token(svc: Service, role: str, devices: list[str] | None) -> str:
     return value
 
 
+async def insurer_token(svc: Service, number: str, start: datetime, end: datetime) -> str:
+    """A token of an insurer organisation covering ``number`` from ``start`` to ``end``."""
+    assert svc.orgs is not None
+    org_id = f"ins-{uuid.uuid4().hex[:8]}"
+    assert await svc.orgs.create_org(org_id, "insurer organisation", None) is not None
+    await svc.orgs.add_coverage(org_id, number, start, end, "test")
+    value = f"ins-{uuid.uuid4().hex}"
+    await svc.orgs.create_token(hash_token(value), f"insurer-{org_id}", "insurer", org_id, None, "test")
+    return value
+
+
 async def test_a_custody_report_is_signed_covers_its_alerts_and_verifies_offline(
     svc: Service, stack: StackInfo, tmp_path: Path
 ) -> None:
@@ -86,17 +97,33 @@ async def test_a_custody_report_is_signed_covers_its_alerts_and_verifies_offline
         evidence={"fix": {"lon": centre.x, "lat": centre.y}},
         key="custody-entry",
     )
+    late = Alert(
+        kind="geofence_enter",
+        severity=Severity.MEDIUM,
+        device_id=device_id,
+        ts=start + timedelta(hours=2, minutes=30),
+        message=f"{device_id} entered {quay.name} again",
+        port="santos",
+        fence_id=quay.id,
+        evidence={"fix": {"lon": centre.x, "lat": centre.y}},
+        key="custody-late",
+    )
     ended = stop_start + timedelta(minutes=35)
-    await svc.store.write_batch(Batch(alerts=[stop, entry]))
+    await svc.store.write_batch(Batch(alerts=[stop, entry, late]))
     await svc.store.write_batch(
         Batch(updates=[AlertUpdate(stop, ended, {"ended_at": ended.isoformat(), "duration_s": 2100.0}, True)])
     )
     base = f"http://127.0.0.1:{svc.http_port}"
     admin = auth(stack.admin_token)
-    insurer = await token(svc, "insurer", [device_id])
+    # the insurer covers the container for the first two of the three hours
+    covered_until = start + timedelta(hours=2)
+    insurer = await insurer_token(svc, number, start, covered_until)
     async with aiohttp.ClientSession() as http:
-        for action, note in (("ack", "calling the haulier"), ("resolve", "false_alarm")):
-            async with http.post(f"{base}/v1/alerts/{stop.id}/{action}", headers=admin, json={"note": note}) as r:
+        for action, change in (
+            ("ack", {"note": "calling the haulier"}),
+            ("resolve", {"note": "driver on break", "resolution": "false_alarm"}),
+        ):
+            async with http.post(f"{base}/v1/alerts/{stop.id}/{action}", headers=admin, json=change) as r:
                 assert r.status == 200, await r.text()
         cleared = start + timedelta(minutes=90)
         body = {"container_no": number, "result": "cleared", "ts": cleared.isoformat(), "seal": "SEAL-1"}
@@ -115,7 +142,7 @@ async def test_a_custody_report_is_signed_covers_its_alerts_and_verifies_offline
             page = await r.read()
 
         # roles and scope: security may not; an insurer outside the container, or an unknown one, gets a 404
-        other = await token(svc, "insurer", ["SOMEONE-ELSE"])
+        other = await insurer_token(svc, container_number(), start, end)
         security = await token(svc, "security", None)
         async with http.get(url, headers=auth(security)) as r:
             assert r.status == 403
@@ -124,6 +151,11 @@ async def test_a_custody_report_is_signed_covers_its_alerts_and_verifies_offline
                 assert (r.status, (await r.json())["error"]) == (404, "not_found")
         async with http.get(url + "&format=json", headers=auth(await token(svc, "operator", None))) as r:
             assert r.status == 200
+            operator_view = await r.json()
+        # the insurer's export of the container is cut to the coverage too
+        async with http.get(f"{base}/v1/containers/{number}/export?{query}&format=csv", headers=auth(insurer)) as r:
+            assert r.status == 200
+            exported = (await r.text()).count("\n") - 1
 
     public = audit.load_private_key(read_private_key_file(stack.audit_key_file)).public_key()
     document = json.loads(raw)
@@ -162,7 +194,12 @@ async def test_a_custody_report_is_signed_covers_its_alerts_and_verifies_offline
         }
     ]
     assert report["clearance"]["cleared_at"] == audit.iso(cleared)
-    assert report["track"]["fixes"] == 1800 and report["track"]["distance_m"] > 0
+    # inside the coverage only: 2 of the 2.5 hours of fixes, not the alert raised after it
+    assert report["track"]["fixes"] == exported == 1440 and report["track"]["distance_m"] > 0
+    assert str(late.id) not in by_id
+    assert report["coverage"] == [[audit.iso(start), audit.iso(covered_until)]]
+    assert operator_view["report"]["track"]["fixes"] == 1800
+    assert str(late.id) in {a["alert"]["id"] for a in operator_view["report"]["alerts"]}
     assert quay.id in {f["id"] for f in report["fences"]}
     assert report["generated_for"]["role"] == "insurer" and report["devices"] == [device_id]
 

@@ -66,7 +66,13 @@ def build(signer: audit.Signer, *, covered: bool = True, status_override: str | 
         audit.Fact(breach.id, audit.RAISED, "system", at, {"alert": breach.content(), "status": "open"}),
         audit.Fact(rec.id, audit.UPDATED, "system", at, update),
         audit.Fact(rec.id, audit.ACKNOWLEDGED, "op-anna", at + timedelta(minutes=1), {"note": "calling driver"}),
-        audit.Fact(rec.id, audit.RESOLVED, "op-anna", at + timedelta(minutes=5), {"note": "false_alarm"}),
+        audit.Fact(
+            rec.id,
+            audit.RESOLVED,
+            "op-anna",
+            at + timedelta(minutes=5),
+            {"note": "on break", "resolution": "false_alarm"},
+        ),
     ]
     links = []
     prev = audit.GENESIS

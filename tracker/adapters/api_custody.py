@@ -3,8 +3,8 @@
 For insurers, operators and admins. The report is gathered from the database (fixes, alerts with their
 links and updates, customs decisions, pairings), the fences in force, and the alert-log checkpoint that
 covers its alerts, then signed with the service's key (tracker/custody.py). Scope is that of the
-exports (``api_exports.container_devices``): an insurer gets reports only of the containers it covers,
-with the same 404 for a container outside its scope as for an unknown one.
+exports: a container outside the principal's scope is the same 404 as an unknown one, and an insurer's
+report holds only what falls inside its coverage dates (listed in the report as ``coverage``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from aiohttp import web
 
 from tracker import audit, custody
 from tracker.adapters.api import _db, _known_query, authenticate, error
-from tracker.adapters.api_exports import container_devices, container_param, reads, time_range
+from tracker.adapters.api_exports import container_devices, container_param, container_segments, reads, time_range
 from tracker.adapters.ports import ReportService
+from tracker.adapters.scope import clip
 from tracker.adapters.store_exports import Track
 
 CUSTODY_ROLES = frozenset({"insurer", "operator", "admin"})
@@ -64,19 +65,35 @@ async def custody_report(request: web.Request) -> web.StreamResponse:
     signer = svc.signer if isinstance(svc, ReportService) else None
     if signer is None or not isinstance(svc, ReportService):
         raise error(503, "unavailable", "no signing key is configured: custody reports cannot be signed")
+    segments = container_segments(who, number, devices, start, end)
+    windows = clip(who.scope.windows(number), start, end)
+
+    def covered(ts: datetime) -> bool:
+        return any(lo <= ts < hi for lo, hi in windows)
+
     async with _db(request):
-        alert_rows = await store.alerts_for(devices, start, end)
+        # an insurer's report holds only what falls inside its coverage dates
+        alert_rows = [
+            r
+            for r in await store.alerts_for(devices, start, end)
+            if covered(r["ts"]) and who.scope.sees_alert({**dict(r), "evidence": json.loads(r["evidence"])})
+        ]
         alert_ids = [uuid.UUID(str(r["alert_id"])) for r in alert_rows]
         links = await store.links_for(alert_ids)
         updates = await store.updates_for(alert_ids)
         # inspection data in a report: when the inspection-read audit log exists, this read belongs in it
-        inspections = await store.inspections_for(number, start, end)
-        pairings = await store.pairings_for(devices, start, end)
+        inspections = [i for i in await store.inspections_for(number, start, end) if covered(i["ts"])]
+        pairings = [
+            p
+            for p in await store.pairings_for(devices, start, end)
+            if any(p["since"] < hi and (p["until"] is None or p["until"] > lo) for lo, hi in windows)
+        ]
         checkpoint = await svc.checkpoint()
-    tracks: dict[str, Track] = {}
-    for device in devices:
+    parts: dict[str, list[Track]] = {d: [] for d in devices}
+    for device, lo, hi in segments:
         async with _db(request):
-            tracks[device] = await store.history([device], start, end)
+            parts[device].append(await store.history([device], lo, hi))
+    tracks = {d: Track.concat(p) for d, p in parts.items()}
     newest = max((link.seq for ls in links.values() for link in ls), default=0)
     if newest and (checkpoint is None or checkpoint.count < newest):
         raise error(
@@ -139,6 +156,7 @@ async def custody_report(request: web.Request) -> web.StreamResponse:
             "generated_at": audit.iso(datetime.now(UTC)),
             "generated_for": {"name": who.name, "role": who.role},
             "devices": devices,
+            "coverage": [[audit.iso(lo), audit.iso(hi)] for lo, hi in windows],
             "trucks": [
                 {
                     "truck_id": p["truck_id"],

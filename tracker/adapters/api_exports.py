@@ -7,8 +7,9 @@ response: a 30-day export (~250k fixes) runs in the memory of one chunk. Everyth
 answers are still JSON errors; a database failure after that cuts the connection without the closing
 chunk, so a client never mistakes a truncated export for a complete one.
 
-Scope: ``_visible_devices`` is the one place that decides which devices of a request the principal sees;
-an object out of scope answers the same 404 as a missing one.
+Scope (tracker/adapters/scope.py): a device or container the principal does not see answers the same 404
+as a missing one; what is exported is cut to the times it sees (an insurer: the coverage dates, and a
+truck only while it carried a covered container), by ``device_segments`` / ``container_segments``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tracker.adapters.api import (
 )
 from tracker.adapters.export_formats import WRITERS, ExportMeta, negotiate
 from tracker.adapters.ports import ApiService, ExportsReads, ReportService
+from tracker.adapters.scope import Window, clip
 from tracker.core import iso6346
 
 log = logging.getLogger(__name__)
@@ -69,20 +71,39 @@ def container_param(request: web.Request) -> str:
         raise error(404, "not_found", "no such container") from None
 
 
-def _visible_devices(who: Principal, device_ids: Sequence[str]) -> list[str]:
-    """The devices of ``device_ids`` the principal may see (the scope decision of this module).
+Segment = tuple[str, datetime, datetime]
+"""(device, from, to): one stretch of one device's fixes the principal may see."""
 
-    Until organisations and coverage windows exist this is the token's device list; with them it becomes
-    ``who.scope.sees_device`` (and the range is cut to ``who.scope.windows``).
+
+def _intersect(a: Sequence[Window], b: Sequence[Window]) -> list[Window]:
+    return [w for lo, hi in a for w in clip(b, lo, hi)]
+
+
+def device_segments(who: Principal, device_id: str, start: datetime, end: datetime) -> list[Segment]:
+    """The parts of [start, end) in which the principal sees the device (an insurer: its coverage dates).
+
+    With ``container_segments``, the one place where this module applies scope to time.
     """
-    return sorted(d for d in device_ids if who.can_see(d))
+    return [(device_id, lo, hi) for lo, hi in clip(who.scope.device_time_windows(device_id), start, end)]
+
+
+def container_segments(
+    who: Principal, container_no: str, devices: Sequence[str], start: datetime, end: datetime
+) -> list[Segment]:
+    """Each tracker's stretches inside both the container's windows and the tracker's own, by device."""
+    windows = clip(who.scope.windows(container_no), start, end)
+    return [
+        (d, lo, hi)
+        for d in sorted(devices)
+        for lo, hi in _intersect(windows, clip(who.scope.device_time_windows(d), start, end))
+    ]
 
 
 def container_devices(request: web.Request, who: Principal, container_no: str) -> list[str]:
-    """The container's trackers the principal sees; none (unknown or out of scope) is a 404."""
+    """The container's trackers, if the principal sees the container; otherwise (or unknown) a 404."""
     svc = request.app[SERVICE]
-    devices = _visible_devices(who, list(svc.containers.get(container_no, ())))
-    if not devices:
+    devices = sorted(svc.containers.get(container_no, ()))
+    if not devices or not who.scope.sees_container(container_no):
         raise error(404, "not_found", f"no container {container_no!r}")
     return devices
 
@@ -90,7 +111,14 @@ def container_devices(request: web.Request, who: Principal, container_no: str) -
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-async def _stream(request: web.Request, subject: str, name: str, device_ids: Sequence[str]) -> web.StreamResponse:
+async def _stream(
+    request: web.Request,
+    subject: str,
+    name: str,
+    device_ids: Sequence[str],
+    span: tuple[datetime, datetime],
+    segments: Sequence[Segment],
+) -> web.StreamResponse:
     fmt = negotiate(request.query.get("format"), request.headers.get("Accept"))
     if fmt is None:
         if request.query.get("format") is not None:
@@ -100,11 +128,11 @@ async def _stream(request: web.Request, subject: str, name: str, device_ids: Seq
             ' application/vnd.google-earth.kml+xml, text/csv"}',
             content_type="application/json",
         )
-    start, end = time_range(request)
+    start, end = span
     _, store = reads(request)
     writer = WRITERS[fmt](ExportMeta(subject, device_ids, start, end))
     filename = _UNSAFE.sub("_", f"{name}_{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}") + f".{writer.extension}"
-    chunks = store.stream_pings(device_ids, start, end, chunk=EXPORT_CHUNK, timeout=_api_timeout(request))
+    chunks = store.stream_pings(segments, chunk=EXPORT_CHUNK, timeout=_api_timeout(request))
     async with contextlib.aclosing(chunks):
         async with _db(request):  # up to the first chunk, the database being away is still a JSON 503
             first = await anext(chunks, None)
@@ -139,17 +167,21 @@ async def device_export(request: web.Request) -> web.StreamResponse:
     who = await require(request, "positions:read")
     device_id = request.match_info["device_id"]
     svc = request.app[SERVICE]
-    if device_id not in svc.devices or not _visible_devices(who, [device_id]):
+    if device_id not in svc.devices or not who.scope.sees_device(device_id):
         # the same answer for unknown and out-of-scope devices
         raise error(404, "not_found", f"no device {device_id!r}")
-    return await _stream(request, f"device {device_id}", device_id, [device_id])
+    start, end = time_range(request)
+    segments = device_segments(who, device_id, start, end)
+    return await _stream(request, f"device {device_id}", device_id, [device_id], (start, end), segments)
 
 
 async def container_export(request: web.Request) -> web.StreamResponse:
     who = await require(request, "positions:read")
     number = container_param(request)
     devices = container_devices(request, who, number)
-    return await _stream(request, f"container {number}", number, devices)
+    start, end = time_range(request)
+    segments = container_segments(who, number, devices, start, end)
+    return await _stream(request, f"container {number}", number, devices, (start, end), segments)
 
 
 def add_routes(app: web.Application) -> None:

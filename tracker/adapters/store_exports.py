@@ -94,6 +94,18 @@ class Track:
     def empty(cls) -> Track:
         return decode_copy(COPY_SIGNATURE + b"\x00" * 8 + b"\xff\xff")
 
+    @classmethod
+    def concat(cls, parts: Sequence[Track]) -> Track:
+        if not parts:
+            return cls.empty()
+        return cls(
+            np.concatenate([p.ts_us for p in parts]),
+            np.concatenate([p.lon for p in parts]),
+            np.concatenate([p.lat for p in parts]),
+            np.concatenate([p.speed for p in parts]),
+            np.concatenate([p.heading for p in parts]),
+        )
+
 
 def decode_copy(data: bytes | bytearray | memoryview) -> Track:
     """Decode ``HISTORY_SQL``'s binary COPY output; refuses anything that is not exactly that shape."""
@@ -143,34 +155,27 @@ class ExportsStore:
             self.pool.terminate()
 
     async def stream_pings(
-        self, device_ids: Sequence[str], start: datetime, end: datetime, *, chunk: int = 2000, timeout: float = 30.0
+        self, segments: Sequence[tuple[str, datetime, datetime]], *, chunk: int = 2000, timeout: float = 30.0
     ) -> AsyncGenerator[list[asyncpg.Record], None]:
-        """The fixes of ``device_ids`` in [start, end), by device then time, ``chunk`` rows at a time.
+        """The fixes of each (device, from, to) segment in turn, in time order, ``chunk`` rows at a time.
 
-        Device by device (the primary key's order) so that GPX and KML can write one track per device
-        without holding any of them.
-
-        The connection is held until the generator finishes or is closed (``contextlib.aclosing``):
-        the caller must close it when the client goes away. ``timeout`` bounds each fetch, not the
-        whole export (a slow client may take minutes; a hung database may not).
+        One read-only, repeatable-read transaction for all segments (one consistent snapshot). Callers give
+        the segments device by device so that GPX and KML can write one track per device without holding
+        any. The connection is held until the generator finishes or is closed (``contextlib.aclosing``): the
+        caller must close it when the client goes away. ``timeout`` bounds each fetch, not the whole export
+        (a slow client may take minutes; a hung database may not).
         """
-        one = len(device_ids) == 1
-        where = "device_id = $1" if one else "device_id = ANY($1::text[])"
-        sql = (
-            f"SELECT {EXPORT_COLUMNS} FROM pings WHERE {where} AND ts >= $2 AND ts < $3"  # noqa: S608 - constant SQL
-            " ORDER BY device_id, ts"
-        )
-        key: object = device_ids[0] if one else list(device_ids)
+        sql = f"SELECT {EXPORT_COLUMNS} FROM pings WHERE device_id = $1 AND ts >= $2 AND ts < $3 ORDER BY ts"  # noqa: S608
         acquire = self.pool.acquire(timeout=self.acquire_timeout)
         async with acquire as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
-            cursor = await conn.cursor(sql, key, start, end, timeout=timeout)
-            while True:
-                rows = await cursor.fetch(chunk, timeout=timeout)
-                if not rows:
-                    return
-                yield rows
-                if len(rows) < chunk:
-                    return
+            for device_id, start, end in segments:
+                cursor = await conn.cursor(sql, device_id, start, end, timeout=timeout)
+                while True:
+                    rows = await cursor.fetch(chunk, timeout=timeout)
+                    if rows:
+                        yield rows
+                    if len(rows) < chunk:
+                        break
 
     async def history(self, device_ids: Sequence[str], start: datetime, end: datetime) -> Track:
         """Every fix of the range as columns (see the module docstring for why binary COPY)."""
