@@ -173,3 +173,32 @@ async def test_every_format_parses_back_and_negotiation_and_scope_hold(svc: Serv
         assert answers == [(404, "not_found")] * 4
         async with http.get(url, headers={"Authorization": "Bearer nope"}) as r:
             assert r.status == 401
+
+
+async def test_a_database_failure_mid_export_cuts_the_stream_instead_of_ending_it(
+    svc: Service, stack: StackInfo
+) -> None:
+    device_id, _ = await register(svc)
+    end = datetime.now(UTC).replace(microsecond=0)
+    start = end - timedelta(days=2)
+    await load(stack, device_id, start, 60_000, 2.0)
+    query = f"from={start.isoformat()}&to={end.isoformat()}".replace("+", "%2B")
+    url = f"http://127.0.0.1:{svc.http_port}/v1/devices/{device_id}/export?{query}&format=csv"
+    received = 0
+    async with aiohttp.ClientSession() as http, http.get(url, headers=auth(stack.admin_token)) as r:
+        assert r.status == 200
+        received += (await r.content.read(1 << 16)).count(b"\n")  # under way; the server now waits on us
+        su = await asyncpg.connect(stack.superuser_dsn)
+        try:
+            killed = await su.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE query LIKE 'SELECT device_id, ts, lon, lat%' AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await su.close()
+        assert killed >= 1
+        with pytest.raises(aiohttp.ClientPayloadError):
+            while chunk := await r.content.read(1 << 16):
+                received += chunk.count(b"\n")
+    # cut short, not ended: no terminating chunk, and fewer lines than the header and 60,000 rows
+    assert 0 < received < 60_001
