@@ -36,7 +36,8 @@ MEMORY_BOUND = 16 * 1024 * 1024
 
 @pytest.fixture
 async def svc(stack_env: dict[str, str]) -> AsyncIterator[Service]:
-    service = await start_service(service_env(stack_env))
+    # tracemalloc slows the process several times: the buffered control's one query must not time out
+    service = await start_service(service_env(stack_env, TRACKER_API_DB_TIMEOUT_S="60"))
     yield service
     await service.stop()
 
