@@ -203,6 +203,9 @@ def test_html_and_pdf_embed_the_signed_json_and_the_cli_checks_them(signer: audi
     key.write_bytes(audit.public_pem(signer.public_key))
     page = custody.render_html(doc)
     assert "<svg" in page and "MSCU1234565" in page
+    # the map: the one fence involved, the track, start + end + the stop, drawn from the report's data
+    svg = page[page.index("<svg") : page.index("</svg>")]
+    assert svg.count("<polygon") == 1 and svg.count("<polyline") == 1 and svg.count("<circle") == 3
     pdf = custody.render_pdf(doc)
     assert pdf.startswith(b"%PDF-")
     for name, data in (("r.json", audit.canonical(doc).encode()), ("r.html", page.encode()), ("r.pdf", pdf)):
