@@ -152,15 +152,20 @@ async def _stream(
                     await response.write(writer.rows(rows).encode())
             await response.write(writer.end().encode())
             await response.write_eof()
-        except ConnectionError:
-            log.debug("export client %s went away after %d rows", request.remote, writer.written)
         except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
-            # the head is sent: no JSON error can follow; cutting the connection before the last chunk
-            # tells the client the export is incomplete
-            log.warning("export of %s cut after %d rows: %s", subject, writer.written, type(exc).__name__)
-            if request.transport is not None:
-                request.transport.close()
+            # The head is sent: no JSON error can follow. Cutting the connection before the last chunk tells
+            # the client the export is incomplete (the client left, or the database failed: OSError covers both).
+            log.info("export of %s cut after %d rows: %s", subject, writer.written, type(exc).__name__)
+            _cut(request)
+        except Exception:
+            log.exception("export of %s cut after %d rows", subject, writer.written)
+            _cut(request)
     return response
+
+
+def _cut(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.close()
 
 
 async def device_export(request: web.Request) -> web.StreamResponse:
