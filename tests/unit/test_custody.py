@@ -16,7 +16,7 @@ from shapely.geometry import Polygon
 
 from geofences import Fence, FenceKind
 from geofences.geo import haversine_m
-from tracker import audit, custody
+from tracker import audit, custody, custody_render
 from tracker.__main__ import main
 from tracker.adapters.store_exports import Track
 
@@ -201,12 +201,12 @@ def test_html_and_pdf_embed_the_signed_json_and_the_cli_checks_them(signer: audi
     doc = build(signer)
     key = tmp_path / "signing.pub"
     key.write_bytes(audit.public_pem(signer.public_key))
-    page = custody.render_html(doc)
+    page = custody_render.render_html(doc)
     assert "<svg" in page and "MSCU1234565" in page
     # the map: the one fence involved, the track, start + end + the stop, drawn from the report's data
     svg = page[page.index("<svg") : page.index("</svg>")]
     assert svg.count("<polygon") == 1 and svg.count("<polyline") == 1 and svg.count("<circle") == 3
-    pdf = custody.render_pdf(doc)
+    pdf = custody_render.render_pdf(doc)
     assert pdf.startswith(b"%PDF-")
     for name, data in (("r.json", audit.canonical(doc).encode()), ("r.html", page.encode()), ("r.pdf", pdf)):
         assert custody.read_document(data) == doc, name
@@ -227,6 +227,8 @@ def test_the_pdf_shows_the_evidence(signer: audit.Signer) -> None:
 
     from pypdf import PdfReader
 
-    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(custody.render_pdf(build(signer)))).pages)
+    text = "".join(
+        page.extract_text() for page in PdfReader(io.BytesIO(custody_render.render_pdf(build(signer)))).pages
+    )
     for expected in ("MSCU1234565", "unexpected_stop", "false_alarm", "Quay 1", "cleared"):
         assert expected in text, expected

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker import audit, custody
+from tracker import audit, custody, custody_render
 from tracker.adapters.api import _db, _known_query, authenticate, error
 from tracker.adapters.api_exports import container_devices, container_param, container_segments, reads, time_range
 from tracker.adapters.ports import ReportService
@@ -183,13 +183,13 @@ async def custody_report(request: web.Request) -> web.StreamResponse:
     if fmt == "json":
         return web.json_response(document, headers={"Cache-Control": "no-store"})
     if fmt == "pdf":
-        body = await asyncio.to_thread(custody.render_pdf, document)
+        body = await asyncio.to_thread(custody_render.render_pdf, document)
         return web.Response(
             body=body,
             content_type="application/pdf",
             headers={"Content-Disposition": f'attachment; filename="{filename}.pdf"', "Cache-Control": "no-store"},
         )
-    page = await asyncio.to_thread(custody.render_html, document)
+    page = await asyncio.to_thread(custody_render.render_html, document)
     return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 

@@ -190,5 +190,7 @@ async def container_export(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
+    # A trip's export (GET /v1/trips/{id}/export) is one more route here once trips are stored: the trip's
+    # device, start and end go through device_segments and _stream like a device's range.
     app.router.add_get("/v1/devices/{device_id}/export", device_export)
     app.router.add_get("/v1/containers/{container_no}/export", container_export)
