@@ -22,6 +22,7 @@ from tracker.adapters.api import _db, _known_query, authenticate, error
 from tracker.adapters.api_exports import container_devices, container_param, container_segments, reads, time_range
 from tracker.adapters.ports import ReportService
 from tracker.adapters.scope import clip
+from tracker.adapters.store import _alert_record
 from tracker.adapters.store_exports import Track
 
 CUSTODY_ROLES = frozenset({"insurer", "operator", "admin"})
@@ -105,25 +106,7 @@ async def custody_report(request: web.Request) -> web.StreamResponse:
     alerts = []
     alert_json = []
     for r in alert_rows:
-        record = audit.AlertRecord(
-            id=str(r["alert_id"]),
-            seq=int(r["seq"]),
-            kind=r["kind"],
-            severity=r["severity"],
-            device_id=r["device_id"],
-            port=r["port"],
-            fence_id=r["fence_id"],
-            ts=r["ts"],
-            message=r["message"],
-            evidence=audit.jsonable(json.loads(r["evidence"])),
-            status=r["status"],
-            acknowledged_by=r["acknowledged_by"],
-            acknowledged_at=r["acknowledged_at"],
-            resolved_by=r["resolved_by"],
-            resolved_at=r["resolved_at"],
-            resolution=r["resolution"],
-            ended_at=r["ended_at"],
-        )
+        record = _alert_record(r)
         as_json = record.to_json()
         alert_json.append(as_json)
         alerts.append(

@@ -200,12 +200,17 @@ class ExportsStore:
     # ---- custody report evidence ----------------------------------------------------------------
 
     async def alerts_for(self, device_ids: Sequence[str], start: datetime, end: datetime) -> list[asyncpg.Record]:
-        """Alerts of these devices raised in [start, end), meetings they took part in included, oldest first."""
+        """Alerts of these devices raised in [start, end), meetings they took part in included, oldest first.
+
+        The columns are the store's ``ALERT_COLUMNS``, read back with its ``_alert_record``: the row a
+        report prints is built exactly as ``tracker alerts verify`` builds it, so the two cannot drift.
+        """
+        from tracker.adapters.store import ALERT_COLUMNS  # store.py imports this module
+
         return list(
             await self.pool.fetch(
-                "SELECT alert_id, seq, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
-                " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, ended_at FROM alerts"
-                " WHERE ts >= $2 AND ts < $3 AND (device_id = ANY($1::text[]) OR EXISTS ("
+                ALERT_COLUMNS  # noqa: S608 - constant SQL
+                + " WHERE ts >= $2 AND ts < $3 AND (device_id = ANY($1::text[]) OR EXISTS ("
                 " SELECT 1 FROM unnest($1::text[]) d(id)"
                 " WHERE evidence->'devices' @> jsonb_build_array(jsonb_build_object('id', d.id))))"
                 " ORDER BY ts, seq",
