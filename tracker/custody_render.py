@@ -42,8 +42,24 @@ def _rings(geometry: Mapping[str, Any]) -> Iterable[list[list[float]]]:
                 yield poly[0]
 
 
+def _num(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _alert_fix(item: object) -> tuple[float, float] | None:
+    """Where an alert was raised, from its evidence's fix, when it names one."""
+    alert = item.get("alert") if isinstance(item, dict) else None
+    evidence = alert.get("evidence") if isinstance(alert, dict) else None
+    fix = evidence.get("fix") if isinstance(evidence, dict) else None
+    if isinstance(fix, dict) and _num(fix.get("lon")) and _num(fix.get("lat")):
+        return float(fix["lon"]), float(fix["lat"])
+    return None
+
+
 def map_drawing(report: Mapping[str, Any], width: float = 500, height: float = 340) -> Any:
     """The fences, the track, stops and alerts drawn from the report's own data (no map tiles)."""
+    import shapely
+    import shapely.geometry
     from reportlab.graphics.shapes import Circle, Drawing, Line, Polygon, PolyLine, Rect, String
     from reportlab.lib import colors
 
@@ -51,31 +67,58 @@ def map_drawing(report: Mapping[str, Any], width: float = 500, height: float = 3
     d.add(Rect(0, 0, width, height, fillColor=colors.white, strokeColor=colors.grey))
     track = report.get("track", {}).get("points") or []
     fences = report.get("fences") or []
-    xs = [p[0] for p in track]
-    ys = [p[1] for p in track]
-    for f in fences:
-        for ring in _rings(f.get("geometry") or {}):
-            xs += [c[0] for c in ring]
-            ys += [c[1] for c in ring]
+    # the frame: the track, stops and alerts with a margin around them (a port boundary tens of km wide must
+    # not shrink a quay-side track to a dot); fences are clipped to it. Without fixes: the fences' extent.
+    xs = [p[0] for p in track] + [float(s["lon"]) for s in report.get("stops") or [] if _num(s.get("lon"))]
+    ys = [p[1] for p in track] + [float(s["lat"]) for s in report.get("stops") or [] if _num(s.get("lat"))]
+    for a in report.get("alerts") or []:
+        fix = _alert_fix(a)
+        if fix is not None:
+            xs.append(fix[0])
+            ys.append(fix[1])
+    shapes = [(f, shapely.geometry.shape(f["geometry"])) for f in fences if f.get("geometry")]
+    if not xs:
+        for _, geom in shapes:
+            minx, miny, maxx, maxy = geom.bounds
+            xs += [minx, maxx]
+            ys += [miny, maxy]
     if not xs:
         d.add(String(width / 2, height / 2, "no fixes and no fences in this range", textAnchor="middle"))
         return d
-    lat0 = (min(ys) + max(ys)) / 2
+    pad_x = max((max(xs) - min(xs)) * 0.15, 0.003)  # at least ~300 m around
+    pad_y = max((max(ys) - min(ys)) * 0.15, 0.003)
+    box = (min(xs) - pad_x, min(ys) - pad_y, max(xs) + pad_x, max(ys) + pad_y)
+    lat0 = (box[1] + box[3]) / 2
     kx = math.cos(math.radians(lat0))
-    span_x = max((max(xs) - min(xs)) * kx, 1e-6)
-    span_y = max(max(ys) - min(ys), 1e-6)
+    span_x = (box[2] - box[0]) * kx
+    span_y = box[3] - box[1]
     margin = 20.0
-    scale = min((width - 2 * margin) / span_x, (height - 2 * margin - 14) / span_y)
-    x0, y0 = min(xs), min(ys)
+    avail_w, avail_h = width - 2 * margin, height - 2 * margin - 14  # room for the legend line on top
+    scale = min(avail_w / span_x, avail_h / span_y)
+    x0, y0 = box[0], box[1]
+    ox = margin + (avail_w - span_x * scale) / 2  # centred in the frame
+    oy = margin + (avail_h - span_y * scale) / 2
 
     def xy(lon: float, lat: float) -> tuple[float, float]:
-        return margin + (lon - x0) * kx * scale, margin + (lat - y0) * scale
+        return ox + (lon - x0) * kx * scale, oy + (lat - y0) * scale
 
-    for f in sorted(fences, key=lambda f: f.get("kind") != "port_boundary"):
+    for f, geom in sorted(shapes, key=lambda fg: fg[0].get("kind") != "port_boundary"):
         colour = colors.HexColor(KIND_COLOURS.get(str(f.get("kind")), "#eeeeee"))
-        for ring in _rings(f.get("geometry") or {}):
+        clipped = shapely.clip_by_rect(geom, *box)
+        for ring in _rings(shapely.geometry.mapping(clipped)):
             points = [v for c in ring for v in xy(c[0], c[1])]
-            d.add(Polygon(points, fillColor=colour, strokeColor=colors.grey, strokeWidth=0.5, fillOpacity=0.6))
+            if len(points) >= 6:
+                d.add(Polygon(points, fillColor=colour, strokeColor=colors.grey, strokeWidth=0.5, fillOpacity=0.6))
+    placed: list[tuple[float, float]] = []
+    for f, geom in shapes:  # names over every fill (not the port boundary: it is the whole frame), none overlapping
+        clipped = shapely.clip_by_rect(geom, *box)
+        if f.get("kind") == "port_boundary" or clipped.is_empty:
+            continue
+        at = clipped.representative_point()
+        lx, ly = xy(at.x, at.y)
+        if all(abs(lx - px) > 60 or abs(ly - py) > 9 for px, py in placed):
+            placed.append((lx, ly))
+            d.add(String(lx, ly, str(f.get("name") or f.get("id"))[:40], fontSize=6, textAnchor="middle"))
     if len(track) >= 2:
         d.add(PolyLine([v for p in track for v in xy(p[0], p[1])], strokeColor=colors.blue, strokeWidth=1.2))
     if track:
@@ -87,13 +130,9 @@ def map_drawing(report: Mapping[str, Any], width: float = 500, height: float = 3
             cx, cy = xy(s["lon"], s["lat"])
             d.add(Circle(cx, cy, 4, fillColor=colors.orange, strokeColor=colors.black, strokeWidth=0.5))
     for a in report.get("alerts") or []:
-        fix = (a.get("alert", {}).get("evidence") or {}).get("fix") if isinstance(a, dict) else None
-        if (
-            isinstance(fix, dict)
-            and isinstance(fix.get("lon"), int | float)
-            and isinstance(fix.get("lat"), int | float)
-        ):
-            cx, cy = xy(float(fix["lon"]), float(fix["lat"]))
+        fix = _alert_fix(a)
+        if fix is not None:
+            cx, cy = xy(*fix)
             d.add(Line(cx - 4, cy - 4, cx + 4, cy + 4, strokeColor=colors.red, strokeWidth=1.5))
             d.add(Line(cx - 4, cy + 4, cx + 4, cy - 4, strokeColor=colors.red, strokeWidth=1.5))
     # scale bar: a round number of metres near a fifth of the width
