@@ -410,4 +410,18 @@ async def test_an_insurer_page_shows_none_of_another_organisations_devices(
     page_text = await dash.page.inner_text("body")
     assert truck not in page_text and other_box not in page_text and other_number not in page_text
     assert await dash.js("() => window.trackerDashboard.deviceIds()") == [box]
+    if "/v1/containers/{container_no}/custody" in document()["paths"]:
+        # the covered container by its number: its fixes, its export and its signed custody report
+        await dash.page.fill("#trip-query", number)
+        await dash.page.click("#trip-find button")
+        await dash.page.wait_for_selector(f"#trip-list :text('{number}: 2 fixes')", timeout=5000)
+        links = (("#trip-list .custody a:text('PDF')", b"%PDF"), ("#trip-list .exports a:text('GPX')", b"<?xml"))
+        for selector, head in links:
+            async with dash.page.expect_download(timeout=15000) as info:
+                await dash.page.click(selector)
+            saved = await (await info.value).path()
+            assert saved.read_bytes().startswith(head), selector
+        await dash.page.fill("#trip-query", other_number)
+        await dash.page.click("#trip-find button")
+        await dash.page.wait_for_selector(f"#trip-list .err:has-text('{other_number}')", timeout=5000)
     assert dash.recorded.off_loopback() == []

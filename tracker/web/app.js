@@ -1079,24 +1079,37 @@
     list.replaceChildren(el("div", "muted", "…"));
     const q = query.trim().toUpperCase() === query.trim() ? query.trim() : query.trim();
     try {
-      if (isContainerNo(q.toUpperCase()) && S.caps.containerTrips) {
-        const number = q.toUpperCase();
-        const body = await api(S.caps.containerTrips.replace(/\{[^}]+\}/, encodeURIComponent(number)));
-        const trips = body.trips || body.items || [];
-        list.replaceChildren(el("b", null, `${number}: ${trips.length} trips`));
-        if (S.caps.custody) {
-          const base = S.caps.custody.replace(/\{[^}]+\}/, encodeURIComponent(number));
-          list.append(el("div", null, "custody report: "));
-          list.lastChild.append(link("HTML", () => download(`${base}?format=html`, `${number}-custody.html`)),
-            link("PDF", () => download(`${base}?format=pdf`, `${number}-custody.pdf`)));
-        }
+      const number = q.toUpperCase();
+      if (isContainerNo(number) && (S.caps.containerTrips || S.caps.containerExport || S.caps.custody)) {
+        list.replaceChildren(el("b", null, number));
+        trackLayer.clearLayers();
         if (S.caps.containerExport) {
+          // the container's fixes (its trackers', within the token's dates) as GeoJSON: drawn, and proof it is visible
           const base = S.caps.containerExport.replace(/\{[^}]+\}/, encodeURIComponent(number));
-          const exp = el("div", null, "export: ");
+          const fc = await api(`${base}?format=geojson`);
+          const line = (fc.features || []).filter((f) => f.geometry && f.geometry.type === "Point").map((f) => [f.geometry.coordinates[1], f.geometry.coordinates[0]]);
+          list.replaceChildren(el("b", null, `${number}: ${line.length} fixes in the last 24 h`));
+          if (line.length) {
+            trackLayer.addLayer(L.polyline(line, { renderer: canvas, color: "#6a1b9a", weight: 3, opacity: 0.7 }));
+            map.fitBounds(L.latLngBounds(line).pad(0.3), { maxZoom: 16 });
+          }
+          const exp = el("div", "exports", "export: ");
           for (const fmt of ["geojson", "gpx", "kml", "csv"]) exp.append(link(fmt.toUpperCase(), () => download(`${base}?format=${fmt}`, `${number}.${fmt}`)));
           list.append(exp);
         }
-        for (const t of trips) list.append(tripRow(t));
+        if (S.caps.custody) {
+          const base = S.caps.custody.replace(/\{[^}]+\}/, encodeURIComponent(number));
+          const rep = el("div", "custody", "custody report: ");
+          rep.append(link("HTML", () => download(`${base}?format=html`, `${number}-custody.html`)),
+            link("PDF", () => download(`${base}?format=pdf`, `${number}-custody.pdf`)));
+          list.append(rep);
+        }
+        if (S.caps.containerTrips) {
+          const body = await api(S.caps.containerTrips.replace(/\{[^}]+\}/, encodeURIComponent(number)));
+          const trips = body.trips || body.items || [];
+          list.append(el("div", null, `${trips.length} trips`));
+          for (const t of trips) list.append(tripRow(t));
+        }
         return;
       }
       // a device (or a container tracker) by id: its positions, and the positions export on main
