@@ -36,11 +36,12 @@ from tracker.audit import CHECKPOINT_TOPIC, AuditError, Checkpoint, Signer, sign
 from tracker.commands import Command, Item, Pair, RegisterDevice
 from tracker.config import Settings
 from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
-from tracker.core.pipeline import Params, Pipeline
+from tracker.core.pipeline import Pipeline
 from tracker.core.reorder import Reorderer
 from tracker.core.state import DeviceState
 from tracker.core.timers import DueQueue
 from tracker.delivery import Delivery
+from tracker.detector_config import load_detector_params
 from tracker.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,9 @@ class Service:
         self.store: Store | None = None
         self.link: MqttLink | None = None
         self.fences = Fences()
-        self.pipeline = Pipeline(self.fences.index, Params())  # detector thresholds: the core's defaults
+        # detector thresholds: TRACKER_DETECTORS_FILE's [detectors] table, else the core's defaults; a fence
+        # reload keeps them (Pipeline.with_index)
+        self.pipeline = Pipeline(self.fences.index, detector_params=load_detector_params(settings.detectors_file))
         self.devices: dict[str, DeviceKind] = {}
         self.states: dict[str, DeviceState] = {}
         self.commands: asyncio.Queue[_Queued] = asyncio.Queue()
