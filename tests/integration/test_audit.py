@@ -389,7 +389,7 @@ async def test_legacy_alerts_are_anchored_as_found(stack: StackInfo) -> None:
             await conn.close()
         migrator = await Store.connect(owner_dsn, max_size=1)
         try:
-            assert await migrator.migrate(grant_to="tracker") == ["003_alert_links.sql"]
+            assert await migrator.migrate(grant_to="tracker") == ["003_alert_links.sql", "004_state_codec.sql"]
         finally:
             await migrator.close()
         signer = stack_signer(stack)

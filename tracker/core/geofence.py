@@ -15,8 +15,16 @@ from weakref import WeakKeyDictionary
 import numpy as np
 import shapely
 
-from geofences import Fence, FenceIndex, FenceKind, LocalProjection, Transition, TransitionKind, classify
-from geofences.geo import EARTH_RADIUS_M
+from geofences import (
+    EARTH_RADIUS_M,
+    Fence,
+    FenceIndex,
+    FenceKind,
+    LocalProjection,
+    Transition,
+    TransitionKind,
+    classify,
+)
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, Ping, Severity
 
