@@ -213,7 +213,8 @@ def document() -> dict[str, Any]:
     doc = _core_document()
     for module in (api_alerts, api_orgs):
         doc["components"]["schemas"].update(module.SCHEMAS)
-        doc["paths"].update(module.PATHS)
+        for path, ops in module.PATHS.items():
+            doc["paths"].setdefault(path, {}).update(ops)
     return doc
 
 
