@@ -34,6 +34,7 @@ from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_opti
 from tracker.adapters.scope import DEFAULT_ORG
 from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.adapters.store_alerts import AlertStore
+from tracker.adapters.store_inspections import InspectionStore
 from tracker.adapters.store_orgs import OrgStore
 from tracker.audit import CHECKPOINT_TOPIC, AuditError, Checkpoint, Signer, signature_ok
 from tracker.commands import Command, DeactivateDevice, Item, Pair, RegisterDevice
@@ -108,6 +109,7 @@ class Service:
         self.containers: dict[str, list[str]] = {}
         self.orgs: OrgStore | None = None
         self.alerts: AlertStore | None = None  # the operators' alert workflow (lists, changes)
+        self.inspections: InspectionStore | None = None  # customs decisions as read, and who read them
         self.device_orgs: dict[str, str] = {}  # devices owned by an organisation other than the default
         self.deactivated: set[str] = set()  # devices whose fixes are refused until registered again
         self.logs: dict[str, Log] = {}  # recent fixes per device for the reorder window (memory only)
@@ -152,6 +154,7 @@ class Service:
         self.devices = await self.store.devices()
         self.orgs = OrgStore(self.store.pool)
         self.alerts = AlertStore(self.store)
+        self.inspections = InspectionStore(self.store.pool)
         self.device_orgs = await self.orgs.device_orgs()
         self.deactivated = await self.orgs.deactivated()
         self.states = await self.store.states()

@@ -846,10 +846,11 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     app.router.add_post("/v1/inspections", post_inspection)
     app.router.add_post("/v1/pairings", post_pairing)
     app.router.add_get("/v1/fences", list_fences)
-    from tracker.adapters import api_alerts, api_orgs
+    from tracker.adapters import api_alerts, api_inspections, api_orgs
 
     api_alerts.add_routes(app)
     api_orgs.add_routes(app)
+    api_inspections.add_routes(app)
     return app
 
 

@@ -21,6 +21,7 @@ from geofences import FenceSet
 from tracker.adapters.scope import Haul
 from tracker.adapters.store import ApiToken
 from tracker.adapters.store_alerts import AlertFilter, Change, Outcome
+from tracker.adapters.store_inspections import Read
 from tracker.adapters.store_orgs import CoverageRow, OrgRow, TokenRow
 from tracker.commands import Command
 from tracker.config import Settings
@@ -68,6 +69,20 @@ class ApiAlerts(Protocol):
     async def history(self, alert_id: uuid.UUID) -> list[asyncpg.Record]: ...
 
     async def change(self, alert_id: uuid.UUID, change: Change) -> Outcome: ...
+
+
+class ApiInspections(Protocol):
+    """Inspection reads and their record (tracker/adapters/store_inspections.py)."""
+
+    async def inspections(
+        self, container_no: str | None, since: datetime, until: datetime | None, limit: int
+    ) -> list[asyncpg.Record]: ...
+
+    async def record_read(self, read: Read) -> int: ...
+
+    async def reads(
+        self, since: datetime, until: datetime | None, actor: str | None, container_no: str | None, limit: int
+    ) -> list[asyncpg.Record]: ...
 
 
 class ApiOrgs(Protocol):
@@ -136,6 +151,9 @@ class ApiService(Protocol):
 
     @property
     def alerts(self) -> ApiAlerts | None: ...
+
+    @property
+    def inspections(self) -> ApiInspections | None: ...
 
     def announce(self) -> None:
         """Outbox rows were committed by the API: deliver them now."""
