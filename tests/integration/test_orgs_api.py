@@ -139,6 +139,8 @@ async def test_devices_are_listed_in_scope_and_deactivated_through_the_writer(
         assert time.monotonic() < deadline, "the deactivated device's fix was not dead-lettered"
         await asyncio.sleep(0.1)
     assert await svc.store.pool.fetchval("SELECT count(*) FROM pings WHERE device_id = $1", truck) == 1
+    status, body = await op.get(f"/v1/devices/{truck}/positions")  # its history stays readable
+    assert status == 200 and len(body["features"]) == 1
     listed = {d["device_id"]: d for d in (await op.get("/v1/devices"))[1]["devices"]}
     assert listed[truck]["active"] is False
     await register(admin, truck, None)  # registering again reactivates it, still in its organisation

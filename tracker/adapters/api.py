@@ -460,7 +460,7 @@ async def positions(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 10_000, 1, MAX_POSITIONS)
     svc = _service(request)
     assert svc.store is not None
-    if device_id not in svc.devices:
+    if device_id not in svc.devices and device_id not in svc.deactivated:
         raise error(404, "not_found", f"no device {device_id!r}")
     fmt = request.query.get("format", "geojson")
     if fmt not in ("geojson", "gpx", "csv"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
@@ -162,6 +163,11 @@ class ApiService(Protocol):
     @property
     def device_orgs(self) -> Mapping[str, str]:
         """device -> owning organisation, for devices not owned by the default one (single writer)."""
+        ...
+
+    @property
+    def deactivated(self) -> AbstractSet[str]:
+        """Devices whose fixes are refused; their history stays readable."""
         ...
 
     @property
