@@ -1,11 +1,12 @@
 """HTTP API (aiohttp): health, metrics, positions, alerts; bearer-token auth on every /v1 route.
 
-Roles are least-privilege: ``insurer`` tokens carry a scope of the devices (containers)
-they cover and see nothing else; only ``operator`` and ``admin`` change alert status;
-only ``admin`` registers devices. Every error is JSON with a stable ``error`` code, including
-the 400s aiohttp's HTTP parser produces itself; bad input is a 4xx, an unreachable
-database a 503, never a 500. Repeated authentication failures from one address are
-answered 429 for a while (a token bucket per address, in a bounded table).
+Roles are least-privilege (``PERMISSIONS``) and every token sees only its scope
+(tracker/adapters/scope.py: an operator its organisation's fleet, security and customs their
+ports, an insurer its coverage); only ``admin`` registers devices and manages organisations.
+Every error is JSON with a stable ``error`` code, including the 400s aiohttp's HTTP parser
+produces itself; bad input is a 4xx, an unreachable database a 503, never a 500. Repeated
+authentication failures from one address are answered 429 for a while (a token bucket per
+address, in a bounded table).
 
 Listeners: the API (optionally TLS), the operations routes ``/metrics`` and ``/readyz``
 (on the API listener unless ``TRACKER_OPS_PORT`` gives them their own, so API clients such
