@@ -367,6 +367,9 @@ class Service:
 
     def _reschedule(self, device_id: str, ticked_at: datetime | None = None) -> None:
         """Queue the device's next tick from its adopted state (``ticked_at``: a tick just ran on it)."""
+        if device_id in self.deactivated:  # a deactivated tracker is silent by decision: no timer alerts
+            self.timers.schedule(device_id, None)
+            return
         state = self.states[device_id]
         try:
             due = self.pipeline.next_due(state, ticked_at)
@@ -410,6 +413,7 @@ class Service:
             await self.orgs.deactivate_device(command.device_id)
         self.devices.pop(command.device_id, None)
         self.deactivated.add(command.device_id)
+        self.timers.schedule(command.device_id, None)
 
     def build_batch(
         self, decoded: Sequence[Decoded], now: datetime | None = None

@@ -125,9 +125,11 @@ async def test_devices_are_listed_in_scope_and_deactivated_through_the_writer(
 
     # deactivation: admin only, through the single writer; the next fix is a dead letter
     assert (await op.post(f"/v1/devices/{truck}/deactivate"))[0] == 403
+    assert svc.timers.when(truck) is not None  # the silence timer of a tracker that reported
     status, body = await admin.post(f"/v1/devices/{truck}/deactivate")
     assert (status, body) == (200, {"device_id": truck, "active": False})
     assert truck not in svc.devices
+    assert svc.timers.when(truck) is None  # silent by decision: no timer raises "signal lost" for it
     assert (await admin.post(f"/v1/devices/{truck}/deactivate"))[0] == 404
     assert (await admin.post(f"/v1/devices/{new_device_id()}/deactivate"))[0] == 404
     assert svc.store is not None
