@@ -36,6 +36,7 @@ from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.adapters.store_alerts import AlertStore
 from tracker.adapters.store_exports import ExportsStore
 from tracker.adapters.store_fences import FenceConflictError, FenceStore, FenceVersion, content_sha256
+from tracker.adapters.store_inspections import InspectionStore
 from tracker.adapters.store_orgs import OrgStore
 from tracker.audit import CHECKPOINT_TOPIC, AuditError, Checkpoint, Signer, signature_ok
 from tracker.commands import ChangeFences, Command, DeactivateDevice, Item, Pair, RegisterDevice
@@ -134,6 +135,7 @@ class Service:
         self.containers: dict[str, list[str]] = {}
         self.orgs: OrgStore | None = None
         self.alerts: AlertStore | None = None  # the operators' alert workflow (lists, changes)
+        self.inspections: InspectionStore | None = None  # customs decisions as read, and who read them
         self.device_orgs: dict[str, str] = {}  # devices owned by an organisation other than the default
         self.deactivated: set[str] = set()  # devices whose fixes are refused until registered again
         self.timers = DueQueue()  # when each device next needs a tick (tracker.core.timers)
@@ -179,6 +181,7 @@ class Service:
         self.devices = await self.store.devices()
         self.orgs = OrgStore(self.store.pool)
         self.alerts = AlertStore(self.store)
+        self.inspections = InspectionStore(self.store.pool)
         self.device_orgs = await self.orgs.device_orgs()
         self.deactivated = await self.orgs.deactivated()
         self.states = await self.store.states()
@@ -492,6 +495,9 @@ class Service:
 
     def _reschedule(self, device_id: str, ticked_at: datetime | None = None) -> None:
         """Queue the device's next tick from its adopted state (``ticked_at``: a tick just ran on it)."""
+        if device_id in self.deactivated:  # a deactivated tracker is silent by decision: no timer alerts
+            self.timers.schedule(device_id, None)
+            return
         state = self.states[device_id]
         try:
             due = self.pipeline.next_due(state, ticked_at)
@@ -535,6 +541,7 @@ class Service:
             await self.orgs.deactivate_device(command.device_id)
         self.devices.pop(command.device_id, None)
         self.deactivated.add(command.device_id)
+        self.timers.schedule(command.device_id, None)
 
     def build_batch(
         self, decoded: Sequence[Decoded], now: datetime | None = None

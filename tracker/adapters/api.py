@@ -1,11 +1,12 @@
 """HTTP API (aiohttp): health, metrics, positions, alerts; bearer-token auth on every /v1 route.
 
-Roles are least-privilege: ``insurer`` tokens carry a scope of the devices (containers)
-they cover and see nothing else; only ``operator`` and ``admin`` change alert status;
-only ``admin`` registers devices. Every error is JSON with a stable ``error`` code, including
-the 400s aiohttp's HTTP parser produces itself; bad input is a 4xx, an unreachable
-database a 503, never a 500. Repeated authentication failures from one address are
-answered 429 for a while (a token bucket per address, in a bounded table).
+Roles are least-privilege (``PERMISSIONS``) and every token sees only its scope
+(tracker/adapters/scope.py: an operator its organisation's fleet, security and customs their
+ports, an insurer its coverage); only ``admin`` registers devices and manages organisations.
+Every error is JSON with a stable ``error`` code, including the 400s aiohttp's HTTP parser
+produces itself; bad input is a 4xx, an unreachable database a 503, never a 500. Repeated
+authentication failures from one address are answered 429 for a while (a token bucket per
+address, in a bounded table).
 
 Listeners: the API (optionally TLS), the operations routes ``/metrics`` and ``/readyz``
 (on the API listener unless ``TRACKER_OPS_PORT`` gives them their own, so API clients such
@@ -461,7 +462,7 @@ async def positions(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 10_000, 1, MAX_POSITIONS)
     svc = _service(request)
     assert svc.store is not None
-    if device_id not in svc.devices:
+    if device_id not in svc.devices and device_id not in svc.deactivated:
         raise error(404, "not_found", f"no device {device_id!r}")
     fmt = request.query.get("format", "geojson")
     if fmt not in ("geojson", "gpx", "csv"):
@@ -852,7 +853,14 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     app.router.add_post("/v1/inspections", post_inspection)
     app.router.add_post("/v1/pairings", post_pairing)
     app.router.add_get("/v1/fences", list_fences)
-    from tracker.adapters import api_alerts, api_custody, api_exports, api_fences, api_orgs  # they import this
+    from tracker.adapters import (  # they import this module
+        api_alerts,
+        api_custody,
+        api_exports,
+        api_fences,
+        api_inspections,
+        api_orgs,
+    )
 
     api_alerts.add_routes(app)
     api_orgs.add_routes(app)
@@ -860,6 +868,7 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     api_fences.add_routes(app)
     api_exports.add_routes(app)
     api_custody.add_routes(app)
+    api_inspections.add_routes(app)
     return app
 
 

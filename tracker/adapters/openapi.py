@@ -208,12 +208,13 @@ def _ref(name: str) -> dict[str, str]:
 
 def document() -> dict[str, Any]:
     """The whole document: the routes described here and those the area modules describe next to their handlers."""
-    from tracker.adapters import api_alerts, api_fences, api_orgs
+    from tracker.adapters import api_alerts, api_fences, api_inspections, api_orgs
 
     doc = _core_document()
-    for module in (api_alerts, api_orgs, api_fences):
+    for module in (api_alerts, api_orgs, api_fences, api_inspections):
         doc["components"]["schemas"].update(module.SCHEMAS)
-        doc["paths"].update(module.PATHS)
+        for path, ops in module.PATHS.items():
+            doc["paths"].setdefault(path, {}).update(ops)
     return doc
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -23,6 +24,7 @@ from tracker.adapters.store import ApiToken
 from tracker.adapters.store_alerts import AlertFilter, Change, Outcome
 from tracker.adapters.store_exports import Track
 from tracker.adapters.store_fences import FenceVersion
+from tracker.adapters.store_inspections import Read
 from tracker.adapters.store_orgs import CoverageRow, OrgRow, TokenRow
 from tracker.audit import Checkpoint, Link, Signer
 from tracker.commands import Command
@@ -78,6 +80,20 @@ class ApiAlerts(Protocol):
     async def history(self, alert_id: uuid.UUID) -> list[asyncpg.Record]: ...
 
     async def change(self, alert_id: uuid.UUID, change: Change) -> Outcome: ...
+
+
+class ApiInspections(Protocol):
+    """Inspection reads and their record (tracker/adapters/store_inspections.py)."""
+
+    async def inspections(
+        self, container_no: str | None, since: datetime, until: datetime | None, limit: int
+    ) -> list[asyncpg.Record]: ...
+
+    async def record_read(self, read: Read) -> int: ...
+
+    async def reads(
+        self, since: datetime, until: datetime | None, actor: str | None, container_no: str | None, limit: int
+    ) -> list[asyncpg.Record]: ...
 
 
 class ApiOrgs(Protocol):
@@ -155,6 +171,9 @@ class ApiService(Protocol):
     @property
     def alerts(self) -> ApiAlerts | None: ...
 
+    @property
+    def inspections(self) -> ApiInspections | None: ...
+
     def announce(self) -> None:
         """Outbox rows were committed by the API: deliver them now."""
         ...
@@ -162,6 +181,11 @@ class ApiService(Protocol):
     @property
     def device_orgs(self) -> Mapping[str, str]:
         """device -> owning organisation, for devices not owned by the default one (single writer)."""
+        ...
+
+    @property
+    def deactivated(self) -> AbstractSet[str]:
+        """Devices whose fixes are refused; their history stays readable."""
         ...
 
     @property
