@@ -15,7 +15,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -252,8 +251,16 @@ class Service:
     def fence_sets(self) -> Mapping[str, FenceSet]:
         return self.fences.sets
 
-    def live_alerts(self, maxsize: int = 1000) -> AbstractContextManager[asyncio.Queue[dict[str, object]]]:
-        return self.delivery.live_alerts(maxsize)
+    @property
+    def feeds(self) -> Delivery:
+        """The live feeds and webhooks (tracker/delivery.py) as the HTTP layer reaches them."""
+        return self.delivery
+
+    def _fence_port(self, fence_id: str) -> str | None:
+        try:
+            return self.fences.index.get(fence_id).port
+        except KeyError:
+            return None
 
     def _ingest_dead(self) -> bool:
         return any(t.get_name() == "ingest" and t.done() for t in self._tasks)
@@ -703,6 +710,7 @@ class Service:
                 self.link.publish_nowait(target, json.dumps(echo).encode())
         for alert in result.alerts_stored:
             self.metrics.alerts.labels(alert.kind, alert.severity.value).inc()
+        self.delivery.positions(batch.pings, working, self.devices, self._fence_port)
         if result.alerts_stored or result.updates_stored:
             self.delivery.wake()
 

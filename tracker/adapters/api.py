@@ -662,37 +662,6 @@ async def _submit(request: web.Request, command: Command, dead_letter: bool = Fa
     await svc.submit(command, svc.settings.api_write_timeout_s, dead_letter=dead_letter)
 
 
-SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
-
-
-async def alert_stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events of alerts as they are stored and announced (``min_severity`` filters)."""
-    await require(request, "alerts:read")
-    floor = request.query.get("min_severity", "info")
-    if floor not in SEVERITY_RANK:
-        raise error(
-            400, "bad_parameter", "min_severity must be info|low|medium|high|critical", parameter="min_severity"
-        )
-    svc = _service(request)
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    with svc.live_alerts(1000) as queue:
-        try:
-            while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), 15.0)
-                except TimeoutError:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                if SEVERITY_RANK.get(str(item.get("severity")), 0) < SEVERITY_RANK[floor]:
-                    continue
-                await response.write(f"event: alert\ndata: {json.dumps(item)}\n\n".encode())
-        except ConnectionError:
-            # the viewer went away (closed tab, dropped link): the normal end of a stream, not an error
-            log.debug("SSE client %s disconnected", request.remote)
-    return response
-
-
 async def dashboard(request: web.Request) -> web.Response:
     """The operators' page; it holds no data itself and calls the API with the operator's token."""
     html = resources.files("tracker.web").joinpath("index.html").read_text()
@@ -798,13 +767,16 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     app.router.add_get("/", dashboard)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/v1/alerts", list_alerts)
-    app.router.add_get("/v1/alerts/stream", alert_stream)
     app.router.add_post("/v1/alerts/{alert_id}/ack", ack_alert)
     app.router.add_post("/v1/alerts/{alert_id}/resolve", resolve_alert)
     app.router.add_get("/v1/dead-letters", list_dead_letters)
     app.router.add_post("/v1/inspections", post_inspection)
     app.router.add_post("/v1/pairings", post_pairing)
     app.router.add_get("/v1/fences", list_fences)
+    from tracker.adapters import api_feeds, api_webhooks  # they import this module
+
+    api_feeds.add_routes(app)
+    api_webhooks.add_routes(app)
     return app
 
 

@@ -226,8 +226,10 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def document() -> dict[str, Any]:
+    from tracker.adapters import openapi_feeds  # it imports this module's helpers
+
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "port-tracker",
@@ -324,20 +326,6 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
-            "/v1/alerts/stream": {
-                "get": {
-                    "summary": "server-sent events of alerts as they are announced",
-                    "security": secured,
-                    "parameters": [_param("min_severity", "query", {"enum": SEVERITIES, "default": "info"})],
-                    "responses": {
-                        "200": {
-                            "description": "an endless stream of 'alert' events",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(400, 403, *SECURED_ERRORS),
-                    },
-                }
-            },
             "/v1/alerts/{alert_id}/ack": {
                 "post": {
                     "summary": "acknowledge (operator, admin)",
@@ -411,6 +399,9 @@ def document() -> dict[str, Any]:
             },
         },
     }
+    doc["components"]["schemas"] = {**SCHEMAS, **openapi_feeds.SCHEMAS}
+    doc["paths"].update(openapi_feeds.paths(secured))
+    return doc
 
 
 OPS_PATHS = ("/metrics", "/readyz")

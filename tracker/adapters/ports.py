@@ -8,24 +8,22 @@ listeners), so there is no import from the API back to the composition root.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 
 from geofences import FenceSet
 from tracker.adapters.store import ApiToken
+from tracker.adapters.store_feeds import Replay
+from tracker.adapters.store_webhooks import NewWebhook, WebhookRow
 from tracker.commands import Command
 from tracker.config import Settings
 from tracker.core.model import DeviceKind
+from tracker.feeds import Hub
 from tracker.metrics import Metrics
-
-LiveAlerts = asyncio.Queue[dict[str, object]]
-"""A viewer's queue of alerts as they are announced (bounded: a slow viewer misses live items)."""
 
 
 class ApiStore(Protocol):
@@ -52,6 +50,39 @@ class ApiStore(Protocol):
     ) -> tuple[bool, str | None]: ...
 
     async def outbox_backlog(self) -> int: ...
+
+
+class FeedReplayStore(Protocol):
+    """Numbered alert events, for viewers reconnecting with Last-Event-ID."""
+
+    async def replay(self, after: int, *, max_events: int, max_age_s: float) -> Replay: ...
+
+
+class WebhookApiStore(Protocol):
+    """Per-organisation webhook registrations and their deliveries (tracker/adapters/store_webhooks.py)."""
+
+    async def create(self, new: NewWebhook) -> WebhookRow: ...
+
+    async def registered(self, org: str | None, *, every: bool = False) -> list[WebhookRow]: ...
+
+    async def get(self, webhook_id: uuid.UUID) -> WebhookRow | None: ...
+
+    async def delete(self, webhook_id: uuid.UUID, by: str) -> bool: ...
+
+    async def deliveries(self, webhook_id: uuid.UUID, limit: int) -> list[dict[str, Any]]: ...
+
+
+class FeedAccess(Protocol):
+    """The live feeds' fan-out and stores (None until the service has started)."""
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def feed_store(self) -> FeedReplayStore | None: ...
+
+    @property
+    def webhook_store(self) -> WebhookApiStore | None: ...
 
 
 class ApiService(Protocol):
@@ -87,6 +118,7 @@ class ApiService(Protocol):
 
     async def submit(self, command: Command, timeout: float = 5.0, *, dead_letter: bool = False) -> None: ...
 
-    def live_alerts(self, maxsize: int = 1000) -> AbstractContextManager[LiveAlerts]:
-        """A queue that receives every alert announced while the context is open."""
+    @property
+    def feeds(self) -> FeedAccess:
+        """Live feeds (SSE, WebSocket) and per-organisation webhooks."""
         ...

@@ -257,6 +257,8 @@ class Store:
             f"GRANT EXECUTE ON FUNCTION tracker_ensure_ping_partition(timestamptz) TO {r}",
             # the service never deletes evidence or pending announcements: neither may its credentials
             f"REVOKE DELETE, TRUNCATE ON pings, outbox, dead_letters, inspections, pairings FROM {r}",
+            # the live feeds' numbered events and the webhook attempt log are appended to, never rewritten
+            f"REVOKE UPDATE, DELETE, TRUNCATE ON feed_events, webhook_attempts FROM {r}",
         ):
             await conn.execute(sql)
         for child in await conn.fetch(
