@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from collections.abc import Awaitable
 from typing import Any
 
@@ -250,7 +251,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     """The WebSocket live feed (alerts and positions); see the module docstring and README "Live feeds"."""
     svc = _svc(request)
     s = svc.settings
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 * 1024, timeout=5.0)
+    # no permessage-deflate: it costs the service CPU per viewer, and its background compression tasks
+    # would let a stalled viewer's backlog hide in memory instead of showing as a full queue
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 * 1024, timeout=5.0, compress=False)
     if not ws.can_prepare(request).ok:
         return web.json_response(
             {"error": "upgrade_required", "message": "a WebSocket endpoint: connect with Upgrade: websocket"},
@@ -259,6 +262,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         )
     header_auth = await authenticate(request) if "Authorization" in request.headers else None  # HTTP 401/429
     await ws.prepare(request)
+    _bound_send_buffer(request, s.stream_send_buffer)
     sub: Subscriber | None = None
     try:
         who = header_auth or await _ws_principal(request, ws)
@@ -295,6 +299,15 @@ async def stream(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
     return ws
+
+
+def _bound_send_buffer(request: web.Request, size: int) -> None:
+    """The kernel would otherwise buffer megabytes for a viewer that stopped reading (autotuned up to
+    tcp_wmem's maximum): memory per viewer, and a slow viewer noticed only once all of it is full."""
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is not None and size > 0:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 async def _close(ws: web.WebSocketResponse, exc: _ClosingError) -> None:
