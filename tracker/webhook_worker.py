@@ -15,15 +15,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 
 import aiohttp
+from aiohttp.abc import ResolveResult
+from aiohttp.resolver import ThreadedResolver
 from prometheus_client import Counter
 
 from tracker.adapters.store_feeds import FeedStore
 from tracker.adapters.store_webhooks import DueDelivery, WebhookRow, WebhookStore
-from tracker.adapters.webhooks import SIGNATURE_HEADER, sign
+from tracker.adapters.webhooks import SIGNATURE_HEADER, is_public, sign
 from tracker.config import Settings
 from tracker.feeds import FeedEvent
 from tracker.metrics import Metrics
@@ -31,6 +34,19 @@ from tracker.metrics import Metrics
 log = logging.getLogger(__name__)
 
 Visible = Callable[[WebhookRow, FeedEvent], bool]
+
+
+class PublicResolver(ThreadedResolver):
+    """Names resolve to public addresses only, at delivery time too: a registered name that later
+    points inside the network (DNS rebinding) fails like an unreachable host."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = [r for r in await super().resolve(host, port, family) if is_public(r["host"])]
+        if not found:
+            raise OSError(f"{host} resolves to no public address")
+        return found
 
 
 class WebhookWorker:
@@ -63,7 +79,11 @@ class WebhookWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession(headers={"User-Agent": "port-tracker"}) as http:
+        connector = aiohttp.TCPConnector(
+            limit=self.settings.webhook_concurrency,
+            resolver=None if self.settings.webhook_allow_private else PublicResolver(),
+        )
+        async with aiohttp.ClientSession(connector=connector, headers={"User-Agent": "port-tracker"}) as http:
             try:
                 while not self.stopping():
                     with contextlib.suppress(TimeoutError):

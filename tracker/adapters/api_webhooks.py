@@ -32,6 +32,7 @@ from tracker.adapters.api import (
 from tracker.adapters.feed_scope import may_read_alerts, webhook_owner
 from tracker.adapters.ports import ApiService, WebhookApiStore
 from tracker.adapters.store_webhooks import NewWebhook, WebhookRow
+from tracker.adapters.webhooks import is_public
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 EVENTS = ("raised", "updated")
@@ -55,11 +56,6 @@ async def _authorized(request: web.Request) -> Principal:
     if not may_read_alerts(who):
         raise error(403, "forbidden", f"role {who.role!r} may not register webhooks")
     return who
-
-
-def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    return ip.is_global and not ip.is_multicast
 
 
 async def check_url(url: object, *, allow_private: bool) -> str:
@@ -88,7 +84,7 @@ async def check_url(url: object, *, allow_private: bool) -> str:
         except (OSError, TimeoutError, UnicodeError):
             raise error(422, "url_not_allowed", f"{host!r} does not resolve", field="url") from None
         addresses = [str(info[4][0]) for info in infos]
-    if not addresses or not all(_public(a) for a in addresses):
+    if not addresses or not all(is_public(a) for a in addresses):
         raise error(
             422, "url_not_allowed", "webhooks may not point at loopback, private or reserved addresses", field="url"
         )
