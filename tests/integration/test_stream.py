@@ -325,6 +325,7 @@ async def test_a_viewer_that_does_not_read_is_disconnected_as_a_slow_consumer(
         connector = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
         async with aiohttp.ClientSession(connector=connector) as http:
             ws = await ws_connect(http, svc, stack.admin_token, positions=True)
+            subscribed = time.monotonic()
             while not svc.delivery.hub.subscribers:
                 await asyncio.sleep(0.02)
             # this viewer now reads nothing while the fleet moves: positions pile up behind its connection
@@ -351,6 +352,8 @@ async def test_a_viewer_that_does_not_read_is_disconnected_as_a_slow_consumer(
                 assert msg.type == aiohttp.WSMsgType.TEXT
                 messages.append(json.loads(msg.data))
             assert ws.close_code == 4008
+        batches = sum(1 for m in messages if m["type"] == "positions")
+        assert 1 <= batches <= 4 * (time.monotonic() - subscribed) + 2  # at most ~4 batches a second
         assert messages[-1]["type"] == "error" and messages[-1]["error"] == "slow_consumer", messages[-1]
         assert "positions waiting" in messages[-1]["message"]
         assert {m["type"] for m in messages[:-1]} <= {"positions", "alert"}
