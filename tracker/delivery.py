@@ -20,24 +20,21 @@ from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
-from tracker.adapters.feed_scope import sees_alert, webhook_principal
+from tracker.adapters.feed_scope import webhook_judge
 from tracker.adapters.mqtt import MqttLink, PublishError
+from tracker.adapters.ports import ApiService
 from tracker.adapters.store import Store
 from tracker.adapters.store_feeds import FeedStore
-from tracker.adapters.store_webhooks import WebhookRow, WebhookStore
+from tracker.adapters.store_webhooks import WebhookStore
 from tracker.adapters.webhooks import WebhookError, deliver
 from tracker.config import Settings
 from tracker.core.model import DeviceKind, Ping
 from tracker.core.state import DeviceState
-from tracker.feeds import FeedEvent, Hub, PositionItem
+from tracker.feeds import Hub, PositionItem
 from tracker.metrics import Metrics
 from tracker.webhook_worker import WebhookWorker
 
 log = logging.getLogger(__name__)
-
-
-def _hook_sees(hook: WebhookRow, event: FeedEvent) -> bool:
-    return sees_alert(webhook_principal(hook), event.alert)
 
 
 class Delivery:
@@ -60,13 +57,19 @@ class Delivery:
         self._link: MqttLink | None = None
         self._http: aiohttp.ClientSession | None = None
 
-    def start(self, store: Store, link: MqttLink) -> None:
+    def start(self, store: Store, link: MqttLink, api: ApiService) -> None:
+        """``api``: the service as the API sees it, to judge webhook deliveries by their owner's scope."""
         self._store = store
         self._link = link
         self.feed_store = FeedStore(store.pool)
         self.webhook_store = WebhookStore(store.pool)
         self.worker = WebhookWorker(
-            self.settings, self.metrics, self.webhook_store, self.feed_store, _hook_sees, stopping=self.stopping
+            self.settings,
+            self.metrics,
+            self.webhook_store,
+            self.feed_store,
+            lambda hook: webhook_judge(api, hook),
+            stopping=self.stopping,
         )
         if self.settings.webhook_urls:
             self._http = aiohttp.ClientSession()
@@ -171,7 +174,7 @@ class Delivery:
                 PositionItem(
                     ping.device_id,
                     kind.value,
-                    ping.ts.isoformat(),
+                    ping.ts,
                     ping.lon,
                     ping.lat,
                     ping.speed,

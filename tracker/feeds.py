@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -30,17 +31,23 @@ class FeedEvent:
     seq: int
     event: str  # raised | updated
     alert: Mapping[str, Any]  # the alert as GET /v1/alerts serialises it
-    update: Mapping[str, Any] | None = None  # what an "updated" event changed
+    update: Mapping[str, Any] | None = None  # what a detector's "updated" event says changed
+    change: Mapping[str, Any] | None = None  # an operator's change (ack, resolve, reopen, assign): who, when
+
+    def details(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.update is not None:
+            out["update"] = dict(self.update)
+        if self.change is not None:
+            out["change"] = dict(self.change)
+        return out
 
     @property
     def id(self) -> str:
         return str(self.seq)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "alert", "id": self.id, "event": self.event, "alert": dict(self.alert)}
-        if self.update is not None:
-            out["update"] = dict(self.update)
-        return out
+        return {"type": "alert", "id": self.id, "event": self.event, "alert": dict(self.alert), **self.details()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +56,7 @@ class PositionItem:
 
     device_id: str
     kind: str
-    ts: str
+    ts: datetime
     lon: float
     lat: float
     speed: float | None
@@ -60,7 +67,7 @@ class PositionItem:
         return {
             "device_id": self.device_id,
             "kind": self.kind,
-            "ts": self.ts,
+            "ts": self.ts.isoformat(),
             "lon": self.lon,
             "lat": self.lat,
             "speed": self.speed,

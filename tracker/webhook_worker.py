@@ -17,7 +17,8 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp.abc import ResolveResult
@@ -33,7 +34,8 @@ from tracker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-Visible = Callable[[WebhookRow, FeedEvent], bool]
+Judge = Callable[[WebhookRow], Awaitable[Callable[[FeedEvent], bool]]]
+"""A webhook -> whether its owner may see an event (scope built once per matching round)."""
 
 
 class PublicResolver(ThreadedResolver):
@@ -56,14 +58,14 @@ class WebhookWorker:
         metrics: Metrics,
         hooks: WebhookStore,
         feeds: FeedStore,
-        visible: Visible,
+        judge: Judge,
         *,
         stopping: Callable[[], bool],
     ) -> None:
         self.settings = settings
         self.hooks = hooks
         self.feeds = feeds
-        self.visible = visible
+        self.judge = judge
         self.stopping = stopping
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
@@ -110,8 +112,12 @@ class WebhookWorker:
         events = await self.feeds.after(cursor, batch)
         if not events:
             return 0
-        hooks = await self.hooks.active()
-        owed = [(h.id, e.seq) for e in events for h in hooks if h.matches(e) and self.visible(h, e)]
+        owed: list[tuple[uuid.UUID, int]] = []
+        for hook in await self.hooks.active():
+            mine = [e for e in events if hook.matches(e)]
+            if mine:
+                sees = await self.judge(hook)
+                owed.extend((hook.id, e.seq) for e in mine if sees(e))
         await self.hooks.enqueue(owed, events[-1].seq)
         return len(events)
 

@@ -94,11 +94,14 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def token(svc: Service, role: str, devices: list[str] | None) -> str:
-    assert svc.store is not None
-    secret = f"{role}-{uuid.uuid4().hex}"
-    await svc.store.create_api_token(hash_token(secret), f"{role}-{uuid.uuid4().hex[:8]}", role, devices)
-    return secret
+async def token(svc: Service, role: str) -> tuple[str, str]:
+    """(token, organisation) of a new organisation."""
+    assert svc.orgs is not None
+    org_id = f"org-{uuid.uuid4().hex[:8]}"
+    assert await svc.orgs.create_org(org_id, org_id, None) is not None
+    secret = f"t-{uuid.uuid4().hex}"
+    await svc.orgs.create_token(hash_token(secret), f"{role}-{uuid.uuid4().hex[:8]}", role, org_id, None, "test")
+    return secret, org_id
 
 
 async def raise_alerts(device: Probe, dev: str) -> None:
@@ -126,14 +129,18 @@ async def test_webhooks_are_per_organisation_signed_filtered_retried_and_die(
 ) -> None:
     points, hooks_base = receivers
     dev_a, dev_b = new_device_id(), new_device_id()
-    org_a = await token(svc, "operator", [dev_a])
-    org_b = await token(svc, "security", [dev_b])
-    insurer = await token(svc, "insurer", [dev_a])
+    org_a, fleet_a = await token(svc, "operator")
+    org_b, fleet_b = await token(svc, "operator")
+    customs, _ = await token(svc, "customs")
     admin = stack.admin_token
     base = f"http://127.0.0.1:{svc.http_port}"
     async with aiohttp.ClientSession() as http:
+        for dev, fleet in ((dev_a, fleet_a), (dev_b, fleet_b)):
+            body = {"device_id": dev, "org": fleet}
+            async with http.post(f"{base}/v1/devices", headers=auth(admin), json=body) as r:
+                assert r.status == 201, await r.text()
         # refusals: a role that may not read alerts, a URL that is not http(s), an unknown filter field
-        async with http.post(f"{base}/v1/webhooks", headers=auth(insurer), json={"url": f"{hooks_base}/ops"}) as r:
+        async with http.post(f"{base}/v1/webhooks", headers=auth(customs), json={"url": f"{hooks_base}/ops"}) as r:
             assert r.status == 403
         for bad in ({"url": "ftp://127.0.0.1/x"}, {"url": f"{hooks_base}/ops", "sevrities": ["high"]},
                     {"url": f"{hooks_base}/ops", "severities": ["urgent"]}, {"url": f"{hooks_base}/ops", "events": []}):
@@ -154,6 +161,7 @@ async def test_webhooks_are_per_organisation_signed_filtered_retried_and_die(
         async with http.get(f"{base}/v1/webhooks", headers=auth(org_a)) as r:
             listed = (await r.json())["webhooks"]
         assert [h["id"] for h in listed] == [ops["id"]] and "secret" not in listed[0]
+        assert listed[0]["org"] == fleet_a
         async with http.get(f"{base}/v1/webhooks", headers=auth(admin)) as r:
             assert {ops["id"], flaky["id"], down["id"]} <= {h["id"] for h in (await r.json())["webhooks"]}
         # another organisation's webhook is the same 404 as a missing one

@@ -19,7 +19,7 @@ def event(seq: int, device: str = "A", severity: str = "high", port: str | None 
 
 
 def fix(device: str) -> PositionItem:
-    return PositionItem(device, "truck", "2026-01-01T00:00:00+00:00", -46.3, -23.9, 1.0, 90.0, "santos")
+    return PositionItem(device, "truck", datetime(2026, 1, 1, tzinfo=UTC), -46.3, -23.9, 1.0, 90.0, "santos")
 
 
 async def test_each_viewer_gets_only_what_its_predicate_admits_and_a_full_queue_marks_it_slow() -> None:

@@ -104,10 +104,8 @@ async def _wait(sub: Subscriber, timeout: float | None) -> None:
 
 
 def _sse_alert(event: FeedEvent) -> bytes:
-    """``data`` is the alert as GET /v1/alerts lists it, with ``event`` (and ``update`` for updates)."""
-    body: dict[str, Any] = {**event.alert, "event": event.event}
-    if event.update is not None:
-        body["update"] = dict(event.update)
+    """``data`` is the alert as GET /v1/alerts lists it, with ``event`` (and ``update``/``change``)."""
+    body: dict[str, Any] = {**event.alert, "event": event.event, **event.details()}
     return f"id: {event.id}\nevent: alert\ndata: {json.dumps(body, default=str)}\n\n".encode()
 
 
@@ -266,7 +264,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     sub: Subscriber | None = None
     try:
         who = header_auth or await _ws_principal(request, ws)
-        await ws.send_json({"type": "ready", "role": who.role, "org": getattr(who, "org", None), "name": who.name})
+        await ws.send_json({"type": "ready", "role": who.role, "org": who.org, "name": who.name})
         try:
             first = await ws.receive(timeout=SUBSCRIBE_TIMEOUT_S)
         except TimeoutError:

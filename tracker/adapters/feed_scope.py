@@ -6,11 +6,14 @@ organisation scope (``principal.scope``, tracker/adapters/scope.py) is applied i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from tracker.adapters.api import PERMISSIONS, Principal
+from tracker.adapters.api import PERMISSIONS, Principal, principal_for
+from tracker.adapters.ports import ApiService
+from tracker.adapters.scope import DEFAULT_ORG
+from tracker.adapters.store import ApiToken
 from tracker.adapters.store_webhooks import WebhookRow
-from tracker.feeds import PositionItem
+from tracker.feeds import FeedEvent, PositionItem
 
 
 def may_read_alerts(who: Principal) -> bool:
@@ -23,18 +26,22 @@ def may_read_positions(who: Principal) -> bool:
 
 def sees_alert(who: Principal, alert: Mapping[str, object]) -> bool:
     """An alert (as GET /v1/alerts serialises it) on a feed of ``who``."""
-    return may_read_alerts(who) and who.can_see(str(alert.get("device_id")))
+    return may_read_alerts(who) and who.scope.sees_alert(alert)
 
 
 def sees_position(who: Principal, item: PositionItem) -> bool:
-    return may_read_positions(who) and who.can_see(item.device_id)
-
-
-def webhook_principal(hook: WebhookRow) -> Principal:
-    """Deliveries are judged with the scope of whoever registered the webhook, as it was then."""
-    return Principal(hook.created_by, hook.role, hook.devices)
+    """A fix of a device ``who`` sees at the fix's time (an insurer: inside its coverage dates)."""
+    return may_read_positions(who) and who.scope.sees_device(item.device_id, item.ts)
 
 
 def webhook_owner(who: Principal) -> str | None:
-    """The organisation a webhook belongs to; tokens without one own their webhooks by name."""
-    return f"token:{who.name}"
+    """The organisation a webhook belongs to (None: the bootstrap admin token's)."""
+    return who.org
+
+
+async def webhook_judge(api: ApiService, hook: WebhookRow) -> Callable[[FeedEvent], bool]:
+    """Deliveries are judged with the scope of the registering token's role and organisation as it is now
+    (an organisation's ports, an insurer's coverage), not with a copy taken at registration."""
+    token = ApiToken(hook.created_by, hook.role, hook.devices, org=hook.org or DEFAULT_ORG)
+    who = await principal_for(api, token)
+    return lambda event: sees_alert(who, event.alert)

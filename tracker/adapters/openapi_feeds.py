@@ -106,7 +106,7 @@ SCHEMAS["WebhookCreated"] = {
 WEBHOOK_ID = _param("webhook_id", "path", {"type": "string", "format": "uuid"})
 
 
-def paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
+def _paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
     return {
         "/v1/alerts/stream": {
             "get": {
@@ -204,3 +204,6 @@ def paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
         },
     }
 
+
+
+PATHS = _paths([{"bearer": []}])

@@ -11,37 +11,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
+from tracker.adapters.store_alerts import LIST_COLUMNS, alert_json
 from tracker.feeds import FeedEvent
 
-ALERT_COLUMNS = (
-    "alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
-    " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, hash"
-)
-"""What GET /v1/alerts selects (tracker/adapters/store.py ``Store.alerts``): the feeds carry the same JSON."""
+DETAIL_KEYS = ("update", "change")
+"""What an "updated" announcement says changed: a detector's update, or an operator's change."""
 
-
-_PREFIXED = ", ".join("a." + c.strip() for c in ALERT_COLUMNS.split(","))
-
-
-def alert_json(r: Mapping[str, Any]) -> dict[str, Any]:
-    """An alerts row as the API serialises it (``tracker.adapters.api._alert_json``)."""
-    out: dict[str, Any] = {}
-    for key in (c.strip() for c in ALERT_COLUMNS.split(",")):
-        value = r[key]
-        if isinstance(value, datetime):
-            out[key] = value.astimezone(UTC).isoformat()
-        elif key == "evidence":
-            out[key] = json.loads(value) if isinstance(value, str) else value
-        elif key == "alert_id":
-            out["id"] = str(value)
-        else:
-            out[key] = value
-    return out
+_PREFIXED = ", ".join("a." + c.strip() for c in LIST_COLUMNS.split(","))
+"""What GET /v1/alerts selects (store_alerts.LIST_COLUMNS): the feeds carry the same alert JSON."""
 
 
 def _loads(value: Any) -> Any:
@@ -49,8 +30,11 @@ def _loads(value: Any) -> Any:
 
 
 def _event(row: Mapping[str, Any]) -> FeedEvent:
-    payload = _loads(row["payload"])
-    return FeedEvent(int(row["seq"]), str(row["event"]), payload["alert"], payload.get("update"))
+    return _from_payload(int(row["seq"]), str(row["event"]), _loads(row["payload"]))
+
+
+def _from_payload(seq: int, event: str, payload: Mapping[str, Any]) -> FeedEvent:
+    return FeedEvent(seq, event, payload["alert"], payload.get("update"), payload.get("change"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +72,9 @@ class FeedStore:
             announced = _loads(r["outbox_payload"]) or {}
             event = "updated" if announced.get("event") == "updated" else "raised"
             payload: dict[str, Any] = {"alert": alert_json(r)}
-            if event == "updated" and isinstance(announced.get("update"), dict):
-                payload["update"] = announced["update"]
+            for key in DETAIL_KEYS:
+                if event == "updated" and isinstance(announced.get(key), dict):
+                    payload[key] = announced[key]
             ids.append(int(r["outbox_id"]))
             alert_ids.append(r["alert_id"])
             kinds.append(event)
@@ -108,7 +93,7 @@ class FeedStore:
         out = []
         for r in inserted:
             event, payload = built[int(r["outbox_id"])]
-            out.append(FeedEvent(int(r["seq"]), event, payload["alert"], payload.get("update")))
+            out.append(_from_payload(int(r["seq"]), event, payload))
         return sorted(out, key=lambda e: e.seq)
 
     async def latest(self) -> int:

@@ -253,7 +253,9 @@ class WebhookStore:
         out = []
         for r in rows:
             payload = json.loads(r["payload"]) if isinstance(r["payload"], str) else r["payload"]
-            event = FeedEvent(int(r["seq"]), r["event"], payload["alert"], payload.get("update"))
+            event = FeedEvent(
+                int(r["seq"]), r["event"], payload["alert"], payload.get("update"), payload.get("change")
+            )
             out.append(DueDelivery(int(r["id"]), r["webhook_id"], r["url"], r["secret"], int(r["attempts"]), event))
         return out
 
