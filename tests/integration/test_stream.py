@@ -377,3 +377,29 @@ async def test_a_viewer_that_does_not_read_is_disconnected_as_a_slow_consumer(
         assert not svc.delivery.hub.subscribers
     finally:
         await asyncio.wait_for(svc.stop(), 15)
+
+
+async def test_an_acknowledgement_is_an_updated_event_on_the_websocket(
+    svc: Service, device: Probe, stack: StackInfo
+) -> None:
+    dev = new_device_id()
+    async with aiohttp.ClientSession() as http:
+        ws = await ws_connect(http, svc, stack.admin_token)
+        await raise_alerts(device, dev)
+        raised = await collect(
+            ws, lambda ms: any(m["alert"]["device_id"] == dev and m["alert"]["status"] == "open" for m in ms)
+        )
+        alert = next(m["alert"] for m in raised if m["alert"]["device_id"] == dev and m["alert"]["status"] == "open")
+        async with http.post(
+            url(svc, f"/v1/alerts/{alert['id']}/ack"),
+            headers={"Authorization": f"Bearer {stack.admin_token}"},
+            json={"note": "on it"},
+        ) as r:
+            assert r.status == 200, await r.text()
+        updated = await collect(ws, lambda ms: any(m["event"] == "updated" and m["alert"]["id"] == alert["id"]
+                                                   for m in ms))
+        await ws.close()
+    event = next(m for m in updated if m["event"] == "updated" and m["alert"]["id"] == alert["id"])
+    assert event["alert"]["status"] == "acknowledged"
+    assert event["change"]["note"] == "on it" and event["change"]["by"] == "admin"
+    assert int(event["id"]) > max(int(m["id"]) for m in raised)
