@@ -42,7 +42,7 @@ CLOSE_UNAUTHORIZED = 4001
 CLOSE_FORBIDDEN = 4003
 CLOSE_BAD_REQUEST = 4000
 CLOSE_SLOW = 4008
-CLOSE_UNAVAILABLE = 4503
+CLOSE_UNAVAILABLE = 1013  # "try again later": the store did not answer the replay in time
 
 
 def _svc(request: web.Request) -> ApiService:
@@ -289,13 +289,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 raise _ClosingError("slow_consumer", f"disconnected: {sub.slow}", CLOSE_SLOW)
     except _ClosingError as exc:
         await _close(ws, exc)
-    except web.HTTPException as exc:  # the store away during the replay
-        await _close(ws, _ClosingError("unavailable", exc.reason, CLOSE_UNAVAILABLE))
     except (ConnectionError, asyncio.CancelledError):
         log.debug("WebSocket client %s disconnected", request.remote)
         if not ws.closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
+    except Exception as exc:  # the store away during the token lookup or the replay: retry later
+        log.warning("WebSocket stream for %s ended: %s", request.remote, type(exc).__name__)
+        await _close(ws, _ClosingError("unavailable", "the database is unavailable; retry later", CLOSE_UNAVAILABLE))
     return ws
 
 
