@@ -150,7 +150,8 @@ class Settings:
         default=0.25, metadata=_doc("live feeds: positions are sent in batches at most this often")
     )
     stream_send_buffer: int = field(
-        default=262_144, metadata=_doc("live feeds: kernel send buffer per WebSocket viewer, bytes (0: the system's)")
+        default=262_144,
+        metadata=_doc("live feeds: kernel send buffer per SSE/WebSocket viewer, bytes (0: the system's)"),
     )
     stream_replay_max: int = field(
         default=1000, metadata=_doc("live feeds: most events replayed after Last-Event-ID (more missed: 'reset')")

@@ -4,6 +4,7 @@ the WebSocket /v1/stream (auth, scope, positions, replay, reset) and the slow-co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -403,3 +404,41 @@ async def test_an_acknowledgement_is_an_updated_event_on_the_websocket(
     assert event["alert"]["status"] == "acknowledged"
     assert event["change"]["note"] == "on it" and event["change"]["by"] == "admin"
     assert int(event["id"]) > max(int(m["id"]) for m in raised)
+
+
+async def test_an_sse_viewer_that_does_not_read_gets_a_slow_consumer_error(
+    stack_env: dict[str, str], device: Probe, stack: StackInfo
+) -> None:
+    env = service_env(stack_env, TRACKER_STREAM_QUEUE="2", TRACKER_STREAM_SEND_BUFFER="16384")
+    svc = await start_service(env)
+    try:
+        connector = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            headers = {"Authorization": f"Bearer {stack.admin_token}"}
+            stream = await http.get(url(svc, "/v1/alerts/stream"), headers=headers)
+            assert stream.status == 200
+            while not svc.delivery.hub.subscribers:
+                await asyncio.sleep(0.02)
+            transport = stream.connection.transport if stream.connection is not None else None
+            assert transport is not None
+            transport.pause_reading()  # the viewer stops reading; alerts keep coming
+            deadline = time.monotonic() + 90
+            raised = 0
+            while svc.metrics.registry.get_sample_value(
+                "tracker_feed_slow_consumers_total", {"transport": "sse"}
+            ) in (None, 0.0):
+                assert time.monotonic() < deadline, f"no slow-consumer disconnect after {raised} devices' alerts"
+                for _ in range(10):
+                    await raise_alerts(device, new_device_id())
+                raised += 10
+                await asyncio.sleep(0.5)
+            transport.resume_reading()
+            reader = SseReader(stream)
+            with contextlib.suppress(AssertionError, aiohttp.ClientPayloadError):
+                await reader.until(lambda evs: any(kind == "error" for _, kind, _ in evs), timeout=15)
+        kinds = [kind for _, kind, _ in reader.events]
+        assert kinds[-1] == "error" and set(kinds[:-1]) <= {"alert"}, kinds[-3:]
+        assert reader.events[-1][2]["error"] == "slow_consumer"
+        assert not svc.delivery.hub.subscribers
+    finally:
+        await asyncio.wait_for(svc.stop(), 15)

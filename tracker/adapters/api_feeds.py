@@ -134,6 +134,7 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
     with hub.subscribe(sub):
         replayed, watermark, reset = await _replay(request, sub, last) if last is not None else ([], 0, None)
         await response.prepare(request)
+        _bound_send_buffer(request, s.stream_send_buffer)
 
         async def write() -> None:
             nonlocal watermark
