@@ -830,13 +830,23 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     app.router.add_post("/v1/inspections", post_inspection)
     app.router.add_post("/v1/pairings", post_pairing)
     app.router.add_get("/v1/fences", list_fences)
-    from tracker.adapters import api_alerts, api_feeds, api_fences, api_orgs, api_webhooks  # they import this
+    from tracker.adapters import (  # they import this module
+        api_alerts,
+        api_custody,
+        api_exports,
+        api_feeds,
+        api_fences,
+        api_orgs,
+        api_webhooks,
+    )
 
     api_feeds.add_routes(app)  # /v1/alerts/stream before api_alerts' /v1/alerts/{alert_id}
     api_alerts.add_routes(app)
     api_orgs.add_routes(app)
     api_webhooks.add_routes(app)
     api_fences.add_routes(app)
+    api_exports.add_routes(app)
+    api_custody.add_routes(app)
     return app
 
 
