@@ -83,6 +83,7 @@ def test_webhook_filters_select_port_severity_kind_event_and_only_later_events()
         "https://[::1]/hook",
         "http://169.254.169.254/latest/meta-data",
         "ftp://8.8.8.8/x",
+        "http://8.8.8.8/hook",
         "https://user:pw@8.8.8.8/x",
         "https://8.8.8.8:99999/x",
         "https://8.8.8.8/a b",

@@ -37,6 +37,8 @@ from tracker.adapters.webhooks import is_public
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 EVENTS = ("raised", "updated")
 MAX_FILTER_VALUES = 50
+MAX_WEBHOOKS_PER_ORG = 20
+"""A bound on what one organisation can make the service POST for every alert."""
 
 
 def _svc(request: web.Request) -> ApiService:
@@ -74,6 +76,8 @@ async def check_url(url: object, *, allow_private: bool) -> str:
         raise error(422, "bad_field", "url must not contain spaces or control characters", field="url")
     if allow_private:
         return url
+    if parts.scheme != "https":
+        raise error(422, "bad_field", "url must be https:// (alerts are confidential on the way too)", field="url")
     try:
         addresses = [str(ipaddress.ip_address(host))]
     except ValueError:
@@ -132,6 +136,8 @@ async def create_webhook(request: web.Request) -> web.Response:
         events=events,
     )
     async with _db(request):
+        if who.role != "admin" and len(await store.registered(new.org)) >= MAX_WEBHOOKS_PER_ORG:
+            raise error(409, "conflict", f"an organisation has at most {MAX_WEBHOOKS_PER_ORG} webhooks")
         hook = await store.create(new)
     return web.json_response({**hook.to_json(), "secret": secret}, status=201)
 

@@ -154,7 +154,7 @@ def _paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
                 "requestBody": _body(_ref("WebhookNew")),
                 "responses": {
                     "201": _json("registered", _ref("WebhookCreated")),
-                    **_errors(*BODY_ERRORS, 403, *SECURED_ERRORS),
+                    **_errors(*BODY_ERRORS, 403, 409, *SECURED_ERRORS),
                 },
             },
             "get": {
