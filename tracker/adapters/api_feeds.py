@@ -262,7 +262,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
     header_auth = await authenticate(request) if "Authorization" in request.headers else None  # HTTP 401/429
     await ws.prepare(request)
     _bound_send_buffer(request, s.stream_send_buffer)
-    sub: Subscriber | None = None
     try:
         who = header_auth or await _ws_principal(request, ws)
         await ws.send_json({"type": "ready", "role": who.role, "org": who.org, "name": who.name})
@@ -290,11 +289,16 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 raise _ClosingError("slow_consumer", f"disconnected: {sub.slow}", CLOSE_SLOW)
     except _ClosingError as exc:
         await _close(ws, exc)
-    except (ConnectionError, asyncio.CancelledError):
+    except ConnectionError:
         log.debug("WebSocket client %s disconnected", request.remote)
         if not ws.closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
+    except asyncio.CancelledError:  # the service is stopping: say so to the viewer, then stop
+        if not ws.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(code=1001, message=b"service stopping"), 1.0)
+        raise
     except Exception as exc:  # the store away during the token lookup or the replay: retry later
         log.warning("WebSocket stream for %s ended: %s", request.remote, type(exc).__name__)
         await _close(ws, _ClosingError("unavailable", "the database is unavailable; retry later", CLOSE_UNAVAILABLE))
