@@ -84,11 +84,24 @@ class Delivery:
         self._wake.set()
 
     async def run(self) -> None:
-        """The outbox loop and the webhook worker, cancelled together."""
+        """The outbox loop, with the webhook worker beside it: a failing worker never stops announcements."""
+        webhooks = asyncio.create_task(self._webhooks(), name="webhooks")
+        try:
+            await self._outbox_loop()
+        finally:
+            webhooks.cancel()
+            await asyncio.gather(webhooks, return_exceptions=True)
+
+    async def _webhooks(self) -> None:
         assert self.worker is not None
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._outbox_loop(), name="outbox-drain")
-            group.create_task(self.worker.run(), name="webhooks")
+        while not self.stopping():
+            try:
+                await self.worker.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook worker failed; restarting")
+                await asyncio.sleep(1.0)
 
     async def _outbox_loop(self) -> None:
         while not self.stopping():
