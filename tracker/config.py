@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+_TILE_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9_./{}@-]*\{z\}[A-Za-z0-9_./{}@-]*\Z")
+"""A tile URL template the dashboard's Content-Security-Policy can name by its origin (no quotes, spaces or ;)."""
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -163,6 +167,10 @@ class Settings:
     stream_replay_s: float = field(
         default=24 * 3600.0, metadata=_doc("live feeds: how far back Last-Event-ID replays (older: 'reset')")
     )
+    dashboard_tile_url: str = field(
+        default="",
+        metadata=_doc("online map tiles under the dashboard's fences, 'https://host/{z}/{x}/{y}.png' (empty: none)"),
+    )
     osmand_port: int = field(
         default=0, metadata=_doc("port for OsmAnd/Traccar Client devices over HTTP (0: off; bind is http_host)")
     )
@@ -239,6 +247,8 @@ class Settings:
             raise ValueError("TRACKER_API_AUTH_FAIL_PER_S must be > 0")
         if self.api_token_cache_size < 1 or self.api_db_timeout_s <= 0 or self.api_write_timeout_s <= 0:
             raise ValueError("TRACKER_API_TOKEN_CACHE_SIZE and the API timeouts must be positive")
+        if self.dashboard_tile_url and not _TILE_URL_RE.match(self.dashboard_tile_url):
+            raise ValueError("TRACKER_DASHBOARD_TILE_URL must be https://host/...{z}...{x}...{y}... without quotes")
         if self.mqtt_tls_key and not self.mqtt_tls_cert:
             raise ValueError("TRACKER_MQTT_TLS_KEY needs TRACKER_MQTT_TLS_CERT")
         if (self.mqtt_tls_cert or self.mqtt_tls_insecure) and not self.mqtt_tls_enabled:

@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from importlib import resources
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
@@ -40,6 +39,7 @@ import cachetools
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from tracker.adapters import api_web
 from tracker.adapters.decode import DEVICE_ID_RE, parse_ts, safe_text, text_problem
 from tracker.adapters.errors import TRANSIENT_DB_ERRORS, CommandRejectedError, StoreUnavailableError
 from tracker.adapters.ports import ApiService
@@ -704,10 +704,6 @@ async def _submit(request: web.Request, command: Command, dead_letter: bool = Fa
     await svc.submit(command, svc.settings.api_write_timeout_s, dead_letter=dead_letter)
 
 
-async def dashboard(request: web.Request) -> web.Response:
-    """The operators' page; it holds no data itself and calls the API with the operator's token."""
-    html = resources.files("tracker.web").joinpath("index.html").read_text()
-    return web.Response(text=html, content_type="text/html")
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:
@@ -824,7 +820,6 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
         app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/devices/{device_id}/positions", positions)
     app.router.add_post("/v1/devices", register_device)
-    app.router.add_get("/", dashboard)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/v1/dead-letters", list_dead_letters)
     app.router.add_post("/v1/inspections", post_inspection)
@@ -844,6 +839,7 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     api_alerts.add_routes(app)
     api_orgs.add_routes(app)
     api_webhooks.add_routes(app)
+    api_web.add_routes(app)
     api_fences.add_routes(app)
     api_exports.add_routes(app)
     api_custody.add_routes(app)

@@ -264,6 +264,26 @@ def _core_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/web/{path}": {
+                "get": {
+                    "summary": "the dashboard's scripts, styles, images and vendored map library (no token)",
+                    "parameters": [_param("path", "path", {"type": "string"})],
+                    "responses": {
+                        "200": {
+                            "description": "the file",
+                            "content": {
+                                "text/javascript": {"schema": {"type": "string"}},
+                                "text/css": {"schema": {"type": "string"}},
+                                "image/png": {"schema": {"type": "string"}},
+                                "image/svg+xml": {"schema": {"type": "string"}},
+                                "text/plain": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "304": {"description": "unchanged (If-None-Match)"},
+                        **_errors(404),
+                    },
+                }
+            },
             "/v1/openapi.json": {"get": {"summary": "this document", "responses": {"200": _json("OpenAPI")}}},
             "/v1/devices": {
                 "post": {
