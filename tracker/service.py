@@ -15,7 +15,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,7 +205,7 @@ class Service:
         link = self.link
         self.metrics.mqtt_sessions_lost.set_function(lambda: link.sessions_lost)
         self.link.start()
-        self.delivery.start(self.store, self.link)
+        self.delivery.start(self.store, self.link, self)
         self._tasks = [
             asyncio.create_task(self._ingest_loop(), name="ingest"),
             asyncio.create_task(self.delivery.run(), name="outbox"),
@@ -396,8 +395,16 @@ class Service:
         """The API committed outbox rows (an alert changed): deliver them now, not at the next poll."""
         self.delivery.wake()
 
-    def live_alerts(self, maxsize: int = 1000) -> AbstractContextManager[asyncio.Queue[dict[str, object]]]:
-        return self.delivery.live_alerts(maxsize)
+    @property
+    def feeds(self) -> Delivery:
+        """The live feeds and webhooks (tracker/delivery.py) as the HTTP layer reaches them."""
+        return self.delivery
+
+    def _fence_port(self, fence_id: str) -> str | None:
+        try:
+            return self.fences.index.get(fence_id).port
+        except KeyError:
+            return None
 
     def _ingest_dead(self) -> bool:
         return any(t.get_name() == "ingest" and t.done() for t in self._tasks)
@@ -870,6 +877,7 @@ class Service:
                 self.link.publish_nowait(target, json.dumps(echo).encode())
         for alert in result.alerts_stored:
             self.metrics.alerts.labels(alert.kind, alert.severity.value).inc()
+        self.delivery.positions(batch.pings, working, self.devices, self._fence_port)
         if result.alerts_stored or result.updates_stored:
             self.delivery.wake()
 

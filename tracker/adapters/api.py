@@ -314,8 +314,13 @@ def directory(svc: ApiService) -> LiveDirectory:
 
 
 async def _principal(request: web.Request, token: ApiToken) -> Principal:
-    """The token's principal with its scope: the organisation's ports, an insurer's coverage windows."""
-    svc = _service(request)
+    return await principal_for(_service(request), token)
+
+
+async def principal_for(svc: ApiService, token: ApiToken) -> Principal:
+    """The token's principal with its scope: the organisation's ports, an insurer's coverage windows.
+
+    Also what judges a webhook's deliveries, from the role and organisation that registered it."""
     org = token.org
     view: Scope
     if token.role == "admin":
@@ -700,37 +705,6 @@ async def _submit(request: web.Request, command: Command, dead_letter: bool = Fa
     await svc.submit(command, svc.settings.api_write_timeout_s, dead_letter=dead_letter)
 
 
-SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
-
-
-async def alert_stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events of alerts as they are stored and announced (``min_severity`` filters)."""
-    who = await require(request, "alerts:read")
-    floor = request.query.get("min_severity", "info")
-    if floor not in SEVERITY_RANK:
-        raise error(
-            400, "bad_parameter", "min_severity must be info|low|medium|high|critical", parameter="min_severity"
-        )
-    svc = _service(request)
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    with svc.live_alerts(1000) as queue:
-        try:
-            while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), 15.0)
-                except TimeoutError:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                if SEVERITY_RANK.get(str(item.get("severity")), 0) < SEVERITY_RANK[floor]:
-                    continue
-                if not who.scope.sees_alert(item):
-                    continue  # another organisation's alert: never on this feed
-                await response.write(f"event: alert\ndata: {json.dumps(item)}\n\n".encode())
-        except ConnectionError:
-            # the viewer went away (closed tab, dropped link): the normal end of a stream, not an error
-            log.debug("SSE client %s disconnected", request.remote)
-    return response
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:
@@ -848,7 +822,6 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     app.router.add_get("/v1/devices/{device_id}/positions", positions)
     app.router.add_post("/v1/devices", register_device)
     app.router.add_get("/v1/openapi.json", openapi)
-    app.router.add_get("/v1/alerts/stream", alert_stream)  # before /v1/alerts/{alert_id}
     app.router.add_get("/v1/dead-letters", list_dead_letters)
     app.router.add_post("/v1/inspections", post_inspection)
     app.router.add_post("/v1/pairings", post_pairing)
@@ -857,13 +830,17 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
         api_alerts,
         api_custody,
         api_exports,
+        api_feeds,
         api_fences,
         api_inspections,
         api_orgs,
+        api_webhooks,
     )
 
+    api_feeds.add_routes(app)  # /v1/alerts/stream before api_alerts' /v1/alerts/{alert_id}
     api_alerts.add_routes(app)
     api_orgs.add_routes(app)
+    api_webhooks.add_routes(app)
     api_web.add_routes(app)
     api_fences.add_routes(app)
     api_exports.add_routes(app)

@@ -208,10 +208,10 @@ def _ref(name: str) -> dict[str, str]:
 
 def document() -> dict[str, Any]:
     """The whole document: the routes described here and those the area modules describe next to their handlers."""
-    from tracker.adapters import api_alerts, api_fences, api_inspections, api_orgs
+    from tracker.adapters import api_alerts, api_fences, api_inspections, api_orgs, openapi_feeds
 
     doc = _core_document()
-    for module in (api_alerts, api_orgs, api_fences, api_inspections):
+    for module in (api_alerts, api_orgs, api_fences, api_inspections, openapi_feeds):
         doc["components"]["schemas"].update(module.SCHEMAS)
         for path, ops in module.PATHS.items():
             doc["paths"].setdefault(path, {}).update(ops)
@@ -318,20 +318,6 @@ def _core_document() -> dict[str, Any]:
                             },
                         },
                         **_errors(400, 403, 404, *SECURED_ERRORS),
-                    },
-                }
-            },
-            "/v1/alerts/stream": {
-                "get": {
-                    "summary": "server-sent events of alerts as they are announced",
-                    "security": secured,
-                    "parameters": [_param("min_severity", "query", {"enum": SEVERITIES, "default": "info"})],
-                    "responses": {
-                        "200": {
-                            "description": "an endless stream of 'alert' events",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(400, 403, *SECURED_ERRORS),
                     },
                 }
             },

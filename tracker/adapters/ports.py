@@ -8,11 +8,9 @@ listeners), so there is no import from the API back to the composition root.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,18 +21,18 @@ from tracker.adapters.scope import Haul
 from tracker.adapters.store import ApiToken
 from tracker.adapters.store_alerts import AlertFilter, Change, Outcome
 from tracker.adapters.store_exports import Track
+from tracker.adapters.store_feeds import Replay
 from tracker.adapters.store_fences import FenceVersion
 from tracker.adapters.store_inspections import Read
 from tracker.adapters.store_orgs import CoverageRow, OrgRow, TokenRow
+from tracker.adapters.store_webhooks import NewWebhook, WebhookRow
 from tracker.audit import Checkpoint, Link, Signer
 from tracker.commands import Command
 from tracker.config import Settings
 from tracker.core.model import DeviceKind
 from tracker.core.state import DeviceState
+from tracker.feeds import Hub
 from tracker.metrics import Metrics
-
-LiveAlerts = asyncio.Queue[dict[str, object]]
-"""A viewer's queue of alerts as they are announced (bounded: a slow viewer misses live items)."""
 
 
 class ApiStore(Protocol):
@@ -132,6 +130,39 @@ class ApiOrgs(Protocol):
     ) -> tuple[list[asyncpg.Record], dict[str, int]]: ...
 
 
+class FeedReplayStore(Protocol):
+    """Numbered alert events, for viewers reconnecting with Last-Event-ID."""
+
+    async def replay(self, after: int, *, max_events: int, max_age_s: float) -> Replay: ...
+
+
+class WebhookApiStore(Protocol):
+    """Per-organisation webhook registrations and their deliveries (tracker/adapters/store_webhooks.py)."""
+
+    async def create(self, new: NewWebhook) -> WebhookRow: ...
+
+    async def registered(self, org: str | None, *, every: bool = False) -> list[WebhookRow]: ...
+
+    async def get(self, webhook_id: uuid.UUID) -> WebhookRow | None: ...
+
+    async def delete(self, webhook_id: uuid.UUID, by: str) -> bool: ...
+
+    async def deliveries(self, webhook_id: uuid.UUID, limit: int) -> list[dict[str, Any]]: ...
+
+
+class FeedAccess(Protocol):
+    """The live feeds' fan-out and stores (None until the service has started)."""
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def feed_store(self) -> FeedReplayStore | None: ...
+
+    @property
+    def webhook_store(self) -> WebhookApiStore | None: ...
+
+
 class ApiService(Protocol):
     """The service as the HTTP listeners see it."""
 
@@ -201,8 +232,9 @@ class ApiService(Protocol):
 
     async def submit(self, command: Command, timeout: float = 5.0, *, dead_letter: bool = False) -> None: ...
 
-    def live_alerts(self, maxsize: int = 1000) -> AbstractContextManager[LiveAlerts]:
-        """A queue that receives every alert announced while the context is open."""
+    @property
+    def feeds(self) -> FeedAccess:
+        """Live feeds (SSE, WebSocket) and per-organisation webhooks."""
         ...
 
 
