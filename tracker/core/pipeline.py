@@ -23,6 +23,7 @@ from geofences import FenceIndex
 from tracker.core import geofence, motion
 from tracker.core.dark import DarkDetector
 from tracker.core.detector import Detector, FixContext, Motion, TickContext, in_authorized_zone, next_instant
+from tracker.core.dwell import DwellDetector
 from tracker.core.geofence import GeofenceParams
 from tracker.core.inspection import AccessWindowDetector
 from tracker.core.integrity import IntegrityCheck, accepted
@@ -32,6 +33,7 @@ from tracker.core.pairing import PairingDetector
 from tracker.core.rendezvous import RendezvousDetector
 from tracker.core.state import DeviceState, Fix
 from tracker.core.stops import StopDetector
+from tracker.core.trips import Trip, TripSegmenter
 from tracker.core.world import Position, World
 
 TICK_QUIET_S = 30.0
@@ -54,6 +56,7 @@ def default_detectors() -> tuple[Detector, ...]:
         AccessWindowDetector(),
         RendezvousDetector(),
         PairingDetector(),
+        DwellDetector(),
     )
 
 
@@ -70,6 +73,7 @@ class StepResult:
     state: DeviceState
     alerts: tuple[Event, ...] = ()
     flags: tuple[str, ...] = ()
+    trips: tuple[Trip, ...] = ()  # trips closed by this step, and snapshots of the open one (tracker.core.trips)
 
 
 class Pipeline:
@@ -83,8 +87,10 @@ class Pipeline:
         detectors: Sequence[Detector] | None = None,
         integrity: IntegrityCheck | None = None,
         world: World | None = None,
+        trips: TripSegmenter | None = None,
     ) -> None:
         self.index = index
+        self.trips = trips or TripSegmenter()
         self.params = params or Params()
         self.detectors = tuple(default_detectors() if detectors is None else detectors)
         self.integrity = integrity or IntegrityCheck()
@@ -107,6 +113,7 @@ class Pipeline:
             detectors=self.detectors,
             integrity=self.integrity,
             world=self.world,
+            trips=self.trips,
         )
         rebuilt._trucks = self._trucks
         return rebuilt
@@ -177,8 +184,9 @@ class Pipeline:
             det_state, det_events = det.on_fix(state.detectors.get(det.name), ping, ctx)
             state = state.with_detector(det.name, det_state)
             out.extend(det_events)
+        state, trips = self.trips.on_fix(state, ping, ctx, out)
         self._place(state, moving, ping.speed)
-        return StepResult(state, self._with_port(state, out), flags)
+        return StepResult(state, self._with_port(state, out), flags, trips)
 
     def _place(self, state: DeviceState, moving: Motion, speed: float | None = None) -> None:
         """Put the device's last accepted fix in the world view (after a fix, and when restoring)."""
@@ -256,6 +264,9 @@ class Pipeline:
                 at = timed(state.detectors.get(det.name), ctx, after)
             if at is not None and (due is None or at < due):
                 due = at
+        at = self.trips.next_due(state, self.index)
+        if at is not None and (due is None or at < due):
+            due = at
         if due is None:
             return None
         due = max(due, state.last.ts + _QUIET)
@@ -299,7 +310,8 @@ class Pipeline:
             if det_events or det_state != state.detectors.get(det.name):
                 state = state.with_detector(det.name, det_state)
             out.extend(det_events)
-        return StepResult(state, self._with_port(state, out))
+        state, trips = self.trips.on_tick(state, now, ctx, out)
+        return StepResult(state, self._with_port(state, out), trips=trips)
 
     def inspect(self, state: DeviceState, inspection: Inspection) -> StepResult:
         """A customs decision about the container this device tracks."""
@@ -312,7 +324,8 @@ class Pipeline:
             det_state, det_events = handler(state.detectors.get(det.name), inspection, ctx)
             state = state.with_detector(det.name, det_state)
             out.extend(det_events)
-        return StepResult(state, self._with_port(state, out))
+        state, trips = self.trips.on_inspection(state, inspection, self.index, out)
+        return StepResult(state, self._with_port(state, out), trips=trips)
 
     def pair(self, state: DeviceState, truck_id: str | None, at: datetime) -> StepResult:
         """Record (or clear, with ``None``) the truck hauling this container."""

@@ -17,6 +17,7 @@ from datetime import timedelta
 from tracker.core.model import Alert, AlertUpdate, Event, Ping
 from tracker.core.pipeline import Pipeline, StepResult
 from tracker.core.state import DeviceState
+from tracker.core.trips import Trip
 
 REORDERED = "reordered"
 
@@ -67,11 +68,13 @@ class Reorderer:
         current = log[k].before
         replayed: list[Entry] = []
         new_events: list[Event] = []
+        trips: list[Trip] = []  # the replay's trip outputs; ids come from device and start, so rewrites are upserts
         for p in sorted([ping, *(e.ping for e in log[k:])], key=lambda x: x.ts):
             result = self.pipeline.step(current, p)
             if result.state is not current:
                 replayed.append(Entry(p, current, result.alerts))
             new_events.extend(result.alerts)
+            trips.extend(result.trips)
             current = result.state
         old_events = [ev for e in log[k:] for ev in e.events]
         old_keys = {_key(ev) for ev in old_events}
@@ -87,7 +90,7 @@ class Reorderer:
                         closes=True,
                     )
                 )
-        return self._trim((*log[:k], *replayed)), StepResult(current, tuple(out), (REORDERED,))
+        return self._trim((*log[:k], *replayed)), StepResult(current, tuple(out), (REORDERED,), tuple(trips))
 
 
 def effective_alerts(events: list[Event]) -> dict[str, Alert]:

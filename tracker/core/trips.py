@@ -1,0 +1,796 @@
+"""Trips: a device's history cut into journeys an insurer can read, built incrementally as fixes arrive.
+
+An insurer does not want 250,000 positions; it wants to know when the box was picked up, where it
+stopped and for how long, which fences it went through, what customs said and when it was set down.
+This module turns the fix stream of one device into such trips, one fix (or tick, or customs decision)
+at a time, from the device's own typed state: no list of fixes is kept, so a trip costs the same
+whatever the fix rate.
+
+Boundaries (what opens and closes a trip):
+
+* **truck**: a trip opens when the truck enters the port (any fence of a port holds it) or leaves a long
+  stop; it closes when the truck leaves the port, enters it (an outside trip ends at the gate and the
+  port visit starts there), stands still for ``truck_long_stop_s`` (the trip ends where the stop began:
+  the stop itself is a break, not part of the journey) or goes silent for ``silence_s``;
+* **container**: a trip opens at pick-up (the box moves) and closes at the drop: standing still for
+  ``container_drop_s``, or ``container_set_down_s`` when no truck is paired with it and it stands on a
+  quay, in a terminal or a customs yard (set down); at the customs ``loaded`` decision (on board); or
+  after ``silence_s`` without a fix (a box leaving on a truck goes quiet with it). A loaded box opens no
+  trip until it has been set down again (a ship moving is not a pick-up).
+
+A trip becomes visible (is output) only once its device has been at least ``min_trip_m`` away from where
+it started: a box shuffling in its yard, or GPS noise around a parked truck, is not a journey. A trip's
+id is derived from its device and start time, so a replay of the same fixes yields the same ids and
+the store's upsert is idempotent.
+
+Outputs of each step are the trips that closed and, at most every ``update_every_s`` (event time) or
+whenever a stop, a fence visit, an alert or a customs decision changed it, a snapshot of the open trip;
+the service writes both in the transaction of the batch that produced them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from geofences import FenceIndex, FenceKind, haversine_m
+from tracker.core.detector import FixContext, Motion, TickContext, first_after
+from tracker.core.model import Alert, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
+from tracker.core.state import DeviceState, Fix
+from tracker.core.stops import DEFAULT_SPECIFICITY
+
+__all__ = [
+    "TRIPS_KEY",
+    "Customs",
+    "Stop",
+    "Trip",
+    "TripParams",
+    "TripSegmenter",
+    "TripState",
+    "Visit",
+    "trip_id",
+]
+
+TRIPS_KEY = "trips"
+"""Where the segmenter keeps its state in ``DeviceState.detectors`` (as JSON, like every detector)."""
+
+
+def _visit_kinds() -> frozenset[FenceKind]:
+    return frozenset(DEFAULT_SPECIFICITY) - {FenceKind.CORRIDOR, FenceKind.PORT_BOUNDARY}
+
+
+def _set_down_kinds() -> frozenset[FenceKind]:
+    return frozenset({FenceKind.QUAY, FenceKind.TERMINAL, FenceKind.CUSTOMS_YARD})
+
+
+@dataclass(frozen=True, slots=True)
+class TripParams:
+    """Thresholds of the segmentation (per deployment; ``[detectors]`` in the TOML will feed them).
+
+    ``truck_long_stop_s``: an hour. Trucks wait up to ~55 minutes in a terminal for their box and up to
+    45 minutes at the inspection area; cutting those waits out would split one port visit into pieces
+    nobody asked for, while a driver's rest or a night in a parking ends the journey.
+
+    ``container_drop_s`` / ``container_set_down_s``: a box on a truck may stand still as long as the truck
+    does (the same hour); a box with no truck, standing on a quay, in a terminal or a customs yard for ten
+    minutes has been set down. Either way the trip ends where the stillness began, so the thresholds only
+    say how soon the end is known, not where it is.
+
+    ``silence_s``: a tracker silent this long is not on a journey anyone can vouch for; the trip ends at
+    its last fix (ticks close it without waiting for the next one).
+
+    ``min_stop_s``: a standstill shorter than this is traffic (a barrier, a crossing), not a stop.
+
+    ``min_trip_m``: below this displacement from the start a trip is noise and is never output.
+
+    ``alert_min_severity``: the alerts a trip lists are those an operator must look at (fence crossings
+    logged at ``low`` would bury them: a port visit crosses a hundred corridors).
+
+    ``max_items``: bound on the stops, visits, alerts and partners one trip keeps (state stays small
+    however long a trip runs; the first ones are kept, and ``truncated`` says some were dropped).
+    """
+
+    truck_long_stop_s: float = 3600.0
+    container_drop_s: float = 3600.0
+    container_set_down_s: float = 600.0
+    silence_s: float = 3600.0
+    min_stop_s: float = 60.0
+    min_trip_m: float = 100.0
+    update_every_s: float = 60.0
+    max_items: int = 200
+    alert_min_severity: Severity = Severity.MEDIUM
+    visit_kinds: frozenset[FenceKind] = field(default_factory=_visit_kinds)
+    set_down_kinds: frozenset[FenceKind] = field(default_factory=_set_down_kinds)
+
+
+def trip_id(device_id: str, start: datetime) -> str:
+    """Deterministic: the same device starting at the same instant is the same trip (replays, retries)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"port-tracker:trip|{device_id}|{start.isoformat()}"))
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _dt(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _req_dt(value: Any) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """A standstill of at least ``min_stop_s`` during a trip: where, from when to when, inside which fences."""
+
+    start: datetime
+    end: datetime
+    lon: float
+    lat: float
+    fences: tuple[str, ...] = ()
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "duration_s": round(self.duration_s, 3),
+            "lon": self.lon,
+            "lat": self.lat,
+            "fences": list(self.fences),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Stop:
+        return cls(
+            _req_dt(data["start"]),
+            _req_dt(data["end"]),
+            float(data["lon"]),
+            float(data["lat"]),
+            tuple(data.get("fences", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """One stay inside one fence: entered at ``enter``, left at ``exit`` (None: still inside at the trip's end)."""
+
+    fence_id: str
+    fence_kind: str
+    enter: datetime
+    exit: datetime | None = None
+
+    def inside_s(self, trip_end: datetime) -> float:
+        return max(0.0, ((self.exit or trip_end) - self.enter).total_seconds())
+
+    def to_json(self, trip_end: datetime | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "fence_id": self.fence_id,
+            "fence_kind": self.fence_kind,
+            "enter": self.enter.isoformat(),
+            "exit": _ts(self.exit),
+        }
+        if trip_end is not None:
+            out["inside_s"] = round(self.inside_s(trip_end), 3)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Visit:
+        return cls(data["fence_id"], data["fence_kind"], _req_dt(data["enter"]), _dt(data.get("exit")))
+
+
+@dataclass(frozen=True, slots=True)
+class Customs:
+    """When customs first said each thing about the box during (or just before) the trip."""
+
+    cleared: datetime | None = None
+    selected: datetime | None = None
+    held: datetime | None = None
+    loaded: datetime | None = None
+
+    def with_decision(self, result: InspectionResult, ts: datetime) -> Customs:
+        name = result.value
+        current: datetime | None = getattr(self, name)
+        if current is not None and current <= ts:
+            return self
+        return replace(self, **{name: ts})
+
+    def empty(self) -> bool:
+        return self.cleared is None and self.selected is None and self.held is None and self.loaded is None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "cleared": _ts(self.cleared),
+            "selected": _ts(self.selected),
+            "held": _ts(self.held),
+            "loaded": _ts(self.loaded),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Customs:
+        if not data:
+            return cls()
+        return cls(_dt(data.get("cleared")), _dt(data.get("selected")), _dt(data.get("held")), _dt(data.get("loaded")))
+
+
+@dataclass(frozen=True, slots=True)
+class Trip:
+    """One journey, open (``closed`` False: ``end`` is the latest fix so far) or closed."""
+
+    id: str
+    device_id: str
+    kind: DeviceKind
+    start: datetime
+    end: datetime
+    start_lon: float
+    start_lat: float
+    end_lon: float
+    end_lat: float
+    closed: bool = False
+    end_reason: str | None = None
+    origin: str | None = None
+    destination: str | None = None
+    port: str | None = None
+    distance_m: float = 0.0
+    max_away_m: float = 0.0  # farthest straight-line distance from the start point (confirms the trip)
+    stops: tuple[Stop, ...] = ()
+    visits: tuple[Visit, ...] = ()
+    alerts: tuple[str, ...] = ()
+    customs: Customs = field(default_factory=Customs)
+    partners: tuple[str, ...] = ()  # trucks that hauled this box, or boxes this truck hauled
+    truncated: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+    @property
+    def stopped_s(self) -> float:
+        return sum(s.duration_s for s in self.stops)
+
+    @property
+    def moving_s(self) -> float:
+        return self.duration_s - self.stopped_s
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored and served form, with the derived times and the visits' time inside (rounded)."""
+        out = self.to_state()
+        out.update(
+            {
+                "distance_m": round(self.distance_m, 1),
+                "max_away_m": round(self.max_away_m, 1),
+                "duration_s": round(self.duration_s, 3),
+                "moving_s": round(self.moving_s, 3),
+                "stopped_s": round(self.stopped_s, 3),
+                "stops": [s.to_json() for s in self.stops],
+                "visits": [v.to_json(self.end) for v in self.visits],
+            }
+        )
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        """Exact form kept in the device state (``from_json`` reads both)."""
+        return {
+            "id": self.id,
+            "device_id": self.device_id,
+            "kind": self.kind.value,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "start_lon": self.start_lon,
+            "start_lat": self.start_lat,
+            "end_lon": self.end_lon,
+            "end_lat": self.end_lat,
+            "closed": self.closed,
+            "end_reason": self.end_reason,
+            "origin": self.origin,
+            "destination": self.destination,
+            "port": self.port,
+            "distance_m": self.distance_m,
+            "max_away_m": self.max_away_m,
+            "stops": [s.to_json() for s in self.stops],
+            "visits": [v.to_json() for v in self.visits],
+            "alerts": list(self.alerts),
+            "customs": self.customs.to_json(),
+            "partners": list(self.partners),
+            "truncated": self.truncated,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Trip:
+        return cls(
+            id=data["id"],
+            device_id=data["device_id"],
+            kind=DeviceKind(data["kind"]),
+            start=_req_dt(data["start"]),
+            end=_req_dt(data["end"]),
+            start_lon=float(data["start_lon"]),
+            start_lat=float(data["start_lat"]),
+            end_lon=float(data["end_lon"]),
+            end_lat=float(data["end_lat"]),
+            closed=bool(data["closed"]),
+            end_reason=data.get("end_reason"),
+            origin=data.get("origin"),
+            destination=data.get("destination"),
+            port=data.get("port"),
+            distance_m=float(data.get("distance_m", 0.0)),
+            max_away_m=float(data.get("max_away_m", 0.0)),
+            stops=tuple(Stop.from_json(s) for s in data.get("stops", ())),
+            visits=tuple(Visit.from_json(v) for v in data.get("visits", ())),
+            alerts=tuple(data.get("alerts", ())),
+            customs=Customs.from_json(data.get("customs")),
+            partners=tuple(data.get("partners", ())),
+            truncated=bool(data.get("truncated", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Standstill:
+    """The device's current stationary period as the motion model reports it (finalised into a Stop later)."""
+
+    since: datetime
+    last: datetime
+    lon: float
+    lat: float
+    fences: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat(),
+            "last": self.last.isoformat(),
+            "lon": self.lon,
+            "lat": self.lat,
+            "fences": list(self.fences),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Standstill | None:
+        if not data:
+            return None
+        return cls(
+            _req_dt(data["since"]),
+            _req_dt(data["last"]),
+            float(data["lon"]),
+            float(data["lat"]),
+            tuple(data.get("fences", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TripState:
+    """What the segmenter remembers about one device between steps."""
+
+    open: Trip | None = None
+    still: Standstill | None = None
+    parked: bool = False  # in a long stop (truck) or set down (container): no trip opens until it moves
+    aboard: bool = False  # a container reported loaded: no trip until it has been set down again
+    paired: bool = False  # the last fix had a partner (a box on a truck is not set down by standing still)
+    pending_customs: Customs = field(default_factory=Customs)  # decisions heard while no trip was open
+    emitted_at: datetime | None = None  # event time the open trip was last output
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "open": None if self.open is None else self.open.to_state(),
+            "still": None if self.still is None else self.still.to_json(),
+            "parked": self.parked,
+            "aboard": self.aboard,
+            "paired": self.paired,
+            "pending_customs": None if self.pending_customs.empty() else self.pending_customs.to_json(),
+            "emitted_at": _ts(self.emitted_at),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> TripState:
+        if not data:
+            return cls()
+        raw_open = data.get("open")
+        return cls(
+            open=None if raw_open is None else Trip.from_json(raw_open),
+            still=Standstill.from_json(data.get("still")),
+            parked=bool(data.get("parked", False)),
+            aboard=bool(data.get("aboard", False)),
+            paired=bool(data.get("paired", False)),
+            pending_customs=Customs.from_json(data.get("pending_customs")),
+            emitted_at=_dt(data.get("emitted_at")),
+        )
+
+
+_RANK = {s: i for i, s in enumerate(Severity)}
+_SPECIFICITY = {kind: rank for rank, kind in enumerate(DEFAULT_SPECIFICITY)}
+
+
+def _best_fence(index: FenceIndex, fences: Iterable[str]) -> str | None:
+    """The most specific fence of a set (a gate rather than the port boundary it lies in)."""
+    known = [f for f in fences if f in index]
+    if not known:
+        return None
+    return min(known, key=lambda f: (_SPECIFICITY.get(index.get(f).kind, len(_SPECIFICITY)), f))
+
+
+def _port(index: FenceIndex, fences: Iterable[str]) -> str | None:
+    ports = sorted({index.get(f).port for f in fences if f in index})
+    return ports[0] if ports else None
+
+
+class TripSegmenter:
+    """Stateless holder of the parameters; every method maps (device state, input) to (state, trips out).
+
+    The pipeline calls :meth:`on_fix` once per accepted fix (after the detectors, with the events they
+    raised), :meth:`on_tick` once per tick and :meth:`on_inspection` once per customs decision, and asks
+    :meth:`next_due` when a tick could next close a trip. The typed state is stored as JSON in the
+    device's state; a small cache keyed by the stored object's identity spares the decoding when the state
+    the pipeline hands back is the one this segmenter just produced (the cache never changes an answer).
+    """
+
+    def __init__(self, params: TripParams | None = None) -> None:
+        self.params = params or TripParams()
+        self._cache: dict[str, tuple[object, TripState]] = {}
+
+    # ---- state codec ----------------------------------------------------------------------------
+
+    def load(self, state: DeviceState) -> TripState:
+        raw = state.detectors.get(TRIPS_KEY)
+        hit = self._cache.get(state.device_id)
+        if hit is not None and hit[0] is raw:
+            return hit[1]
+        return TripState.from_json(raw)
+
+    def _save(self, state: DeviceState, ts: TripState) -> DeviceState:
+        raw = ts.to_json()
+        self._cache[state.device_id] = (raw, ts)
+        return state.with_detector(TRIPS_KEY, raw)
+
+    # ---- hooks ----------------------------------------------------------------------------------
+
+    def on_fix(
+        self, state: DeviceState, ping: Ping, ctx: FixContext, events: Sequence[Event]
+    ) -> tuple[DeviceState, tuple[Trip, ...]]:
+        """One accepted fix (``state`` already carries it as ``last``, ``ctx.previous`` is the one before)."""
+        before = self.load(state)
+        after, out = self.fix(before, ping, ctx, events)
+        if after == before:
+            return state, out
+        return self._save(state, after), out
+
+    def on_tick(
+        self, state: DeviceState, now: datetime, ctx: TickContext, events: Sequence[Event]
+    ) -> tuple[DeviceState, tuple[Trip, ...]]:
+        before = self.load(state)
+        after, out = self.tick(before, now, ctx, events)
+        if after == before:
+            return state, out
+        return self._save(state, after), out
+
+    def on_inspection(
+        self, state: DeviceState, inspection: Inspection, index: FenceIndex, events: Sequence[Event]
+    ) -> tuple[DeviceState, tuple[Trip, ...]]:
+        before = self.load(state)
+        after, out = self.inspection(before, inspection, state.last, index, state.fences, events)
+        if after == before:
+            return state, out
+        return self._save(state, after), out
+
+    def next_due(self, state: DeviceState, index: FenceIndex) -> datetime | None:
+        """The earliest instant a tick could close the open trip (never late: see ``detector.Timed``)."""
+        ts = self.load(state)
+        if ts.open is None or state.last is None:
+            return None
+        due = first_after(state.last.ts, self.params.silence_s)
+        if ts.still is not None:
+            limit = self._park_limit(state.kind, ts.paired, ts.still.fences, index)
+            due = min(due, first_after(ts.still.since, limit))
+        return due
+
+    # ---- pure transitions on the typed state ----------------------------------------------------
+
+    def fix(
+        self, ts: TripState, ping: Ping, ctx: FixContext, events: Sequence[Event]
+    ) -> tuple[TripState, tuple[Trip, ...]]:
+        p = self.params
+        out: list[Trip] = []
+        prev = ctx.previous
+        trip = ts.open
+        kind = ctx.kind
+        # 1. a long silence ends the trip at the last fix heard
+        if trip is not None and prev is not None and (ping.ts - prev.ts).total_seconds() > p.silence_s:
+            dest = _best_fence(ctx.index, ctx.fences_before)
+            out.extend(self._closed(trip, trip.end, "silence", prev.lon, prev.lat, dest))
+            ts = replace(ts, open=None, emitted_at=None, pending_customs=Customs())
+            trip = None
+        changed = False
+        # 2. the standstill the motion model reports, finalised into a stop when it ends
+        motion: Motion = ctx.motion
+        still = ts.still
+        new_still: Standstill | None = None
+        if motion.stationary_since is not None:
+            lon = motion.centre_lon if motion.centre_lon is not None else ping.lon
+            lat = motion.centre_lat if motion.centre_lat is not None else ping.lat
+            if still is not None and still.since == motion.stationary_since:
+                new_still = replace(still, last=ping.ts, lon=lon, lat=lat)
+            else:
+                new_still = Standstill(motion.stationary_since, ping.ts, lon, lat, tuple(sorted(ctx.fences)))
+        ended = still is not None and (new_still is None or new_still.since != still.since)
+        if ended and still is not None:
+            if trip is not None and not ts.parked:
+                trip, added = self._add_stop(trip, still)
+                changed = changed or added
+            if ts.parked:  # moving again after a long stop or a set-down: a pick-up / a departure
+                ts = replace(ts, parked=False, aboard=False)
+                if trip is None:
+                    start_fix = prev if prev is not None else Fix.of(ping)
+                    trip = self._open(ts, ctx.device_id, kind, start_fix, ctx, ctx.fences_before)
+                    ts = replace(ts, pending_customs=Customs())
+        ts = replace(ts, still=new_still, paired=ctx.paired_with is not None)
+        # 3. port boundary for trucks
+        in_port = _port(ctx.index, ctx.fences) is not None
+        was_in_port = _port(ctx.index, ctx.fences_before) is not None
+        if kind is DeviceKind.TRUCK and trip is not None and prev is not None and in_port != was_in_port:
+            seg = haversine_m(prev.lon, prev.lat, ping.lon, ping.lat)
+            if not in_port:  # left the port: the trip ends at the first fix outside, through the last fence
+                trip, _ = self._visits(trip, ping, ctx)
+                trip = self._extend(trip, ping, seg, ctx, events)
+                dest = _best_fence(ctx.index, ctx.fences_before)
+                out.extend(self._closed(trip, ping.ts, "port_exit", ping.lon, ping.lat, dest))
+            else:  # an outside trip reaches the port: it ends at the gate, the port visit starts there
+                dest = _best_fence(ctx.index, ctx.fences_before)
+                out.extend(self._closed(trip, prev.ts, "port_entry", prev.lon, prev.lat, dest))
+            ts = replace(ts, open=None, emitted_at=None)
+            trip = None
+        # 4. open a trip where none runs
+        if trip is None and not ts.parked and not (kind is DeviceKind.CONTAINER and ts.aboard):
+            if kind is DeviceKind.CONTAINER or in_port:
+                trip = self._open(ts, ctx.device_id, kind, Fix.of(ping), ctx, ctx.fences)
+                ts = replace(ts, pending_customs=Customs())
+                changed = True
+        elif trip is not None and ts.open is not None and trip.id == ts.open.id and prev is not None:
+            moving = motion.stationary_since is None
+            seg = haversine_m(prev.lon, prev.lat, ping.lon, ping.lat) if moving else 0.0
+            trip, visits_changed = self._visits(trip, ping, ctx)
+            trip = self._extend(trip, ping, seg, ctx, events)
+            changed = changed or visits_changed
+        elif trip is not None and prev is not None:  # opened at this fix by leaving a stop
+            seg = haversine_m(prev.lon, prev.lat, ping.lon, ping.lat)
+            trip, _ = self._visits(trip, ping, ctx)
+            trip = self._extend(trip, ping, seg, ctx, events)
+            changed = True
+        # 5. a standstill long enough ends the trip where it began
+        if trip is not None and new_still is not None:
+            limit = self._park_limit(kind, ctx.paired_with is not None, new_still.fences, ctx.index)
+            if (ping.ts - new_still.since).total_seconds() > limit:
+                end = max(new_still.since, trip.start)
+                reason = "long_stop" if kind is DeviceKind.TRUCK else "set_down"
+                dest = _best_fence(ctx.index, new_still.fences)
+                out.extend(self._closed(trip, end, reason, new_still.lon, new_still.lat, dest))
+                ts = replace(ts, open=None, parked=True, emitted_at=None, pending_customs=Customs())
+                trip = None
+        elif trip is None and new_still is not None and not ts.parked:
+            limit = self._park_limit(kind, ctx.paired_with is not None, new_still.fences, ctx.index)
+            if (ping.ts - new_still.since).total_seconds() > limit:
+                ts = replace(ts, parked=True)
+        if trip is not None:
+            if len(trip.partners) < p.max_items and ctx.paired_with and ctx.paired_with not in trip.partners:
+                trip = replace(trip, partners=(*trip.partners, ctx.paired_with))
+                changed = True
+            ts, snapshot = self._maybe_emit(replace(ts, open=trip), ping.ts, changed or self._alerted(events))
+            out.extend(snapshot)
+        else:
+            ts = replace(ts, open=None)
+        return ts, tuple(out)
+
+    def tick(
+        self, ts: TripState, now: datetime, ctx: TickContext, events: Sequence[Event]
+    ) -> tuple[TripState, tuple[Trip, ...]]:
+        trip = ts.open
+        if trip is None or ctx.last is None:
+            return ts, ()
+        p = self.params
+        if (now - ctx.last.ts).total_seconds() > p.silence_s:
+            trip = self._with_alerts(trip, events, now)
+            dest = _best_fence(ctx.index, ctx.fences)
+            closed = self._closed(trip, trip.end, "silence", trip.end_lon, trip.end_lat, dest)
+            return replace(ts, open=None, emitted_at=None, pending_customs=Customs()), closed
+        still = ts.still
+        if still is not None:
+            limit = self._park_limit(ctx.kind, ts.paired, still.fences, ctx.index)
+            if (now - still.since).total_seconds() > limit:
+                end = max(still.since, trip.start)
+                reason = "long_stop" if ctx.kind is DeviceKind.TRUCK else "set_down"
+                dest = _best_fence(ctx.index, still.fences)
+                closed = self._closed(trip, end, reason, still.lon, still.lat, dest)
+                return (
+                    replace(ts, open=None, parked=True, emitted_at=None, pending_customs=Customs()),
+                    closed,
+                )
+        if self._alerted(events):
+            trip = self._with_alerts(trip, events, None)
+            return self._maybe_emit(replace(ts, open=trip), trip.end, True)
+        return ts, ()
+
+    def inspection(
+        self,
+        ts: TripState,
+        inspection: Inspection,
+        last: Fix | None,
+        index: FenceIndex,
+        fences: frozenset[str],
+        events: Sequence[Event],
+    ) -> tuple[TripState, tuple[Trip, ...]]:
+        trip = ts.open
+        if trip is None:
+            ts = replace(ts, pending_customs=ts.pending_customs.with_decision(inspection.result, inspection.ts))
+            if inspection.result is InspectionResult.LOADED:
+                ts = replace(ts, aboard=True)
+            return ts, ()
+        trip = replace(trip, customs=trip.customs.with_decision(inspection.result, inspection.ts))
+        trip = self._with_alerts(trip, events, None)
+        if inspection.result is InspectionResult.LOADED and trip.kind is DeviceKind.CONTAINER:
+            end = max(inspection.ts, trip.end)
+            lon, lat = (last.lon, last.lat) if last is not None else (trip.end_lon, trip.end_lat)
+            closed = self._closed(trip, end, "loaded", lon, lat, _best_fence(index, fences))
+            return replace(ts, open=None, aboard=True, emitted_at=None, pending_customs=Customs()), closed
+        return self._maybe_emit(replace(ts, open=trip), trip.end, True)
+
+    # ---- helpers ---------------------------------------------------------------------------------
+
+    def _park_limit(self, kind: DeviceKind, paired: bool, fences: Iterable[str], index: FenceIndex) -> float:
+        p = self.params
+        if kind is DeviceKind.TRUCK:
+            return p.truck_long_stop_s
+        if not paired and any(f in index and index.get(f).kind in p.set_down_kinds for f in fences):
+            return min(p.container_set_down_s, p.container_drop_s)
+        return p.container_drop_s
+
+    def _open(
+        self, ts: TripState, device_id: str, kind: DeviceKind, at: Fix, ctx: FixContext, fences: frozenset[str]
+    ) -> Trip:
+        p = self.params
+        visits = tuple(
+            Visit(f, str(ctx.index.get(f).kind), at.ts)
+            for f in sorted(fences)
+            if f in ctx.index and ctx.index.get(f).kind in p.visit_kinds
+        )[: p.max_items]
+        return Trip(
+            id=trip_id(device_id, at.ts),
+            device_id=device_id,
+            kind=kind,
+            start=at.ts,
+            end=at.ts,
+            start_lon=at.lon,
+            start_lat=at.lat,
+            end_lon=at.lon,
+            end_lat=at.lat,
+            origin=_best_fence(ctx.index, fences),
+            port=_port(ctx.index, fences) or ctx.params_port,
+            visits=visits,
+            customs=ts.pending_customs,
+        )
+
+    def _extend(self, trip: Trip, ping: Ping, seg_m: float, ctx: FixContext, events: Sequence[Event]) -> Trip:
+        away = haversine_m(trip.start_lon, trip.start_lat, ping.lon, ping.lat)
+        trip = replace(
+            trip,
+            end=ping.ts,
+            end_lon=ping.lon,
+            end_lat=ping.lat,
+            distance_m=trip.distance_m + seg_m,
+            max_away_m=max(trip.max_away_m, away),
+            port=trip.port or ctx.params_port,
+        )
+        return self._with_alerts(trip, events, None)
+
+    def _visits(self, trip: Trip, ping: Ping, ctx: FixContext) -> tuple[Trip, bool]:
+        if ctx.fences == ctx.fences_before:
+            return trip, False
+        p = self.params
+        visits = list(trip.visits)
+        truncated = trip.truncated
+        for f in sorted(ctx.fences_before - ctx.fences):
+            for i in range(len(visits) - 1, -1, -1):
+                if visits[i].fence_id == f and visits[i].exit is None:
+                    visits[i] = replace(visits[i], exit=ping.ts)
+                    break
+        for f in sorted(ctx.fences - ctx.fences_before):
+            if f not in ctx.index or ctx.index.get(f).kind not in p.visit_kinds:
+                continue
+            if len(visits) >= p.max_items:
+                truncated = True
+                continue
+            visits.append(Visit(f, str(ctx.index.get(f).kind), ping.ts))
+        new = tuple(visits)
+        if new == trip.visits:
+            return trip, False
+        return replace(trip, visits=new, truncated=truncated), True
+
+    def _add_stop(self, trip: Trip, still: Standstill) -> tuple[Trip, bool]:
+        p = self.params
+        start = max(still.since, trip.start, trip.stops[-1].end if trip.stops else trip.start)
+        end = min(still.last, trip.end)
+        if (end - start).total_seconds() < p.min_stop_s:
+            return trip, False
+        if len(trip.stops) >= p.max_items:
+            return replace(trip, truncated=True), False
+        return replace(trip, stops=(*trip.stops, Stop(start, end, still.lon, still.lat, still.fences))), True
+
+    def _counts(self, e: Event) -> bool:
+        return isinstance(e, Alert) and _RANK[e.severity] >= _RANK[self.params.alert_min_severity]
+
+    def _alerted(self, events: Sequence[Event]) -> bool:
+        return any(self._counts(e) for e in events)
+
+    def _with_alerts(self, trip: Trip, events: Sequence[Event], until: datetime | None) -> Trip:
+        """Alerts worth an operator's look (``alert_min_severity`` and up) raised while the trip is open."""
+        ids = list(trip.alerts)
+        for e in events:
+            if not isinstance(e, Alert) or not self._counts(e):
+                continue
+            if until is not None and e.ts > until:
+                continue
+            aid = str(e.id)
+            if aid in ids:
+                continue
+            if len(ids) >= self.params.max_items:
+                trip = replace(trip, truncated=True)
+                break
+            ids.append(aid)
+        if len(ids) == len(trip.alerts):
+            return trip
+        return replace(trip, alerts=tuple(ids))
+
+    def _closed(
+        self, trip: Trip, end: datetime, reason: str, lon: float, lat: float, destination: str | None
+    ) -> tuple[Trip, ...]:
+        """The closed trip to output (none when it never went anywhere): clipped at ``end``."""
+        end = max(end, trip.start)
+        stops = tuple(replace(s, end=min(s.end, end)) for s in trip.stops if s.start < end)
+        visits = tuple(
+            v if v.exit is None or v.exit <= end else replace(v, exit=None) for v in trip.visits if v.enter <= end
+        )
+        closed = replace(
+            trip,
+            end=end,
+            end_lon=lon,
+            end_lat=lat,
+            closed=True,
+            end_reason=reason,
+            stops=stops,
+            visits=visits,
+            destination=destination,
+        )
+        if closed.max_away_m < self.params.min_trip_m:
+            return ()
+        return (closed,)
+
+    def _maybe_emit(self, ts: TripState, now: datetime, changed: bool) -> tuple[TripState, tuple[Trip, ...]]:
+        trip = ts.open
+        assert trip is not None
+        if trip.max_away_m < self.params.min_trip_m:
+            return ts, ()
+        last = ts.emitted_at
+        due = last is None or (now - last).total_seconds() >= self.params.update_every_s
+        if not (changed or due):
+            return ts, ()
+        return replace(ts, emitted_at=now), (self.snapshot(ts),)
+
+    def snapshot(self, ts: TripState) -> Trip:
+        """The open trip as output: with the standstill under way counted as its last stop."""
+        trip = ts.open
+        assert trip is not None
+        still = ts.still
+        if still is not None and not ts.parked:
+            with_current, _ = self._add_stop(trip, still)
+            return with_current
+        return trip
+
+
+def trips_in(outputs: Iterable[Trip]) -> dict[str, Trip]:
+    """The last output per trip id: what the store ends up holding after a batch (or a whole replay)."""
+    latest: dict[str, Trip] = {}
+    for t in outputs:
+        latest[t.id] = t
+    return latest
