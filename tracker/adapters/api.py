@@ -56,6 +56,7 @@ PERMISSIONS: Mapping[str, frozenset[str]] = {
     "deadletters:read": frozenset({"operator", "admin"}),
     "inspections:write": frozenset({"customs", "admin"}),
     "pairings:write": frozenset({"operator", "admin"}),
+    "trips:read": frozenset({"operator", "security", "admin", "insurer"}),
 }
 MAX_POSITIONS = 50_000
 EARLIEST_QUERY = datetime(1970, 1, 1, tzinfo=UTC)
@@ -805,6 +806,9 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     app.router.add_post("/v1/inspections", post_inspection)
     app.router.add_post("/v1/pairings", post_pairing)
     app.router.add_get("/v1/fences", list_fences)
+    from tracker.adapters import api_trips  # imports this module: registered here, not at import time
+
+    api_trips.add_routes(app)
     return app
 
 

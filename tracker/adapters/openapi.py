@@ -226,8 +226,11 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def document() -> dict[str, Any]:
+    from tracker.adapters import api_trips  # each area's routes carry their own entries
+
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
-    return {
+    schemas = {**SCHEMAS, **api_trips.SCHEMAS}
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "port-tracker",
@@ -236,7 +239,7 @@ def document() -> dict[str, Any]:
             "/metrics and /readyz are served here unless the service runs a separate ops listener "
             "(TRACKER_OPS_PORT).",
         },
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": schemas},
         "paths": {
             "/healthz": {
                 "get": {
@@ -411,6 +414,8 @@ def document() -> dict[str, Any]:
             },
         },
     }
+    doc["paths"].update(api_trips.openapi_paths(secured))
+    return doc
 
 
 OPS_PATHS = ("/metrics", "/readyz")

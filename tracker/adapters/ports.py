@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -28,8 +28,23 @@ LiveAlerts = asyncio.Queue[dict[str, object]]
 """A viewer's queue of alerts as they are announced (bounded: a slow viewer misses live items)."""
 
 
+class TripReader(Protocol):
+    """Stored trips (tracker/adapters/store_trips.py), each as the API serves it; exports and reports read them too."""
+
+    async def for_device(self, device_id: str, start: datetime, end: datetime, limit: int) -> list[dict[str, Any]]: ...
+
+    async def for_container(
+        self, container_no: str, start: datetime, end: datetime, limit: int
+    ) -> list[dict[str, Any]]: ...
+
+    async def get(self, trip_id: uuid.UUID) -> dict[str, Any] | None: ...
+
+
 class ApiStore(Protocol):
     """The store's reads the API answers from, and the one write that is not a core fact (alert status)."""
+
+    @property
+    def trips(self) -> TripReader: ...
 
     async def api_token(self, token_sha256: str) -> ApiToken | None: ...
 

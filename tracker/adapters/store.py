@@ -31,8 +31,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tracker import audit
 from tracker.adapters.errors import ChainContendedError
+from tracker.adapters.store_trips import TripStore
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping, Rejected, Severity
 from tracker.core.state import DeviceState
+from tracker.core.trips import Trip
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,7 @@ class Batch:
     new_devices: dict[str, DeviceKind] = field(default_factory=dict)
     updates: list[AlertUpdate] = field(default_factory=list)
     inspections: list[tuple[Inspection, str]] = field(default_factory=list)  # (decision, source)
+    trips: list[Trip] = field(default_factory=list)  # closed trips and open-trip snapshots (store_trips)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,7 @@ class Store:
         signer: audit.Signer | None = None,
     ) -> None:
         self.pool = pool
+        self.trips = TripStore(pool)
         self.signer = signer
         self.alert_topic_prefix = alert_topic_prefix
         self.webhooks = tuple(webhooks)
@@ -256,7 +260,7 @@ class Store:
             f"GRANT UPDATE ({', '.join(FACT_COLUMNS)}) ON alerts TO {r}",
             f"GRANT EXECUTE ON FUNCTION tracker_ensure_ping_partition(timestamptz) TO {r}",
             # the service never deletes evidence or pending announcements: neither may its credentials
-            f"REVOKE DELETE, TRUNCATE ON pings, outbox, dead_letters, inspections, pairings FROM {r}",
+            f"REVOKE DELETE, TRUNCATE ON pings, outbox, dead_letters, inspections, pairings, trips FROM {r}",
         ):
             await conn.execute(sql)
         for child in await conn.fetch(
@@ -407,6 +411,8 @@ class Store:
                         for i, source in batch.inspections
                     ],
                 )
+            if batch.trips:
+                await self.trips.write(conn, batch.trips)
             if batch.states:
                 await conn.executemany(
                     "INSERT INTO device_state (device_id, state, last_ts, updated_at) VALUES ($1, $2, $3, now())"
