@@ -286,6 +286,7 @@ def test_a_container_trip_runs_from_pick_up_to_loading_with_its_customs_timeline
     assert at(picked) <= trip.start <= at(picked + 30)
     assert trip.customs.cleared is not None and trip.customs.loaded == trip.end
     assert trip.destination == "santos-quay-01"
+    assert "santos-quay-01" in trip.stops[-1].fences and trip.stops[-1].duration_s >= 170  # standing when loaded
     assert any(v.fence_id == "santos-quay-01" and v.exit is None for v in trip.visits)
     # aboard: the ship moving is no pick-up
     dev.drive(offset(QUAY, 3000, -3000), speed=8, every=30)

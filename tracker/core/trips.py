@@ -405,12 +405,16 @@ _RANK = {s: i for i, s in enumerate(Severity)}
 _SPECIFICITY = {kind: rank for rank, kind in enumerate(DEFAULT_SPECIFICITY)}
 
 
-def _best_fence(index: FenceIndex, fences: Iterable[str]) -> str | None:
-    """The most specific fence of a set (a gate rather than the port boundary it lies in)."""
+def _best_fence(index: FenceIndex, fences: Iterable[str], visits: Sequence[Visit] = ()) -> str | None:
+    """The most specific fence of a set (a gate rather than the port boundary it lies in); among equally
+    specific ones the latest entered (fence hysteresis keeps the berth just driven through in the set)."""
     known = [f for f in fences if f in index]
     if not known:
         return None
-    return min(known, key=lambda f: (_SPECIFICITY.get(index.get(f).kind, len(_SPECIFICITY)), f))
+    entered = {v.fence_id: v.enter.timestamp() for v in visits}
+    return min(
+        known, key=lambda f: (_SPECIFICITY.get(index.get(f).kind, len(_SPECIFICITY)), -entered.get(f, float("-inf")), f)
+    )
 
 
 def _port(index: FenceIndex, fences: Iterable[str]) -> str | None:
@@ -499,7 +503,8 @@ class TripSegmenter:
         kind = ctx.kind
         # 1. a long silence ends the trip at the last fix heard
         if trip is not None and prev is not None and (ping.ts - prev.ts).total_seconds() > p.silence_s:
-            dest = _best_fence(ctx.index, ctx.fences_before)
+            dest = _best_fence(ctx.index, ctx.fences_before, trip.visits)
+            trip = self._with_standstill(trip, ts)
             out.extend(self._closed(trip, trip.end, "silence", prev.lon, prev.lat, dest))
             ts = replace(ts, open=None, emitted_at=None, pending_customs=Customs())
             trip = None
@@ -535,10 +540,10 @@ class TripSegmenter:
             if not in_port:  # left the port: the trip ends at the first fix outside, through the last fence
                 trip, _ = self._visits(trip, ping, ctx)
                 trip = self._extend(trip, ping, seg, ctx, events)
-                dest = _best_fence(ctx.index, ctx.fences_before)
+                dest = _best_fence(ctx.index, ctx.fences_before, trip.visits)
                 out.extend(self._closed(trip, ping.ts, "port_exit", ping.lon, ping.lat, dest))
             else:  # an outside trip reaches the port: it ends at the gate, the port visit starts there
-                dest = _best_fence(ctx.index, ctx.fences_before)
+                dest = _best_fence(ctx.index, ctx.fences_before, trip.visits)
                 out.extend(self._closed(trip, prev.ts, "port_entry", prev.lon, prev.lat, dest))
             ts = replace(ts, open=None, emitted_at=None)
             trip = None
@@ -565,7 +570,7 @@ class TripSegmenter:
             if (ping.ts - new_still.since).total_seconds() > limit:
                 end = max(new_still.since, trip.start)
                 reason = "long_stop" if kind is DeviceKind.TRUCK else "set_down"
-                dest = _best_fence(ctx.index, new_still.fences)
+                dest = _best_fence(ctx.index, new_still.fences, trip.visits)
                 out.extend(self._closed(trip, end, reason, new_still.lon, new_still.lat, dest))
                 ts = replace(ts, open=None, parked=True, emitted_at=None, pending_customs=Customs())
                 trip = None
@@ -591,8 +596,8 @@ class TripSegmenter:
             return ts, ()
         p = self.params
         if (now - ctx.last.ts).total_seconds() > p.silence_s:
-            trip = self._with_alerts(trip, events, now)
-            dest = _best_fence(ctx.index, ctx.fences)
+            trip = self._with_standstill(self._with_alerts(trip, events, now), ts)
+            dest = _best_fence(ctx.index, ctx.fences, trip.visits)
             closed = self._closed(trip, trip.end, "silence", trip.end_lon, trip.end_lat, dest)
             return replace(ts, open=None, emitted_at=None, pending_customs=Customs()), closed
         still = ts.still
@@ -601,7 +606,7 @@ class TripSegmenter:
             if (now - still.since).total_seconds() > limit:
                 end = max(still.since, trip.start)
                 reason = "long_stop" if ctx.kind is DeviceKind.TRUCK else "set_down"
-                dest = _best_fence(ctx.index, still.fences)
+                dest = _best_fence(ctx.index, still.fences, trip.visits)
                 closed = self._closed(trip, end, reason, still.lon, still.lat, dest)
                 return (
                     replace(ts, open=None, parked=True, emitted_at=None, pending_customs=Customs()),
@@ -632,7 +637,8 @@ class TripSegmenter:
         if inspection.result is InspectionResult.LOADED and trip.kind is DeviceKind.CONTAINER:
             end = max(inspection.ts, trip.end)
             lon, lat = (last.lon, last.lat) if last is not None else (trip.end_lon, trip.end_lat)
-            closed = self._closed(trip, end, "loaded", lon, lat, _best_fence(index, fences))
+            trip = self._with_standstill(trip, ts)
+            closed = self._closed(trip, end, "loaded", lon, lat, _best_fence(index, fences, trip.visits))
             return replace(ts, open=None, aboard=True, emitted_at=None, pending_customs=Customs()), closed
         return self._maybe_emit(replace(ts, open=trip), trip.end, True)
 
@@ -779,13 +785,15 @@ class TripSegmenter:
 
     def snapshot(self, ts: TripState) -> Trip:
         """The open trip as output: with the standstill under way counted as its last stop."""
-        trip = ts.open
-        assert trip is not None
-        still = ts.still
-        if still is not None and not ts.parked:
-            with_current, _ = self._add_stop(trip, still)
-            return with_current
-        return trip
+        assert ts.open is not None
+        return self._with_standstill(ts.open, ts)
+
+    def _with_standstill(self, trip: Trip, ts: TripState) -> Trip:
+        """``trip`` with the standstill under way as its last stop (a trip ending in it, or seen while open)."""
+        if ts.still is None or ts.parked:
+            return trip
+        with_current, _ = self._add_stop(trip, ts.still)
+        return with_current
 
 
 def trips_in(outputs: Iterable[Trip]) -> dict[str, Trip]:
