@@ -46,6 +46,14 @@ class RegisterDevice:
     kind: DeviceKind
     name: str | None = None
     container_no: str | None = None
+    org: str | None = None  # None: keep the device's organisation (a new device: the default one)
 
 
-Command = StoreFact | Pair | RegisterDevice
+@dataclass(frozen=True, slots=True)
+class DeactivateDevice:
+    """Stop accepting a device's fixes (its history stays); registering it again reactivates it."""
+
+    device_id: str
+
+
+Command = StoreFact | Pair | RegisterDevice | DeactivateDevice

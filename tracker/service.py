@@ -31,9 +31,12 @@ from tracker.adapters.errors import (
     message_specific,
 )
 from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_options
+from tracker.adapters.scope import DEFAULT_ORG
 from tracker.adapters.store import Batch, BatchResult, Store
+from tracker.adapters.store_alerts import AlertStore
+from tracker.adapters.store_orgs import OrgStore
 from tracker.audit import CHECKPOINT_TOPIC, AuditError, Checkpoint, Signer, signature_ok
-from tracker.commands import Command, Item, Pair, RegisterDevice
+from tracker.commands import Command, DeactivateDevice, Item, Pair, RegisterDevice
 from tracker.config import Settings
 from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
 from tracker.core.pipeline import Params, Pipeline
@@ -103,6 +106,10 @@ class Service:
         self._stopping = False
         self._anchor_problem: str | None = None
         self.containers: dict[str, list[str]] = {}
+        self.orgs: OrgStore | None = None
+        self.alerts: AlertStore | None = None  # the operators' alert workflow (lists, changes)
+        self.device_orgs: dict[str, str] = {}  # devices owned by an organisation other than the default
+        self.deactivated: set[str] = set()  # devices whose fixes are refused until registered again
         self.logs: dict[str, Log] = {}  # recent fixes per device for the reorder window (memory only)
         self._pending_logs: dict[str, Log] = {}
         self.timers = DueQueue()  # when each device next needs a tick (tracker.core.timers)
@@ -143,6 +150,10 @@ class Service:
         await self.anchor_holds()  # a rolled-back chain shows in /readyz from the start
         await self.reload_fences()
         self.devices = await self.store.devices()
+        self.orgs = OrgStore(self.store.pool)
+        self.alerts = AlertStore(self.store)
+        self.device_orgs = await self.orgs.device_orgs()
+        self.deactivated = await self.orgs.deactivated()
         self.states = await self.store.states()
         self.pipeline.restore(list(self.states.values()))
         self._reschedule_all()
@@ -252,6 +263,10 @@ class Service:
     def fence_sets(self) -> Mapping[str, FenceSet]:
         return self.fences.sets
 
+    def announce(self) -> None:
+        """The API committed outbox rows (an alert changed): deliver them now, not at the next poll."""
+        self.delivery.wake()
+
     def live_alerts(self, maxsize: int = 1000) -> AbstractContextManager[asyncio.Queue[dict[str, object]]]:
         return self.delivery.live_alerts(maxsize)
 
@@ -314,6 +329,8 @@ class Service:
                 await self._pair(command)
             elif isinstance(command, RegisterDevice):
                 await self._register(command, queued.deadline)
+            elif isinstance(command, DeactivateDevice):
+                await self._deactivate(command, queued.deadline)
             else:
                 fact: Decoded = (command.item, command.source, command.payload)
                 await self.commit([fact], deadline=queued.deadline, refuse=not queued.dead_letter)
@@ -368,14 +385,28 @@ class Service:
         assert self.store is not None
         async with asyncio.timeout_at(deadline):
             await self.store.register_device(
-                command.device_id, command.kind, name=command.name, container_no=command.container_no
+                command.device_id, command.kind, name=command.name, container_no=command.container_no, org=command.org
             )
         self.devices[command.device_id] = command.kind
+        self.deactivated.discard(command.device_id)
+        if command.org is not None:
+            if command.org == DEFAULT_ORG:
+                self.device_orgs.pop(command.device_id, None)
+            else:
+                self.device_orgs[command.device_id] = command.org
         if command.container_no is not None:
             for devices in self.containers.values():
                 if command.device_id in devices:
                     devices.remove(command.device_id)
             self.containers.setdefault(command.container_no, []).append(command.device_id)
+
+    async def _deactivate(self, command: DeactivateDevice, deadline: float) -> None:
+        """Refuse the device's fixes from now on (dead letters ``deactivated_device``); its data stays."""
+        assert self.orgs is not None
+        async with asyncio.timeout_at(deadline):
+            await self.orgs.deactivate_device(command.device_id)
+        self.devices.pop(command.device_id, None)
+        self.deactivated.add(command.device_id)
 
     def build_batch(
         self, decoded: Sequence[Decoded], now: datetime | None = None
@@ -402,6 +433,11 @@ class Service:
                     work.append((dev, item.ts, seq, item))
             else:
                 if item.device_id not in self.devices and item.device_id not in batch.new_devices:
+                    if item.device_id in self.deactivated:
+                        why = f"device {item.device_id!r} is deactivated"
+                        rejected = Rejected("deactivated_device", why, item.device_id, item.source)
+                        batch.dead_letters.append((rejected, topic, payload))
+                        continue
                     if self.settings.unknown_devices == "register":
                         batch.new_devices[item.device_id] = DeviceKind.TRUCK
                     else:

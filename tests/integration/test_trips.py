@@ -57,6 +57,17 @@ def nonconforming(template: str, body: dict[str, Any]) -> list[str]:
     return [str(e) for e in validator.iter_errors(body)]
 
 
+async def insurer(service: Service, container_no: str, valid_from: datetime, valid_to: datetime) -> str:
+    """A token of a fresh insurer organisation covering one box for the given dates."""
+    assert service.orgs is not None
+    org_id = f"ins-{uuid.uuid4().hex[:8]}"
+    assert await service.orgs.create_org(org_id, "insurer", None) is not None
+    await service.orgs.add_coverage(org_id, container_no, valid_from, valid_to, "test")
+    secret = f"t-{uuid.uuid4().hex}"
+    await service.orgs.create_token(hash_token(secret), f"insurer-{org_id}", "insurer", org_id, None, "test")
+    return secret
+
+
 async def get(base: str, path: str, token: str) -> tuple[int, dict[str, Any]]:
     async with (
         aiohttp.ClientSession() as http,
@@ -72,13 +83,15 @@ async def test_a_hauled_box_and_its_truck_make_trips_read_back_per_scope(
     truck, box, number = new_device_id(), new_device_id("CNT"), container_number()
     await api.register(truck, "truck")
     await api.register(box, "container", number)
-    await api.pair(box, truck)
+    t = now_s() - timedelta(minutes=40)
+    await api.post(
+        f"/v1/pairings?at={t.isoformat().replace('+', '%2B')}", {"container_id": box, "truck_id": truck}, 201
+    )
     gate, quay = inside(GATE), inside(QUAY)
     outside = moved(gate, -300, 0)  # in town, 300 m west of the gate
     assert GATE in fences_at(gate) and QUAY in fences_at(quay) and not fences_at(outside)
 
     # 40 minutes ago: in from town through the gate (2 min queue), to the quay (box handed over), out again
-    t = now_s() - timedelta(minutes=40)
     hauled = leg(t, outside, gate)
     hauled += stay(hauled[-1][0], gate, 120)
     hauled += leg(hauled[-1][0], gate, quay)
@@ -139,15 +152,15 @@ async def test_a_hauled_box_and_its_truck_make_trips_read_back_per_scope(
     assert nonconforming("/v1/trips/{trip_id}", one) == []
     assert nonconforming("/v1/trips/{trip_id}", {**one, "stops": [{"start": 1}]}) != []  # the check can fail
 
-    # an insurer covering the box sees its trips and the truck's trip that hauled it, nothing else
-    assert service.store is not None
-    covering, other = f"ins-{uuid.uuid4().hex}", f"ins-{uuid.uuid4().hex}"
-    await service.store.create_api_token(hash_token(covering), f"cover-{box}", "insurer", [box])
-    await service.store.create_api_token(hash_token(other), f"other-{box}", "insurer", [new_device_id("CNT")])
+    # insurers: one covering the box during the haul, one covering it only since long after, one another box
+    covering = await insurer(service, number, t - timedelta(hours=1), t + timedelta(hours=2))
+    too_late = await insurer(service, number, t + timedelta(hours=3), t + timedelta(days=3))
+    other = await insurer(service, container_number(), t - timedelta(hours=1), t + timedelta(hours=2))
     status, seen = await get(base, f"/v1/containers/{number}/trips", covering)
     assert status == 200 and {x["id"] for x in seen["trips"]} == {box_trip["id"], truck_trip["id"]}
     status, seen = await get(base, f"/v1/devices/{truck}/trips", covering)
     assert status == 200 and [x["id"] for x in seen["trips"]] == [truck_trip["id"]]
+    assert (await get(base, f"/v1/trips/{truck_trip['id']}", covering))[0] == 200
 
     missing = await get(base, f"/v1/trips/{uuid.uuid4()}", other)
     assert missing[0] == 404
@@ -155,6 +168,11 @@ async def test_a_hauled_box_and_its_truck_make_trips_read_back_per_scope(
         status, body = await get(base, path, other)
         assert status == 404 and body["error"] == "not_found", (path, body)
     assert (await get(base, f"/v1/trips/{box_trip['id']}", other)) == missing  # out of scope = missing, exactly
+    # covered, but not at the time of these trips: the box is known to it, its trips then are not
+    status, seen = await get(base, f"/v1/containers/{number}/trips", too_late)
+    assert status == 200 and seen["trips"] == []
+    for trip in (box_trip, truck_trip):
+        assert (await get(base, f"/v1/trips/{trip['id']}", too_late)) == (404, missing[1])
 
     # outside the time range asked for: nothing
     old = "?from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00Z"

@@ -1,32 +1,24 @@
 """Trip routes: a box's or a device's journeys, and one trip with its stops, fence visits and customs timeline.
 
-Scope is judged once per trip (``visible``): an insurer sees a covered box's trips inside the coverage
-dates and the trips of the trucks that hauled it then, nothing else; anything out of scope answers the
-same 404 as something that does not exist, and lists simply leave it out. Until organisations and scopes
-land, a principal's device list (``Principal.can_see``) is the scope; once a principal carries a
-``scope`` (tracker/adapters/scope.py), its ``sees_device``/``windows`` decide, with no change here.
+Scope is judged once per trip (``visible``, through the principal's ``Scope``): an insurer sees a covered
+box's trips that overlap its coverage dates and the trips of the trucks that hauled it then, nothing
+else; anything out of scope answers the same 404 as something that does not exist, and lists simply
+leave it out.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any
 
 from aiohttp import web
 
-from tracker.adapters.api import (
-    SERVICE,
-    Principal,
-    _db,
-    _int_param,
-    _time_param,
-    error,
-    require,
-)
+from tracker.adapters.api import SERVICE, Principal, _db, _int_param, _time_param, error, require
 from tracker.adapters.openapi import DEVICE_ID, SECURED_ERRORS, TIME, _errors, _json, _obj, _param, _ref
 from tracker.adapters.ports import TripReader
+from tracker.adapters.scope import Window
 from tracker.core import iso6346
 
 MAX_RANGE = timedelta(days=366)
@@ -34,47 +26,25 @@ DEFAULT_RANGE = timedelta(days=30)
 CONTAINER_NO = {"type": "string", "pattern": "^[A-Za-z]{4} ?[0-9]{6} ?[0-9]$"}
 
 
-class _Scope(Protocol):
-    """The part of the organisations' scope contract these routes use."""
-
-    def sees_device(self, device_id: str, at: datetime | None = None) -> bool: ...
-
-    def sees_container(self, container_no: str, at: datetime | None = None) -> bool: ...
-
-    def windows(self, container_no: str) -> list[tuple[datetime, datetime]]: ...
-
-
-def _scope(who: Principal) -> _Scope | None:
-    return cast("_Scope | None", getattr(who, "scope", None))
-
-
-def _dt(value: str) -> datetime:
-    return datetime.fromisoformat(value)
+def _overlaps(windows: Iterable[Window], start: datetime, end: datetime) -> bool:
+    return any(lo <= end and start < hi for lo, hi in windows)
 
 
 def visible(who: Principal, trip: Mapping[str, Any]) -> bool:
-    """Whether ``who`` may see this trip (as ``TripStore`` returns it): the one scope decision per trip."""
-    start, end = _dt(trip["start"]), _dt(trip["end"])
-    boxes: list[str] = [c for c in (trip.get("container_no"), *trip.get("carried", ())) if c]
-    scope = _scope(who)
-    if scope is None:
-        devices: Sequence[str] = (trip["device_id"], *trip.get("partners", ()))
-        return any(who.can_see(d) for d in devices)
-    if scope.sees_device(trip["device_id"], start) or scope.sees_device(trip["device_id"], end):
+    """Whether ``who`` may see this trip (as ``TripStore`` returns it): the one scope decision per trip.
+
+    In view when its device is in view at some time during the trip, or when a box it tracked or hauled
+    is in view at some time during it (an insurer's coverage dates; for the others, the box as such).
+    A trip that overlaps a coverage window is shown whole.
+    """
+    scope = who.scope
+    if scope.everything:
         return True
-    return any(w0 <= end and start <= w1 for box in boxes for w0, w1 in scope.windows(box))
-
-
-def _sees_device(who: Principal, device_id: str) -> bool:
-    scope = _scope(who)
-    return scope.sees_device(device_id) if scope is not None else who.can_see(device_id)
-
-
-def _sees_container(who: Principal, container_no: str, devices: Sequence[str]) -> bool:
-    scope = _scope(who)
-    if scope is not None:
-        return scope.sees_container(container_no)
-    return any(who.can_see(d) for d in devices) or who.devices is None
+    start, end = datetime.fromisoformat(trip["start"]), datetime.fromisoformat(trip["end"])
+    if _overlaps(scope.device_time_windows(trip["device_id"]), start, end):
+        return True
+    boxes = [c for c in (trip.get("container_no"), *trip.get("carried", ())) if c]
+    return any(scope.sees_container(b) and _overlaps(scope.windows(b), start, end) for b in boxes)
 
 
 def _range(request: web.Request) -> tuple[datetime, datetime]:
@@ -112,7 +82,7 @@ async def device_trips(request: web.Request) -> web.Response:
     async with _db(request):
         rows: list[dict[str, Any]] = await _store(request).for_device(device_id, start, end, limit)
     trips = [t for t in rows if visible(who, t)]
-    if not trips and not _sees_device(who, device_id):
+    if not trips and not who.scope.sees_device(device_id):
         # same answer as an unknown device: an insurer must not learn which devices exist
         raise error(404, "not_found", f"no device {device_id!r}")
     return _listing("device_id", device_id, start, end, trips, limit)
@@ -133,7 +103,7 @@ async def container_trips(request: web.Request) -> web.Response:
         rows: list[dict[str, Any]] = await _store(request).for_container(container_no, start, end, limit)
     trips = [t for t in rows if visible(who, t)]
     known = bool(trackers or rows)
-    if not trips and not (known and _sees_container(who, container_no, trackers)):
+    if not trips and not (known and who.scope.sees_container(container_no)):
         raise error(404, "not_found", f"no container {container_no!r}")
     return _listing("container_no", container_no, start, end, trips, limit)
 
@@ -254,7 +224,6 @@ def _trip_list(key: str) -> dict[str, Any]:
 
 
 def openapi_paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
-    """This module's entries of the OpenAPI document (tracker/adapters/openapi.py merges them)."""
     window = [
         _param("from", "query", TIME, "default: 30 days before 'to'; trips overlapping [from, to)"),
         _param("to", "query", TIME, "default: now; at most 366 days after 'from'"),
@@ -292,3 +261,7 @@ def openapi_paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
             }
         },
     }
+
+
+PATHS: dict[str, Any] = openapi_paths([{"bearer": []}])
+"""This module's entries of the OpenAPI document (tracker/adapters/openapi.py merges them)."""

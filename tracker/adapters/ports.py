@@ -18,10 +18,14 @@ from typing import Any, Protocol
 import asyncpg
 
 from geofences import FenceSet
+from tracker.adapters.scope import Haul
 from tracker.adapters.store import ApiToken
+from tracker.adapters.store_alerts import AlertFilter, Change, Outcome
+from tracker.adapters.store_orgs import CoverageRow, OrgRow, TokenRow
 from tracker.commands import Command
 from tracker.config import Settings
 from tracker.core.model import DeviceKind
+from tracker.core.state import DeviceState
 from tracker.metrics import Metrics
 
 LiveAlerts = asyncio.Queue[dict[str, object]]
@@ -69,6 +73,54 @@ class ApiStore(Protocol):
     async def outbox_backlog(self) -> int: ...
 
 
+class ApiAlerts(Protocol):
+    """The alert workflow's reads and changes (tracker/adapters/store_alerts.py)."""
+
+    async def page(self, f: AlertFilter, after: tuple[datetime, int] | None, limit: int) -> list[asyncpg.Record]: ...
+
+    async def alert(self, alert_id: uuid.UUID) -> asyncpg.Record | None: ...
+
+    async def history(self, alert_id: uuid.UUID) -> list[asyncpg.Record]: ...
+
+    async def change(self, alert_id: uuid.UUID, change: Change) -> Outcome: ...
+
+
+class ApiOrgs(Protocol):
+    """Organisations, tokens, coverage and the device listing (tracker/adapters/store_orgs.py)."""
+
+    async def create_org(self, org_id: str, name: str, ports: list[str] | None) -> OrgRow | None: ...
+
+    async def orgs(self) -> list[OrgRow]: ...
+
+    async def org(self, org_id: str) -> OrgRow | None: ...
+
+    async def create_token(
+        self, token_sha256: str, name: str, role: str, org: str, expires_at: datetime | None, created_by: str | None
+    ) -> TokenRow: ...
+
+    async def tokens(self, org: str | None = None) -> list[TokenRow]: ...
+
+    async def revoke_token(self, token_id: uuid.UUID) -> TokenRow | None: ...
+
+    async def org_ports(self, org: str) -> frozenset[str] | None: ...
+
+    async def coverage_and_hauls(self, org: str) -> tuple[list[tuple[str, datetime, datetime]], list[Haul]]: ...
+
+    async def add_coverage(
+        self, org: str, container_no: str, valid_from: datetime, valid_to: datetime, by: str | None
+    ) -> CoverageRow: ...
+
+    async def coverage(self, org: str | None = None) -> list[CoverageRow]: ...
+
+    async def remove_coverage(self, coverage_id: int) -> bool: ...
+
+    async def device_rows(self) -> list[asyncpg.Record]: ...
+
+    async def dead_letters(
+        self, limit: int, *, include: list[str] | None, exclude: list[str] | None
+    ) -> tuple[list[asyncpg.Record], dict[str, int]]: ...
+
+
 class ApiService(Protocol):
     """The service as the HTTP listeners see it."""
 
@@ -93,6 +145,26 @@ class ApiService(Protocol):
 
     @property
     def fence_sets(self) -> Mapping[str, FenceSet]: ...
+
+    @property
+    def orgs(self) -> ApiOrgs | None: ...
+
+    @property
+    def alerts(self) -> ApiAlerts | None: ...
+
+    def announce(self) -> None:
+        """Outbox rows were committed by the API: deliver them now."""
+        ...
+
+    @property
+    def device_orgs(self) -> Mapping[str, str]:
+        """device -> owning organisation, for devices not owned by the default one (single writer)."""
+        ...
+
+    @property
+    def states(self) -> Mapping[str, DeviceState]:
+        """Each device's last state (its fences say which port it is in); single writer."""
+        ...
 
     async def ready(self) -> dict[str, bool]: ...
 

@@ -84,6 +84,7 @@ FACT_COLUMNS = (
     "resolved_at",
     "resolution",
     "ended_at",
+    "assigned_to",
     "updated_at",
 )
 """The alert columns the service may change, each change being a link (plus updated_at, a cache)."""
@@ -121,6 +122,9 @@ class ApiToken:
     name: str
     role: str
     devices: frozenset[str] | None
+    org: str = "default"
+    token_id: str | None = None
+    expires_at: datetime | None = None
 
 
 def alert_topic(prefix: str, alert: Alert) -> str:
@@ -261,6 +265,8 @@ class Store:
             f"GRANT EXECUTE ON FUNCTION tracker_ensure_ping_partition(timestamptz) TO {r}",
             # the service never deletes evidence or pending announcements: neither may its credentials
             f"REVOKE DELETE, TRUNCATE ON pings, outbox, dead_letters, inspections, pairings, trips FROM {r}",
+            # who read inspection data is evidence too: appended, never changed
+            f"REVOKE UPDATE, DELETE, TRUNCATE ON inspection_reads FROM {r}",
         ):
             await conn.execute(sql)
         for child in await conn.fetch(
@@ -370,16 +376,25 @@ class Store:
         return {r["device_id"]: DeviceKind(r["kind"]) for r in rows}
 
     async def register_device(
-        self, device_id: str, kind: DeviceKind, *, name: str | None = None, container_no: str | None = None
+        self,
+        device_id: str,
+        kind: DeviceKind,
+        *,
+        name: str | None = None,
+        container_no: str | None = None,
+        org: str | None = None,
     ) -> None:
+        """Register or update; an ``org`` of None keeps the device's organisation (new: the default one)."""
         await self.pool.execute(
-            "INSERT INTO devices (device_id, kind, name, container_no) VALUES ($1, $2, $3, $4)"
+            "INSERT INTO devices (device_id, kind, name, container_no, org_id) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (device_id) DO UPDATE SET kind = EXCLUDED.kind, name = EXCLUDED.name,"
-            " container_no = EXCLUDED.container_no, active = true",
+            " container_no = EXCLUDED.container_no, active = true, deactivated_at = NULL,"
+            " org_id = COALESCE(EXCLUDED.org_id, devices.org_id)",
             device_id,
             kind.value,
             name,
             container_no,
+            org,
         )
 
     async def states(self) -> dict[str, DeviceState]:
@@ -762,14 +777,23 @@ class Store:
     # ---- API tokens -----------------------------------------------------------------------------
 
     async def api_token(self, token_sha256: str) -> ApiToken | None:
-        """The live token with this digest; a revoked or unknown one is None."""
+        """The live token with this digest; a revoked, expired or unknown one is None."""
         row = await self.pool.fetchrow(
-            "SELECT name, role, scope FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL", token_sha256
+            "SELECT name, role, scope, org_id, token_id, expires_at FROM api_tokens WHERE token_sha256 = $1"
+            " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+            token_sha256,
         )
         if row is None:
             return None
         devices = json.loads(row["scope"]).get("devices")
-        return ApiToken(row["name"], row["role"], None if devices is None else frozenset(devices))
+        return ApiToken(
+            row["name"],
+            row["role"],
+            None if devices is None else frozenset(devices),
+            row["org_id"],
+            str(row["token_id"]),
+            row["expires_at"],
+        )
 
     async def create_api_token(self, token_sha256: str, name: str, role: str, devices: Sequence[str] | None) -> None:
         """Only the digest is stored; ``devices`` (insurers) limits what the token sees, None does not."""
@@ -818,7 +842,7 @@ class Store:
                 body: dict[str, audit.JSONValue] = {
                     "alert": rec.content(),
                     **{k: state[k] for k in ("status", "acknowledged_by", "acknowledged_at", "resolved_by")},
-                    **{k: state[k] for k in ("resolved_at", "resolution", "ended_at")},
+                    **{k: state[k] for k in ("resolved_at", "resolution", "ended_at", "assigned_to")},
                     "updates": updates.get(rec.id, []),
                 }
                 chain.append(uuid.UUID(rec.id), audit.LEGACY, "legacy", body)
@@ -895,7 +919,7 @@ class Store:
 
 ALERT_COLUMNS = (
     "SELECT alert_id, seq, kind, severity, device_id, port, fence_id, ts, message, evidence, status,"
-    " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, ended_at FROM alerts"
+    " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, ended_at, assigned_to FROM alerts"
 )
 
 
@@ -918,6 +942,7 @@ def _alert_record(r: Mapping[str, Any]) -> audit.AlertRecord:
         resolved_at=r["resolved_at"],
         resolution=r["resolution"],
         ended_at=r["ended_at"],
+        assigned_to=r["assigned_to"],
     )
 
 
