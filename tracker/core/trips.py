@@ -16,7 +16,7 @@ Boundaries (what opens and closes a trip):
   ``container_drop_s``, or ``container_set_down_s`` when no truck is paired with it and it stands on a
   quay, in a terminal or a customs yard (set down); at the customs ``loaded`` decision (on board); or
   after ``silence_s`` without a fix (a box leaving on a truck goes quiet with it). A loaded box opens no
-  trip until it has been set down again (a ship moving is not a pick-up).
+  trip until it has been set down again (a ship moving is not a pick-up). A seal follows the container rules.
 
 A trip becomes visible (is output) only once its device has been at least ``min_trip_m`` away from where
 it started: a box shuffling in its yard, or GPS noise around a parked truck, is not a journey. A trip's
@@ -275,8 +275,15 @@ class Trip:
         )
         return out
 
-    def to_state(self) -> dict[str, Any]:
-        """Exact form kept in the device state (``from_json`` reads both)."""
+    def to_state(self, previous: tuple[Mapping[str, Any], Trip] | None = None) -> dict[str, Any]:
+        """Exact form kept in the device state (``from_json`` reads both).
+
+        ``previous``: the form this trip had at the last save and the trip it was made from; the lists of
+        stops, visits, alerts and partners whose tuples are the very same objects are reused instead of
+        encoded again (state JSON is never mutated, and most fixes change none of them).
+        """
+        old = previous[1] if previous is not None and previous[1].id == self.id else None
+        raw = previous[0] if old is not None and previous is not None else {}
         return {
             "id": self.id,
             "device_id": self.device_id,
@@ -294,13 +301,40 @@ class Trip:
             "port": self.port,
             "distance_m": self.distance_m,
             "max_away_m": self.max_away_m,
-            "stops": [s.to_json() for s in self.stops],
-            "visits": [v.to_json() for v in self.visits],
-            "alerts": list(self.alerts),
-            "customs": self.customs.to_json(),
-            "partners": list(self.partners),
+            "stops": raw["stops"] if old and old.stops is self.stops else [s.to_json() for s in self.stops],
+            "visits": raw["visits"] if old and old.visits is self.visits else [v.to_json() for v in self.visits],
+            "alerts": raw["alerts"] if old and old.alerts is self.alerts else list(self.alerts),
+            "customs": raw["customs"] if old and old.customs is self.customs else self.customs.to_json(),
+            "partners": raw["partners"] if old and old.partners is self.partners else list(self.partners),
             "truncated": self.truncated,
         }
+
+    def extended(self, end: datetime, lon: float, lat: float, add_m: float, away_m: float, port: str | None) -> Trip:
+        """The trip one fix further on (built directly: this runs on every fix, ``replace`` is slow)."""
+        return Trip(
+            self.id,
+            self.device_id,
+            self.kind,
+            self.start,
+            end,
+            self.start_lon,
+            self.start_lat,
+            lon,
+            lat,
+            self.closed,
+            self.end_reason,
+            self.origin,
+            self.destination,
+            self.port or port,
+            self.distance_m + add_m,
+            max(self.max_away_m, away_m),
+            self.stops,
+            self.visits,
+            self.alerts,
+            self.customs,
+            self.partners,
+            self.truncated,
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Trip:
@@ -374,9 +408,13 @@ class TripState:
     pending_customs: Customs = field(default_factory=Customs)  # decisions heard while no trip was open
     emitted_at: datetime | None = None  # event time the open trip was last output
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, previous: tuple[Mapping[str, Any], TripState] | None = None) -> dict[str, Any]:
+        """``previous``: the last saved form and state, whose unchanged lists are reused (``Trip.to_state``)."""
+        prev_open = None
+        if previous is not None and previous[1].open is not None and previous[0].get("open") is not None:
+            prev_open = (previous[0]["open"], previous[1].open)
         return {
-            "open": None if self.open is None else self.open.to_state(),
+            "open": None if self.open is None else self.open.to_state(prev_open),
             "still": None if self.still is None else self.still.to_json(),
             "parked": self.parked,
             "aboard": self.aboard,
@@ -402,6 +440,7 @@ class TripState:
 
 
 _RANK = {s: i for i, s in enumerate(Severity)}
+_NO_CUSTOMS = Customs()
 _SPECIFICITY = {kind: rank for rank, kind in enumerate(DEFAULT_SPECIFICITY)}
 
 
@@ -415,6 +454,11 @@ def _best_fence(index: FenceIndex, fences: Iterable[str], visits: Sequence[Visit
     return min(
         known, key=lambda f: (_SPECIFICITY.get(index.get(f).kind, len(_SPECIFICITY)), -entered.get(f, float("-inf")), f)
     )
+
+
+def _in_port(index: FenceIndex, fences: Iterable[str]) -> bool:
+    """Inside the port: some fence of a port set (any still indexed) holds the device."""
+    return any(f in index for f in fences)
 
 
 def _port(index: FenceIndex, fences: Iterable[str]) -> str | None:
@@ -445,8 +489,9 @@ class TripSegmenter:
             return hit[1]
         return TripState.from_json(raw)
 
-    def _save(self, state: DeviceState, ts: TripState) -> DeviceState:
-        raw = ts.to_json()
+    def _save(self, state: DeviceState, ts: TripState, before: TripState) -> DeviceState:
+        old = state.detectors.get(TRIPS_KEY)
+        raw = ts.to_json((old, before) if isinstance(old, dict) else None)
         self._cache[state.device_id] = (raw, ts)
         return state.with_detector(TRIPS_KEY, raw)
 
@@ -460,7 +505,7 @@ class TripSegmenter:
         after, out = self.fix(before, ping, ctx, events)
         if after == before:
             return state, out
-        return self._save(state, after), out
+        return self._save(state, after, before), out
 
     def on_tick(
         self, state: DeviceState, now: datetime, ctx: TickContext, events: Sequence[Event]
@@ -469,7 +514,7 @@ class TripSegmenter:
         after, out = self.tick(before, now, ctx, events)
         if after == before:
             return state, out
-        return self._save(state, after), out
+        return self._save(state, after, before), out
 
     def on_inspection(
         self, state: DeviceState, inspection: Inspection, index: FenceIndex, events: Sequence[Event]
@@ -478,7 +523,7 @@ class TripSegmenter:
         after, out = self.inspection(before, inspection, state.last, index, state.fences, events)
         if after == before:
             return state, out
-        return self._save(state, after), out
+        return self._save(state, after, before), out
 
     def next_due(self, state: DeviceState, index: FenceIndex) -> datetime | None:
         """The earliest instant a tick could close the open trip (never late: see ``detector.Timed``)."""
@@ -499,15 +544,17 @@ class TripSegmenter:
         p = self.params
         out: list[Trip] = []
         prev = ctx.previous
-        trip = ts.open
         kind = ctx.kind
+        index = ctx.index
+        trip = ts.open
+        open_id = None if trip is None else trip.id  # the trip running before this fix
+        parked, aboard, pending, emitted_at = ts.parked, ts.aboard, ts.pending_customs, ts.emitted_at
         # 1. a long silence ends the trip at the last fix heard
         if trip is not None and prev is not None and (ping.ts - prev.ts).total_seconds() > p.silence_s:
-            dest = _best_fence(ctx.index, ctx.fences_before, trip.visits)
+            dest = _best_fence(index, ctx.fences_before, trip.visits)
             trip = self._with_standstill(trip, ts)
             out.extend(self._closed(trip, trip.end, "silence", prev.lon, prev.lat, dest))
-            ts = replace(ts, open=None, emitted_at=None, pending_customs=Customs())
-            trip = None
+            trip, open_id, emitted_at, pending = None, None, None, _NO_CUSTOMS
         changed = False
         # 2. the standstill the motion model reports, finalised into a stop when it ends
         motion: Motion = ctx.motion
@@ -517,76 +564,67 @@ class TripSegmenter:
             lon = motion.centre_lon if motion.centre_lon is not None else ping.lon
             lat = motion.centre_lat if motion.centre_lat is not None else ping.lat
             if still is not None and still.since == motion.stationary_since:
-                new_still = replace(still, last=ping.ts, lon=lon, lat=lat)
+                new_still = Standstill(still.since, ping.ts, lon, lat, still.fences)
             else:
                 new_still = Standstill(motion.stationary_since, ping.ts, lon, lat, tuple(sorted(ctx.fences)))
-        ended = still is not None and (new_still is None or new_still.since != still.since)
-        if ended and still is not None:
-            if trip is not None and not ts.parked:
+        if still is not None and (new_still is None or new_still.since != still.since):
+            if trip is not None and not parked:
                 trip, added = self._add_stop(trip, still)
                 changed = changed or added
-            if ts.parked:  # moving again after a long stop or a set-down: a pick-up / a departure
-                ts = replace(ts, parked=False, aboard=False)
+            if parked:  # moving again after a long stop or a set-down: a pick-up / a departure
+                parked = aboard = False
                 if trip is None:
                     start_fix = prev if prev is not None else Fix.of(ping)
-                    trip = self._open(ts, ctx.device_id, kind, start_fix, ctx, ctx.fences_before)
-                    ts = replace(ts, pending_customs=Customs())
-        ts = replace(ts, still=new_still, paired=ctx.paired_with is not None)
+                    trip = self._open(pending, ctx.device_id, kind, start_fix, ctx, ctx.fences_before)
+                    pending = _NO_CUSTOMS
         # 3. port boundary for trucks
-        in_port = _port(ctx.index, ctx.fences) is not None
-        was_in_port = _port(ctx.index, ctx.fences_before) is not None
-        if kind is DeviceKind.TRUCK and trip is not None and prev is not None and in_port != was_in_port:
-            seg = haversine_m(prev.lon, prev.lat, ping.lon, ping.lat)
+        in_port = _in_port(index, ctx.fences)
+        crossed = prev is not None and in_port != _in_port(index, ctx.fences_before)
+        if kind is DeviceKind.TRUCK and trip is not None and prev is not None and crossed:
             if not in_port:  # left the port: the trip ends at the first fix outside, through the last fence
+                seg = haversine_m(prev.lon, prev.lat, ping.lon, ping.lat)
                 trip, _ = self._visits(trip, ping, ctx)
                 trip = self._extend(trip, ping, seg, ctx, events)
-                dest = _best_fence(ctx.index, ctx.fences_before, trip.visits)
+                dest = _best_fence(index, ctx.fences_before, trip.visits)
                 out.extend(self._closed(trip, ping.ts, "port_exit", ping.lon, ping.lat, dest))
             else:  # an outside trip reaches the port: it ends at the gate, the port visit starts there
-                dest = _best_fence(ctx.index, ctx.fences_before, trip.visits)
+                dest = _best_fence(index, ctx.fences_before, trip.visits)
                 out.extend(self._closed(trip, prev.ts, "port_entry", prev.lon, prev.lat, dest))
-            ts = replace(ts, open=None, emitted_at=None)
-            trip = None
-        # 4. open a trip where none runs
-        if trip is None and not ts.parked and not (kind is DeviceKind.CONTAINER and ts.aboard):
-            if kind is DeviceKind.CONTAINER or in_port:
-                trip = self._open(ts, ctx.device_id, kind, Fix.of(ping), ctx, ctx.fences)
-                ts = replace(ts, pending_customs=Customs())
+            trip, open_id, emitted_at = None, None, None
+        # 4. open a trip where none runs, or carry the running one to this fix
+        if trip is None:
+            may_open = in_port if kind is DeviceKind.TRUCK else not aboard
+            if may_open and not parked:
+                trip = self._open(pending, ctx.device_id, kind, Fix.of(ping), ctx, ctx.fences)
+                pending = _NO_CUSTOMS
                 changed = True
-        elif trip is not None and ts.open is not None and trip.id == ts.open.id and prev is not None:
-            moving = motion.stationary_since is None
+        elif prev is not None:
+            continuing = trip.id == open_id
+            moving = motion.stationary_since is None or not continuing  # a trip opened here starts moving
             seg = haversine_m(prev.lon, prev.lat, ping.lon, ping.lat) if moving else 0.0
             trip, visits_changed = self._visits(trip, ping, ctx)
             trip = self._extend(trip, ping, seg, ctx, events)
-            changed = changed or visits_changed
-        elif trip is not None and prev is not None:  # opened at this fix by leaving a stop
-            seg = haversine_m(prev.lon, prev.lat, ping.lon, ping.lat)
-            trip, _ = self._visits(trip, ping, ctx)
-            trip = self._extend(trip, ping, seg, ctx, events)
-            changed = True
+            changed = changed or visits_changed or not continuing
         # 5. a standstill long enough ends the trip where it began
-        if trip is not None and new_still is not None:
-            limit = self._park_limit(kind, ctx.paired_with is not None, new_still.fences, ctx.index)
+        if new_still is not None and not parked:
+            limit = self._park_limit(kind, ctx.paired_with is not None, new_still.fences, index)
             if (ping.ts - new_still.since).total_seconds() > limit:
-                end = max(new_still.since, trip.start)
-                reason = "long_stop" if kind is DeviceKind.TRUCK else "set_down"
-                dest = _best_fence(ctx.index, new_still.fences, trip.visits)
-                out.extend(self._closed(trip, end, reason, new_still.lon, new_still.lat, dest))
-                ts = replace(ts, open=None, parked=True, emitted_at=None, pending_customs=Customs())
-                trip = None
-        elif trip is None and new_still is not None and not ts.parked:
-            limit = self._park_limit(kind, ctx.paired_with is not None, new_still.fences, ctx.index)
-            if (ping.ts - new_still.since).total_seconds() > limit:
-                ts = replace(ts, parked=True)
+                if trip is not None:
+                    end = max(new_still.since, trip.start)
+                    reason = "long_stop" if kind is DeviceKind.TRUCK else "set_down"
+                    dest = _best_fence(index, new_still.fences, trip.visits)
+                    out.extend(self._closed(trip, end, reason, new_still.lon, new_still.lat, dest))
+                    trip, emitted_at, pending = None, None, _NO_CUSTOMS
+                parked = True
+        partner = ctx.paired_with
+        if trip is not None and partner and partner not in trip.partners and len(trip.partners) < p.max_items:
+            trip = replace(trip, partners=(*trip.partners, partner))
+            changed = True
+        new = TripState(trip, new_still, parked, aboard, ctx.paired_with is not None, pending, emitted_at)
         if trip is not None:
-            if len(trip.partners) < p.max_items and ctx.paired_with and ctx.paired_with not in trip.partners:
-                trip = replace(trip, partners=(*trip.partners, ctx.paired_with))
-                changed = True
-            ts, snapshot = self._maybe_emit(replace(ts, open=trip), ping.ts, changed or self._alerted(events))
+            new, snapshot = self._maybe_emit(new, ping.ts, changed or self._alerted(events))
             out.extend(snapshot)
-        else:
-            ts = replace(ts, open=None)
-        return ts, tuple(out)
+        return new, tuple(out)
 
     def tick(
         self, ts: TripState, now: datetime, ctx: TickContext, events: Sequence[Event]
@@ -634,7 +672,7 @@ class TripSegmenter:
             return ts, ()
         trip = replace(trip, customs=trip.customs.with_decision(inspection.result, inspection.ts))
         trip = self._with_alerts(trip, events, None)
-        if inspection.result is InspectionResult.LOADED and trip.kind is DeviceKind.CONTAINER:
+        if inspection.result is InspectionResult.LOADED and trip.kind is not DeviceKind.TRUCK:
             end = max(inspection.ts, trip.end)
             lon, lat = (last.lon, last.lat) if last is not None else (trip.end_lon, trip.end_lat)
             trip = self._with_standstill(trip, ts)
@@ -653,7 +691,7 @@ class TripSegmenter:
         return p.container_drop_s
 
     def _open(
-        self, ts: TripState, device_id: str, kind: DeviceKind, at: Fix, ctx: FixContext, fences: frozenset[str]
+        self, customs: Customs, device_id: str, kind: DeviceKind, at: Fix, ctx: FixContext, fences: frozenset[str]
     ) -> Trip:
         p = self.params
         visits = tuple(
@@ -674,20 +712,12 @@ class TripSegmenter:
             origin=_best_fence(ctx.index, fences),
             port=_port(ctx.index, fences) or ctx.params_port,
             visits=visits,
-            customs=ts.pending_customs,
+            customs=customs,
         )
 
     def _extend(self, trip: Trip, ping: Ping, seg_m: float, ctx: FixContext, events: Sequence[Event]) -> Trip:
         away = haversine_m(trip.start_lon, trip.start_lat, ping.lon, ping.lat)
-        trip = replace(
-            trip,
-            end=ping.ts,
-            end_lon=ping.lon,
-            end_lat=ping.lat,
-            distance_m=trip.distance_m + seg_m,
-            max_away_m=max(trip.max_away_m, away),
-            port=trip.port or ctx.params_port,
-        )
+        trip = trip.extended(ping.ts, ping.lon, ping.lat, seg_m, away, ctx.params_port)
         return self._with_alerts(trip, events, None)
 
     def _visits(self, trip: Trip, ping: Ping, ctx: FixContext) -> tuple[Trip, bool]:
