@@ -39,11 +39,12 @@ if __package__ in (None, ""):  # run as a script: the repository root holds the 
 from bench.detection import RUN_ON_S, declared_pairs, items_in_delivery_order
 from geofences import FenceIndex, load_port
 from tracker.config import Settings
+from tracker.core.detector import FixContext, TickContext
 from tracker.core.engine import Engine
-from tracker.core.model import Alert, DeviceKind, Inspection
+from tracker.core.fix import Fix
+from tracker.core.model import Alert, DeviceKind, Event, Inspection, Ping
 from tracker.core.pipeline import Pipeline, default_detectors
-from tracker.core.state import DeviceState
-from tracker.core.trips import Trip, TripSegmenter, trips_in
+from tracker.core.trips import Trip, TripSegmenter, TripState, trips_in
 from tracker.sim.scenario import Scenario, SimConfig, generate
 
 ROOT = Path(__file__).resolve().parent
@@ -53,19 +54,32 @@ DEFAULT_OUT = ROOT / "results" / "trips.json"
 class NoTrips(TripSegmenter):
     """The segmenter switched off: the baseline the cost is measured against."""
 
-    def on_fix(self, state: DeviceState, ping: Any, ctx: Any, events: Any) -> tuple[DeviceState, tuple[Trip, ...]]:
+    def fix(
+        self, state: TripState | None, ping: Ping, ctx: FixContext, events: Sequence[Event]
+    ) -> tuple[TripState, tuple[Trip, ...]]:
+        return _EMPTY, ()
+
+    def tick(
+        self, state: TripState | None, now: datetime, ctx: TickContext, events: Sequence[Event]
+    ) -> tuple[TripState | None, tuple[Trip, ...]]:
         return state, ()
 
-    def on_tick(self, state: DeviceState, now: Any, ctx: Any, events: Any) -> tuple[DeviceState, tuple[Trip, ...]]:
-        return state, ()
+    def inspection(
+        self,
+        state: TripState | None,
+        inspection: Inspection,
+        last: Fix | None,
+        index: FenceIndex,
+        fences: frozenset[str],
+        events: Sequence[Event],
+    ) -> tuple[TripState, tuple[Trip, ...]]:
+        return _EMPTY, ()
 
-    def on_inspection(
-        self, state: DeviceState, inspection: Any, index: Any, events: Any
-    ) -> tuple[DeviceState, tuple[Trip, ...]]:
-        return state, ()
-
-    def next_due(self, state: DeviceState, index: Any) -> datetime | None:
+    def next_due(self, ts: TripState | None, last: Fix | None, kind: DeviceKind, index: FenceIndex) -> datetime | None:
         return None
+
+
+_EMPTY = TripState()
 
 
 def replay(scenario: Scenario, *, with_trips: bool) -> Engine:

@@ -646,7 +646,7 @@ async def test_container_separated_from_paired_truck(
     await send(device, box, [(first_at, moved(dropped, 0, 1), {})])
     await db.settle(box, 8)
     assert await stored_kinds(db, box, "container_separated") == 0
-    suspect = (await db.detector_state(box, "pairing"))["suspect"]
+    suspect = (await db.detector_state(box, "pairing")).suspect
     assert suspect is not None and 140 < suspect["distance_m"] < 180
 
     # the second reading, on a new fix of each: the truck 160 m further still, the container where it was set down
@@ -693,7 +693,7 @@ async def test_container_not_separated_by_single_outliers(
         await db.settle(truck, i + 1)
         await send(device, box, [(ts, road_spot(2800 + 80 * i - 250) if i in outliers else moved(p, 2, 2), {})])
         await db.settle(box, i + 1)
-        suspect = (await db.detector_state(box, "pairing")).get("suspect")
+        suspect = (await db.detector_state(box, "pairing")).suspect
         if i in outliers:
             assert suspect is not None and suspect["distance_m"] > 200, (i, suspect)
         else:

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from tracker import audit
 from tracker.adapters.errors import ChainContendedError
 from tracker.adapters.store_trips import TripStore
+from tracker.core import codec
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping, Rejected, Severity
 from tracker.core.state import DeviceState
 from tracker.core.trips import Trip
@@ -399,7 +400,7 @@ class Store:
 
     async def states(self) -> dict[str, DeviceState]:
         rows = await self.pool.fetch("SELECT device_id, state FROM device_state")
-        return {r["device_id"]: DeviceState.from_json(r["device_id"], json.loads(r["state"])) for r in rows}
+        return {r["device_id"]: _decode_state(r["device_id"], r["state"]) for r in rows}
 
     # ---- the batch write ------------------------------------------------------------------------
 
@@ -433,7 +434,7 @@ class Store:
                     "INSERT INTO device_state (device_id, state, last_ts, updated_at) VALUES ($1, $2, $3, now())"
                     " ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, last_ts = EXCLUDED.last_ts,"
                     " updated_at = now()",
-                    [(d, json.dumps(s.to_json()), s.last.ts if s.last else None) for d, s in batch.states.items()],
+                    [(d, codec.encode(s), s.last.ts if s.last else None) for d, s in batch.states.items()],
                 )
             if batch.dead_letters:
                 await conn.executemany(
@@ -1036,3 +1037,10 @@ def quote_ident(name: str) -> str:
 def _month_start(at: datetime, months: int) -> datetime:
     index = at.year * 12 + (at.month - 1) + months
     return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
+
+
+def _decode_state(device_id: str, raw: bytes) -> DeviceState:
+    """A stored state: the codec's bytes, or (written before migration 004) the old JSON text, read once."""
+    if raw[:1] == b"{":
+        return DeviceState.from_json(device_id, json.loads(raw))
+    return codec.decode(raw)

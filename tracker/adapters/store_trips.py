@@ -3,7 +3,8 @@
 The core outputs a trip each time it closes and, rate-limited, while it is open; a batch may carry
 several outputs of one trip, of which the last is the truth. Rows are upserted by trip id (derived from
 device and start), so replays and retried batches rewrite the same row. Which box a tracker rides on and
-which boxes a truck hauled are facts of the ``devices`` table, filled in here at write time: a tracker
+which boxes a truck hauled are facts of the ``devices`` and ``pairings`` tables, filled in here at write
+time (a truck's boxes are the pairings declared on it during the trip, as scopes count them): a tracker
 moved to another box later does not rewrite the history of the trips it made on the previous one.
 """
 
@@ -26,18 +27,25 @@ TRIP_COLUMNS = (
 )
 
 _UPSERT = """
+WITH hauled AS (  -- boxes declared on this truck during the trip
+    SELECT DISTINCT p.container_id AS id FROM pairings p
+    WHERE $3 = 'truck' AND p.truck_id = $2 AND p.since <= $6 AND (p.until IS NULL OR p.until >= $5)
+)
 INSERT INTO trips (trip_id, device_id, kind, container_no, carried, partners, start_ts, end_ts, closed,
     end_reason, origin_fence, destination_fence, port, start_lon, start_lat, end_lon, end_lat, distance_m,
     duration_s, moving_s, stopped_s, stops, visits, customs, alert_ids, truncated, updated_at)
-VALUES ($1, $2, $3,
-    (SELECT container_no FROM devices WHERE device_id = $2 AND $3 = 'container'),
+SELECT $1::uuid, $2::text, $3::text,
+    (SELECT container_no FROM devices WHERE device_id = $2 AND $3 <> 'truck'),
     COALESCE((SELECT array_agg(DISTINCT container_no ORDER BY container_no) FROM devices
-              WHERE device_id = ANY($4::text[]) AND container_no IS NOT NULL), '{}'),
-    $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, now())
+              WHERE (device_id = ANY($4::text[]) OR device_id IN (SELECT id FROM hauled))
+              AND container_no IS NOT NULL), '{}'),
+    ARRAY(SELECT DISTINCT x FROM unnest($4::text[] || ARRAY(SELECT id FROM hauled)) AS x ORDER BY x),
+    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, now()
 ON CONFLICT (trip_id) DO UPDATE SET
     container_no = COALESCE(EXCLUDED.container_no, trips.container_no),
     carried = ARRAY(SELECT DISTINCT c FROM unnest(trips.carried || EXCLUDED.carried) AS c ORDER BY c),
-    partners = EXCLUDED.partners, end_ts = EXCLUDED.end_ts, closed = EXCLUDED.closed,
+    partners = ARRAY(SELECT DISTINCT x FROM unnest(trips.partners || EXCLUDED.partners) AS x ORDER BY x),
+    end_ts = EXCLUDED.end_ts, closed = EXCLUDED.closed,
     end_reason = EXCLUDED.end_reason, origin_fence = EXCLUDED.origin_fence,
     destination_fence = EXCLUDED.destination_fence, port = EXCLUDED.port, end_lon = EXCLUDED.end_lon,
     end_lat = EXCLUDED.end_lat, distance_m = EXCLUDED.distance_m, duration_s = EXCLUDED.duration_s,

@@ -24,13 +24,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import ClassVar
+
+import msgspec
 
 from geofences import FenceKind
-from tracker.core.detector import FixContext, JsonState, TickContext
+from tracker.core.detector import FixContext, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
 
-__all__ = ["DWELL", "DwellDetector", "DwellParams"]
+__all__ = ["DWELL", "DwellDetector", "DwellParams", "DwellState", "DwellVisit"]
 
 DWELL = "dwell"
 
@@ -61,30 +63,18 @@ class DwellParams:
     max_gap_s: float = 3600.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Visit:
+class DwellVisit(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One stay inside a watched fence, and the alert it raised (exactly as raised, for its update)."""
+
+    fence_id: str
     enter: datetime
     alert: Alert | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"enter": self.enter.isoformat(), "alert": None if self.alert is None else self.alert.to_state()}
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> _Visit:
-        raw = data.get("alert")
-        return cls(datetime.fromisoformat(data["enter"]), None if raw is None else Alert.from_state(raw))
+class DwellState(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """The watched fences the device is in (its slot in ``DeviceState``), by fence id."""
 
-
-def _load(state: JsonState) -> dict[str, _Visit]:
-    if not state:
-        return {}
-    return {fid: _Visit.from_json(v) for fid, v in state.get("visits", {}).items()}
-
-
-def _dump(visits: Mapping[str, _Visit]) -> JsonState:
-    if not visits:
-        return None
-    return {"visits": {fid: v.to_json() for fid, v in sorted(visits.items())}}
+    visits: tuple[DwellVisit, ...] = ()
 
 
 class DwellDetector:
@@ -96,15 +86,15 @@ class DwellDetector:
     def _limit(self, kind: DeviceKind, fence_kind: FenceKind) -> float | None:
         return self.params.limits.get((kind, fence_kind))
 
-    def on_fix(self, state: JsonState, ping: Ping, ctx: FixContext) -> tuple[JsonState, list[Event]]:
+    def on_fix(self, state: DwellState | None, ping: Ping, ctx: FixContext) -> tuple[DwellState | None, list[Event]]:
         watched = {
             f: limit
             for f in ctx.fences
             if f in ctx.index and (limit := self._limit(ctx.kind, ctx.index.get(f).kind)) is not None
         }
-        if not state and not watched:
+        if state is None and not watched:
             return state, []
-        visits = _load(state)
+        visits = {} if state is None else {v.fence_id: v for v in state.visits}
         events: list[Event] = []
         gap = ctx.previous is not None and (ping.ts - ctx.previous.ts).total_seconds() > self.params.max_gap_s
         for fid in sorted(visits):
@@ -113,27 +103,29 @@ class DwellDetector:
         for fid, limit in sorted(watched.items()):
             visit = visits.get(fid)
             if visit is None:
-                visits[fid] = visit = _Visit(ping.ts)
+                visits[fid] = visit = DwellVisit(fid, ping.ts)
             if visit.alert is None and (ping.ts - visit.enter).total_seconds() > limit:
                 alert = self._alert(ctx, fid, visit.enter, ping.ts, limit)
-                visits[fid] = _Visit(visit.enter, alert)
+                visits[fid] = DwellVisit(fid, visit.enter, alert)
                 events.append(alert)
-        new = _dump(visits)
+        new = DwellState(tuple(visits[f] for f in sorted(visits))) if visits else None
         return (state if new == state else new), events
 
-    def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
+    def on_tick(
+        self, state: DwellState | None, now: datetime, ctx: TickContext
+    ) -> tuple[DwellState | None, list[Event]]:
         return state, []  # fixes only: see the module docstring
 
-    def next_due(self, state: JsonState, ctx: TickContext, after: datetime | None) -> datetime | None:
+    def next_due(self, state: DwellState | None, ctx: TickContext, after: datetime | None) -> datetime | None:
         return None
 
     def on_inspection(
-        self, state: JsonState, inspection: Inspection, ctx: TickContext
-    ) -> tuple[JsonState, list[Event]]:
-        if inspection.result is not InspectionResult.LOADED or not state:
+        self, state: DwellState | None, inspection: Inspection, ctx: TickContext
+    ) -> tuple[DwellState | None, list[Event]]:
+        if inspection.result is not InspectionResult.LOADED or state is None:
             return state, []
         events: list[Event] = []
-        for visit in _load(state).values():
+        for visit in state.visits:
             events.extend(self._ended(visit, inspection.ts, "loaded"))
         return None, events
 
@@ -163,7 +155,7 @@ class DwellDetector:
         )
 
     @staticmethod
-    def _ended(visit: _Visit, at: datetime, reason: str) -> list[Event]:
+    def _ended(visit: DwellVisit, at: datetime, reason: str) -> list[Event]:
         if visit.alert is None:
             return []
         duration = max(0.0, (at - visit.enter).total_seconds())

@@ -31,19 +31,21 @@ the service writes both in the transaction of the batch that produced them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
+from msgspec.structs import replace
+
 from geofences import FenceIndex, FenceKind, haversine_m
 from tracker.core.detector import FixContext, Motion, TickContext, first_after
+from tracker.core.fix import Fix
 from tracker.core.model import Alert, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
-from tracker.core.state import DeviceState, Fix
 from tracker.core.stops import DEFAULT_SPECIFICITY
 
 __all__ = [
-    "TRIPS_KEY",
     "Customs",
     "Stop",
     "Trip",
@@ -53,9 +55,6 @@ __all__ = [
     "Visit",
     "trip_id",
 ]
-
-TRIPS_KEY = "trips"
-"""Where the segmenter keeps its state in ``DeviceState.detectors`` (as JSON, like every detector)."""
 
 
 def _visit_kinds() -> frozenset[FenceKind]:
@@ -115,16 +114,7 @@ def _ts(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _dt(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def _req_dt(value: Any) -> datetime:
-    return datetime.fromisoformat(value)
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
+class Stop(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     """A standstill of at least ``min_stop_s`` during a trip: where, from when to when, inside which fences."""
 
     start: datetime
@@ -147,19 +137,8 @@ class Stop:
             "fences": list(self.fences),
         }
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Stop:
-        return cls(
-            _req_dt(data["start"]),
-            _req_dt(data["end"]),
-            float(data["lon"]),
-            float(data["lat"]),
-            tuple(data.get("fences", ())),
-        )
 
-
-@dataclass(frozen=True, slots=True)
-class Visit:
+class Visit(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     """One stay inside one fence: entered at ``enter``, left at ``exit`` (None: still inside at the trip's end)."""
 
     fence_id: str
@@ -181,13 +160,8 @@ class Visit:
             out["inside_s"] = round(self.inside_s(trip_end), 3)
         return out
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Visit:
-        return cls(data["fence_id"], data["fence_kind"], _req_dt(data["enter"]), _dt(data.get("exit")))
 
-
-@dataclass(frozen=True, slots=True)
-class Customs:
+class Customs(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     """When customs first said each thing about the box during (or just before) the trip."""
 
     cleared: datetime | None = None
@@ -213,15 +187,8 @@ class Customs:
             "loaded": _ts(self.loaded),
         }
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> Customs:
-        if not data:
-            return cls()
-        return cls(_dt(data.get("cleared")), _dt(data.get("selected")), _dt(data.get("held")), _dt(data.get("loaded")))
 
-
-@dataclass(frozen=True, slots=True)
-class Trip:
+class Trip(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     """One journey, open (``closed`` False: ``end`` is the latest fix so far) or closed."""
 
     id: str
@@ -243,8 +210,8 @@ class Trip:
     stops: tuple[Stop, ...] = ()
     visits: tuple[Visit, ...] = ()
     alerts: tuple[str, ...] = ()
-    customs: Customs = field(default_factory=Customs)
-    partners: tuple[str, ...] = ()  # trucks that hauled this box, or boxes this truck hauled
+    customs: Customs = msgspec.field(default_factory=Customs)
+    partners: tuple[str, ...] = ()  # trucks that hauled this box (a truck's boxes: added when stored)
     truncated: bool = False
 
     @property
@@ -261,29 +228,6 @@ class Trip:
 
     def to_json(self) -> dict[str, Any]:
         """The stored and served form, with the derived times and the visits' time inside (rounded)."""
-        out = self.to_state()
-        out.update(
-            {
-                "distance_m": round(self.distance_m, 1),
-                "max_away_m": round(self.max_away_m, 1),
-                "duration_s": round(self.duration_s, 3),
-                "moving_s": round(self.moving_s, 3),
-                "stopped_s": round(self.stopped_s, 3),
-                "stops": [s.to_json() for s in self.stops],
-                "visits": [v.to_json(self.end) for v in self.visits],
-            }
-        )
-        return out
-
-    def to_state(self, previous: tuple[Mapping[str, Any], Trip] | None = None) -> dict[str, Any]:
-        """Exact form kept in the device state (``from_json`` reads both).
-
-        ``previous``: the form this trip had at the last save and the trip it was made from; the lists of
-        stops, visits, alerts and partners whose tuples are the very same objects are reused instead of
-        encoded again (state JSON is never mutated, and most fixes change none of them).
-        """
-        old = previous[1] if previous is not None and previous[1].id == self.id else None
-        raw = previous[0] if old is not None and previous is not None else {}
         return {
             "id": self.id,
             "device_id": self.device_id,
@@ -299,13 +243,16 @@ class Trip:
             "origin": self.origin,
             "destination": self.destination,
             "port": self.port,
-            "distance_m": self.distance_m,
-            "max_away_m": self.max_away_m,
-            "stops": raw["stops"] if old and old.stops is self.stops else [s.to_json() for s in self.stops],
-            "visits": raw["visits"] if old and old.visits is self.visits else [v.to_json() for v in self.visits],
-            "alerts": raw["alerts"] if old and old.alerts is self.alerts else list(self.alerts),
-            "customs": raw["customs"] if old and old.customs is self.customs else self.customs.to_json(),
-            "partners": raw["partners"] if old and old.partners is self.partners else list(self.partners),
+            "distance_m": round(self.distance_m, 1),
+            "max_away_m": round(self.max_away_m, 1),
+            "duration_s": round(self.duration_s, 3),
+            "moving_s": round(self.moving_s, 3),
+            "stopped_s": round(self.stopped_s, 3),
+            "stops": [s.to_json() for s in self.stops],
+            "visits": [v.to_json(self.end) for v in self.visits],
+            "alerts": list(self.alerts),
+            "customs": self.customs.to_json(),
+            "partners": list(self.partners),
             "truncated": self.truncated,
         }
 
@@ -336,36 +283,8 @@ class Trip:
             self.truncated,
         )
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Trip:
-        return cls(
-            id=data["id"],
-            device_id=data["device_id"],
-            kind=DeviceKind(data["kind"]),
-            start=_req_dt(data["start"]),
-            end=_req_dt(data["end"]),
-            start_lon=float(data["start_lon"]),
-            start_lat=float(data["start_lat"]),
-            end_lon=float(data["end_lon"]),
-            end_lat=float(data["end_lat"]),
-            closed=bool(data["closed"]),
-            end_reason=data.get("end_reason"),
-            origin=data.get("origin"),
-            destination=data.get("destination"),
-            port=data.get("port"),
-            distance_m=float(data.get("distance_m", 0.0)),
-            max_away_m=float(data.get("max_away_m", 0.0)),
-            stops=tuple(Stop.from_json(s) for s in data.get("stops", ())),
-            visits=tuple(Visit.from_json(v) for v in data.get("visits", ())),
-            alerts=tuple(data.get("alerts", ())),
-            customs=Customs.from_json(data.get("customs")),
-            partners=tuple(data.get("partners", ())),
-            truncated=bool(data.get("truncated", False)),
-        )
 
-
-@dataclass(frozen=True, slots=True)
-class Standstill:
+class Standstill(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     """The device's current stationary period as the motion model reports it (finalised into a Stop later)."""
 
     since: datetime
@@ -374,73 +293,23 @@ class Standstill:
     lat: float
     fences: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "since": self.since.isoformat(),
-            "last": self.last.isoformat(),
-            "lon": self.lon,
-            "lat": self.lat,
-            "fences": list(self.fences),
-        }
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> Standstill | None:
-        if not data:
-            return None
-        return cls(
-            _req_dt(data["since"]),
-            _req_dt(data["last"]),
-            float(data["lon"]),
-            float(data["lat"]),
-            tuple(data.get("fences", ())),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class TripState:
-    """What the segmenter remembers about one device between steps."""
+class TripState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """What the segmenter remembers about one device between steps (its slot in ``DeviceState``, stored by
+    ``tracker.core.codec``; fields are only ever appended)."""
 
     open: Trip | None = None
     still: Standstill | None = None
     parked: bool = False  # in a long stop (truck) or set down (container): no trip opens until it moves
     aboard: bool = False  # a container reported loaded: no trip until it has been set down again
     paired: bool = False  # the last fix had a partner (a box on a truck is not set down by standing still)
-    pending_customs: Customs = field(default_factory=Customs)  # decisions heard while no trip was open
+    pending_customs: Customs = msgspec.field(default_factory=Customs)  # decisions heard while no trip was open
     emitted_at: datetime | None = None  # event time the open trip was last output
-
-    def to_json(self, previous: tuple[Mapping[str, Any], TripState] | None = None) -> dict[str, Any]:
-        """``previous``: the last saved form and state, whose unchanged lists are reused (``Trip.to_state``)."""
-        prev_open = None
-        if previous is not None and previous[1].open is not None and previous[0].get("open") is not None:
-            prev_open = (previous[0]["open"], previous[1].open)
-        return {
-            "open": None if self.open is None else self.open.to_state(prev_open),
-            "still": None if self.still is None else self.still.to_json(),
-            "parked": self.parked,
-            "aboard": self.aboard,
-            "paired": self.paired,
-            "pending_customs": None if self.pending_customs.empty() else self.pending_customs.to_json(),
-            "emitted_at": _ts(self.emitted_at),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> TripState:
-        if not data:
-            return cls()
-        raw_open = data.get("open")
-        return cls(
-            open=None if raw_open is None else Trip.from_json(raw_open),
-            still=Standstill.from_json(data.get("still")),
-            parked=bool(data.get("parked", False)),
-            aboard=bool(data.get("aboard", False)),
-            paired=bool(data.get("paired", False)),
-            pending_customs=Customs.from_json(data.get("pending_customs")),
-            emitted_at=_dt(data.get("emitted_at")),
-        )
 
 
 _RANK = {s: i for i, s in enumerate(Severity)}
 _NO_CUSTOMS = Customs()
+_EMPTY = TripState()
 _SPECIFICITY = {kind: rank for rank, kind in enumerate(DEFAULT_SPECIFICITY)}
 
 
@@ -467,80 +336,34 @@ def _port(index: FenceIndex, fences: Iterable[str]) -> str | None:
 
 
 class TripSegmenter:
-    """Stateless holder of the parameters; every method maps (device state, input) to (state, trips out).
+    """Stateless holder of the parameters; every method maps (trip state, input) to (trip state, trips out).
 
-    The pipeline calls :meth:`on_fix` once per accepted fix (after the detectors, with the events they
-    raised), :meth:`on_tick` once per tick and :meth:`on_inspection` once per customs decision, and asks
-    :meth:`next_due` when a tick could next close a trip. The typed state is stored as JSON in the
-    device's state; a small cache keyed by the stored object's identity spares the decoding when the state
-    the pipeline hands back is the one this segmenter just produced (the cache never changes an answer).
+    The pipeline calls :meth:`fix` once per accepted fix (after the detectors, with the events they
+    raised), :meth:`tick` once per tick and :meth:`inspection` once per customs decision, each with the
+    device's ``trips`` slot (None: nothing remembered yet), and asks :meth:`next_due` when a tick could
+    next close a trip. A method returns the very state it was given when nothing changed.
     """
 
     def __init__(self, params: TripParams | None = None) -> None:
         self.params = params or TripParams()
-        self._cache: dict[str, tuple[object, TripState]] = {}
 
-    # ---- state codec ----------------------------------------------------------------------------
-
-    def load(self, state: DeviceState) -> TripState:
-        raw = state.detectors.get(TRIPS_KEY)
-        hit = self._cache.get(state.device_id)
-        if hit is not None and hit[0] is raw:
-            return hit[1]
-        return TripState.from_json(raw)
-
-    def _save(self, state: DeviceState, ts: TripState, before: TripState) -> DeviceState:
-        old = state.detectors.get(TRIPS_KEY)
-        raw = ts.to_json((old, before) if isinstance(old, dict) else None)
-        self._cache[state.device_id] = (raw, ts)
-        return state.with_detector(TRIPS_KEY, raw)
-
-    # ---- hooks ----------------------------------------------------------------------------------
-
-    def on_fix(
-        self, state: DeviceState, ping: Ping, ctx: FixContext, events: Sequence[Event]
-    ) -> tuple[DeviceState, tuple[Trip, ...]]:
-        """One accepted fix (``state`` already carries it as ``last``, ``ctx.previous`` is the one before)."""
-        before = self.load(state)
-        after, out = self.fix(before, ping, ctx, events)
-        if after == before:
-            return state, out
-        return self._save(state, after, before), out
-
-    def on_tick(
-        self, state: DeviceState, now: datetime, ctx: TickContext, events: Sequence[Event]
-    ) -> tuple[DeviceState, tuple[Trip, ...]]:
-        before = self.load(state)
-        after, out = self.tick(before, now, ctx, events)
-        if after == before:
-            return state, out
-        return self._save(state, after, before), out
-
-    def on_inspection(
-        self, state: DeviceState, inspection: Inspection, index: FenceIndex, events: Sequence[Event]
-    ) -> tuple[DeviceState, tuple[Trip, ...]]:
-        before = self.load(state)
-        after, out = self.inspection(before, inspection, state.last, index, state.fences, events)
-        if after == before:
-            return state, out
-        return self._save(state, after, before), out
-
-    def next_due(self, state: DeviceState, index: FenceIndex) -> datetime | None:
+    def next_due(self, ts: TripState | None, last: Fix | None, kind: DeviceKind, index: FenceIndex) -> datetime | None:
         """The earliest instant a tick could close the open trip (never late: see ``detector.Timed``)."""
-        ts = self.load(state)
-        if ts.open is None or state.last is None:
+        if ts is None or ts.open is None or last is None:
             return None
-        due = first_after(state.last.ts, self.params.silence_s)
+        due = first_after(last.ts, self.params.silence_s)
         if ts.still is not None:
-            limit = self._park_limit(state.kind, ts.paired, ts.still.fences, index)
+            limit = self._park_limit(kind, ts.paired, ts.still.fences, index)
             due = min(due, first_after(ts.still.since, limit))
         return due
 
     # ---- pure transitions on the typed state ----------------------------------------------------
 
     def fix(
-        self, ts: TripState, ping: Ping, ctx: FixContext, events: Sequence[Event]
+        self, state: TripState | None, ping: Ping, ctx: FixContext, events: Sequence[Event]
     ) -> tuple[TripState, tuple[Trip, ...]]:
+        """One accepted fix; ``ctx.previous`` is the accepted fix before it."""
+        ts = _EMPTY if state is None else state
         p = self.params
         out: list[Trip] = []
         prev = ctx.previous
@@ -616,22 +439,26 @@ class TripSegmenter:
                     out.extend(self._closed(trip, end, reason, new_still.lon, new_still.lat, dest))
                     trip, emitted_at, pending = None, None, _NO_CUSTOMS
                 parked = True
-        partner = ctx.paired_with
+        # a box's truck comes from the box's own pairing state; a truck's box only from the world view, which
+        # depends on the order the two devices' fixes came in (and on restarts): trucks' boxes are filled in
+        # from the declared pairings when the trip is stored (tracker/adapters/store_trips.py)
+        partner = ctx.paired_with if kind is not DeviceKind.TRUCK else None
         if trip is not None and partner and partner not in trip.partners and len(trip.partners) < p.max_items:
             trip = replace(trip, partners=(*trip.partners, partner))
             changed = True
-        new = TripState(trip, new_still, parked, aboard, ctx.paired_with is not None, pending, emitted_at)
+        new = TripState(trip, new_still, parked, aboard, partner is not None, pending, emitted_at)
         if trip is not None:
             new, snapshot = self._maybe_emit(new, ping.ts, changed or self._alerted(events))
             out.extend(snapshot)
         return new, tuple(out)
 
     def tick(
-        self, ts: TripState, now: datetime, ctx: TickContext, events: Sequence[Event]
-    ) -> tuple[TripState, tuple[Trip, ...]]:
-        trip = ts.open
-        if trip is None or ctx.last is None:
-            return ts, ()
+        self, state: TripState | None, now: datetime, ctx: TickContext, events: Sequence[Event]
+    ) -> tuple[TripState | None, tuple[Trip, ...]]:
+        trip = None if state is None else state.open
+        if state is None or trip is None or ctx.last is None:
+            return state, ()
+        ts = state
         p = self.params
         if (now - ctx.last.ts).total_seconds() > p.silence_s:
             trip = self._with_standstill(self._with_alerts(trip, events, now), ts)
@@ -657,13 +484,15 @@ class TripSegmenter:
 
     def inspection(
         self,
-        ts: TripState,
+        state: TripState | None,
         inspection: Inspection,
         last: Fix | None,
         index: FenceIndex,
         fences: frozenset[str],
         events: Sequence[Event],
     ) -> tuple[TripState, tuple[Trip, ...]]:
+        """A customs decision about the box this device tracks (``last``/``fences``: its last accepted fix)."""
+        ts = _EMPTY if state is None else state
         trip = ts.open
         if trip is None:
             ts = replace(ts, pending_customs=ts.pending_customs.with_decision(inspection.result, inspection.ts))
