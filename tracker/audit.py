@@ -379,11 +379,13 @@ class AlertRecord:
     resolved_at: datetime | None = None
     resolution: str | None = None
     ended_at: datetime | None = None
+    fence_versions: JSONValue = None  # the fence sets it was raised under; None before migration 008
     assigned_to: str | None = None
 
     def content(self) -> dict[str, JSONValue]:
         """The alert as raised: what a ``raised`` link carries."""
         return {
+            "fence_versions": self.fence_versions,
             "id": self.id,
             "kind": self.kind,
             "severity": self.severity,
@@ -454,6 +456,7 @@ class AlertRecord:
             resolved_at=t("resolved_at"),
             resolution=s("resolution", True),
             ended_at=t("ended_at"),
+            fence_versions=obj.get("fence_versions"),
             assigned_to=s("assigned_to", True),
         )
 
@@ -689,6 +692,7 @@ def _compare(state: _State, row: AlertRecord, updates: list[tuple[datetime, bool
         ("fence_id", c.get("fence_id"), row.fence_id),
         ("message", c.get("message"), row.message),
         ("evidence", comparable(c.get("evidence")), comparable(row.evidence)),
+        ("fence_versions", comparable(c.get("fence_versions")), comparable(row.fence_versions)),
         ("status", state.status, row.status),
         ("acknowledged_by", state.acknowledged_by, row.acknowledged_by),
         ("acknowledged_at", state.acknowledged_at, row.acknowledged_at),
@@ -706,6 +710,8 @@ def _compare(state: _State, row: AlertRecord, updates: list[tuple[datetime, bool
         if linked != stored:
             if name == "evidence":
                 return "its evidence differs from what its links say"
+            if name == "fence_versions":
+                return "its fence_versions differ from what its links say"
             return f"{name} is {stored!r} but its links say {linked!r}"
     if Counter(state.updates) != Counter(updates):
         return f"its stored updates ({len(updates)}) differ from its linked updates ({len(state.updates)})"

@@ -302,6 +302,11 @@ ALERT_ITEM = _obj(
         "ended_at": NULLABLE_STRING,
         "assigned_to": NULLABLE_STRING,
         "hash": {"type": "string"},
+        "fence_versions": {
+            "type": ["object", "null"],
+            "description": "{port: {version, sha256}} of the fence sets it was raised under (null before they"
+            " were recorded; version null: a fence file)",
+        },
     },
     ["id", "kind", "severity", "status", "device_id", "ts", "message", "evidence", "hash"],
 )

@@ -208,10 +208,10 @@ def _ref(name: str) -> dict[str, str]:
 
 def document() -> dict[str, Any]:
     """The whole document: the routes described here and those the area modules describe next to their handlers."""
-    from tracker.adapters import api_alerts, api_orgs, api_trips
+    from tracker.adapters import api_alerts, api_fences, api_orgs, api_trips
 
     doc = _core_document()
-    for module in (api_alerts, api_orgs, api_trips):
+    for module in (api_alerts, api_orgs, api_fences, api_trips):
         doc["components"]["schemas"].update(module.SCHEMAS)
         doc["paths"].update(module.PATHS)
     return doc
@@ -355,7 +355,13 @@ def _core_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(
                             "fence sets",
-                            _obj({"ports": {"type": "object", "additionalProperties": {"type": "object"}}}, ["ports"]),
+                            _obj(
+                                {
+                                    "ports": {"type": "object", "additionalProperties": {"type": "object"}},
+                                    "versions": {"type": "object", "additionalProperties": {"type": "object"}},
+                                },
+                                ["ports", "versions"],
+                            ),
                         ),
                         **_errors(403, *SECURED_ERRORS),
                     },

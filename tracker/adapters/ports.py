@@ -21,6 +21,7 @@ from geofences import FenceSet
 from tracker.adapters.scope import Haul
 from tracker.adapters.store import ApiToken
 from tracker.adapters.store_alerts import AlertFilter, Change, Outcome
+from tracker.adapters.store_fences import FenceVersion
 from tracker.adapters.store_orgs import CoverageRow, OrgRow, TokenRow
 from tracker.commands import Command
 from tracker.config import Settings
@@ -73,6 +74,13 @@ class ApiStore(Protocol):
     async def outbox_backlog(self) -> int: ...
 
 
+class ApiFenceStore(Protocol):
+    """Reads of fence-set versions (tracker/adapters/store_fences.py); versions are written only by the
+    single writer (``ChangeFences``)."""
+
+    async def versions(self, port: str, limit: int = 100) -> list[FenceVersion]: ...
+
+    async def version(self, port: str, version: int) -> tuple[FenceVersion, dict[str, Any]] | None: ...
 class ApiAlerts(Protocol):
     """The alert workflow's reads and changes (tracker/adapters/store_alerts.py)."""
 
@@ -145,6 +153,14 @@ class ApiService(Protocol):
 
     @property
     def fence_sets(self) -> Mapping[str, FenceSet]: ...
+
+    @property
+    def fence_versions(self) -> Mapping[str, FenceVersion]:
+        """The version of each set in force (``version`` None: it comes from a fence file)."""
+        ...
+
+    @property
+    def fence_store(self) -> ApiFenceStore | None: ...
 
     @property
     def orgs(self) -> ApiOrgs | None: ...

@@ -16,7 +16,6 @@ the columns that facts change.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tracker import audit
 from tracker.adapters.errors import ChainContendedError
+from tracker.adapters.store_fences import fence_stamp
 from tracker.adapters.store_trips import TripStore
 from tracker.core import codec
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping, Rejected, Severity
@@ -107,6 +107,9 @@ class Batch:
     updates: list[AlertUpdate] = field(default_factory=list)
     inspections: list[tuple[Inspection, str]] = field(default_factory=list)  # (decision, source)
     trips: list[Trip] = field(default_factory=list)  # closed trips and open-trip snapshots (store_trips)
+    fence_versions: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    """The fence-set versions in force when the batch was judged ({port: {version, sha256}}); every alert
+    of the batch records those of its port (store_fences.fence_stamp)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +263,7 @@ class Store:
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {r}",
             f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {r}",
             f"REVOKE UPDATE, DELETE, TRUNCATE ON alert_links, audit_checkpoints, alert_updates FROM {r}",
+            f"REVOKE UPDATE, DELETE, TRUNCATE ON fence_set_versions, fence_set_version_fences FROM {r}",
             f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON audit_legacy, schema_migrations FROM {r}",
             f"REVOKE UPDATE, DELETE, TRUNCATE ON alerts FROM {r}",
             f"GRANT UPDATE ({', '.join(FACT_COLUMNS)}) ON alerts TO {r}",
@@ -414,7 +418,7 @@ class Store:
                     [(d, k.value) for d, k in batch.new_devices.items()],
                 )
             stored = await self._insert_pings(conn, batch.pings)
-            new_alerts = await self._insert_alerts(conn, chain, batch.alerts)
+            new_alerts = await self._insert_alerts(conn, chain, batch.alerts, batch.fence_versions)
             updates = await self._insert_updates(conn, chain, batch.updates)
             if chain is not None:
                 await chain.flush()
@@ -484,7 +488,11 @@ class Store:
         return int(status.split()[-1])
 
     async def _insert_alerts(
-        self, conn: asyncpg.Connection, chain: _Chain | None, alerts: Sequence[Alert]
+        self,
+        conn: asyncpg.Connection,
+        chain: _Chain | None,
+        alerts: Sequence[Alert],
+        fence_versions: Mapping[str, Mapping[str, object]],
     ) -> list[Alert]:
         if not alerts:
             return []
@@ -503,7 +511,9 @@ class Store:
         outbox: list[tuple[object, str, str, str]] = []
         for alert in fresh:
             status = "open" if alert.severity in QUEUED_SEVERITIES else "logged"
-            content = audit.jsonable({**alert.to_json(), "ts": audit.iso(alert.ts)})
+            stamp = fence_stamp(fence_versions, alert.port)
+            # inside the signed link: the fence set an alert was raised under cannot be swapped later
+            content = audit.jsonable({**alert.to_json(), "ts": audit.iso(alert.ts), "fence_versions": stamp})
             link = chain.append(alert.id, audit.RAISED, SYSTEM_ACTOR, {"alert": content, "status": status})
             rows.append(
                 (
@@ -520,17 +530,19 @@ class Store:
                     link.prev,
                     link.hash,
                     chain.at,
+                    json.dumps(stamp),
                 )
             )
             body = alert.to_json()
             body["status"] = status
+            body["fence_versions"] = stamp
             body["event"] = "raised"
             text = json.dumps(body, default=str)
             outbox.extend((alert.id, channel, target, text) for channel, target in self._channels(alert))
         await conn.executemany(
             "INSERT INTO alerts (alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
-            " prev_hash, hash, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+            " prev_hash, hash, created_at, updated_at, fence_versions)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
             rows,
         )
         await chain.flush()  # links refer to their alert rows
@@ -579,6 +591,9 @@ class Store:
                     )
                 chain.append(upd.alert.id, audit.UPDATED, SYSTEM_ACTOR, link_body)
             body = upd.alert.to_json()
+            # the versions the alert was raised under (the detector's copy of the alert predates them)
+            stamp = await conn.fetchval("SELECT fence_versions FROM alerts WHERE alert_id = $1", upd.alert.id)
+            body["fence_versions"] = None if stamp is None else json.loads(stamp)
             body.update(event="updated", update={"ts": upd.ts.isoformat(), "closes": upd.closes, **upd.fields})
             await conn.executemany(
                 "INSERT INTO outbox (alert_id, channel, topic, payload) VALUES ($1, $2, $3, $4)",
@@ -678,44 +693,6 @@ class Store:
     async def outbox_backlog(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM outbox WHERE delivered_at IS NULL"))
 
-    # ---- fences ---------------------------------------------------------------------------------
-
-    async def save_fence_set(self, port: str, name: str, source: str, licence: str, geojson: Mapping[str, Any]) -> int:
-        text = json.dumps(geojson, sort_keys=True)
-        feats = geojson.get("features", [])
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO fence_sets (port, name, source, licence, geojson, sha256) VALUES ($1,$2,$3,$4,$5,$6)"
-                " ON CONFLICT (port) DO UPDATE SET name = EXCLUDED.name, source = EXCLUDED.source,"
-                " licence = EXCLUDED.licence, geojson = EXCLUDED.geojson, sha256 = EXCLUDED.sha256, loaded_at = now()",
-                port,
-                name,
-                source,
-                licence,
-                text,
-                hashlib.sha256(text.encode()).hexdigest(),
-            )
-            await conn.execute("DELETE FROM geofences WHERE port = $1", port)
-            await conn.executemany(
-                "INSERT INTO geofences (fence_id, port, name, kind, geometry, properties) VALUES ($1,$2,$3,$4,$5,$6)",
-                [
-                    (
-                        str(f["properties"]["id"]),
-                        port,
-                        str(f["properties"].get("name", f["properties"]["id"])),
-                        str(f["properties"]["kind"]),
-                        json.dumps(f["geometry"]),
-                        json.dumps(f["properties"]),
-                    )
-                    for f in feats
-                ],
-            )
-        return len(feats)
-
-    async def fence_sets(self) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch("SELECT geojson FROM fence_sets ORDER BY port")
-        return [json.loads(r["geojson"]) for r in rows]
-
     # ---- queries --------------------------------------------------------------------------------
 
     async def positions(self, device_id: str, start: datetime, end: datetime, limit: int) -> list[asyncpg.Record]:
@@ -744,7 +721,8 @@ class Store:
         return list(
             await self.pool.fetch(
                 "SELECT alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
-                " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, hash FROM alerts"
+                " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, hash, fence_versions"
+                " FROM alerts"
                 " WHERE ts >= $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR severity = $3)"
                 " AND ($4::text IS NULL OR device_id = $4"
                 " OR evidence->'devices' @> jsonb_build_array(jsonb_build_object('id', $4::text)))"
@@ -920,7 +898,8 @@ class Store:
 
 ALERT_COLUMNS = (
     "SELECT alert_id, seq, kind, severity, device_id, port, fence_id, ts, message, evidence, status,"
-    " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, ended_at, assigned_to FROM alerts"
+    " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, ended_at, assigned_to, fence_versions"
+    " FROM alerts"
 )
 
 
@@ -943,6 +922,7 @@ def _alert_record(r: Mapping[str, Any]) -> audit.AlertRecord:
         resolved_at=r["resolved_at"],
         resolution=r["resolution"],
         ended_at=r["ended_at"],
+        fence_versions=None if r["fence_versions"] is None else json.loads(r["fence_versions"]),
         assigned_to=r["assigned_to"],
     )
 

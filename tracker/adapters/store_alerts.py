@@ -25,7 +25,8 @@ from tracker.core.model import Alert, Severity
 
 LIST_COLUMNS = (
     "alert_id, seq, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
-    " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, ended_at, assigned_to, hash"
+    " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, ended_at, assigned_to, hash,"
+    " fence_versions"
 )
 RESOLUTIONS = ("true_alarm", "false_alarm", "duplicate")
 
@@ -217,7 +218,7 @@ def alert_json(r: asyncpg.Record) -> dict[str, Any]:
             continue
         if isinstance(value, datetime):
             out[key] = value.isoformat()
-        elif key == "evidence":
+        elif key in ("evidence", "fence_versions"):
             out[key] = json.loads(value) if isinstance(value, str) else value
         elif key == "alert_id":
             out["id"] = str(value)
