@@ -397,9 +397,13 @@ class TripSegmenter:
             if parked:  # moving again after a long stop or a set-down: a pick-up / a departure
                 parked = aboard = False
                 if trip is None:
-                    start_fix = prev if prev is not None else Fix.of(ping)
-                    trip = self._open(pending, ctx.device_id, kind, start_fix, ctx, ctx.fences_before)
+                    # it left from its last fix, unless it was silent too long for anyone to say when
+                    resumed = prev is not None and (ping.ts - prev.ts).total_seconds() <= p.silence_s
+                    start_fix = prev if resumed and prev is not None else Fix.of(ping)
+                    fences = ctx.fences_before if resumed else ctx.fences
+                    trip = self._open(pending, ctx.device_id, kind, start_fix, ctx, fences)
                     pending = _NO_CUSTOMS
+                    changed = True
         # 3. port boundary for trucks
         in_port = _in_port(index, ctx.fences)
         crossed = prev is not None and in_port != _in_port(index, ctx.fences_before)
@@ -421,7 +425,7 @@ class TripSegmenter:
                 trip = self._open(pending, ctx.device_id, kind, Fix.of(ping), ctx, ctx.fences)
                 pending = _NO_CUSTOMS
                 changed = True
-        elif prev is not None:
+        elif prev is not None and trip.end < ping.ts:  # (a trip opened at this very fix has nothing to add)
             continuing = trip.id == open_id
             moving = motion.stationary_since is None or not continuing  # a trip opened here starts moving
             seg = haversine_m(prev.lon, prev.lat, ping.lon, ping.lat) if moving else 0.0
