@@ -34,6 +34,7 @@ from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_opti
 from tracker.adapters.scope import DEFAULT_ORG
 from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.adapters.store_alerts import AlertStore
+from tracker.adapters.store_exports import ExportsStore
 from tracker.adapters.store_fences import FenceConflictError, FenceStore, FenceVersion, content_sha256
 from tracker.adapters.store_orgs import OrgStore
 from tracker.audit import CHECKPOINT_TOPIC, AuditError, Checkpoint, Signer, signature_ok
@@ -142,6 +143,7 @@ class Service:
         self.http_port: int | None = None
         self.signer: Signer | None = None
         self._published: Checkpoint | None = None
+        self.exports: ExportsStore | None = None  # long reads (exports, reports) on a pool of their own
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -169,6 +171,7 @@ class Service:
         )
         await self.store.prepare()  # the service never migrates: it holds no owner rights
         self.fence_store = FenceStore(self.store.pool)
+        self.exports = await ExportsStore.connect(s.db_dsn)
         await self.store.anchor_legacy()
         await self.anchor_holds()  # a rolled-back chain shows in /readyz from the start
         await self.reload_fences()
@@ -227,6 +230,8 @@ class Service:
                 await asyncio.wait_for(self.link.stop(), 15.0)
             except TimeoutError:
                 log.warning("MQTT client did not stop within 15 s; leaving it")
+        if self.exports is not None:
+            await self.exports.close()
         if self.store is not None:
             try:
                 # a graceful close waits for every borrowed connection; a shutdown must not hang on one

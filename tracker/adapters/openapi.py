@@ -367,9 +367,16 @@ def _core_document() -> dict[str, Any]:
                     },
                 }
             },
+            **_exports_paths(),
         },
     }
     return doc
+
+
+def _exports_paths() -> dict[str, Any]:
+    from tracker.adapters.openapi_exports import paths
+
+    return paths()
 
 
 OPS_PATHS = ("/metrics", "/readyz")
