@@ -623,6 +623,7 @@ class Service:
                 batch.pings.append((item, result.flags))
             working[dev] = result.state
             self._collect(batch, result.alerts)
+            batch.trips.extend(result.trips)
         ticked: set[str] = set()
         if now is not None:
             # only the devices due by now (a device changed by this batch is judged on its new state: its
@@ -647,6 +648,7 @@ class Service:
                 if result.state is not current:
                     working[dev] = result.state
                 self._collect(batch, result.alerts)
+                batch.trips.extend(result.trips)
         self._pending_ticks = None if now is None else (now, frozenset(ticked))
         batch.states = {d: s for d, s in working.items() if s is not self.states.get(d)}
         return batch, working

@@ -25,6 +25,7 @@ from tracker.core.pipeline import TICK_HORIZON_S, TICK_QUIET_S, Pipeline
 from tracker.core.rendezvous import RendezvousDetector
 from tracker.core.state import DeviceState
 from tracker.core.timers import DueQueue
+from tracker.core.trips import TripParams
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 CONTAINER_NO = "MSCU1234565"
@@ -187,7 +188,11 @@ def test_a_silent_truck_in_the_port_is_due_when_its_silence_becomes_a_loss() -> 
     assert pipeline.tick(state, due - timedelta(microseconds=1)).alerts == ()
     (lost,) = pipeline.tick(state, due).alerts
     assert isinstance(lost, Alert) and lost.kind == "signal_lost"
-    assert pipeline.next_due(pipeline.tick(state, due).state, due) is None  # nothing left to time
+    # nothing left to time but the trip the silence will end (tracker.core.trips) an hour after the last fix
+    assert state.last is not None
+    trip_end = first_after(state.last.ts, TripParams().silence_s)
+    assert pipeline.next_due(pipeline.tick(state, due).state, due) == trip_end
+    assert pipeline.tick(state, trip_end).trips[0].end_reason == "silence"
 
 
 def test_outside_the_port_nothing_is_due() -> None:

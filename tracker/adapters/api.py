@@ -63,6 +63,7 @@ PERMISSIONS: Mapping[str, frozenset[str]] = {
     "deadletters:read": frozenset({"operator", "admin"}),
     "inspections:write": frozenset({"customs", "admin"}),
     "pairings:write": frozenset({"operator", "admin"}),
+    "trips:read": frozenset({"operator", "security", "admin", "insurer"}),
 }
 MAX_POSITIONS = 50_000
 EARLIEST_QUERY = datetime(1970, 1, 1, tzinfo=UTC)
@@ -834,6 +835,7 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
         api_fences,
         api_inspections,
         api_orgs,
+        api_trips,
         api_webhooks,
     )
 
@@ -846,6 +848,7 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     api_exports.add_routes(app)
     api_custody.add_routes(app)
     api_inspections.add_routes(app)
+    api_trips.add_routes(app)
     return app
 
 

@@ -208,10 +208,10 @@ def _ref(name: str) -> dict[str, str]:
 
 def document() -> dict[str, Any]:
     """The whole document: the routes described here and those the area modules describe next to their handlers."""
-    from tracker.adapters import api_alerts, api_fences, api_inspections, api_orgs, openapi_feeds
+    from tracker.adapters import api_alerts, api_fences, api_inspections, api_orgs, api_trips, openapi_feeds
 
     doc = _core_document()
-    for module in (api_alerts, api_orgs, api_fences, api_inspections, openapi_feeds):
+    for module in (api_alerts, api_orgs, api_fences, api_inspections, api_trips, openapi_feeds):
         doc["components"]["schemas"].update(module.SCHEMAS)
         for path, ops in module.PATHS.items():
             doc["paths"].setdefault(path, {}).update(ops)
@@ -220,7 +220,7 @@ def document() -> dict[str, Any]:
 
 def _core_document() -> dict[str, Any]:
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "port-tracker",
@@ -377,6 +377,7 @@ def _core_document() -> dict[str, Any]:
             **_exports_paths(),
         },
     }
+    return doc
 
 
 def _exports_paths() -> dict[str, Any]:

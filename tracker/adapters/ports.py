@@ -35,8 +35,23 @@ from tracker.feeds import Hub
 from tracker.metrics import Metrics
 
 
+class TripReader(Protocol):
+    """Stored trips (tracker/adapters/store_trips.py), each as the API serves it; exports and reports read them too."""
+
+    async def for_device(self, device_id: str, start: datetime, end: datetime, limit: int) -> list[dict[str, Any]]: ...
+
+    async def for_container(
+        self, container_no: str, start: datetime, end: datetime, limit: int
+    ) -> list[dict[str, Any]]: ...
+
+    async def get(self, trip_id: uuid.UUID) -> dict[str, Any] | None: ...
+
+
 class ApiStore(Protocol):
     """The store's reads the API answers from, and the one write that is not a core fact (alert status)."""
+
+    @property
+    def trips(self) -> TripReader: ...
 
     async def api_token(self, token_sha256: str) -> ApiToken | None: ...
 

@@ -32,9 +32,11 @@ from tracker import audit
 from tracker.adapters.errors import ChainContendedError
 from tracker.adapters.store_exports import ensure_history_index
 from tracker.adapters.store_fences import fence_stamp
+from tracker.adapters.store_trips import TripStore
 from tracker.core import codec
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping, Rejected, Severity
 from tracker.core.state import DeviceState
+from tracker.core.trips import Trip
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class Batch:
     new_devices: dict[str, DeviceKind] = field(default_factory=dict)
     updates: list[AlertUpdate] = field(default_factory=list)
     inspections: list[tuple[Inspection, str]] = field(default_factory=list)  # (decision, source)
+    trips: list[Trip] = field(default_factory=list)  # closed trips and open-trip snapshots (store_trips)
     fence_versions: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     """The fence-set versions in force when the batch was judged ({port: {version, sha256}}); every alert
     of the batch records those of its port (store_fences.fence_stamp)."""
@@ -146,6 +149,7 @@ class Store:
         signer: audit.Signer | None = None,
     ) -> None:
         self.pool = pool
+        self.trips = TripStore(pool)
         self.signer = signer
         self.alert_topic_prefix = alert_topic_prefix
         self.webhooks = tuple(webhooks)
@@ -267,7 +271,7 @@ class Store:
             f"GRANT UPDATE ({', '.join(FACT_COLUMNS)}) ON alerts TO {r}",
             f"GRANT EXECUTE ON FUNCTION tracker_ensure_ping_partition(timestamptz) TO {r}",
             # the service never deletes evidence or pending announcements: neither may its credentials
-            f"REVOKE DELETE, TRUNCATE ON pings, outbox, dead_letters, inspections, pairings FROM {r}",
+            f"REVOKE DELETE, TRUNCATE ON pings, outbox, dead_letters, inspections, pairings, trips FROM {r}",
             # the live feeds' numbered events and the webhook attempt log are appended to, never rewritten
             f"REVOKE UPDATE, DELETE, TRUNCATE ON feed_events, webhook_attempts FROM {r}",
             # who read inspection data is evidence too: appended, never changed
@@ -431,6 +435,8 @@ class Store:
                         for i, source in batch.inspections
                     ],
                 )
+            if batch.trips:
+                await self.trips.write(conn, batch.trips)
             if batch.states:
                 await conn.executemany(
                     "INSERT INTO device_state (device_id, state, last_ts, updated_at) VALUES ($1, $2, $3, now())"

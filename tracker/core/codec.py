@@ -24,6 +24,7 @@ from msgspec import UNSET, UnsetType
 from msgspec.structs import replace
 
 from tracker.core.dark import DarkState
+from tracker.core.dwell import DwellState
 from tracker.core.fix import Fix
 from tracker.core.inspection import AccessState
 from tracker.core.integrity import IntegrityState
@@ -33,6 +34,7 @@ from tracker.core.pairing import PairingState
 from tracker.core.rendezvous import RendezvousState
 from tracker.core.state import DeviceState, Entry
 from tracker.core.stops import StopState
+from tracker.core.trips import TripState
 
 _SHORT = {
     "last": "l",
@@ -45,6 +47,8 @@ _SHORT = {
     "post_inspection_access": "a",
     "rendezvous": "r",
     "pairing": "p",
+    "dwell": "w",
+    "trips": "t",
 }
 
 
@@ -61,6 +65,8 @@ class _Delta(msgspec.Struct, rename=_SHORT):
     post_inspection_access: AccessState | UnsetType | None = UNSET
     rendezvous: RendezvousState | UnsetType | None = UNSET
     pairing: PairingState | UnsetType | None = UNSET
+    dwell: DwellState | UnsetType | None = UNSET
+    trips: TripState | UnsetType | None = UNSET
 
 
 _SLOTS = tuple(_Delta.__struct_fields__)

@@ -18,6 +18,7 @@ from tracker.core.pipeline import Pipeline
 from tracker.core.reorder import Reorderer
 from tracker.core.state import DeviceState
 from tracker.core.timers import DueQueue
+from tracker.core.trips import Trip
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Engine:
     _next_tick: datetime | None = None
     _reorderer: Reorderer | None = None
     timers: DueQueue = field(default_factory=DueQueue)
+    trips: list[Trip] = field(default_factory=list)  # trip outputs in order (tracker.core.trips.trips_in folds them)
 
     def state(self, device_id: str) -> DeviceState:
         st = self.states.get(device_id)
@@ -70,6 +72,7 @@ class Engine:
         for flag in result.flags:
             self.flags[flag] = self.flags.get(flag, 0) + 1
         self._emit(result.alerts)
+        self.trips.extend(result.trips)
 
     def inspect(self, inspection: Inspection) -> None:
         self._advance(inspection.ts)
@@ -77,6 +80,7 @@ class Engine:
             result = self.pipeline.inspect(self.state(dev), inspection)
             self._adopt(dev, result.state)
             self._emit(result.alerts)
+            self.trips.extend(result.trips)
 
     def pair(self, container_id: str, truck_id: str | None, at: datetime) -> None:
         result = self.pipeline.pair(self.state(container_id), truck_id, at)
@@ -103,6 +107,7 @@ class Engine:
             result = self.pipeline.tick(st, now)
             self._adopt(dev, result.state, now)
             self._emit(result.alerts, now)
+            self.trips.extend(result.trips)
 
     def run(self, items: Iterable[Ping | Inspection], *, until: datetime | None = None) -> list[Emitted]:
         for item in items:

@@ -23,6 +23,7 @@ from geofences import FenceIndex
 from tracker.core import geofence, motion
 from tracker.core.dark import DarkDetector
 from tracker.core.detector import Detector, FixContext, Motion, TickContext, in_authorized_zone, next_instant
+from tracker.core.dwell import DwellDetector
 from tracker.core.geofence import GeofenceParams
 from tracker.core.inspection import AccessWindowDetector
 from tracker.core.integrity import IntegrityCheck, accepted
@@ -33,6 +34,7 @@ from tracker.core.params import DetectorParams
 from tracker.core.rendezvous import RendezvousDetector
 from tracker.core.state import DeviceState, Fix
 from tracker.core.stops import StopDetector
+from tracker.core.trips import Trip, TripSegmenter
 from tracker.core.world import Position, World
 
 TICK_QUIET_S = 30.0
@@ -54,6 +56,7 @@ def default_detectors(params: DetectorParams | None = None) -> tuple[Detector, .
         AccessWindowDetector(p.post_inspection_access),
         RendezvousDetector(p.rendezvous),
         PairingDetector(p.pairing),
+        DwellDetector(),
     )
 
 
@@ -83,6 +86,7 @@ class StepResult:
     state: DeviceState
     alerts: tuple[Event, ...] = ()
     flags: tuple[str, ...] = ()
+    trips: tuple[Trip, ...] = ()  # trips closed by this step, and snapshots of the open one (tracker.core.trips)
 
 
 class Pipeline:
@@ -97,6 +101,7 @@ class Pipeline:
         integrity: IntegrityCheck | None = None,
         world: World | None = None,
         detector_params: DetectorParams | None = None,
+        trips: TripSegmenter | None = None,
     ) -> None:
         """``detector_params``: thresholds from configuration (``tracker.core.params``), per port where it says
         so; the default detectors, integrity check and ``params`` are then built from it."""
@@ -107,6 +112,7 @@ class Pipeline:
             params = params or rules.params
             detectors = rules.detectors if detectors is None else detectors
             integrity = integrity or rules.integrity
+        self.trips = trips or TripSegmenter()
         self.params = params or Params()
         self.detectors = tuple(default_detectors() if detectors is None else detectors)
         for det in self.detectors:
@@ -136,6 +142,7 @@ class Pipeline:
             detectors=self.detectors,
             integrity=self.integrity,
             world=self.world,
+            trips=self.trips,
         )
         rebuilt.detector_params = self.detector_params
         rebuilt._ports = self._ports
@@ -223,8 +230,9 @@ class Pipeline:
             det_state, det_events = det.on_fix(getattr(new, det.name), ping, ctx)
             setattr(new, det.name, det_state)
             out.extend(det_events)
+        new.trips, trips = self.trips.fix(state.trips, ping, ctx, out)
         self._place(new, moving, ping.speed)
-        return StepResult(new, self._with_port(new, out), flags)
+        return StepResult(new, self._with_port(new, out), flags, trips)
 
     def _place(self, state: DeviceState, moving: Motion, speed: float | None = None) -> None:
         """Put the device's last accepted fix in the world view (after a fix, and when restoring)."""
@@ -302,6 +310,9 @@ class Pipeline:
                 at = timed(getattr(state, det.name), ctx, after)
             if at is not None and (due is None or at < due):
                 due = at
+        at = self.trips.next_due(state.trips, state.last, state.kind, self.index)
+        if at is not None and (due is None or at < due):
+            due = at
         if due is None:
             return None
         due = max(due, state.last.ts + _QUIET)
@@ -349,7 +360,12 @@ class Pipeline:
                     new = state.copy()
                 setattr(new, det.name, det_state)
             out.extend(det_events)
-        return StepResult(new, self._with_port(new, out))
+        trip_state, trips = self.trips.tick(state.trips, now, ctx, out)
+        if trip_state is not state.trips:
+            if new is state:
+                new = state.copy()
+            new.trips = trip_state
+        return StepResult(new, self._with_port(new, out), trips=trips)
 
     def inspect(self, state: DeviceState, inspection: Inspection) -> StepResult:
         """A customs decision about the container this device tracks."""
@@ -363,7 +379,8 @@ class Pipeline:
             det_state, det_events = handler(getattr(state, det.name), inspection, ctx)
             setattr(new, det.name, det_state)
             out.extend(det_events)
-        return StepResult(new, self._with_port(new, out))
+        new.trips, trips = self.trips.inspection(state.trips, inspection, state.last, self.index, state.fences, out)
+        return StepResult(new, self._with_port(new, out), trips=trips)
 
     def pair(self, state: DeviceState, truck_id: str | None, at: datetime) -> StepResult:
         """Record (or clear, with ``None``) the truck hauling this container."""

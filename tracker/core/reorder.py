@@ -22,6 +22,7 @@ from msgspec.structs import replace
 from tracker.core.model import Alert, AlertUpdate, Event, Ping
 from tracker.core.pipeline import Pipeline, StepResult
 from tracker.core.state import DeviceState, Entry
+from tracker.core.trips import Trip
 
 REORDERED = "reordered"
 
@@ -52,11 +53,11 @@ class Reorderer:
         new_log, result = self._step(log, bare, ping)
         out = result.state
         if out is bare and new_log is log:
-            return StepResult(state, result.alerts, result.flags)  # nothing changed
+            return StepResult(state, result.alerts, result.flags, result.trips)  # nothing changed
         if out is state or out is not bare:
             out = replace(out)  # never change a state handed out before (the input, or one kept in the log)
         out.log = new_log
-        return StepResult(out, result.alerts, result.flags)
+        return StepResult(out, result.alerts, result.flags, result.trips)
 
     def _step(self, log: Log, state: DeviceState, ping: Ping) -> tuple[Log, StepResult]:
         # "newest" counts rejected (implausible) fixes too: they changed the integrity state, so a fix
@@ -77,11 +78,13 @@ class Reorderer:
         current = log[k].before
         replayed: list[Entry] = []
         new_events: list[Event] = []
+        trips: list[Trip] = []  # the replay's trip outputs; ids come from device and start, so rewrites are upserts
         for p in sorted([ping, *(e.ping for e in log[k:])], key=lambda x: x.ts):
             result = self.pipeline.step(current, p)
             if result.state is not current:
                 replayed.append(Entry.of(p, current, result.alerts))
             new_events.extend(result.alerts)
+            trips.extend(result.trips)
             current = result.state
         old_events = [ev for e in log[k:] for ev in e.events]
         old_keys = {_key(ev) for ev in old_events}
@@ -97,7 +100,7 @@ class Reorderer:
                         closes=True,
                     )
                 )
-        return self._trim((*log[:k], *replayed)), StepResult(current, tuple(out), (REORDERED,))
+        return self._trim((*log[:k], *replayed)), StepResult(current, tuple(out), (REORDERED,), tuple(trips))
 
 
 def effective_alerts(events: list[Event]) -> dict[str, Alert]:

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from tracker.core.dark import DarkState
+from tracker.core.dwell import DwellState
 from tracker.core.fix import Fix
 from tracker.core.inspection import AccessState
 from tracker.core.integrity import IntegrityState
@@ -25,6 +26,7 @@ from tracker.core.motion import MotionState
 from tracker.core.pairing import PairingState
 from tracker.core.rendezvous import RendezvousState
 from tracker.core.stops import StopState
+from tracker.core.trips import TripState
 
 __all__ = ["DeviceState", "Entry", "Fix"]
 
@@ -79,6 +81,8 @@ class DeviceState(msgspec.Struct, array_like=True, omit_defaults=True):
     rendezvous: RendezvousState | None = None
     pairing: PairingState | None = None
     log: tuple[Entry, ...] = ()  # the reorder window's recent fixes (tracker.core.reorder)
+    dwell: DwellState | None = None
+    trips: TripState | None = None  # tracker.core.trips (not a detector: the pipeline calls it after them)
 
     def copy(self) -> DeviceState:
         """A shallow copy to fill in place (the detectors' states are immutable and shared; so is the log,
