@@ -161,6 +161,14 @@ async def test_a_hauled_box_and_its_truck_make_trips_read_back_per_scope(
     status, seen = await get(base, f"/v1/devices/{truck}/trips", covering)
     assert status == 200 and [x["id"] for x in seen["trips"]] == [truck_trip["id"]]
     assert (await get(base, f"/v1/trips/{truck_trip['id']}", covering))[0] == 200
+    # the insurer's custody report of the box lists the same trips (a report waits for a covering checkpoint)
+    for _ in range(60):
+        status, document = await get(base, f"/v1/containers/{number}/custody?format=json", covering)
+        if status != 503:
+            break
+        await asyncio.sleep(0.25)
+    assert status == 200, document
+    assert {x["id"] for x in document["report"]["trips"]} == {box_trip["id"], truck_trip["id"]}
 
     missing = await get(base, f"/v1/trips/{uuid.uuid4()}", other)
     assert missing[0] == 404

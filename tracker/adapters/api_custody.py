@@ -18,7 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from tracker import audit, custody, custody_render
-from tracker.adapters.api import _db, _known_query, authenticate, error
+from tracker.adapters import api_trips
+from tracker.adapters.api import Principal, _db, _known_query, authenticate, error
 from tracker.adapters.api_exports import container_devices, container_param, container_segments, reads, time_range
 from tracker.adapters.ports import ReportService
 from tracker.adapters.scope import clip
@@ -44,13 +45,17 @@ def _format(request: web.Request) -> str:
     return "html"
 
 
-def _trips(report_inputs: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    """THE PLACE WHERE TRIPS ARE ADDED once tracker/core/trips.py and store_trips.py are on main.
+MAX_REPORT_TRIPS = 1000
 
-    Until then the report has no trips: its stops come from the stop detector's alerts, its track from
-    the fixes. Returns (trips as JSON, note printed when there are none).
-    """
-    return [], "trip segmentation is not available in this version; stops, alerts and fixes are listed"
+
+def _trips(who: Principal, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The trips of the report: the box's own and its hauliers' (tracker/core/trips.py), each judged by the
+    same scope rule as ``GET /v1/trips/{id}``; the note is printed when there are none."""
+    trips = [t for t in rows if api_trips.visible(who, t)]
+    note = "" if trips else "no trip of this container was segmented in the report's period"
+    if len(rows) >= MAX_REPORT_TRIPS:
+        note = f"only the first {MAX_REPORT_TRIPS} trips of the period are listed"
+    return trips, note
 
 
 async def custody_report(request: web.Request) -> web.StreamResponse:
@@ -90,6 +95,9 @@ async def custody_report(request: web.Request) -> web.StreamResponse:
             if any(p["since"] < hi and (p["until"] is None or p["until"] > lo) for lo, hi in windows)
         ]
         checkpoint = await svc.checkpoint()
+        trip_rows = (
+            [] if svc.store is None else await svc.store.trips.for_container(number, start, end, MAX_REPORT_TRIPS)
+        )
     parts: dict[str, list[Track]] = {d: [] for d in devices}
     for device, lo, hi in segments:
         async with _db(request):
@@ -128,7 +136,7 @@ async def custody_report(request: web.Request) -> web.StreamResponse:
         for i in inspections
     ]
     fences = [f for fs in svc.fence_sets.values() for f in fs.fences]
-    trips, trips_note = _trips({"devices": devices, "tracks": tracks, "alerts": alert_json})
+    trips, trips_note = _trips(who, trip_rows)
     content: dict[str, Any] = await asyncio.to_thread(
         lambda: {
             "type": custody.REPORT_TYPE,
