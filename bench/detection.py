@@ -555,6 +555,7 @@ def report(r: Run, *, tick_every_s: float, pair_at_start: bool = False) -> dict[
             "pings": len(sc.pings),
             "inspections": len(sc.inspections),
             "truth_items": len(sc.truth),
+            "anomalies_not_staged": sc.unstaged,
             "truck_km": round(sc.km, 1),
             "events_emitted": None if r.engine is None else len(r.engine.emitted),
             "engine_flags": None if r.engine is None else dict(sorted(r.engine.flags.items())),

@@ -98,12 +98,28 @@ TRANSFER_SPEED = 15.0
 YARD_INSET_M = 20.0
 ANOMALY_RESERVE_S = 3600.0
 """How long a roadside anomaly keeps its shoulder to itself (a separated box waits up to about an hour)."""
-DARK_TRIES = 40
-"""Draws of a blackout's start before one whose last report lies inside the port's fences is taken as it is."""
+DARK_GRID_S = 5.0
+"""Spacing of the candidate instants a blackout may start at."""
+DARK_DRIVING_MS = 2.5
+"""A blackout starts after the truck has driven at least this fast for three reports (faster than a gate queue
+creeps), so the motion detector has seen it moving."""
 RENDEZVOUS_RULE_S = 300.0
 """The meeting length the product's rendezvous rule looks for; injected meetings outlast it (see road_anomaly)."""
 ANOMALY_AUTHORIZED_CLEAR_M = 40.0
 """A roadside anomaly is staged this far from every authorised zone: beyond the 25 m fence hysteresis plus noise."""
+ANOMALY_HOLD_S = {
+    AnomalyKind.POST_CLEARANCE_DETOUR: 300.0,  # leaves the road at speed: the shoulder is only passed
+    AnomalyKind.UNEXPECTED_STOP: STOP_MIN_S[AnomalyKind.UNEXPECTED_STOP][1] + 300.0,
+    AnomalyKind.RENDEZVOUS: STOP_MIN_S[AnomalyKind.RENDEZVOUS][1] + 600.0,
+    AnomalyKind.CONTAINER_SEPARATED: ANOMALY_RESERVE_S,
+}
+"""The longest each roadside kind can keep its shoulder (the rendezvous waits for slow trackers, a separated box for
+the truck's round trip to the quay): a shoulder is free for another anomaly outside that span."""
+ANOMALY_MAX_WAIT_S = 3600.0
+"""How long a truck staging a roadside anomaly waits in the inspection area for a free shoulder before sharing one."""
+ANOMALY_WAIT_STEP_S = 120.0
+ANOMALY_RELEASE_S = 300.0
+"""A shoulder stays reserved this long after the anomaly staged there ends (GPS noise, a late fix, the grace)."""
 ANOMALY_QUAY_TRIES = 8
 """Other quays (routes) tried for a free shoulder before two anomalies share one."""
 ANOMALY_CLEAR_M = 80.0
@@ -174,6 +190,8 @@ class Scenario:
     port: str = "santos"
     start: datetime = DEFAULT_START
     seed: int = 0
+    unstaged: int = 0
+    """Roadside anomalies planned but run as clean trips: no shoulder clear of authorised zones came free in time."""
     _tracks: dict[str, list[Leg]] = field(default_factory=dict, repr=False)
     _proj: Any = field(default=None, repr=False)
 
@@ -457,6 +475,8 @@ class _Planner:
         self.used_numbers: set[str] = set()
         self.yard: list[_Track] = []  # containers left in a yard until the scenario ends
         self.extra_trucks = 0
+        self.unstaged = 0  # anomalies planned but not staged: no shoulder came free (see cleared_trip)
+        self.unstaged_trip = 0
         self._outside: dict[str, list[tuple[float, float]]] = {}
         self._yards: dict[str, Any] = {}
         self._staged: list[tuple[float, float, float, float]] = []  # roadside anomalies: x, y, from, to
@@ -711,6 +731,8 @@ class _Planner:
             truck.riders.remove(cont)
             self.hauls.append((cont.device_id, truck.device_id, haul_from, truck.t))
         start = self.at(truck.spans[-1][0][0].t0)
+        if self.unstaged_trip == no:
+            anomaly = None
         trip = Trip(no, truck.device_id, cont.device_id, kind, start, self.at(truck.t), anomaly)
         self.trips.append(trip)
         if anomaly in (AnomalyKind.GOING_DARK, AnomalyKind.GPS_SPOOFING):  # inside the port, where they matter
@@ -735,29 +757,49 @@ class _Planner:
                 cont.device_id, InspectionResult.CLEARED, self.at(cleared_at), insp.fence_id, seal, f"SIM-{no:06d}-C"
             )
         )
-        self.leave(truck, insp)
         route = self.g.route(insp.node, quay.node)
+        k: int | None = None
         if anomaly in (
             AnomalyKind.POST_CLEARANCE_DETOUR,
             AnomalyKind.UNEXPECTED_STOP,
             AnomalyKind.RENDEZVOUS,
             AnomalyKind.CONTAINER_SEPARATED,
         ):
-            # a free shoulder on the way to this quay, or to another one (the route decides where it is staged)
-            k: int | None = None
-            for q in [quay, *rng.sample(self.quays, min(len(self.quays), ANOMALY_QUAY_TRIES))]:
-                r = self.g.route(insp.node, q.node)
-                k = self.pick_node(r, q, truck.t, strict=True)
-                if k is not None:
-                    quay, route = q, r
+            # a free shoulder on the way to this quay, or to another one (the route decides where it is staged); in
+            # a small port every route shares the same few shoulders, so the truck waits in the inspection area for
+            # one to come free rather than stage a second anomaly on a shoulder already holding one
+            waited = 0.0
+            while k is None:
+                for q in [quay, *rng.sample(self.quays, min(len(self.quays), ANOMALY_QUAY_TRIES))]:
+                    r = self.g.route(insp.node, q.node)
+                    k = self.pick_node(r, q, truck.t, strict=True, hold=ANOMALY_HOLD_S[anomaly])
+                    if k is not None:
+                        quay, route = q, r
+                        break
+                if k is None and waited >= ANOMALY_MAX_WAIT_S:
                     break
-            if k is None:
-                k = self.pick_node(route, quay, truck.t)
+                if k is None:
+                    truck.stay(ANOMALY_WAIT_STEP_S)
+                    waited += ANOMALY_WAIT_STEP_S
+            self.leave(truck, insp)
+        if k is None and anomaly in ANOMALY_HOLD_S:
+            # no shoulder came free: an anomaly staged beside another one is a meeting no truth item describes, so
+            # this trip runs clean instead (counted in ``unstaged``, never silently)
+            self.unstaged += 1
+            self.unstaged_trip = no
+            anomaly = None
+            truck.drive(self.g.path(route), self.speed())
+        elif anomaly in ANOMALY_HOLD_S:
             assert k is not None
+            staged = len(self._staged) - 1
             truck.drive(self.g.path(route[: k + 1]), self.speed())
             haul_from = self.road_anomaly(no, truck, cont, route, k, quay, anomaly, haul_from)
+            # the shoulder is free again once the truck has left it (the reservation was a guess of the duration)
+            x, y, a, _ = self._staged[staged]
+            self._staged[staged] = (x, y, a, truck.t + ANOMALY_RELEASE_S)
             truck.drive(self.g.path(route[k:]), self.speed())
         elif anomaly is AnomalyKind.DOOR_OPEN_AFTER_CLEARANCE:
+            self.leave(truck, insp)
             t0 = truck.t
             truck.drive(self.g.path(route), self.speed())
             t_open = t0 + (truck.t - t0) * rng.uniform(0.2, 0.6)
@@ -768,6 +810,7 @@ class _Planner:
                 GroundTruth(cont.device_id, anomaly, self.at(t_open), self.at(t_close), truck.device_id, no)
             )
         else:
+            self.leave(truck, insp)
             truck.drive(self.g.path(route), self.speed())
         self.enter(truck, quay)
         arrival = truck.t
@@ -787,21 +830,24 @@ class _Planner:
         self.leave(truck, quay)
         return quay.node
 
-    def _busy(self, t: float) -> list[tuple[float, float]]:
-        return [(x, y) for x, y, a, b in self._staged if a < t + ANOMALY_RESERVE_S and t < b]
+    def _busy(self, t: float, hold: float = ANOMALY_RESERVE_S) -> list[tuple[float, float]]:
+        return [(x, y) for x, y, a, b in self._staged if a < t + hold and t < b]
 
-    def _stage(self, spot: tuple[float, float], t: float) -> None:
-        self._staged.append((spot[0], spot[1], t, t + ANOMALY_RESERVE_S))
+    def _stage(self, spot: tuple[float, float], t: float, hold: float = ANOMALY_RESERVE_S) -> None:
+        self._staged.append((spot[0], spot[1], t, t + hold))
 
-    def pick_node(self, route: list[int], quay: Place, t: float, *, strict: bool = False) -> int | None:
+    def pick_node(
+        self, route: list[int], quay: Place, t: float, *, strict: bool = False, hold: float = ANOMALY_RESERVE_S
+    ) -> int | None:
         """A route node outside authorised zones, far enough from the quay for a separation to show, and clear of
         every other roadside anomaly staged around the same time.
 
         Two anomalies on one shoulder at once (a box dropped there while another truck stops beside it) really
         are a meeting, which no single truth item describes: the ground truth would call the true alert false.
         ``strict``: None rather than a shoulder another anomaly already holds (the caller tries another route).
+        ``hold``: how long the anomaly may keep the shoulder (its kind's longest staging; trimmed once planned).
         """
-        busy = self._busy(t)
+        busy = self._busy(t, hold)
         inner = range(1, len(route) - 1)
         clear = [k for k in inner if self.g.distance(route[k], quay.node) > 400.0]
         clear = [k for k in clear if self._clear_of_authorized(self.shoulder(route, k))]
@@ -811,7 +857,7 @@ class _Planner:
         # on a busy route every shoulder may be taken: then share one rather than stage a stop inside a yard
         choice = free or clear or [k for k in inner if not self.g.is_authorized(*self.shoulder(route, k))]
         k = self.rng.choice(choice) if choice else 0
-        self._stage(self.shoulder(route, k), t)
+        self._stage(self.shoulder(route, k), t, hold)
         return k
 
     def road_anomaly(
@@ -976,14 +1022,24 @@ class _Planner:
             hi = max(DARK_S[1], 4 * iv)
             dur = min(rng.uniform(lo, hi), max(60.0, t1 - t0 - 240.0))
             legs = truck.all_legs()
-            for _ in range(DARK_TRIES):
-                a = rng.uniform(t0 + 120.0, max(t0 + 120.0, t1 - dur - 120.0))
-                # the tracker's last report before it falls silent must come from inside the port's fences: one
-                # that goes quiet on a road between two port areas, where no fence is drawn, has left the port
-                # as far as any product can tell, and its silence is nobody's alarm
-                before = np.array([a - iv, a - iv / 2, a])
-                x, y, _, _ = positions(legs, before)
-                if bool(np.all(shapely.contains_xy(self.g.fences, x, y))):
+            # the tracker's last report before it falls silent must come from inside the port's fences: one that
+            # goes quiet on a road between two port areas, where no fence is drawn, has left the port as far as any
+            # product can tell, and its silence is nobody's alarm. And it must be driving: a truck parked in a gate
+            # queue or at the inspection area may have switched to a battery-saving rhythm (one fix per five
+            # minutes), so a silence there shorter than three such reports is no loss any product could call
+            # (tracker.core.dark's parked limit). Starts are drawn among the instants (every DARK_GRID_S) meeting
+            # both, else among those meeting the first, else anywhere.
+            lo, hi = t0 + 120.0, max(t0 + 120.0, t1 - dur - 120.0)
+            grid = np.arange(lo, hi + DARK_GRID_S, DARK_GRID_S)
+            inside = np.ones(len(grid), dtype=np.bool_)
+            driving = np.ones(len(grid), dtype=np.bool_)
+            for back in (3 * iv, 2 * iv, iv, iv / 2, 0.0):
+                x, y, speed, _ = positions(legs, grid - back)
+                inside &= np.asarray(shapely.contains_xy(self.g.fences, x, y))
+                driving &= speed >= DARK_DRIVING_MS
+            for ok in (inside & driving, inside, np.ones(len(grid), dtype=np.bool_)):
+                if ok.any():
+                    a = float(rng.choice(grid[ok].tolist()))
                     break
             truck.silent.append((a, a + dur))
             self.truth.append(GroundTruth(truck.device_id, anomaly, self.at(a), self.at(a + dur), None, no))
@@ -1137,5 +1193,6 @@ def generate(cfg: SimConfig, graph: RoadGraph | None = None) -> Scenario:
         start=cfg.start,
         seed=cfg.seed,
         _tracks={d: tr.all_legs() for d, tr in planner.tracks.items()},
+        unstaged=planner.unstaged,
         _proj=g.proj,
     )
