@@ -7,10 +7,13 @@ change of that set into alerts, with a severity chosen by what the fence protect
 
 from __future__ import annotations
 
+import math
+import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from geofences import Fence, FenceIndex, FenceKind, LocalProjection, Transition, TransitionKind, classify
+from tracker.core import reachability
 from tracker.core.model import Alert, Ping, Severity
 from tracker.core.state import Fix
 
@@ -33,6 +36,8 @@ class GeofenceParams:
     min_cross_m: float = 30.0  # a chord shorter than this inside a fence is a road bend cut short, not a crossing
     min_cross_gate_m: float = 5.0  # gates are narrow by nature: passing one is exactly what a crossing is
     confirm_entry_kinds: frozenset[FenceKind] = frozenset({FenceKind.RESTRICTED})
+    reach: reachability.ReachParams | None = field(default_factory=reachability.ReachParams)
+    """Sparse fixes: a crossing of a ``confirm_entry_kinds`` fence proven by the space-time prism (None: off)."""
 
 
 def membership(
@@ -133,4 +138,89 @@ def step(
     waiting = entering - pending
     new = new - waiting
     passed = crossed(index, last, ping, previous | new | waiting | pending, params)
-    return new, alerts_for(index, classify(previous, new, passed), ping, last, params), waiting
+    proven = proven_crossings(index, last, ping, previous | new | waiting | pending, params)
+    passed = (*passed, *(f for f in proven if f not in passed))
+    alerts = alerts_for(index, classify(previous, new, passed), ping, last, params)
+    return new, [_as_proven(a, proven, index, params) for a in alerts], waiting
+
+
+_GRAPHS: weakref.WeakKeyDictionary[FenceIndex, dict[str, reachability.CorridorGraph | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+_WATCHED: weakref.WeakKeyDictionary[FenceIndex, dict[frozenset[FenceKind], tuple[Fence, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _graph(index: FenceIndex, port: str, params: reachability.ReachParams) -> reachability.CorridorGraph | None:
+    """The port's corridor graph, built on first use for this index (fence reloads bring a new index)."""
+    per_port = _GRAPHS.setdefault(index, {})
+    if port not in per_port:
+        per_port[port] = reachability.CorridorGraph.build((f for f in index.fences if f.port == port), params)
+    return per_port[port]
+
+
+def _watched(index: FenceIndex, kinds: frozenset[FenceKind]) -> tuple[Fence, ...]:
+    per_kinds = _WATCHED.setdefault(index, {})
+    if kinds not in per_kinds:
+        per_kinds[kinds] = tuple(f for f in index.fences if f.kind in kinds)
+    return per_kinds[kinds]
+
+
+def proven_crossings(
+    index: FenceIndex, last: Fix | None, ping: Ping, exclude: frozenset[str], params: GeofenceParams
+) -> dict[str, reachability.Verdict]:
+    """Fences of ``confirm_entry_kinds`` every plausible path between two sparse fixes goes through."""
+    rp = params.reach
+    if rp is None or last is None:
+        return {}
+    gap = (ping.ts - last.ts).total_seconds()
+    if not rp.min_gap_s <= gap <= rp.max_gap_s:
+        return {}
+    # the prism lies within budget/2 of the midpoint: only fences whose box meets that square are judged
+    half = (rp.max_speed_ms * gap + rp.gps_slack_m) / 2
+    mid_lon, mid_lat = (last.lon + ping.lon) / 2, (last.lat + ping.lat) / 2
+    dlat = half / 111_320.0
+    dlon = half / (111_320.0 * max(0.1, math.cos(math.radians(mid_lat))))
+    out: dict[str, reachability.Verdict] = {}
+    for fence in _watched(index, params.confirm_entry_kinds):
+        if fence.id in exclude:
+            continue
+        x0, y0, x1, y1 = fence.geometry.bounds
+        if x1 < mid_lon - dlon or x0 > mid_lon + dlon or y1 < mid_lat - dlat or y0 > mid_lat + dlat:
+            continue
+        if fence.windows and not any(w.active(ping.ts) for w in fence.windows):
+            continue
+        verdict = reachability.judge(
+            _graph(index, fence.port, rp),
+            fence,
+            (last.lon, last.lat, last.ts.timestamp()),
+            (ping.lon, ping.lat, ping.ts.timestamp()),
+            rp,
+        )
+        if verdict.crossed:
+            out[fence.id] = verdict
+    return out
+
+
+def _as_proven(
+    alert: Alert, proven: Mapping[str, reachability.Verdict], index: FenceIndex, params: GeofenceParams
+) -> Alert:
+    """A crossing the prism proves is an entry in all but the fix inside: it is raised at the entry's severity."""
+    if alert.kind != "geofence_cross" or alert.fence_id is None or alert.fence_id not in proven:
+        return alert
+    fence = index.get(alert.fence_id)
+    verdict = proven[alert.fence_id]
+    return replace(
+        alert,
+        severity=_severity(fence, TransitionKind.ENTER, params),
+        message=(
+            f"{alert.device_id} must have passed through {fence.kind.value.replace('_', ' ')} {fence.name!r}: "
+            f"no road around it fits {verdict.gap_s:.0f} s between two fixes at {params.reach.max_speed_ms:g} m/s"
+            if params.reach is not None
+            else alert.message
+        ),
+        evidence={**alert.evidence, "reachability": verdict.evidence()},
+    )
