@@ -10,7 +10,11 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import shapely
+from shapely.geometry.base import BaseGeometry
 
 from geofences import Fence, FenceIndex, FenceKind, LocalProjection, Transition, TransitionKind, classify
 from tracker.core import reachability
@@ -138,10 +142,55 @@ def step(
     waiting = entering - pending
     new = new - waiting
     passed = crossed(index, last, ping, previous | new | waiting | pending, params)
-    proven = proven_crossings(index, last, ping, previous | new | waiting | pending, params)
-    passed = (*passed, *(f for f in proven if f not in passed))
     alerts = alerts_for(index, classify(previous, new, passed), ping, last, params)
-    return new, [_as_proven(a, proven, index, params) for a in alerts], waiting
+    held, confirmed = _prism(index, last, ping, previous | new, pending, params)
+    return new, alerts + confirmed, waiting | held
+
+
+PRISM_MARK = "prism:"
+"""Prefix of a held proven crossing in the pending set: ``prism:<fence id>|<iso ts>|<lon>|<lat>`` of the fix
+before the gap (the pending set is the step's only memory between fixes)."""
+
+
+def _prism(
+    index: FenceIndex,
+    last: Fix | None,
+    ping: Ping,
+    new: frozenset[str],
+    pending: frozenset[str],
+    params: GeofenceParams,
+) -> tuple[frozenset[str], list[Alert]]:
+    """Proven crossings, each held for one fix: (crossings now held, alerts of those the next fix confirmed).
+
+    The fix on the far side of a fence may be a multipath jump: then the next fix comes back through the fence,
+    which the prism proves too. A crossing is raised only when the fix after its far-side fix does not come back
+    through that fence (nor stand inside it); one that does cancels both, as a single fix inside a restricted fence
+    confirms no entry. The price is one reporting interval before the alert.
+    """
+    marks = {m for m in pending if m.startswith(PRISM_MARK)}
+    proven = proven_crossings(index, last, ping, new, params)
+    confirmed: list[Alert] = []
+    back: set[str] = set()
+    for m in sorted(marks):
+        fid, ts, lon, lat = m[len(PRISM_MARK) :].rsplit("|", 3)
+        if fid in proven or fid in new:
+            back.add(fid)  # the far-side fix was the odd one out
+            continue
+        if last is None or fid not in index or params.reach is None:
+            continue
+        fence = index.get(fid)
+        before = (float(lon), float(lat), datetime.fromisoformat(ts).timestamp())
+        after = (last.lon, last.lat, last.ts.timestamp())
+        graph = _graph(index, fence.port, params.reach)
+        verdict = reachability.judge(graph, fence, before, after, params.reach, _places(index, fence.port))
+        if verdict.crossed:
+            confirmed.append(_proven_alert(index, fence, ping.device_id, last, before, verdict, params))
+    held = frozenset(
+        f"{PRISM_MARK}{fid}|{last.ts.isoformat()}|{last.lon}|{last.lat}"
+        for fid in proven
+        if fid not in back and last is not None
+    )
+    return held, confirmed
 
 
 _GRAPHS: weakref.WeakKeyDictionary[FenceIndex, dict[str, reachability.CorridorGraph | None]] = (
@@ -159,6 +208,29 @@ def _graph(index: FenceIndex, port: str, params: reachability.ReachParams) -> re
     per_port = _GRAPHS.setdefault(index, {})
     if port not in per_port:
         per_port[port] = reachability.CorridorGraph.build((f for f in index.fences if f.port == port), params)
+    return per_port[port]
+
+
+OFF_ROAD_KINDS = frozenset(
+    {
+        FenceKind.TERMINAL,
+        FenceKind.CUSTOMS_YARD,
+        FenceKind.GATE,
+        FenceKind.QUAY,
+        FenceKind.INSPECTION_AREA,
+        FenceKind.AUTHORIZED_PARKING,
+    }
+)
+"""Places a vehicle drives in off the corridors (reachability lets a fix there join the roads from further)."""
+_PLACES: weakref.WeakKeyDictionary[FenceIndex, dict[str, BaseGeometry]] = weakref.WeakKeyDictionary()
+
+
+def _places(index: FenceIndex, port: str) -> BaseGeometry:
+    per_port = _PLACES.setdefault(index, {})
+    if port not in per_port:
+        geom = shapely.union_all([f.geometry for f in index.fences if f.port == port and f.kind in OFF_ROAD_KINDS])
+        shapely.prepare(geom)
+        per_port[port] = geom
     return per_port[port]
 
 
@@ -199,28 +271,45 @@ def proven_crossings(
             (last.lon, last.lat, last.ts.timestamp()),
             (ping.lon, ping.lat, ping.ts.timestamp()),
             rp,
+            _places(index, fence.port),
         )
         if verdict.crossed:
             out[fence.id] = verdict
     return out
 
 
-def _as_proven(
-    alert: Alert, proven: Mapping[str, reachability.Verdict], index: FenceIndex, params: GeofenceParams
+def _proven_alert(
+    index: FenceIndex,
+    fence: Fence,
+    device_id: str,
+    far: Fix,
+    before: tuple[float, float, float],
+    verdict: reachability.Verdict,
+    params: GeofenceParams,
 ) -> Alert:
-    """A crossing the prism proves is an entry in all but the fix inside: it is raised at the entry's severity."""
-    if alert.kind != "geofence_cross" or alert.fence_id is None or alert.fence_id not in proven:
-        return alert
-    fence = index.get(alert.fence_id)
-    verdict = proven[alert.fence_id]
-    return replace(
-        alert,
+    """A crossing the prism proves is an entry in all but the fix inside: it is raised at the entry's severity, at
+    the time of the fix on the far side (the same key as a chord crossing of that fix would have)."""
+    speed = params.reach.max_speed_ms if params.reach is not None else 0.0
+    return Alert(
+        kind="geofence_cross",
         severity=_severity(fence, TransitionKind.ENTER, params),
+        device_id=device_id,
+        ts=far.ts,
         message=(
-            f"{alert.device_id} must have passed through {fence.kind.value.replace('_', ' ')} {fence.name!r}: "
-            f"no road around it fits {verdict.gap_s:.0f} s between two fixes at {params.reach.max_speed_ms:g} m/s"
-            if params.reach is not None
-            else alert.message
+            f"{device_id} must have passed through {fence.kind.value.replace('_', ' ')} {fence.name!r}: "
+            f"no road around it fits {verdict.gap_s:.0f} s between two fixes at {speed:g} m/s"
         ),
-        evidence={**alert.evidence, "reachability": verdict.evidence()},
+        port=fence.port,
+        fence_id=fence.id,
+        evidence={
+            "fence": {"id": fence.id, "name": fence.name, "kind": fence.kind.value},
+            "fix": {"ts": far.ts.isoformat(), "lon": far.lon, "lat": far.lat},
+            "previous_fix": {
+                "ts": datetime.fromtimestamp(before[2], tz=far.ts.tzinfo).isoformat(),
+                "lon": before[0],
+                "lat": before[1],
+            },
+            "reachability": verdict.evidence(),
+        },
+        key=f"{fence.id}@{far.ts.isoformat()}",
     )

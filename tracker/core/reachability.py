@@ -19,9 +19,9 @@ The decision is one-sided, as a security rule must be:
   avoiding distances);
 * even the straight line does not fit the time: the fixes are not a plausible trip at all (a teleport, which
   the integrity check judges), so no crossing is claimed;
-* a fix lies further than ``access_m`` from every corridor (a street the fence set does not map, outside the
-  port, or a multipath fix thrown off the roads): the corridors say nothing about where it drove, so nothing is
-  claimed either.
+* a fix lies further than ``access_m`` from every corridor and in no place vehicles use off the road (a street
+  the fence set does not map, outside the port, or a multipath fix thrown off the roads): the corridors say
+  nothing about where it drove, so nothing is claimed either.
 
 "Core" is the fence shrunk by ``edge_tolerance_m``: a road drawn along the fence's edge, or a fix whose noise
 grazes it, does not count as entering.
@@ -67,8 +67,12 @@ class ReachParams:
     """A path must go this far inside the fence to enter it (the index's entry margin)."""
     gps_slack_m: float = 30.0
     """Added to the distance budget: each fix may be off by about this much between them."""
-    access_m: float = 200.0
-    """A fix joins the corridor graph by a straight drive of at most this length (a yard, a gate lane)."""
+    access_m: float = 60.0
+    """A fix this close to a corridor is on the road network (the band's half width plus GPS noise) and joins the
+    graph by a straight drive of at most this length."""
+    yard_access_m: float = 200.0
+    """A fix inside a place vehicles use off the road (terminal, yard, gate, quay, inspection area, car park) joins
+    the graph by a straight drive of at most this length: places hang off the roads by such access drives."""
     snap_m: float = 15.0
     """Corridor lines ending this close to another line are joined to it (digitising slack)."""
     densify_m: float = 25.0
@@ -173,10 +177,9 @@ class CorridorGraph:
         clear = ~np.asarray(shapely.intersects(spurs, core))
         return [(int(n), float(d[n])) for n in near[clear].tolist()]
 
-    def on_network(self, xy: tuple[float, float], access_m: float) -> bool:
-        """Whether a fix lies within ``access_m`` of some corridor: otherwise where it drove is anybody's guess
-        (an unmapped street outside the port, or a multipath fix thrown off the roads) and nothing is claimed."""
-        return bool(len(self.xy)) and float(np.min(np.hypot(self.xy[:, 0] - xy[0], self.xy[:, 1] - xy[1]))) <= access_m
+    def near(self, xy: tuple[float, float], metres: float) -> bool:
+        """Whether a graph node lies within ``metres`` of ``xy``."""
+        return bool(len(self.xy)) and float(np.min(np.hypot(self.xy[:, 0] - xy[0], self.xy[:, 1] - xy[1]))) <= metres
 
     def shortest_avoiding(
         self, a: tuple[float, float], b: tuple[float, float], core: BaseGeometry, budget: float, access_m: float
@@ -230,8 +233,14 @@ def judge(
     a: tuple[float, float, float],
     b: tuple[float, float, float],
     params: ReachParams | None = None,
+    places: BaseGeometry | None = None,
 ) -> Verdict:
-    """Whether a device at ``a`` then ``b`` ((lon, lat, epoch s) each) must have passed through ``fence``."""
+    """Whether a device at ``a`` then ``b`` ((lon, lat, epoch s) each) must have passed through ``fence``.
+
+    ``places``: the union (lon/lat) of the port's fences a vehicle uses off the roads; a fix inside one joins the
+    graph by a drive of up to ``yard_access_m``, any other fix must be within ``access_m`` of a corridor or the
+    corridors say nothing about where it drove (an unmapped street, a multipath fix thrown off the roads).
+    """
     p = params or ReachParams()
     gap = b[2] - a[2]
     proj = graph.proj if graph is not None else LocalProjection(a[0], a[1])
@@ -254,9 +263,14 @@ def judge(
         return Verdict(False, "straight_line_avoids", gap, budget, straight)
     if graph is None:  # no roads known: open ground around the fence cannot be ruled out
         return Verdict(False, "no_corridors", gap, budget, straight, None, inside.length)
-    if not (graph.on_network((ax, ay), p.access_m) and graph.on_network((bx, by), p.access_m)):
-        return Verdict(False, "off_network", gap, budget, straight, None, inside.length)
-    avoiding = graph.shortest_avoiding((ax, ay), (bx, by), core, budget, p.access_m)
+    reach = []
+    for (lon, lat), xy in (((a[0], a[1]), (ax, ay)), ((b[0], b[1]), (bx, by))):
+        in_place = places is not None and bool(shapely.contains_xy(places, lon, lat))
+        limit = p.yard_access_m if in_place else p.access_m
+        if not graph.near(xy, limit):
+            return Verdict(False, "off_network", gap, budget, straight, None, inside.length)
+        reach.append(limit)
+    avoiding = graph.shortest_avoiding((ax, ay), (bx, by), core, budget, max(reach))
     if avoiding is not None:
         return Verdict(False, "corridor_path_avoids", gap, budget, straight, avoiding, inside.length)
     return Verdict(True, "every_path_enters", gap, budget, straight, None, inside.length)
