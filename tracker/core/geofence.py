@@ -173,12 +173,12 @@ def _prism(
     back: set[str] = set()
     for m in sorted(marks):
         fid, ts, lon, lat = m[len(PRISM_MARK) :].rsplit("|", 3)
-        if fid in proven or fid in new:
-            back.add(fid)  # the far-side fix was the odd one out
-            continue
         if last is None or fid not in index or params.reach is None:
             continue
         fence = index.get(fid)
+        if fid in proven or fid in new or reachability.chord_enters(fence, last, ping, params.reach):
+            back.add(fid)  # the next fix is back across (or inside): the far-side fix was the odd one out
+            continue
         before = (float(lon), float(lat), datetime.fromisoformat(ts).timestamp())
         after = (last.lon, last.lat, last.ts.timestamp())
         graph = _graph(index, fence.port, params.reach)
@@ -288,7 +288,7 @@ def _proven_alert(
     params: GeofenceParams,
 ) -> Alert:
     """A crossing the prism proves is an entry in all but the fix inside: it is raised at the entry's severity, at
-    the time of the fix on the far side (the same key as a chord crossing of that fix would have)."""
+    the time of the fix on the far side."""
     speed = params.reach.max_speed_ms if params.reach is not None else 0.0
     return Alert(
         kind="geofence_cross",
@@ -311,5 +311,5 @@ def _proven_alert(
             },
             "reachability": verdict.evidence(),
         },
-        key=f"{fence.id}@{far.ts.isoformat()}",
+        key=f"{fence.id}@{far.ts.isoformat()}:prism",  # a chord crossing of the same fix (<= 90 s) is another alert
     )

@@ -37,6 +37,7 @@ import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +48,14 @@ from shapely.geometry.base import BaseGeometry
 from geofences import Fence, FenceKind, LocalProjection
 
 __all__ = ["CorridorGraph", "ReachParams", "Verdict", "judge"]
+
+
+class _LonLat(Protocol):
+    @property
+    def lon(self) -> float: ...
+    @property
+    def lat(self) -> float: ...
+
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -75,6 +84,8 @@ class ReachParams:
     the graph by a straight drive of at most this length: places hang off the roads by such access drives."""
     snap_m: float = 15.0
     """Corridor lines ending this close to another line are joined to it (digitising slack)."""
+    exit_m: float = 150.0
+    """Road nodes this close to a gate are where the roads leave the port for the unmapped city."""
     densify_m: float = 25.0
     """Corridor lines are cut into pieces at most this long, so every point of a road is near a graph node."""
 
@@ -114,16 +125,31 @@ def _lines(geom: BaseGeometry) -> list[LineString]:
 class CorridorGraph:
     """The corridor centre lines of one port as a graph in a local metric plane."""
 
-    def __init__(self, proj: LocalProjection, xy: FloatArray, adj: list[list[tuple[int, float]]]) -> None:
+    def __init__(
+        self,
+        proj: LocalProjection,
+        xy: FloatArray,
+        adj: list[list[tuple[int, float]]],
+        exits: BoolArray | None = None,
+        inside: BaseGeometry | None = None,
+    ) -> None:
         self.proj = proj
         self.xy = xy
         self.adj = adj
+        self.exits = np.zeros(len(xy), dtype=np.bool_) if exits is None else exits
+        self.inside = inside  # the port (projected): outside it the public streets are not mapped
 
     @classmethod
-    def build(cls, corridors: Iterable[Fence], params: ReachParams | None = None) -> CorridorGraph | None:
-        """None when there is no centre line to build on."""
+    def build(cls, fences: Iterable[Fence], params: ReachParams | None = None) -> CorridorGraph | None:
+        """The graph of a port's corridors; None when there is no centre line to build on.
+
+        Outside the port boundary the public streets are not mapped, so a vehicle is free to move there: the
+        nodes outside the boundary, and those within ``exit_m`` of a gate (where the roads leave the port), are
+        exits between which a path may run straight through the city.
+        """
         p = params or ReachParams()
-        centre = [f.centerline for f in corridors if f.kind is FenceKind.CORRIDOR and f.centerline is not None]
+        fences = list(fences)
+        centre = [f.centerline for f in fences if f.kind is FenceKind.CORRIDOR and f.centerline is not None]
         if not centre:
             return None
         proj = LocalProjection.around(shapely.union_all(centre))
@@ -161,7 +187,17 @@ class CorridorGraph:
         for (u, v), w in edges.items():
             adj[u].append((v, w))
             adj[v].append((u, w))
-        return cls(proj, np.array(coords, dtype=np.float64).reshape(-1, 2), adj)
+        xy = np.array(coords, dtype=np.float64).reshape(-1, 2)
+        bounds = [shapely.make_valid(proj.project(f.geometry)) for f in fences if f.kind is FenceKind.PORT_BOUNDARY]
+        gates = [proj.project(f.geometry) for f in fences if f.kind is FenceKind.GATE]
+        inside = shapely.union_all(bounds) if bounds else None
+        exits = np.zeros(len(xy), dtype=np.bool_)
+        if inside is not None:
+            shapely.prepare(inside)
+            exits |= ~np.asarray(shapely.contains_xy(inside, xy[:, 0], xy[:, 1]))
+        if gates:
+            exits |= np.asarray(shapely.dwithin(shapely.union_all(gates), shapely.points(xy), p.exit_m))
+        return cls(proj, xy, adj, exits, inside)
 
     def _access(
         self, xy: tuple[float, float], core: BaseGeometry, budget_room: BoolArray, limit: float
@@ -181,50 +217,102 @@ class CorridorGraph:
         """Whether a graph node lies within ``metres`` of ``xy``."""
         return bool(len(self.xy)) and float(np.min(np.hypot(self.xy[:, 0] - xy[0], self.xy[:, 1] - xy[1]))) <= metres
 
-    def shortest_avoiding(
-        self, a: tuple[float, float], b: tuple[float, float], core: BaseGeometry, budget: float, access_m: float
-    ) -> float | None:
-        """Length of the shortest path a -> b along the graph (plus access drives) that stays out of ``core``
-        and fits ``budget``; None when none does."""
-        if len(self.xy) == 0:
-            return None
-        da = np.hypot(self.xy[:, 0] - a[0], self.xy[:, 1] - a[1])
-        db = np.hypot(self.xy[:, 0] - b[0], self.xy[:, 1] - b[1])
-        room = da + db <= budget  # outside the ellipse no path through the node fits the time
-        blocked = np.asarray(shapely.contains_xy(core, self.xy[:, 0], self.xy[:, 1])) if not core.is_empty else None
-        if blocked is not None:
-            room &= ~blocked
-        starts = self._access(a, core, room, access_m)
-        ends = dict(self._access(b, core, room, access_m))
-        if not starts or not ends:
-            return None
+    def outside(self, xy: tuple[float, float]) -> bool:
+        """Whether a point lies outside the port, where the streets are not mapped."""
+        return self.inside is not None and not bool(shapely.contains_xy(self.inside, xy[0], xy[1]))
+
+    def _spread(
+        self, starts: list[tuple[int, float]], room: BoolArray, core: BaseGeometry, bound: FloatArray, budget: float
+    ) -> dict[int, float]:
+        """Dijkstra from ``starts`` over the nodes in ``room``, off ``core``, pruned by ``d + bound > budget``."""
         dist: dict[int, float] = {}
         heap = [(w, n) for n, w in starts]
         heapq.heapify(heap)
-        best: float | None = None
-        prepared = core
-        shapely.prepare(prepared)
         while heap:
             d, u = heapq.heappop(heap)
             if u in dist:
                 continue
             dist[u] = d
-            if best is not None and d >= best:
-                break
-            if u in ends:
-                total = d + ends[u]
-                if total <= budget and (best is None or total < best):
-                    best = total
             for v, w in self.adj[u]:
                 if v in dist or not room[v]:
                     continue
                 nd = d + w
-                if nd + db[v] > budget:
+                if nd + bound[v] > budget:
                     continue
-                if shapely.intersects(LineString([self.xy[u], self.xy[v]]), prepared):
+                if shapely.intersects(LineString([self.xy[u], self.xy[v]]), core):
                     continue
                 heapq.heappush(heap, (nd, v))
-        return best
+        return dist
+
+    def shortest_avoiding(
+        self,
+        a: tuple[float, float],
+        b: tuple[float, float],
+        core: BaseGeometry,
+        budget: float,
+        access_m: float | tuple[float, float],
+    ) -> float | None:
+        """Length of the shortest path a -> b that stays out of ``core`` and fits ``budget``, along the graph (plus
+        access drives), or through the unmapped city between two exits (straight, a lower bound of any street
+        path); None when none does. ``access_m``: one limit for both fixes, or (a's, b's)."""
+        if len(self.xy) == 0:
+            return None
+        lim_a, lim_b = access_m if isinstance(access_m, tuple) else (access_m, access_m)
+        shapely.prepare(core)
+        da = np.hypot(self.xy[:, 0] - a[0], self.xy[:, 1] - a[1])
+        db = np.hypot(self.xy[:, 0] - b[0], self.xy[:, 1] - b[1])
+        room = da + db <= budget  # outside the ellipse no path through the node fits the time
+        if not core.is_empty:
+            room &= ~np.asarray(shapely.contains_xy(core, self.xy[:, 0], self.xy[:, 1]))
+        from_a = self._spread(self._access(a, core, room, lim_a), room, core, db, budget)
+        from_b = self._spread(self._access(b, core, room, lim_b), room, core, da, budget)
+        best = min((d + from_b[n] for n, d in from_a.items() if n in from_b), default=None)
+        # through the city: from an exit reached from a (or a itself) to one reached from b (or b itself)
+        pa = [(self.xy[n], d) for n, d in from_a.items() if self.exits[n]]
+        pb = [(self.xy[n], d) for n, d in from_b.items() if self.exits[n]]
+        # a fix off the corridors may be on a street the fence set does not map, which joins the city: the fix
+        # itself is a point such a drive may start or end at (an exit to an exit straight through the port is not)
+        pa.append((np.array(a), 0.0))
+        pb.append((np.array(b), 0.0))
+        if pa and pb:
+            city = self._city(pa, pb, core, budget if best is None else min(best, budget))
+            if city is not None:
+                best = city if best is None else min(best, city)
+        return best if best is not None and best <= budget else None
+
+    @staticmethod
+    def _city(
+        pa: list[tuple[FloatArray, float]], pb: list[tuple[FloatArray, float]], core: BaseGeometry, budget: float
+    ) -> float | None:
+        """Cheapest a-exit + straight drive + b-exit within ``budget`` whose straight drive does not cross ``core``
+        (a street round the fence through the city is a chain of such drives between exits)."""
+        xa = np.array([q for q, _ in pa])
+        xb = np.array([q for q, _ in pb])
+        cost = (
+            np.array([d for _, d in pa])[:, None]
+            + np.hypot(xa[:, None, 0] - xb[None, :, 0], xa[:, None, 1] - xb[None, :, 1])
+            + np.array([d for _, d in pb])[None, :]
+        )
+        flat = np.flatnonzero(cost.ravel() <= budget)
+        order = flat[np.argsort(cost.ravel()[flat], kind="stable")]
+        for chunk in range(0, len(order), 256):
+            idx = order[chunk : chunk + 256]
+            i, j = np.divmod(idx, len(pb))
+            segs = shapely.linestrings(np.stack([xa[i], xb[j]], axis=1))
+            clear = np.flatnonzero(~np.asarray(shapely.intersects(segs, core)))
+            if len(clear):
+                return float(cost.ravel()[idx[clear[0]]])
+        return None
+
+
+def chord_enters(fence: Fence, a: _LonLat, b: _LonLat, params: ReachParams | None = None) -> bool:
+    """Whether the straight line between two fixes runs through the fence's core (whatever the roads)."""
+    p = params or ReachParams()
+    proj = LocalProjection(a.lon, a.lat)
+    core = shapely.make_valid(proj.project(fence.geometry)).buffer(-p.edge_tolerance_m)
+    ax, ay = (float(v) for v in proj.to_xy(a.lon, a.lat))
+    bx, by = (float(v) for v in proj.to_xy(b.lon, b.lat))
+    return not core.is_empty and bool(LineString([(ax, ay), (bx, by)]).intersects(core))
 
 
 def judge(
@@ -263,14 +351,14 @@ def judge(
         return Verdict(False, "straight_line_avoids", gap, budget, straight)
     if graph is None:  # no roads known: open ground around the fence cannot be ruled out
         return Verdict(False, "no_corridors", gap, budget, straight, None, inside.length)
-    reach = []
+    reach: list[float] = []
     for (lon, lat), xy in (((a[0], a[1]), (ax, ay)), ((b[0], b[1]), (bx, by))):
         in_place = places is not None and bool(shapely.contains_xy(places, lon, lat))
         limit = p.yard_access_m if in_place else p.access_m
         if not graph.near(xy, limit):
             return Verdict(False, "off_network", gap, budget, straight, None, inside.length)
         reach.append(limit)
-    avoiding = graph.shortest_avoiding((ax, ay), (bx, by), core, budget, max(reach))
+    avoiding = graph.shortest_avoiding((ax, ay), (bx, by), core, budget, (reach[0], reach[1]))
     if avoiding is not None:
         return Verdict(False, "corridor_path_avoids", gap, budget, straight, avoiding, inside.length)
     return Verdict(True, "every_path_enters", gap, budget, straight, None, inside.length)
