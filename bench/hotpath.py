@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import cProfile
 import dataclasses
+import enum
 import importlib
-import json
 import pstats
 import random
 import statistics
@@ -20,8 +20,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from geofences import FenceIndex, FenceKind, load_port
 from tracker.config import Settings
+from tracker.core import codec
 from tracker.core.engine import Engine
 from tracker.core.model import DeviceKind, Ping
 from tracker.core.pipeline import Pipeline
@@ -201,7 +204,7 @@ def deep_size(objs: Iterable[Any], seen: set[int] | None = None) -> int:
         o = stack.pop()
         if o is None or isinstance(o, bool | type) or id(o) in seen:
             continue
-        if isinstance(o, DeviceKind):
+        if isinstance(o, enum.Enum):
             continue
         seen.add(id(o))
         total += sys.getsizeof(o)
@@ -210,6 +213,8 @@ def deep_size(objs: Iterable[Any], seen: set[int] | None = None) -> int:
             stack.extend(o.values())
         elif isinstance(o, list | tuple | set | frozenset):
             stack.extend(o)
+        elif isinstance(o, msgspec.Struct):
+            stack.extend(getattr(o, f) for f in o.__struct_fields__)
         elif dataclasses.is_dataclass(o):
             stack.extend(getattr(o, f.name) for f in dataclasses.fields(o))
     return total
@@ -248,7 +253,7 @@ def synthetic_states(devices: int, fixes: int, seed: int) -> tuple[dict[str, Dev
 
 
 def size_stats(states: Mapping[str, DeviceState]) -> dict[str, Any]:
-    serialized = [len(json.dumps(s.to_json()).encode()) for s in states.values()]
+    serialized = [len(codec.encode(s)) for s in states.values()]
     ids = sum(len(d.encode()) for d in states)
     mem = deep_size(states.values())
     n = len(states)
@@ -280,9 +285,10 @@ def state(sizes: Iterable[int], fixes: int, seed: int, sim: Scenario | None = No
         )
         del states
     out: dict[str, Any] = {
-        "serialized": "len(json.dumps(state.to_json()).encode()), the JSON the store writes to device_state.state "
-        "(tracker/adapters/store.py write_batch); the device id is its own column, not in that JSON",
-        "memory": "sys.getsizeof summed recursively over each DeviceState (dataclass slots, dicts, lists, tuples, "
+        "serialized": "len(tracker.core.codec.encode(state)), the msgpack bytes the store writes to "
+        "device_state.state (tracker/adapters/store.py write_batch), device id included",
+        "memory": "sys.getsizeof summed recursively over each DeviceState (Struct and dataclass slots, dicts, lists, "
+        "tuples, "
         "sets, strings, numbers, datetimes), every object counted once over the whole fleet and singletons "
         "(None, booleans, enum members) left out; per device = total / devices. Not tracemalloc: the engine's "
         "reorder logs, emitted events and world index are not the state and would be counted with it",

@@ -1,5 +1,6 @@
 """Port geofences: fence model, spatial index and transition classification (pure, shapely only)."""
 
+from geofences.circle import MAX_RADIUS_M, MIN_RADIUS_M, Circle, CircleError, circle_polygon
 from geofences.fence import (
     DEFAULT_CORRIDOR_WIDTH_M,
     WGS84_CRS_NAMES,
@@ -20,7 +21,11 @@ __all__ = [
     "DEFAULT_CELL_DEG",
     "DEFAULT_CORRIDOR_WIDTH_M",
     "EARTH_RADIUS_M",
+    "MAX_RADIUS_M",
+    "MIN_RADIUS_M",
     "WGS84_CRS_NAMES",
+    "Circle",
+    "CircleError",
     "Fence",
     "FenceError",
     "FenceIndex",
@@ -32,6 +37,7 @@ __all__ = [
     "TransitionKind",
     "available_ports",
     "buffer_m",
+    "circle_polygon",
     "classify",
     "distance_m",
     "haversine_m",

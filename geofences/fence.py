@@ -22,6 +22,7 @@ import shapely
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from geofences.circle import Circle, CircleError
 from geofences.geo import buffer_m
 
 __all__ = [
@@ -58,7 +59,10 @@ name it still emit lon/lat, and swapped files are caught by the range check anyw
 
 _POLYGONAL = frozenset({"Polygon", "MultiPolygon"})
 _LINEAR = frozenset({"LineString", "MultiLineString"})
-_RESERVED_PROPS = frozenset({"id", "name", "kind", "width_m", "severity", "windows"})
+_RESERVED_PROPS = frozenset({"id", "name", "kind", "width_m", "severity", "windows", "circle"})
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+"""What a fence's ``severity`` may say (the core's alert severities): anything else would only fail later,
+on the first fix inside the fence."""
 _PORTS_PACKAGE = "geofences"
 _PORTS_DIR = "ports"
 
@@ -140,6 +144,8 @@ class Fence:
     properties: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False)
     centerline: BaseGeometry | None = field(default=None, compare=False)
     width_m: float | None = None
+    circle: Circle | None = None
+    """For a circle fence, the centre and radius it was defined by (``geometry`` is its polygon)."""
 
     def active(self, at: datetime) -> bool:
         """A fence without windows is enforced around the clock."""
@@ -156,6 +162,9 @@ class Fence:
         if self.centerline is not None:
             geom = self.centerline
             props["width_m"] = self.width_m
+        if self.circle is not None:
+            # the polygon stays the geometry, so any GIS tool shows the area; the properties say how to rebuild it
+            props["circle"] = self.circle.to_json()
         return {"type": "Feature", "id": self.id, "properties": props, "geometry": _to_json_geometry(geom)}
 
 
@@ -228,7 +237,7 @@ def _check_crs(doc: Mapping[str, Any], where: str) -> None:
             name = props.get("name")
     elif isinstance(crs, str):
         name = crs
-    if name not in WGS84_CRS_NAMES:
+    if not isinstance(name, str) or name not in WGS84_CRS_NAMES:
         raise FenceError(
             f"{where}: crs {name if name is not None else crs!r} is not WGS84 lon/lat; "
             "reproject the file (e.g. with tracker.gis_import) before loading"
@@ -247,7 +256,7 @@ def _parse_windows(raw: Any, label: str) -> tuple[TimeWindow, ...]:
             end = time.fromisoformat(w["end"])
             days = frozenset(int(d) for d in w.get("days", range(7)))
             out.append(TimeWindow(start, end, days))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise FenceError(f"{label}: window #{i} {w!r} is not valid: {exc}") from exc
     return tuple(out)
 
@@ -294,7 +303,7 @@ def _parse_bbox(doc: Mapping[str, Any], where: str) -> tuple[float, ...] | None:
         return None
     try:
         vals = tuple(float(v) for v in raw)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise FenceError(f"{where}: bbox {raw!r} is not a list of numbers") from exc
     if len(vals) != 4:
         raise FenceError(f"{where}: bbox must be [min_lon, min_lat, max_lon, max_lat], got {raw!r}")
@@ -323,6 +332,83 @@ def _parse_feature(index: int, feature: Any, port: str, bbox: tuple[float, ...] 
         ) from None
 
     raw_geom = feature.get("geometry")
+    if raw_geom is not None and not isinstance(raw_geom, Mapping):
+        raise FenceError(f"{label}: geometry must be a GeoJSON geometry object or null")
+    circle = _parse_circle(props, raw_geom, label)
+    if circle is not None:
+        try:
+            geom, centerline, width_m = circle.polygon(), None, None
+        except CircleError as exc:
+            raise FenceError(f"{label}: {exc}") from None
+    else:
+        geom, centerline, width_m = _parse_geometry(raw_geom, kind, props, label, bbox)
+    if circle is not None and bbox is not None:
+        _check_coordinates(geom, label, bbox)
+
+    severity = props.get("severity")
+    if severity is not None and severity not in SEVERITIES:
+        raise FenceError(f"{label}: severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
+    name = props.get("name")
+    point_circle = circle is not None and "circle" not in props
+    extras = {k: v for k, v in props.items() if k not in _RESERVED_PROPS and not (point_circle and k == "radius_m")}
+    return Fence(
+        id=fence_id,
+        name=str(name) if name is not None else fence_id,
+        kind=kind,
+        port=port,
+        geometry=geom,
+        severity=severity,
+        windows=_parse_windows(props.get("windows"), label),
+        properties=MappingProxyType(extras),
+        centerline=centerline,
+        width_m=width_m,
+        circle=circle,
+    )
+
+
+def _parse_circle(props: Mapping[str, Any], raw_geom: Mapping[str, Any] | None, label: str) -> Circle | None:
+    """A circle is ``properties.circle = {center, radius_m}`` (with its polygon, a Point at its centre or
+    no geometry), or a Point geometry with ``properties.radius_m``. Anything else is not a circle."""
+    gtype = raw_geom.get("type") if raw_geom is not None else None
+    try:
+        if "circle" in props:
+            circle = Circle.from_json(props["circle"])
+        elif gtype == "Point" and "radius_m" in props:
+            coords = raw_geom.get("coordinates") if raw_geom is not None else None
+            if not isinstance(coords, list) or len(coords) not in (2, 3):
+                raise FenceError(f"{label}: a circle's Point needs coordinates [lon, lat]")
+            circle = Circle.from_json({"center": coords[:2], "radius_m": props["radius_m"]})
+            return circle
+        else:
+            return None
+    except CircleError as exc:
+        raise FenceError(f"{label}: {exc}") from None
+    if raw_geom is None:
+        return circle
+    try:
+        given = shape(raw_geom)
+    except Exception as exc:  # shapely raises several types for malformed coordinate arrays
+        raise FenceError(f"{label}: malformed {gtype} coordinates next to 'circle': {exc}") from exc
+    if gtype == "Point":
+        if not given.is_empty and abs(given.x - circle.lon) < 1e-7 and abs(given.y - circle.lat) < 1e-7:
+            return circle
+        raise FenceError(f"{label}: the Point geometry is not the circle's center {circle.to_json()['center']}")
+    if not circle.matches(given):
+        raise FenceError(
+            f"{label}: the polygon does not match its 'circle' properties (edited since?); remove 'circle'"
+            " to use the drawn polygon, or the geometry to rebuild the circle"
+        )
+    return circle
+
+
+def _parse_geometry(
+    raw_geom: Mapping[str, Any] | None,
+    kind: FenceKind,
+    props: Mapping[str, Any],
+    label: str,
+    bbox: tuple[float, ...] | None,
+) -> tuple[BaseGeometry, BaseGeometry | None, float | None]:
+    """The fence's area, and for a corridor its centre line and width."""
     if not raw_geom or not raw_geom.get("coordinates"):
         raise FenceError(f"{label}: empty geometry")
     gtype = raw_geom.get("type")
@@ -335,7 +421,7 @@ def _parse_feature(index: int, feature: Any, port: str, bbox: tuple[float, ...] 
     elif gtype not in _POLYGONAL:
         raise FenceError(
             f"{label}: geometry type {gtype} cannot be a fence; use Polygon/MultiPolygon"
-            " (or LineString/MultiLineString for a corridor)"
+            " (or LineString/MultiLineString for a corridor, or a Point with properties.radius_m for a circle)"
         )
     try:
         geom = shape(raw_geom)
@@ -363,24 +449,7 @@ def _parse_feature(index: int, feature: Any, port: str, bbox: tuple[float, ...] 
         raise FenceError(f"{label}: invalid polygon: {shapely.is_valid_reason(geom)}")
     if geom.area == 0:
         raise FenceError(f"{label}: polygon has zero area")
-
-    severity = props.get("severity")
-    if severity is not None and not isinstance(severity, str):
-        raise FenceError(f"{label}: severity must be a string, got {severity!r}")
-    name = props.get("name")
-    extras = {k: v for k, v in props.items() if k not in _RESERVED_PROPS}
-    return Fence(
-        id=fence_id,
-        name=str(name) if name is not None else fence_id,
-        kind=kind,
-        port=port,
-        geometry=geom,
-        severity=severity,
-        windows=_parse_windows(props.get("windows"), label),
-        properties=MappingProxyType(extras),
-        centerline=centerline,
-        width_m=width_m,
-    )
+    return geom, centerline, width_m
 
 
 def load_fence_set(source: str | Path | Mapping[str, Any]) -> FenceSet:

@@ -43,17 +43,33 @@ def _fences_check(paths: Sequence[str]) -> int:
 
 
 async def _fences_load(settings: Settings, paths: Sequence[str]) -> int:
+    import getpass
+
     from geofences import load_fence_set
     from tracker.adapters.store import Store
+    from tracker.adapters.store_fences import FenceStore, content_sha256
 
     store = await Store.connect(settings.db_dsn, max_size=2)
     try:
         await store.prepare()
+        fences = FenceStore(store.pool)
+        try:
+            author = f"cli:{getpass.getuser()}"
+        except (KeyError, OSError):  # a container user without a passwd entry
+            author = "cli"
         for path in paths:
             raw = json.loads(await asyncio.to_thread(Path(path).read_text))
             fs = load_fence_set(raw)  # validate before storing anything
-            n = await store.save_fence_set(fs.port, fs.name, fs.source, fs.licence, raw)
-            print(f"{path}: loaded {n} fences for port {fs.port!r}")
+            latest = await fences.latest(fs.port)
+            if latest is not None and latest.sha256 == content_sha256(fs.to_geojson()):
+                print(f"{path}: port {fs.port!r} unchanged, still version {latest.version}")
+                continue
+            base = 0 if latest is None or latest.version is None else latest.version
+            saved = await fences.save(fs, base=base, author=author, change="import")
+            print(
+                f"{path}: loaded {saved.fences} fences for port {fs.port!r} as version {saved.version}"
+                " (a running service takes it at its next start; the API changes fences without one)"
+            )
     finally:
         await store.close()
     return 0

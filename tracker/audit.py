@@ -45,21 +45,25 @@ CHECKPOINT_SIGNATURE_PREFIX = b"port-tracker alert checkpoint v1\n"
 BUNDLE_FORMAT = "port-tracker-audit-bundle/1"
 CHECKPOINT_TOPIC = "tracker/audit/checkpoint"
 
-RAISED, UPDATED, RETRACTED, ACKNOWLEDGED, RESOLVED, LEGACY = (
+RAISED, UPDATED, RETRACTED, ACKNOWLEDGED, RESOLVED, LEGACY, REOPENED, ASSIGNED = (
     "raised",
     "updated",
     "retracted",
     "acknowledged",
     "resolved",
     "legacy",
+    "reopened",
+    "assigned",
 )
-FACTS = frozenset({RAISED, UPDATED, RETRACTED, ACKNOWLEDGED, RESOLVED, LEGACY})
+FACTS = frozenset({RAISED, UPDATED, RETRACTED, ACKNOWLEDGED, RESOLVED, LEGACY, REOPENED, ASSIGNED})
 """``legacy``: an alert stored before the links existed, anchored as it was found (its earlier
 history is not proven, only that it has not changed since)."""
 STATUSES = frozenset({"logged", "open", "acknowledged", "resolved"})
 TRANSITIONS: Mapping[str, frozenset[str]] = {
     ACKNOWLEDGED: frozenset({"open", "logged"}),
     RESOLVED: frozenset({"open", "logged", "acknowledged"}),
+    REOPENED: frozenset({"acknowledged", "resolved"}),
+    ASSIGNED: frozenset({"open", "logged", "acknowledged"}),
 }
 """Which statuses an operator's fact may start from (mirrors the API's rules)."""
 
@@ -375,10 +379,13 @@ class AlertRecord:
     resolved_at: datetime | None = None
     resolution: str | None = None
     ended_at: datetime | None = None
+    fence_versions: JSONValue = None  # the fence sets it was raised under; None before migration 008
+    assigned_to: str | None = None
 
     def content(self) -> dict[str, JSONValue]:
         """The alert as raised: what a ``raised`` link carries."""
         return {
+            "fence_versions": self.fence_versions,
             "id": self.id,
             "kind": self.kind,
             "severity": self.severity,
@@ -404,6 +411,7 @@ class AlertRecord:
             "resolved_at": t(self.resolved_at),
             "resolution": self.resolution,
             "ended_at": t(self.ended_at),
+            "assigned_to": self.assigned_to,
         }
 
     @classmethod
@@ -448,6 +456,8 @@ class AlertRecord:
             resolved_at=t("resolved_at"),
             resolution=s("resolution", True),
             ended_at=t("ended_at"),
+            fence_versions=obj.get("fence_versions"),
+            assigned_to=s("assigned_to", True),
         )
 
 
@@ -588,6 +598,7 @@ class _State:
     resolved_at: datetime | None = None
     resolution: str | None = None
     ended_at: datetime | None = None
+    assigned_to: str | None = None
     updates: list[tuple[datetime, bool, Hashable]] = field(default_factory=list)
 
 
@@ -631,6 +642,7 @@ def _apply(states: dict[str, _State], seq: int, f: Fact) -> str | None:
             state.resolved_at = _opt_ts(body, "resolved_at")
             state.resolution = _opt_str(body, "resolution")
             state.ended_at = _opt_ts(body, "ended_at")
+            state.assigned_to = _opt_str(body, "assigned_to")
             updates = body.get("updates", [])
             if not isinstance(updates, list) or not all(isinstance(u, dict) for u in updates):
                 return "legacy updates must be a list of objects"
@@ -655,10 +667,17 @@ def _apply(states: dict[str, _State], seq: int, f: Fact) -> str | None:
     if f.fact == ACKNOWLEDGED:
         state.status = "acknowledged"
         state.acknowledged_by, state.acknowledged_at = f.actor, f.at
-    else:
+    elif f.fact == RESOLVED:
         state.status = "resolved"
         state.resolved_by, state.resolved_at = f.actor, f.at
-        state.resolution = _opt_str(body, "note")
+        # links written before resolutions had their own field carried the note as the resolution
+        state.resolution = _opt_str(body, "resolution" if "resolution" in body else "note")
+    elif f.fact == REOPENED:
+        state.status = "open"
+        state.acknowledged_by = state.acknowledged_at = None
+        state.resolved_by = state.resolved_at = state.resolution = None
+    else:
+        state.assigned_to = _opt_str(body, "assignee")
     return None
 
 
@@ -673,6 +692,7 @@ def _compare(state: _State, row: AlertRecord, updates: list[tuple[datetime, bool
         ("fence_id", c.get("fence_id"), row.fence_id),
         ("message", c.get("message"), row.message),
         ("evidence", comparable(c.get("evidence")), comparable(row.evidence)),
+        ("fence_versions", comparable(c.get("fence_versions")), comparable(row.fence_versions)),
         ("status", state.status, row.status),
         ("acknowledged_by", state.acknowledged_by, row.acknowledged_by),
         ("acknowledged_at", state.acknowledged_at, row.acknowledged_at),
@@ -680,6 +700,7 @@ def _compare(state: _State, row: AlertRecord, updates: list[tuple[datetime, bool
         ("resolved_at", state.resolved_at, row.resolved_at),
         ("resolution", state.resolution, row.resolution),
         ("ended_at", state.ended_at, row.ended_at),
+        ("assigned_to", state.assigned_to, row.assigned_to),
     ]
     try:
         expected.insert(5, ("ts", parse_ts(c.get("ts"), "alert ts"), row.ts))
@@ -689,6 +710,8 @@ def _compare(state: _State, row: AlertRecord, updates: list[tuple[datetime, bool
         if linked != stored:
             if name == "evidence":
                 return "its evidence differs from what its links say"
+            if name == "fence_versions":
+                return "its fence_versions differ from what its links say"
             return f"{name} is {stored!r} but its links say {linked!r}"
     if Counter(state.updates) != Counter(updates):
         return f"its stored updates ({len(updates)}) differ from its linked updates ({len(state.updates)})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from geofences import FenceSet
 from tracker.core.model import DeviceKind, Ignored, Inspection, Ping, Rejected
 
 Item = Ping | Rejected | Ignored | Inspection
@@ -46,6 +47,30 @@ class RegisterDevice:
     kind: DeviceKind
     name: str | None = None
     container_no: str | None = None
+    org: str | None = None  # None: keep the device's organisation (a new device: the default one)
 
 
-Command = StoreFact | Pair | RegisterDevice
+@dataclass(frozen=True, slots=True)
+class DeactivateDevice:
+    """Stop accepting a device's fixes (its history stays); registering it again reactivates it."""
+
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeFences:
+    """Make ``fence_set`` its port's fence set as a new version, provided ``base`` is still the newest one.
+
+    The HTTP layer builds the whole new set (an upload, or the current set with one fence put or
+    deleted) and says which version it built on; the single writer stores it and swaps the index
+    between two batches, so no fix is judged half against the old set and half against the new.
+    """
+
+    fence_set: FenceSet
+    base: int  # the version the change was built on (0: the port had none)
+    author: str
+    change: str  # upload | put | delete
+    fence_id: str | None = None  # the fence a put or delete changed
+
+
+Command = StoreFact | Pair | RegisterDevice | DeactivateDevice | ChangeFences

@@ -31,9 +31,13 @@ from tracker.adapters.errors import (
     message_specific,
 )
 from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_options
+from tracker.adapters.scope import DEFAULT_ORG
 from tracker.adapters.store import Batch, BatchResult, Store
+from tracker.adapters.store_alerts import AlertStore
+from tracker.adapters.store_fences import FenceConflictError, FenceStore, FenceVersion, content_sha256
+from tracker.adapters.store_orgs import OrgStore
 from tracker.audit import CHECKPOINT_TOPIC, AuditError, Checkpoint, Signer, signature_ok
-from tracker.commands import Command, Item, Pair, RegisterDevice
+from tracker.commands import ChangeFences, Command, DeactivateDevice, Item, Pair, RegisterDevice
 from tracker.config import Settings
 from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
 from tracker.core.pipeline import Params, Pipeline
@@ -70,16 +74,36 @@ def utcnow() -> datetime:
 
 @dataclass
 class Fences:
-    """The fence sets in force and their index; swapped whole when a set is reloaded."""
+    """The fence sets in force, their versions and their index; swapped whole when a set changes.
+
+    ``files``: ports whose set comes from a fence file (``TRACKER_FENCE_FILES``): the file wins over
+    the database at every start, so such a port is not changed through the API.
+    """
 
     sets: dict[str, FenceSet] = field(default_factory=dict)
     index: FenceIndex = field(default_factory=lambda: FenceIndex([]))
+    versions: dict[str, FenceVersion] = field(default_factory=dict)
+    files: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, sets: Iterable[FenceSet], hysteresis_m: float, entry_margin_m: float = 10.0) -> Fences:
+    def build(
+        cls,
+        sets: Iterable[FenceSet],
+        hysteresis_m: float,
+        entry_margin_m: float = 10.0,
+        *,
+        versions: Mapping[str, FenceVersion] | None = None,
+        files: frozenset[str] = frozenset(),
+    ) -> Fences:
         by_port = {s.port: s for s in sets}
         fences: list[Fence] = [f for s in by_port.values() for f in s.fences]
-        return cls(by_port, FenceIndex(fences, hysteresis_m=hysteresis_m, entry_margin_m=entry_margin_m))
+        index = FenceIndex(fences, hysteresis_m=hysteresis_m, entry_margin_m=entry_margin_m)
+        kept = {p: v for p, v in (versions or {}).items() if p in by_port}
+        return cls(by_port, index, kept, files)
+
+    def stamps(self) -> dict[str, dict[str, object]]:
+        """{port: {version, sha256}} of every set in force, for the alerts a batch raises."""
+        return {p: v.stamp() for p, v in self.versions.items()}
 
 
 class Service:
@@ -89,6 +113,7 @@ class Service:
         self.metrics = Metrics()
         self.limits = Limits(settings.max_payload_bytes, settings.max_future_s)
         self.store: Store | None = None
+        self.fence_store: FenceStore | None = None
         self.link: MqttLink | None = None
         self.fences = Fences()
         self.pipeline = Pipeline(self.fences.index, Params())  # detector thresholds: the core's defaults
@@ -103,6 +128,10 @@ class Service:
         self._stopping = False
         self._anchor_problem: str | None = None
         self.containers: dict[str, list[str]] = {}
+        self.orgs: OrgStore | None = None
+        self.alerts: AlertStore | None = None  # the operators' alert workflow (lists, changes)
+        self.device_orgs: dict[str, str] = {}  # devices owned by an organisation other than the default
+        self.deactivated: set[str] = set()  # devices whose fixes are refused until registered again
         self.logs: dict[str, Log] = {}  # recent fixes per device for the reorder window (memory only)
         self._pending_logs: dict[str, Log] = {}
         self.timers = DueQueue()  # when each device next needs a tick (tracker.core.timers)
@@ -139,11 +168,17 @@ class Service:
             lock_timeout_ms=int(s.db_lock_timeout_s * 1000),
         )
         await self.store.prepare()  # the service never migrates: it holds no owner rights
+        self.fence_store = FenceStore(self.store.pool)
         await self.store.anchor_legacy()
         await self.anchor_holds()  # a rolled-back chain shows in /readyz from the start
         await self.reload_fences()
         self.devices = await self.store.devices()
+        self.orgs = OrgStore(self.store.pool)
+        self.alerts = AlertStore(self.store)
+        self.device_orgs = await self.orgs.device_orgs()
+        self.deactivated = await self.orgs.deactivated()
         self.states = await self.store.states()
+        self._forget_removed_fences()
         self.pipeline.restore(list(self.states.values()))
         self._reschedule_all()
         for dev, container_no in (await self.store.containers()).items():
@@ -223,17 +258,109 @@ class Service:
                 log.error("task %s had ended with %r", task.get_name(), task.exception())
 
     async def reload_fences(self) -> None:
-        assert self.store is not None
-        sets = [load_fence_set(g) for g in await self.store.fence_sets()]
+        """The newest stored version of every port, then the fence files (which win for their port)."""
+        assert self.fence_store is not None
+        sets: list[FenceSet] = []
+        versions: dict[str, FenceVersion] = {}
+        for version, doc in await self.fence_store.current():
+            if version.change != "migrated" and content_sha256(doc) != version.sha256:
+                log.error(
+                    "fence set %r version %s does not hash to what was stored when it was made: edited in place?",
+                    version.port,
+                    version.version,
+                )
+            fs = load_fence_set(doc)
+            sets.append(fs)
+            versions[fs.port] = version
+        files: set[str] = set()
         for path in self.settings.fence_files:
-            sets.append(load_fence_set(path))
-        self.fences = Fences.build(sets, self.settings.hysteresis_m, self.settings.entry_margin_m)
+            fs = load_fence_set(path)
+            if fs.port in versions:
+                log.warning("fence file %s replaces stored version %s of %r", path, versions[fs.port].version, fs.port)
+            versions[fs.port] = FenceVersion(
+                fs.port, None, content_sha256(fs.to_geojson()), "file", None, "file", None, len(fs.fences)
+            )
+            files.add(fs.port)
+            sets.append(fs)
+        s = self.settings
+        # off the event loop: indexing a large port takes most of a second
+        built = await asyncio.to_thread(
+            Fences.build, sets, s.hysteresis_m, s.entry_margin_m, versions=versions, files=frozenset(files)
+        )
+        self._install(built)
+
+    def _install(self, fences: Fences) -> None:
+        """Put a new fence index in force between two batches; every device keeps its state."""
+        self.fences = fences
         self.pipeline = self.pipeline.with_index(self.fences.index)  # keeps the world view and the hauls
+        self._forget_removed_fences()
         self._reschedule_all()  # whether a zone authorizes a stop, hence a rendezvous timer, is the index's
         log.info(
             "fences: %s",
-            ", ".join(f"{p}={len(fs.fences)}" for p, fs in self.fences.sets.items()) or "none loaded",
+            ", ".join(
+                f"{p}={len(fs.fences)} (v{getattr(fences.versions.get(p), 'version', None) or 'file'})"
+                for p, fs in self.fences.sets.items()
+            )
+            or "none loaded",
         )
+
+    def _forget_removed_fences(self) -> None:
+        """A device inside a fence that no longer exists is simply no longer inside it.
+
+        The core looks every fence of a device's membership up in the index; an id the new index does
+        not know (its fence was deleted) would fail every later fix of that device. Dropping it here
+        ends the membership without an exit alert (the fence is gone, not left); the next fix stores it.
+        """
+        index = self.fences.index
+        for dev, state in list(self.states.items()):
+            if any(f not in index for f in state.fences):
+                kept = state.copy()  # states handed out are never changed: a new one replaces it
+                kept.fences = frozenset(f for f in state.fences if f in index)
+                self.states[dev] = kept
+
+    async def _change_fences(self, command: ChangeFences, deadline: float) -> None:
+        """Store a new version of a port's fence set and put it in force, or refuse it whole."""
+        assert self.fence_store is not None
+        port = command.fence_set.port
+        if port in self.fences.files:
+            raise FenceConflictError(
+                f"fence set {port!r} comes from a fence file (TRACKER_FENCE_FILES); change it there"
+            )
+        current = self.fences.versions.get(port)
+        base = current.version if current is not None and current.version is not None else 0
+        if base != command.base:
+            raise FenceConflictError(f"fence set {port!r} is at version {base}, not {command.base}; retry")
+        s = self.settings
+        sets = [fs for p, fs in self.fences.sets.items() if p != port] + [command.fence_set]
+        try:  # indexed before it is stored: a set that cannot be put in force is never a version
+            built = await asyncio.to_thread(
+                Fences.build,
+                sets,
+                s.hysteresis_m,
+                s.entry_margin_m,
+                versions=self.fences.versions,
+                files=self.fences.files,
+            )
+        except ValueError as exc:  # a fence id another port already uses
+            raise CommandRejectedError(str(exc)) from exc
+        try:
+            async with asyncio.timeout_at(deadline):
+                saved = await self.fence_store.save(
+                    command.fence_set,
+                    base=base,
+                    author=command.author,
+                    change=command.change,
+                    fence_id=command.fence_id,
+                )
+        except Exception:
+            # the database may be ahead of memory (another writer, or a commit whose answer was lost):
+            # catch up so that the caller's retry builds on what is really stored
+            with contextlib.suppress(Exception):
+                await self.reload_fences()
+            raise
+        built.versions[port] = saved
+        self._install(built)
+        log.info("fence set %r is now version %d (%s by %s)", port, saved.version, command.change, command.author)
 
     async def ready(self) -> dict[str, bool]:
         """Ready means fixes get stored now: broker and database reachable, and ingest neither stalled nor lagging."""
@@ -251,6 +378,14 @@ class Service:
     @property
     def fence_sets(self) -> Mapping[str, FenceSet]:
         return self.fences.sets
+
+    @property
+    def fence_versions(self) -> Mapping[str, FenceVersion]:
+        return self.fences.versions
+
+    def announce(self) -> None:
+        """The API committed outbox rows (an alert changed): deliver them now, not at the next poll."""
+        self.delivery.wake()
 
     def live_alerts(self, maxsize: int = 1000) -> AbstractContextManager[asyncio.Queue[dict[str, object]]]:
         return self.delivery.live_alerts(maxsize)
@@ -314,6 +449,10 @@ class Service:
                 await self._pair(command)
             elif isinstance(command, RegisterDevice):
                 await self._register(command, queued.deadline)
+            elif isinstance(command, ChangeFences):
+                await self._change_fences(command, queued.deadline)
+            elif isinstance(command, DeactivateDevice):
+                await self._deactivate(command, queued.deadline)
             else:
                 fact: Decoded = (command.item, command.source, command.payload)
                 await self.commit([fact], deadline=queued.deadline, refuse=not queued.dead_letter)
@@ -368,14 +507,28 @@ class Service:
         assert self.store is not None
         async with asyncio.timeout_at(deadline):
             await self.store.register_device(
-                command.device_id, command.kind, name=command.name, container_no=command.container_no
+                command.device_id, command.kind, name=command.name, container_no=command.container_no, org=command.org
             )
         self.devices[command.device_id] = command.kind
+        self.deactivated.discard(command.device_id)
+        if command.org is not None:
+            if command.org == DEFAULT_ORG:
+                self.device_orgs.pop(command.device_id, None)
+            else:
+                self.device_orgs[command.device_id] = command.org
         if command.container_no is not None:
             for devices in self.containers.values():
                 if command.device_id in devices:
                     devices.remove(command.device_id)
             self.containers.setdefault(command.container_no, []).append(command.device_id)
+
+    async def _deactivate(self, command: DeactivateDevice, deadline: float) -> None:
+        """Refuse the device's fixes from now on (dead letters ``deactivated_device``); its data stays."""
+        assert self.orgs is not None
+        async with asyncio.timeout_at(deadline):
+            await self.orgs.deactivate_device(command.device_id)
+        self.devices.pop(command.device_id, None)
+        self.deactivated.add(command.device_id)
 
     def build_batch(
         self, decoded: Sequence[Decoded], now: datetime | None = None
@@ -386,7 +539,7 @@ class Service:
         breaks ties), so a clearance inside a batch of replayed fixes lands where it happened.
         A ``now`` runs the timers of every device after the batch.
         """
-        batch = Batch()
+        batch = Batch(fence_versions=self.fences.stamps())
         work: list[tuple[str, datetime, int, Ping | Inspection]] = []
         for seq, (item, topic, payload) in enumerate(decoded):
             if isinstance(item, Rejected):
@@ -402,6 +555,11 @@ class Service:
                     work.append((dev, item.ts, seq, item))
             else:
                 if item.device_id not in self.devices and item.device_id not in batch.new_devices:
+                    if item.device_id in self.deactivated:
+                        why = f"device {item.device_id!r} is deactivated"
+                        rejected = Rejected("deactivated_device", why, item.device_id, item.source)
+                        batch.dead_letters.append((rejected, topic, payload))
+                        continue
                     if self.settings.unknown_devices == "register":
                         batch.new_devices[item.device_id] = DeviceKind.TRUCK
                     else:

@@ -24,7 +24,7 @@ from shapely.geometry import Point
 
 from geofences import FenceIndex, FenceKind, LocalProjection, load_port
 from tests.integration.mqttprobe import Probe, Received
-from tracker.core import iso6346
+from tracker.core import codec, iso6346
 
 SANTOS = load_port("santos")
 INDEX = FenceIndex(SANTOS.fences)
@@ -171,12 +171,12 @@ class Db:
                 raise AssertionError(f"{device_id}: {await self.pings(device_id)} of {count} fixes stored")
             await asyncio.sleep(0.03)
 
-    async def detector_state(self, device_id: str, detector: str) -> dict[str, Any]:
-        """One detector's stored memory of a device (as of the last committed batch)."""
+    async def detector_state(self, device_id: str, detector: str) -> Any:
+        """One detector's stored memory of a device (as of the last committed batch), decoded by the core's
+        codec: its typed state, or None when it remembers nothing."""
         raw = await self.conn.fetchval("SELECT state FROM device_state WHERE device_id = $1", device_id)
         assert raw is not None, f"no state stored for {device_id}"
-        state: dict[str, Any] = json.loads(raw).get("detectors", {}).get(detector) or {}
-        return state
+        return getattr(codec.decode(raw), detector)
 
     async def alert_kinds(self, device_id: str) -> list[str]:
         rows = await self.conn.fetch("SELECT kind FROM alerts WHERE device_id = $1 ORDER BY seq", device_id)

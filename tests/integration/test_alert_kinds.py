@@ -49,8 +49,10 @@ from tests.integration.scenarios import (
     ping,
     road_spot,
 )
+from tracker.adapters.store_fences import content_sha256
 from tracker.service import Service
 
+SANTOS_SHA256 = content_sha256(SANTOS.to_geojson())
 LATENCY_S = 3.0
 """How soon after the deciding fix (or tick) an alert must be on the broker: ingest batches in
 milliseconds and the outbox is woken by the commit, so seconds leave room for a loaded CI runner."""
@@ -205,6 +207,8 @@ async def test_unexpected_stop_raised_at_threshold_and_closed_when_truck_moves_o
     assert upd["update"]["closes"] is True
     assert upd["update"]["ended_at"] == t_last.isoformat()
     assert upd["update"]["duration_s"] == 300.0
+    # raised and updated both name the fence set it was judged against (Santos comes from a fence file)
+    assert upd["fence_versions"] == body["fence_versions"] == {"santos": {"version": None, "sha256": SANTOS_SHA256}}
     stored = await db.updates(body["id"])
     assert len(stored) == 1 and stored[0]["closes"] is True
     assert stored[0]["fields"]["ended_at"] == t_last.isoformat()
@@ -646,7 +650,7 @@ async def test_container_separated_from_paired_truck(
     await send(device, box, [(first_at, moved(dropped, 0, 1), {})])
     await db.settle(box, 8)
     assert await stored_kinds(db, box, "container_separated") == 0
-    suspect = (await db.detector_state(box, "pairing"))["suspect"]
+    suspect = (await db.detector_state(box, "pairing")).suspect
     assert suspect is not None and 140 < suspect["distance_m"] < 180
 
     # the second reading, on a new fix of each: the truck 160 m further still, the container where it was set down
@@ -693,7 +697,7 @@ async def test_container_not_separated_by_single_outliers(
         await db.settle(truck, i + 1)
         await send(device, box, [(ts, road_spot(2800 + 80 * i - 250) if i in outliers else moved(p, 2, 2), {})])
         await db.settle(box, i + 1)
-        suspect = (await db.detector_state(box, "pairing")).get("suspect")
+        suspect = (await db.detector_state(box, "pairing")).suspect
         if i in outliers:
             assert suspect is not None and suspect["distance_m"] > 200, (i, suspect)
         else:

@@ -389,7 +389,8 @@ async def test_legacy_alerts_are_anchored_as_found(stack: StackInfo) -> None:
             await conn.close()
         migrator = await Store.connect(owner_dsn, max_size=1)
         try:
-            assert await migrator.migrate(grant_to="tracker") == ["003_alert_links.sql"]
+            applied = await migrator.migrate(grant_to="tracker")
+            assert applied[0] == "003_alert_links.sql" and applied == sorted(applied)  # and any later ones
         finally:
             await migrator.close()
         signer = stack_signer(stack)
@@ -580,7 +581,8 @@ async def test_operators_acknowledge_and_resolve_through_the_api_as_signed_links
         async with aiohttp.ClientSession(headers=headers) as http:
             async with http.post(f"{base}/{raised.id}/ack", json={}) as resp:
                 assert resp.status == 200, await resp.text()
-            async with http.post(f"{base}/{raised.id}/resolve", json={"note": "seal checked, intact"}) as resp:
+            body = {"note": "seal checked, intact", "resolution": "false_alarm"}
+            async with http.post(f"{base}/{raised.id}/resolve", json=body) as resp:
                 assert resp.status == 200, await resp.text()
             async with http.post(f"{base}/{raised.id}/ack", json={}) as resp:
                 assert resp.status == 409
@@ -601,9 +603,9 @@ async def test_operators_acknowledge_and_resolve_through_the_api_as_signed_links
         assert (stored["resolved_by"], stored["resolved_at"], stored["resolution"]) == (
             "admin",
             rows[2]["at"],
-            "seal checked, intact",
+            "false_alarm",
         )
-        assert json.loads(rows[2]["doc"])["body"] == {"note": "seal checked, intact"}
+        assert json.loads(rows[2]["doc"])["body"] == {"note": "seal checked, intact", "resolution": "false_alarm"}
         assert rows[2]["at"] - rows[1]["at"] < timedelta(seconds=30)
     finally:
         await svc.stop()

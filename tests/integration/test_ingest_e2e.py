@@ -14,6 +14,7 @@ from geofences import FenceKind, load_port
 from tests.conftest import StackInfo
 from tests.integration.conftest import new_device_id, service_env, start_service
 from tests.integration.mqttprobe import Probe
+from tracker.core import codec
 from tracker.service import Service
 
 
@@ -73,7 +74,7 @@ async def test_restricted_entry_raises_stored_and_published_alert(
                                      alert["id"])
         assert dict(stored) == {"kind": "geofence_enter", "severity": "high", "status": "open", "fence_id": fence_id}
         state = await conn.fetchval("SELECT state FROM device_state WHERE device_id = $1", dev)
-        assert fence_id in json.loads(state)["fences"]
+        assert fence_id in codec.decode(state).fences
 
         async def delivered() -> bool:
             sql = "SELECT delivered_at IS NOT NULL FROM outbox WHERE alert_id = $1::uuid"

@@ -44,7 +44,10 @@ async def test_an_insurer_token_sees_its_devices_only_and_revocation_holds(svc: 
             assert (await r.json())["features"] == []
         async with http.get(f"{base}/v1/devices/{other}/positions", headers=auth(token)) as r:
             assert r.status == 404  # the same answer as a device that does not exist
-        async with http.get(f"{base}/v1/alerts", headers=auth(token)) as r:
+        async with http.get(f"{base}/v1/alerts?since=2000-01-01T00:00:00Z&limit=5000", headers=auth(token)) as r:
+            assert r.status == 200  # its devices' alerts only (organisations: tests/integration/test_scopes.py)
+            assert {a["device_id"] for a in (await r.json())["alerts"]} <= {covered}
+        async with http.get(f"{base}/v1/dead-letters", headers=auth(token)) as r:
             assert r.status == 403
     conn = await asyncpg.connect(stack.dsn)
     try:

@@ -5,15 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import msgspec
 
 from geofences import FenceIndex, LocalProjection, load_port
 from tracker.core import motion
-from tracker.core.detector import Detector, FixContext, JsonState, TickContext
+from tracker.core.detector import Detector, FixContext, TickContext
 from tracker.core.model import DeviceKind, Event, Ping
 from tracker.core.motion import MotionParams
 from tracker.core.state import Fix
 from tracker.core.world import World
 
+T = TypeVar("T")
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 SANTOS = FenceIndex(load_port("santos").fences)
 
@@ -22,6 +26,16 @@ OPEN = (-46.32, -23.926)  # inside the port boundary, more than 400 m from any o
 TERMINAL = (-46.352831, -23.923073)  # santos-terminal-33 (Brasil Terminal Portuário), also customs yard 28
 RESTRICTED = (-46.36274, -23.922719)  # santos-restricted-11, a vacant lot with no operator
 OUTSIDE = (-46.33, -23.94)  # in town, outside every Santos fence
+
+
+def stored(value: T) -> T:
+    """``value`` after a trip through the store's codec (msgpack of the typed state), which must give it
+    back unchanged: it is what a restart continues from."""
+    if value is None:
+        return value
+    out = msgspec.msgpack.decode(msgspec.msgpack.encode(value), type=type(value))
+    assert out == value
+    return out
 
 
 def at(seconds: float) -> datetime:
@@ -47,8 +61,8 @@ class Runner:
     world: World = field(default_factory=World)
     last: Fix | None = None
     fences: frozenset[str] = frozenset()
-    motion_state: JsonState = None
-    state: JsonState = None
+    motion_state: Any = None
+    state: Any = None
     events: list[Event] = field(default_factory=list)
 
     def fix(

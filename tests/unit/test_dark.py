@@ -147,7 +147,7 @@ def test_smallest_detected_gap_with_defaults_before_learning(kind: DeviceKind, l
 def test_1hz_tracker_is_held_to_the_floor_not_to_three_seconds() -> None:
     r = Runner(DarkDetector())
     r.run(reporting(OPEN, range(0, 120)))
-    assert DarkDetector().limit(DeviceKind.TRUCK, tuple(r.state["intervals"])) == 120  # type: ignore[index]
+    assert DarkDetector().limit(DeviceKind.TRUCK, tuple(r.state.intervals)) == 120
     r.run([(119 + 60, *OPEN)], tick_every=TICK)
     assert r.events == []
 
@@ -171,8 +171,8 @@ def test_one_long_gap_does_not_shift_the_learned_interval() -> None:
     r = Runner(DarkDetector())
     r.run(driving(ROAD, range(0, 100, 10)))
     r.fix(2000, *OPEN)
-    assert DarkDetector().expected(DeviceKind.TRUCK, tuple(r.state["intervals"]))[0] == 10  # type: ignore[index]
-    assert max(r.state["intervals"]) == 600  # type: ignore[index]
+    assert DarkDetector().expected(DeviceKind.TRUCK, tuple(r.state.intervals))[0] == 10
+    assert max(r.state.intervals) == 600
 
 
 def _loaded(r: Runner, seconds: float) -> None:
@@ -205,7 +205,7 @@ def test_a_moving_truck_going_silent_raises_within_a_tick_of_the_limit(interval:
     r.run(driving(ROAD, range(0, 600, interval)), tick_every=TICK)
     last = 600 - interval
     limit = max(120, 3 * interval)
-    assert r.state is not None and r.state["stationary"] is False
+    assert r.state is not None and r.state.stationary is False
     assert ticks(r, last + TICK, last + limit) == []
     [lost] = ticks(r, last + limit + TICK, last + 300)
     assert isinstance(lost, Alert) and lost.evidence["limit_s"] == limit
@@ -251,8 +251,8 @@ def test_a_yard_spell_does_not_slow_down_the_moving_limit() -> None:
         tick_every=TICK,
     )
     assert r.events == []
-    assert r.state is not None and r.state["parked"].count(300.0) >= 8
-    assert statistics.median(r.state["intervals"]) == 20  # the yard's 5-min fixes went to the parked rhythm
+    assert r.state is not None and r.state.parked.count(300.0) >= 8
+    assert statistics.median(r.state.intervals) == 20  # the yard's 5-min fixes went to the parked rhythm
     [lost] = ticks(r, 4780 + TICK, 4780 + 300)
     assert isinstance(lost, Alert) and lost.evidence["limit_s"] == 120
 

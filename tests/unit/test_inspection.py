@@ -7,7 +7,6 @@ reporting interval after a threshold is crossed).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,8 +19,9 @@ from shapely.geometry import LineString, Point
 from shapely.ops import substring
 
 from geofences import Fence, FenceIndex, FenceKind, LocalProjection, distance_m, load_port
+from tests.unit.detector_helpers import stored
 from tracker.core import motion
-from tracker.core.detector import FixContext, JsonState, Motion, TickContext
+from tracker.core.detector import FixContext, Motion, TickContext
 from tracker.core.inspection import ROUTE_KINDS, AccessWindowDetector, AccessWindowParams
 from tracker.core.model import (
     Alert,
@@ -175,17 +175,17 @@ class Trip:
         self.kind = kind
         self.world = world if world is not None else World()
         self.device = device
-        self.state: JsonState = None
+        self.state: Any = None
         self.fences: frozenset[str] = frozenset()
         self.last: Fix | None = None
-        self.mstate: JsonState = None
+        self.mstate: Any = None
         self.motion = Motion(None)
         self.log: list[tuple[float, Event]] = []
         self.raised: dict[Any, Alert] = {}
 
-    def _keep(self, t: float, state: JsonState, events: Iterable[Event]) -> list[Event]:
-        # the state must survive a JSON round trip unchanged: it is what the store keeps between fixes
-        restored = json.loads(json.dumps(state))
+    def _keep(self, t: float, state: Any, events: Iterable[Event]) -> list[Event]:
+        # the state must survive the store's codec unchanged: it is what the store keeps between fixes
+        restored = stored(state)
         assert restored == state
         self.state = restored
         out = list(events)
@@ -878,7 +878,7 @@ def test_restored_state_continues_the_same_window() -> None:
     trip = cleared_at_inspection()
     trip.drive(10, [VACANT[0]] * 8)
     restarted = Trip()
-    restarted.state = json.loads(json.dumps(trip.state))
+    restarted.state = stored(trip.state)
     restarted.fences, restarted.last, restarted.mstate, restarted.motion = (
         trip.fences,
         trip.last,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.detector_helpers import OPEN, at, offset
-from tracker.core.detector import JsonState
 from tracker.core.integrity import IntegrityCheck, IntegrityParams, accepted
 from tracker.core.model import Alert, Event, Ping, Severity
 from tracker.core.state import Fix
@@ -20,7 +20,7 @@ class Feed:
     """The pipeline's side of the contract: ``previous`` is the last ACCEPTED fix."""
 
     check: IntegrityCheck = field(default_factory=IntegrityCheck)
-    state: JsonState = None
+    state: Any = None
     last: Fix | None = None
     flags: list[tuple[str, ...]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import random
+from typing import Any
+
+import msgspec
 
 from geofences import haversine_m
-from tests.unit.detector_helpers import OPEN, at, offset
+from tests.unit.detector_helpers import OPEN, at, offset, stored
 from tracker.core import motion
-from tracker.core.detector import JsonState, Motion
+from tracker.core.detector import Motion
 from tracker.core.model import Ping
 from tracker.core.motion import MotionParams
 
 P = MotionParams()
 
 
-def feed(seq: list[tuple[float, float, float]], params: MotionParams = P) -> tuple[JsonState, list[Motion]]:
-    state: JsonState = None
+def feed(seq: list[tuple[float, float, float]], params: MotionParams = P) -> tuple[Any, list[Motion]]:
+    state: Any = None
     out: list[Motion] = []
     for t, lon, lat in seq:
         state, m = motion.update(state, Ping("TRK-1", at(t), lon, lat), params)
@@ -65,7 +67,7 @@ def test_a_single_outlier_does_not_end_the_stop_nor_move_the_centre() -> None:
     assert outlier.centre_lon == before.centre_lon and outlier.centre_lat == before.centre_lat
     assert not motion.holds(outlier, *offset(OPEN, 300, 0))
     assert after.radius_m <= P.radius_m
-    assert state is not None and state["pending"] is None
+    assert state is not None and state.pending is None
 
 
 def test_two_fixes_outside_end_the_stop_and_the_next_cluster_starts_at_the_first() -> None:
@@ -100,7 +102,7 @@ def test_creeping_queue_every_5_min_never_stops() -> None:
 def test_state_stays_bounded_at_1hz() -> None:
     small, _ = feed(parked(range(0, 10), noise_m=20))
     big, _ = feed(parked(range(0, 7200), noise_m=20))
-    assert len(json.dumps(big)) <= len(json.dumps(small)) + 16
+    assert len(msgspec.msgpack.encode(big)) <= len(msgspec.msgpack.encode(small)) + 16
 
 
 def test_a_long_silence_restarts_the_cluster() -> None:
@@ -123,12 +125,12 @@ def test_current_reports_the_last_motion_without_extrapolating() -> None:
 
 def test_state_round_trips_through_json() -> None:
     state, _ = feed([*parked(range(0, 100, 10)), (100, *offset(OPEN, 200, 0))])
-    assert json.loads(json.dumps(state)) == state
-    assert state is not None and state["pending"] is not None
+    assert stored(state) == state
+    assert state is not None and state.pending is not None
 
 
 def test_outside_since_counts_only_the_run_of_fixes_outside_authorized_zones() -> None:
-    state: JsonState = None
+    state: Any = None
     seen: list[Motion] = []
     # waiting in a yard, then the departure fix from the road 40 m away, still within the stop's cluster
     for t, dx, auth in ((0, 0, True), (30, 5, True), (60, 3, True), (90, 40, False)):
@@ -143,12 +145,12 @@ def test_outside_since_counts_only_the_run_of_fixes_outside_authorized_zones() -
     # one fix back inside an authorized zone ends the run
     state, m = motion.update(state, Ping("TRK-1", at(210), *offset(OPEN, 10, 0)), P, True)
     assert m.outside_since is None
-    assert motion.current(json.loads(json.dumps(state))).outside_since is None
+    assert motion.current(stored(state)).outside_since is None
 
 
 def test_a_stop_that_never_touched_an_authorized_zone_is_outside_from_its_first_fix() -> None:
-    state: JsonState = None
+    state: Any = None
     for t in range(0, 301, 30):
         state, m = motion.update(state, Ping("TRK-1", at(t), *offset(OPEN, 3, 0)), P, False)
     assert m.stationary_since == at(0) and m.outside_since == at(0)
-    assert motion.current(json.loads(json.dumps(state))).outside_since == at(0)
+    assert motion.current(stored(state)).outside_since == at(0)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from geofences import LocalProjection, haversine_m
 from tests.unit import synthetic
-from tracker.core.detector import AUTHORIZED_STOP_KINDS, FixContext, JsonState, Motion, TickContext
+from tests.unit.detector_helpers import stored
+from tracker.core.detector import AUTHORIZED_STOP_KINDS, FixContext, Motion, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
 from tracker.core.rendezvous import Params, RendezvousDetector, meeting_key
 from tracker.core.state import Fix
@@ -42,7 +43,7 @@ class _Dev:
     fences: frozenset[str] = frozenset()
     anchor: Fix | None = None
     run: int = 0
-    state: JsonState = None
+    state: Any = None
     outside: datetime | None = None  # standing outside authorized zones since (the pipeline's motion rule)
 
 
@@ -87,7 +88,7 @@ class Sim:
             paired_with=self.pairs.get(device),
         )
         dev.state, events = self.detector.on_fix(dev.state, ping, ctx)
-        json.dumps(dev.state)  # the state must stay JSON-ready
+        stored(dev.state)  # the state must survive the store's codec
         self.world.update(
             Position(
                 device,
@@ -320,9 +321,7 @@ def test_a_neighbour_whose_tracker_went_quiet_long_ago_is_ignored() -> None:
 # -- ticks, state, efficiency ------------------------------------------------------------------------------
 
 
-def _tick(
-    world: World, device: str, last: Fix, since: datetime, now: datetime, state: JsonState
-) -> tuple[JsonState, list[Event]]:
+def _tick(world: World, device: str, last: Fix, since: datetime, now: datetime, state: Any) -> tuple[Any, list[Event]]:
     fences = INDEX.membership(last.lon, last.lat, frozenset())
     ctx = TickContext(device, DeviceKind.TRUCK, last, fences, Motion(since, outside_since=since), INDEX, world)
     return RendezvousDetector().on_tick(state, now, ctx)
@@ -353,8 +352,8 @@ def test_state_round_trips_and_is_empty_when_nothing_is_remembered() -> None:
     assert sim.devices["A"].state is None
     together(sim, ("C", 100, 100), ("D", 110, 100), every(0, 600, 30))
     state = sim.devices["C"].state
-    assert state is not None and len(state["open"]) == 1
-    assert json.loads(json.dumps(state)) == state
+    assert state is not None and len(state.open) == 1
+    assert stored(state) == state
 
 
 class _NoScanWorld(World):

@@ -115,11 +115,10 @@ moves = st.tuples(
 
 def _detector_states_equal(before: DeviceState, after: DeviceState) -> bool:
     """Equal but for the rendezvous' forgetting of expired closed keys, which every evaluation redoes first."""
-    names = set(before.detectors) | set(after.detectors)
-    for name in names:
-        a, b = before.detectors.get(name), after.detectors.get(name)
+    for name in DeviceState.__struct_fields__:
+        a, b = getattr(before, name), getattr(after, name)
         if name == RendezvousDetector.name:
-            a, b = (a or {}).get("open", []), (b or {}).get("open", [])
+            a, b = (a.open if a else ()), (b.open if b else ())
         if a != b:
             return False
     return True
@@ -147,7 +146,7 @@ def _probe(pipeline: Pipeline, state: DeviceState, draw: Any, checks: dict[str, 
     for det in pipeline.detectors:
         if not isinstance(det, DarkDetector | AccessWindowDetector):
             continue
-        own = state.detectors.get(det.name)
+        own = getattr(state, det.name)
         own_due = det.next_due(own, ctx, None)
         if own_due is None:
             continue

@@ -27,7 +27,6 @@ import math
 import re
 import ssl
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,15 +43,22 @@ from aiohttp.web_protocol import RequestHandler
 from tracker.adapters.decode import DEVICE_ID_RE, parse_ts, safe_text, text_problem
 from tracker.adapters.errors import TRANSIENT_DB_ERRORS, CommandRejectedError, StoreUnavailableError
 from tracker.adapters.ports import ApiService
+from tracker.adapters.scope import DEFAULT_ORG, LiveDirectory, Scope, clip, insurer_windows
+from tracker.adapters.store import ApiToken
 from tracker.commands import Command, Pair, RegisterDevice, StoreFact
 
 ROLES = ("operator", "insurer", "security", "admin", "customs")
 PERMISSIONS: Mapping[str, frozenset[str]] = {
     "positions:read": frozenset({"operator", "security", "admin", "insurer"}),
-    "alerts:read": frozenset({"operator", "security", "admin"}),
+    "alerts:read": frozenset({"operator", "security", "admin", "insurer"}),
+    "alerts:ack": frozenset({"operator", "security", "admin"}),
     "alerts:write": frozenset({"operator", "admin"}),
+    "devices:read": frozenset({"operator", "security", "admin", "insurer", "customs"}),
     "devices:write": frozenset({"admin"}),
+    "orgs:admin": frozenset({"admin"}),
+    "inspections:read": frozenset({"security", "customs", "admin"}),
     "fences:read": frozenset({"operator", "security", "admin"}),
+    "fences:write": frozenset({"admin"}),  # why not operators: tracker/adapters/api_fences.py
     "deadletters:read": frozenset({"operator", "admin"}),
     "inspections:write": frozenset({"customs", "admin"}),
     "pairings:write": frozenset({"operator", "admin"}),
@@ -75,12 +81,27 @@ SERVICE = web.AppKey[ApiService]("service")
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """Who a request speaks for; ``scope`` says what it may see (tracker/adapters/scope.py)."""
+
     name: str
     role: str
-    devices: frozenset[str] | None = None  # None: not limited by device
+    devices: frozenset[str] | None = None  # tokens from before organisations: an insurer's device list
+    view: Scope | None = None
+    token_id: str | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def scope(self) -> Scope:
+        if self.view is not None:
+            return self.view
+        return Scope(self.role, None if self.role == "admin" else DEFAULT_ORG, devices=self.devices)
+
+    @property
+    def org(self) -> str | None:
+        return self.scope.org
 
     def can_see(self, device_id: str) -> bool:
-        return self.devices is None or device_id in self.devices
+        return self.scope.sees_device(device_id)
 
 
 class TokenCache:
@@ -253,7 +274,7 @@ async def authenticate(request: web.Request) -> Principal:
     svc = _service(request)
     admin = svc.settings.admin_token
     if admin and hmac.compare_digest(token.encode(), admin.encode()):
-        return Principal("admin", "admin")
+        return Principal("admin", "admin", view=Scope("admin", None))
     cache: TokenCache = request.app[TOKENS]
     digest = hash_token(token)
     if digest in cache.entries:
@@ -262,12 +283,60 @@ async def authenticate(request: web.Request) -> Principal:
         assert svc.store is not None
         async with _db(request):
             found = await svc.store.api_token(digest)
-        principal = None if found is None else Principal(found.name, found.role, found.devices)
+            principal = None if found is None else await _principal(request, found)
         cache.entries[digest] = principal
+    if principal is not None and principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
+        cache.entries.pop(digest, None)
+        principal = None
     if principal is None:
         limiter.failed(address)
-        raise error(401, "unauthenticated", "unknown or revoked token")
+        raise error(401, "unauthenticated", "unknown, expired or revoked token")
     return principal
+
+
+def directory(svc: ApiService) -> LiveDirectory:
+    """Device ownership, position and containers as the service holds them now."""
+    states = svc.states
+    memo: list[tuple[object, dict[str, str]]] = []
+
+    def fences_of(device_id: str) -> frozenset[str]:
+        state = states.get(device_id)
+        return state.fences if state is not None else frozenset()
+
+    def fence_port(fence_id: str) -> str | None:
+        sets = svc.fence_sets  # replaced as a whole when fences are reloaded
+        if not memo or memo[0][0] is not sets:
+            memo[:] = [(sets, {f.id: port for port, fs in sets.items() for f in fs.fences})]
+        return memo[0][1].get(fence_id)
+
+    return LiveDirectory(svc.device_orgs, fences_of, fence_port, svc.containers)
+
+
+async def _principal(request: web.Request, token: ApiToken) -> Principal:
+    """The token's principal with its scope: the organisation's ports, an insurer's coverage windows."""
+    svc = _service(request)
+    org = token.org
+    view: Scope
+    if token.role == "admin":
+        view = Scope("admin", org)
+    elif svc.orgs is None:
+        view = Scope(token.role, org, ports=frozenset(), devices=token.devices)
+    elif token.role in ("security", "customs"):
+        view = Scope(token.role, org, ports=await svc.orgs.org_ports(org), directory=directory(svc))
+    elif token.role == "insurer":
+        cover, hauls = await svc.orgs.coverage_and_hauls(org)
+        containers, devices = insurer_windows(cover, lambda c: svc.containers.get(c, ()), hauls)
+        view = Scope(
+            "insurer",
+            org,
+            directory=directory(svc),
+            coverage=containers,
+            device_windows=devices,
+            devices=token.devices,
+        )
+    else:
+        view = Scope(token.role, org, directory=directory(svc))
+    return Principal(token.name, token.role, token.devices, view, token.token_id, token.expires_at)
 
 
 TOKENS = web.AppKey("tokens", TokenCache)
@@ -380,8 +449,8 @@ async def metrics(request: web.Request) -> web.Response:
 async def positions(request: web.Request) -> web.Response:
     who = await require(request, "positions:read")
     device_id = request.match_info["device_id"]
-    if not who.can_see(device_id):
-        # same answer as an unknown device: an insurer must not learn which devices exist
+    if not who.scope.sees_device(device_id):
+        # same answer as an unknown device: a token must not learn which devices exist outside its scope
         raise error(404, "not_found", f"no device {device_id!r}")
     end = _time_param(request, "to") or datetime.now(UTC)
     start = _time_param(request, "from") or end - timedelta(hours=24)
@@ -397,8 +466,13 @@ async def positions(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "geojson")
     if fmt not in ("geojson", "gpx", "csv"):
         raise error(400, "bad_parameter", "format must be geojson|gpx|csv", parameter="format")
+    rows: list[asyncpg.Record] = []
     async with _db(request):
-        rows = await svc.store.positions(device_id, start, end, limit)
+        # an insurer sees a truck only while it carried a covered container, inside the coverage dates
+        for lo, hi in clip(who.scope.device_time_windows(device_id), start, end):
+            rows.extend(await svc.store.positions(device_id, lo, hi, limit - len(rows)))
+            if len(rows) >= limit:
+                break
     if fmt == "csv":
         return web.Response(
             text=_csv(rows),
@@ -474,46 +548,21 @@ def _gpx(device_id: str, rows: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-async def list_alerts(request: web.Request) -> web.Response:
-    await require(request, "alerts:read")
-    svc = _service(request)
-    assert svc.store is not None
-    status = request.query.get("status")
-    if status is not None and status not in ("logged", "open", "acknowledged", "resolved"):
-        raise error(400, "bad_parameter", "status must be logged|open|acknowledged|resolved", parameter="status")
-    severity = request.query.get("severity")
-    if severity is not None and severity not in ("info", "low", "medium", "high", "critical"):
-        raise error(400, "bad_parameter", "severity must be info|low|medium|high|critical", parameter="severity")
-    since = _time_param(request, "since") or datetime.now(UTC) - timedelta(days=7)
-    limit = _int_param(request, "limit", 200, 1, 5000)
-    device_id = _device_param(request, "device_id")
-    async with _db(request):
-        rows = await svc.store.alerts(since, status=status, severity=severity, device_id=device_id, limit=limit)
-    return web.json_response({"alerts": [_alert_json(r) for r in rows]})
-
-
-def _alert_json(r: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in dict(r).items():
-        if isinstance(value, datetime):
-            out[key] = value.astimezone(UTC).isoformat()
-        elif key == "evidence":
-            out[key] = json.loads(value)
-        elif key == "alert_id":
-            out["id"] = str(value)
-        else:
-            out[key] = value
-    return out
-
-
 async def _read_json(request: web.Request, limit: int = 65536) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > limit:
         raise error(413, "too_large", f"body over {limit} bytes")
     if request.can_read_body and request.content_type not in ("application/json", ""):
         raise error(415, "unsupported_media_type", "send application/json")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise error(413, "too_large", f"body over {limit} bytes")
+    # read() hands back what has arrived, not the whole body: a body sent in several packets must be
+    # read to its end (a single read cut a 1 MiB upload at about 200 KiB, which then was "not JSON")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(min(limit + 1 - size, 256 * 1024)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise error(413, "too_large", f"body over {limit} bytes")
+    raw = b"".join(chunks)
     if not raw:
         return {}
     try:
@@ -549,35 +598,6 @@ def _check_text(body: dict[str, Any]) -> None:
             stack.extend((top, v) for v in value)
 
 
-async def _transition(request: web.Request, target: str) -> web.Response:
-    who = await require(request, "alerts:write")
-    body = await _read_json(request)
-    note = body.get("note")
-    if note is not None and (not isinstance(note, str) or len(note) > 2000):
-        raise error(422, "bad_field", "note must be a string of at most 2000 characters", field="note")
-    try:
-        alert_id = uuid.UUID(request.match_info["alert_id"])
-    except ValueError:
-        raise error(404, "not_found", "no such alert") from None
-    svc = _service(request)
-    assert svc.store is not None
-    async with _db(request):
-        changed, current = await svc.store.transition_alert(alert_id, target, who.name, note)
-    if not changed:
-        if current is None:
-            raise error(404, "not_found", "no such alert")
-        raise error(409, "conflict", f"alert is {current}; cannot become {target}", current=current)
-    return web.json_response({"id": str(alert_id), "status": target, "by": who.name})
-
-
-async def ack_alert(request: web.Request) -> web.Response:
-    return await _transition(request, "acknowledged")
-
-
-async def resolve_alert(request: web.Request) -> web.Response:
-    return await _transition(request, "resolved")
-
-
 async def register_device(request: web.Request) -> web.Response:
     await require(request, "devices:write")
     body = await _read_json(request)
@@ -603,14 +623,25 @@ async def register_device(request: web.Request) -> web.Response:
             container_no = iso6346.validate(container_no)
         except ValueError as exc:
             raise error(422, "bad_field", f"container_no: {exc}", field="container_no") from None
+    org = body.get("org")
+    if org is not None:
+        svc = _service(request)
+        if not isinstance(org, str) or len(org) > 64 or svc.orgs is None:
+            raise error(422, "bad_field", "org must name an organisation", field="org")
+        async with _db(request):
+            known = await svc.orgs.org(org)
+        if known is None:
+            raise error(422, "bad_field", "org must name an organisation", field="org")
     # through the single writer: ingest and customs routing see the device as soon as it is stored
-    await _submit(request, RegisterDevice(device_id, kind, name=name, container_no=container_no))
-    return web.json_response({"device_id": device_id, "kind": kind.value, "container_no": container_no}, status=201)
+    await _submit(request, RegisterDevice(device_id, kind, name=name, container_no=container_no, org=org))
+    return web.json_response(
+        {"device_id": device_id, "kind": kind.value, "container_no": container_no, "org": org}, status=201
+    )
 
 
 async def post_inspection(request: web.Request) -> web.Response:
     """The customs system reports a decision; a clearance opens the container's access window."""
-    await require(request, "inspections:write")
+    who = await require(request, "inspections:write")
     body = await _read_json(request)
     from tracker.adapters.decode import Limits, inspection_from_json
     from tracker.core.model import Rejected
@@ -628,7 +659,7 @@ async def post_inspection(request: web.Request) -> web.Response:
             "container_no": item.container_no,
             "result": item.result.value,
             "ts": item.ts.isoformat(),
-            "devices": sorted(targets),
+            "devices": sorted(d for d in targets if who.scope.sees_device(d)),
         },
         status=202,
     )
@@ -641,11 +672,17 @@ async def post_pairing(request: web.Request) -> web.Response:
     svc = _service(request)
     container_id = body.get("container_id")
     truck_id = body.get("truck_id")
-    if not isinstance(container_id, str) or svc.devices.get(container_id) is None:
+    if (
+        not isinstance(container_id, str)
+        or svc.devices.get(container_id) is None
+        or not who.scope.sees_device(container_id)
+    ):
         raise error(422, "bad_field", "container_id must name a registered container device", field="container_id")
     if svc.devices[container_id].value != "container":
         raise error(422, "bad_field", f"{container_id} is not a container tracker", field="container_id")
-    if truck_id is not None and (not isinstance(truck_id, str) or svc.devices.get(truck_id) is None):
+    if truck_id is not None and (
+        not isinstance(truck_id, str) or svc.devices.get(truck_id) is None or not who.scope.sees_device(truck_id)
+    ):
         raise error(422, "bad_field", "truck_id must name a registered device or be null", field="truck_id")
     at = _time_param(request, "at") or datetime.now(UTC)
     await _submit(request, Pair(container_id, truck_id, at))
@@ -667,7 +704,7 @@ SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
 async def alert_stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events of alerts as they are stored and announced (``min_severity`` filters)."""
-    await require(request, "alerts:read")
+    who = await require(request, "alerts:read")
     floor = request.query.get("min_severity", "info")
     if floor not in SEVERITY_RANK:
         raise error(
@@ -686,6 +723,8 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
                     continue
                 if SEVERITY_RANK.get(str(item.get("severity")), 0) < SEVERITY_RANK[floor]:
                     continue
+                if not who.scope.sees_alert(item):
+                    continue  # another organisation's alert: never on this feed
                 await response.write(f"event: alert\ndata: {json.dumps(item)}\n\n".encode())
         except ConnectionError:
             # the viewer went away (closed tab, dropped link): the normal end of a stream, not an error
@@ -700,12 +739,24 @@ async def dashboard(request: web.Request) -> web.Response:
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:
-    await require(request, "deadletters:read")
+    who = await require(request, "deadletters:read")
     svc = _service(request)
     assert svc.store is not None
     limit = _int_param(request, "limit", 100, 1, 1000)
     async with _db(request):
-        rows, counts = await svc.store.dead_letters(limit)
+        if who.scope.everything:
+            rows, counts = await svc.store.dead_letters(limit)
+        else:
+            # an operator sees the dead letters of its fleet, and counts of those only; a dead letter naming
+            # no device (or one nobody claimed) belongs to the default organisation like such devices do
+            assert svc.orgs is not None
+            scope = who.scope
+            own = scope.org == DEFAULT_ORG
+            rows, counts = await svc.orgs.dead_letters(
+                limit,
+                include=None if own else sorted(scope.candidate_devices() or ()),
+                exclude=sorted(svc.device_orgs) if own else None,
+            )
     return web.json_response(
         {
             "counts": counts,
@@ -715,9 +766,15 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
 
 async def list_fences(request: web.Request) -> web.Response:
-    await require(request, "fences:read")
+    who = await require(request, "fences:read")
     svc = _service(request)
-    return web.json_response({"ports": {port: fs.to_geojson() for port, fs in svc.fence_sets.items()}})
+    ports = [p for p in svc.fence_sets if who.scope.sees_port(p)]
+    return web.json_response(
+        {
+            "ports": {p: svc.fence_sets[p].to_geojson() for p in ports},
+            "versions": {p: v.stamp() for p, v in svc.fence_versions.items() if p in ports},
+        }
+    )
 
 
 async def osmand_ingest(request: web.Request) -> web.Response:
@@ -797,14 +854,16 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     app.router.add_post("/v1/devices", register_device)
     app.router.add_get("/", dashboard)
     app.router.add_get("/v1/openapi.json", openapi)
-    app.router.add_get("/v1/alerts", list_alerts)
-    app.router.add_get("/v1/alerts/stream", alert_stream)
-    app.router.add_post("/v1/alerts/{alert_id}/ack", ack_alert)
-    app.router.add_post("/v1/alerts/{alert_id}/resolve", resolve_alert)
+    app.router.add_get("/v1/alerts/stream", alert_stream)  # before /v1/alerts/{alert_id}
     app.router.add_get("/v1/dead-letters", list_dead_letters)
     app.router.add_post("/v1/inspections", post_inspection)
     app.router.add_post("/v1/pairings", post_pairing)
     app.router.add_get("/v1/fences", list_fences)
+    from tracker.adapters import api_alerts, api_fences, api_orgs
+
+    api_alerts.add_routes(app)
+    api_orgs.add_routes(app)
+    api_fences.add_routes(app)
     return app
 
 

@@ -24,7 +24,7 @@ ERROR_TEXT = {
     400: "bad parameter or body",
     401: "no, malformed or unknown token",
     403: "role not allowed",
-    404: "not found (also for devices outside an insurer's scope)",
+    404: "not found (also for anything outside the token's scope)",
     405: "method not allowed",
     409: "conflicting state",
     413: "body too large",
@@ -118,11 +118,17 @@ SCHEMAS: dict[str, Any] = {
             "kind": {"enum": ["truck", "container", "seal"], "default": "truck"},
             "name": {"type": ["string", "null"], "maxLength": 200},
             "container_no": {"type": ["string", "null"], "description": "ISO 6346, check digit validated"},
+            "org": {"type": ["string", "null"], "maxLength": 64, "description": "owning organisation (default: kept)"},
         },
         ["device_id"],
     ),
     "DeviceRegistered": _obj(
-        {"device_id": {"type": "string"}, "kind": {"type": "string"}, "container_no": NULLABLE_STRING},
+        {
+            "device_id": {"type": "string"},
+            "kind": {"type": "string"},
+            "container_no": NULLABLE_STRING,
+            "org": NULLABLE_STRING,
+        },
         ["device_id", "kind", "container_no"],
     ),
     "Pairing": _obj(
@@ -135,31 +141,6 @@ SCHEMAS: dict[str, Any] = {
     "Paired": _obj(
         {"container_id": {"type": "string"}, "truck_id": NULLABLE_STRING, "by": {"type": "string"}},
         ["container_id", "truck_id", "by"],
-    ),
-    "Note": _obj({"note": {"type": ["string", "null"], "maxLength": 2000}}),
-    "Transition": _obj(
-        {"id": {"type": "string"}, "status": {"type": "string"}, "by": {"type": "string"}}, ["id", "status", "by"]
-    ),
-    "Alert": _obj(
-        {
-            "id": {"type": "string"},
-            "kind": {"type": "string"},
-            "severity": {"enum": SEVERITIES},
-            "status": {"enum": ["logged", "open", "acknowledged", "resolved"]},
-            "device_id": {"type": "string"},
-            "port": NULLABLE_STRING,
-            "fence_id": NULLABLE_STRING,
-            "ts": {"type": "string"},
-            "message": {"type": "string"},
-            "evidence": {"type": "object"},
-            "acknowledged_by": NULLABLE_STRING,
-            "acknowledged_at": NULLABLE_STRING,
-            "resolved_by": NULLABLE_STRING,
-            "resolved_at": NULLABLE_STRING,
-            "resolution": NULLABLE_STRING,
-            "hash": {"type": "string"},
-        },
-        ["id", "kind", "severity", "status", "device_id", "ts", "message", "evidence", "hash"],
     ),
     "Positions": _obj(
         {
@@ -226,6 +207,17 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def document() -> dict[str, Any]:
+    """The whole document: the routes described here and those the area modules describe next to their handlers."""
+    from tracker.adapters import api_alerts, api_fences, api_orgs
+
+    doc = _core_document()
+    for module in (api_alerts, api_orgs, api_fences):
+        doc["components"]["schemas"].update(module.SCHEMAS)
+        doc["paths"].update(module.PATHS)
+    return doc
+
+
+def _core_document() -> dict[str, Any]:
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "openapi": "3.1.0",
@@ -236,7 +228,10 @@ def document() -> dict[str, Any]:
             "/metrics and /readyz are served here unless the service runs a separate ops listener "
             "(TRACKER_OPS_PORT).",
         },
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": dict(SCHEMAS),
+        },
         "paths": {
             "/healthz": {
                 "get": {
@@ -305,25 +300,6 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
-            "/v1/alerts": {
-                "get": {
-                    "summary": "stored alerts, newest first",
-                    "security": secured,
-                    "parameters": [
-                        _param("status", "query", {"enum": ["logged", "open", "acknowledged", "resolved"]}),
-                        _param("severity", "query", {"enum": SEVERITIES}),
-                        _param("since", "query", TIME, "default: 7 days ago"),
-                        _param("device_id", "query", DEVICE_ID, "also finds meetings the device took part in"),
-                        _limit(200, 5000),
-                    ],
-                    "responses": {
-                        "200": _json(
-                            "alerts", _obj({"alerts": {"type": "array", "items": _ref("Alert")}}, ["alerts"])
-                        ),
-                        **_errors(400, 403, *SECURED_ERRORS),
-                    },
-                }
-            },
             "/v1/alerts/stream": {
                 "get": {
                     "summary": "server-sent events of alerts as they are announced",
@@ -335,30 +311,6 @@ def document() -> dict[str, Any]:
                             "content": {"text/event-stream": {"schema": {"type": "string"}}},
                         },
                         **_errors(400, 403, *SECURED_ERRORS),
-                    },
-                }
-            },
-            "/v1/alerts/{alert_id}/ack": {
-                "post": {
-                    "summary": "acknowledge (operator, admin)",
-                    "security": secured,
-                    "parameters": [_param("alert_id", "path", {"type": "string", "format": "uuid"})],
-                    "requestBody": _body(_ref("Note"), required=False),
-                    "responses": {
-                        "200": _json("acknowledged", _ref("Transition")),
-                        **_errors(*BODY_ERRORS, 403, 404, 409, *SECURED_ERRORS),
-                    },
-                }
-            },
-            "/v1/alerts/{alert_id}/resolve": {
-                "post": {
-                    "summary": "resolve with a note (operator, admin)",
-                    "security": secured,
-                    "parameters": [_param("alert_id", "path", {"type": "string", "format": "uuid"})],
-                    "requestBody": _body(_ref("Note"), required=False),
-                    "responses": {
-                        "200": _json("resolved", _ref("Transition")),
-                        **_errors(*BODY_ERRORS, 403, 404, 409, *SECURED_ERRORS),
                     },
                 }
             },
@@ -403,7 +355,13 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(
                             "fence sets",
-                            _obj({"ports": {"type": "object", "additionalProperties": {"type": "object"}}}, ["ports"]),
+                            _obj(
+                                {
+                                    "ports": {"type": "object", "additionalProperties": {"type": "object"}},
+                                    "versions": {"type": "object", "additionalProperties": {"type": "object"}},
+                                },
+                                ["ports", "versions"],
+                            ),
                         ),
                         **_errors(403, *SECURED_ERRORS),
                     },

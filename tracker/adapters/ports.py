@@ -13,15 +13,20 @@ import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 
 from geofences import FenceSet
+from tracker.adapters.scope import Haul
 from tracker.adapters.store import ApiToken
+from tracker.adapters.store_alerts import AlertFilter, Change, Outcome
+from tracker.adapters.store_fences import FenceVersion
+from tracker.adapters.store_orgs import CoverageRow, OrgRow, TokenRow
 from tracker.commands import Command
 from tracker.config import Settings
 from tracker.core.model import DeviceKind
+from tracker.core.state import DeviceState
 from tracker.metrics import Metrics
 
 LiveAlerts = asyncio.Queue[dict[str, object]]
@@ -54,6 +59,61 @@ class ApiStore(Protocol):
     async def outbox_backlog(self) -> int: ...
 
 
+class ApiFenceStore(Protocol):
+    """Reads of fence-set versions (tracker/adapters/store_fences.py); versions are written only by the
+    single writer (``ChangeFences``)."""
+
+    async def versions(self, port: str, limit: int = 100) -> list[FenceVersion]: ...
+
+    async def version(self, port: str, version: int) -> tuple[FenceVersion, dict[str, Any]] | None: ...
+class ApiAlerts(Protocol):
+    """The alert workflow's reads and changes (tracker/adapters/store_alerts.py)."""
+
+    async def page(self, f: AlertFilter, after: tuple[datetime, int] | None, limit: int) -> list[asyncpg.Record]: ...
+
+    async def alert(self, alert_id: uuid.UUID) -> asyncpg.Record | None: ...
+
+    async def history(self, alert_id: uuid.UUID) -> list[asyncpg.Record]: ...
+
+    async def change(self, alert_id: uuid.UUID, change: Change) -> Outcome: ...
+
+
+class ApiOrgs(Protocol):
+    """Organisations, tokens, coverage and the device listing (tracker/adapters/store_orgs.py)."""
+
+    async def create_org(self, org_id: str, name: str, ports: list[str] | None) -> OrgRow | None: ...
+
+    async def orgs(self) -> list[OrgRow]: ...
+
+    async def org(self, org_id: str) -> OrgRow | None: ...
+
+    async def create_token(
+        self, token_sha256: str, name: str, role: str, org: str, expires_at: datetime | None, created_by: str | None
+    ) -> TokenRow: ...
+
+    async def tokens(self, org: str | None = None) -> list[TokenRow]: ...
+
+    async def revoke_token(self, token_id: uuid.UUID) -> TokenRow | None: ...
+
+    async def org_ports(self, org: str) -> frozenset[str] | None: ...
+
+    async def coverage_and_hauls(self, org: str) -> tuple[list[tuple[str, datetime, datetime]], list[Haul]]: ...
+
+    async def add_coverage(
+        self, org: str, container_no: str, valid_from: datetime, valid_to: datetime, by: str | None
+    ) -> CoverageRow: ...
+
+    async def coverage(self, org: str | None = None) -> list[CoverageRow]: ...
+
+    async def remove_coverage(self, coverage_id: int) -> bool: ...
+
+    async def device_rows(self) -> list[asyncpg.Record]: ...
+
+    async def dead_letters(
+        self, limit: int, *, include: list[str] | None, exclude: list[str] | None
+    ) -> tuple[list[asyncpg.Record], dict[str, int]]: ...
+
+
 class ApiService(Protocol):
     """The service as the HTTP listeners see it."""
 
@@ -78,6 +138,34 @@ class ApiService(Protocol):
 
     @property
     def fence_sets(self) -> Mapping[str, FenceSet]: ...
+
+    @property
+    def fence_versions(self) -> Mapping[str, FenceVersion]:
+        """The version of each set in force (``version`` None: it comes from a fence file)."""
+        ...
+
+    @property
+    def fence_store(self) -> ApiFenceStore | None: ...
+
+    @property
+    def orgs(self) -> ApiOrgs | None: ...
+
+    @property
+    def alerts(self) -> ApiAlerts | None: ...
+
+    def announce(self) -> None:
+        """Outbox rows were committed by the API: deliver them now."""
+        ...
+
+    @property
+    def device_orgs(self) -> Mapping[str, str]:
+        """device -> owning organisation, for devices not owned by the default one (single writer)."""
+        ...
+
+    @property
+    def states(self) -> Mapping[str, DeviceState]:
+        """Each device's last state (its fences say which port it is in); single writer."""
+        ...
 
     async def ready(self) -> dict[str, bool]: ...
 

@@ -16,7 +16,6 @@ the columns that facts change.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -31,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tracker import audit
 from tracker.adapters.errors import ChainContendedError
+from tracker.adapters.store_fences import fence_stamp
+from tracker.core import codec
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping, Rejected, Severity
 from tracker.core.state import DeviceState
 
@@ -82,6 +83,7 @@ FACT_COLUMNS = (
     "resolved_at",
     "resolution",
     "ended_at",
+    "assigned_to",
     "updated_at",
 )
 """The alert columns the service may change, each change being a link (plus updated_at, a cache)."""
@@ -102,6 +104,9 @@ class Batch:
     new_devices: dict[str, DeviceKind] = field(default_factory=dict)
     updates: list[AlertUpdate] = field(default_factory=list)
     inspections: list[tuple[Inspection, str]] = field(default_factory=list)  # (decision, source)
+    fence_versions: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    """The fence-set versions in force when the batch was judged ({port: {version, sha256}}); every alert
+    of the batch records those of its port (store_fences.fence_stamp)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,9 @@ class ApiToken:
     name: str
     role: str
     devices: frozenset[str] | None
+    org: str = "default"
+    token_id: str | None = None
+    expires_at: datetime | None = None
 
 
 def alert_topic(prefix: str, alert: Alert) -> str:
@@ -251,12 +259,15 @@ class Store:
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {r}",
             f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {r}",
             f"REVOKE UPDATE, DELETE, TRUNCATE ON alert_links, audit_checkpoints, alert_updates FROM {r}",
+            f"REVOKE UPDATE, DELETE, TRUNCATE ON fence_set_versions, fence_set_version_fences FROM {r}",
             f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON audit_legacy, schema_migrations FROM {r}",
             f"REVOKE UPDATE, DELETE, TRUNCATE ON alerts FROM {r}",
             f"GRANT UPDATE ({', '.join(FACT_COLUMNS)}) ON alerts TO {r}",
             f"GRANT EXECUTE ON FUNCTION tracker_ensure_ping_partition(timestamptz) TO {r}",
             # the service never deletes evidence or pending announcements: neither may its credentials
             f"REVOKE DELETE, TRUNCATE ON pings, outbox, dead_letters, inspections, pairings FROM {r}",
+            # who read inspection data is evidence too: appended, never changed
+            f"REVOKE UPDATE, DELETE, TRUNCATE ON inspection_reads FROM {r}",
         ):
             await conn.execute(sql)
         for child in await conn.fetch(
@@ -366,21 +377,30 @@ class Store:
         return {r["device_id"]: DeviceKind(r["kind"]) for r in rows}
 
     async def register_device(
-        self, device_id: str, kind: DeviceKind, *, name: str | None = None, container_no: str | None = None
+        self,
+        device_id: str,
+        kind: DeviceKind,
+        *,
+        name: str | None = None,
+        container_no: str | None = None,
+        org: str | None = None,
     ) -> None:
+        """Register or update; an ``org`` of None keeps the device's organisation (new: the default one)."""
         await self.pool.execute(
-            "INSERT INTO devices (device_id, kind, name, container_no) VALUES ($1, $2, $3, $4)"
+            "INSERT INTO devices (device_id, kind, name, container_no, org_id) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (device_id) DO UPDATE SET kind = EXCLUDED.kind, name = EXCLUDED.name,"
-            " container_no = EXCLUDED.container_no, active = true",
+            " container_no = EXCLUDED.container_no, active = true, deactivated_at = NULL,"
+            " org_id = COALESCE(EXCLUDED.org_id, devices.org_id)",
             device_id,
             kind.value,
             name,
             container_no,
+            org,
         )
 
     async def states(self) -> dict[str, DeviceState]:
         rows = await self.pool.fetch("SELECT device_id, state FROM device_state")
-        return {r["device_id"]: DeviceState.from_json(r["device_id"], json.loads(r["state"])) for r in rows}
+        return {r["device_id"]: _decode_state(r["device_id"], r["state"]) for r in rows}
 
     # ---- the batch write ------------------------------------------------------------------------
 
@@ -394,7 +414,7 @@ class Store:
                     [(d, k.value) for d, k in batch.new_devices.items()],
                 )
             stored = await self._insert_pings(conn, batch.pings)
-            new_alerts = await self._insert_alerts(conn, chain, batch.alerts)
+            new_alerts = await self._insert_alerts(conn, chain, batch.alerts, batch.fence_versions)
             updates = await self._insert_updates(conn, chain, batch.updates)
             if chain is not None:
                 await chain.flush()
@@ -412,7 +432,7 @@ class Store:
                     "INSERT INTO device_state (device_id, state, last_ts, updated_at) VALUES ($1, $2, $3, now())"
                     " ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, last_ts = EXCLUDED.last_ts,"
                     " updated_at = now()",
-                    [(d, json.dumps(s.to_json()), s.last.ts if s.last else None) for d, s in batch.states.items()],
+                    [(d, codec.encode(s), s.last.ts if s.last else None) for d, s in batch.states.items()],
                 )
             if batch.dead_letters:
                 await conn.executemany(
@@ -462,7 +482,11 @@ class Store:
         return int(status.split()[-1])
 
     async def _insert_alerts(
-        self, conn: asyncpg.Connection, chain: _Chain | None, alerts: Sequence[Alert]
+        self,
+        conn: asyncpg.Connection,
+        chain: _Chain | None,
+        alerts: Sequence[Alert],
+        fence_versions: Mapping[str, Mapping[str, object]],
     ) -> list[Alert]:
         if not alerts:
             return []
@@ -481,7 +505,9 @@ class Store:
         outbox: list[tuple[object, str, str, str]] = []
         for alert in fresh:
             status = "open" if alert.severity in QUEUED_SEVERITIES else "logged"
-            content = audit.jsonable({**alert.to_json(), "ts": audit.iso(alert.ts)})
+            stamp = fence_stamp(fence_versions, alert.port)
+            # inside the signed link: the fence set an alert was raised under cannot be swapped later
+            content = audit.jsonable({**alert.to_json(), "ts": audit.iso(alert.ts), "fence_versions": stamp})
             link = chain.append(alert.id, audit.RAISED, SYSTEM_ACTOR, {"alert": content, "status": status})
             rows.append(
                 (
@@ -498,17 +524,19 @@ class Store:
                     link.prev,
                     link.hash,
                     chain.at,
+                    json.dumps(stamp),
                 )
             )
             body = alert.to_json()
             body["status"] = status
+            body["fence_versions"] = stamp
             body["event"] = "raised"
             text = json.dumps(body, default=str)
             outbox.extend((alert.id, channel, target, text) for channel, target in self._channels(alert))
         await conn.executemany(
             "INSERT INTO alerts (alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
-            " prev_hash, hash, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+            " prev_hash, hash, created_at, updated_at, fence_versions)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
             rows,
         )
         await chain.flush()  # links refer to their alert rows
@@ -557,6 +585,9 @@ class Store:
                     )
                 chain.append(upd.alert.id, audit.UPDATED, SYSTEM_ACTOR, link_body)
             body = upd.alert.to_json()
+            # the versions the alert was raised under (the detector's copy of the alert predates them)
+            stamp = await conn.fetchval("SELECT fence_versions FROM alerts WHERE alert_id = $1", upd.alert.id)
+            body["fence_versions"] = None if stamp is None else json.loads(stamp)
             body.update(event="updated", update={"ts": upd.ts.isoformat(), "closes": upd.closes, **upd.fields})
             await conn.executemany(
                 "INSERT INTO outbox (alert_id, channel, topic, payload) VALUES ($1, $2, $3, $4)",
@@ -656,44 +687,6 @@ class Store:
     async def outbox_backlog(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM outbox WHERE delivered_at IS NULL"))
 
-    # ---- fences ---------------------------------------------------------------------------------
-
-    async def save_fence_set(self, port: str, name: str, source: str, licence: str, geojson: Mapping[str, Any]) -> int:
-        text = json.dumps(geojson, sort_keys=True)
-        feats = geojson.get("features", [])
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO fence_sets (port, name, source, licence, geojson, sha256) VALUES ($1,$2,$3,$4,$5,$6)"
-                " ON CONFLICT (port) DO UPDATE SET name = EXCLUDED.name, source = EXCLUDED.source,"
-                " licence = EXCLUDED.licence, geojson = EXCLUDED.geojson, sha256 = EXCLUDED.sha256, loaded_at = now()",
-                port,
-                name,
-                source,
-                licence,
-                text,
-                hashlib.sha256(text.encode()).hexdigest(),
-            )
-            await conn.execute("DELETE FROM geofences WHERE port = $1", port)
-            await conn.executemany(
-                "INSERT INTO geofences (fence_id, port, name, kind, geometry, properties) VALUES ($1,$2,$3,$4,$5,$6)",
-                [
-                    (
-                        str(f["properties"]["id"]),
-                        port,
-                        str(f["properties"].get("name", f["properties"]["id"])),
-                        str(f["properties"]["kind"]),
-                        json.dumps(f["geometry"]),
-                        json.dumps(f["properties"]),
-                    )
-                    for f in feats
-                ],
-            )
-        return len(feats)
-
-    async def fence_sets(self) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch("SELECT geojson FROM fence_sets ORDER BY port")
-        return [json.loads(r["geojson"]) for r in rows]
-
     # ---- queries --------------------------------------------------------------------------------
 
     async def positions(self, device_id: str, start: datetime, end: datetime, limit: int) -> list[asyncpg.Record]:
@@ -722,7 +715,8 @@ class Store:
         return list(
             await self.pool.fetch(
                 "SELECT alert_id, kind, severity, status, device_id, port, fence_id, ts, message, evidence,"
-                " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, hash FROM alerts"
+                " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, hash, fence_versions"
+                " FROM alerts"
                 " WHERE ts >= $1 AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR severity = $3)"
                 " AND ($4::text IS NULL OR device_id = $4"
                 " OR evidence->'devices' @> jsonb_build_array(jsonb_build_object('id', $4::text)))"
@@ -756,14 +750,23 @@ class Store:
     # ---- API tokens -----------------------------------------------------------------------------
 
     async def api_token(self, token_sha256: str) -> ApiToken | None:
-        """The live token with this digest; a revoked or unknown one is None."""
+        """The live token with this digest; a revoked, expired or unknown one is None."""
         row = await self.pool.fetchrow(
-            "SELECT name, role, scope FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL", token_sha256
+            "SELECT name, role, scope, org_id, token_id, expires_at FROM api_tokens WHERE token_sha256 = $1"
+            " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+            token_sha256,
         )
         if row is None:
             return None
         devices = json.loads(row["scope"]).get("devices")
-        return ApiToken(row["name"], row["role"], None if devices is None else frozenset(devices))
+        return ApiToken(
+            row["name"],
+            row["role"],
+            None if devices is None else frozenset(devices),
+            row["org_id"],
+            str(row["token_id"]),
+            row["expires_at"],
+        )
 
     async def create_api_token(self, token_sha256: str, name: str, role: str, devices: Sequence[str] | None) -> None:
         """Only the digest is stored; ``devices`` (insurers) limits what the token sees, None does not."""
@@ -812,7 +815,7 @@ class Store:
                 body: dict[str, audit.JSONValue] = {
                     "alert": rec.content(),
                     **{k: state[k] for k in ("status", "acknowledged_by", "acknowledged_at", "resolved_by")},
-                    **{k: state[k] for k in ("resolved_at", "resolution", "ended_at")},
+                    **{k: state[k] for k in ("resolved_at", "resolution", "ended_at", "assigned_to")},
                     "updates": updates.get(rec.id, []),
                 }
                 chain.append(uuid.UUID(rec.id), audit.LEGACY, "legacy", body)
@@ -889,7 +892,8 @@ class Store:
 
 ALERT_COLUMNS = (
     "SELECT alert_id, seq, kind, severity, device_id, port, fence_id, ts, message, evidence, status,"
-    " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, ended_at FROM alerts"
+    " acknowledged_by, acknowledged_at, resolved_by, resolved_at, resolution, ended_at, assigned_to, fence_versions"
+    " FROM alerts"
 )
 
 
@@ -912,6 +916,8 @@ def _alert_record(r: Mapping[str, Any]) -> audit.AlertRecord:
         resolved_at=r["resolved_at"],
         resolution=r["resolution"],
         ended_at=r["ended_at"],
+        fence_versions=None if r["fence_versions"] is None else json.loads(r["fence_versions"]),
+        assigned_to=r["assigned_to"],
     )
 
 
@@ -1005,3 +1011,10 @@ def quote_ident(name: str) -> str:
 def _month_start(at: datetime, months: int) -> datetime:
     index = at.year * 12 + (at.month - 1) + months
     return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
+
+
+def _decode_state(device_id: str, raw: bytes) -> DeviceState:
+    """A stored state: the codec's bytes, or (written before migration 004) the old JSON text, read once."""
+    if raw[:1] == b"{":
+        return DeviceState.from_json(device_id, json.loads(raw))
+    return codec.decode(raw)

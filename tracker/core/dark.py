@@ -41,17 +41,19 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from geofences import FenceIndex, haversine_m
-from tracker.core.detector import FixContext, JsonState, TickContext, first_after
-from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
-from tracker.core.state import Fix
+import msgspec
 
-__all__ = ["DarkDetector", "DarkParams"]
+from geofences import FenceIndex, haversine_m
+from tracker.core.detector import FixContext, TickContext, first_after
+from tracker.core.fix import Fix
+from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
+
+__all__ = ["DarkDetector", "DarkParams", "DarkState"]
 
 RESTORED = "signal_restored"
 
@@ -104,12 +106,13 @@ class DarkParams:
     lost_severity: Severity = Severity.MEDIUM
 
 
-@dataclass(frozen=True, slots=True)
-class _State:
+class DarkState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """What the going-dark rule remembers about one device (stored by ``tracker.core.codec``)."""
+
     last: Fix
     fences: tuple[str, ...]  # fences at the last fix; empty means "outside the port"
     intervals: tuple[float, ...]  # intervals that followed a moving fix
-    lost: dict[str, Any] | None  # the raised signal_lost alert's fields, until the signal is back
+    lost: Alert | None  # the raised signal_lost alert, exactly as raised, until the signal is back
     parked: tuple[float, ...] = ()  # intervals that followed a stationary fix
     stationary: bool = False  # whether the device stood still at the last fix
     stopped_for_s: float = 0.0  # how long the stop of the last fix had lasted at that fix
@@ -117,28 +120,16 @@ class _State:
     proven_s: float = 0.0  # the longest earlier stop watched with the device reporting throughout
     slowest_parked_s: float = 0.0  # the slowest interval ever seen after a stationary fix (losses: at most 300 s)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "last": {"ts": self.last.ts.isoformat(), "lon": self.last.lon, "lat": self.last.lat},
-            "fences": list(self.fences),
-            "intervals": list(self.intervals),
-            "parked": list(self.parked),
-            "stationary": self.stationary,
-            "stopped_for_s": self.stopped_for_s,
-            "stop_tainted": self.stop_tainted,
-            "proven_s": self.proven_s,
-            "slowest_parked_s": self.slowest_parked_s,
-            "lost": self.lost,
-        }
-
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> _State:
+    def from_json(cls, data: Mapping[str, Any], device_id: str) -> DarkState:
+        """The JSON form states were stored in before ``tracker.core.codec`` (read once after an upgrade)."""
         last = data["last"]
+        lost = data.get("lost")
         return cls(
             last=Fix(datetime.fromisoformat(last["ts"]), float(last["lon"]), float(last["lat"])),
             fences=tuple(data.get("fences", ())),
             intervals=tuple(float(x) for x in data.get("intervals", ())),
-            lost=data.get("lost"),
+            lost=None if lost is None else DarkDetector._alert(DarkDetector.name, lost, device_id),
             parked=tuple(float(x) for x in data.get("parked", ())),
             stationary=bool(data.get("stationary", False)),
             stopped_for_s=float(data.get("stopped_for_s", 0.0)),
@@ -232,7 +223,7 @@ class DarkDetector:
             expected, basis = self.parked_expected(kind, parked, proven)
         return max(p.min_gap_s, p.k * expected), expected, basis
 
-    def _proven(self, st: _State) -> float | None:
+    def _proven(self, st: DarkState) -> float | None:
         """The slowest parked interval, if the device's parked rhythm is proven for this stop; None otherwise.
 
         Proven: this stop has been watched for ``proven_parked_s`` with no loss in it, or an earlier stop at
@@ -246,14 +237,14 @@ class DarkDetector:
         watched_before = st.proven_s >= p.proven_parked_s and st.stopped_for_s <= st.proven_s
         return st.slowest_parked_s if watched_now or watched_before else None
 
-    def _state_limit(self, kind: DeviceKind, st: _State) -> tuple[float, float, str]:
+    def _state_limit(self, kind: DeviceKind, st: DarkState) -> tuple[float, float, str]:
         proven = self._proven(st) if kind in self.params.proven_kinds else None
         return self._limit(kind, st.intervals, st.parked if st.stationary else None, proven, st.parked)
 
     # -- alerts ----------------------------------------------------------------------------
 
     def _lost(
-        self, device_id: str, kind: DeviceKind, st: _State, index: FenceIndex, moved_m: float | None = None
+        self, device_id: str, kind: DeviceKind, st: DarkState, index: FenceIndex, moved_m: float | None = None
     ) -> dict[str, Any]:
         """The loss's fields; ``moved_m``: it reappeared that far away, so it was judged as moving (see on_fix)."""
         p = self.params
@@ -290,11 +281,10 @@ class DarkDetector:
         }
 
     @staticmethod
-    def _alert(kind: str, data: dict[str, Any], device_id: str) -> Alert:
+    def _alert(kind: str, data: Mapping[str, Any], device_id: str) -> Alert:
         return Alert.from_state({**data, "kind": kind, "device_id": device_id})
 
-    def _restore(self, device_id: str, lost: dict[str, Any], before: Fix, ping: Ping) -> list[Event]:
-        lost_alert = self._alert(self.name, lost, device_id)
+    def _restore(self, device_id: str, lost_alert: Alert, before: Fix, ping: Ping) -> list[Event]:
         gap = (ping.ts - before.ts).total_seconds()
         moved = haversine_m(before.lon, before.lat, ping.lon, ping.lat)
         after = Fix.of(ping)
@@ -315,7 +305,7 @@ class DarkDetector:
                 "gap_s": gap,
                 "distance_m": moved,
                 "moved_threshold_m": self.params.moved_m,
-                "limit_s": lost["evidence"]["limit_s"],
+                "limit_s": lost_alert.evidence["limit_s"],
             },
             key=before.ts.isoformat(),
         )
@@ -329,12 +319,12 @@ class DarkDetector:
 
     # -- detector protocol -----------------------------------------------------------------
 
-    def on_fix(self, state: JsonState, ping: Ping, ctx: FixContext) -> tuple[JsonState, list[Event]]:
+    def on_fix(self, state: DarkState | None, ping: Ping, ctx: FixContext) -> tuple[DarkState | None, list[Event]]:
         p = self.params
-        st = None if not state else _State.from_json(state)
+        st = state
         if st is None and ctx.previous is not None:
             # no memory of this device (first run of the detector): the pipeline still knows its last fix
-            st = _State(ctx.previous, tuple(sorted(ctx.fences_before)), (), None)
+            st = DarkState(ctx.previous, tuple(sorted(ctx.fences_before)), (), None)
         events: list[Event] = []
         intervals: tuple[float, ...] = ()
         parked: tuple[float, ...] = ()
@@ -343,13 +333,13 @@ class DarkDetector:
         lost_here = False
         if st is not None:
             if ping.ts <= st.last.ts:
-                return st.to_json(), []
+                return st, []
             gap = (ping.ts - st.last.ts).total_seconds()
             lost = st.lost
             moved = haversine_m(st.last.lon, st.last.lat, ping.lon, ping.lat)
             if lost is None and st.fences and gap > self._state_limit(ctx.kind, st)[0]:
-                lost = self._lost(ctx.device_id, ctx.kind, st, ctx.index)
-                events.append(self._alert(self.name, lost, ctx.device_id))
+                lost = self._alert(self.name, self._lost(ctx.device_id, ctx.kind, st, ctx.index), ctx.device_id)
+                events.append(lost)
             elif (
                 lost is None
                 and st.fences
@@ -359,8 +349,9 @@ class DarkDetector:
             ):
                 # the parked allowance is for a tracker asleep in its stop mode; trackers wake when their vehicle
                 # moves, so one that reappears far away drove while saying nothing: judged as a moving one, late
-                lost = self._lost(ctx.device_id, ctx.kind, st, ctx.index, moved_m=moved)
-                events.append(self._alert(self.name, lost, ctx.device_id))
+                fields = self._lost(ctx.device_id, ctx.kind, st, ctx.index, moved_m=moved)
+                lost = self._alert(self.name, fields, ctx.device_id)
+                events.append(lost)
             if lost is not None:
                 lost_here = True
                 events.extend(self._restore(ctx.device_id, lost, st.last, ping))
@@ -394,7 +385,7 @@ class DarkDetector:
             # a stop that is over, watched with no loss in it, proves the parked rhythm for that long
             proven = max(proven, st.stopped_for_s)
         tainted = lost_here or (same_stop and st is not None and st.stop_tainted)
-        new = _State(
+        new = DarkState(
             Fix.of(ping),
             tuple(sorted(ctx.fences)),
             intervals,
@@ -406,40 +397,36 @@ class DarkDetector:
             proven,
             slowest,
         )
-        return new.to_json(), events
+        return new, events
 
     def on_inspection(
-        self, state: JsonState, inspection: Inspection, ctx: TickContext
-    ) -> tuple[JsonState, list[Event]]:
+        self, state: DarkState | None, inspection: Inspection, ctx: TickContext
+    ) -> tuple[DarkState | None, list[Event]]:
         """A container reported loaded is on board: its tracker going quiet in the hold is expected.
 
         Only a silence that has not yet been reported is forgiven (the fences are cleared as if
         it had left the port); a loss already raised stays for the officer, and the next fix
         makes the device watched again.
         """
-        if not state or inspection.result is not InspectionResult.LOADED:
+        st = state
+        if st is None or inspection.result is not InspectionResult.LOADED:
             return state, []
-        st = _State.from_json(state)
         if st.lost is not None or inspection.ts < st.last.ts:
             return state, []
-        return replace(st, fences=(), lost=None).to_json(), []
+        return msgspec.structs.replace(st, fences=(), lost=None), []
 
-    def next_due(self, state: JsonState, ctx: TickContext, after: datetime | None) -> datetime | None:
+    def next_due(self, state: DarkState | None, ctx: TickContext, after: datetime | None) -> datetime | None:
         """The first instant the silence exceeds the limit, for a device last heard inside the port and not
         already reported lost (the only one ``on_tick`` can raise)."""
-        if not state or state.get("lost") is not None or not state.get("fences"):
+        if state is None or state.lost is not None or not state.fences:
             return None
-        st = _State.from_json(state)
-        return first_after(st.last.ts, self._state_limit(ctx.kind, st)[0])
+        return first_after(state.last.ts, self._state_limit(ctx.kind, state)[0])
 
-    def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
-        if not state:
-            return state, []
-        st = _State.from_json(state)
-        if st.lost is not None or not st.fences:
+    def on_tick(self, state: DarkState | None, now: datetime, ctx: TickContext) -> tuple[DarkState | None, list[Event]]:
+        st = state
+        if st is None or st.lost is not None or not st.fences:
             return state, []
         if (now - st.last.ts).total_seconds() <= self._state_limit(ctx.kind, st)[0]:
             return state, []
-        lost = self._lost(ctx.device_id, ctx.kind, st, ctx.index)
-        new = replace(st, lost=lost)
-        return new.to_json(), [self._alert(self.name, lost, ctx.device_id)]
+        lost = self._alert(self.name, self._lost(ctx.device_id, ctx.kind, st, ctx.index), ctx.device_id)
+        return msgspec.structs.replace(st, lost=lost), [lost]

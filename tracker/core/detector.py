@@ -1,7 +1,9 @@
 """The contract every detector module follows.
 
 A detector is a stateless object holding its parameters plus pure functions over its
-own JSON-ready state (a dict, or None when it has nothing to remember). The pipeline
+own typed state (an immutable msgspec Struct, or None when it has nothing to remember).
+The state lives in memory between fixes exactly as the detector returned it; only the
+store encodes it, once per batch, with ``tracker.core.codec``. The pipeline
 computes what several detectors need exactly once per fix (fence membership,
 motion, the world view) and passes it in a context; detectors never see the clock,
 the database or the broker. Time comes from the fix, or from ``now`` on a tick.
@@ -12,13 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
+from weakref import WeakKeyDictionary
 
 from geofences import FenceIndex, FenceKind
+from tracker.core.fix import Fix
 from tracker.core.model import DeviceKind, Event, Inspection, Ping
-from tracker.core.state import Fix
 from tracker.core.world import World
-
-JsonState = dict[str, Any] | None
 
 AUTHORIZED_STOP_KINDS = frozenset(
     {
@@ -35,9 +36,22 @@ Customs-bonded yards are included: containers wait there for clearance under cus
 supervision, and in Santos nearly every one lies inside a leased terminal anyway."""
 
 
+_AUTHORIZED: WeakKeyDictionary[FenceIndex, dict[frozenset[str], bool]] = WeakKeyDictionary()
+
+
 def in_authorized_zone(index: FenceIndex, fences: frozenset[str]) -> bool:
-    """Whether any of ``fences`` is a zone of :data:`AUTHORIZED_STOP_KINDS` (ids no longer indexed are ignored)."""
-    return any(index.get(f).kind in AUTHORIZED_STOP_KINDS for f in fences if f in index)
+    """Whether any of ``fences`` is a zone of :data:`AUTHORIZED_STOP_KINDS` (ids no longer indexed are ignored).
+
+    Asked several times per fix (motion, world view, most detectors) about a few hundred distinct fence
+    sets: the answer is remembered per index, which is immutable.
+    """
+    known = _AUTHORIZED.get(index)
+    if known is None:
+        known = _AUTHORIZED[index] = {}
+    found = known.get(fences)
+    if found is None:
+        found = known[fences] = any(index.get(f).kind in AUTHORIZED_STOP_KINDS for f in fences if f in index)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +98,14 @@ class TickContext:
 
 
 class Detector(Protocol):
+    """``state``: the detector's own state type (typed in each detector; ``Any`` here only because a
+    protocol cannot name each implementation's type); None until it has something to remember."""
+
     name: ClassVar[str]
 
-    def on_fix(self, state: JsonState, ping: Ping, ctx: FixContext) -> tuple[JsonState, list[Event]]: ...
+    def on_fix(self, state: Any, ping: Ping, ctx: FixContext) -> tuple[Any, list[Event]]: ...
 
-    def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]: ...
+    def on_tick(self, state: Any, now: datetime, ctx: TickContext) -> tuple[Any, list[Event]]: ...
 
 
 class Timed(Protocol):
@@ -107,7 +124,7 @@ class Timed(Protocol):
     ``ctx.world``, which changes with other devices' fixes without this device being asked again.
     """
 
-    def next_due(self, state: JsonState, ctx: TickContext, after: datetime | None) -> datetime | None: ...
+    def next_due(self, state: Any, ctx: TickContext, after: datetime | None) -> datetime | None: ...
 
 
 _TICK = timedelta(microseconds=1)
@@ -138,6 +155,4 @@ def next_instant(after: datetime | None, last: datetime) -> datetime:
 class InspectionAware(Protocol):
     """Detectors that also react to customs decisions about the device's container."""
 
-    def on_inspection(
-        self, state: JsonState, inspection: Inspection, ctx: TickContext
-    ) -> tuple[JsonState, list[Event]]: ...
+    def on_inspection(self, state: Any, inspection: Inspection, ctx: TickContext) -> tuple[Any, list[Event]]: ...

@@ -8,18 +8,19 @@ change of that set into alerts, with a severity chosen by what the fence protect
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from weakref import WeakKeyDictionary
 
+import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
 from geofences import Fence, FenceIndex, FenceKind, LocalProjection, Transition, TransitionKind, classify
 from tracker.core import reachability
+from tracker.core.fix import Fix
 from tracker.core.model import Alert, Ping, Severity
-from tracker.core.state import Fix
 
 
 def _default_enter() -> dict[FenceKind, Severity]:
@@ -51,6 +52,82 @@ def membership(
     return index.membership(ping.lon, ping.lat, previous, raw)
 
 
+_CELL_DEG = 0.0002
+"""Side of a cell of the segment pre-filter: about 22 m by 20 m at Santos. Roads run beside terminals and
+one another, so coarser cells (measured: 100 m) list a neighbouring fence for nine hops in ten; at this
+size the filter settles four in ten of the simulator's hops, for a grid built in 0.2 s."""
+_EPS = 1e-9
+_WIDE_CELLS = 25_000
+"""A fence whose bounding box spans more cells than this (the port boundary) is not gridded: it is a
+candidate for every segment unless excluded, as it is for a device inside it."""
+_MAX_QUERY_CELLS = 64
+
+
+class SegmentFilter:
+    """Which fences a straight segment between two fixes could meet, without building any geometry.
+
+    ``FenceIndex.crossings`` builds a LineString and queries an STRtree for every fix, to find that almost
+    always nothing but the device's own fences (excluded anyway) lies on the way. This grid records, for
+    every cell of ``_CELL_DEG``, the fences whose geometry touches the cell (each cell grown by ``_EPS``);
+    a segment can only meet a fence listed in a cell of its bounding box, so when every such fence is
+    excluded there is nothing to look up. The answer is conservative, never lossy: any common point of
+    segment and fence lies in a cell of the segment's bounding box that the fence touches.
+    """
+
+    def __init__(self, index: FenceIndex) -> None:
+        s = _CELL_DEG
+        cells: dict[int, set[str]] = {}
+        wide: set[str] = set()
+        for fence in index.fences:
+            minx, miny, maxx, maxy = fence.geometry.bounds
+            if not all(map(math.isfinite, (minx, miny, maxx, maxy))):
+                continue  # an empty geometry meets nothing
+            ix0, iy0, ix1, iy1 = (math.floor(v / s) for v in (minx, miny, maxx, maxy))
+            if (ix1 - ix0 + 1) * (iy1 - iy0 + 1) > _WIDE_CELLS:
+                wide.add(fence.id)
+                continue
+            gx, gy = np.meshgrid(np.arange(ix0, ix1 + 1), np.arange(iy0, iy1 + 1))
+            xs, ys = gx.ravel(), gy.ravel()
+            boxes = shapely.box(xs * s - _EPS, ys * s - _EPS, (xs + 1) * s + _EPS, (ys + 1) * s + _EPS)
+            touched = shapely.intersects(fence.geometry, boxes)
+            for x, y in zip(xs[touched].tolist(), ys[touched].tolist(), strict=True):
+                cells.setdefault(_key(x, y), set()).add(fence.id)
+        self._cells = {k: frozenset(v) for k, v in cells.items()}
+        self._wide = frozenset(wide)
+
+    def may_meet(self, lon0: float, lat0: float, lon1: float, lat1: float, exclude: frozenset[str]) -> bool:
+        """False when the segment can meet no fence outside ``exclude``; True when it may."""
+        if self._wide and not self._wide <= exclude:
+            return True
+        s = _CELL_DEG
+        ix0, ix1 = math.floor(min(lon0, lon1) / s), math.floor(max(lon0, lon1) / s)
+        iy0, iy1 = math.floor(min(lat0, lat1) / s), math.floor(max(lat0, lat1) / s)
+        if (ix1 - ix0 + 1) * (iy1 - iy0 + 1) > _MAX_QUERY_CELLS:
+            return True  # a long jump: the STRtree is the better judge
+        cells = self._cells
+        for ix in range(ix0, ix1 + 1):
+            for iy in range(iy0, iy1 + 1):
+                near = cells.get(_key(ix, iy))
+                if near is not None and not near <= exclude:
+                    return True
+        return False
+
+
+def _key(ix: int, iy: int) -> int:
+    return (ix << 32) ^ (iy & 0xFFFFFFFF)
+
+
+_FILTERS: WeakKeyDictionary[FenceIndex, SegmentFilter] = WeakKeyDictionary()
+
+
+def segment_filter(index: FenceIndex) -> SegmentFilter:
+    """The filter of ``index``, built on first use and kept as long as the index lives (indexes are immutable)."""
+    found = _FILTERS.get(index)
+    if found is None:
+        found = _FILTERS[index] = SegmentFilter(index)
+    return found
+
+
 def crossed(
     index: FenceIndex, last: Fix | None, ping: Ping, exclude: frozenset[str], params: GeofenceParams
 ) -> tuple[str, ...]:
@@ -58,6 +135,8 @@ def crossed(
     if last is None or (ping.ts - last.ts).total_seconds() > params.max_cross_gap_s:
         return ()
     if last.lon == ping.lon and last.lat == ping.lat:
+        return ()
+    if not segment_filter(index).may_meet(last.lon, last.lat, ping.lon, ping.lat, exclude):
         return ()
     candidates = index.crossings(last.lon, last.lat, ping.lon, ping.lat, exclude)
     if not candidates:
@@ -193,13 +272,13 @@ def _prism(
     return held, confirmed
 
 
-_GRAPHS: weakref.WeakKeyDictionary[FenceIndex, dict[str, reachability.CorridorGraph | None]] = (
-    weakref.WeakKeyDictionary()
+_GRAPHS: WeakKeyDictionary[FenceIndex, dict[str, reachability.CorridorGraph | None]] = (
+    WeakKeyDictionary()
 )
 
 
-_WATCHED: weakref.WeakKeyDictionary[FenceIndex, dict[frozenset[FenceKind], tuple[Fence, ...]]] = (
-    weakref.WeakKeyDictionary()
+_WATCHED: WeakKeyDictionary[FenceIndex, dict[frozenset[FenceKind], tuple[Fence, ...]]] = (
+    WeakKeyDictionary()
 )
 
 
@@ -222,7 +301,7 @@ OFF_ROAD_KINDS = frozenset(
     }
 )
 """Places a vehicle drives in off the corridors (reachability lets a fix there join the roads from further)."""
-_PLACES: weakref.WeakKeyDictionary[FenceIndex, dict[str, BaseGeometry]] = weakref.WeakKeyDictionary()
+_PLACES: WeakKeyDictionary[FenceIndex, dict[str, BaseGeometry]] = WeakKeyDictionary()
 
 
 def _places(index: FenceIndex, port: str) -> BaseGeometry:

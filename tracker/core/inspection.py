@@ -36,15 +36,18 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+import msgspec
+from msgspec.structs import replace
+
 from geofences import FenceIndex, FenceKind, distance_m
-from tracker.core.detector import FixContext, JsonState, TickContext
+from tracker.core.detector import FixContext, TickContext
+from tracker.core.fix import Fix
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
 from tracker.core.motion import holds
-from tracker.core.state import Fix
 from tracker.core.world import Position
 
 __all__ = [
@@ -155,8 +158,7 @@ def _seal(raw: str | None) -> str | None:
     return norm or None
 
 
-@dataclass(frozen=True, slots=True)
-class Clearance:
+class Clearance(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     """The customs clearance that opened the current window; quoted in every alert of that window."""
 
     ts: datetime
@@ -193,8 +195,7 @@ class Clearance:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class AccessState:
+class AccessState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     """What the detector remembers about one container, between fixes and across restarts.
 
     ``open`` holds each occurrence that has been raised and has not ended yet, with the alert
@@ -206,7 +207,7 @@ class AccessState:
     paired_truck: str | None = None
     window: Clearance | None = None
     keys: tuple[str, ...] = ()
-    counts: Mapping[str, int] = field(default_factory=dict)  # alerts raised in this window, by reason
+    counts: Mapping[str, int] = msgspec.field(default_factory=dict)  # alerts raised in this window, by reason
     closed_at: datetime | None = None  # end of the last window: a clearance not after it is a replay
     last_inspection: Mapping[str, Any] | None = None
     recalls: tuple[str, ...] = ()  # keys of the latest selected/held alerts, so a redelivery is not raised again
@@ -215,31 +216,12 @@ class AccessState:
     authorized: bool = False  # whether the last fix was in an authorised stop zone
     off_since: datetime | None = None  # first fix of the current excursion off the route
     off_fix: Mapping[str, Any] | None = None
-    open: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    open: Mapping[str, Alert] = msgspec.field(default_factory=dict)
     intervals: tuple[float, ...] = ()  # recent seconds between accepted fixes, windows or not: the tracker's rhythm
 
-    def to_json(self) -> JsonState:
-        if self == AccessState():
-            return None
-        return {
-            "paired_truck": self.paired_truck,
-            "window": None if self.window is None else self.window.to_json(),
-            "keys": list(self.keys),
-            "counts": dict(self.counts),
-            "closed_at": _iso(self.closed_at),
-            "last_inspection": None if self.last_inspection is None else dict(self.last_inspection),
-            "recalls": list(self.recalls),
-            "stop_since": _iso(self.stop_since),
-            "stop_unauth_since": _iso(self.stop_unauth_since),
-            "authorized": self.authorized,
-            "off_since": _iso(self.off_since),
-            "off_fix": None if self.off_fix is None else dict(self.off_fix),
-            "open": {slot: dict(entry) for slot, entry in self.open.items()},
-            "intervals": list(self.intervals),
-        }
-
     @classmethod
-    def from_json(cls, data: JsonState) -> AccessState:
+    def from_json(cls, data: Mapping[str, Any] | None, device_id: str) -> AccessState:
+        """The JSON form states were stored in before ``tracker.core.codec`` (read once after an upgrade)."""
         if not data:
             return cls()
         window = data.get("window")
@@ -256,13 +238,12 @@ class AccessState:
             authorized=bool(data.get("authorized", False)),
             off_since=_dt(data.get("off_since")),
             off_fix=data.get("off_fix"),
-            open=dict(data.get("open", {})),
+            open={k: _alert_from_json(device_id, v) for k, v in data.get("open", {}).items()},
             intervals=tuple(float(x) for x in data.get("intervals", ())),
         )
 
 
-def _alert_json(alert: Alert) -> dict[str, Any]:
-    return alert.to_state()
+_EMPTY = AccessState()
 
 
 def _alert_from_json(device_id: str, data: Mapping[str, Any]) -> Alert:
@@ -292,6 +273,11 @@ def _port(index: FenceIndex, ids: Iterable[str], fallback: str | None) -> str | 
     return fallback
 
 
+def _stored(state: AccessState) -> AccessState | None:
+    """What the device state keeps: nothing at all for a container never cleared nor paired."""
+    return None if state == _EMPTY else state
+
+
 class _Run:
     """One call's working copy: the state being rebuilt and the events it produced, in order."""
 
@@ -313,15 +299,14 @@ class _Run:
             counts[reason] = counts.get(reason, 0) + 1
         self.update(keys=(*self.s.keys, alert.key), counts=counts)
         if slot is not None:
-            self.update(open={**self.s.open, slot: _alert_json(alert)})
+            self.update(open={**self.s.open, slot: alert})
         return True
 
     def end(self, slot: str, ts: datetime, fields: Mapping[str, Any]) -> None:
         """Report the end of an open occurrence against the alert exactly as raised."""
-        entry = self.s.open.get(slot)
-        if entry is None:
+        alert = self.s.open.get(slot)
+        if alert is None:
             return
-        alert = _alert_from_json(self.device_id, entry)
         self.events.append(AlertUpdate(alert=alert, ts=ts, fields=dict(fields), closes=True))
         remaining = {k: v for k, v in self.s.open.items() if k != slot}
         self.update(open=remaining)
@@ -337,18 +322,18 @@ class AccessWindowDetector:
 
     # ---------------------------------------------------------------- pairing
 
-    def pair(self, state: JsonState, truck_id: str | None) -> JsonState:
+    def pair(self, state: AccessState | None, truck_id: str | None) -> AccessState | None:
         """Record the truck hauling this container (None to unpair): it is expected alongside, always."""
-        return replace(AccessState.from_json(state), paired_truck=truck_id).to_json()
+        return _stored(replace(state or _EMPTY, paired_truck=truck_id))
 
     # ---------------------------------------------------------------- customs
 
     def on_inspection(
-        self, state: JsonState, inspection: Inspection, ctx: TickContext
-    ) -> tuple[JsonState, list[Event]]:
+        self, state: AccessState | None, inspection: Inspection, ctx: TickContext
+    ) -> tuple[AccessState | None, list[Event]]:
         if ctx.kind is not DeviceKind.CONTAINER:
             return state, []
-        run = _Run(AccessState.from_json(state), ctx.device_id)
+        run = _Run(state or _EMPTY, ctx.device_id)
         record = {
             "result": inspection.result.value,
             "ts": inspection.ts.isoformat(),
@@ -375,7 +360,7 @@ class AccessWindowDetector:
             if window is not None:
                 self._close(run, inspection.ts, ctx.index, ctx.fences, {"by": result.value, "inspection": record})
             self._recall(run, inspection, record, window, ctx)
-        return run.s.to_json(), run.events
+        return _stored(run.s), run.events
 
     def _open(self, run: _Run, inspection: Inspection, ctx: TickContext) -> None:
         clearance = Clearance(
@@ -426,7 +411,7 @@ class AccessWindowDetector:
         if window is None:
             return
         for slot in sorted(run.s.open):
-            started = _dt(run.s.open[slot]["evidence"].get("started_at")) or window.ts
+            started = _dt(run.s.open[slot].evidence.get("started_at")) or window.ts
             run.end(
                 slot, ts, {"ended_at": ts.isoformat(), "ended_by": "window_closed", "duration_s": _secs(ts - started)}
             )
@@ -539,17 +524,17 @@ class AccessWindowDetector:
 
     # ---------------------------------------------------------------- fixes and ticks
 
-    def on_fix(self, state: JsonState, ping: Ping, ctx: FixContext) -> tuple[JsonState, list[Event]]:
+    def on_fix(self, state: AccessState | None, ping: Ping, ctx: FixContext) -> tuple[AccessState | None, list[Event]]:
         if ctx.kind is not DeviceKind.CONTAINER:
             return state, []
-        run = _Run(AccessState.from_json(state), ctx.device_id)
+        run = _Run(state or _EMPTY, ctx.device_id)
         # the rhythm is learned on every fix, before and between windows too, so it is known at clearance;
         # this fix's own gap is judged against the rhythm before it and only then learned
         learned = self._learn(run.s.intervals, ctx.previous, ping)
         self._fix(run, ping, ctx)
         if learned != run.s.intervals:
             run.update(intervals=learned)
-        return run.s.to_json(), run.events
+        return _stored(run.s), run.events
 
     def _learn(self, intervals: tuple[float, ...], previous: Fix | None, ping: Ping) -> tuple[float, ...]:
         if previous is None or ping.ts <= previous.ts:
@@ -593,14 +578,13 @@ class AccessWindowDetector:
         self._alongside(run, window, ping, ctx, authorized)
         run.update(authorized=authorized)
 
-    def next_due(self, state: JsonState, ctx: TickContext, after: datetime | None) -> datetime | None:
+    def next_due(self, state: AccessState | None, ctx: TickContext, after: datetime | None) -> datetime | None:
         """Only an open window has a silence or an overrun to time: the first instant either goes past its
         limit, unless its alert was already raised in this window (``on_tick`` would then change nothing)."""
-        if ctx.kind is not DeviceKind.CONTAINER or not state or not state.get("window"):
+        if ctx.kind is not DeviceKind.CONTAINER or state is None or state.window is None:
             return None
-        s = AccessState.from_json(state)
-        window = s.window
-        assert window is not None
+        s = state
+        window: Clearance = state.window
         due: list[datetime] = []
         silent_since = window.ts if ctx.last is None or ctx.last.ts < window.ts else ctx.last.ts
         if "dark" not in s.open and self._key(window, "dark", silent_since) not in s.keys:
@@ -609,10 +593,12 @@ class AccessWindowDetector:
             due.append(window.ts + timedelta(seconds=self.params.max_window_s) + _INSTANT)
         return min(due, default=None)
 
-    def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
+    def on_tick(
+        self, state: AccessState | None, now: datetime, ctx: TickContext
+    ) -> tuple[AccessState | None, list[Event]]:
         if ctx.kind is not DeviceKind.CONTAINER:
             return state, []
-        run = _Run(AccessState.from_json(state), ctx.device_id)
+        run = _Run(state or _EMPTY, ctx.device_id)
         window = run.s.window
         if window is None or now < window.ts:
             return state, []
@@ -622,7 +608,7 @@ class AccessWindowDetector:
         self._overrun(run, window, now, ctx.index, ctx.fences)
         if not run.events:
             return state, []
-        return run.s.to_json(), run.events
+        return _stored(run.s), run.events
 
     # ---------------------------------------------------------------- sub-conditions
 
@@ -966,7 +952,7 @@ class AccessWindowDetector:
                 found[pos.device_id] = (dist, pos, since)
         for slot in sorted(s for s in run.s.open if s.startswith("alongside:")):
             other = slot.split(":", 1)[1]
-            started = datetime.fromisoformat(run.s.open[slot]["evidence"]["started_at"])
+            started = datetime.fromisoformat(run.s.open[slot].evidence["started_at"])
             if other in found and found[other][2] == started:
                 continue
             run.end(

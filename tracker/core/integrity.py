@@ -36,17 +36,18 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from geofences import haversine_m
-from tracker.core.detector import JsonState
-from tracker.core.model import Alert, DeviceKind, Event, Ping, Severity
-from tracker.core.state import Fix
+import msgspec
 
-__all__ = ["IMPLAUSIBLE", "REANCHORED", "IntegrityCheck", "IntegrityParams", "accepted"]
+from geofences import haversine_m
+from tracker.core.fix import Fix
+from tracker.core.model import Alert, DeviceKind, Event, Ping, Severity
+
+__all__ = ["IMPLAUSIBLE", "REANCHORED", "IntegrityCheck", "IntegrityParams", "IntegrityState", "accepted"]
 
 IMPLAUSIBLE = frozenset({"implausible_speed", "teleport", "duplicate_ts_moved", "outside_accuracy"})
 """Flags that keep a fix away from the detectors."""
@@ -101,8 +102,7 @@ class IntegrityParams:
     max_evidence: int = 20  # flagged fixes kept per burst, so a long attack does not grow the state forever
 
 
-@dataclass(frozen=True, slots=True)
-class _Flagged:
+class _Flagged(msgspec.Struct, frozen=True, array_like=True, gc=False):
     ts: datetime
     lon: float
     lat: float
@@ -123,7 +123,7 @@ class _Flagged:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> _Flagged:
+    def from_json(cls, d: Mapping[str, Any]) -> _Flagged:
         return cls(
             ts=datetime.fromisoformat(d["ts"]),
             lon=float(d["lon"]),
@@ -135,8 +135,9 @@ class _Flagged:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _State:
+class IntegrityState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """What the plausibility check remembers about one device (stored by ``tracker.core.codec``)."""
+
     accepted_ts: datetime | None  # last fix this check accepted, to pair ``previous`` with its accuracy
     accepted_acc: float | None
     rejected: tuple[_Flagged, ...]  # current run of consecutive, mutually consistent rejected fixes
@@ -146,20 +147,9 @@ class _State:
     burst_alerted: bool
     intervals: tuple[float, ...] = ()  # recent gaps between accepted fixes: the device's reporting rhythm
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "accepted_ts": None if self.accepted_ts is None else self.accepted_ts.isoformat(),
-            "accepted_acc": self.accepted_acc,
-            "rejected": [f.to_json() for f in self.rejected],
-            "burst_start": None if self.burst_start is None else self.burst_start.isoformat(),
-            "burst_last": None if self.burst_last is None else self.burst_last.isoformat(),
-            "burst": [f.to_json() for f in self.burst],
-            "burst_alerted": self.burst_alerted,
-            "intervals": list(self.intervals),
-        }
-
     @classmethod
-    def from_json(cls, d: JsonState) -> _State:
+    def from_json(cls, d: Mapping[str, Any] | None) -> IntegrityState:
+        """The JSON form states were stored in before ``tracker.core.codec`` (read once after an upgrade)."""
         if not d:
             return cls(None, None, (), None, None, (), False)
 
@@ -231,23 +221,23 @@ class IntegrityCheck:
         return _Flagged(ping.ts, ping.lon, ping.lat, tuple(flags), d, dt, speed)
 
     def check(
-        self, state: JsonState, ping: Ping, previous: Fix | None, kind: DeviceKind | None = None
-    ) -> tuple[JsonState, tuple[str, ...], list[Event]]:
+        self, state: IntegrityState | None, ping: Ping, previous: Fix | None, kind: DeviceKind | None = None
+    ) -> tuple[IntegrityState, tuple[str, ...], list[Event]]:
         """Flags for one fix and the alert a burst of them raises.
 
         ``previous`` must be the last accepted fix. A fix older than it is not judged
         (the pipeline marks it late), nor is the device's first fix.
         """
         p = self.params
-        st = _State.from_json(state)
+        st = _EMPTY if state is None else state
         if previous is None or ping.ts < previous.ts:
             if previous is None:
                 st = _accept(st, ping)
-            return st.to_json(), (), []
+            return st, (), []
         ref_acc = st.accepted_acc if st.accepted_ts == previous.ts else None
         verdict = self._judge(ping, previous, ref_acc, kind)
         if not verdict.flags:
-            return _accept(self._learn(st, previous, ping), ping).to_json(), (), []
+            return _accept(self._learn(st, previous, ping), ping), (), []
 
         # consecutive rejected fixes that agree with each other (speed only: a fast convoy of
         # far-apart fixes is still one consistent track) point at a wrong reference
@@ -271,10 +261,10 @@ class IntegrityCheck:
             events.append(self._alert(ping.device_id, st, reanchor, window, teleport=False, reanchor_only=True))
         if reanchor:
             # the fixes of the run agree with each other: the run's own rhythm is the device's rhythm from now on
-            return _with(_accept(st, ping), rejected=()).to_json(), (REANCHORED,), events
-        return _with(st, rejected=run).to_json(), verdict.flags, events
+            return _with(_accept(st, ping), rejected=()), (REANCHORED,), events
+        return _with(st, rejected=run), verdict.flags, events
 
-    def _learn(self, st: _State, previous: Fix, ping: Ping) -> _State:
+    def _learn(self, st: IntegrityState, previous: Fix, ping: Ping) -> IntegrityState:
         dt = (ping.ts - previous.ts).total_seconds()
         if dt <= 0:
             return st
@@ -284,7 +274,7 @@ class IntegrityCheck:
     def _alert(
         self,
         device_id: str,
-        st: _State,
+        st: IntegrityState,
         reanchor: bool,
         window: float,
         *,
@@ -344,15 +334,18 @@ class IntegrityCheck:
         )
 
 
-def _with(st: _State, **changes: Any) -> _State:
-    return replace(st, **changes)
+_EMPTY = IntegrityState(None, None, (), None, None, (), False)
 
 
-def _accept(st: _State, ping: Ping) -> _State:
+def _with(st: IntegrityState, **changes: Any) -> IntegrityState:
+    return msgspec.structs.replace(st, **changes)
+
+
+def _accept(st: IntegrityState, ping: Ping) -> IntegrityState:
     return _with(st, accepted_ts=ping.ts, accepted_acc=ping.accuracy, rejected=())
 
 
-def _burst(st: _State, f: _Flagged, p: IntegrityParams, window: float) -> _State:
+def _burst(st: IntegrityState, f: _Flagged, p: IntegrityParams, window: float) -> IntegrityState:
     """Add a flagged fix to the burst; a flagged fix after a quiet window starts a new burst."""
     if st.burst_last is None or st.burst_start is None or (f.ts - st.burst_last).total_seconds() > window:
         return _with(st, burst_start=f.ts, burst_last=f.ts, burst=(f,), burst_alerted=False)

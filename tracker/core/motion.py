@@ -33,12 +33,15 @@ State is a handful of numbers whatever the fix rate (no list of fixes is kept), 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from geofences import haversine_m
-from tracker.core.detector import JsonState, Motion
+from tracker.core.detector import Motion
 from tracker.core.model import Ping
 
 __all__ = ["MotionParams", "MotionState", "current", "holds", "update"]
@@ -68,17 +71,15 @@ class MotionParams:
     max_gap_s: float = 1800.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
+class _Pending(msgspec.Struct, frozen=True, array_like=True, gc=False):
     ts: datetime
     lon: float
     lat: float
     authorized: bool = False  # the pending fix lay in an authorized stop zone
 
 
-@dataclass(frozen=True, slots=True)
-class MotionState:
-    """The current cluster; converted to and from a JSON-ready dict at the module boundary."""
+class MotionState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
+    """The current cluster, kept as is between fixes and stored by ``tracker.core.codec``."""
 
     since: datetime  # first fix of the cluster
     last: datetime  # last fix that joined the cluster
@@ -91,29 +92,9 @@ class MotionState:
     pending: _Pending | None = None
     outside_since: datetime | None = None  # first fix of the current run of in-cluster fixes outside such zones
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "since": self.since.isoformat(),
-            "last": self.last.isoformat(),
-            "lon": self.lon,
-            "lat": self.lat,
-            "n": self.n,
-            "radius_m": self.radius_m,
-            "stationary": self.stationary,
-            "last_seen": self.last_seen.isoformat(),
-            "pending": None
-            if self.pending is None
-            else {
-                "ts": self.pending.ts.isoformat(),
-                "lon": self.pending.lon,
-                "lat": self.pending.lat,
-                "authorized": self.pending.authorized,
-            },
-            "outside_since": None if self.outside_since is None else self.outside_since.isoformat(),
-        }
-
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> MotionState:
+    def from_json(cls, data: Mapping[str, Any]) -> MotionState:
+        """The JSON form states were stored in before ``tracker.core.codec`` (read once after an upgrade)."""
         p = data.get("pending")
         return cls(
             since=datetime.fromisoformat(data["since"]),
@@ -193,24 +174,22 @@ def _join(st: MotionState, ping: Ping, params: MotionParams, authorized: bool) -
     )
 
 
-def _load(state: JsonState) -> MotionState | None:
-    return None if not state else MotionState.from_json(state)
-
-
-def update(state: JsonState, ping: Ping, params: MotionParams, authorized: bool = False) -> tuple[JsonState, Motion]:
+def update(
+    state: MotionState | None, ping: Ping, params: MotionParams, authorized: bool = False
+) -> tuple[MotionState, Motion]:
     """Fold one accepted fix into the cluster. Fixes not newer than the last one change nothing.
 
     ``authorized``: whether this fix lies in a zone where stopping is authorized (see the module docstring).
     """
-    st = _load(state)
+    st = state
     if st is None:
         new = _seed(ping.ts, ping.lon, ping.lat, authorized)
-        return new.to_json(), new.motion()
+        return new, new.motion()
     if ping.ts <= st.last_seen:
-        return st.to_json(), st.motion()
+        return st, st.motion()
     if (ping.ts - st.last_seen).total_seconds() > params.max_gap_s:
         new = _seed(ping.ts, ping.lon, ping.lat, authorized)
-        return new.to_json(), new.motion()
+        return new, new.motion()
     inside = haversine_m(ping.lon, ping.lat, st.lon, st.lat) <= params.radius_m
     if inside:
         # back inside: a pending fix, if any, was an outlier and is forgotten
@@ -236,13 +215,12 @@ def update(state: JsonState, ping: Ping, params: MotionParams, authorized: bool 
         new = _pair(st.pending, ping, params, authorized)
     else:
         new = _seed(ping.ts, ping.lon, ping.lat, authorized)
-    return new.to_json(), new.motion()
+    return new, new.motion()
 
 
-def current(state: JsonState) -> Motion:
+def current(state: MotionState | None) -> Motion:
     """The motion as of the last fix, for ticks: nothing is extrapolated from the clock."""
-    st = _load(state)
-    return Motion(None) if st is None else st.motion()
+    return Motion(None) if state is None else state.motion()
 
 
 def holds(motion: Motion, lon: float, lat: float) -> bool:

@@ -20,12 +20,16 @@ of the slower device before a real separation is reported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+import msgspec
+from msgspec.structs import replace
+
 from geofences import haversine_m
-from tracker.core.detector import FixContext, JsonState, TickContext
+from tracker.core.detector import FixContext, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
 from tracker.core.world import Position
 
@@ -63,18 +67,15 @@ class Params:
     trackers report every few minutes."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Fix:
+class _Fix(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     ts: datetime
     lon: float
     lat: float
     speed: float | None = None  # m/s as the tracker reported it
 
-    def to_json(self) -> list[Any]:
-        return [self.ts.isoformat(), self.lon, self.lat, self.speed]
-
     @classmethod
     def from_json(cls, data: list[Any]) -> _Fix:
+        """The JSON form states were stored in before ``tracker.core.codec``."""
         speed = data[3] if len(data) > 3 else None
         return cls(
             datetime.fromisoformat(data[0]), float(data[1]), float(data[2]), None if speed is None else float(speed)
@@ -84,8 +85,9 @@ class _Fix:
         return {"ts": self.ts.isoformat(), "lon": self.lon, "lat": self.lat}
 
 
-@dataclass(frozen=True, slots=True)
-class PairingState:
+class PairingState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """What the pairing rules remember about one container (stored by ``tracker.core.codec``)."""
+
     truck: str | None = None
     inferred: bool = False
     paired_at: datetime | None = None
@@ -101,7 +103,8 @@ class PairingState:
     suspect: dict[str, Any] | None = None  # a first too-far comparison, waiting for a second to confirm it
 
     @classmethod
-    def load(cls, data: JsonState) -> PairingState:
+    def from_json(cls, data: Mapping[str, Any] | None) -> PairingState:
+        """The JSON form states were stored in before ``tracker.core.codec`` (read once after an upgrade)."""
         if not data:
             return cls()
 
@@ -128,32 +131,11 @@ class PairingState:
             suspect=data.get("suspect"),
         )
 
-    def dump(self) -> JsonState:
-        def iso(value: datetime | None) -> str | None:
-            return None if value is None else value.isoformat()
 
-        return {
-            "truck": self.truck,
-            "inferred": self.inferred,
-            "paired_at": iso(self.paired_at),
-            "unpaired_at": iso(self.unpaired_at),
-            "candidate": self.candidate,
-            "candidate_since": iso(self.candidate_since),
-            "anchor": None if self.anchor is None else list(self.anchor),
-            "moving_since": iso(self.moving_since),
-            "history": [f.to_json() for f in self.history],
-            "separation": None if self.separation is None else _alert_to_json(self.separation),
-            "unpaired_move": None if self.unpaired_move is None else _alert_to_json(self.unpaired_move),
-            "unverified_since": iso(self.unverified_since),
-            "suspect": self.suspect,
-        }
+_EMPTY = PairingState()
 
 
-def _alert_to_json(alert: Alert) -> dict[str, Any]:
-    return alert.to_state()
-
-
-def _alert_from_json(kind: str, data: dict[str, Any]) -> Alert:
+def _alert_from_json(kind: str, data: Mapping[str, Any]) -> Alert:
     return Alert.from_state({"kind": kind, "severity": Severity.HIGH.value, **data})
 
 
@@ -242,9 +224,9 @@ class PairingDetector:
 
     # -- API side -------------------------------------------------------------------------------------------
 
-    def pair(self, state: JsonState, truck_id: str, ts: datetime) -> JsonState:
+    def pair(self, state: PairingState | None, truck_id: str, ts: datetime) -> PairingState:
         """Declared pairing; it overrides any inferred one."""
-        st = PairingState.load(state)
+        st = state or _EMPTY
         return replace(
             st,
             truck=truck_id,
@@ -254,15 +236,15 @@ class PairingDetector:
             candidate=None,
             candidate_since=None,
             suspect=None,
-        ).dump()
+        )
 
-    def unpair(self, state: JsonState, ts: datetime) -> JsonState:
+    def unpair(self, state: PairingState | None, ts: datetime) -> PairingState:
         """Declared end of the haul (delivered, dropped at a yard): the truck leaving is then expected.
 
         The container's next fix becomes the place a later movement is measured from, since it was just
         set down wherever the haul ended.
         """
-        st = PairingState.load(state)
+        st = state or _EMPTY
         return replace(
             st,
             truck=None,
@@ -274,19 +256,21 @@ class PairingDetector:
             anchor=None,
             moving_since=None,
             suspect=None,
-        ).dump()
+        )
 
     @staticmethod
-    def paired_truck(state: JsonState) -> str | None:
-        return PairingState.load(state).truck
+    def paired_truck(state: PairingState | None) -> str | None:
+        return None if state is None else state.truck
 
     # -- detector contract ----------------------------------------------------------------------------------
 
-    def on_fix(self, state: JsonState, ping: Ping, ctx: FixContext) -> tuple[JsonState, list[Event]]:
+    def on_fix(
+        self, state: PairingState | None, ping: Ping, ctx: FixContext
+    ) -> tuple[PairingState | None, list[Event]]:
         if ctx.kind != DeviceKind.CONTAINER:
             return state, []
         p = self.params
-        st = PairingState.load(state)
+        st = state or _EMPTY
         fix = _Fix(ping.ts, ping.lon, ping.lat, ping.speed)
         history = tuple(f for f in st.history if f.ts < ping.ts)
         keep_from = next((i for i, f in enumerate(history) if _seconds(ping.ts, f.ts) <= p.stale_s), len(history))
@@ -317,13 +301,15 @@ class PairingDetector:
         moving = not stationary and self._moving(st, ping, ctx)
         st, more = self._check_unpaired_move(st, fix, speed, stationary, moving, ctx, port)
         events.extend(more)
-        return st.dump(), events
+        return st, events
 
-    def next_due(self, state: JsonState, ctx: TickContext, after: datetime | None) -> datetime | None:
+    def next_due(self, state: PairingState | None, ctx: TickContext, after: datetime | None) -> datetime | None:
         """Never: ticks do nothing here (see ``on_tick``)."""
         return None
 
-    def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
+    def on_tick(
+        self, state: PairingState | None, now: datetime, ctx: TickContext
+    ) -> tuple[PairingState | None, list[Event]]:
         """Separation is judged on the container's own fixes only, never on a timer.
 
         A silent container may have been picked up: container trackers sleep while parked and

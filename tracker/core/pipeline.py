@@ -42,9 +42,7 @@ _QUIET = timedelta(seconds=TICK_QUIET_S)
 _HORIZON = timedelta(seconds=TICK_HORIZON_S)
 _INSTANT = timedelta(microseconds=1)
 
-MOTION_KEY = "motion"
-GEOFENCE_PENDING_KEY = "geofence_pending"
-INTEGRITY_KEY = "integrity"
+_SLOTS = frozenset(DeviceState.__struct_fields__)
 
 
 def default_detectors() -> tuple[Detector, ...]:
@@ -87,6 +85,9 @@ class Pipeline:
         self.index = index
         self.params = params or Params()
         self.detectors = tuple(default_detectors() if detectors is None else detectors)
+        for det in self.detectors:
+            if det.name not in _SLOTS:
+                raise ValueError(f"detector {det.name!r} has no slot in DeviceState")
         self.integrity = integrity or IntegrityCheck()
         self.world = world or World()
         self._trucks: dict[str, str] = {}  # truck -> the container that last reported it as its partner
@@ -136,28 +137,31 @@ class Pipeline:
         return self._raw.get((ping.lon, ping.lat))
 
     def step(self, state: DeviceState, ping: Ping) -> StepResult:
+        """One fix; ``state`` is left as it was (the result holds a new state whenever anything changed)."""
         last = state.last
-        integrity_state, flags, raw_events = self.integrity.check(
-            state.detectors.get(INTEGRITY_KEY), ping, last, state.kind
-        )
+        integrity_state, flags, raw_events = self.integrity.check(state.integrity, ping, last, state.kind)
         events = self._with_port(state, raw_events)
-        if integrity_state != state.detectors.get(INTEGRITY_KEY):
-            state = state.with_detector(INTEGRITY_KEY, integrity_state)
+        new = state
+        if integrity_state != state.integrity:
+            new = state.copy()
+            new.integrity = integrity_state
         out: list[Event] = list(events)
         if last is not None and ping.ts <= last.ts:
             late = "duplicate_ts" if ping.ts == last.ts else "late"
-            return StepResult(state, tuple(out), (*flags, late) if late not in flags else flags)
+            return StepResult(new, tuple(out), (*flags, late) if late not in flags else flags)
         if not accepted(flags):
-            return StepResult(state, tuple(out), flags)
-        pending = frozenset(state.detectors.get(GEOFENCE_PENDING_KEY) or ())
+            return StepResult(new, tuple(out), flags)
+        if new is state:
+            new = state.copy()
+        pending = state.geofence_pending
         fences, fence_alerts, waiting = geofence.step(
             self.index, state.fences, last, ping, self.params.geofence, pending, self._prefetched(ping)
         )
         motion_state, moving = motion.update(
-            state.detectors.get(MOTION_KEY), ping, self.params.motion, in_authorized_zone(self.index, fences)
+            state.motion, ping, self.params.motion, in_authorized_zone(self.index, fences)
         )
         if waiting or pending:
-            state = state.with_detector(GEOFENCE_PENDING_KEY, sorted(waiting) or None)
+            new.geofence_pending = waiting
         out.extend(fence_alerts)
         partner = self._partner(state)
         ctx = FixContext(
@@ -172,13 +176,15 @@ class Pipeline:
             params_port=self._port_of(fences),
             paired_with=partner,
         )
-        state = replace(state, last=Fix.of(ping), fences=fences).with_detector(MOTION_KEY, motion_state)
+        new.last = Fix.of(ping)
+        new.fences = fences
+        new.motion = motion_state
         for det in self.detectors:
-            det_state, det_events = det.on_fix(state.detectors.get(det.name), ping, ctx)
-            state = state.with_detector(det.name, det_state)
+            det_state, det_events = det.on_fix(getattr(new, det.name), ping, ctx)
+            setattr(new, det.name, det_state)
             out.extend(det_events)
-        self._place(state, moving, ping.speed)
-        return StepResult(state, self._with_port(state, out), flags)
+        self._place(new, moving, ping.speed)
+        return StepResult(new, self._with_port(new, out), flags)
 
     def _place(self, state: DeviceState, moving: Motion, speed: float | None = None) -> None:
         """Put the device's last accepted fix in the world view (after a fix, and when restoring)."""
@@ -209,7 +215,7 @@ class Pipeline:
     def _partner(self, state: DeviceState) -> str | None:
         """A container's paired truck (declared or inferred), or the container a truck is hauling."""
         if state.kind is DeviceKind.CONTAINER:
-            return PairingDetector.paired_truck(state.detectors.get(PairingDetector.name))
+            return PairingDetector.paired_truck(state.pairing)
         container = self._trucks.get(state.device_id)
         if container is None:
             return None
@@ -232,7 +238,7 @@ class Pipeline:
             kind=state.kind,
             last=state.last,
             fences=state.fences,
-            motion=motion.current(state.detectors.get(MOTION_KEY)),
+            motion=motion.current(state.motion),
             index=self.index,
             world=self.world,
         )
@@ -253,7 +259,7 @@ class Pipeline:
             if timed is None:
                 at: datetime | None = next_instant(after, state.last.ts)
             else:
-                at = timed(state.detectors.get(det.name), ctx, after)
+                at = timed(getattr(state, det.name), ctx, after)
             if at is not None and (due is None or at < due):
                 due = at
         if due is None:
@@ -294,40 +300,45 @@ class Pipeline:
         """Let timeouts fire (going dark, a window overrunning) without a new fix."""
         ctx = self.tick_context(state)
         out: list[Event] = []
+        new = state
         for det in self.detectors:
-            det_state, det_events = det.on_tick(state.detectors.get(det.name), now, ctx)
-            if det_events or det_state != state.detectors.get(det.name):
-                state = state.with_detector(det.name, det_state)
+            current = getattr(state, det.name)
+            det_state, det_events = det.on_tick(current, now, ctx)
+            if det_events or det_state != current:
+                if new is state:
+                    new = state.copy()
+                setattr(new, det.name, det_state)
             out.extend(det_events)
-        return StepResult(state, self._with_port(state, out))
+        return StepResult(new, self._with_port(new, out))
 
     def inspect(self, state: DeviceState, inspection: Inspection) -> StepResult:
         """A customs decision about the container this device tracks."""
         ctx = self.tick_context(state)
         out: list[Event] = []
+        new = state.copy()
         for det in self.detectors:
             handler = getattr(det, "on_inspection", None)
             if handler is None:
                 continue
-            det_state, det_events = handler(state.detectors.get(det.name), inspection, ctx)
-            state = state.with_detector(det.name, det_state)
+            det_state, det_events = handler(getattr(state, det.name), inspection, ctx)
+            setattr(new, det.name, det_state)
             out.extend(det_events)
-        return StepResult(state, self._with_port(state, out))
+        return StepResult(new, self._with_port(new, out))
 
     def pair(self, state: DeviceState, truck_id: str | None, at: datetime) -> StepResult:
         """Record (or clear, with ``None``) the truck hauling this container."""
+        new = state.copy()
         for det in self.detectors:
             if isinstance(det, PairingDetector):
-                current = state.detectors.get(det.name)
-                new = det.unpair(current, at) if truck_id is None else det.pair(current, truck_id, at)
-                state = state.with_detector(det.name, new)
+                current = state.pairing
+                new.pairing = det.unpair(current, at) if truck_id is None else det.pair(current, truck_id, at)
             elif isinstance(det, AccessWindowDetector):
-                state = state.with_detector(det.name, det.pair(state.detectors.get(det.name), truck_id))
-        return StepResult(state)
+                new.post_inspection_access = det.pair(state.post_inspection_access, truck_id)
+        return StepResult(new)
 
     def restore(self, states: Sequence[DeviceState]) -> None:
         """Rebuild the world view from saved states after a restart."""
         for st in states:
             if st.last is None:
                 continue
-            self._place(st, motion.current(st.detectors.get(MOTION_KEY)))
+            self._place(st, motion.current(st.motion))

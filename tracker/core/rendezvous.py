@@ -22,12 +22,15 @@ some other truck's container still is one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+import msgspec
+
 from geofences import FenceIndex, FenceKind, haversine_m
-from tracker.core.detector import FixContext, JsonState, TickContext, first_after, in_authorized_zone, next_instant
+from tracker.core.detector import FixContext, TickContext, first_after, in_authorized_zone, next_instant
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
 from tracker.core.world import Position, World
 
@@ -73,8 +76,7 @@ class _Self:
     paired_with: str | None = None  # its own container (or truck): standing together is expected
 
 
-@dataclass(frozen=True, slots=True)
-class _Meeting:
+class _Meeting(msgspec.Struct, frozen=True, array_like=True):
     """A raised meeting; the alert is kept field by field so that updates refer to it unchanged."""
 
     partner: str
@@ -82,14 +84,16 @@ class _Meeting:
     alert: Alert
 
 
-@dataclass(frozen=True, slots=True)
-class RendezvousState:
+class RendezvousState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """Meetings this device is part of (stored by ``tracker.core.codec``)."""
+
     open: tuple[_Meeting, ...] = ()
     closed: tuple[tuple[str, datetime], ...] = ()
     """Keys of meetings already closed, with when: a meeting flapping around ``release_m`` is not raised twice."""
 
     @classmethod
-    def load(cls, data: JsonState) -> RendezvousState:
+    def from_json(cls, data: Mapping[str, Any] | None) -> RendezvousState:
+        """The JSON form states were stored in before ``tracker.core.codec`` (read once after an upgrade)."""
         if not data:
             return cls()
         return cls(
@@ -100,23 +104,8 @@ class RendezvousState:
             closed=tuple((k, datetime.fromisoformat(t)) for k, t in data.get("closed", ())),
         )
 
-    def dump(self) -> JsonState:
-        if not self.open and not self.closed:
-            return None
-        return {
-            "open": [
-                {"partner": m.partner, "since": m.since.isoformat(), "alert": _alert_to_json(m.alert)}
-                for m in self.open
-            ],
-            "closed": [[k, t.isoformat()] for k, t in self.closed],
-        }
 
-
-def _alert_to_json(alert: Alert) -> dict[str, Any]:
-    return alert.to_state()
-
-
-def _alert_from_json(data: dict[str, Any]) -> Alert:
+def _alert_from_json(data: Mapping[str, Any]) -> Alert:
     return Alert.from_state({"kind": KIND, "severity": Severity.HIGH.value, **data})
 
 
@@ -153,13 +142,18 @@ def _seconds(a: datetime, b: datetime) -> float:
     return (a - b).total_seconds()
 
 
+_EMPTY = RendezvousState()
+
+
 class RendezvousDetector:
     name: ClassVar[str] = KIND
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params or Params()
 
-    def on_fix(self, state: JsonState, ping: Ping, ctx: FixContext) -> tuple[JsonState, list[Event]]:
+    def on_fix(
+        self, state: RendezvousState | None, ping: Ping, ctx: FixContext
+    ) -> tuple[RendezvousState | None, list[Event]]:
         port, fence_id = _fence_context(ctx.index, ctx.fences, ctx.params_port)
         me = _Self(
             device_id=ctx.device_id,
@@ -176,9 +170,9 @@ class RendezvousDetector:
             fences=tuple(sorted(ctx.fences)),
             paired_with=ctx.paired_with,
         )
-        return self._evaluate(RendezvousState.load(state), me, ping.ts, ctx.world)
+        return self._evaluate(state or _EMPTY, me, ping.ts, ctx.world)
 
-    def next_due(self, state: JsonState, ctx: TickContext, after: datetime | None) -> datetime | None:
+    def next_due(self, state: RendezvousState | None, ctx: TickContext, after: datetime | None) -> datetime | None:
         """When a tick could raise or close a meeting, judged without the world (which moves on its own).
 
         An open meeting may end at any moment (the partner moves off, falls silent, or this device does), so
@@ -193,7 +187,7 @@ class RendezvousDetector:
         if last is None:
             return None
         soon = next_instant(after, last.ts)
-        if state and state.get("open"):
+        if state is not None and state.open:
             return soon
         m = ctx.motion
         if (
@@ -206,7 +200,9 @@ class RendezvousDetector:
         due = max(first_after(m.outside_since, p.min_duration_s), soon)
         return None if due >= first_after(last.ts, p.stale_s) else due
 
-    def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
+    def on_tick(
+        self, state: RendezvousState | None, now: datetime, ctx: TickContext
+    ) -> tuple[RendezvousState | None, list[Event]]:
         """Lets a meeting be raised or closed while both trackers report sparsely, as parked trackers do."""
         if ctx.last is None:
             return state, []
@@ -227,9 +223,11 @@ class RendezvousDetector:
             fences=tuple(sorted(ctx.fences)),
             paired_with=None if own is None else own.paired_with,
         )
-        return self._evaluate(RendezvousState.load(state), me, now, ctx.world)
+        return self._evaluate(state or _EMPTY, me, now, ctx.world)
 
-    def _evaluate(self, st: RendezvousState, me: _Self, at: datetime, world: World) -> tuple[JsonState, list[Event]]:
+    def _evaluate(
+        self, st: RendezvousState, me: _Self, at: datetime, world: World
+    ) -> tuple[RendezvousState | None, list[Event]]:
         p = self.params
         events: list[Event] = []
         closed = [(k, t) for k, t in st.closed if _seconds(at, t) <= p.stale_s]
@@ -270,8 +268,10 @@ class RendezvousDetector:
                 events.append(alert)
                 still_open.append(_Meeting(other.device_id, since, alert))
 
+        if not still_open and not closed:
+            return None, events
         new = RendezvousState(open=tuple(sorted(still_open, key=lambda m: m.partner)), closed=tuple(closed))
-        return new.dump(), events
+        return (st if new == st else new), events
 
     def _ended(self, meeting: _Meeting, me: _Self, at: datetime, world: World) -> str | None:
         """Why a raised meeting is over, or None while it goes on."""

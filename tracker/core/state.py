@@ -1,63 +1,79 @@
-"""Per-device state carried between fixes; plain data so it can be saved as JSON and replayed."""
+"""Per-device state carried between fixes: typed, in memory, encoded only at the store.
+
+Every detector keeps its own immutable msgspec Struct in its slot of :class:`DeviceState`. A
+pipeline step copies the device's state once (a shallow copy: the detectors' own states are
+immutable and shared) and fills the copy's slots in place, so the state before the step stays
+intact for the reorder log and for the service, which adopts the copy only after its batch is
+committed. The whole record is encoded once per batch by ``tracker.core.codec``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from tracker.core.model import DeviceKind, Ping
+import msgspec
+
+from tracker.core.dark import DarkState
+from tracker.core.fix import Fix
+from tracker.core.inspection import AccessState
+from tracker.core.integrity import IntegrityState
+from tracker.core.model import DeviceKind
+from tracker.core.motion import MotionState
+from tracker.core.pairing import PairingState
+from tracker.core.rendezvous import RendezvousState
+from tracker.core.stops import StopState
+
+__all__ = ["DeviceState", "Fix"]
 
 
-@dataclass(frozen=True, slots=True)
-class Fix:
-    """The last fix the live detectors accepted (not merely the last one received)."""
+class DeviceState(msgspec.Struct, array_like=True, omit_defaults=True):
+    """What the core remembers about one device; one slot per pipeline step or detector.
 
-    ts: datetime
-    lon: float
-    lat: float
-
-    @classmethod
-    def of(cls, ping: Ping) -> Fix:
-        return cls(ping.ts, ping.lon, ping.lat)
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceState:
-    """What the core remembers about one device. ``detectors`` holds each detector's own JSON-ready state."""
+    Mutable only while a pipeline step builds it (see the module docstring); a state handed out of
+    the pipeline is never changed again.
+    """
 
     device_id: str
     kind: DeviceKind = DeviceKind.TRUCK
     last: Fix | None = None
     fences: frozenset[str] = frozenset()
-    detectors: Mapping[str, Any] = field(default_factory=dict)
+    integrity: IntegrityState | None = None
+    motion: MotionState | None = None
+    geofence_pending: frozenset[str] = frozenset()  # restricted entries waiting for a confirming fix
+    unexpected_stop: StopState | None = None
+    signal_lost: DarkState | None = None
+    post_inspection_access: AccessState | None = None
+    rendezvous: RendezvousState | None = None
+    pairing: PairingState | None = None
 
-    def with_detector(self, name: str, value: Any) -> DeviceState:
-        merged = dict(self.detectors)
-        if value is None:
-            merged.pop(name, None)
-        else:
-            merged[name] = value
-        return replace(self, detectors=merged)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind.value,
-            "last": None
-            if self.last is None
-            else {"ts": self.last.ts.isoformat(), "lon": self.last.lon, "lat": self.last.lat},
-            "fences": sorted(self.fences),
-            "detectors": dict(self.detectors),
-        }
+    def copy(self) -> DeviceState:
+        """A shallow copy to fill in place (the detectors' states are immutable and shared)."""
+        return msgspec.structs.replace(self)
 
     @classmethod
     def from_json(cls, device_id: str, data: Mapping[str, Any]) -> DeviceState:
+        """The JSON form the store wrote before ``tracker.core.codec`` (read once after an upgrade)."""
         last = data.get("last")
+        det: Mapping[str, Any] = data.get("detectors") or {}
+
+        def part(name: str) -> Any:
+            return det.get(name) or None
+
+        stop, dark, access = part("unexpected_stop"), part("signal_lost"), part("post_inspection_access")
+        motion, integrity = part("motion"), part("integrity")
         return cls(
             device_id=device_id,
             kind=DeviceKind(data.get("kind", "truck")),
             last=None if not last else Fix(datetime.fromisoformat(last["ts"]), float(last["lon"]), float(last["lat"])),
             fences=frozenset(data.get("fences", ())),
-            detectors=dict(data.get("detectors", {})),
+            integrity=None if integrity is None else IntegrityState.from_json(integrity),
+            motion=None if motion is None else MotionState.from_json(motion),
+            geofence_pending=frozenset(part("geofence_pending") or ()),
+            unexpected_stop=None if stop is None else StopState.from_json(stop, device_id),
+            signal_lost=None if dark is None else DarkState.from_json(dark, device_id),
+            post_inspection_access=None if access is None else AccessState.from_json(access, device_id),
+            rendezvous=None if part("rendezvous") is None else RendezvousState.from_json(part("rendezvous")),
+            pairing=None if part("pairing") is None else PairingState.from_json(part("pairing")),
         )

@@ -30,8 +30,10 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+import msgspec
+
 from geofences import Fence, FenceKind, haversine_m
-from tracker.core.detector import AUTHORIZED_STOP_KINDS, FixContext, JsonState, TickContext
+from tracker.core.detector import AUTHORIZED_STOP_KINDS, FixContext, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
 from tracker.core.motion import holds
 
@@ -82,28 +84,23 @@ class StopParams:
     restricted_severity: Severity = Severity.HIGH
 
 
-@dataclass(frozen=True, slots=True)
-class _Stop:
+class StopState(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """The stop being followed (stored by ``tracker.core.codec``)."""
+
     start: datetime
     last_in: datetime  # last fix that belonged to the stop
     authorized: bool
-    alert: dict[str, Any] | None  # the raised alert's fields, to rebuild it for updates
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "start": self.start.isoformat(),
-            "last_in": self.last_in.isoformat(),
-            "authorized": self.authorized,
-            "alert": self.alert,
-        }
+    alert: Alert | None  # the raised alert, exactly as raised, for its updates
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> _Stop:
+    def from_json(cls, data: Mapping[str, Any], device_id: str) -> StopState:
+        """The JSON form states were stored in before ``tracker.core.codec`` (read once after an upgrade)."""
+        raw = data.get("alert")
         return cls(
             start=datetime.fromisoformat(data["start"]),
             last_in=datetime.fromisoformat(data["last_in"]),
             authorized=bool(data["authorized"]),
-            alert=data.get("alert"),
+            alert=None if raw is None else StopDetector._alert(raw, device_id),
         )
 
 
@@ -142,11 +139,11 @@ class StopDetector:
         return float(p.min_duration_s), "default", None
 
     @staticmethod
-    def _alert(data: dict[str, Any], device_id: str) -> Alert:
+    def _alert(data: Mapping[str, Any], device_id: str) -> Alert:
         return Alert.from_state({**data, "kind": StopDetector.name, "device_id": device_id})
 
     def _raise(
-        self, stop: _Stop, ping: Ping, ctx: FixContext, fences: list[Fence], rule: tuple[float, str, Fence | None]
+        self, stop: StopState, ping: Ping, ctx: FixContext, fences: list[Fence], rule: tuple[float, str, Fence | None]
     ) -> dict[str, Any]:
         m = ctx.motion
         assert m.centre_lon is not None and m.centre_lat is not None
@@ -191,13 +188,13 @@ class StopDetector:
 
     # -- detector protocol ---------------------------------------------------------------
 
-    def on_fix(self, state: JsonState, ping: Ping, ctx: FixContext) -> tuple[JsonState, list[Event]]:
-        stop = None if not state else _Stop.from_json(state)
+    def on_fix(self, state: StopState | None, ping: Ping, ctx: FixContext) -> tuple[StopState | None, list[Event]]:
+        stop = state
         events: list[Event] = []
         since = ctx.motion.stationary_since
         if stop is not None and stop.start != since:
             if stop.alert is not None:
-                alert = self._alert(stop.alert, ctx.device_id)
+                alert = stop.alert
                 centre = alert.evidence["centre"]
                 events.append(
                     AlertUpdate(
@@ -217,30 +214,30 @@ class StopDetector:
             return None, events
         in_stop = holds(ctx.motion, ping.lon, ping.lat)
         if stop is None:
-            stop = _Stop(start=since, last_in=since, authorized=False, alert=None)
+            stop = StopState(start=since, last_in=since, authorized=False, alert=None)
         if in_stop:
-            stop = _Stop(stop.start, ping.ts, stop.authorized, stop.alert)
+            stop = StopState(stop.start, ping.ts, stop.authorized, stop.alert)
         if stop.alert is not None or stop.authorized:
-            return stop.to_json(), events
+            return stop, events
         fences = self._fences(ctx)
         if ctx.authorized_stop() or any(f.kind in AUTHORIZED_STOP_KINDS for f in fences):
-            return _Stop(stop.start, stop.last_in, True, None).to_json(), events
+            return StopState(stop.start, stop.last_in, True, None), events
         if not fences:
             # outside every fence of the port: a truck parked in town between two jobs is nobody's alarm (a cleared
             # box leaving the port is the access window's business, which watches it wherever it goes)
-            return stop.to_json(), events
+            return stop, events
         if in_stop:
             rule = self.threshold(ctx.kind, fences)
             if (ping.ts - stop.start).total_seconds() >= rule[0]:
-                data = self._raise(stop, ping, ctx, fences, rule)
-                stop = _Stop(stop.start, stop.last_in, stop.authorized, data)
-                events.append(self._alert(data, ctx.device_id))
-        return stop.to_json(), events
+                alert = self._alert(self._raise(stop, ping, ctx, fences, rule), ctx.device_id)
+                stop = StopState(stop.start, stop.last_in, stop.authorized, alert)
+                events.append(alert)
+        return stop, events
 
-    def next_due(self, state: JsonState, ctx: TickContext, after: datetime | None) -> datetime | None:
+    def next_due(self, state: StopState | None, ctx: TickContext, after: datetime | None) -> datetime | None:
         """Never: ticks do nothing here (see ``on_tick``)."""
         return None
 
-    def on_tick(self, state: JsonState, now: datetime, ctx: TickContext) -> tuple[JsonState, list[Event]]:
+    def on_tick(self, state: StopState | None, now: datetime, ctx: TickContext) -> tuple[StopState | None, list[Event]]:
         """Nothing: a stop is only ever measured between fixes (see the module docstring)."""
         return state, []
