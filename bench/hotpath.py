@@ -254,6 +254,8 @@ def synthetic_states(devices: int, fixes: int, seed: int) -> tuple[dict[str, Dev
 
 def size_stats(states: Mapping[str, DeviceState]) -> dict[str, Any]:
     serialized = [len(codec.encode(s)) for s in states.values()]
+    # the same states without their reorder window (DeviceState.log, the last 30 s of fixes)
+    bare = [len(codec.encode(msgspec.structs.replace(s, log=()))) for s in states.values()]
     ids = sum(len(d.encode()) for d in states)
     mem = deep_size(states.values())
     n = len(states)
@@ -264,6 +266,7 @@ def size_stats(states: Mapping[str, DeviceState]) -> dict[str, Any]:
         "serialized_bytes_median": statistics.median(srt),
         "serialized_bytes_p95": srt[int(0.95 * (n - 1))],
         "serialized_bytes_max": srt[-1],
+        "serialized_bytes_without_log_mean": round(sum(bare) / n, 1),
         "serialized_device_id_bytes_mean": round(ids / n, 1),
         "memory_bytes_per_device": round(mem / n, 1),
         "memory_total_mib": round(mem / 2**20, 2),

@@ -32,6 +32,9 @@ its own key of the result file.
 memory (bench/hotpath.py), and ``e2e`` measures MQTT publish to database commit against ``tracker run``
 with the broker alone, a backlog drain and alert latency in the same run (bench/e2e.py). Each also
 redraws results/throughput_hotpath.png from the keys present.
+
+``history`` measures the 30-day history of one container (~250k fixes) read back from PostgreSQL and the
+storage insert rate (the ingest path's COPY + INSERT, and a direct COPY) in one run (bench/history.py).
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ if __package__ in (None, ""):  # run as a script: the repository root holds the 
 from bench import hotpath
 from bench.e2e import add_args as e2e_args
 from bench.e2e import run as e2e_run
+from bench.history import add_args as history_args
+from bench.history import run as history_run
 from geofences import DEFAULT_CELL_DEG, Fence, FenceIndex, FenceKind, LocalProjection, buffer_m, load_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -648,6 +653,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=RESULTS)
     e = sub.add_parser("e2e", help="MQTT publish to database commit against a real service process")
     e2e_args(e)
+    h = sub.add_parser("history", help="30-day history of one container (< 200 ms target) and storage insert rows/s")
+    history_args(h)
+    h.add_argument("--out", type=Path, default=RESULTS)
     for q in (c, s, e):
         q.add_argument("--plot", type=Path, default=PLOT_HOTPATH)
         q.add_argument("--no-plot", action="store_true")
@@ -666,6 +674,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"geofence stage {res['geofence_points_per_s']:,} points/s; "
             f"x{res['geofence_ratio_vs_naive']} naive, x{res['geofence_ratio_vs_postgis']} PostGIS "
             f"(x{res['geofence_ratio_vs_postgis_best']} vs its faster plan), x{res['geofence_ratio_vs_sjoin']} sjoin"
+        )
+    elif args.stage == "history":
+        res = run_stage(args)
+        merge(args.out, "history", res)
+        print(f"wrote {args.out}")
+        print(
+            f"history {res['history']['rows']:,} fixes in {res['history']['median_ms']} ms median"
+            f" (primary key only: {res['history']['primary_key_only_median_ms']} ms,"
+            f" fetch: {res['history']['fetch_records_median_ms']} ms);"
+            f" insert path {res['insert']['rows_per_s']:,} rows/s,"
+            f" COPY {res['insert']['copy_direct_rows_per_s']:,} rows/s"
         )
     elif args.stage in ("core", "state", "e2e"):
         res = run_stage(args)
@@ -688,6 +707,8 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     elif args.stage == "state":
         sim = hotpath.scenario_of(args.sim_trucks, args.sim_hours, args.seed)[0] if args.sim_trucks else None
         body = hotpath.state(args.devices, args.fixes, args.seed, sim)
+    elif args.stage == "history":
+        body = asyncio.run(history_run(args, stack))
     else:
         body = asyncio.run(e2e_run(args))
     out: dict[str, Any] = {

@@ -532,6 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
     uk.add_argument("--out", required=True, help="directory")
     uk.add_argument("--force", action="store_true", help="replace an existing key")
     au.add_parser("pubkey", help="print the public key of the configured signing key (PEM)")
+    cu = sub.add_parser("custody", help="signed custody reports").add_subparsers(dest="ccmd", required=True)
+    cv = cu.add_parser("verify", help="check a custody report (JSON, PDF or HTML) with the public key only")
+    cv.add_argument("file")
+    cv.add_argument("--public-key", action="append", default=[], help="Ed25519 public key file; repeatable")
     return p
 
 
@@ -566,6 +570,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fences_import(args)
     if args.cmd == "audit" and args.ucmd in ("verify", "keygen"):
         return _audit_offline(args)
+    if args.cmd == "custody":
+        from tracker.custody import verify_command
+
+        return verify_command(args.file, args.public_key)
     settings = Settings.from_env()
     if args.cmd == "run":
         from tracker.service import run_forever

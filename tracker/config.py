@@ -116,6 +116,10 @@ class Settings:
     fence_files: tuple[str, ...] = field(
         default=(), metadata=_doc("extra fence-set files loaded at start besides those stored in the database")
     )
+    detectors_file: str = field(
+        default="",
+        metadata=_doc("TOML file with a [detectors] table of thresholds (example: geofences/detectors.toml)"),
+    )
     ingest_max_lag_s: float = field(
         default=60.0, metadata=_doc("/readyz says not ready when a message waits longer than this for its commit")
     )

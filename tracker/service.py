@@ -34,17 +34,19 @@ from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_opti
 from tracker.adapters.scope import DEFAULT_ORG
 from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.adapters.store_alerts import AlertStore
+from tracker.adapters.store_exports import ExportsStore
 from tracker.adapters.store_fences import FenceConflictError, FenceStore, FenceVersion, content_sha256
 from tracker.adapters.store_orgs import OrgStore
 from tracker.audit import CHECKPOINT_TOPIC, AuditError, Checkpoint, Signer, signature_ok
 from tracker.commands import ChangeFences, Command, DeactivateDevice, Item, Pair, RegisterDevice
 from tracker.config import Settings
 from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
-from tracker.core.pipeline import Params, Pipeline
-from tracker.core.reorder import Log, Reorderer
+from tracker.core.pipeline import Pipeline
+from tracker.core.reorder import Reorderer
 from tracker.core.state import DeviceState
 from tracker.core.timers import DueQueue
 from tracker.delivery import Delivery
+from tracker.detector_config import load_detector_params
 from tracker.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -116,7 +118,9 @@ class Service:
         self.fence_store: FenceStore | None = None
         self.link: MqttLink | None = None
         self.fences = Fences()
-        self.pipeline = Pipeline(self.fences.index, Params())  # detector thresholds: the core's defaults
+        # detector thresholds: TRACKER_DETECTORS_FILE's [detectors] table, else the core's defaults; a fence
+        # reload keeps them (Pipeline.with_index)
+        self.pipeline = Pipeline(self.fences.index, detector_params=load_detector_params(settings.detectors_file))
         self.devices: dict[str, DeviceKind] = {}
         self.states: dict[str, DeviceState] = {}
         self.commands: asyncio.Queue[_Queued] = asyncio.Queue()
@@ -132,8 +136,6 @@ class Service:
         self.alerts: AlertStore | None = None  # the operators' alert workflow (lists, changes)
         self.device_orgs: dict[str, str] = {}  # devices owned by an organisation other than the default
         self.deactivated: set[str] = set()  # devices whose fixes are refused until registered again
-        self.logs: dict[str, Log] = {}  # recent fixes per device for the reorder window (memory only)
-        self._pending_logs: dict[str, Log] = {}
         self.timers = DueQueue()  # when each device next needs a tick (tracker.core.timers)
         self._pending_ticks: tuple[datetime, frozenset[str]] | None = None  # the devices build_batch ticked
         self._tasks: list[asyncio.Task[None]] = []
@@ -142,6 +144,7 @@ class Service:
         self.http_port: int | None = None
         self.signer: Signer | None = None
         self._published: Checkpoint | None = None
+        self.exports: ExportsStore | None = None  # long reads (exports, reports) on a pool of their own
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -169,6 +172,7 @@ class Service:
         )
         await self.store.prepare()  # the service never migrates: it holds no owner rights
         self.fence_store = FenceStore(self.store.pool)
+        self.exports = await ExportsStore.connect(s.db_dsn)
         await self.store.anchor_legacy()
         await self.anchor_holds()  # a rolled-back chain shows in /readyz from the start
         await self.reload_fences()
@@ -227,6 +231,8 @@ class Service:
                 await asyncio.wait_for(self.link.stop(), 15.0)
             except TimeoutError:
                 log.warning("MQTT client did not stop within 15 s; leaving it")
+        if self.exports is not None:
+            await self.exports.close()
         if self.store is not None:
             try:
                 # a graceful close waits for every borrowed connection; a shutdown must not hang on one
@@ -569,7 +575,6 @@ class Service:
                         continue
                 work.append((item.device_id, item.ts, seq, item))
         working: dict[str, DeviceState] = {}
-        logs: dict[str, Log] = {}
         reorderer = Reorderer(self.pipeline, self.settings.reorder_window_s)
         try:
             # one vectorised fence lookup for the whole batch; each fix falls back to its own lookup without it
@@ -588,7 +593,7 @@ class Service:
                 if isinstance(item, Inspection):
                     result = self.pipeline.inspect(state, item)
                 else:
-                    device_log, result = reorderer.step(logs.get(dev, self.logs.get(dev, ())), state, item)
+                    result = reorderer.step(state, item)  # the reorder window travels in the state
             except Exception as exc:
                 # One message the core cannot judge must not take its batch down with it: it becomes a
                 # dead letter (its device keeps the state it had before this message), the rest goes on.
@@ -601,7 +606,6 @@ class Service:
                     batch.inspections = [(i, src) for i, src in batch.inspections if i is not item]
                 continue
             if not isinstance(item, Inspection):
-                logs[dev] = device_log
                 batch.pings.append((item, result.flags))
             working[dev] = result.state
             self._collect(batch, result.alerts)
@@ -631,7 +635,6 @@ class Service:
                 self._collect(batch, result.alerts)
         self._pending_ticks = None if now is None else (now, frozenset(ticked))
         batch.states = {d: s for d, s in working.items() if s is not self.states.get(d)}
-        self._pending_logs = logs
         return batch, working
 
     @staticmethod
@@ -828,7 +831,6 @@ class Service:
 
     def _adopt(self, batch: Batch, working: dict[str, DeviceState], result: BatchResult) -> None:
         self.states.update(working)
-        self.logs.update(self._pending_logs)
         tick_at, ticked = self._pending_ticks or (None, frozenset())
         for dev in (*working, *(d for d in ticked if d not in working)):
             self._reschedule(dev, tick_at if dev in ticked else None)

@@ -7,14 +7,19 @@ core would hold, then write it back in the codec's form with the device's next b
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
 
 from tests.conftest import StackInfo
+from tests.integration.conftest import new_device_id, service_env, start_service
+from tests.integration.mqttprobe import Probe
 from tests.integration.test_audit import create_database, drop_database
+from tests.integration.test_ingest_e2e import restricted_point, wait_for
 from tracker.adapters.store import Batch, Store, _migration_files
 from tracker.core import codec
 from tracker.core.state import DeviceState
@@ -61,3 +66,45 @@ async def test_json_rows_survive_migration_004_and_are_rewritten_in_the_codec(st
             await store.close()
     finally:
         await drop_database(stack, name)
+
+
+async def test_a_late_fix_after_a_restart_is_replayed_in_its_place_not_flagged_late(
+    stack: StackInfo, stack_env: dict[str, str], device: Probe
+) -> None:
+    """The reorder window is part of the stored state: a service started again replays a straggler."""
+    dev = new_device_id()
+    _, lon, lat = restricted_point()
+    now = datetime.now(UTC)
+    env = service_env(stack_env)
+
+    async def send(seconds_ago: float) -> None:
+        ts = (now - timedelta(seconds=seconds_ago)).isoformat()
+        await device.apublish(f"trackers/{dev}/ping", json.dumps({"ts": ts, "lat": lat, "lon": lon}))
+
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        svc = await start_service(env)
+        try:
+            for ago in (40, 30, 10):
+                await send(ago)
+            await wait_for(lambda: _count(conn, dev, 3))
+            state = codec.decode(await conn.fetchval("SELECT state FROM device_state WHERE device_id = $1", dev))
+            assert len(state.log) == 3  # the whole window, stored with the state
+        finally:
+            await asyncio.wait_for(svc.stop(), 15)
+        svc = await start_service(env)
+        try:
+            await send(20)  # between the last two fixes, inside the 30 s window
+            await wait_for(lambda: _count(conn, dev, 4))
+            flags = await conn.fetchval(
+                "SELECT flags FROM pings WHERE device_id = $1 AND ts = $2", dev, now - timedelta(seconds=20)
+            )
+            assert list(flags) == ["reordered"]
+        finally:
+            await asyncio.wait_for(svc.stop(), 15)
+    finally:
+        await conn.close()
+
+
+async def _count(conn: asyncpg.Connection, dev: str, expected: int) -> bool:
+    return int(await conn.fetchval("SELECT count(*) FROM pings WHERE device_id = $1", dev)) == expected

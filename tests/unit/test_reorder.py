@@ -13,7 +13,7 @@ from tests.unit import synthetic
 from tracker.core.geofence import GeofenceParams
 from tracker.core.model import AlertUpdate, Event, Ping
 from tracker.core.pipeline import Params, Pipeline
-from tracker.core.reorder import REORDERED, Log, Reorderer, effective_alerts
+from tracker.core.reorder import REORDERED, Reorderer, effective_alerts
 from tracker.core.state import DeviceState
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -53,11 +53,10 @@ def feed(pings: list[Ping], window_s: float = 30.0) -> tuple[DeviceState, list[E
     raw = Params(geofence=GeofenceParams(confirm_entry_kinds=frozenset()))  # entries on the first fix inside
     reorderer = Reorderer(Pipeline(index(), raw), window_s)
     state = DeviceState("TRK-1")
-    log: Log = ()
     events: list[Event] = []
     flags: list[tuple[str, ...]] = []
     for p in pings:
-        log, result = reorderer.step(log, state, p)
+        result = reorderer.step(state, p)
         state = result.state
         events.extend(result.alerts)
         flags.append(result.flags)

@@ -859,11 +859,13 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
     app.router.add_post("/v1/inspections", post_inspection)
     app.router.add_post("/v1/pairings", post_pairing)
     app.router.add_get("/v1/fences", list_fences)
-    from tracker.adapters import api_alerts, api_fences, api_orgs
+    from tracker.adapters import api_alerts, api_custody, api_exports, api_fences, api_orgs  # they import this
 
     api_alerts.add_routes(app)
     api_orgs.add_routes(app)
     api_fences.add_routes(app)
+    api_exports.add_routes(app)
+    api_custody.add_routes(app)
     return app
 
 

@@ -367,8 +367,15 @@ def _core_document() -> dict[str, Any]:
                     },
                 }
             },
+            **_exports_paths(),
         },
     }
+
+
+def _exports_paths() -> dict[str, Any]:
+    from tracker.adapters.openapi_exports import paths
+
+    return paths()
 
 
 OPS_PATHS = ("/metrics", "/readyz")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
 
@@ -21,8 +21,10 @@ from geofences import FenceSet
 from tracker.adapters.scope import Haul
 from tracker.adapters.store import ApiToken
 from tracker.adapters.store_alerts import AlertFilter, Change, Outcome
+from tracker.adapters.store_exports import Track
 from tracker.adapters.store_fences import FenceVersion
 from tracker.adapters.store_orgs import CoverageRow, OrgRow, TokenRow
+from tracker.audit import Checkpoint, Link, Signer
 from tracker.commands import Command
 from tracker.config import Settings
 from tracker.core.model import DeviceKind
@@ -178,3 +180,41 @@ class ApiService(Protocol):
     def live_alerts(self, maxsize: int = 1000) -> AbstractContextManager[LiveAlerts]:
         """A queue that receives every alert announced while the context is open."""
         ...
+
+
+@runtime_checkable
+class ReportService(Protocol):
+    """What exports and custody reports need of the service besides ``ApiService``.
+
+    ``exports`` reads long ranges (tracker/adapters/store_exports.py); ``signer`` and ``checkpoint``
+    sign a custody report and fetch the alert-log checkpoint covering its alerts. Checked at run
+    time (``isinstance``) so that a service without them answers 503 instead of failing.
+    """
+
+    @property
+    def exports(self) -> ExportsReads | None: ...
+
+    @property
+    def signer(self) -> Signer | None: ...
+
+    async def checkpoint(self) -> Checkpoint | None: ...
+
+
+class ExportsReads(Protocol):
+    """The reads of tracker/adapters/store_exports.py the API uses."""
+
+    def stream_pings(
+        self, segments: Sequence[tuple[str, datetime, datetime]], *, chunk: int = 2000, timeout: float = 30.0
+    ) -> AsyncGenerator[list[asyncpg.Record], None]: ...
+
+    async def history(self, device_ids: Sequence[str], start: datetime, end: datetime) -> Track: ...
+
+    async def alerts_for(self, device_ids: Sequence[str], start: datetime, end: datetime) -> list[asyncpg.Record]: ...
+
+    async def links_for(self, alert_ids: Sequence[uuid.UUID]) -> dict[str, list[Link]]: ...
+
+    async def updates_for(self, alert_ids: Sequence[uuid.UUID]) -> dict[str, list[dict[str, Any]]]: ...
+
+    async def inspections_for(self, container_no: str, start: datetime, end: datetime) -> list[asyncpg.Record]: ...
+
+    async def pairings_for(self, device_ids: Sequence[str], start: datetime, end: datetime) -> list[asyncpg.Record]: ...

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tracker import audit
 from tracker.adapters.errors import ChainContendedError
+from tracker.adapters.store_exports import ensure_history_index
 from tracker.adapters.store_fences import fence_stamp
 from tracker.core import codec
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping, Rejected, Severity
@@ -216,6 +217,7 @@ class Store:
                     await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", path.name)
                     applied.append(path.name)
             await self._ensure_pings(conn)
+            await ensure_history_index(conn)
             if grant_to:
                 await self._grant_service(conn, grant_to)
         return applied

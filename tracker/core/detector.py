@@ -37,6 +37,7 @@ supervision, and in Santos nearly every one lies inside a leased terminal anyway
 
 
 _AUTHORIZED: WeakKeyDictionary[FenceIndex, dict[frozenset[str], bool]] = WeakKeyDictionary()
+_LAST_AUTHORIZED: tuple[FenceIndex | None, dict[frozenset[str], bool]] = (None, {})
 
 
 def in_authorized_zone(index: FenceIndex, fences: frozenset[str]) -> bool:
@@ -45,9 +46,11 @@ def in_authorized_zone(index: FenceIndex, fences: frozenset[str]) -> bool:
     Asked several times per fix (motion, world view, most detectors) about a few hundred distinct fence
     sets: the answer is remembered per index, which is immutable.
     """
-    known = _AUTHORIZED.get(index)
-    if known is None:
-        known = _AUTHORIZED[index] = {}
+    global _LAST_AUTHORIZED
+    last_index, known = _LAST_AUTHORIZED
+    if last_index is not index:
+        known = _AUTHORIZED.get(index) or _AUTHORIZED.setdefault(index, {})
+        _LAST_AUTHORIZED = (index, known)
     found = known.get(fences)
     if found is None:
         found = known[fences] = any(index.get(f).kind in AUTHORIZED_STOP_KINDS for f in fences if f in index)

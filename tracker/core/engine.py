@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from tracker.core.model import DeviceKind, Event, Inspection, Ping
 from tracker.core.pipeline import Pipeline
-from tracker.core.reorder import Log, Reorderer
+from tracker.core.reorder import Reorderer
 from tracker.core.state import DeviceState
 from tracker.core.timers import DueQueue
 
@@ -40,7 +40,6 @@ class Engine:
     emitted: list[Emitted] = field(default_factory=list)
     clock: datetime | None = None
     _next_tick: datetime | None = None
-    _logs: dict[str, Log] = field(default_factory=dict)
     _reorderer: Reorderer | None = None
     timers: DueQueue = field(default_factory=DueQueue)
 
@@ -66,8 +65,7 @@ class Engine:
         self._advance(now or ping.received or ping.ts)
         if self._reorderer is None:
             self._reorderer = Reorderer(self.pipeline, self.reorder_window_s)
-        log, result = self._reorderer.step(self._logs.get(ping.device_id, ()), self.state(ping.device_id), ping)
-        self._logs[ping.device_id] = log
+        result = self._reorderer.step(self.state(ping.device_id), ping)
         self._adopt(ping.device_id, result.state)
         for flag in result.flags:
             self.flags[flag] = self.flags.get(flag, 0) + 1

@@ -17,7 +17,16 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from geofences import Fence, FenceIndex, FenceKind, LocalProjection, Transition, TransitionKind, classify
+from geofences import (
+    EARTH_RADIUS_M,
+    Fence,
+    FenceIndex,
+    FenceKind,
+    LocalProjection,
+    Transition,
+    TransitionKind,
+    classify,
+)
 from tracker.core import reachability
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, Ping, Severity
@@ -117,6 +126,8 @@ def _key(ix: int, iy: int) -> int:
     return (ix << 32) ^ (iy & 0xFFFFFFFF)
 
 
+_KY = math.radians(1.0) * EARTH_RADIUS_M  # metres per degree of latitude, as LocalProjection has it
+
 _FILTERS: WeakKeyDictionary[FenceIndex, SegmentFilter] = WeakKeyDictionary()
 
 
@@ -135,6 +146,12 @@ def crossed(
     if last is None or (ping.ts - last.ts).total_seconds() > params.max_cross_gap_s:
         return ()
     if last.lon == ping.lon and last.lat == ping.lat:
+        return ()
+    # the part inside a fence is part of the hop: a hop shorter than the shortest chord that counts, measured
+    # in the same local projection as below, crosses nothing (a parked or crawling device, most of a port)
+    kx = _KY * math.cos(math.radians(last.lat))
+    hop = math.hypot((ping.lon - last.lon) * kx, (ping.lat - last.lat) * _KY)
+    if hop < min(params.min_cross_m, params.min_cross_gate_m) * (1 - 1e-9):
         return ()
     if not segment_filter(index).may_meet(last.lon, last.lat, ping.lon, ping.lat, exclude):
         return ()
@@ -333,8 +350,8 @@ def proven_crossings(
     # the prism lies within budget/2 of the midpoint: only fences whose box meets that square are judged
     half = (rp.max_speed_ms * gap + rp.gps_slack_m) / 2
     mid_lon, mid_lat = (last.lon + ping.lon) / 2, (last.lat + ping.lat) / 2
-    dlat = half / 111_320.0
-    dlon = half / (111_320.0 * max(0.1, math.cos(math.radians(mid_lat))))
+    dlat = half / _KY
+    dlon = half / (_KY * max(0.1, math.cos(math.radians(mid_lat))))
     out: dict[str, reachability.Verdict] = {}
     for fence in _watched(index, params.confirm_entry_kinds):
         if fence.id in exclude:

@@ -29,6 +29,7 @@ from tracker.core.integrity import IntegrityCheck, accepted
 from tracker.core.model import AlertUpdate, DeviceKind, Event, Inspection, Ping
 from tracker.core.motion import MotionParams
 from tracker.core.pairing import PairingDetector
+from tracker.core.params import DetectorParams
 from tracker.core.rendezvous import RendezvousDetector
 from tracker.core.state import DeviceState, Fix
 from tracker.core.stops import StopDetector
@@ -45,22 +46,36 @@ _INSTANT = timedelta(microseconds=1)
 _SLOTS = frozenset(DeviceState.__struct_fields__)
 
 
-def default_detectors() -> tuple[Detector, ...]:
+def default_detectors(params: DetectorParams | None = None) -> tuple[Detector, ...]:
+    p = params or DetectorParams()
     return (
-        StopDetector(),
-        DarkDetector(),
-        AccessWindowDetector(),
-        RendezvousDetector(),
-        PairingDetector(),
+        StopDetector(p.unexpected_stop),
+        DarkDetector(p.signal_lost),
+        AccessWindowDetector(p.post_inspection_access),
+        RendezvousDetector(p.rendezvous),
+        PairingDetector(p.pairing),
     )
 
 
 @dataclass(frozen=True, slots=True)
 class Params:
-    """Per-port thresholds of every detector."""
+    """Thresholds of the pipeline's own steps (the detectors hold theirs)."""
 
     geofence: GeofenceParams = field(default_factory=GeofenceParams)
     motion: MotionParams = field(default_factory=MotionParams)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """Everything that judges a fix with one port's thresholds."""
+
+    params: Params
+    detectors: tuple[Detector, ...]
+    integrity: IntegrityCheck
+
+    @classmethod
+    def of(cls, p: DetectorParams) -> _Rules:
+        return cls(Params(p.geofence, p.motion), default_detectors(p), IntegrityCheck(p.integrity))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +96,27 @@ class Pipeline:
         detectors: Sequence[Detector] | None = None,
         integrity: IntegrityCheck | None = None,
         world: World | None = None,
+        detector_params: DetectorParams | None = None,
     ) -> None:
+        """``detector_params``: thresholds from configuration (``tracker.core.params``), per port where it says
+        so; the default detectors, integrity check and ``params`` are then built from it."""
         self.index = index
+        self.detector_params = detector_params
+        if detector_params is not None:
+            rules = _Rules.of(detector_params)
+            params = params or rules.params
+            detectors = rules.detectors if detectors is None else detectors
+            integrity = integrity or rules.integrity
         self.params = params or Params()
         self.detectors = tuple(default_detectors() if detectors is None else detectors)
         for det in self.detectors:
             if det.name not in _SLOTS:
                 raise ValueError(f"detector {det.name!r} has no slot in DeviceState")
         self.integrity = integrity or IntegrityCheck()
+        self._default = _Rules(self.params, self.detectors, self.integrity)
+        self._ports: dict[str, _Rules] = (
+            {} if detector_params is None else {p: _Rules.of(dp) for p, dp in detector_params.ports.items()}
+        )
         self.world = world or World()
         self._trucks: dict[str, str] = {}  # truck -> the container that last reported it as its partner
         self._raw: dict[tuple[float, float], frozenset[str]] = {}  # see prefetch()
@@ -109,8 +137,19 @@ class Pipeline:
             integrity=self.integrity,
             world=self.world,
         )
+        rebuilt.detector_params = self.detector_params
+        rebuilt._ports = self._ports
         rebuilt._trucks = self._trucks
         return rebuilt
+
+    def _rules(self, state: DeviceState) -> _Rules:
+        """The thresholds a device is judged by: those of the port whose fences it was in at its last fix.
+
+        A device's first fix, and any fix after one outside every fence, is judged by the defaults.
+        """
+        if not self._ports or not state.fences:
+            return self._default
+        return self._ports.get(self._port_of(state.fences) or "", self._default)
 
     # ---- fixes ----------------------------------------------------------------------------------
 
@@ -139,7 +178,8 @@ class Pipeline:
     def step(self, state: DeviceState, ping: Ping) -> StepResult:
         """One fix; ``state`` is left as it was (the result holds a new state whenever anything changed)."""
         last = state.last
-        integrity_state, flags, raw_events = self.integrity.check(state.integrity, ping, last, state.kind)
+        rules = self._rules(state)
+        integrity_state, flags, raw_events = rules.integrity.check(state.integrity, ping, last, state.kind)
         events = self._with_port(state, raw_events)
         new = state
         if integrity_state != state.integrity:
@@ -155,10 +195,10 @@ class Pipeline:
             new = state.copy()
         pending = state.geofence_pending
         fences, fence_alerts, waiting = geofence.step(
-            self.index, state.fences, last, ping, self.params.geofence, pending, self._prefetched(ping)
+            self.index, state.fences, last, ping, rules.params.geofence, pending, self._prefetched(ping)
         )
         motion_state, moving = motion.update(
-            state.motion, ping, self.params.motion, in_authorized_zone(self.index, fences)
+            state.motion, ping, rules.params.motion, in_authorized_zone(self.index, fences)
         )
         if waiting or pending:
             new.geofence_pending = waiting
@@ -179,7 +219,7 @@ class Pipeline:
         new.last = Fix.of(ping)
         new.fences = fences
         new.motion = motion_state
-        for det in self.detectors:
+        for det in rules.detectors:
             det_state, det_events = det.on_fix(getattr(new, det.name), ping, ctx)
             setattr(new, det.name, det_state)
             out.extend(det_events)
@@ -254,7 +294,7 @@ class Pipeline:
             return None
         ctx = self.tick_context(state)
         due: datetime | None = None
-        for det in self.detectors:
+        for det in self._rules(state).detectors:
             timed = getattr(det, "next_due", None)
             if timed is None:
                 at: datetime | None = next_instant(after, state.last.ts)
@@ -301,7 +341,7 @@ class Pipeline:
         ctx = self.tick_context(state)
         out: list[Event] = []
         new = state
-        for det in self.detectors:
+        for det in self._rules(state).detectors:
             current = getattr(state, det.name)
             det_state, det_events = det.on_tick(current, now, ctx)
             if det_events or det_state != current:
@@ -316,7 +356,7 @@ class Pipeline:
         ctx = self.tick_context(state)
         out: list[Event] = []
         new = state.copy()
-        for det in self.detectors:
+        for det in self._rules(state).detectors:
             handler = getattr(det, "on_inspection", None)
             if handler is None:
                 continue

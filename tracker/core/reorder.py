@@ -7,26 +7,23 @@ before the first newer fix and the log is replayed in event-time order. Alerts t
 replay raises anew are emitted; alerts the speculative run raised that the replay no
 longer raises are retracted with an update, so what stands is exactly what in-order
 delivery would have produced. Older stragglers are only stored and flagged ``late``.
+
+The log is part of the device's state (``DeviceState.log``, stored with it by ``tracker.core.codec``),
+so a restart, or another process taking the device over, still replays a late fix instead of flagging
+it. Each entry keeps the state before its fix without that state's own log.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
+
+from msgspec.structs import replace
 
 from tracker.core.model import Alert, AlertUpdate, Event, Ping
 from tracker.core.pipeline import Pipeline, StepResult
-from tracker.core.state import DeviceState
+from tracker.core.state import DeviceState, Entry
 
 REORDERED = "reordered"
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    ping: Ping
-    before: DeviceState
-    events: tuple[Event, ...]
-
 
 Log = tuple[Entry, ...]
 
@@ -48,7 +45,20 @@ class Reorderer:
         newest = max(e.ping.ts for e in log)
         return tuple(e for e in log if e.ping.ts >= newest - self.window)
 
-    def step(self, log: Log, state: DeviceState, ping: Ping) -> tuple[Log, StepResult]:
+    def step(self, state: DeviceState, ping: Ping) -> StepResult:
+        """One fix through the pipeline, in event-time order within the window; the log travels in the state."""
+        log = state.log
+        bare = replace(state, log=()) if log else state  # entries keep states without their own log
+        new_log, result = self._step(log, bare, ping)
+        out = result.state
+        if out is bare and new_log is log:
+            return StepResult(state, result.alerts, result.flags)  # nothing changed
+        if out is state or out is not bare:
+            out = replace(out)  # never change a state handed out before (the input, or one kept in the log)
+        out.log = new_log
+        return StepResult(out, result.alerts, result.flags)
+
+    def _step(self, log: Log, state: DeviceState, ping: Ping) -> tuple[Log, StepResult]:
         # "newest" counts rejected (implausible) fixes too: they changed the integrity state, so a fix
         # older than them must be replayed before them, even if it is newer than the last accepted fix
         newest = max((e.ping.ts for e in log), default=None)
@@ -58,7 +68,7 @@ class Reorderer:
             result = self.pipeline.step(state, ping)
             if result.state is state:
                 return log, result
-            return self._trim((*log, Entry(ping, state, result.alerts))), result
+            return self._trim((*log, Entry.of(ping, state, result.alerts))), result
         k = next((i for i, e in enumerate(log) if e.ping.ts >= ping.ts), None)
         if k is not None and log[k].ping.ts == ping.ts:
             return log, StepResult(state, (), ("duplicate_ts",))  # a redelivery of a fix already judged
@@ -70,7 +80,7 @@ class Reorderer:
         for p in sorted([ping, *(e.ping for e in log[k:])], key=lambda x: x.ts):
             result = self.pipeline.step(current, p)
             if result.state is not current:
-                replayed.append(Entry(p, current, result.alerts))
+                replayed.append(Entry.of(p, current, result.alerts))
             new_events.extend(result.alerts)
             current = result.state
         old_events = [ev for e in log[k:] for ev in e.events]

@@ -9,6 +9,7 @@ committed. The whole record is encoded once per batch by ``tracker.core.codec``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -19,13 +20,43 @@ from tracker.core.dark import DarkState
 from tracker.core.fix import Fix
 from tracker.core.inspection import AccessState
 from tracker.core.integrity import IntegrityState
-from tracker.core.model import DeviceKind
+from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping
 from tracker.core.motion import MotionState
 from tracker.core.pairing import PairingState
 from tracker.core.rendezvous import RendezvousState
 from tracker.core.stops import StopState
 
-__all__ = ["DeviceState", "Fix"]
+__all__ = ["DeviceState", "Entry", "Fix"]
+
+
+class Entry(msgspec.Struct, frozen=True, array_like=True):
+    """One recent fix of the reorder window (``tracker.core.reorder``): the fix, the state before it (without
+    that state's own log) and what judging it raised, alerts and updates apart (only their alerts' order is
+    ever used: a retraction follows it).
+
+    The events are kept as far as a replay needs them: an alert by what identifies it (kind, device, key,
+    time, severity, port, fence) for its retraction, which the store files by id, and an update by alert id,
+    time and whether it closes. Message, evidence and fields are already stored with the event itself; kept
+    here they would be most of the window's bytes."""
+
+    ping: Ping
+    before: DeviceState
+    alerts: tuple[Alert, ...] = ()
+    updates: tuple[AlertUpdate, ...] = ()
+
+    @classmethod
+    def of(cls, ping: Ping, before: DeviceState, events: tuple[Event, ...]) -> Entry:
+        alerts = tuple(_slim(e) for e in events if isinstance(e, Alert))
+        updates = tuple(AlertUpdate(_slim(e.alert), e.ts, {}, e.closes) for e in events if isinstance(e, AlertUpdate))
+        return cls(ping, before, alerts, updates)
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        return (*self.alerts, *self.updates)
+
+
+def _slim(alert: Alert) -> Alert:
+    return dataclasses.replace(alert, message="", evidence={}) if alert.evidence or alert.message else alert
 
 
 class DeviceState(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -47,9 +78,11 @@ class DeviceState(msgspec.Struct, array_like=True, omit_defaults=True):
     post_inspection_access: AccessState | None = None
     rendezvous: RendezvousState | None = None
     pairing: PairingState | None = None
+    log: tuple[Entry, ...] = ()  # the reorder window's recent fixes (tracker.core.reorder)
 
     def copy(self) -> DeviceState:
-        """A shallow copy to fill in place (the detectors' states are immutable and shared)."""
+        """A shallow copy to fill in place (the detectors' states are immutable and shared; so is the log,
+        which only ``tracker.core.reorder`` replaces)."""
         return msgspec.structs.replace(self)
 
     @classmethod
