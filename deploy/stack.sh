@@ -36,7 +36,7 @@ PG_SUPERUSER=postgres
 # The tracker service runs as this system user when the stack is started as root.
 SERVICE_USER=port-tracker
 
-APT_PACKAGES=(mosquitto mosquitto-clients postgresql-15 openssl)
+APT_PACKAGES=(mosquitto mosquitto-clients postgresql-15 openssl chromium)
 APT_OPTIONAL_PACKAGES=(postgresql-15-postgis-3)
 
 log() { printf '[stack] %s\n' "$*" >&2; }

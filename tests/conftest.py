@@ -32,6 +32,7 @@ from tracker.adapters.brokeradmin import BrokerAdmin, new_password
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_SCRIPT = REPO_ROOT / "deploy" / "stack.sh"
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+BROWSER_DIR = Path(__file__).resolve().parent / "browser"
 
 STACK_TIMEOUT_S = 300
 
@@ -84,6 +85,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.is_relative_to(INTEGRATION_DIR):
             item.add_marker(pytest.mark.integration)
+        elif item.path.is_relative_to(BROWSER_DIR):
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.browser)
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -132,24 +131,6 @@ async def _migrate(settings: Settings) -> int:
         )
     finally:
         await store.close()
-    return 0
-
-
-async def _token_create(settings: Settings, name: str, role: str, devices: Sequence[str]) -> int:
-    from tracker.adapters.api import ROLES, hash_token
-    from tracker.adapters.store import Store
-
-    if role not in ROLES:
-        print(f"role must be one of {ROLES}", file=sys.stderr)
-        return 2
-    token = secrets.token_urlsafe(32)
-    store = await Store.connect(settings.db_dsn, max_size=2)
-    try:
-        await store.prepare()
-        await store.create_api_token(hash_token(token), name, role, list(devices) if role == "insurer" else None)
-    finally:
-        await store.close()
-    print(token)
     return 0
 
 
@@ -490,11 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--name-field")
     im.add_argument("--layer")
     im.add_argument("--out", default="-")
-    t = sub.add_parser("token", help="API tokens").add_subparsers(dest="tcmd", required=True)
-    tc = t.add_parser("create", help="create a token and print it once")
-    tc.add_argument("--name", required=True)
-    tc.add_argument("--role", required=True)
-    tc.add_argument("--device", action="append", default=[], help="insurer scope (repeatable)")
+    from tracker.cli_orgs import add_parsers
+
+    add_parsers(sub)  # token, org, coverage
     d = sub.add_parser("device", help="devices").add_subparsers(dest="dcmd", required=True)
     da = d.add_parser("add", help="register a device and create its own MQTT account (password printed once)")
     da.add_argument("device_id")
@@ -589,8 +568,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_migrate(settings))
     if args.cmd == "geofences" and args.fcmd == "load":
         return asyncio.run(_fences_load(settings, args.files))
-    if args.cmd == "token":
-        return asyncio.run(_token_create(settings, args.name, args.role, args.device))
+    if args.cmd in ("token", "org", "coverage"):
+        from tracker.cli_orgs import run
+
+        return run(args, settings)
     if args.cmd == "device" and args.dcmd == "add":
         return asyncio.run(_device_add(args, settings))
     if args.cmd == "device" and args.dcmd == "list":

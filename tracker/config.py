@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+_TILE_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9_./{}@-]*\{z\}[A-Za-z0-9_./{}@-]*\Z")
+"""A tile URL template the dashboard's Content-Security-Policy can name by its origin (no quotes, spaces or ;)."""
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -131,6 +135,42 @@ class Settings:
     webhook_urls: tuple[str, ...] = field(default=(), metadata=_doc("URLs that receive signed alert POSTs"))
     webhook_secret: str = field(default="", metadata=_doc("HMAC key signing webhook deliveries (required with URLs)"))
     webhook_min_severity: str = field(default="medium", metadata=_doc("lowest alert severity sent to webhooks"))
+    webhook_max_attempts: int = field(
+        default=8, metadata=_doc("per-organisation webhooks: a delivery is dead after this many failed attempts")
+    )
+    webhook_backoff_s: float = field(
+        default=2.0, metadata=_doc("per-organisation webhooks: first retry delay, doubled after each failure")
+    )
+    webhook_backoff_max_s: float = field(default=600.0, metadata=_doc("per-organisation webhooks: longest retry delay"))
+    webhook_timeout_s: float = field(default=10.0, metadata=_doc("per-organisation webhooks: timeout of one POST"))
+    webhook_concurrency: int = field(default=8, metadata=_doc("per-organisation webhooks: POSTs in flight at most"))
+    webhook_allow_private: bool = field(
+        default=False,
+        metadata=_doc("let registered webhooks point at loopback/private addresses (development and tests only)"),
+    )
+    stream_queue: int = field(
+        default=500, metadata=_doc("live feeds: alert events waiting per viewer before it is disconnected as slow")
+    )
+    stream_max_positions: int = field(
+        default=20_000, metadata=_doc("live feeds: positions waiting per viewer before it is disconnected as slow")
+    )
+    stream_positions_interval_s: float = field(
+        default=0.25, metadata=_doc("live feeds: positions are sent in batches at most this often")
+    )
+    stream_send_buffer: int = field(
+        default=262_144,
+        metadata=_doc("live feeds: kernel send buffer per SSE/WebSocket viewer, bytes (0: the system's)"),
+    )
+    stream_replay_max: int = field(
+        default=1000, metadata=_doc("live feeds: most events replayed after Last-Event-ID (more missed: 'reset')")
+    )
+    stream_replay_s: float = field(
+        default=24 * 3600.0, metadata=_doc("live feeds: how far back Last-Event-ID replays (older: 'reset')")
+    )
+    dashboard_tile_url: str = field(
+        default="",
+        metadata=_doc("online map tiles under the dashboard's fences, 'https://host/{z}/{x}/{y}.png' (empty: none)"),
+    )
     osmand_port: int = field(
         default=0, metadata=_doc("port for OsmAnd/Traccar Client devices over HTTP (0: off; bind is http_host)")
     )
@@ -191,6 +231,10 @@ class Settings:
                 raise ValueError(f"TRACKER_WEBHOOK_URLS: {url!r} is not an http(s) URL")
         if self.webhook_min_severity not in ("info", "low", "medium", "high", "critical"):
             raise ValueError("TRACKER_WEBHOOK_MIN_SEVERITY must be info|low|medium|high|critical")
+        if self.webhook_max_attempts < 1 or self.webhook_concurrency < 1 or self.webhook_timeout_s <= 0:
+            raise ValueError("TRACKER_WEBHOOK_MAX_ATTEMPTS, _CONCURRENCY and _TIMEOUT_S must be positive")
+        if self.stream_queue < 1 or self.stream_max_positions < 1 or self.stream_replay_max < 0:
+            raise ValueError("TRACKER_STREAM_QUEUE and TRACKER_STREAM_MAX_POSITIONS must be positive")
         if self.audit_key_file and self.audit_key:
             raise ValueError("set TRACKER_AUDIT_KEY_FILE or TRACKER_AUDIT_KEY, not both")
         if self.audit_checkpoint_s <= 0:
@@ -203,6 +247,8 @@ class Settings:
             raise ValueError("TRACKER_API_AUTH_FAIL_PER_S must be > 0")
         if self.api_token_cache_size < 1 or self.api_db_timeout_s <= 0 or self.api_write_timeout_s <= 0:
             raise ValueError("TRACKER_API_TOKEN_CACHE_SIZE and the API timeouts must be positive")
+        if self.dashboard_tile_url and not _TILE_URL_RE.match(self.dashboard_tile_url):
+            raise ValueError("TRACKER_DASHBOARD_TILE_URL must be https://host/...{z}...{x}...{y}... without quotes")
         if self.mqtt_tls_key and not self.mqtt_tls_cert:
             raise ValueError("TRACKER_MQTT_TLS_KEY needs TRACKER_MQTT_TLS_CERT")
         if (self.mqtt_tls_cert or self.mqtt_tls_insecure) and not self.mqtt_tls_enabled:

@@ -1,10 +1,13 @@
 """Delivery: stored alerts announced to the broker, to webhooks and to the live feeds.
 
 The store writes an outbox row in the same transaction as the alert it announces, so nothing is
-announced before it is saved; this module drains those rows. MQTT rows go out in order and the
-first failure stops the MQTT part of a round (the rest waits for the broker); webhook rows are
-delivered independently, each retried with back-off by the store. A row delivered to the broker is
-then handed to every open live feed (SSE/WebSocket viewers).
+announced before it is saved; this module drains those rows. Each MQTT row is first recorded as a
+numbered feed event (tracker/adapters/store_feeds.py) and handed to the open live feeds (SSE and
+WebSocket viewers, tracker/feeds.py) and to the per-organisation webhook worker
+(tracker/webhook_worker.py), whether or not the broker is up; then MQTT rows go out in order and
+the first failure stops the MQTT part of a round (the rest waits for the broker). Rows of the
+fleet-wide ``TRACKER_WEBHOOK_URLS`` are delivered independently, each retried with back-off by the
+store. Positions of each committed batch reach the live feeds through ``positions()``.
 """
 
 from __future__ import annotations
@@ -13,23 +16,29 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
+from tracker.adapters.feed_scope import webhook_judge
 from tracker.adapters.mqtt import MqttLink, PublishError
+from tracker.adapters.ports import ApiService
 from tracker.adapters.store import Store
+from tracker.adapters.store_feeds import FeedStore
+from tracker.adapters.store_webhooks import WebhookStore
 from tracker.adapters.webhooks import WebhookError, deliver
 from tracker.config import Settings
+from tracker.core.model import DeviceKind, Ping
+from tracker.core.state import DeviceState
+from tracker.feeds import Hub, PositionItem
 from tracker.metrics import Metrics
+from tracker.webhook_worker import WebhookWorker
 
 log = logging.getLogger(__name__)
 
-LiveAlerts = asyncio.Queue[dict[str, object]]
-
 
 class Delivery:
-    """The outbox loop and the live-feed fan-out; the service runs ``run()`` among its tasks.
+    """The outbox loop, the live-feed fan-out and the webhook worker; the service runs ``run()`` among its tasks.
 
     ``stopping`` tells the loop the service is shutting down (a cancellation swallowed by
     ``asyncio.wait_for`` on Python 3.11 must not keep it running).
@@ -39,15 +48,29 @@ class Delivery:
         self.settings = settings
         self.metrics = metrics
         self.stopping = stopping
-        self.listeners: set[LiveAlerts] = set()
+        self.hub = Hub(metrics)
+        self.feed_store: FeedStore | None = None
+        self.webhook_store: WebhookStore | None = None
+        self.worker: WebhookWorker | None = None
         self._wake = asyncio.Event()
         self._store: Store | None = None
         self._link: MqttLink | None = None
         self._http: aiohttp.ClientSession | None = None
 
-    def start(self, store: Store, link: MqttLink) -> None:
+    def start(self, store: Store, link: MqttLink, api: ApiService) -> None:
+        """``api``: the service as the API sees it, to judge webhook deliveries by their owner's scope."""
         self._store = store
         self._link = link
+        self.feed_store = FeedStore(store.pool)
+        self.webhook_store = WebhookStore(store.pool)
+        self.worker = WebhookWorker(
+            self.settings,
+            self.metrics,
+            self.webhook_store,
+            self.feed_store,
+            lambda hook: webhook_judge(api, hook),
+            stopping=self.stopping,
+        )
         if self.settings.webhook_urls:
             self._http = aiohttp.ClientSession()
 
@@ -61,6 +84,26 @@ class Delivery:
         self._wake.set()
 
     async def run(self) -> None:
+        """The outbox loop, with the webhook worker beside it: a failing worker never stops announcements."""
+        webhooks = asyncio.create_task(self._webhooks(), name="webhooks")
+        try:
+            await self._outbox_loop()
+        finally:
+            webhooks.cancel()
+            await asyncio.gather(webhooks, return_exceptions=True)
+
+    async def _webhooks(self) -> None:
+        assert self.worker is not None
+        while not self.stopping():
+            try:
+                await self.worker.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook worker failed; restarting")
+                await asyncio.sleep(1.0)
+
+    async def _outbox_loop(self) -> None:
         while not self.stopping():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_s)
@@ -75,14 +118,20 @@ class Delivery:
 
     async def drain(self) -> int:
         """Deliver pending outbox rows: MQTT in order (stop at the first failure), webhooks independently."""
-        store, link = self._store, self._link
-        assert store is not None and link is not None
+        store, link, feeds = self._store, self._link, self.feed_store
+        assert store is not None and link is not None and feeds is not None
         sent = 0
         while True:
             rows = await store.pending_outbox()
             self.metrics.outbox_backlog.set(len(rows))
             if not rows:
                 return sent
+            # numbered and shown on the live feeds once, in this order, even while the broker is away
+            events = await feeds.record([row["id"] for row in rows if row["channel"] == "mqtt"])
+            for event in events:
+                self.hub.publish_alert(event)
+            if events and self.worker is not None:
+                self.worker.wake()
             delivered: list[int] = []
             failures: dict[str, list[int]] = {}
             broker_down = False
@@ -99,7 +148,6 @@ class Delivery:
                         if broker_down:
                             continue
                         await link.publish(row["topic"], text.encode(), qos=1)
-                        self.fan_out(json.loads(text))
                 except (PublishError, WebhookError) as exc:
                     failures.setdefault(str(exc), []).append(row["id"])
                     self.metrics.publish_failures.labels(channel).inc()
@@ -117,19 +165,34 @@ class Delivery:
                     await link.wait_connected(self.settings.outbox_poll_s)
                 return sent
 
-    def fan_out(self, alert: dict[str, object]) -> None:
-        """Live feeds (SSE/WebSocket) get alerts once they are stored and announced."""
-        for queue in list(self.listeners):
-            if queue.full():
-                continue  # a slow viewer misses live items; the API lists every stored alert
-            queue.put_nowait(alert)
+    def positions(
+        self,
+        pings: Sequence[tuple[Ping, object]],
+        states: Mapping[str, DeviceState],
+        devices: Mapping[str, DeviceKind],
+        port_of: Callable[[str], str | None],
+    ) -> None:
+        """A committed batch's fixes for the live map (nothing is built while nobody watches positions).
 
-    @contextlib.contextmanager
-    def live_alerts(self, maxsize: int = 1000) -> Iterator[LiveAlerts]:
-        """A live-feed viewer's queue, fed with every alert announced while it is open."""
-        queue: LiveAlerts = asyncio.Queue(maxsize=maxsize)
-        self.listeners.add(queue)
-        try:
-            yield queue
-        finally:
-            self.listeners.discard(queue)
+        ``port_of`` names the port of a fence id: a device's port is that of a fence it is inside.
+        """
+        if not self.hub.wants_positions:
+            return
+        items = []
+        for ping, _flags in pings:
+            state = states.get(ping.device_id)
+            port = next((p for p in map(port_of, sorted(state.fences)) if p), None) if state is not None else None
+            kind = devices.get(ping.device_id) or (state.kind if state is not None else DeviceKind.TRUCK)
+            items.append(
+                PositionItem(
+                    ping.device_id,
+                    kind.value,
+                    ping.ts,
+                    ping.lon,
+                    ping.lat,
+                    ping.speed,
+                    ping.heading,
+                    port,
+                )
+            )
+        self.hub.publish_positions(items)

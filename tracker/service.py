@@ -15,7 +15,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +35,7 @@ from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.adapters.store_alerts import AlertStore
 from tracker.adapters.store_exports import ExportsStore
 from tracker.adapters.store_fences import FenceConflictError, FenceStore, FenceVersion, content_sha256
+from tracker.adapters.store_inspections import InspectionStore
 from tracker.adapters.store_orgs import OrgStore
 from tracker.audit import CHECKPOINT_TOPIC, AuditError, Checkpoint, Signer, signature_ok
 from tracker.commands import ChangeFences, Command, DeactivateDevice, Item, Pair, RegisterDevice
@@ -134,6 +134,7 @@ class Service:
         self.containers: dict[str, list[str]] = {}
         self.orgs: OrgStore | None = None
         self.alerts: AlertStore | None = None  # the operators' alert workflow (lists, changes)
+        self.inspections: InspectionStore | None = None  # customs decisions as read, and who read them
         self.device_orgs: dict[str, str] = {}  # devices owned by an organisation other than the default
         self.deactivated: set[str] = set()  # devices whose fixes are refused until registered again
         self.timers = DueQueue()  # when each device next needs a tick (tracker.core.timers)
@@ -179,6 +180,7 @@ class Service:
         self.devices = await self.store.devices()
         self.orgs = OrgStore(self.store.pool)
         self.alerts = AlertStore(self.store)
+        self.inspections = InspectionStore(self.store.pool)
         self.device_orgs = await self.orgs.device_orgs()
         self.deactivated = await self.orgs.deactivated()
         self.states = await self.store.states()
@@ -203,7 +205,7 @@ class Service:
         link = self.link
         self.metrics.mqtt_sessions_lost.set_function(lambda: link.sessions_lost)
         self.link.start()
-        self.delivery.start(self.store, self.link)
+        self.delivery.start(self.store, self.link, self)
         self._tasks = [
             asyncio.create_task(self._ingest_loop(), name="ingest"),
             asyncio.create_task(self.delivery.run(), name="outbox"),
@@ -393,8 +395,16 @@ class Service:
         """The API committed outbox rows (an alert changed): deliver them now, not at the next poll."""
         self.delivery.wake()
 
-    def live_alerts(self, maxsize: int = 1000) -> AbstractContextManager[asyncio.Queue[dict[str, object]]]:
-        return self.delivery.live_alerts(maxsize)
+    @property
+    def feeds(self) -> Delivery:
+        """The live feeds and webhooks (tracker/delivery.py) as the HTTP layer reaches them."""
+        return self.delivery
+
+    def _fence_port(self, fence_id: str) -> str | None:
+        try:
+            return self.fences.index.get(fence_id).port
+        except KeyError:
+            return None
 
     def _ingest_dead(self) -> bool:
         return any(t.get_name() == "ingest" and t.done() for t in self._tasks)
@@ -492,6 +502,9 @@ class Service:
 
     def _reschedule(self, device_id: str, ticked_at: datetime | None = None) -> None:
         """Queue the device's next tick from its adopted state (``ticked_at``: a tick just ran on it)."""
+        if device_id in self.deactivated:  # a deactivated tracker is silent by decision: no timer alerts
+            self.timers.schedule(device_id, None)
+            return
         state = self.states[device_id]
         try:
             due = self.pipeline.next_due(state, ticked_at)
@@ -535,6 +548,7 @@ class Service:
             await self.orgs.deactivate_device(command.device_id)
         self.devices.pop(command.device_id, None)
         self.deactivated.add(command.device_id)
+        self.timers.schedule(command.device_id, None)
 
     def build_batch(
         self, decoded: Sequence[Decoded], now: datetime | None = None
@@ -863,6 +877,7 @@ class Service:
                 self.link.publish_nowait(target, json.dumps(echo).encode())
         for alert in result.alerts_stored:
             self.metrics.alerts.labels(alert.kind, alert.severity.value).inc()
+        self.delivery.positions(batch.pings, working, self.devices, self._fence_port)
         if result.alerts_stored or result.updates_stored:
             self.delivery.wake()
 

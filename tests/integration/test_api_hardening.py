@@ -33,6 +33,7 @@ from tests.integration.conftest import new_device_id, service_env, start_service
 from tests.integration.mqttprobe import Probe
 from tests.integration.tcpproxy import TcpProxy
 from tracker.adapters.api import TOKENS, hash_token
+from tracker.feeds import FeedEvent
 from tracker.service import Service
 
 DEEP = b"[" * 10_000 + b"]" * 10_000
@@ -307,14 +308,17 @@ async def test_a_client_leaving_the_alert_stream_is_not_an_error(
         assert r.status == 200
         assert r.headers["Content-Type"].startswith("text/event-stream")
         deadline = time.monotonic() + 5
-        while not svc.delivery.listeners:
+        while not svc.delivery.hub.subscribers:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         r.close()
     deadline = time.monotonic() + 10
-    while svc.delivery.listeners:  # the handler notices the closed connection at its next write
+    seq = 10**12
+    while svc.delivery.hub.subscribers:  # the handler notices the closed connection at its next write
         assert time.monotonic() < deadline, "the stream handler never noticed its client left"
-        svc.delivery.fan_out({"severity": "critical", "kind": "test", "message": "nobody listens"})
+        seq += 1
+        alert = {"severity": "critical", "kind": "test", "message": "nobody listens", "device_id": "X"}
+        svc.delivery.hub.publish_alert(FeedEvent(seq, "raised", alert))
         await asyncio.sleep(0.1)
     errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert not errors, [rec.getMessage() for rec in errors]

@@ -256,7 +256,7 @@ async def test_positions_api_requires_auth_and_returns_geojson(
             assert "tracker_pings_stored_total" in text
         async with http.get(f"{base}/") as r:
             assert r.status == 200
-            assert "live alerts" in await r.text()
+            assert '<div id="map"' in await r.text()  # the dashboard (tests/browser opens it in chromium)
         async with http.get(f"{base}/nope") as r:
             assert r.status == 404
             assert (await r.json())["error"] == "not_found"

@@ -320,3 +320,33 @@ async def test_tokens_from_before_organisations_keep_working(svc: Service, stack
 
 def _q(ts: datetime) -> str:
     return ts.isoformat().replace("+", "%2B")
+
+
+async def test_a_customs_desk_reads_decisions_of_its_ports_and_nothing_else(
+    svc: Service, stack: StackInfo, device: Probe
+) -> None:
+    admin = Client(svc, stack.admin_token)
+    elsewhere = await org(svc, "customs", ["paranagua"])
+    secret, _ = await token(svc, "customs", elsewhere)
+    desk = Client(svc, secret)
+    number, box = container_number(), new_device_id("BOX")
+    await register(admin, box, None, "container", container_no=number)
+    start = now_s() - timedelta(seconds=30)
+    for i in range(3):
+        fix = ping(start + timedelta(seconds=5 * i), inside("santos-terminal-01"))
+        await device.apublish(f"trackers/{box}/ping", fix)
+    deadline = time.monotonic() + 10
+    while not svc.states.get(box) or not svc.states[box].fences:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    # it may post a decision, but the answer names no tracker outside its ports
+    decision = {"container_no": number, "result": "cleared", "ts": time.time() - 5}
+    status, body = await desk.post("/v1/inspections", decision)
+    assert status == 202 and body["devices"] == [], body
+    assert (await admin.post("/v1/inspections", {**decision, "result": "held"}))[1]["devices"] == [box]
+    assert box not in {d["device_id"] for d in (await desk.get("/v1/devices"))[1]["devices"]}
+    for path in ("/v1/alerts", f"/v1/devices/{box}/positions", "/v1/dead-letters", "/v1/fences", "/v1/alerts/stream"):
+        status, body = await desk.get(path)
+        assert (status, body["error"]) == (403, "forbidden"), path
+    status, body = await desk.get(f"/v1/inspections?container={number}")
+    assert status == 200 and body["inspections"] == []

@@ -1,11 +1,12 @@
 """HTTP API (aiohttp): health, metrics, positions, alerts; bearer-token auth on every /v1 route.
 
-Roles are least-privilege: ``insurer`` tokens carry a scope of the devices (containers)
-they cover and see nothing else; only ``operator`` and ``admin`` change alert status;
-only ``admin`` registers devices. Every error is JSON with a stable ``error`` code, including
-the 400s aiohttp's HTTP parser produces itself; bad input is a 4xx, an unreachable
-database a 503, never a 500. Repeated authentication failures from one address are
-answered 429 for a while (a token bucket per address, in a bounded table).
+Roles are least-privilege (``PERMISSIONS``) and every token sees only its scope
+(tracker/adapters/scope.py: an operator its organisation's fleet, security and customs their
+ports, an insurer its coverage); only ``admin`` registers devices and manages organisations.
+Every error is JSON with a stable ``error`` code, including the 400s aiohttp's HTTP parser
+produces itself; bad input is a 4xx, an unreachable database a 503, never a 500. Repeated
+authentication failures from one address are answered 429 for a while (a token bucket per
+address, in a bounded table).
 
 Listeners: the API (optionally TLS), the operations routes ``/metrics`` and ``/readyz``
 (on the API listener unless ``TRACKER_OPS_PORT`` gives them their own, so API clients such
@@ -31,7 +32,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from importlib import resources
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
@@ -40,6 +40,7 @@ import cachetools
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from tracker.adapters import api_web
 from tracker.adapters.decode import DEVICE_ID_RE, parse_ts, safe_text, text_problem
 from tracker.adapters.errors import TRANSIENT_DB_ERRORS, CommandRejectedError, StoreUnavailableError
 from tracker.adapters.ports import ApiService
@@ -313,8 +314,13 @@ def directory(svc: ApiService) -> LiveDirectory:
 
 
 async def _principal(request: web.Request, token: ApiToken) -> Principal:
-    """The token's principal with its scope: the organisation's ports, an insurer's coverage windows."""
-    svc = _service(request)
+    return await principal_for(_service(request), token)
+
+
+async def principal_for(svc: ApiService, token: ApiToken) -> Principal:
+    """The token's principal with its scope: the organisation's ports, an insurer's coverage windows.
+
+    Also what judges a webhook's deliveries, from the role and organisation that registered it."""
     org = token.org
     view: Scope
     if token.role == "admin":
@@ -461,7 +467,7 @@ async def positions(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 10_000, 1, MAX_POSITIONS)
     svc = _service(request)
     assert svc.store is not None
-    if device_id not in svc.devices:
+    if device_id not in svc.devices and device_id not in svc.deactivated:
         raise error(404, "not_found", f"no device {device_id!r}")
     fmt = request.query.get("format", "geojson")
     if fmt not in ("geojson", "gpx", "csv"):
@@ -699,43 +705,6 @@ async def _submit(request: web.Request, command: Command, dead_letter: bool = Fa
     await svc.submit(command, svc.settings.api_write_timeout_s, dead_letter=dead_letter)
 
 
-SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
-
-
-async def alert_stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events of alerts as they are stored and announced (``min_severity`` filters)."""
-    who = await require(request, "alerts:read")
-    floor = request.query.get("min_severity", "info")
-    if floor not in SEVERITY_RANK:
-        raise error(
-            400, "bad_parameter", "min_severity must be info|low|medium|high|critical", parameter="min_severity"
-        )
-    svc = _service(request)
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    with svc.live_alerts(1000) as queue:
-        try:
-            while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), 15.0)
-                except TimeoutError:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                if SEVERITY_RANK.get(str(item.get("severity")), 0) < SEVERITY_RANK[floor]:
-                    continue
-                if not who.scope.sees_alert(item):
-                    continue  # another organisation's alert: never on this feed
-                await response.write(f"event: alert\ndata: {json.dumps(item)}\n\n".encode())
-        except ConnectionError:
-            # the viewer went away (closed tab, dropped link): the normal end of a stream, not an error
-            log.debug("SSE client %s disconnected", request.remote)
-    return response
-
-
-async def dashboard(request: web.Request) -> web.Response:
-    """The operators' page; it holds no data itself and calls the API with the operator's token."""
-    html = resources.files("tracker.web").joinpath("index.html").read_text()
-    return web.Response(text=html, content_type="text/html")
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:
@@ -852,20 +821,31 @@ def build_app(service: ApiService, *, ops_routes: bool = True) -> web.Applicatio
         app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/devices/{device_id}/positions", positions)
     app.router.add_post("/v1/devices", register_device)
-    app.router.add_get("/", dashboard)
     app.router.add_get("/v1/openapi.json", openapi)
-    app.router.add_get("/v1/alerts/stream", alert_stream)  # before /v1/alerts/{alert_id}
     app.router.add_get("/v1/dead-letters", list_dead_letters)
     app.router.add_post("/v1/inspections", post_inspection)
     app.router.add_post("/v1/pairings", post_pairing)
     app.router.add_get("/v1/fences", list_fences)
-    from tracker.adapters import api_alerts, api_custody, api_exports, api_fences, api_orgs  # they import this
+    from tracker.adapters import (  # they import this module
+        api_alerts,
+        api_custody,
+        api_exports,
+        api_feeds,
+        api_fences,
+        api_inspections,
+        api_orgs,
+        api_webhooks,
+    )
 
+    api_feeds.add_routes(app)  # /v1/alerts/stream before api_alerts' /v1/alerts/{alert_id}
     api_alerts.add_routes(app)
     api_orgs.add_routes(app)
+    api_webhooks.add_routes(app)
+    api_web.add_routes(app)
     api_fences.add_routes(app)
     api_exports.add_routes(app)
     api_custody.add_routes(app)
+    api_inspections.add_routes(app)
     return app
 
 

@@ -64,22 +64,26 @@ def _alerts(request: web.Request) -> ApiAlerts:
     return svc.alerts
 
 
-def encode_cursor(ts: datetime, seq: int) -> str:
-    raw = json.dumps({"t": ts.astimezone(UTC).isoformat(), "s": seq}, separators=(",", ":")).encode()
+def encode_cursor(ts: datetime, seq: int, since: datetime) -> str:
+    """Where the next page starts, and the ``since`` the first page used (its default moves with the clock)."""
+    body = {"t": ts.astimezone(UTC).isoformat(), "s": seq, "f": since.astimezone(UTC).isoformat()}
+    raw = json.dumps(body, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> tuple[datetime, int]:
+def decode_cursor(text: str) -> tuple[datetime, int, datetime]:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         obj = json.loads(raw)
-        ts = datetime.fromisoformat(obj["t"])
+        ts, since = datetime.fromisoformat(obj["t"]), datetime.fromisoformat(obj["f"])
         seq = obj["s"]
-        if ts.tzinfo is None or not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
-            raise ValueError("bad cursor")
+        if ts.tzinfo is None or since.tzinfo is None:
+            raise ValueError("naive time")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
+            raise ValueError("bad position")
     except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise error(400, "bad_parameter", "cursor is not one this API issued", parameter="cursor") from None
-    return ts, seq
+    return ts, seq, since
 
 
 def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
@@ -117,10 +121,14 @@ async def list_alerts(request: web.Request) -> web.Response:
         raise error(400, "bad_parameter", "give device or device_id, not two devices", parameter="device")
     device_id = device_id or device
     until = _time_param(request, "until")
-    since = _time_param(request, "since") or (until or datetime.now(UTC)) - timedelta(days=7)
     limit = _int_param(request, "limit", 200, 1, 5000)
     cursor = request.query.get("cursor")
-    after = decode_cursor(cursor) if cursor else None
+    after: tuple[datetime, int] | None = None
+    first_since: datetime | None = None
+    if cursor:
+        at, seq, first_since = decode_cursor(cursor)
+        after = (at, seq)
+    since = _time_param(request, "since") or first_since or (until or datetime.now(UTC)) - timedelta(days=7)
     candidates = scope.candidate_devices()
     ports = scope.candidate_ports()
     filt = AlertFilter(
@@ -151,7 +159,7 @@ async def list_alerts(request: web.Request) -> web.Response:
                 next_cursor = None
                 break
             after = (rows[-1]["ts"], int(rows[-1]["seq"]))
-            next_cursor = encode_cursor(*after)
+            next_cursor = encode_cursor(*after, since)
             if len(items) >= limit:
                 break
     return web.json_response({"alerts": items, "next_cursor": next_cursor})

@@ -208,12 +208,13 @@ def _ref(name: str) -> dict[str, str]:
 
 def document() -> dict[str, Any]:
     """The whole document: the routes described here and those the area modules describe next to their handlers."""
-    from tracker.adapters import api_alerts, api_fences, api_orgs
+    from tracker.adapters import api_alerts, api_fences, api_inspections, api_orgs, openapi_feeds
 
     doc = _core_document()
-    for module in (api_alerts, api_orgs, api_fences):
+    for module in (api_alerts, api_orgs, api_fences, api_inspections, openapi_feeds):
         doc["components"]["schemas"].update(module.SCHEMAS)
-        doc["paths"].update(module.PATHS)
+        for path, ops in module.PATHS.items():
+            doc["paths"].setdefault(path, {}).update(ops)
     return doc
 
 
@@ -264,6 +265,26 @@ def _core_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/web/{path}": {
+                "get": {
+                    "summary": "the dashboard's scripts, styles, images and vendored map library (no token)",
+                    "parameters": [_param("path", "path", {"type": "string"})],
+                    "responses": {
+                        "200": {
+                            "description": "the file",
+                            "content": {
+                                "text/javascript": {"schema": {"type": "string"}},
+                                "text/css": {"schema": {"type": "string"}},
+                                "image/png": {"schema": {"type": "string"}},
+                                "image/svg+xml": {"schema": {"type": "string"}},
+                                "text/plain": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "304": {"description": "unchanged (If-None-Match)"},
+                        **_errors(404),
+                    },
+                }
+            },
             "/v1/openapi.json": {"get": {"summary": "this document", "responses": {"200": _json("OpenAPI")}}},
             "/v1/devices": {
                 "post": {
@@ -297,20 +318,6 @@ def _core_document() -> dict[str, Any]:
                             },
                         },
                         **_errors(400, 403, 404, *SECURED_ERRORS),
-                    },
-                }
-            },
-            "/v1/alerts/stream": {
-                "get": {
-                    "summary": "server-sent events of alerts as they are announced",
-                    "security": secured,
-                    "parameters": [_param("min_severity", "query", {"enum": SEVERITIES, "default": "info"})],
-                    "responses": {
-                        "200": {
-                            "description": "an endless stream of 'alert' events",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(400, 403, *SECURED_ERRORS),
                     },
                 }
             },

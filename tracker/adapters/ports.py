@@ -8,10 +8,9 @@ listeners), so there is no import from the API back to the composition root.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,17 +21,18 @@ from tracker.adapters.scope import Haul
 from tracker.adapters.store import ApiToken
 from tracker.adapters.store_alerts import AlertFilter, Change, Outcome
 from tracker.adapters.store_exports import Track
+from tracker.adapters.store_feeds import Replay
 from tracker.adapters.store_fences import FenceVersion
+from tracker.adapters.store_inspections import Read
 from tracker.adapters.store_orgs import CoverageRow, OrgRow, TokenRow
+from tracker.adapters.store_webhooks import NewWebhook, WebhookRow
 from tracker.audit import Checkpoint, Link, Signer
 from tracker.commands import Command
 from tracker.config import Settings
 from tracker.core.model import DeviceKind
 from tracker.core.state import DeviceState
+from tracker.feeds import Hub
 from tracker.metrics import Metrics
-
-LiveAlerts = asyncio.Queue[dict[str, object]]
-"""A viewer's queue of alerts as they are announced (bounded: a slow viewer misses live items)."""
 
 
 class ApiStore(Protocol):
@@ -80,6 +80,20 @@ class ApiAlerts(Protocol):
     async def change(self, alert_id: uuid.UUID, change: Change) -> Outcome: ...
 
 
+class ApiInspections(Protocol):
+    """Inspection reads and their record (tracker/adapters/store_inspections.py)."""
+
+    async def inspections(
+        self, container_no: str | None, since: datetime, until: datetime | None, limit: int
+    ) -> list[asyncpg.Record]: ...
+
+    async def record_read(self, read: Read) -> int: ...
+
+    async def reads(
+        self, since: datetime, until: datetime | None, actor: str | None, container_no: str | None, limit: int
+    ) -> list[asyncpg.Record]: ...
+
+
 class ApiOrgs(Protocol):
     """Organisations, tokens, coverage and the device listing (tracker/adapters/store_orgs.py)."""
 
@@ -114,6 +128,39 @@ class ApiOrgs(Protocol):
     async def dead_letters(
         self, limit: int, *, include: list[str] | None, exclude: list[str] | None
     ) -> tuple[list[asyncpg.Record], dict[str, int]]: ...
+
+
+class FeedReplayStore(Protocol):
+    """Numbered alert events, for viewers reconnecting with Last-Event-ID."""
+
+    async def replay(self, after: int, *, max_events: int, max_age_s: float) -> Replay: ...
+
+
+class WebhookApiStore(Protocol):
+    """Per-organisation webhook registrations and their deliveries (tracker/adapters/store_webhooks.py)."""
+
+    async def create(self, new: NewWebhook) -> WebhookRow: ...
+
+    async def registered(self, org: str | None, *, every: bool = False) -> list[WebhookRow]: ...
+
+    async def get(self, webhook_id: uuid.UUID) -> WebhookRow | None: ...
+
+    async def delete(self, webhook_id: uuid.UUID, by: str) -> bool: ...
+
+    async def deliveries(self, webhook_id: uuid.UUID, limit: int) -> list[dict[str, Any]]: ...
+
+
+class FeedAccess(Protocol):
+    """The live feeds' fan-out and stores (None until the service has started)."""
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def feed_store(self) -> FeedReplayStore | None: ...
+
+    @property
+    def webhook_store(self) -> WebhookApiStore | None: ...
 
 
 class ApiService(Protocol):
@@ -155,6 +202,9 @@ class ApiService(Protocol):
     @property
     def alerts(self) -> ApiAlerts | None: ...
 
+    @property
+    def inspections(self) -> ApiInspections | None: ...
+
     def announce(self) -> None:
         """Outbox rows were committed by the API: deliver them now."""
         ...
@@ -162,6 +212,11 @@ class ApiService(Protocol):
     @property
     def device_orgs(self) -> Mapping[str, str]:
         """device -> owning organisation, for devices not owned by the default one (single writer)."""
+        ...
+
+    @property
+    def deactivated(self) -> AbstractSet[str]:
+        """Devices whose fixes are refused; their history stays readable."""
         ...
 
     @property
@@ -177,8 +232,9 @@ class ApiService(Protocol):
 
     async def submit(self, command: Command, timeout: float = 5.0, *, dead_letter: bool = False) -> None: ...
 
-    def live_alerts(self, maxsize: int = 1000) -> AbstractContextManager[LiveAlerts]:
-        """A queue that receives every alert announced while the context is open."""
+    @property
+    def feeds(self) -> FeedAccess:
+        """Live feeds (SSE, WebSocket) and per-organisation webhooks."""
         ...
 
 

@@ -268,6 +268,8 @@ class Store:
             f"GRANT EXECUTE ON FUNCTION tracker_ensure_ping_partition(timestamptz) TO {r}",
             # the service never deletes evidence or pending announcements: neither may its credentials
             f"REVOKE DELETE, TRUNCATE ON pings, outbox, dead_letters, inspections, pairings FROM {r}",
+            # the live feeds' numbered events and the webhook attempt log are appended to, never rewritten
+            f"REVOKE UPDATE, DELETE, TRUNCATE ON feed_events, webhook_attempts FROM {r}",
             # who read inspection data is evidence too: appended, never changed
             f"REVOKE UPDATE, DELETE, TRUNCATE ON inspection_reads FROM {r}",
         ):

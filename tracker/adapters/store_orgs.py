@@ -112,16 +112,19 @@ class OrgStore:
         org: str,
         expires_at: datetime | None,
         created_by: str | None,
+        devices: list[str] | None = None,
     ) -> TokenRow:
+        """``devices``: an insurer token's fixed device list, as tokens had before coverage existed."""
         row = await self.pool.fetchrow(
-            "INSERT INTO api_tokens (token_sha256, name, role, org_id, expires_at, created_by)"  # noqa: S608
-            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING " + TOKEN_COLUMNS,
+            "INSERT INTO api_tokens (token_sha256, name, role, org_id, expires_at, created_by, scope)"  # noqa: S608
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING " + TOKEN_COLUMNS,
             token_sha256,
             name,
             role,
             org,
             expires_at,
             created_by,
+            json.dumps({} if devices is None else {"devices": devices}),
         )
         assert row is not None
         return _token(row)

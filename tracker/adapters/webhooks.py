@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import time
 
 import aiohttp
@@ -34,6 +35,13 @@ def verify(secret: str, header: str, body: bytes, *, now: float | None = None, t
         return False
     expected = sign(secret, body, timestamp).split("v1=", 1)[1]
     return hmac.compare_digest(expected, given)
+
+
+def is_public(address: str) -> bool:
+    """A globally routable unicast address: what a webhook may be delivered to (unless
+    ``TRACKER_WEBHOOK_ALLOW_PRIVATE``), so a registration cannot reach the service's own network."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    return ip.is_global and not ip.is_multicast
 
 
 class WebhookError(RuntimeError):

@@ -79,7 +79,7 @@ class _Stored(msgspec.Struct, array_like=True, omit_defaults=True):
     log: tuple[_Logged, ...] = ()
 
 
-_ENCODER = msgspec.msgpack.Encoder()
+_ENCODER = msgspec.msgpack.Encoder(order="deterministic")  # sets sorted: equal states give equal bytes
 _DECODER = msgspec.msgpack.Decoder(_Stored)
 
 
