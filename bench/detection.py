@@ -43,7 +43,7 @@ from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping,
 from tracker.core.pipeline import Pipeline
 from tracker.core.rendezvous import Params as RendezvousParams
 from tracker.sim.anomalies import AnomalyKind, GroundTruth
-from tracker.sim.scenario import Scenario, SimConfig, generate
+from tracker.sim.scenario import Scenario, SimConfig, StagingStyle, generate
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "detection.json"
@@ -536,7 +536,8 @@ def report(r: Run, *, tick_every_s: float, pair_at_start: bool = False) -> dict[
             "hours": r.config.hours,
             "anomaly_share": r.config.anomaly_share,
             "seed": r.config.seed,
-            "start": r.config.start.isoformat(),
+            "style": r.config.style.value,
+            "start": sc.start.isoformat(),
             "gps_sigma_m": r.config.gps.sigma_m,
         },
         "matching": {
@@ -555,6 +556,7 @@ def report(r: Run, *, tick_every_s: float, pair_at_start: bool = False) -> dict[
             "pings": len(sc.pings),
             "inspections": len(sc.inspections),
             "truth_items": len(sc.truth),
+            "anomalies_not_staged": sc.unstaged,
             "truck_km": round(sc.km, 1),
             "events_emitted": None if r.engine is None else len(r.engine.emitted),
             "engine_flags": None if r.engine is None else dict(sorted(r.engine.flags.items())),
@@ -669,6 +671,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hours", type=float, default=24.0)
     p.add_argument("--anomaly-share", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--style",
+        choices=[s.value for s in StagingStyle],
+        default=StagingStyle.CLEAR.value,
+        help="anomaly staging: clear (unambiguous) or edge (night, sparse trackers, congestion, near zones)",
+    )
     p.add_argument("--tick-every", type=float, default=5.0, help="engine timer period, s")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="PNG of time-to-alert per kind")
@@ -686,7 +694,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown(json.loads(args.markdown.read_text(encoding="utf-8"))))
         return 0
     cfg = SimConfig(
-        port=args.port, trucks=args.trucks, hours=args.hours, anomaly_share=args.anomaly_share, seed=args.seed
+        port=args.port,
+        trucks=args.trucks,
+        hours=args.hours,
+        anomaly_share=args.anomaly_share,
+        seed=args.seed,
+        style=StagingStyle(args.style),
     )
     r = run(cfg, tick_every_s=args.tick_every, alerts_from=args.rescore, pair_at_start=args.pair_at_start)
     if args.save_alerts is not None:

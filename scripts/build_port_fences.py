@@ -13,6 +13,7 @@ geometry and say how in their ``derived`` property, so nobody mistakes them for 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import shapely
+import shapely.ops
 from shapely.geometry import LineString, MultiLineString, Point, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
@@ -46,6 +48,10 @@ SANTOS_LICENCE = (
 CALLAO_REPO = "luiscano95/tutorial.sumo"
 CALLAO_COMMIT = "84bc4d9b618ec6e76ce55e32950287280d5d513b"
 CALLAO_LICENCE = "ODbL-1.0, (c) OpenStreetMap contributors"
+PARKING_ROAD_CLEAR_M = 15.0
+"""How far beyond a road's carriageway the derived Callao car park starts."""
+BERTH_DEPTH_M = 30.0
+"""How deep the derived Callao berth reaches into its terminal from the waterfront edge."""
 
 SANTOS_LAYERS = {
     "boundary": "PoligonaldareadoPortoOrganizadodeSantos_86",
@@ -381,6 +387,35 @@ def build_callao(data: Path) -> dict[str, Any]:
                 {**osm_props(p), "derived": "OSM man_made=pier line buffered 20 m"},
             )
 
+    # The 2017 extract has no quay line at DP World: its container berth (Muelle Sur) is the waterfront end of the
+    # Puerta 2 zone, the short edge farthest from the city street the zone's gates open onto
+    p, g = by_name["Puerta 2"]
+    street = shapely.union_all(
+        [
+            LineString([nodes[r] for r in refs])
+            for tag, _, tags, refs in elements
+            if tag == "way" and tags.get("name") == "Calle Manco Capac"
+        ]
+    )
+    ring = list(g.exterior.coords)
+    edges = [LineString([a, c]) for a, c in itertools.pairwise(ring)]
+    waterfront = max(edges, key=lambda e: _metres(street, e.centroid))
+    berth = buffer_m(waterfront, BERTH_DEPTH_M).intersection(g)
+    b.add(
+        "callao-quay-dpw-muelle-sur",
+        "DP World Callao – Muelle Sur berth",
+        "quay",
+        berth,
+        {
+            "operator": p.get("operator"),
+            **osm_props(p),
+            "derived": (
+                f"not mapped in the 2017 OSM extract: the {BERTH_DEPTH_M:g} m strip inside DP World zona Puerta 2 "
+                "along its waterfront edge (the edge farthest from Calle Manco Capac)"
+            ),
+        },
+    )
+
     for _, p, g in feats:
         if p.get("landuse") == "military":
             b.add(
@@ -401,17 +436,12 @@ def build_callao(data: Path) -> dict[str, Any]:
                 {**osm_props(p), "derived": "customs office point (OSM) buffered 30 m"},
             )
 
-    for tag, oid, tags, refs in elements:
-        if tag == "way" and tags.get("amenity") == "parking" and len(refs) >= 4 and refs[0] == refs[-1]:
-            poly = shapely.Polygon([nodes[r] for r in refs])
-            if _metres(dpw_union, poly) <= 0.0:
-                b.add(
-                    f"callao-parking-{oid}",
-                    f"DP World Callao – estacionamiento (OSM way {oid})",
-                    "authorized_parking",
-                    poly,
-                    {"osm": f"way/{oid}", "access": tags.get("access")},
-                )
+    parkings = [
+        (oid, tags, shapely.Polygon([nodes[r] for r in refs]))
+        for tag, oid, tags, refs in elements
+        if tag == "way" and tags.get("amenity") == "parking" and len(refs) >= 4 and refs[0] == refs[-1]
+    ]
+    parkings = [(oid, tags, poly) for oid, tags, poly in parkings if _metres(dpw_union, poly) <= 0.0]
 
     roads: dict[str, list[LineString]] = {}
     for tag, _oid, tags, refs in elements:
@@ -423,14 +453,78 @@ def build_callao(data: Path) -> dict[str, Any]:
             continue
         b.add(f"callao-road-{slug(name)}", name, "corridor", merged, {"width_m": 20.0})
 
-    core = shapely.union_all([*dpw, *piers, by_name["Neptunia"][1]])
+    # the terminals' own roads: without them no truck reaches the berth or the far end of the yard
+    for tag, oid, tags, refs in elements:
+        if tag == "way" and tags.get("highway") == "service" and len(refs) >= 2:
+            line = LineString([nodes[r] for r in refs])
+            if _metres(dpw_union, line) <= 0.0:
+                b.add(
+                    f"callao-road-dpw-service-{oid}",
+                    f"DP World Callao – internal road (OSM way {oid})",
+                    "corridor",
+                    line,
+                    {
+                        "osm": f"way/{oid}",
+                        "width_m": 12.0,
+                        "derived": "OSM highway=service way touching the DP World zones, a port road 12 m wide",
+                    },
+                )
+
+    corridors = [f for f in b.features if f["properties"]["kind"] == "corridor"]
+    keep_out = [
+        shape(f["geometry"]) for f in b.features if f["properties"]["kind"] in ("authorized_parking", "restricted")
+    ]
+    keep_out += [poly for _, _, poly in parkings]
+    for i, (a, c) in enumerate(_yard_connectors(corridors, keep_out)):
+        b.add(
+            f"callao-road-dpw-yard-link-{i + 1}",
+            f"DP World Callao – yard link {i + 1}",
+            "corridor",
+            LineString([a, c]),
+            {
+                "width_m": 12.0,
+                "derived": (
+                    "straight drive across the paved yard from the end of an OSM service way that joins no other "
+                    "road to the nearest road of the rest of the network (OSM maps the yard lanes, not the yard)"
+                ),
+            },
+        )
+
+    # a car park drawn to the kerb of the road along it would be entered by every noisy fix of a truck driving by
+    roads = shapely.union_all(
+        [
+            buffer_m(shape(f["geometry"]), f["properties"]["width_m"] / 2 + PARKING_ROAD_CLEAR_M)
+            for f in b.features
+            if f["properties"]["kind"] == "corridor"
+        ]
+    )
+    for oid, tags, poly in parkings:
+        b.add(
+            f"callao-parking-{oid}",
+            f"DP World Callao – estacionamiento (OSM way {oid})",
+            "authorized_parking",
+            poly.difference(roads),
+            {
+                "osm": f"way/{oid}",
+                "access": tags.get("access"),
+                "derived": (
+                    f"OSM amenity=parking way less {PARKING_ROAD_CLEAR_M:g} m beyond the carriageway of the roads "
+                    "along it (three GPS sigmas: a truck driving by is not parking)"
+                ),
+            },
+        )
+
+    # gates and the customs inspection area sit on the port's edge: a boundary that left them out would put the
+    # gate queue and every inspection outside the port
+    edge = [f["geometry"] for f in b.features if f["properties"]["kind"] in ("gate", "inspection_area", "quay")]
+    core = shapely.union_all([*dpw, *piers, by_name["Neptunia"][1], *(shape(g) for g in edge)])
     boundary = buffer_m(shapely.convex_hull(core), 30.0)
     b.add(
         "callao-port-boundary",
         "Terminal Portuario del Callao (zona portuaria)",
         "port_boundary",
         boundary,
-        {"derived": "convex hull of the DP World zones, piers and Neptunia, grown by 30 m"},
+        {"derived": "convex hull of the DP World zones, piers, berth, Neptunia, gates and inspection area, grown 30 m"},
     )
 
     return _collection(
@@ -442,6 +536,74 @@ def build_callao(data: Path) -> dict[str, Any]:
         ),
         licence=CALLAO_LICENCE,
     )
+
+
+def _yard_connectors(
+    features: list[dict[str, Any]], keep_out: list[BaseGeometry]
+) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """Links that join every group of corridor lines to the one holding the longest road, shortest link first.
+
+    A link never crosses ``keep_out`` (parking, restricted land), grown by the fence hysteresis: a road drawn
+    through a car park would send every cleared box into a zone it has no business entering.
+
+    Lines within :data:`tracker.sim.roads.SNAP_M` of each other already form one group (the road graph snaps
+    them); a group further away is joined by a straight link from one of its end points to the nearest point of
+    another group, which is how a truck leaves a yard lane that stops short of the next one.
+    """
+    snap_m = 15.0
+    proj = LocalProjection.around(shapely.union_all([shape(f["geometry"]) for f in features]))
+    lines: list[LineString] = []
+    for f in features:
+        g = proj.project(shape(f["geometry"]))
+        lines.extend(g.geoms if isinstance(g, MultiLineString) else [g])
+    group = list(range(len(lines)))
+    avoid = shapely.union_all([proj.project(g) for g in keep_out]).buffer(25.0) if keep_out else Point()
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for i, a in enumerate(lines):
+        for j in range(i + 1, len(lines)):
+            if a.distance(lines[j]) <= snap_m:
+                group[root(i)] = root(j)
+    out: list[tuple[tuple[float, float], tuple[float, float]]] = []  # lon/lat end points
+    while True:
+        members: dict[int, list[int]] = {}
+        for i in range(len(lines)):
+            members.setdefault(root(i), []).append(i)
+        if len(members) <= 1:
+            return out
+        main = max(members.values(), key=lambda m: sum(lines[i].length for i in m))
+        main_lines = shapely.union_all([lines[i] for i in main])
+        best: tuple[float, Point, Point, int] | None = None
+        for r, m in members.items():
+            if m is main:
+                continue
+            for i in m:
+                for end in (Point(lines[i].coords[0]), Point(lines[i].coords[-1])):
+                    # the nearest point of the main group, else its vertices nearest first, clear of keep_out
+                    targets = [shapely.ops.nearest_points(main_lines, end)[0]]
+                    targets += sorted(
+                        (Point(c) for j in main for c in lines[j].coords), key=lambda q: q.distance(end)
+                    )
+                    for q in targets:
+                        if LineString([end, q]).intersects(avoid):
+                            continue
+                        d = end.distance(q)
+                        if best is None or d < best[0]:
+                            best = (d, end, q, r)
+                        break
+        if best is None:
+            raise ValueError(
+                "a group of corridor lines cannot be linked without crossing a parking or restricted fence"
+            )
+        _, end, q, r = best
+        link = proj.unproject(LineString([end, q]))
+        out.append((link.coords[0], link.coords[-1]))
+        group[r] = root(main[0])
 
 
 def _metres(a: BaseGeometry, b: BaseGeometry) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -282,6 +282,33 @@ def test_a_container_leaving_with_its_parked_truck_is_compared_at_the_trucks_fix
     left_behind = run(False)
     (sep,) = left_behind.alerts(SEPARATED)
     assert sep.evidence["distance_m"] > 500
+
+
+def test_a_truck_whose_last_fix_left_its_stop_is_compared_at_that_fix_not_at_the_old_stop_centre() -> None:
+    # the pair waits in a gate queue, drives 270 m to the inspection area and parks there; the truck reports every
+    # 60 s, so its first fix at the inspection area is still held outside its gate-queue stop (a possible outlier)
+    def run(truck_really_left: bool) -> Sim:
+        sim = Sim()
+        sim.pair("CONT", "TRK", 0)
+        park(sim, "TRK", 0, 0, 0, 240, 60, K)
+        park(sim, "CONT", 2, 0, 0, 270, 30)
+        for t in (300.0, 330.0, 360.0, 390.0):
+            sim.fix("CONT", t, 270 if truck_really_left else 2, 0)  # the box parks at the inspection area
+            if t in (300.0, 360.0):
+                sim.fix("TRK", t + 1, 268, 0, K)
+                gate = PROJ.to_lonlat(0.0, 0.0)
+                truck = sim.world.get("TRK")
+                assert truck is not None
+                # what the pipeline publishes: still the gate stop (one fix outside it), centre back at the gate
+                sim.world.update(
+                    replace(truck, stationary_since=at(0), centre=(float(gate[0]), float(gate[1])), speed=0.0)
+                )
+        return sim
+
+    assert run(True).alerts(SEPARATED) == []
+    # the same centres with the box left behind at the gate: compared at the truck's fix, it is 266 m away
+    (sep,) = run(False).alerts(SEPARATED)
+    assert sep.evidence["distance_m"] > 250
 
 
 def test_a_single_outlier_fix_is_not_a_separation_but_two_readings_in_a_row_are() -> None:

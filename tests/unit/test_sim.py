@@ -15,13 +15,22 @@ import shapely
 
 from geofences import FenceKind, haversine_m, load_port
 from tracker.core.model import DeviceKind, InspectionResult, Ping
-from tracker.sim.anomalies import ALL_KINDS, AnomalyKind
+from tracker.sim.anomalies import ALL_KINDS, SHOULDER_OFFSET_M, AnomalyKind
 from tracker.sim.cli import main
 from tracker.sim.gps import GpsConfig
 from tracker.sim.iso6346 import check_digit
 from tracker.sim.publish import is_loopback, messages
 from tracker.sim.roads import RoadGraph, build
-from tracker.sim.scenario import Scenario, SimConfig, generate, read_jsonl
+from tracker.sim.scenario import (
+    EDGE_AUTHORIZED_M,
+    NIGHT_START,
+    SPARSE_INTERVALS,
+    Scenario,
+    SimConfig,
+    StagingStyle,
+    generate,
+    read_jsonl,
+)
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +303,34 @@ def test_cli_writes_jsonl(tmp_path: Path) -> None:
     sc = read_jsonl(out)
     assert sc.pings and sc.trips >= 3
     assert main(["--anomalies", "nonsense"]) == 2
+
+
+def test_callao_has_every_place_a_trip_needs() -> None:
+    g = build(load_port("callao"))
+    for kind in (FenceKind.GATE, FenceKind.TERMINAL, FenceKind.QUAY, FenceKind.INSPECTION_AREA):
+        assert g.places.get(kind), f"no reachable {kind.value} at Callao"
+    sc = generate(SimConfig(port="callao", trucks=6, hours=1, anomaly_share=0.5, seed=2), g)
+    assert sc.trips >= 6 and sc.truth
+
+
+def test_the_edge_style_runs_at_night_with_sparse_trackers_and_stages_near_zones(graph: RoadGraph) -> None:
+    cfg = SimConfig(trucks=12, hours=1, anomaly_share=1.0, seed=4, style=StagingStyle.EDGE)
+    sc = generate(cfg, graph)
+    assert sc.start == NIGHT_START
+    by_dev: dict[str, list[float]] = {}
+    for p in sc.pings:
+        by_dev.setdefault(p.device_id, []).append(p.ts.timestamp())
+    for dev, ts in by_dev.items():
+        gaps = sorted(b - a for a, b in itertools.pairwise(sorted(set(ts))))
+        if len(gaps) >= 3:
+            assert gaps[len(gaps) // 2] >= SPARSE_INTERVALS[0] - 10, f"{dev} reports every {gaps[len(gaps) // 2]} s"
+    # roadside anomalies take a shoulder just past an authorised zone's hysteresis band where the route has one
+    stops = [t for t in sc.truth if t.kind in (AnomalyKind.UNEXPECTED_STOP, AnomalyKind.RENDEZVOUS)]
+    assert stops
+    near = 0
+    for t in stops:
+        x, y = graph.proj.to_xy(*sc.true_position(t.device_id, t.end))
+        d = float(graph.authorized.distance(shapely.Point(float(x), float(y))))
+        assert d > EDGE_AUTHORIZED_M[0] - SHOULDER_OFFSET_M, f"{t.kind} staged {d:.0f} m from an authorised zone"
+        near += d <= EDGE_AUTHORIZED_M[1] + SHOULDER_OFFSET_M
+    assert near, "no anomaly was staged near an authorised zone"

@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from weakref import WeakKeyDictionary
 
 import numpy as np
 import shapely
+from shapely.geometry.base import BaseGeometry
 
 from geofences import (
     EARTH_RADIUS_M,
@@ -25,6 +27,7 @@ from geofences import (
     TransitionKind,
     classify,
 )
+from tracker.core import reachability
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, Ping, Severity
 
@@ -47,6 +50,8 @@ class GeofenceParams:
     min_cross_m: float = 30.0  # a chord shorter than this inside a fence is a road bend cut short, not a crossing
     min_cross_gate_m: float = 5.0  # gates are narrow by nature: passing one is exactly what a crossing is
     confirm_entry_kinds: frozenset[FenceKind] = frozenset({FenceKind.RESTRICTED})
+    reach: reachability.ReachParams | None = field(default_factory=reachability.ReachParams)
+    """Sparse fixes: a crossing of a ``confirm_entry_kinds`` fence proven by the space-time prism (None: off)."""
 
 
 def membership(
@@ -233,4 +238,174 @@ def step(
     waiting = entering - pending
     new = new - waiting
     passed = crossed(index, last, ping, previous | new | waiting | pending, params)
-    return new, alerts_for(index, classify(previous, new, passed), ping, last, params), waiting
+    alerts = alerts_for(index, classify(previous, new, passed), ping, last, params)
+    held, confirmed = _prism(index, last, ping, previous | new, pending, params)
+    return new, alerts + confirmed, waiting | held
+
+
+PRISM_MARK = "prism:"
+"""Prefix of a held proven crossing in the pending set: ``prism:<fence id>|<iso ts>|<lon>|<lat>`` of the fix
+before the gap (the pending set is the step's only memory between fixes)."""
+
+
+def _prism(
+    index: FenceIndex,
+    last: Fix | None,
+    ping: Ping,
+    new: frozenset[str],
+    pending: frozenset[str],
+    params: GeofenceParams,
+) -> tuple[frozenset[str], list[Alert]]:
+    """Proven crossings, each held for one fix: (crossings now held, alerts of those the next fix confirmed).
+
+    The fix on the far side of a fence may be a multipath jump: then the next fix comes back through the fence,
+    which the prism proves too. A crossing is raised only when the fix after its far-side fix does not come back
+    through that fence (nor stand inside it); one that does cancels both, as a single fix inside a restricted fence
+    confirms no entry. The price is one reporting interval before the alert.
+    """
+    marks = {m for m in pending if m.startswith(PRISM_MARK)}
+    proven = proven_crossings(index, last, ping, new, params)
+    confirmed: list[Alert] = []
+    back: set[str] = set()
+    for m in sorted(marks):
+        fid, ts, lon, lat = m[len(PRISM_MARK) :].rsplit("|", 3)
+        if last is None or fid not in index or params.reach is None:
+            continue
+        fence = index.get(fid)
+        if fid in proven or fid in new or reachability.chord_enters(fence, last, ping, params.reach):
+            back.add(fid)  # the next fix is back across (or inside): the far-side fix was the odd one out
+            continue
+        before = (float(lon), float(lat), datetime.fromisoformat(ts).timestamp())
+        after = (last.lon, last.lat, last.ts.timestamp())
+        graph = _graph(index, fence.port, params.reach)
+        verdict = reachability.judge(graph, fence, before, after, params.reach, _places(index, fence.port))
+        if verdict.crossed:
+            confirmed.append(_proven_alert(index, fence, ping.device_id, last, before, verdict, params))
+    held = frozenset(
+        f"{PRISM_MARK}{fid}|{last.ts.isoformat()}|{last.lon}|{last.lat}"
+        for fid in proven
+        if fid not in back and last is not None
+    )
+    return held, confirmed
+
+
+_GRAPHS: WeakKeyDictionary[FenceIndex, dict[str, reachability.CorridorGraph | None]] = (
+    WeakKeyDictionary()
+)
+
+
+_WATCHED: WeakKeyDictionary[FenceIndex, dict[frozenset[FenceKind], tuple[Fence, ...]]] = (
+    WeakKeyDictionary()
+)
+
+
+def _graph(index: FenceIndex, port: str, params: reachability.ReachParams) -> reachability.CorridorGraph | None:
+    """The port's corridor graph, built on first use for this index (fence reloads bring a new index)."""
+    per_port = _GRAPHS.setdefault(index, {})
+    if port not in per_port:
+        per_port[port] = reachability.CorridorGraph.build((f for f in index.fences if f.port == port), params)
+    return per_port[port]
+
+
+OFF_ROAD_KINDS = frozenset(
+    {
+        FenceKind.TERMINAL,
+        FenceKind.CUSTOMS_YARD,
+        FenceKind.GATE,
+        FenceKind.QUAY,
+        FenceKind.INSPECTION_AREA,
+        FenceKind.AUTHORIZED_PARKING,
+    }
+)
+"""Places a vehicle drives in off the corridors (reachability lets a fix there join the roads from further)."""
+_PLACES: WeakKeyDictionary[FenceIndex, dict[str, BaseGeometry]] = WeakKeyDictionary()
+
+
+def _places(index: FenceIndex, port: str) -> BaseGeometry:
+    per_port = _PLACES.setdefault(index, {})
+    if port not in per_port:
+        geom = shapely.union_all([f.geometry for f in index.fences if f.port == port and f.kind in OFF_ROAD_KINDS])
+        shapely.prepare(geom)
+        per_port[port] = geom
+    return per_port[port]
+
+
+def _watched(index: FenceIndex, kinds: frozenset[FenceKind]) -> tuple[Fence, ...]:
+    per_kinds = _WATCHED.setdefault(index, {})
+    if kinds not in per_kinds:
+        per_kinds[kinds] = tuple(f for f in index.fences if f.kind in kinds)
+    return per_kinds[kinds]
+
+
+def proven_crossings(
+    index: FenceIndex, last: Fix | None, ping: Ping, exclude: frozenset[str], params: GeofenceParams
+) -> dict[str, reachability.Verdict]:
+    """Fences of ``confirm_entry_kinds`` every plausible path between two sparse fixes goes through."""
+    rp = params.reach
+    if rp is None or last is None:
+        return {}
+    gap = (ping.ts - last.ts).total_seconds()
+    if not rp.min_gap_s <= gap <= rp.max_gap_s:
+        return {}
+    # the prism lies within budget/2 of the midpoint: only fences whose box meets that square are judged
+    half = (rp.max_speed_ms * gap + rp.gps_slack_m) / 2
+    mid_lon, mid_lat = (last.lon + ping.lon) / 2, (last.lat + ping.lat) / 2
+    dlat = half / _KY
+    dlon = half / (_KY * max(0.1, math.cos(math.radians(mid_lat))))
+    out: dict[str, reachability.Verdict] = {}
+    for fence in _watched(index, params.confirm_entry_kinds):
+        if fence.id in exclude:
+            continue
+        x0, y0, x1, y1 = fence.geometry.bounds
+        if x1 < mid_lon - dlon or x0 > mid_lon + dlon or y1 < mid_lat - dlat or y0 > mid_lat + dlat:
+            continue
+        if fence.windows and not any(w.active(ping.ts) for w in fence.windows):
+            continue
+        verdict = reachability.judge(
+            _graph(index, fence.port, rp),
+            fence,
+            (last.lon, last.lat, last.ts.timestamp()),
+            (ping.lon, ping.lat, ping.ts.timestamp()),
+            rp,
+            _places(index, fence.port),
+        )
+        if verdict.crossed:
+            out[fence.id] = verdict
+    return out
+
+
+def _proven_alert(
+    index: FenceIndex,
+    fence: Fence,
+    device_id: str,
+    far: Fix,
+    before: tuple[float, float, float],
+    verdict: reachability.Verdict,
+    params: GeofenceParams,
+) -> Alert:
+    """A crossing the prism proves is an entry in all but the fix inside: it is raised at the entry's severity, at
+    the time of the fix on the far side."""
+    speed = params.reach.max_speed_ms if params.reach is not None else 0.0
+    return Alert(
+        kind="geofence_cross",
+        severity=_severity(fence, TransitionKind.ENTER, params),
+        device_id=device_id,
+        ts=far.ts,
+        message=(
+            f"{device_id} must have passed through {fence.kind.value.replace('_', ' ')} {fence.name!r}: "
+            f"no road around it fits {verdict.gap_s:.0f} s between two fixes at {speed:g} m/s"
+        ),
+        port=fence.port,
+        fence_id=fence.id,
+        evidence={
+            "fence": {"id": fence.id, "name": fence.name, "kind": fence.kind.value},
+            "fix": {"ts": far.ts.isoformat(), "lon": far.lon, "lat": far.lat},
+            "previous_fix": {
+                "ts": datetime.fromtimestamp(before[2], tz=far.ts.tzinfo).isoformat(),
+                "lon": before[0],
+                "lat": before[1],
+            },
+            "reachability": verdict.evidence(),
+        },
+        key=f"{fence.id}@{far.ts.isoformat()}:prism",  # a chord crossing of the same fix (<= 90 s) is another alert
+    )

@@ -188,6 +188,22 @@ def _position_at(
     return None
 
 
+def _parked_at_its_fix(truck: Position, p: Params) -> bool:
+    """Whether the truck's stop centre is where the truck is: stationary, not reporting road speed, and its last
+    fix within ``moved_m`` of that centre.
+
+    A stop lasts until a second fix outside it: the truck's first fix after it drove off (to the inspection area
+    next door, a minute's drive) is held as a possible outlier, so the stop, and its centre, still stand back at
+    the gate queue. Comparing a box parked at the new place with that centre finds them hundreds of metres apart
+    while they stand side by side.
+    """
+    if truck.stationary_since is None:
+        return False
+    if truck.speed is not None and truck.speed > p.moving_speed_ms:
+        return False
+    return truck.centre is None or haversine_m(truck.lon, truck.lat, *truck.centre) <= p.moved_m
+
+
 @dataclass(frozen=True, slots=True)
 class _Gap:
     """Distance between container and truck at the instant of the truck's fix, with its uncertainty."""
@@ -350,7 +366,7 @@ class PairingDetector:
         lag = _seconds(fix.ts, truck.ts)
         if abs(lag) > self.params.stale_s:
             return None
-        if truck.stationary_since is not None and container_stationary:
+        if container_stationary and _parked_at_its_fix(truck, self.params):
             # both parked: each is where its stop is
             c_lon, c_lat = centre or (fix.lon, fix.lat)
             t_lon, t_lat = truck.centre or (truck.lon, truck.lat)

@@ -46,11 +46,12 @@ Going-dark and spoofing anomalies are placed between the gate-in and the gate-ou
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -98,12 +99,28 @@ TRANSFER_SPEED = 15.0
 YARD_INSET_M = 20.0
 ANOMALY_RESERVE_S = 3600.0
 """How long a roadside anomaly keeps its shoulder to itself (a separated box waits up to about an hour)."""
-DARK_TRIES = 40
-"""Draws of a blackout's start before one whose last report lies inside the port's fences is taken as it is."""
+DARK_GRID_S = 5.0
+"""Spacing of the candidate instants a blackout may start at."""
+DARK_DRIVING_MS = 2.5
+"""A blackout starts after the truck has driven at least this fast for three reports (faster than a gate queue
+creeps), so the motion detector has seen it moving."""
 RENDEZVOUS_RULE_S = 300.0
 """The meeting length the product's rendezvous rule looks for; injected meetings outlast it (see road_anomaly)."""
 ANOMALY_AUTHORIZED_CLEAR_M = 40.0
 """A roadside anomaly is staged this far from every authorised zone: beyond the 25 m fence hysteresis plus noise."""
+ANOMALY_HOLD_S = {
+    AnomalyKind.POST_CLEARANCE_DETOUR: 300.0,  # leaves the road at speed: the shoulder is only passed
+    AnomalyKind.UNEXPECTED_STOP: STOP_MIN_S[AnomalyKind.UNEXPECTED_STOP][1] + 300.0,
+    AnomalyKind.RENDEZVOUS: STOP_MIN_S[AnomalyKind.RENDEZVOUS][1] + 600.0,
+    AnomalyKind.CONTAINER_SEPARATED: ANOMALY_RESERVE_S,
+}
+"""The longest each roadside kind can keep its shoulder (the rendezvous waits for slow trackers, a separated box for
+the truck's round trip to the quay): a shoulder is free for another anomaly outside that span."""
+ANOMALY_MAX_WAIT_S = 3600.0
+"""How long a truck staging a roadside anomaly waits in the inspection area for a free shoulder before sharing one."""
+ANOMALY_WAIT_STEP_S = 120.0
+ANOMALY_RELEASE_S = 300.0
+"""A shoulder stays reserved this long after the anomaly staged there ends (GPS noise, a late fix, the grace)."""
 ANOMALY_QUAY_TRIES = 8
 """Other quays (routes) tried for a free shoulder before two anomalies share one."""
 ANOMALY_CLEAR_M = 80.0
@@ -111,6 +128,40 @@ ANOMALY_CLEAR_M = 80.0
 and the noise of both devices)."""
 """A box in a yard stands this far inside its terminal and authorised area and away from corridors: a spot on
 the edge puts noisy fixes on the road outside, where a parked box is an alert."""
+
+
+class StagingStyle(enum.StrEnum):
+    """How anomalies are staged.
+
+    ``clear``: where no detector could mistake them for routine traffic (a daytime shift, each device at its own
+    rhythm, roadside anomalies more than :data:`ANOMALY_AUTHORIZED_CLEAR_M` from every authorised zone).
+
+    ``edge``: the cases the first style avoids by design. The shift runs at night (:data:`NIGHT_START`), every
+    tracker reports sparsely (:data:`SPARSE_INTERVALS`), arrivals come in a burst with
+    longer gate queues so the gates and the inspection area are congested, roadside anomalies take the shoulder
+    nearest an authorised zone that is still beyond its hysteresis band (:data:`EDGE_AUTHORIZED_M`), a blackout may
+    start while the truck stands in a queue (then it outlasts three parked reports), and half the door openings
+    happen in the inspection area right after the clearance, among the queue.
+    """
+
+    CLEAR = "clear"
+    EDGE = "edge"
+
+
+NIGHT_START = datetime(2024, 3, 4, 3, 0, tzinfo=UTC)
+"""The edge style's default start: midnight at Santos (UTC-3), 22:00 at Callao (UTC-5)."""
+SPARSE_INTERVALS = (120.0, 300.0)
+"""Reporting intervals of every device in the edge style (a night shift of battery-saving trackers), each keeping
+its own for its whole life: a tracker that changed its rhythm mid-shift would be a different case."""
+EDGE_AUTHORIZED_M = (30.0, 45.0)
+"""Edge-style roadside anomalies: this far from the nearest authorised zone when a shoulder allows, i.e. just past
+the 25 m hysteresis band plus one GPS sigma; beyond it no fence holds a device that never entered it."""
+EDGE_ARRIVAL_S = 1200.0
+"""Edge style: every truck's first trip starts within this span (the clear style spreads them over an hour)."""
+EDGE_QUEUE_S = (400.0, 1500.0)
+"""Edge style: a gate queue lasts this long (clear style: 120-720 s)."""
+PARKED_DARK_S = 3 * 300.0
+"""A parked tracker may report every five minutes: a blackout starting while parked outlasts three such reports."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +176,7 @@ class SimConfig:
     anomaly_kinds: tuple[AnomalyKind, ...] = ALL_KINDS
     cleared_share: float = 0.5  # of clean trips; the rest split between terminal drops and imports
     import_share: float = 0.25
+    style: StagingStyle = StagingStyle.CLEAR
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +226,8 @@ class Scenario:
     port: str = "santos"
     start: datetime = DEFAULT_START
     seed: int = 0
+    unstaged: int = 0
+    """Roadside anomalies planned but run as clean trips: no shoulder clear of authorised zones came free in time."""
     _tracks: dict[str, list[Leg]] = field(default_factory=dict, repr=False)
     _proj: Any = field(default=None, repr=False)
 
@@ -457,6 +511,9 @@ class _Planner:
         self.used_numbers: set[str] = set()
         self.yard: list[_Track] = []  # containers left in a yard until the scenario ends
         self.extra_trucks = 0
+        self.unstaged = 0  # anomalies planned but not staged: no shoulder came free (see cleared_trip)
+        self.edge = cfg.style is StagingStyle.EDGE
+        self.unstaged_trip = 0
         self._outside: dict[str, list[tuple[float, float]]] = {}
         self._yards: dict[str, Any] = {}
         self._staged: list[tuple[float, float, float, float]] = []  # roadside anomalies: x, y, from, to
@@ -501,7 +558,7 @@ class _Planner:
     def queue_in(self, tr: _Track, gate: Place) -> None:
         """Stop-and-go creep through the gate lane: short moves, pauses of at most 90 s."""
         outer, inner = self.gate_axis(gate)
-        total = self.rng.uniform(120.0, 720.0)
+        total = self.rng.uniform(*(EDGE_QUEUE_S if self.edge else (120.0, 720.0)))
         chunks = max(2, int(math.dist(outer, inner) // 8.0))
         pause = min(90.0, max(5.0, (total - math.dist(outer, inner) / CREEP_SPEED) / chunks))
         for k in range(1, chunks + 1):
@@ -516,15 +573,19 @@ class _Planner:
         tr.stay(self.rng.uniform(10.0, 40.0))  # barrier and plate check
         tr.drive([outer], 2.0)
 
+    def pick_interval(self) -> float:
+        """A device's reporting interval for its whole life: the fleet's mix, or battery-saving only (edge style)."""
+        return self.rng.choice(SPARSE_INTERVALS) if self.edge else self.cfg.gps.pick_interval(self.rng)
+
     def new_truck_track(self, device_id: str, interval: float | None = None) -> _Track:
-        iv = self.cfg.gps.pick_interval(self.rng) if interval is None else interval
+        iv = self.pick_interval() if interval is None else interval
         tr = _Track(device_id, DeviceKind.TRUCK, iv, 0.0, 0.0, 0.0)
         self.tracks[device_id] = tr
         return tr
 
     def new_container(self, t: float, x: float, y: float) -> _Track:
         cid = container_number(self.rng, self.used_numbers)
-        tr = _Track(cid, DeviceKind.CONTAINER, self.cfg.gps.pick_interval(self.rng), t, x, y)
+        tr = _Track(cid, DeviceKind.CONTAINER, self.pick_interval(), t, x, y)
         self.tracks[cid] = tr
         return tr
 
@@ -622,7 +683,7 @@ class _Planner:
         trip_no = 0
         for i in range(cfg.trucks):
             truck = self.new_truck_track(f"TRK-{i + 1:04d}")
-            t = self.rng.uniform(0.0, min(window, 3600.0))
+            t = self.rng.uniform(0.0, min(window, EDGE_ARRIVAL_S if self.edge else 3600.0))
             while t < window:
                 trip_no += 1
                 anomaly: AnomalyKind | None = None
@@ -711,6 +772,8 @@ class _Planner:
             truck.riders.remove(cont)
             self.hauls.append((cont.device_id, truck.device_id, haul_from, truck.t))
         start = self.at(truck.spans[-1][0][0].t0)
+        if self.unstaged_trip == no:
+            anomaly = None
         trip = Trip(no, truck.device_id, cont.device_id, kind, start, self.at(truck.t), anomaly)
         self.trips.append(trip)
         if anomaly in (AnomalyKind.GOING_DARK, AnomalyKind.GPS_SPOOFING):  # inside the port, where they matter
@@ -735,32 +798,55 @@ class _Planner:
                 cont.device_id, InspectionResult.CLEARED, self.at(cleared_at), insp.fence_id, seal, f"SIM-{no:06d}-C"
             )
         )
-        self.leave(truck, insp)
         route = self.g.route(insp.node, quay.node)
+        k: int | None = None
         if anomaly in (
             AnomalyKind.POST_CLEARANCE_DETOUR,
             AnomalyKind.UNEXPECTED_STOP,
             AnomalyKind.RENDEZVOUS,
             AnomalyKind.CONTAINER_SEPARATED,
         ):
-            # a free shoulder on the way to this quay, or to another one (the route decides where it is staged)
-            k: int | None = None
-            for q in [quay, *rng.sample(self.quays, min(len(self.quays), ANOMALY_QUAY_TRIES))]:
-                r = self.g.route(insp.node, q.node)
-                k = self.pick_node(r, q, truck.t, strict=True)
-                if k is not None:
-                    quay, route = q, r
+            # a free shoulder on the way to this quay, or to another one (the route decides where it is staged); in
+            # a small port every route shares the same few shoulders, so the truck waits in the inspection area for
+            # one to come free rather than stage a second anomaly on a shoulder already holding one
+            waited = 0.0
+            while k is None:
+                for q in [quay, *rng.sample(self.quays, min(len(self.quays), ANOMALY_QUAY_TRIES))]:
+                    r = self.g.route(insp.node, q.node)
+                    k = self.pick_node(r, q, truck.t, strict=True, hold=ANOMALY_HOLD_S[anomaly])
+                    if k is not None:
+                        quay, route = q, r
+                        break
+                if k is None and waited >= ANOMALY_MAX_WAIT_S:
                     break
-            if k is None:
-                k = self.pick_node(route, quay, truck.t)
+                if k is None:
+                    truck.stay(ANOMALY_WAIT_STEP_S)
+                    waited += ANOMALY_WAIT_STEP_S
+            self.leave(truck, insp)
+        if k is None and anomaly in ANOMALY_HOLD_S:
+            # no shoulder came free: an anomaly staged beside another one is a meeting no truth item describes, so
+            # this trip runs clean instead (counted in ``unstaged``, never silently)
+            self.unstaged += 1
+            self.unstaged_trip = no
+            anomaly = None
+            truck.drive(self.g.path(route), self.speed())
+        elif anomaly in ANOMALY_HOLD_S:
             assert k is not None
+            staged = len(self._staged) - 1
             truck.drive(self.g.path(route[: k + 1]), self.speed())
             haul_from = self.road_anomaly(no, truck, cont, route, k, quay, anomaly, haul_from)
+            # the shoulder is free again once the truck has left it (the reservation was a guess of the duration)
+            x, y, a, _ = self._staged[staged]
+            self._staged[staged] = (x, y, a, truck.t + ANOMALY_RELEASE_S)
             truck.drive(self.g.path(route[k:]), self.speed())
         elif anomaly is AnomalyKind.DOOR_OPEN_AFTER_CLEARANCE:
+            self.leave(truck, insp)
             t0 = truck.t
             truck.drive(self.g.path(route), self.speed())
-            t_open = t0 + (truck.t - t0) * rng.uniform(0.2, 0.6)
+            if self.edge and rng.random() < 0.5:  # in the inspection area, among the queue, right after clearance
+                t_open = cleared_at + rng.uniform(5.0, 20.0)
+            else:
+                t_open = t0 + (truck.t - t0) * rng.uniform(0.2, 0.6)
             t_close = t_open + rng.uniform(60.0, 240.0)
             cont.events.append((t_open, ("door_open",)))
             cont.events.append((t_close, ("door_close",)))
@@ -768,6 +854,7 @@ class _Planner:
                 GroundTruth(cont.device_id, anomaly, self.at(t_open), self.at(t_close), truck.device_id, no)
             )
         else:
+            self.leave(truck, insp)
             truck.drive(self.g.path(route), self.speed())
         self.enter(truck, quay)
         arrival = truck.t
@@ -787,31 +874,40 @@ class _Planner:
         self.leave(truck, quay)
         return quay.node
 
-    def _busy(self, t: float) -> list[tuple[float, float]]:
-        return [(x, y) for x, y, a, b in self._staged if a < t + ANOMALY_RESERVE_S and t < b]
+    def _busy(self, t: float, hold: float = ANOMALY_RESERVE_S) -> list[tuple[float, float]]:
+        return [(x, y) for x, y, a, b in self._staged if a < t + hold and t < b]
 
-    def _stage(self, spot: tuple[float, float], t: float) -> None:
-        self._staged.append((spot[0], spot[1], t, t + ANOMALY_RESERVE_S))
+    def _stage(self, spot: tuple[float, float], t: float, hold: float = ANOMALY_RESERVE_S) -> None:
+        self._staged.append((spot[0], spot[1], t, t + hold))
 
-    def pick_node(self, route: list[int], quay: Place, t: float, *, strict: bool = False) -> int | None:
+    def pick_node(
+        self, route: list[int], quay: Place, t: float, *, strict: bool = False, hold: float = ANOMALY_RESERVE_S
+    ) -> int | None:
         """A route node outside authorised zones, far enough from the quay for a separation to show, and clear of
         every other roadside anomaly staged around the same time.
 
         Two anomalies on one shoulder at once (a box dropped there while another truck stops beside it) really
         are a meeting, which no single truth item describes: the ground truth would call the true alert false.
         ``strict``: None rather than a shoulder another anomaly already holds (the caller tries another route).
+        ``hold``: how long the anomaly may keep the shoulder (its kind's longest staging; trimmed once planned).
         """
-        busy = self._busy(t)
+        busy = self._busy(t, hold)
         inner = range(1, len(route) - 1)
         clear = [k for k in inner if self.g.distance(route[k], quay.node) > 400.0]
-        clear = [k for k in clear if self._clear_of_authorized(self.shoulder(route, k))]
+        if self.edge:  # the shoulders just past a hysteresis band, else the clear ones
+            near = [k for k in clear if self._edge_of_authorized(self.shoulder(route, k))]
+            far = [k for k in clear if self._clear_of_authorized(self.shoulder(route, k))]
+            free_near = [k for k in near if all(math.dist(self.shoulder(route, k), s) > ANOMALY_CLEAR_M for s in busy)]
+            clear = near if free_near or not far else far
+        else:
+            clear = [k for k in clear if self._clear_of_authorized(self.shoulder(route, k))]
         free = [k for k in clear if all(math.dist(self.shoulder(route, k), spot) > ANOMALY_CLEAR_M for spot in busy)]
         if strict and not free:
             return None
         # on a busy route every shoulder may be taken: then share one rather than stage a stop inside a yard
         choice = free or clear or [k for k in inner if not self.g.is_authorized(*self.shoulder(route, k))]
         k = self.rng.choice(choice) if choice else 0
-        self._stage(self.shoulder(route, k), t)
+        self._stage(self.shoulder(route, k), t, hold)
         return k
 
     def road_anomaly(
@@ -847,7 +943,7 @@ class _Planner:
             self.truth.append(GroundTruth(truck.device_id, anomaly, self.at(t0), self.at(truck.t), None, no))
         elif anomaly is AnomalyKind.RENDEZVOUS:
             t0 = truck.t
-            other_iv = self.cfg.gps.pick_interval(rng)
+            other_iv = self.pick_interval()
             arrive = t0 + rng.uniform(10.0, 60.0)
             # long enough for the slowest tracker involved to show the meeting beyond the 5-min rendezvous rule
             # twice over (as going dark lasts at least three intervals): a shorter one no product could see
@@ -892,6 +988,10 @@ class _Planner:
         outside a terminal's fence is still at that terminal for any tracking product (and for this one, whose
         fences are left only 25 m beyond their edge), so the truth could not call it an unexpected stop."""
         return bool(self.g.authorized.distance(shapely.Point(p)) > ANOMALY_AUTHORIZED_CLEAR_M)
+
+    def _edge_of_authorized(self, p: tuple[float, float]) -> bool:
+        d = float(self.g.authorized.distance(shapely.Point(p)))
+        return EDGE_AUTHORIZED_M[0] < d <= EDGE_AUTHORIZED_M[1]
 
     def off_route_m(self, a: tuple[float, float], b: tuple[float, float]) -> float:
         """How far along the straight drive a -> b the truck is still on its route (corridors, yards, terminals,
@@ -976,14 +1076,34 @@ class _Planner:
             hi = max(DARK_S[1], 4 * iv)
             dur = min(rng.uniform(lo, hi), max(60.0, t1 - t0 - 240.0))
             legs = truck.all_legs()
-            for _ in range(DARK_TRIES):
-                a = rng.uniform(t0 + 120.0, max(t0 + 120.0, t1 - dur - 120.0))
-                # the tracker's last report before it falls silent must come from inside the port's fences: one
-                # that goes quiet on a road between two port areas, where no fence is drawn, has left the port
-                # as far as any product can tell, and its silence is nobody's alarm
-                before = np.array([a - iv, a - iv / 2, a])
-                x, y, _, _ = positions(legs, before)
-                if bool(np.all(shapely.contains_xy(self.g.fences, x, y))):
+            # the tracker's last report before it falls silent must come from inside the port's fences: one that
+            # goes quiet on a road between two port areas, where no fence is drawn, has left the port as far as any
+            # product can tell, and its silence is nobody's alarm. And it must be driving: a truck parked in a gate
+            # queue or at the inspection area may have switched to a battery-saving rhythm (one fix per five
+            # minutes), so a silence there shorter than three such reports is no loss any product could call
+            # (tracker.core.dark's parked limit). Starts are drawn among the instants (every DARK_GRID_S) meeting
+            # both, else among those meeting the first, else anywhere.
+            # A blackout that starts while driving may run on past the exit gate (the silence began inside the port;
+            # the tracker is heard again outside): in a small port the drives are short and near the trip's end.
+            lo, hi = t0 + 120.0, max(t0 + 120.0, t1 - 120.0)
+            grid = np.arange(lo, hi + DARK_GRID_S, DARK_GRID_S)
+            within = grid + dur <= t1 - 120.0
+            inside = np.ones(len(grid), dtype=np.bool_)
+            driving = np.ones(len(grid), dtype=np.bool_)
+            for back in (3 * iv, 2 * iv, iv, iv / 2, 0.0):
+                x, y, speed, _ = positions(legs, grid - back)
+                inside &= np.asarray(shapely.contains_xy(self.g.fences, x, y))
+                driving &= speed >= DARK_DRIVING_MS
+            first = inside & driving
+            if self.edge:  # also while parked in a queue, for long enough to outlast three parked reports
+                parked_dur = max(dur, PARKED_DARK_S + 2 * iv + 60.0)
+                first = inside & (driving | (grid + parked_dur <= t1 - 120.0))
+            for ok in (first, inside & within, within, np.ones(len(grid), dtype=np.bool_)):
+                if ok.any():
+                    pick = int(rng.choice(np.flatnonzero(ok).tolist()))
+                    a = float(grid[pick])
+                    if self.edge and not driving[pick]:
+                        dur = max(dur, PARKED_DARK_S + 2 * iv + 60.0)
                     break
             truck.silent.append((a, a + dur))
             self.truth.append(GroundTruth(truck.device_id, anomaly, self.at(a), self.at(a + dur), None, no))
@@ -1108,6 +1228,8 @@ def _sample(planner: _Planner, tr: _Track, truth: list[GroundTruth]) -> tuple[li
 
 def generate(cfg: SimConfig, graph: RoadGraph | None = None) -> Scenario:
     """Plan every trip, then sample and degrade the fixes; deterministic for ``cfg.seed``."""
+    if cfg.style is StagingStyle.EDGE and cfg.start == DEFAULT_START:
+        cfg = replace(cfg, start=NIGHT_START)
     g = graph if graph is not None else build(load_port(cfg.port))
     planner = _Planner(cfg, g)
     planner.plan()
@@ -1137,5 +1259,6 @@ def generate(cfg: SimConfig, graph: RoadGraph | None = None) -> Scenario:
         start=cfg.start,
         seed=cfg.seed,
         _tracks={d: tr.all_legs() for d, tr in planner.tracks.items()},
+        unstaged=planner.unstaged,
         _proj=g.proj,
     )

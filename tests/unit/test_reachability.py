@@ -1,0 +1,147 @@
+"""Sparse fixes either side of a restricted fence: raised only when no road around it fits the time.
+
+The cases sit on the shipped fence sets, so they exercise the real corridor graphs. Santos' unleased area DSP
+07-09 is skirted by the port roads: two fixes on roads 1,091 m apart through it are 1,329 m apart round it.
+Callao's Fortaleza Real Felipe lies outside the port, where the fence set maps only Avenida Agustin Gamarra
+along its west side: fixes by that road on either side of a bastion are a short drive apart round it, and a fix
+south of the fortress is on no mapped road at all, so the corridors cannot say how the device got there.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from geofences import FenceIndex, load_port
+from tracker.config import Settings
+from tracker.core import geofence
+from tracker.core.model import Alert, Ping, Severity
+from tracker.core.reachability import CorridorGraph, ReachParams, judge
+from tracker.core.state import Fix
+
+T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+CALLAO = load_port("callao")
+SANTOS = load_port("santos")
+FORTRESS = CALLAO.by_id("callao-restricted-fortaleza-real-felipe")
+DSP07 = SANTOS.by_id("santos-restricted-07")
+CALLAO_GRAPH = CorridorGraph.build(CALLAO.fences)
+SANTOS_GRAPH = CorridorGraph.build(SANTOS.fences)
+
+FORT_NORTH = (-77.1501921, -12.0619247)  # by Avenida Agustin Gamarra, north-west of the fortress
+FORT_SOUTH = (-77.1496857, -12.0645254)  # south of it: 184 m from any mapped road
+GAMARRA_SW = (-77.1505486, -12.0634568)
+GAMARRA_NE = (-77.1480651, -12.0600339)  # 467 m through the fortress' north-west bastion; 666 m round it by road
+DSP_SOUTH = (-46.2934876, -23.975693)
+DSP_NORTH = (-46.2984977, -23.9670165)  # 1,091 m through DSP 07-09; 1,329 m round it (by road and the gates)
+DSP_A = (-46.2990406, -23.967329)
+DSP_B = (-46.2992229, -23.9688334)  # 168 m across its corner; 384 m round it by road
+PLACES = {
+    "callao": geofence._places(FenceIndex(CALLAO.fences), "callao"),
+    "santos": geofence._places(FenceIndex(SANTOS.fences), "santos"),
+}
+
+
+def fix(lonlat: tuple[float, float], seconds: float) -> tuple[float, float, float]:
+    return lonlat[0], lonlat[1], (T0 + timedelta(seconds=seconds)).timestamp()
+
+
+def test_callao_fortress_fixes_120_s_apart_by_the_road_on_either_side_raise_nothing() -> None:
+    v = judge(CALLAO_GRAPH, FORTRESS, fix(GAMARRA_SW, 0), fix(GAMARRA_NE, 120), None, PLACES["callao"])
+    assert not v.crossed and v.reason == "corridor_path_avoids"
+    # round it along Gamarra (666 m), or shorter through the unmapped streets outside the port between two road ends
+    assert v.straight_m == pytest.approx(467, abs=5) and v.avoiding_m is not None and v.avoiding_m <= 666
+    assert v.budget_m == pytest.approx(120 * ReachParams().max_speed_ms + ReachParams().gps_slack_m)
+    assert (v.through_m or 0) > 0  # the straight line does cut through the fortress
+
+
+def test_callao_fortress_a_fix_off_every_mapped_road_claims_nothing() -> None:
+    # south of the fortress the fence set maps no road: the device came by a street the corridors do not know
+    v = judge(CALLAO_GRAPH, FORTRESS, fix(FORT_NORTH, 0), fix(FORT_SOUTH, 120), None, PLACES["callao"])
+    assert not v.crossed and v.reason == "off_network"
+    # with every off-road fix allowed to join the roads from 200 m, no road goes round it: the prism would say
+    # crossed, which is exactly the claim an unmapped street makes unsafe
+    loose = ReachParams(access_m=200.0)
+    assert judge(CALLAO_GRAPH, FORTRESS, fix(FORT_NORTH, 0), fix(FORT_SOUTH, 120), loose).crossed
+
+
+@pytest.mark.parametrize(("gap_s", "crossed"), [(60, True), (120, False), (300, False)])
+def test_santos_dsp07_at_60_s_2_min_and_5_min(gap_s: float, crossed: bool) -> None:
+    v = judge(SANTOS_GRAPH, DSP07, fix(DSP_SOUTH, 0), fix(DSP_NORTH, gap_s), None, PLACES["santos"])
+    assert v.crossed is crossed, v
+    assert v.straight_m == pytest.approx(1091, abs=5)
+    if crossed:  # 60 s at 20 m/s (+30 m) is 1,230 m: not enough for the 1,329 m round it
+        assert v.reason == "every_path_enters" and v.budget_m < 1329 and v.avoiding_m is None
+    else:  # two minutes and more are enough to drive round it
+        assert v.reason == "corridor_path_avoids"
+        assert v.avoiding_m == pytest.approx(1329, rel=0.02)
+
+
+def test_santos_a_road_round_the_fence_that_fits_60_s_raises_nothing() -> None:
+    v = judge(SANTOS_GRAPH, DSP07, fix(DSP_A, 0), fix(DSP_B, 60), None, PLACES["santos"])
+    assert not v.crossed and v.reason == "corridor_path_avoids"
+    assert v.avoiding_m is not None and v.avoiding_m <= v.budget_m
+
+
+def test_fixes_too_far_apart_for_the_gap_claim_no_crossing() -> None:
+    far = (-77.1467192 + 0.05, -12.0624943)  # 5.4 km east in 60 s: a teleport, the integrity check's business
+    v = judge(CALLAO_GRAPH, FORTRESS, fix(far, 0), fix(GAMARRA_SW, 60))
+    assert not v.crossed and v.reason == "implausible"
+
+
+def test_a_straight_line_clear_of_the_fence_and_a_port_without_roads_prove_nothing() -> None:
+    north = (-77.1490, -12.0590)
+    v = judge(CALLAO_GRAPH, FORTRESS, fix(FORT_NORTH, 0), fix(north, 120))
+    assert not v.crossed and v.reason == "straight_line_avoids"
+    v = judge(None, FORTRESS, fix(GAMARRA_SW, 0), fix(GAMARRA_NE, 120))
+    assert not v.crossed and v.reason == "no_corridors"
+
+
+def test_gaps_outside_the_judged_range_are_left_to_the_chord_rule() -> None:
+    assert judge(SANTOS_GRAPH, DSP07, fix(DSP_SOUTH, 0), fix(DSP_NORTH, 20)).reason == "gap_out_of_range"
+    assert judge(SANTOS_GRAPH, DSP07, fix(DSP_SOUTH, 0), fix(DSP_NORTH, 3600)).reason == "gap_out_of_range"
+
+
+def _steps(index: FenceIndex, *fixes: tuple[tuple[float, float], float]) -> list[Alert]:
+    """Run fixes ((lon, lat), seconds) through the geofence step as the pipeline does (pending carried over)."""
+    params = geofence.GeofenceParams()
+    members: frozenset[str] = frozenset()
+    pending: frozenset[str] = frozenset()
+    last: Fix | None = None
+    out: list[Alert] = []
+    for (lon, lat), seconds in fixes:
+        ping = Ping(device_id="BOX-1", ts=T0 + timedelta(seconds=seconds), lon=lon, lat=lat)
+        members, alerts, pending = geofence.step(index, members, last, ping, params, pending)
+        out += [a for a in alerts if a.kind == "geofence_cross" and a.fence_id in (FORTRESS.id, DSP07.id)]
+        last = Fix.of(ping)
+    return out
+
+
+def test_the_geofence_step_raises_a_proven_crossing_at_the_entry_severity_once_the_next_fix_confirms_it() -> None:
+    index = FenceIndex(SANTOS.fences, entry_margin_m=Settings().entry_margin_m)
+    held = _steps(index, (DSP_SOUTH, 0), (DSP_NORTH, 60))
+    assert [a.severity for a in held] == [Severity.LOW]  # the chord crossing (60 s <= 90 s); the proof is held
+    alerts = _steps(index, (DSP_SOUTH, 0), (DSP_NORTH, 60), (DSP_NORTH, 120))
+    (alert,) = [a for a in alerts if a.severity is Severity.HIGH]
+    assert alert.ts == T0 + timedelta(seconds=60) and alert.id != held[0].id
+    ev = alert.evidence["reachability"]
+    assert ev["reason"] == "every_path_enters" and ev["gap_s"] == 60.0 and ev["avoiding_path_m"] is None
+    assert alert.evidence["previous_fix"]["lon"] == DSP_SOUTH[0]
+    # before this rule a gap over 90 s raised nothing at all
+    off = geofence.GeofenceParams(reach=None)
+    last = Fix(ts=T0, lon=DSP_SOUTH[0], lat=DSP_SOUTH[1])
+    ping = Ping(device_id="BOX-1", ts=T0 + timedelta(seconds=95), lon=DSP_NORTH[0], lat=DSP_NORTH[1])
+    assert [a for a in geofence.step(index, frozenset(), last, ping, off)[1] if a.kind == "geofence_cross"] == []
+
+
+def test_a_far_side_fix_the_next_fix_contradicts_is_an_outlier_not_two_crossings() -> None:
+    index = FenceIndex(SANTOS.fences, entry_margin_m=Settings().entry_margin_m)
+    alerts = _steps(index, (DSP_SOUTH, 0), (DSP_NORTH, 60), (DSP_SOUTH, 120), (DSP_SOUTH, 180))
+    assert [a for a in alerts if a.severity is not Severity.LOW] == []
+
+
+def test_the_geofence_step_is_quiet_when_the_roads_round_the_fence_fit_the_gap() -> None:
+    index = FenceIndex(SANTOS.fences, entry_margin_m=Settings().entry_margin_m)
+    assert _steps(index, (DSP_SOUTH, 0), (DSP_NORTH, 120), (DSP_NORTH, 240)) == []
+    index = FenceIndex(CALLAO.fences, entry_margin_m=Settings().entry_margin_m)
+    assert _steps(index, (GAMARRA_SW, 0), (GAMARRA_NE, 120), (GAMARRA_NE, 240)) == []
