@@ -169,6 +169,18 @@ async def test_a_hauled_box_and_its_truck_make_trips_read_back_per_scope(
         await asyncio.sleep(0.25)
     assert status == 200, document
     assert {x["id"] for x in document["report"]["trips"]} == {box_trip["id"], truck_trip["id"]}
+    # a trip's export: its device's fixes from start to end; another organisation gets the 404 of a missing trip
+    for trip in (box_trip, truck_trip):
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"{base}/v1/trips/{trip['id']}/export?format=csv", headers={"Authorization": f"Bearer {covering}"}
+            ) as r,
+        ):
+            assert r.status == 200, await r.text()
+            lines = (await r.text()).strip().splitlines()
+        assert len(lines) > 2 and all(trip["device_id"] in line for line in lines[1:]), lines[:3]
+    assert (await get(base, f"/v1/trips/{truck_trip['id']}/export", other))[0] == 404
 
     missing = await get(base, f"/v1/trips/{uuid.uuid4()}", other)
     assert missing[0] == 404

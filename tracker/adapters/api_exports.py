@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -189,8 +190,35 @@ async def container_export(request: web.Request) -> web.StreamResponse:
     return await _stream(request, f"container {number}", number, devices, (start, end), segments)
 
 
+async def trip_export(request: web.Request) -> web.StreamResponse:
+    """One trip's fixes: its device from start to end (inclusive), cut to what the principal sees of it."""
+    from tracker.adapters import api_trips
+
+    who = await require(request, "positions:read")
+    try:
+        trip_id = uuid.UUID(request.match_info["trip_id"])
+    except ValueError:
+        raise error(404, "not_found", "no such trip") from None
+    svc = request.app[SERVICE]
+    if svc.store is None:
+        raise error(503, "unavailable", "the store is not connected")
+    async with _db(request):
+        trip = await svc.store.trips.get(trip_id)
+    if trip is None or not api_trips.visible(who, trip):
+        raise error(404, "not_found", "no such trip")  # the same answer for missing and out of scope
+    device_id = str(trip["device_id"])
+    start = datetime.fromisoformat(trip["start"])
+    end = datetime.fromisoformat(trip["end"]) + timedelta(microseconds=1)  # the trip's last fix included
+    segments = device_segments(who, device_id, start, end)
+    if not segments:
+        # seen through a box it hauled: the box's coverage dates cut the truck's fixes
+        boxes = [c for c in (trip.get("container_no"), *trip.get("carried", ())) if c]
+        windows = [w for b in boxes if who.scope.sees_container(b) for w in clip(who.scope.windows(b), start, end)]
+        segments = [(device_id, lo, hi) for lo, hi in windows]
+    return await _stream(request, f"trip {trip_id}", f"trip_{device_id}", [device_id], (start, end), segments)
+
+
 def add_routes(app: web.Application) -> None:
-    # A trip's export (GET /v1/trips/{id}/export) is one more route here once trips are stored: the trip's
-    # device, start and end go through device_segments and _stream like a device's range.
+    app.router.add_get("/v1/trips/{trip_id}/export", trip_export)
     app.router.add_get("/v1/devices/{device_id}/export", device_export)
     app.router.add_get("/v1/containers/{container_no}/export", container_export)

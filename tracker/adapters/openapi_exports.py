@@ -96,12 +96,12 @@ SIGNED_REPORT = {
 }
 
 
-def _export(summary: str, key: dict[str, Any]) -> dict[str, Any]:
+def _export(summary: str, key: dict[str, Any], ranged: bool = True) -> dict[str, Any]:
     return {
         "get": {
             "summary": summary,
             "security": [{"bearer": []}],
-            "parameters": [key, *RANGE, FORMAT],
+            "parameters": [key, *(RANGE if ranged else []), FORMAT],
             "responses": {
                 "200": {"description": "the fixes, streamed (chunked), by device then time", "content": EXPORT_CONTENT},
                 **_errors(400, 403, 404, *SECURED_ERRORS),
@@ -143,6 +143,11 @@ def paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/trips/{trip_id}/export": _export(
+            "one trip's fixes (its device, start to end) as GeoJSON, GPX, KML or CSV, streamed",
+            _param("trip_id", "path", {"type": "string", "format": "uuid"}),
+            ranged=False,
+        ),
         "/v1/containers/{container_no}/export": _export(
             "a container's fixes (its trackers') as GeoJSON, GPX, KML or CSV, streamed",
             _param("container_no", "path", CONTAINER_NO),
