@@ -173,11 +173,15 @@ def declared_pairs(scenario: Scenario, *, at_start: bool = False) -> list[tuple[
     return out
 
 
-def replay(scenario: Scenario, *, tick_every_s: float = 5.0, pair_at_start: bool = False) -> Engine:
-    """Run the scenario through a fresh engine with the default detectors for its port."""
+def replay(
+    scenario: Scenario, *, tick_every_s: float = 5.0, pair_at_start: bool = False, pipeline: Pipeline | None = None
+) -> Engine:
+    """Run the scenario through a fresh engine with the default detectors for its port (or ``pipeline``)."""
     containers = {d: [d] for d, k in scenario.devices.items() if k is DeviceKind.CONTAINER}
+    if pipeline is None:
+        pipeline = Pipeline(FenceIndex(load_port(scenario.port).fences, entry_margin_m=Settings().entry_margin_m))
     engine = Engine(
-        Pipeline(FenceIndex(load_port(scenario.port).fences, entry_margin_m=Settings().entry_margin_m)),
+        pipeline,
         kinds=scenario.devices,
         containers=containers,
         tick_every_s=tick_every_s,

@@ -29,14 +29,14 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: the repository root holds the bench package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.detection import RUN_ON_S, declared_pairs, items_in_delivery_order
+from bench.detection import replay as detection_replay
 from geofences import FenceIndex, load_port
 from tracker.config import Settings
 from tracker.core.detector import FixContext, TickContext
@@ -89,20 +89,7 @@ def replay(scenario: Scenario, *, with_trips: bool) -> Engine:
     else:
         detectors = tuple(d for d in default_detectors() if d.name != "dwell")
         pipeline = Pipeline(index, detectors=detectors, trips=NoTrips())
-    containers = {d: [d] for d, k in scenario.devices.items() if k is DeviceKind.CONTAINER}
-    engine = Engine(pipeline, kinds=scenario.devices, containers=containers)
-    pairs = declared_pairs(scenario)
-    k = 0
-    for item in items_in_delivery_order(scenario):
-        when = item.ts if isinstance(item, Inspection) else item.received or item.ts
-        while k < len(pairs) and pairs[k][0] <= when:
-            at, container, truck = pairs[k]
-            engine.pair(container, truck, at)
-            k += 1
-        engine.run([item])
-    last = max((p.received or p.ts for p in scenario.pings), default=scenario.start)
-    engine.run([], until=last + timedelta(seconds=RUN_ON_S))
-    return engine
+    return detection_replay(scenario, pipeline=pipeline)
 
 
 def broken(trips: Sequence[Trip]) -> list[str]:
