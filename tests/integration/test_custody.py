@@ -152,6 +152,13 @@ async def test_a_custody_report_is_signed_covers_its_alerts_and_verifies_offline
         async with http.get(url + "&format=json", headers=auth(await token(svc, "operator", None))) as r:
             assert r.status == 200
             operator_view = await r.json()
+        # the customs decisions in those reports are reads of inspection data, recorded like GET /v1/inspections
+        async with http.get(f"{base}/v1/inspection-reads?container={number}", headers=admin) as r:
+            assert r.status == 200
+            reads = (await r.json())["reads"]
+        custody_reads = [x for x in reads if x["route"] == f"/v1/containers/{number}/custody"]
+        assert {x["role"] for x in custody_reads} == {"insurer", "operator"}, reads
+        assert all(x["containers"] == [number] and x["rows"] == 1 for x in custody_reads)
         # the insurer's export of the container is cut to the coverage too
         async with http.get(f"{base}/v1/containers/{number}/export?{query}&format=csv", headers=auth(insurer)) as r:
             assert r.status == 200

@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from tracker import audit, custody, custody_render
 from tracker.adapters import api_trips
 from tracker.adapters.api import Principal, _db, _known_query, authenticate, error
 from tracker.adapters.api_exports import container_devices, container_param, container_segments, reads, time_range
+from tracker.adapters.api_inspections import _store as _inspection_store
 from tracker.adapters.ports import ReportService
 from tracker.adapters.scope import clip
 from tracker.adapters.store import _alert_record
 from tracker.adapters.store_exports import Track
+from tracker.adapters.store_inspections import Read
 
 CUSTODY_ROLES = frozenset({"insurer", "operator", "admin"})
 MAX_CUSTODY_DAYS = 62
@@ -46,6 +50,7 @@ def _format(request: web.Request) -> str:
 
 
 MAX_REPORT_TRIPS = 1000
+log = logging.getLogger(__name__)
 
 
 def _trips(who: Principal, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
@@ -87,8 +92,25 @@ async def custody_report(request: web.Request) -> web.StreamResponse:
         alert_ids = [uuid.UUID(str(r["alert_id"])) for r in alert_rows]
         links = await store.links_for(alert_ids)
         updates = await store.updates_for(alert_ids)
-        # inspection data in a report: when the inspection-read audit log exists, this read belongs in it
         inspections = [i for i in await store.inspections_for(number, start, end) if covered(i["ts"])]
+        if inspections:
+            # customs decisions in a report are a read of inspection data like GET /v1/inspections: recorded
+            # before anything is answered (no record, no report)
+            read = Read(
+                actor=who.name,
+                role=who.role,
+                org=who.org,
+                remote=request.remote,
+                route=request.path,
+                query={k: v[:200] for k, v in request.query.items()},
+                containers=[number],
+                rows=len(inspections),
+            )
+            try:
+                await _inspection_store(request).record_read(read)
+            except asyncpg.PostgresError as exc:
+                log.error("inspection read by %s not recorded: %s; refused", who.name, type(exc).__name__)
+                raise error(503, "unavailable", "the read could not be recorded, so it is not answered") from None
         pairings = [
             p
             for p in await store.pairings_for(devices, start, end)
