@@ -289,6 +289,10 @@ def _prism(
     return held, confirmed
 
 
+_CHORD_PAD_DEG = 1e-5
+"""About a metre: a straight line in the local projection and in lon/lat differ by far less over a 15-minute gap."""
+
+
 _GRAPHS: WeakKeyDictionary[FenceIndex, dict[str, reachability.CorridorGraph | None]] = (
     WeakKeyDictionary()
 )
@@ -347,17 +351,19 @@ def proven_crossings(
     gap = (ping.ts - last.ts).total_seconds()
     if not rp.min_gap_s <= gap <= rp.max_gap_s:
         return {}
-    # the prism lies within budget/2 of the midpoint: only fences whose box meets that square are judged
-    half = (rp.max_speed_ms * gap + rp.gps_slack_m) / 2
-    mid_lon, mid_lat = (last.lon + ping.lon) / 2, (last.lat + ping.lat) / 2
-    dlat = half / _KY
-    dlon = half / (_KY * max(0.1, math.cos(math.radians(mid_lat))))
+    # a crossing is proven only where the straight line between the fixes runs through the fence (otherwise
+    # ``judge`` answers "straight_line_avoids"): fences whose box misses the chord's box (padded by ~1 m for the
+    # projection) cannot be crossed and are not judged. The prism's own box (budget/2 around the midpoint,
+    # kilometres for a 5-minute gap) let nearly every restricted fence of the port through to the full judgement.
+    pad = _CHORD_PAD_DEG
+    lo_lon, hi_lon = min(last.lon, ping.lon) - pad, max(last.lon, ping.lon) + pad
+    lo_lat, hi_lat = min(last.lat, ping.lat) - pad, max(last.lat, ping.lat) + pad
     out: dict[str, reachability.Verdict] = {}
     for fence in _watched(index, params.confirm_entry_kinds):
         if fence.id in exclude:
             continue
         x0, y0, x1, y1 = fence.geometry.bounds
-        if x1 < mid_lon - dlon or x0 > mid_lon + dlon or y1 < mid_lat - dlat or y0 > mid_lat + dlat:
+        if x1 < lo_lon or x0 > hi_lon or y1 < lo_lat or y0 > hi_lat:
             continue
         if fence.windows and not any(w.active(ping.ts) for w in fence.windows):
             continue
