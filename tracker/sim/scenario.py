@@ -20,7 +20,7 @@ Guarantees for a clean trip (no anomaly), so that it should raise no security al
 * it stands still only inside a gate (queue), the inspection area, a terminal, or at a quay for at most
   :data:`QUAY_MAX_DWELL_S` (quays are not authorised stop zones; handing a container over takes minutes);
 * a container stands still only in a terminal yard (at least :data:`YARD_INSET_M` inside the terminal and
-  the authorised zones and away from corridors, so noisy fixes of a parked box stay there), or at the quay
+  the authorised zones and away from corridors and quays, so noisy fixes of a parked box stay there), or at the quay
   for at most ``QUAY_MAX_DWELL_S`` before it is ``loaded``; its last fix on the quay precedes the
   ``loaded`` report by more than any late delivery (the box is on board, its tracker quiet in the hold);
 * no device is silent longer than its reporting interval + ``GpsConfig.max_dropout_extra_s`` (60 s)
@@ -596,6 +596,10 @@ class _Planner:
             area = place.geometry.buffer(-YARD_INSET_M).intersection(self.g.authorized.buffer(-YARD_INSET_M))
             if not self.g.corridors.is_empty:
                 area = area.difference(self.g.corridors.buffer(YARD_INSET_M))
+            # nor on a quay: the apron is where a box waits minutes for the crane, not where it is stacked (Callao's
+            # derived berth strip runs along the edge of DP World's yard, and boxes parked in it dwelt for hours)
+            for quay in self.quays:
+                area = area.difference(quay.geometry.buffer(YARD_INSET_M))
             hit = self._yards[place.fence_id] = area
         return hit
 
