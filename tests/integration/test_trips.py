@@ -95,6 +95,7 @@ async def test_a_hauled_box_and_its_truck_make_trips_read_back_per_scope(
     hauled = leg(t, outside, gate)
     hauled += stay(hauled[-1][0], gate, 120)
     hauled += leg(hauled[-1][0], gate, quay)
+    selected_at = hauled[len(hauled) // 4][0]  # picked for a second inspection, then cleared
     cleared_at = hauled[len(hauled) // 2][0]
     hauled += stay(hauled[-1][0], quay, 150)
     loaded_at = hauled[-1][0] + timedelta(seconds=30)
@@ -103,7 +104,7 @@ async def test_a_hauled_box_and_its_truck_make_trips_read_back_per_scope(
     for ts, p in hauled:
         await device.apublish(f"trackers/{truck}/ping", ping(ts, p))
         await device.apublish(f"trackers/{box}/ping", ping(ts, moved(p, 2, 2)))
-    for result, at in (("cleared", cleared_at), ("loaded", loaded_at)):
+    for result, at in (("selected", selected_at), ("cleared", cleared_at), ("loaded", loaded_at)):
         decision = {"container_no": number, "result": result, "ts": at.isoformat(), "inspection_id": f"{box}-{result}"}
         await customs.apublish("customs/inspections", json.dumps(decision))
     for ts, p in leaving:
@@ -128,6 +129,7 @@ async def test_a_hauled_box_and_its_truck_make_trips_read_back_per_scope(
     assert box_trip["end_reason"] == "loaded" and box_trip["destination"] == QUAY
     assert box_trip["start"] == datetime.fromisoformat(hauled[0][0].isoformat()).isoformat()
     assert box_trip["customs"]["cleared"] == cleared_at.isoformat()
+    assert box_trip["customs"]["selected"] == selected_at.isoformat()  # admin reads inspections
     assert box_trip["customs"]["loaded"] == box_trip["end"] == loaded_at.isoformat()
     assert truck in box_trip["partners"]
     # the truck: from the first fix inside the port to the first fix outside, carrying the box
@@ -161,6 +163,10 @@ async def test_a_hauled_box_and_its_truck_make_trips_read_back_per_scope(
     status, seen = await get(base, f"/v1/devices/{truck}/trips", covering)
     assert status == 200 and [x["id"] for x in seen["trips"]] == [truck_trip["id"]]
     assert (await get(base, f"/v1/trips/{truck_trip['id']}", covering))[0] == 200
+    # a selection for a second inspection is for inspection readers only: an insurer's trip keeps the clearance
+    status, insured = await get(base, f"/v1/trips/{box_trip['id']}", covering)
+    assert status == 200 and insured["customs"]["selected"] is None, insured["customs"]
+    assert insured["customs"]["cleared"] == cleared_at.isoformat()
     # the insurer's custody report of the box lists the same trips (a report waits for a covering checkpoint)
     for _ in range(60):
         status, document = await get(base, f"/v1/containers/{number}/custody?format=json", covering)
@@ -169,6 +175,8 @@ async def test_a_hauled_box_and_its_truck_make_trips_read_back_per_scope(
         await asyncio.sleep(0.25)
     assert status == 200, document
     assert {x["id"] for x in document["report"]["trips"]} == {box_trip["id"], truck_trip["id"]}
+    assert sorted(i["result"] for i in document["report"]["inspections"]) == ["cleared", "loaded"]  # no selection
+    assert all(t["customs"]["selected"] is None for t in document["report"]["trips"])
     # a trip's export: its device's fixes from start to end; another organisation gets the 404 of a missing trip
     for trip in (box_trip, truck_trip):
         async with (

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from tracker import audit, custody, custody_render
 from tracker.adapters import api_trips
-from tracker.adapters.api import Principal, _db, _known_query, authenticate, error
+from tracker.adapters.api import PERMISSIONS, Principal, _db, _known_query, authenticate, error
 from tracker.adapters.api_exports import container_devices, container_param, container_segments, reads, time_range
 from tracker.adapters.api_inspections import _store as _inspection_store
 from tracker.adapters.ports import ReportService
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 def _trips(who: Principal, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     """The trips of the report: the box's own and its hauliers' (tracker/core/trips.py), each judged by the
     same scope rule as ``GET /v1/trips/{id}``; the note is printed when there are none."""
-    trips = [t for t in rows if api_trips.visible(who, t)]
+    trips = [api_trips.redact(who, t) for t in rows if api_trips.visible(who, t)]
     note = "" if trips else "no trip of this container was segmented in the report's period"
     if len(rows) >= MAX_REPORT_TRIPS:
         note = f"only the first {MAX_REPORT_TRIPS} trips of the period are listed"
@@ -92,7 +92,14 @@ async def custody_report(request: web.Request) -> web.StreamResponse:
         alert_ids = [uuid.UUID(str(r["alert_id"])) for r in alert_rows]
         links = await store.links_for(alert_ids)
         updates = await store.updates_for(alert_ids)
-        inspections = [i for i in await store.inspections_for(number, start, end) if covered(i["ts"])]
+        # selections and holds only for inspection readers (a leaked selection warns the smugglers); clearance and
+        # loading are what the report is for
+        sees_all = who.role in PERMISSIONS["inspections:read"]
+        inspections = [
+            i
+            for i in await store.inspections_for(number, start, end)
+            if covered(i["ts"]) and (sees_all or i["result"] not in api_trips.SENSITIVE_CUSTOMS)
+        ]
         if inspections:
             # customs decisions in a report are a read of inspection data like GET /v1/inspections: recorded
             # before anything is answered (no record, no report)

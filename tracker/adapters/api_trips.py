@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker.adapters.api import SERVICE, Principal, _db, _int_param, _time_param, error, require
+from tracker.adapters.api import PERMISSIONS, SERVICE, Principal, _db, _int_param, _time_param, error, require
 from tracker.adapters.openapi import DEVICE_ID, SECURED_ERRORS, TIME, _errors, _json, _obj, _param, _ref
 from tracker.adapters.ports import TripReader
 from tracker.adapters.scope import Window
@@ -45,6 +45,21 @@ def visible(who: Principal, trip: Mapping[str, Any]) -> bool:
         return True
     boxes = [c for c in (trip.get("container_no"), *trip.get("carried", ())) if c]
     return any(scope.sees_container(b) and _overlaps(scope.windows(b), start, end) for b in boxes)
+
+
+SENSITIVE_CUSTOMS = ("selected", "held")
+"""Customs decisions only inspection readers may see: a leaked selection for a second inspection is how
+smugglers are warned. Clearance and loading are what an insurer's or an operator's trip history is for."""
+
+
+def redact(who: Principal, trip: dict[str, Any]) -> dict[str, Any]:
+    """The trip as ``who`` may read it: without selections and holds unless it may read inspections."""
+    if who.role in PERMISSIONS["inspections:read"]:
+        return trip
+    customs = trip.get("customs")
+    if not isinstance(customs, dict) or not any(customs.get(k) is not None for k in SENSITIVE_CUSTOMS):
+        return trip
+    return {**trip, "customs": {**customs, **dict.fromkeys(SENSITIVE_CUSTOMS)}}
 
 
 def _range(request: web.Request) -> tuple[datetime, datetime]:
@@ -81,7 +96,7 @@ async def device_trips(request: web.Request) -> web.Response:
         raise error(404, "not_found", f"no device {device_id!r}")
     async with _db(request):
         rows: list[dict[str, Any]] = await _store(request).for_device(device_id, start, end, limit)
-    trips = [t for t in rows if visible(who, t)]
+    trips = [redact(who, t) for t in rows if visible(who, t)]
     if not trips and not who.scope.sees_device(device_id):
         # same answer as an unknown device: an insurer must not learn which devices exist
         raise error(404, "not_found", f"no device {device_id!r}")
@@ -101,7 +116,7 @@ async def container_trips(request: web.Request) -> web.Response:
     trackers = list(svc.containers.get(container_no, ()))
     async with _db(request):
         rows: list[dict[str, Any]] = await _store(request).for_container(container_no, start, end, limit)
-    trips = [t for t in rows if visible(who, t)]
+    trips = [redact(who, t) for t in rows if visible(who, t)]
     known = bool(trackers or rows)
     if not trips and not (known and who.scope.sees_container(container_no)):
         raise error(404, "not_found", f"no container {container_no!r}")
@@ -118,7 +133,7 @@ async def get_trip(request: web.Request) -> web.Response:
         trip: dict[str, Any] | None = await _store(request).get(trip_id)
     if trip is None or not visible(who, trip):
         raise error(404, "not_found", "no such trip")
-    return web.json_response(trip)
+    return web.json_response(redact(who, trip))
 
 
 def add_routes(app: web.Application) -> None:
