@@ -611,9 +611,11 @@
       try {
         const body = await api(S.caps.deviceTrips.replace(/\{[^}]+\}/, encodeURIComponent(id)));
         const trips = body.trips || body.items || [];
-        const current = trips.find((t) => !(t.end || t.ended_at || t.end_ts)) || trips[0];
+        // oldest first; the open one is "closed": false (its "end" is its latest fix), else the latest closed one
+        const open = trips.find((t) => t.closed === false);
+        const current = open || trips[trips.length - 1];
         if (current) {
-          info.append(el("h3", null, "current trip"), tripSummary(current));
+          info.append(el("h3", null, open ? "current trip" : "last trip"), tripSummary(current));
           drawTripPoints(current);
         } else info.append(el("div", "muted", "no trip"));
       } catch (e) {
