@@ -186,6 +186,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         text = await asyncio.to_thread((stack_dir / "secrets.env").read_text)
         secrets = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        # the schema is the owner role's to create (the service refuses an unmigrated one), as stack.sh up does
+        owner = await asyncio.to_thread((stack_dir / "owner.env").read_text)
+        owner_dsn = dict(line.split("=", 1) for line in owner.splitlines() if "=" in line)["TRACKER_DB_OWNER_DSN"]
+        migrate_env = {**env, "TRACKER_DB_DSN": secrets["TRACKER_DB_DSN"], "TRACKER_DB_OWNER_DSN": owner_dsn}
+        migrate = [sys.executable, "-m", "tracker", "migrate"]
+        await asyncio.to_thread(subprocess.run, migrate, env=migrate_env, check=True, capture_output=True)
         service = Service(Settings.from_env(fuzz_env(secrets, mqtt_port)))
         await service.start()
         try:
