@@ -25,6 +25,7 @@ from shapely.geometry.base import BaseGeometry
 from geofences.cells import CellGrid, IntArray
 from geofences.fence import Fence, FenceKind
 from geofences.geo import buffer_m
+from geofences.segments import SegmentGrid
 
 __all__ = ["DEFAULT_CELL_DEG", "FenceIndex"]
 
@@ -36,6 +37,8 @@ _SMALL_BATCH = 4
 """Up to this many fixes the one-fix path is faster than setting up arrays."""
 _MAX_INTERNED = 1 << 16
 _EMPTY: frozenset[str] = frozenset()
+_intersects_xy = shapely.lib.intersects_xy
+"""One-point tests on geometries prepared at construction, without ``shapely.intersects_xy``'s wrapper."""
 
 
 def _coords(lons: Any, lats: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -122,6 +125,7 @@ class FenceIndex:
         self._tree = shapely.STRtree(self._geoms)  # for segments (crossed); points use the grid
         self._cells = CellGrid(self._geoms, cell_deg=cell_deg)
         self._sets: dict[tuple[int, ...], frozenset[str]] = {}
+        self._segments: SegmentGrid | None = None
 
     @property
     def fences(self) -> tuple[Fence, ...]:
@@ -194,12 +198,12 @@ class FenceIndex:
         if self._inner_ids:
             for fid in (raw & self._inner_ids) - previous:
                 # entering one of these takes the fix entry_margin_m inside
-                if not shapely.intersects_xy(self._inner[self._by_id[fid]], x, y):
+                if not _intersects_xy(self._inner[self._by_id[fid]], x, y):
                     result = result - {fid}
         for fid in previous - raw:
             # leaving takes the fix hysteresis_m outside
             i = self._by_id.get(fid)
-            if i is not None and shapely.intersects_xy(self._outer[i], x, y):
+            if i is not None and _intersects_xy(self._outer[i], x, y):
                 result = result | {fid}
         return result
 
@@ -306,30 +310,69 @@ class FenceIndex:
         """
         return tuple(fid for fid, _ in self.crossings(lon0, lat0, lon1, lat1, exclude))
 
+    @property
+    def segments(self) -> SegmentGrid:
+        """The cell grid segments are walked through, built on first use (only crossings need it)."""
+        if self._segments is None:
+            self._segments = SegmentGrid(self._geoms)
+        return self._segments
+
+    def near_segment(self, lon0: float, lat0: float, lon1: float, lat1: float) -> tuple[str, ...]:
+        """Fences the straight segment may meet: every fence it does meet, and some it passes close to.
+
+        No geometry is built: the segment's cells are walked (:mod:`geofences.segments`); a long jump
+        is asked of the STRtree by bounding box instead.
+        """
+        if len(self._fences) == 0:
+            return ()
+        near = self.segments.near(lon0, lat0, lon1, lat1)
+        if near is None:
+            box = shapely.box(min(lon0, lon1), min(lat0, lat1), max(lon0, lon1), max(lat0, lat1))
+            near = set(self._tree.query(box).tolist())
+        ids = self._id_list
+        return tuple(ids[f] for f in sorted(near))
+
     def crossings(
-        self, lon0: float, lat0: float, lon1: float, lat1: float, exclude: frozenset[str] = frozenset()
+        self,
+        lon0: float,
+        lat0: float,
+        lon1: float,
+        lat1: float,
+        exclude: frozenset[str] = frozenset(),
+        among: Iterable[str] | None = None,
     ) -> tuple[tuple[str, BaseGeometry], ...]:
         """:meth:`crossed` with the part of the segment inside each fence, which a caller judging how
-        far the path ran inside would otherwise compute a second time."""
+        far the path ran inside would otherwise compute a second time.
+
+        ``among``: look only at these fences (a caller that ruled the others out already, from
+        :meth:`near_segment`); by default every fence the segment's cells list.
+        """
         if len(self._fences) == 0:
             return ()
         if lon0 == lon1 and lat0 == lat1:
             return ()
-        seg = shapely.LineString([(lon0, lat0), (lon1, lat1)])
-        # bounding boxes first, then the exact test only for fences not already excluded (normally
-        # the device's own fences, which the segment always meets)
-        near = [f for f in self._tree.query(seg).tolist() if self._id_list[f] not in exclude]
+        if among is None:
+            among = self.near_segment(lon0, lat0, lon1, lat1)
+        by_id = self._by_id
+        near = [by_id[f] for f in among if f not in exclude]
         if not near:
             return ()
-        shapely.prepare(seg)  # as STRtree.query(seg, predicate="intersects") does
-        hits = np.asarray(near)[shapely.intersects(seg, self._geoms[near])]
+        seg = shapely.LineString([(lon0, lat0), (lon1, lat1)])
+        # the exact test on the fences' prepared geometries; normally one or two candidates are left
+        geoms = self._geoms[near]
+        hit = shapely.intersects(geoms, seg)
+        if not hit.any():
+            return ()
+        hits = [f for f, h in zip(near, hit.tolist(), strict=True) if h]
+        inters = shapely.intersection(seg, self._geoms[hits])
+        if len(hits) == 1:
+            return ((self._id_list[hits[0]], inters[0]),)
         found: list[tuple[float, str, BaseGeometry]] = []
-        for f in hits.tolist():
-            inter = shapely.intersection(seg, self._geoms[f])
+        for f, inter in zip(hits, inters.tolist(), strict=True):
             coords = shapely.get_coordinates(inter)
             # the segment is straight in lon/lat and the local projection is affine per point, so
             # ordering by position along the segment in degrees is the same as ordering in metres
-            first = min((seg.project(shapely.Point(c)) for c in coords), default=0.0)
+            first = float(shapely.line_locate_point(seg, shapely.points(coords)).min()) if len(coords) else 0.0
             found.append((first, self._id_list[f], inter))
         found.sort(key=lambda t: (t[0], t[1]))
         return tuple((fid, inter) for _, fid, inter in found)
