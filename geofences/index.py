@@ -314,23 +314,23 @@ class FenceIndex:
     def segments(self) -> SegmentGrid:
         """The cell grid segments are walked through, built on first use (only crossings need it)."""
         if self._segments is None:
-            self._segments = SegmentGrid(self._geoms)
+            self._segments = SegmentGrid(self._geoms, self._id_list)
         return self._segments
 
-    def near_segment(self, lon0: float, lat0: float, lon1: float, lat1: float) -> tuple[str, ...]:
+    def near_segment(self, lon0: float, lat0: float, lon1: float, lat1: float) -> set[str]:
         """Fences the straight segment may meet: every fence it does meet, and some it passes close to.
 
         No geometry is built: the segment's cells are walked (:mod:`geofences.segments`); a long jump
         is asked of the STRtree by bounding box instead.
         """
         if len(self._fences) == 0:
-            return ()
+            return set()
         near = self.segments.near(lon0, lat0, lon1, lat1)
         if near is None:
             box = shapely.box(min(lon0, lon1), min(lat0, lat1), max(lon0, lon1), max(lat0, lat1))
-            near = set(self._tree.query(box).tolist())
-        ids = self._id_list
-        return tuple(ids[f] for f in sorted(near))
+            ids = self._id_list
+            near = {ids[f] for f in self._tree.query(box).tolist()}
+        return near
 
     def crossings(
         self,
@@ -357,7 +357,7 @@ class FenceIndex:
         near = [by_id[f] for f in among if f not in exclude]
         if not near:
             return ()
-        seg = shapely.LineString([(lon0, lat0), (lon1, lat1)])
+        seg = shapely.linestrings([(lon0, lat0), (lon1, lat1)])
         # the exact test on the fences' prepared geometries; normally one or two candidates are left
         geoms = self._geoms[near]
         hit = shapely.intersects(geoms, seg)
@@ -367,12 +367,16 @@ class FenceIndex:
         inters = shapely.intersection(seg, self._geoms[hits])
         if len(hits) == 1:
             return ((self._id_list[hits[0]], inters[0]),)
-        found: list[tuple[float, str, BaseGeometry]] = []
-        for f, inter in zip(hits, inters.tolist(), strict=True):
-            coords = shapely.get_coordinates(inter)
-            # the segment is straight in lon/lat and the local projection is affine per point, so
-            # ordering by position along the segment in degrees is the same as ordering in metres
-            first = float(shapely.line_locate_point(seg, shapely.points(coords)).min()) if len(coords) else 0.0
-            found.append((first, self._id_list[f], inter))
+        # the segment is straight in lon/lat and the local projection is affine per point, so ordering by
+        # position along the segment in degrees is the same as ordering in metres
+        coords, part = shapely.get_coordinates(inters, return_index=True)
+        first = [0.0] * len(hits)
+        if len(coords):
+            along = shapely.line_locate_point(seg, shapely.points(coords))
+            starts = np.flatnonzero(np.diff(part, prepend=-1))
+            for k, v in zip(part[starts].tolist(), np.minimum.reduceat(along, starts).tolist(), strict=True):
+                first[k] = v
+        ids = self._id_list
+        found = [(first[k], ids[f], inters[k]) for k, f in enumerate(hits)]
         found.sort(key=lambda t: (t[0], t[1]))
         return tuple((fid, inter) for _, fid, inter in found)

@@ -21,6 +21,7 @@ candidates against an exact shapely evaluation on random segments.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -44,26 +45,31 @@ _SHIFT = 31
 
 
 class SegmentGrid:
-    """Candidate fences (indices into ``geoms``) per segment; immutable after construction."""
+    """Candidate fences (their ``ids``) per segment; immutable after construction."""
 
-    def __init__(self, geoms: npt.NDArray[np.object_], *, cell_deg: float = SEGMENT_CELL_DEG) -> None:
+    def __init__(
+        self, geoms: npt.NDArray[np.object_], ids: Sequence[str], *, cell_deg: float = SEGMENT_CELL_DEG
+    ) -> None:
         grid = CellGrid(geoms, cell_deg=cell_deg, max_cells=_WIDE_CELLS)
         self.cell_deg = grid.cell_deg
-        self._cells: dict[int, tuple[int, ...]] = grid.fences_by_cell()
+        # the fence ids themselves, so that a walk hands its caller strings to match against memberships
+        self._cells: dict[int, tuple[str, ...]] = {
+            k: tuple(ids[f] for f in fs) for k, fs in grid.fences_by_cell().items()
+        }
         n = len(geoms)
         bounds = shapely.bounds(geoms).reshape(n, 4) if n else np.zeros((0, 4))
-        wide: list[tuple[int, float, float, float, float]] = []
+        wide: list[tuple[str, float, float, float, float]] = []
         for f in grid.always:
             bx0, by0, bx1, by1 = (float(v) for v in bounds[f])
-            wide.append((f, bx0, by0, bx1, by1))
+            wide.append((ids[f], bx0, by0, bx1, by1))
         self._wide = tuple(wide)
 
     def __len__(self) -> int:
         return len(self._cells)
 
-    def near(self, x0: float, y0: float, x1: float, y1: float, max_cells: int = MAX_WALK_CELLS) -> set[int] | None:
+    def near(self, x0: float, y0: float, x1: float, y1: float, max_cells: int = MAX_WALK_CELLS) -> set[str] | None:
         """Fences that may meet the segment (a superset of those that do); None when it spans too many cells."""
-        out: set[int] = set()
+        out: set[str] = set()
         if self._wide:
             lo_x, hi_x, lo_y, hi_y = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
             for f, bx0, by0, bx1, by1 in self._wide:

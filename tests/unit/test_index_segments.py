@@ -139,10 +139,10 @@ def test_segments_along_cell_edges_and_corners_find_what_they_touch() -> None:
     index = FenceIndex([Fence("b", "b", FenceKind.GATE, "t", box)])
     x, y = -46.3 + 3 * s, -23.9 + 3 * s
     for seg in [(x - 4 * s, y, x, y), (x, y - 4 * s, x, y), (x - 2 * s, y - 2 * s, x, y), (x - s, y + s, x + s, y - s)]:
-        assert index.near_segment(*seg) == ("b",), seg
+        assert index.near_segment(*seg) == {"b"}, seg
         assert [f for f, _ in index.crossings(*seg)] == ["b"]
-    assert index.near_segment(x - 4 * s, y - 2 * s, x - 2 * s, y - 2 * s) == ()
-    assert len(SegmentGrid(index._geoms)) > 0
+    assert index.near_segment(x - 4 * s, y - 2 * s, x - 2 * s, y - 2 * s) == set()
+    assert len(SegmentGrid(index._geoms, ["b"])) > 0
 
 
 def test_the_walk_widens_steep_segments_to_their_box() -> None:

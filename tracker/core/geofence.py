@@ -8,7 +8,7 @@ change of that set into alerts, with a severity chosen by what the fence protect
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from weakref import WeakKeyDictionary
@@ -22,7 +22,6 @@ from geofences import (
     Fence,
     FenceIndex,
     FenceKind,
-    LocalProjection,
     Transition,
     TransitionKind,
     classify,
@@ -73,7 +72,7 @@ def crossed(
     ping: Ping,
     exclude: frozenset[str],
     params: GeofenceParams,
-    near: Sequence[str] | None = None,
+    near: Iterable[str] | None = None,
 ) -> tuple[str, ...]:
     """Fences passed through between two sparse fixes (a gate jumped over between pings).
 
@@ -99,10 +98,13 @@ def crossed(
     candidates = index.crossings(last.lon, last.lat, ping.lon, ping.lat, exclude, among)
     if not candidates:
         return ()
-    proj = LocalProjection(last.lon, last.lat)
+    # the part of the chord between the fixes inside each fence, measured in LocalProjection(last.lon, last.lat):
+    # the same arithmetic as LocalProjection.to_xy, on all the parts at once
     insides = np.empty(len(candidates), dtype=object)
-    insides[:] = [inside for _, inside in candidates]  # the part of the chord between the fixes inside the fence
-    lengths = shapely.length(proj.project(insides)).tolist()
+    insides[:] = [inside for _, inside in candidates]
+    origin = np.array([last.lon, last.lat])
+    scale = np.array([kx, _KY])
+    lengths = shapely.length(shapely.transform(insides, lambda c: (c - origin) * scale)).tolist()
     out = []
     for (f, _), length in zip(candidates, lengths, strict=True):
         needed = gate_m if index.get(f).kind is FenceKind.GATE else cross_m
