@@ -126,6 +126,10 @@ class FenceIndex:
         self._cells = CellGrid(self._geoms, cell_deg=cell_deg)
         self._sets: dict[tuple[int, ...], frozenset[str]] = {}
         self._segments: SegmentGrid | None = None
+        # hops computed ahead for a batch: (crossings, the exclusion assumed) per segment
+        self._met: dict[
+            tuple[float, float, float, float], tuple[tuple[tuple[str, BaseGeometry], ...], frozenset[str]]
+        ] = {}
 
     @property
     def fences(self) -> tuple[Fence, ...]:
@@ -380,3 +384,89 @@ class FenceIndex:
         found = [(first[k], ids[f], inters[k]) for k, f in enumerate(hits)]
         found.sort(key=lambda t: (t[0], t[1]))
         return tuple((fid, inter) for _, fid, inter in found)
+
+    def crossings_batch(
+        self,
+        lon0: Any,
+        lat0: Any,
+        lon1: Any,
+        lat1: Any,
+        exclude: Sequence[frozenset[str]] | None = None,
+    ) -> list[tuple[tuple[str, BaseGeometry], ...]]:
+        """:meth:`crossings` for many segments at once, each with its own ``exclude``, in a handful of shapely calls.
+
+        The bounding-box pairs come from one STRtree query; the excluded ones (normally the fences both ends
+        lie in, the port boundary among them, whose intersections would cost the most) are dropped before the
+        exact test, as :meth:`crossings` drops them.
+        """
+        x0, y0 = _coords(lon0, lat0)
+        x1, y1 = _coords(lon1, lat1)
+        n = len(x0)
+        if exclude is not None and len(exclude) != n:
+            raise ValueError(f"got {n} segments but {len(exclude)} exclusions")
+        out: list[tuple[tuple[str, BaseGeometry], ...]] = [()] * n
+        moving = np.flatnonzero((x0 != x1) | (y0 != y1))
+        if len(self._fences) == 0 or len(moving) == 0:
+            return out
+        coords = np.stack([x0[moving], y0[moving], x1[moving], y1[moving]], axis=1).reshape(-1, 2, 2)
+        segs = shapely.linestrings(coords)
+        si, fi = self._tree.query(segs)
+        if exclude is not None and len(si):
+            nf = len(self._fences)
+            codes = np.sort(
+                np.fromiter(
+                    (k * nf + self._by_id[f] for k, row in enumerate(moving.tolist()) for f in exclude[row]),
+                    dtype=np.int64,
+                )
+            )
+            keep = ~_isin_sorted(si * nf + fi, codes)
+            si, fi = si[keep], fi[keep]
+        hit = shapely.intersects(self._geoms[fi], segs[si])  # the fences' prepared geometries, as one fix's lookup
+        si, fi = si[hit], fi[hit]
+        if len(si) == 0:
+            return out
+        inters = shapely.intersection(segs[si], self._geoms[fi])
+        pts, part = shapely.get_coordinates(inters, return_index=True)
+        first = np.zeros(len(si))
+        if len(pts):
+            along = shapely.line_locate_point(segs[si[part]], shapely.points(pts))
+            starts = np.flatnonzero(np.diff(part, prepend=-1))
+            first[part[starts]] = np.minimum.reduceat(along, starts)
+        ids = self._id_list
+        found: dict[int, list[tuple[float, str, BaseGeometry]]] = {}
+        for s_, f, at, inter in zip(si.tolist(), fi.tolist(), first.tolist(), inters.tolist(), strict=True):
+            found.setdefault(s_, []).append((at, ids[f], inter))
+        rows = moving.tolist()
+        for s_, items in found.items():
+            items.sort(key=lambda t: (t[0], t[1]))
+            out[rows[s_]] = tuple((fid, inter) for _, fid, inter in items)
+        return out
+
+    def prefetch_crossings(
+        self, lon0: Any, lat0: Any, lon1: Any, lat1: Any, exclude: Sequence[frozenset[str]] | None = None
+    ) -> None:
+        """Compute :meth:`crossings_batch` for a micro-batch's hops and keep it until the next call.
+
+        :meth:`met` then answers those hops without a lookup, for any exclusion that covers the one assumed
+        here. What is kept is a pure function of the coordinates and that assumption, so keeping it can never
+        change an answer, only how fast it comes.
+        """
+        x0, y0 = _coords(lon0, lat0)
+        x1, y1 = _coords(lon1, lat1)
+        keys = list(zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist(), strict=True))
+        assumed = list(exclude) if exclude is not None else [_EMPTY] * len(keys)
+        answers = self.crossings_batch(x0, y0, x1, y1, assumed)
+        self._met = dict(zip(keys, zip(answers, assumed, strict=True), strict=True))
+
+    def met(
+        self, lon0: float, lat0: float, lon1: float, lat1: float, exclude: frozenset[str] = frozenset()
+    ) -> tuple[tuple[str, BaseGeometry], ...] | None:
+        """:meth:`crossings` of the hop if :meth:`prefetch_crossings` computed it (with an assumed exclusion
+        that ``exclude`` covers); else None."""
+        got = self._met.get((lon0, lat0, lon1, lat1))
+        if got is None:
+            return None
+        answer, assumed = got
+        if not assumed <= exclude:
+            return None  # a fence left out ahead is not excluded after all: the hop is looked up on its own
+        return tuple(c for c in answer if c[0] not in exclude)

@@ -167,3 +167,32 @@ def test_a_sweep_of_hops_along_every_outline_matches_and_crosses_often() -> None
             assert _same(index.crossings(lon0, lat0, lon1, lat1, exclude), want), (port, k)
             crossing += bool(want)
     assert crossing >= 100
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(segments, min_size=1, max_size=12))
+def test_a_batch_of_segments_gets_each_ones_crossings(
+    cases: list[tuple[str, int, float, float, float, float, int]],
+) -> None:
+    index = INDEXES["santos"]
+    rows = []
+    for _, k, e0, n0, e1, n1, how in cases:
+        lon, lat = _place(index, k)
+        (lon0, lon1), (lat0, lat1) = (v.tolist() for v in LocalProjection(lon, lat).to_lonlat([e0, e1], [n0, n1]))
+        rows.append((lon0, lat0, lon0 if how == 1 else lon1, lat1))
+    got = index.crossings_batch(*([r[i] for r in rows] for i in range(4)))
+    for row, answer in zip(rows, got, strict=True):
+        assert _same(answer, reference(index, *row, frozenset()))
+    index.prefetch_crossings(*([r[i] for r in rows] for i in range(4)))
+    for row, answer in zip(rows, got, strict=True):
+        met = index.met(*row)
+        assert met is not None and _same(met, answer)
+    own = [frozenset(index.fences_at([r[0], r[2]], [r[1], r[3]])[0]) for r in rows]
+    index.prefetch_crossings(*([r[i] for r in rows] for i in range(4)), own)
+    for row, answer, mine in zip(rows, got, own, strict=True):
+        assert index.met(*row) is None or not mine  # the assumed exclusion is not covered: no answer
+        met = index.met(*row, mine)
+        assert met is not None and _same(met, tuple(c for c in answer if c[0] not in mine))
+        assert _same(index.crossings(*row, mine), met)
+    index.prefetch_crossings([], [], [], [])
+    assert index.met(*rows[0]) is None

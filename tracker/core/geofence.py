@@ -8,7 +8,7 @@ change of that set into alerts, with a severity chosen by what the fence protect
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from weakref import WeakKeyDictionary
@@ -72,11 +72,11 @@ def crossed(
     ping: Ping,
     exclude: frozenset[str],
     params: GeofenceParams,
-    near: Iterable[str] | None = None,
 ) -> tuple[str, ...]:
     """Fences passed through between two sparse fixes (a gate jumped over between pings).
 
-    ``near``: :meth:`FenceIndex.near_segment` of this hop if the caller has it (``Pipeline.prefetch``).
+    The hop's fences come from ``FenceIndex.met`` when ``Pipeline.prefetch`` computed them for the batch, else
+    from the walk of its cells (``FenceIndex.near_segment``) and the exact test of those not excluded.
     """
     if last is None or (ping.ts - last.ts).total_seconds() > params.max_cross_gap_s:
         return ()
@@ -89,13 +89,19 @@ def crossed(
     gate_m, cross_m = params.min_cross_gate_m, params.min_cross_m
     if hop < min(cross_m, gate_m) * _SHORT:
         return ()
-    if near is None:
-        near = index.near_segment(last.lon, last.lat, ping.lon, ping.lat)
     gate_fits, other_fits = hop >= gate_m * _SHORT, hop >= cross_m * _SHORT
-    among = [f for f in near if f not in exclude and (gate_fits if index.get(f).kind is FenceKind.GATE else other_fits)]
-    if not among:
-        return ()
-    candidates = index.crossings(last.lon, last.lat, ping.lon, ping.lat, exclude, among)
+
+    def looked_at(f: str) -> bool:
+        return f not in exclude and (gate_fits if index.get(f).kind is FenceKind.GATE else other_fits)
+
+    met = index.met(last.lon, last.lat, ping.lon, ping.lat, exclude)  # computed ahead for a batch (Pipeline.prefetch)
+    if met is not None:
+        candidates = tuple((f, inside) for f, inside in met if looked_at(f))
+    else:
+        among = [f for f in index.near_segment(last.lon, last.lat, ping.lon, ping.lat) if looked_at(f)]
+        if not among:
+            return ()
+        candidates = index.crossings(last.lon, last.lat, ping.lon, ping.lat, exclude, among)
     if not candidates:
         return ()
     # the part of the chord between the fixes inside each fence, measured in LocalProjection(last.lon, last.lat):
