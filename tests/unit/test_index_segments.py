@@ -188,7 +188,8 @@ def test_a_batch_of_segments_gets_each_ones_crossings(
         met = index.met(*row)
         assert met is not None and _same(met, answer)
     own = [frozenset(index.fences_at([r[0], r[2]], [r[1], r[3]])[0]) for r in rows]
-    index.prefetch_crossings(*([r[i] for r in rows] for i in range(4)), own)
+    cols = [[r[i] for r in rows] for i in range(4)]
+    index.prefetch_crossings(cols[0], cols[1], cols[2], cols[3], own)
     for row, answer, mine in zip(rows, got, own, strict=True):
         assert index.met(*row) is None or not mine  # the assumed exclusion is not covered: no answer
         met = index.met(*row, mine)
