@@ -14,7 +14,8 @@ both with a plain STRtree evaluation).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geofences.cells import CellGrid, IntArray
 from geofences.fence import Fence, FenceKind
-from geofences.geo import buffer_m
+from geofences.geo import EARTH_RADIUS_M, buffer_m
 from geofences.segments import SegmentGrid
 
 __all__ = ["DEFAULT_CELL_DEG", "FenceIndex"]
@@ -37,6 +38,7 @@ _SMALL_BATCH = 4
 """Up to this many fixes the one-fix path is faster than setting up arrays."""
 _MAX_INTERNED = 1 << 16
 _EMPTY: frozenset[str] = frozenset()
+_KY = math.radians(1.0) * EARTH_RADIUS_M  # metres per degree of latitude, as LocalProjection has it
 _intersects_xy = shapely.lib.intersects_xy
 """One-point tests on geometries prepared at construction, without ``shapely.intersects_xy``'s wrapper."""
 
@@ -392,12 +394,16 @@ class FenceIndex:
         lon1: Any,
         lat1: Any,
         exclude: Sequence[frozenset[str]] | None = None,
+        min_inside_m: Mapping[FenceKind, float] | None = None,
     ) -> list[tuple[tuple[str, BaseGeometry], ...]]:
         """:meth:`crossings` for many segments at once, each with its own ``exclude``, in a handful of shapely calls.
 
         The bounding-box pairs come from one STRtree query; the excluded ones (normally the fences both ends
         lie in, the port boundary among them, whose intersections would cost the most) are dropped before the
-        exact test, as :meth:`crossings` drops them.
+        exact test, as :meth:`crossings` drops them. ``min_inside_m``: a caller that only counts a crossing of
+        a fence of kind ``k`` when at least this many metres of the segment run inside it; a segment shorter
+        than that (in the local projection at its start, with slack for rounding) is not tested against those
+        fences, whose part inside could not be long enough.
         """
         x0, y0 = _coords(lon0, lat0)
         x1, y1 = _coords(lon1, lat1)
@@ -421,6 +427,12 @@ class FenceIndex:
             )
             keep = ~_isin_sorted(si * nf + fi, codes)
             si, fi = si[keep], fi[keep]
+        if min_inside_m and len(si):
+            need = np.array([min_inside_m.get(f.kind, 0.0) for f in self._fences])
+            sx0, sy0, sx1, sy1 = x0[moving], y0[moving], x1[moving], y1[moving]
+            hop = np.hypot((sx1 - sx0) * (_KY * np.cos(np.radians(sy0))), (sy1 - sy0) * _KY)
+            keep = hop[si] >= need[fi] * (1 - 2e-9)  # twice the per-fix slack: numpy's cos may differ by an ulp
+            si, fi = si[keep], fi[keep]
         hit = shapely.intersects(self._geoms[fi], segs[si])  # the fences' prepared geometries, as one fix's lookup
         si, fi = si[hit], fi[hit]
         if len(si) == 0:
@@ -443,19 +455,26 @@ class FenceIndex:
         return out
 
     def prefetch_crossings(
-        self, lon0: Any, lat0: Any, lon1: Any, lat1: Any, exclude: Sequence[frozenset[str]] | None = None
+        self,
+        lon0: Any,
+        lat0: Any,
+        lon1: Any,
+        lat1: Any,
+        exclude: Sequence[frozenset[str]] | None = None,
+        min_inside_m: Mapping[FenceKind, float] | None = None,
     ) -> None:
         """Compute :meth:`crossings_batch` for a micro-batch's hops and keep it until the next call.
 
         :meth:`met` then answers those hops without a lookup, for any exclusion that covers the one assumed
-        here. What is kept is a pure function of the coordinates and that assumption, so keeping it can never
+        here (fences left out by ``min_inside_m`` are missing from the answer: the caller's own rule drops
+        them too). What is kept is a pure function of the coordinates and that assumption, so keeping it can never
         change an answer, only how fast it comes.
         """
         x0, y0 = _coords(lon0, lat0)
         x1, y1 = _coords(lon1, lat1)
         keys = list(zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist(), strict=True))
         assumed = list(exclude) if exclude is not None else [_EMPTY] * len(keys)
-        answers = self.crossings_batch(x0, y0, x1, y1, assumed)
+        answers = self.crossings_batch(x0, y0, x1, y1, assumed, min_inside_m)
         self._met = dict(zip(keys, zip(answers, assumed, strict=True), strict=True))
 
     def met(

@@ -180,16 +180,18 @@ def test_a_batch_of_segments_gets_each_ones_crossings(
         lon, lat = _place(index, k)
         (lon0, lon1), (lat0, lat1) = (v.tolist() for v in LocalProjection(lon, lat).to_lonlat([e0, e1], [n0, n1]))
         rows.append((lon0, lat0, lon0 if how == 1 else lon1, lat1))
-    got = index.crossings_batch(*([r[i] for r in rows] for i in range(4)))
+    lo0, la0, lo1, la1 = ([r[i] for r in rows] for i in range(4))
+    got = index.crossings_batch(lo0, la0, lo1, la1)
     for row, answer in zip(rows, got, strict=True):
         assert _same(answer, reference(index, *row, frozenset()))
-    index.prefetch_crossings(*([r[i] for r in rows] for i in range(4)))
+    assert index.crossings_batch(lo0, la0, lo1, la1, min_inside_m={k: 0.0 for k in FenceKind}) == got
+    assert all(a == () for a in index.crossings_batch(lo0, la0, lo1, la1, min_inside_m={k: 1e7 for k in FenceKind}))
+    index.prefetch_crossings(lo0, la0, lo1, la1)
     for row, answer in zip(rows, got, strict=True):
         met = index.met(*row)
         assert met is not None and _same(met, answer)
     own = [frozenset(index.fences_at([r[0], r[2]], [r[1], r[3]])[0]) for r in rows]
-    cols = [[r[i] for r in rows] for i in range(4)]
-    index.prefetch_crossings(cols[0], cols[1], cols[2], cols[3], own)
+    index.prefetch_crossings(lo0, la0, lo1, la1, own)
     for row, answer, mine in zip(rows, got, own, strict=True):
         assert index.met(*row) is None or not mine  # the assumed exclusion is not covered: no answer
         met = index.met(*row, mine)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from geofences import FenceIndex
+from geofences import FenceIndex, FenceKind
 from tracker.core import geofence, motion
 from tracker.core.dark import DarkDetector
 from tracker.core.detector import Detector, FixContext, Motion, TickContext, in_authorized_zone, next_instant
@@ -176,8 +176,9 @@ class Pipeline:
         """
         batch = list(pings)
         hops: list[tuple[float, float, float, float]] = []
+        rules = [r.params.geofence for r in (self._default, *self._ports.values())]
         if previous is not None:
-            longest = max(r.params.geofence.max_cross_gap_s for r in (self._default, *self._ports.values()))
+            longest = max(g.max_cross_gap_s for g in rules)
             before: dict[str, tuple[float, float, datetime]] = {
                 d: (f.lon, f.lat, f.ts) for d, f in previous.items() if f is not None
             }
@@ -202,6 +203,8 @@ class Pipeline:
             [h[2] for h in hops],
             [h[3] for h in hops],
             [self._raw[(h[0], h[1])] | self._raw[(h[2], h[3])] for h in hops],
+            # the shortest part inside a fence that any port's rules count as a crossing, per fence kind
+            {k: min(g.min_cross_gate_m if k is FenceKind.GATE else g.min_cross_m for g in rules) for k in FenceKind},
         )
 
     def _prefetched(self, ping: Ping) -> frozenset[str] | None:
