@@ -10,6 +10,12 @@ shapely Point per fix and skips the exact test wherever a cell lies wholly insid
 port is most of the time. The batch methods answer a whole batch with a handful of numpy and shapely
 calls; the one-fix methods give the same answers fix by fix (tests/unit/test_index_batch.py compares
 both with a plain STRtree evaluation).
+
+Segments (crossings between two fixes) are walked through a finer grid of their own
+(:mod:`geofences.segments`, built on first use), so that one fix's hop needs no geometry unless a fence
+other than its own lies in a cell it passes; a batch of hops goes through the STRtree at once
+(:meth:`FenceIndex.crossings_batch`). tests/unit/test_index_segments.py compares both with the plain
+per-segment STRtree evaluation.
 """
 
 from __future__ import annotations
@@ -75,7 +81,9 @@ def _isin_sorted(a: IntArray, b: IntArray) -> npt.NDArray[np.bool_]:
 
 
 class FenceIndex:
-    """Immutable after construction, so one instance can be shared by every device's state machine."""
+    """Its answers never change after construction, so one instance can be shared by every device's state
+    machine (the segment grid, built on first use, and the crossings kept by :meth:`prefetch_crossings` are
+    caches of pure functions of the coordinates)."""
 
     def __init__(
         self,
@@ -124,7 +132,7 @@ class FenceIndex:
         shapely.prepare(self._geoms)
         shapely.prepare(self._outer)
         shapely.prepare(self._inner)
-        self._tree = shapely.STRtree(self._geoms)  # for segments (crossed); points use the grid
+        self._tree = shapely.STRtree(self._geoms)  # long jumps and batches of segments; points use the grid
         self._cells = CellGrid(self._geoms, cell_deg=cell_deg)
         self._sets: dict[tuple[int, ...], frozenset[str]] = {}
         self._segments: SegmentGrid | None = None
