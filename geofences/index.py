@@ -429,7 +429,12 @@ class FenceIndex:
             nf = len(self._fences)
             codes = np.sort(
                 np.fromiter(
-                    (k * nf + self._by_id[f] for k, row in enumerate(moving.tolist()) for f in exclude[row]),
+                    (
+                        k * nf + self._by_id[f]
+                        for k, row in enumerate(moving.tolist())
+                        for f in exclude[row]
+                        if f in self._by_id  # an id this index does not know excludes nothing
+                    ),
                     dtype=np.int64,
                 )
             )

@@ -185,6 +185,7 @@ def test_a_batch_of_segments_gets_each_ones_crossings(
     for row, answer in zip(rows, got, strict=True):
         assert _same(answer, reference(index, *row, frozenset()))
     assert index.crossings_batch(lo0, la0, lo1, la1, min_inside_m={k: 0.0 for k in FenceKind}) == got
+    assert index.crossings_batch(lo0, la0, lo1, la1, [frozenset({"prism:not-a-fence"})] * len(rows)) == got
     assert all(a == () for a in index.crossings_batch(lo0, la0, lo1, la1, min_inside_m={k: 1e7 for k in FenceKind}))
     index.prefetch_crossings(lo0, la0, lo1, la1)
     for row, answer in zip(rows, got, strict=True):
