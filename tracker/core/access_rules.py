@@ -260,21 +260,18 @@ class AccessRules:
                     },
                 )
             run.update(stop_since=since, stop_unauth_since=None)
-            fresh = True
-        else:
-            fresh = False
         if since is None or not stop_evidence(ctx.motion, ping.lon, ping.lat):
             # a fix outside the stop's cluster may be the departure: it is no evidence of more standing still
             return
-        if authorized:
+        outside = ctx.motion.outside_since
+        if authorized or outside is None:
             run.update(stop_unauth_since=None)
             return
-        start = run.s.stop_unauth_since
-        if start is None:
-            # the stop began at ``since``; it counts as unauthorised from then unless the fix before was in an
-            # authorised zone, and never from before the clearance
-            start = max(since, window.ts) if fresh and not run.s.authorized else ping.ts
-            run.update(stop_unauth_since=start)
+        # only the time outside authorised zones counts, as for every detector asking it (the motion model's
+        # ``outside_since``: the first fix of the stop's current run outside them), and never before the clearance
+        start = max(outside, window.ts)
+        if run.s.stop_unauth_since != start:
+            run.update(stop_unauth_since=start)  # kept in the state as before, for the record
         if not stood_long_enough(start, ping.ts, self.params.stop_s):
             return
         duration = ping.ts - start
