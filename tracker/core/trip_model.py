@@ -21,7 +21,12 @@ from msgspec.structs import replace
 
 from tracker.core.model import DeviceKind, InspectionResult
 
-__all__ = ["Customs", "Standstill", "Stop", "Trip", "TripState", "Visit", "trip_id", "trips_in"]
+__all__ = ["RETRACTED", "Customs", "Standstill", "Stop", "Trip", "TripState", "Visit", "trip_id", "trips_in"]
+
+RETRACTED = "retracted"
+"""``end_reason`` of an output that withdraws a trip: a fix that arrived late rewound the device, and replayed
+in order its fixes no longer make that trip (it starts elsewhere, or never went anywhere). The store deletes
+the row; :func:`trips_in` drops it."""
 
 
 def trip_id(device_id: str, start: datetime) -> str:
@@ -138,6 +143,11 @@ class Trip(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
         return (self.end - self.start).total_seconds()
 
     @property
+    def retracted(self) -> bool:
+        """Withdrawn (see :data:`RETRACTED`): no such trip exists any more."""
+        return self.closed and self.end_reason == RETRACTED
+
+    @property
     def stopped_s(self) -> float:
         return sum(s.duration_s for s in self.stops)
 
@@ -227,8 +237,9 @@ class TripState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True
 
 
 def trips_in(outputs: Iterable[Trip]) -> dict[str, Trip]:
-    """The last output per trip id: what the store ends up holding after a batch (or a whole replay)."""
+    """The last output per trip id: what the store ends up holding after a batch (or a whole replay); a trip
+    whose last output withdrew it is not held at all."""
     latest: dict[str, Trip] = {}
     for t in outputs:
         latest[t.id] = t
-    return latest
+    return {k: t for k, t in latest.items() if not t.retracted}

@@ -46,9 +46,10 @@ from tracker.core.detector import FixContext, Motion, TickContext, first_after
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
 from tracker.core.stops import DEFAULT_SPECIFICITY
-from tracker.core.trip_model import Customs, Standstill, Stop, Trip, TripState, Visit, trip_id, trips_in
+from tracker.core.trip_model import RETRACTED, Customs, Standstill, Stop, Trip, TripState, Visit, trip_id, trips_in
 
 __all__ = [
+    "RETRACTED",
     "Customs",
     "Standstill",
     "Stop",
@@ -448,6 +449,34 @@ class TripSegmenter:
         if not (changed or due):
             return ts, ()
         return replace(ts, emitted_at=now), (self.snapshot(ts),)
+
+    def after_rewind(
+        self, rewound: Iterable[TripState | None], replayed: TripState | None, outputs: Sequence[Trip]
+    ) -> tuple[Trip, ...]:
+        """What the store must also receive after a late fix rewound the device (``tracker.core.reorder``).
+
+        ``rewound``: the trip states the speculative run went through (before each rewound fix, and its end),
+        ``replayed``: the state after the in-order replay, ``outputs``: the replay's own outputs. The speculative
+        run may have output a trip the replay no longer makes (a straggler before the first fix of a trip moves
+        its start, hence its id): it is withdrawn, or the store would keep an open trip nothing ever closes.
+        And the replay, rate-limited from the rewound ``emitted_at``, may have ended on a snapshot older than the
+        one the speculative run stored: the open trip is output once more as it now stands, so the row is the
+        in-order truth, not an earlier version of it. The state is left as the replay made it.
+        """
+        current = None if replayed is None else replayed.open
+        keep = {t.id for t in outputs}
+        if current is not None:
+            keep.add(current.id)
+        gone: dict[str, Trip] = {}
+        for ts in rewound:
+            trip = None if ts is None else ts.open
+            if trip is not None and trip.id not in keep:
+                gone[trip.id] = trip
+        # a withdrawn trip may never have been visible (shorter than ``min_trip_m``): deleting no row costs nothing
+        out = [replace(t, closed=True, end_reason=RETRACTED) for t in gone.values()]
+        if replayed is not None and current is not None and current.max_away_m >= self.params.min_trip_m:
+            out.append(self.snapshot(replayed))
+        return tuple(out)
 
     def snapshot(self, ts: TripState) -> Trip:
         """The open trip as output: with the standstill under way counted as its last stop."""
