@@ -187,15 +187,20 @@ class Store(BatchWriter, AuditStore):
                 list(ids),
             )
 
-    async def mark_failed(self, ids: Sequence[int], error: str) -> None:
-        """Retry later with capped exponential back-off; a row is never dropped."""
+    async def mark_failed(self, ids: Sequence[int], error: str, *, backoff: bool = True) -> None:
+        """Retry later with capped exponential back-off; a row is never dropped.
+
+        ``backoff=False``: the attempt is counted but the row stays due (MQTT rows while the broker is away:
+        they wait for the connection, not for a delay grown during the outage, and keep their order).
+        """
         if ids:
             await self.pool.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $2,"
-                " next_attempt_at = now() + least(interval '5 minutes', interval '1 second' * power(2, attempts))"
-                " WHERE id = ANY($1::bigint[])",
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = CASE WHEN $3"
+                " THEN now() + least(interval '5 minutes', interval '1 second' * power(2, attempts))"
+                " ELSE now() END WHERE id = ANY($1::bigint[])",
                 list(ids),
                 error[:500],
+                backoff,
             )
 
     async def outbox_backlog(self) -> int:
