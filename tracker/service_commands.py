@@ -8,7 +8,6 @@ batches, so a device's state only ever changes in one task.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from tracker.adapters.errors import (
     StoreUnavailableError,
@@ -19,8 +18,6 @@ from tracker.commands import Command, Pair, RegisterDevice
 from tracker.core.model import DeviceKind
 from tracker.core.state import DeviceState
 from tracker.service_base import ServiceBase, _Queued
-
-log = logging.getLogger(__name__)
 
 
 class Commands(ServiceBase):

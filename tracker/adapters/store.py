@@ -15,7 +15,6 @@ the columns that facts change.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,8 +43,6 @@ from tracker.adapters.store_trips import TripStore
 from tracker.core import codec
 from tracker.core.model import DeviceKind, Severity
 from tracker.core.state import DeviceState
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +300,6 @@ class Store(BatchWriter, AuditStore):
             return bool(await self.pool.fetchval("SELECT 1", timeout=2))
         except (OSError, asyncpg.PostgresError, TimeoutError):
             return False
-
 
 
 def _decode_state(device_id: str, raw: bytes) -> DeviceState:

@@ -10,7 +10,6 @@ announcement. Apart from the schema and the reads because this is the hot path t
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +26,6 @@ from tracker.core import codec
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, Ping, Rejected, Severity
 from tracker.core.state import DeviceState
 from tracker.core.trips import Trip
-
-log = logging.getLogger(__name__)
-
 
 PING_COLUMNS = (
     "device_id",
