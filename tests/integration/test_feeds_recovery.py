@@ -375,3 +375,40 @@ async def test_an_organisation_gets_at_most_twenty_webhooks_even_when_it_asks_al
             assert status == 201, body
     finally:
         await asyncio.wait_for(svc.stop(), 15)
+
+
+async def test_an_outbox_row_refused_for_a_long_time_keeps_its_capped_back_off(stack: StackInfo) -> None:
+    """A row the broker refused thousands of times (an outage of hours, one attempt counted per poll) still
+    gets its 5-minute back-off: 2^attempts seconds must not overflow the database's arithmetic."""
+    from datetime import UTC, datetime
+
+    from tracker.adapters.store import Batch, Store
+    from tracker.core.model import Alert, Severity
+
+    dev = new_device_id("BOF")
+    alert = Alert(
+        kind="geofence_enter",
+        severity=Severity.HIGH,
+        device_id=dev,
+        ts=datetime.now(UTC).replace(microsecond=0),
+        message=f"{dev} entered restricted 'test'",
+        port="santos",
+        fence_id="test-fence",
+        evidence={"note": "an outbox row refused for hours"},
+        key="backoff-test",
+    )
+    store = await Store.connect(stack.dsn, max_size=1)
+    try:
+        await store.write_batch(Batch(alerts=[alert]))
+        ids = [int(r["id"]) for r in await store.pool.fetch("SELECT id FROM outbox WHERE alert_id = $1", alert.id)]
+        assert ids
+        await store.pool.execute("UPDATE outbox SET attempts = 5000 WHERE id = ANY($1::bigint[])", ids)
+        await store.mark_failed(ids, "not connected", backoff=False)
+        await store.mark_failed(ids, "no PUBACK within 10 s")
+        wait = await store.pool.fetchval(
+            "SELECT max(next_attempt_at - now()) FROM outbox WHERE id = ANY($1::bigint[])", ids
+        )
+        assert 240 < wait.total_seconds() <= 300
+        await store.mark_delivered(ids)  # not announced to the later tests' subscribers
+    finally:
+        await store.close()

@@ -193,7 +193,7 @@ class Store(BatchWriter, AuditStore):
         if ids:
             await self.pool.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = CASE WHEN $3"
-                " THEN now() + least(interval '5 minutes', interval '1 second' * power(2, attempts))"
+                " THEN now() + least(interval '5 minutes', interval '1 second' * power(2, least(attempts, 16)))"
                 " ELSE now() END WHERE id = ANY($1::bigint[])",
                 list(ids),
                 error[:500],

@@ -304,7 +304,7 @@ class WebhookStore:
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, last_status = $2, last_error = $3,"
                 " status = CASE WHEN $4 THEN 'delivered' WHEN attempts + 1 >= $5 THEN 'dead' ELSE 'pending' END,"
                 " finished_at = CASE WHEN $4 OR attempts + 1 >= $5 THEN now() END,"
-                " next_attempt_at = now() + make_interval(secs => least($7, $6 * power(2, attempts)))"
+                " next_attempt_at = now() + make_interval(secs => least($7, $6 * power(2, least(attempts, 30))))"
                 " WHERE id = $1 AND status = 'pending' RETURNING status",
                 delivery_id,
                 http_status,
