@@ -24,9 +24,9 @@ from bench.detection import replay
 from tests.unit.detector_helpers import OPEN, RESTRICTED, SANTOS, TERMINAL, offset
 from tracker.core import codec
 from tracker.core.engine import Engine
-from tracker.core.model import DeviceKind, Inspection, InspectionResult, Ping
+from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, InspectionResult, Ping, Severity
 from tracker.core.pipeline import Pipeline
-from tracker.core.state import DeviceState
+from tracker.core.state import DeviceState, Entry
 from tracker.sim.scenario import SimConfig, generate
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -184,3 +184,17 @@ def test_rows_of_the_layout_before_the_compact_window_decode_without_their_windo
     assert old[:1] != b"\x78"
     assert codec.decode(old) == bare
     assert codec.decode(msgspec.msgpack.encode((bare,))) == bare
+
+
+def test_a_logged_alert_of_another_device_keeps_its_device() -> None:
+    """A fix can raise an alert for its meeting's partner as well as its own; the log keeps whose it is."""
+    state = _windowed()
+    entry = state.log[-1]
+    theirs = Alert("rendezvous", Severity.HIGH, "TRK-2", entry.ping.ts, "", "santos", None, {}, "TRK-1+TRK-2@x")
+    mine = Alert("rendezvous", Severity.HIGH, "TRK-1", entry.ping.ts, "", "santos", None, {}, "TRK-1+TRK-2@x")
+    logged = Entry.of(entry.ping, entry.before, (mine, theirs, AlertUpdate(theirs, at(99), {}, closes=True)))
+    state = msgspec.structs.replace(state, log=(*state.log[:-1], logged))
+    again = codec.decode(codec.encode(state))
+    assert again == state
+    assert [a.device_id for a in again.log[-1].alerts] == ["TRK-1", "TRK-2"]
+    assert again.log[-1].updates[0].alert.device_id == "TRK-2"

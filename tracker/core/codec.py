@@ -54,8 +54,9 @@ with an array header (0x9N) and JSON rows with ``{``, so the three never mix up.
 
 
 class _Alert(msgspec.Struct, array_like=True, omit_defaults=True):
-    """A logged alert (``Entry``): device id and message are not kept; ``derived`` means the key is
-    ``"<fence id>@<time>"`` followed by ``key``; ``dt`` is its time in µs after its fix's."""
+    """A logged alert (``Entry``): the message is not kept, nor the device id when it is the state's own;
+    ``derived`` means the key is ``"<fence id>@<time>"`` followed by ``key``; ``dt`` is its time in µs after
+    its fix's."""
 
     kind: str
     severity: Severity
@@ -64,6 +65,7 @@ class _Alert(msgspec.Struct, array_like=True, omit_defaults=True):
     derived: bool = False
     key: str = ""
     dt: int = 0
+    device_id: str | None = None  # None: the state's own (a fix may raise a meeting's alert for its partner too)
 
 
 class _Update(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -148,18 +150,18 @@ def _micros(a: datetime, b: datetime) -> int:
     return (a - b) // _US
 
 
-def _alert(a: Alert, at: datetime) -> _Alert:
+def _alert(a: Alert, device_id: str, at: datetime) -> _Alert:
     prefix = f"{a.fence_id}@{a.ts.isoformat()}"
     derived = a.key.startswith(prefix)
-    return _Alert(
-        a.kind, a.severity, a.port, a.fence_id, derived, a.key[len(prefix) :] if derived else a.key, _micros(a.ts, at)
-    )
+    key = a.key[len(prefix) :] if derived else a.key
+    other = None if a.device_id == device_id else a.device_id
+    return _Alert(a.kind, a.severity, a.port, a.fence_id, derived, key, _micros(a.ts, at), other)
 
 
 def _unalert(a: _Alert, device_id: str, at: datetime) -> Alert:
     ts = at + a.dt * _US
     key = f"{a.fence_id}@{ts.isoformat()}{a.key}" if a.derived else a.key
-    return Alert(a.kind, a.severity, device_id, ts, "", a.port, a.fence_id, {}, key)
+    return Alert(a.kind, a.severity, a.device_id or device_id, ts, "", a.port, a.fence_id, {}, key)
 
 
 def encode(state: DeviceState) -> bytes:
@@ -167,6 +169,7 @@ def encode(state: DeviceState) -> bytes:
         return zlib.compress(_ENCODER.encode(_Stored(state)), _LEVEL)
     bare = replace(state, log=())
     after = bare
+    dev = state.device_id
     logged: list[_Logged] = []
     for entry in reversed(state.log):
         p = entry.ping
@@ -176,8 +179,8 @@ def encode(state: DeviceState) -> bytes:
                 p.lon,
                 p.lat,
                 _diff(entry.before, after),
-                tuple(_alert(a, p.ts) for a in entry.alerts),
-                tuple(_Update(_alert(u.alert, p.ts), _micros(u.ts, p.ts), u.closes) for u in entry.updates),
+                tuple(_alert(a, dev, p.ts) for a in entry.alerts),
+                tuple(_Update(_alert(u.alert, dev, p.ts), _micros(u.ts, p.ts), u.closes) for u in entry.updates),
                 p.speed,
                 p.heading,
                 p.accuracy,
