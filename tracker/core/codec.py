@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
-from msgspec.structs import replace
+from msgspec.structs import astuple, replace
 
 from tracker.core.model import Alert, AlertUpdate, Ping, Severity
 from tracker.core.state import DeviceState, Entry
@@ -47,7 +47,8 @@ from tracker.core.state import DeviceState, Entry
 _US = timedelta(microseconds=1)
 _S = TypeVar("_S", bound=msgspec.Struct)
 _LEVEL = 6
-"""zlib level: 1 would be ~10 % larger for little less time on states of a few hundred bytes."""
+"""zlib level. Measured on the synthetic fleet's states (1.3 KB of msgpack each): level 1 is 4 % larger and
+~20 % faster; deflating is about half of ``encode``'s time, the field differences most of the rest."""
 _ZLIB = b"\x78"
 """The first byte of every zlib stream at the default window; msgpack rows of the older layout start
 with an array header (0x9N) and JSON rows with ``{``, so the three never mix up."""
@@ -111,9 +112,7 @@ def _diff(before: msgspec.Struct, after: msgspec.Struct) -> list[Any]:
     Values of different types (0 and 0.0) differ. A list, not a map: the deterministic encoder sorts only
     maps with string keys."""
     out: list[Any] = []
-    for i, name in enumerate(before.__struct_fields__):
-        a = getattr(before, name)
-        b = getattr(after, name)
+    for i, (a, b) in enumerate(zip(astuple(before), astuple(after), strict=True)):
         if a is b:
             continue
         if type(a) is not type(b):
