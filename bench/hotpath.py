@@ -15,6 +15,7 @@ import random
 import statistics
 import sys
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -249,13 +250,26 @@ def synthetic_states(devices: int, fixes: int, seed: int) -> tuple[dict[str, Dev
         for i, dev in enumerate(kinds):
             lon, lat = where[i]
             engine.feed(Ping(dev, ts, lon + k * 1e-5, lat, speed=0.1, received=ts))
+            if (i + 1) % 20_000 == 0:
+                print(f"  round {k + 1}/{fixes}: {i + 1:,} devices, {time.perf_counter() - t0:.1f} s", flush=True)
     return engine.states, time.perf_counter() - t0, len(engine.emitted)
 
 
 def size_stats(states: Mapping[str, DeviceState]) -> dict[str, Any]:
-    serialized = [len(codec.encode(s)) for s in states.values()]
+    encoded = [codec.encode(s) for s in states.values()]
+    serialized = [len(b) for b in encoded]
+    inflated = sum(len(zlib.decompress(b)) for b in encoded)  # the msgpack before deflate
     # the same states without their reorder window (DeviceState.log, the last 30 s of fixes)
     bare = [len(codec.encode(msgspec.structs.replace(s, log=()))) for s in states.values()]
+    t0 = time.perf_counter()
+    for s in states.values():
+        codec.encode(s)
+    encode_us = (time.perf_counter() - t0) / len(states) * 1e6
+    t0 = time.perf_counter()
+    for b in encoded:
+        codec.decode(b)
+    decode_us = (time.perf_counter() - t0) / len(states) * 1e6
+    del encoded
     ids = sum(len(d.encode()) for d in states)
     mem = deep_size(states.values())
     n = len(states)
@@ -267,6 +281,9 @@ def size_stats(states: Mapping[str, DeviceState]) -> dict[str, Any]:
         "serialized_bytes_p95": srt[int(0.95 * (n - 1))],
         "serialized_bytes_max": srt[-1],
         "serialized_bytes_without_log_mean": round(sum(bare) / n, 1),
+        "serialized_bytes_before_deflate_mean": round(inflated / n, 1),
+        "encode_us_per_device": round(encode_us, 1),
+        "decode_us_per_device": round(decode_us, 1),
         "serialized_device_id_bytes_mean": round(ids / n, 1),
         "memory_bytes_per_device": round(mem / n, 1),
         "memory_total_mib": round(mem / 2**20, 2),
@@ -288,8 +305,10 @@ def state(sizes: Iterable[int], fixes: int, seed: int, sim: Scenario | None = No
         )
         del states
     out: dict[str, Any] = {
-        "serialized": "len(tracker.core.codec.encode(state)), the msgpack bytes the store writes to "
-        "device_state.state (tracker/adapters/store.py write_batch), device id included",
+        "serialized": "len(tracker.core.codec.encode(state)), the deflated msgpack bytes the store writes to "
+        "device_state.state (tracker/adapters/store.py write_batch), device id and reorder window included; "
+        "without_log: the same state without its window; before_deflate: the msgpack before zlib; encode/decode: "
+        "µs per device on this shared machine (indicative)",
         "memory": "sys.getsizeof summed recursively over each DeviceState (Struct and dataclass slots, dicts, lists, "
         "tuples, "
         "sets, strings, numbers, datetimes), every object counted once over the whole fleet and singletons "

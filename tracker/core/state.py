@@ -39,7 +39,8 @@ class Entry(msgspec.Struct, frozen=True, array_like=True):
     The events are kept as far as a replay needs them: an alert by what identifies it (kind, device, key,
     time, severity, port, fence) for its retraction, which the store files by id, and an update by alert id,
     time and whether it closes. Message, evidence and fields are already stored with the event itself; kept
-    here they would be most of the window's bytes."""
+    here they would be most of the window's bytes. The fix is kept without its source and receive time, which
+    no step reads (``tracker.core.codec`` does not store them either)."""
 
     ping: Ping
     before: DeviceState
@@ -50,6 +51,9 @@ class Entry(msgspec.Struct, frozen=True, array_like=True):
     def of(cls, ping: Ping, before: DeviceState, events: tuple[Event, ...]) -> Entry:
         alerts = tuple(_slim(e) for e in events if isinstance(e, Alert))
         updates = tuple(AlertUpdate(_slim(e.alert), e.ts, {}, e.closes) for e in events if isinstance(e, AlertUpdate))
+        # the core never reads a fix's source or receive time: kept, they would only be stored and compared
+        if ping.received is not None or ping.source != "native":
+            ping = dataclasses.replace(ping, source="native", received=None)
         return cls(ping, before, alerts, updates)
 
     @property

@@ -1,0 +1,418 @@
+"""Flat memory under steady load: ``tracker run`` fed a fixed population for ``--minutes``, its RSS sampled.
+
+One command, one throwaway stack like ``bench/throughput.py e2e`` (``deploy/stack.sh infra`` in its own
+TRACKER_STACK_DIR on free loopback ports, migrated as the owner, destroyed afterwards), the real service in
+a process of its own. ``--devices`` devices (default 2,000) report at ``--rate`` pings/s in all (default
+500, one fix per device every 4 s), stamped with the wall clock as a live fleet would be: three in four
+stand or creep at their own spot inside a Santos fence, one in four drives a circle of 40-160 m around
+theirs at 4-8 m/s, crossing fence edges (entries, exits, trips and their alerts go on all the time). The
+population never changes, so whatever the service keeps per device is in place after the first minutes;
+memory that still grows after that grows with the pings, which is a leak.
+
+Every ``--sample-s`` seconds (15) it reads the service's VmRSS and VmData from /proc, the pings and
+alerts committed so far, and the service's CPU time. Verdict: the least-squares slope of RSS over the last
+``--judge-minutes`` (8 of the default 10; all but the first 2 in any case), against ``--max-slope-kib-min``,
+and not before every device has sent ``--warmup-fixes`` (40) fixes: a state fills fix by fix (the reorder
+window, the dark rule's intervals, stop states), so at a low rate warm-up outlasts 2 minutes. The slope over
+the last 8 minutes is reported beside it either way.
+
+The threshold, 256 KiB/min: anything the service kept per ping would cost at least a pointer in a
+container and the smallest object it points to (~36 bytes), i.e. >= 1 MiB/min at 500 pings/s, four times
+the threshold; per-device structures are bounded by the population and in place before the judged
+window starts; what is left is the allocator's own noise (arenas kept, freed in steps), which on this
+machine stays well below it over minutes. Bounded: --minutes of sending (at most ``rate x minutes x 60``
+messages), loopback only; the stack is destroyed whatever happens.
+
+Writes ``bench/results/soak.json`` and ``bench/results/soak.png`` (matplotlib, the benchmarks' optional
+dependency; skipped without it). ``--minutes 1`` is a smoke run (judged on its last half).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+if __package__ in (None, ""):  # run as a script: the repository root holds the bench package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.e2e import (
+    SANTOS,
+    RawPublisher,
+    Service,
+    free_port,
+    make_accounts,
+    parse_env,
+    stack,
+)
+from bench.hotpath import spots
+from tracker.sim.rawmqtt import string as _string
+from tracker.sim.rawmqtt import varint as _varint
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "soak.json"
+PLOT = REPO / "bench" / "results" / "soak.png"
+METRES_PER_DEG = 111_320.0
+MAX_SLOPE_KIB_MIN = 256.0
+
+
+def git_commit() -> str:
+    proc = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip() or "unknown"
+
+
+class Fleet:
+    """Where each device is at a moment: a fixed spot, and for one in four a circle around it."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        rng = random.Random(seed)
+        self.ids = [f"SOAK-{d:05d}" for d in range(n)]
+        self.centre = spots(seed, n)
+        self.radius = [rng.uniform(40.0, 160.0) if d % 4 == 0 else rng.uniform(0.5, 3.0) for d in range(n)]
+        speed = [rng.uniform(4.0, 8.0) if d % 4 == 0 else 0.02 for d in range(n)]
+        self.omega = [v / r for v, r in zip(speed, self.radius, strict=True)]
+        self.speed = speed
+        self.phase = [rng.uniform(0.0, 2 * math.pi) for _ in range(n)]
+
+    def fix(self, d: int, ts: float) -> tuple[str, bytes]:
+        lon0, lat0 = self.centre[d]
+        a = self.phase[d] + self.omega[d] * ts
+        east, north = self.radius[d] * math.cos(a), self.radius[d] * math.sin(a)
+        lat = lat0 + north / METRES_PER_DEG
+        lon = lon0 + east / (METRES_PER_DEG * math.cos(math.radians(lat0)))
+        body = {"ts": round(ts, 3), "lat": round(lat, 7), "lon": round(lon, 7), "speed": round(self.speed[d], 2)}
+        return f"trackers/{self.ids[d]}/ping", json.dumps(body).encode()
+
+
+class Sender:
+    """A paced QoS 1 publisher over a few connections: message j is device j % n's next fix, stamped now."""
+
+    def __init__(self, port: int, gateways: Sequence[tuple[str, str]], fleet: Fleet, rate: float, limit: int) -> None:
+        self.pubs = [RawPublisher(port, u, p) for u, p in gateways]
+        self.fleet = fleet
+        self.rate = rate
+        self.limit = limit
+        self.sent = 0
+        self._ids = [0] * len(self.pubs)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _frame(self, conn: int, topic: str, payload: bytes) -> bytes:
+        self._ids[conn] = self._ids[conn] % 65535 + 1
+        var = _string(topic) + self._ids[conn].to_bytes(2, "big") + payload
+        return b"\x32" + _varint(len(var)) + var
+
+    def _run(self) -> None:
+        n = len(self.fleet.ids)
+        start = time.perf_counter()
+        while not self._stop.is_set() and self.sent < self.limit:
+            due = min(self.limit, int((time.perf_counter() - start) * self.rate))
+            # never more than 30,000 unacknowledged per connection: packet ids come round every 65,535
+            due = min(due, min(p.acked for p in self.pubs) * len(self.pubs) + 30_000)
+            if due <= self.sent:
+                time.sleep(0.01)
+                continue
+            now = time.time()
+            out: list[list[bytes]] = [[] for _ in self.pubs]
+            for j in range(self.sent, due):
+                d = j % n
+                conn = d % len(self.pubs)  # one device, one connection: its fixes stay in order
+                out[conn].append(self._frame(conn, *self.fleet.fix(d, now)))
+            for pub, frames in zip(self.pubs, out, strict=True):
+                if frames:
+                    pub.send_now(frames)
+            self.sent = due
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for pub in self.pubs:
+            pub.close()
+
+    @property
+    def acked(self) -> int:
+        return sum(p.acked for p in self.pubs)
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM and VmData of a process, in KiB."""
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "VmData"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def slope(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of y against x."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+
+
+async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    stack_dir = Path(tempfile.mkdtemp(prefix="st-soak-", dir="/tmp"))
+    os.chmod(stack_dir, 0o755)  # noqa: S103 - the postgres and mosquitto users must reach it when run as root
+    mqtt_port, pg_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    env.update(TRACKER_STACK_DIR=str(stack_dir), TRACKER_MQTT_PORT=str(mqtt_port), TRACKER_PG_PORT=str(pg_port))
+    await asyncio.to_thread(stack, "infra", env)
+    svc: Service | None = None
+    sender: Sender | None = None
+    try:
+        secrets = parse_env(stack_dir / "secrets.env")
+        owner = parse_env(stack_dir / "owner.env")["TRACKER_DB_OWNER_DSN"]
+        dsn = secrets["TRACKER_DB_DSN"]
+        mig = {**env, "TRACKER_DB_DSN": dsn, "TRACKER_DB_OWNER_DSN": owner}
+        proc = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "tracker", "migrate"], env=mig, cwd=REPO, capture_output=True,
+            text=True, timeout=300, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"tracker migrate failed\n{proc.stdout}\n{proc.stderr}")
+        acc = await asyncio.to_thread(make_accounts, mqtt_port, secrets, args.connections)
+        svc_env = {
+            k: v
+            for k, v in secrets.items()
+            if k.startswith("TRACKER_") and "PG_" not in k and not k.startswith("TRACKER_MQTT_ADMIN_")
+        }
+        svc_env.update(
+            TRACKER_MQTT_USERNAME=acc.service[0], TRACKER_MQTT_PASSWORD=acc.service[1], TRACKER_DB_DSN=dsn,
+            TRACKER_MQTT_HOST="127.0.0.1", TRACKER_MQTT_PORT=str(mqtt_port), TRACKER_HTTP_HOST="127.0.0.1",
+            TRACKER_HTTP_PORT=str(free_port()), TRACKER_FENCE_FILES=str(SANTOS), TRACKER_UNKNOWN_DEVICES="register",
+        )  # fmt: skip
+        svc = Service(svc_env, stack_dir / "service.log")
+        svc.start()
+        await svc.wait_ready(120)
+        assert svc.proc is not None
+        pid = svc.proc.pid
+        fleet = Fleet(args.devices, args.seed)
+        limit = int(args.rate * args.minutes * 60)
+        sender = Sender(mqtt_port, acc.gateways[: args.connections], fleet, args.rate, limit)
+        db = await asyncpg.connect(dsn)
+        samples: list[dict[str, Any]] = []
+        try:
+            t0 = time.perf_counter()
+            sender.start()
+            end = t0 + args.minutes * 60
+            next_at = t0
+            while True:
+                now = time.perf_counter()
+                if now >= next_at:
+                    st = proc_status(pid)
+                    pings = await db.fetchval("SELECT count(*) FROM pings")
+                    alerts = await db.fetchval("SELECT count(*) FROM alerts")
+                    sample = {
+                        "t_s": round(now - t0, 1),
+                        "rss_kib": st["VmRSS"],
+                        "data_kib": st["VmData"],
+                        "sent": sender.sent,
+                        "acked": sender.acked,
+                        "pings_stored": pings,
+                        "alerts": alerts,
+                        "service_cpu_s": svc.cpu_s(),
+                    }
+                    samples.append(sample)
+                    print(
+                        f"{sample['t_s']:7.1f} s  RSS {st['VmRSS'] / 1024:7.1f} MiB  sent {sender.sent:,}  "
+                        f"stored {pings:,}  alerts {alerts:,}",
+                        flush=True,
+                    )
+                    next_at += args.sample_s
+                if now >= end or svc.proc.poll() is not None:
+                    break
+                await asyncio.sleep(min(1.0, max(0.05, next_at - now), max(0.05, end - now)))
+            sender.stop()
+            # let the service write what is queued, then one last sample
+            await asyncio.sleep(5)
+            hwm = proc_status(pid)["VmHWM"] if svc.proc.poll() is None else None
+            stored = await db.fetchval("SELECT count(*) FROM pings")
+            alive = svc.proc.poll() is None
+        finally:
+            await db.close()
+        return summarise(args, samples, sender, stored, hwm, alive, svc)
+    except BaseException:
+        if svc is not None:
+            print(svc.tail(), file=sys.stderr)
+        raise
+    finally:
+        if sender is not None:
+            sender.stop()
+        if svc is not None:
+            await svc.stop()
+        await asyncio.to_thread(stack, "destroy", env, "--yes")
+        shutil.rmtree(stack_dir, ignore_errors=True)
+
+
+def summarise(
+    args: argparse.Namespace,
+    samples: list[dict[str, Any]],
+    sender: Sender,
+    stored: int,
+    hwm: int | None,
+    alive: bool,
+    svc: Service,
+) -> dict[str, Any]:
+    total_s = args.minutes * 60
+    # warm-up is a number of fixes per device (windows, intervals and stop states fill fix by fix), so at a
+    # low rate it lasts longer than the 2 minutes the default rate needs
+    warmup_s = args.warmup_fixes * args.devices / args.rate
+    last8_from = max(total_s - args.judge_minutes * 60, min(120.0, total_s / 2))
+    judged_from = max(last8_from, min(warmup_s, total_s - 4 * args.sample_s))
+    window = [(s["t_s"] / 60, s["rss_kib"]) for s in samples if s["t_s"] >= judged_from]
+    kib_min = slope(window)
+    last8 = slope([(s["t_s"] / 60, s["rss_kib"]) for s in samples if s["t_s"] >= last8_from])
+    first = samples[0] if samples else {}
+    last = samples[-1] if samples else {}
+    span = (last.get("t_s", 0) - first.get("t_s", 0)) or 1.0
+    rate_stored = (last.get("pings_stored", 0) - first.get("pings_stored", 0)) / span
+    judged = [s for s in samples if s["t_s"] >= judged_from]
+    # the backlog (sent, not yet stored) waits in the broker (the service takes 200 in flight), but a service
+    # that falls behind is not the steady state this measures: said apart, next to the verdict
+    backlog = [(s["t_s"] / 60, s["sent"] - s["pings_stored"]) for s in judged]
+    backlog_min = slope(backlog)
+    # kept up: the backlog grew by no more than two samples' worth of pings over the judged window
+    kept_up = len(backlog) >= 2 and backlog[-1][1] - backlog[0][1] <= 2 * args.rate * args.sample_s
+    passed = alive and len(window) >= 3 and kib_min <= args.max_slope_kib_min
+    return {
+        "benchmark": "soak: flat memory of tracker run under a steady population",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "command": " ".join(["python", "bench/soak.py", *sys.argv[1:]]),
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "loadavg_end": [round(v, 2) for v in os.getloadavg()],
+            "shared": "2 cores shared with other work",
+        },
+        "population": {
+            "devices": args.devices,
+            "rate_pings_per_s": args.rate,
+            "minutes": args.minutes,
+            "connections": args.connections,
+            "movers": "one in four on a 40-160 m circle at 4-8 m/s; the rest creeping at their spot in a Santos fence",
+        },
+        "sent": sender.sent,
+        "acked": sender.acked,
+        "pings_stored": stored,
+        "stored_per_s_over_run": round(rate_stored, 1),
+        "service_alive_at_end": alive,
+        "sample_every_s": args.sample_s,
+        "warmup_fixes_per_device": args.warmup_fixes,
+        "judged_from_s": judged_from,
+        "rss_slope_kib_per_min": round(kib_min, 1),
+        "rss_slope_last_judge_minutes_kib_per_min": round(last8, 1),
+        "rss_judged_first_mib": round(judged[0]["rss_kib"] / 1024, 1) if judged else None,
+        "rss_judged_last_mib": round(judged[-1]["rss_kib"] / 1024, 1) if judged else None,
+        "rss_max_mib": round(max(s["rss_kib"] for s in samples) / 1024, 1) if samples else None,
+        "rss_hwm_mib": None if hwm is None else round(hwm / 1024, 1),
+        "max_slope_kib_per_min": args.max_slope_kib_min,
+        "threshold": "least-squares RSS slope over the judged window; 256 KiB/min is 4x below the smallest "
+        "per-ping leak at 500 pings/s (a pointer and a small object, ~36 B per ping = 1 MiB/min)",
+        "backlog_slope_per_min": round(backlog_min, 1),
+        "backlog_judged_first": backlog[0][1] if backlog else None,
+        "backlog_judged_last": backlog[-1][1] if backlog else None,
+        "kept_up": kept_up,
+        "passed": passed,
+        "service_cpu_s": svc.cpu_s(),
+        "samples": samples,
+    }
+
+
+def plot(res: dict[str, Any], path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed (pip install 'port-tracker[bench]'): plot skipped"
+    xs = [s["t_s"] / 60 for s in res["samples"]]
+    ys = [s["rss_kib"] / 1024 for s in res["samples"]]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(xs, ys, marker="o", markersize=3, label="service RSS")
+    ax.axvline(res["judged_from_s"] / 60, color="grey", linestyle=":", label="judged from")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("MiB")
+    verdict = "pass" if res["passed"] else "FAIL"
+    ax.set_title(
+        f"{res['population']['devices']:,} devices, {res['population']['rate_pings_per_s']:g} pings/s: "
+        f"RSS slope {res['rss_slope_kib_per_min']} KiB/min ({verdict})",
+        fontsize=9,
+    )
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return f"wrote {path}"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--devices", type=int, default=2_000)
+    p.add_argument("--rate", type=float, default=500.0, help="pings/s in all")
+    p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--sample-s", type=float, default=15.0)
+    p.add_argument("--judge-minutes", type=float, default=8.0, help="the slope is taken over this last part")
+    p.add_argument("--warmup-fixes", type=int, default=40, help="and not before each device has sent this many fixes")
+    p.add_argument("--max-slope-kib-min", type=float, default=MAX_SLOPE_KIB_MIN)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--plot", type=Path, default=PLOT)
+    p.add_argument("--no-plot", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.minutes <= 0 or args.minutes > 60 or args.rate <= 0 or args.rate > 5_000:
+        raise SystemExit("--minutes must be in (0, 60] and --rate in (0, 5000]: the soak is bounded")
+    res = asyncio.run(soak(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    if not args.no_plot:
+        print(plot(res, args.plot))
+    print(
+        f"backlog (sent, not yet stored) {res['backlog_judged_first']} -> {res['backlog_judged_last']}: "
+        f"{'kept up' if res['kept_up'] else 'the service fell behind (RSS then also holds in-flight work)'}"
+    )
+    print(
+        f"soak {res['population']['minutes']:g} min: RSS slope {res['rss_slope_kib_per_min']} KiB/min over the last "
+        f"{(args.minutes * 60 - res['judged_from_s']) / 60:g} min (max {args.max_slope_kib_min}; over the last "
+        f"{args.judge_minutes:g} min: {res['rss_slope_last_judge_minutes_kib_per_min']}), "
+        f"{res['pings_stored']:,} pings stored, {'PASS' if res['passed'] else 'FAIL'}"
+    )
+    return 0 if res["passed"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
