@@ -23,13 +23,14 @@ from datetime import datetime, timedelta
 
 from tracker.core.batch import BatchOutcome, Work, run_batch
 from tracker.core.model import DeviceKind, Event, Inspection, Ping
-from tracker.core.pipeline import Pipeline
+from tracker.core.pipeline import TICK_QUIET_S, Pipeline
 from tracker.core.state import DeviceState
 from tracker.core.timers import DueQueue
 from tracker.core.trips import Trip
 
 BATCH_MAX = 2000
 """Items buffered before a batch runs without waiting for the tick boundary (bounds memory, not results)."""
+_QUIET = timedelta(seconds=TICK_QUIET_S)
 
 
 @dataclass
@@ -64,6 +65,8 @@ class Engine:
         self._emitted: list[Emitted] = []
         self._trips: list[Trip] = []  # trip outputs in order (tracker.core.trips.trips_in folds them)
         self._pending: list[tuple[Work, datetime]] = []  # buffered items with the replay clock they came at
+        self._oldest: datetime | None = None  # event time of the oldest buffered fix (see _idle)
+        self._decided = False  # a customs decision is buffered
         self._seq = 0
 
     # ---- what callers read (every fed item run first) --------------------------------------------
@@ -128,6 +131,10 @@ class Engine:
         assert self.clock is not None
         self._pending.append((Work(device_id, item, self._seq), self.clock))
         self._seq += 1
+        if isinstance(item, Inspection):
+            self._decided = True
+        elif self._oldest is None or item.ts < self._oldest:
+            self._oldest = item.ts
         if len(self._pending) >= self.batch_max:
             self.flush()
 
@@ -162,11 +169,28 @@ class Engine:
 
     def tick(self, now: datetime) -> None:
         """Run what is buffered, then the timers of the devices due by ``now`` (every other device would come
-        out unchanged)."""
+        out unchanged); a tick that could do nothing leaves the buffer to grow (``_idle``)."""
+        if self._idle(now):
+            return
         self._run(now)
+
+    def _idle(self, now: datetime) -> bool:
+        """Whether a tick at ``now`` could not change any device, so the buffer may wait for a later tick.
+
+        No queued device is due, and every buffered item is a fix less than ``TICK_QUIET_S`` old at ``now``:
+        after it, its device's last accepted fix is at least that recent (a late fix is older than the last
+        one, and one the integrity check refuses changes nothing a due time reads), and no tick runs that
+        soon after a fix (``Pipeline.in_tick_range``). Running the buffer now or at a later boundary gives the
+        same ticks; the larger batch is only sorted by event time over a longer span, as the service's
+        batches are. A customs decision can open a timer at once, so it is never kept waiting.
+        """
+        if self._pending and (self._decided or self._oldest is None or self._oldest <= now - _QUIET):
+            return False
+        return not self.timers.due(now)
 
     def _run(self, now: datetime | None) -> None:
         pending, self._pending = self._pending, []
+        self._oldest, self._decided = None, False
         fed_at = {w.seq: at for w, at in pending}
         out = run_batch(
             self.pipeline,
