@@ -1,7 +1,9 @@
 """The contract every detector module follows.
 
 A detector is a stateless object holding its parameters plus pure functions over its
-own typed state (an immutable msgspec Struct, or None when it has nothing to remember).
+own typed state (an immutable msgspec Struct, or None when it has nothing to remember);
+it subclasses :class:`Detector`, which declares every hook the pipeline calls, with
+no-op defaults, and the detector's slot in the device state.
 The state lives in memory between fixes exactly as the detector returned it; only the
 store encodes it, once per batch, with ``tracker.core.codec``. The pipeline
 computes what several detectors need exactly once per fix (fence membership,
