@@ -43,7 +43,9 @@ TARGET_STATE_BYTES = 1024
 
 # (module suffix, qualified function name) -> stage label; cumulative time of each, from one profiled replay
 STAGES: Mapping[str, tuple[tuple[str, str], ...]] = {
-    "engine_feed (all per-ping work)": (("tracker/core/engine.py", "Engine.feed"),),
+    "engine_feed (buffering only)": (("tracker/core/engine.py", "Engine.feed"),),
+    "run_batch (all per-ping work and ticks)": (("tracker/core/batch.py", "run_batch"),),
+    "prefetch (one fence lookup per batch)": (("tracker/core/pipeline.py", "Pipeline.prefetch"),),
     "reorder_step": (("tracker/core/reorder.py", "Reorderer.step"),),
     "pipeline_step": (("tracker/core/pipeline.py", "Pipeline.step"),),
     "integrity_check": (("tracker/core/integrity.py", "check"),),
@@ -60,9 +62,10 @@ STAGES: Mapping[str, tuple[tuple[str, str], ...]] = {
         )
     ),
     "world_place": (("tracker/core/pipeline.py", "Pipeline._place"),),
-    "ticks (Engine.tick)": (("tracker/core/engine.py", "Engine.tick"),),
+    "ticks (batch._tick)": (("tracker/core/batch.py", "_tick"),),
     "pipeline_tick": (("tracker/core/pipeline.py", "Pipeline.tick"),),
-    "needs_tick": (("tracker/core/pipeline.py", "Pipeline.needs_tick"),),
+    "next_due": (("tracker/core/pipeline.py", "Pipeline.next_due"),),
+    "engine_adopt (schedules once per device per batch)": (("tracker/core/engine.py", "Engine._adopt"),),
     "pairing_declarations": (("tracker/core/engine.py", "Engine.pair"),),
     "inspections": (("tracker/core/engine.py", "Engine.inspect"),),
 }

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from tracker.adapters.api import Listeners, start_listeners
@@ -35,9 +35,9 @@ from tracker.adapters.store_orgs import OrgStore
 from tracker.audit import Checkpoint, Signer
 from tracker.commands import ChangeFences, DeactivateDevice, Pair, RegisterDevice
 from tracker.config import Settings
-from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
+from tracker.core.batch import Work, run_batch
+from tracker.core.model import DeviceKind, Ignored, Inspection, Ping, Rejected
 from tracker.core.pipeline import Pipeline
-from tracker.core.reorder import Reorderer
 from tracker.core.state import DeviceState
 from tracker.core.timers import DueQueue
 from tracker.delivery import Delivery
@@ -313,12 +313,12 @@ class Service(FenceControl, Commands, Anchoring):
     ) -> tuple[Batch, dict[str, DeviceState]]:
         """Run the core over one micro-batch; returns what to write and the states to adopt after commit.
 
-        Per device, fixes and customs decisions are applied in event-time order (arrival order
-        breaks ties), so a clearance inside a batch of replayed fixes lands where it happened.
-        A ``now`` runs the timers of every device after the batch.
+        Routing stays here (customs decisions to the devices of their container, unknown and deactivated
+        devices to dead letters); the batch itself runs in ``tracker.core.batch``, which the replays and
+        the simulator use too. A ``now`` runs the timers of the devices due by then.
         """
         batch = Batch(fence_versions=self.fences.stamps())
-        work: list[tuple[str, datetime, int, Ping | Inspection]] = []
+        work: list[Work] = []
         for seq, (item, topic, payload) in enumerate(decoded):
             if isinstance(item, Rejected):
                 batch.dead_letters.append((item, topic, payload))
@@ -329,8 +329,7 @@ class Service(FenceControl, Commands, Anchoring):
                 targets = self.containers.get(item.container_no, ())
                 if not targets:
                     self.metrics.inspections_unrouted.inc()
-                for dev in targets:
-                    work.append((dev, item.ts, seq, item))
+                work.extend(Work(dev, item, seq) for dev in targets)
             else:
                 if item.device_id not in self.devices and item.device_id not in batch.new_devices:
                     if item.device_id in self.deactivated:
@@ -345,79 +344,46 @@ class Service(FenceControl, Commands, Anchoring):
                         rejected = Rejected("unknown_device", reason, item.device_id, item.source)
                         batch.dead_letters.append((rejected, topic, payload))
                         continue
-                work.append((item.device_id, item.ts, seq, item))
-        working: dict[str, DeviceState] = {}
-        reorderer = Reorderer(self.pipeline, self.settings.reorder_window_s)
-        try:
-            # one vectorised fence lookup for the whole batch; each fix falls back to its own lookup without it
-            self.pipeline.prefetch(item for _dev, _ts, _seq, item in work if isinstance(item, Ping))
-        except Exception:
+                work.append(Work(item.device_id, item, seq))
+
+        def new_state(dev: str) -> DeviceState:
+            return DeviceState(dev, self.devices.get(dev) or batch.new_devices.get(dev, DeviceKind.TRUCK))
+
+        out = run_batch(
+            self.pipeline,
+            work,
+            self.states,
+            new_state,
+            reorder_window_s=self.settings.reorder_window_s,
+            now=now,
+            due=() if now is None else self.timers.due(now),
+            rank=self.timers.rank,
+        )
+        if out.prefetch_error is not None:
             self.metrics.ingest_errors.labels("pipeline").inc()
             self._log_throttled("prefetch", "batch fence lookup failed; fixes are looked up one by one")
-            self.pipeline.prefetch(())
-        # event-time order across devices too: cross-device rules (pairing, rendezvous) compare a
-        # device with the others' positions as they were at that moment, not as the id order left them
-        for dev, _ts, seq, item in sorted(work, key=lambda w: (w[1], w[2], w[0])):
-            state = working.get(dev) or self.states.get(dev)
-            if state is None:
-                state = DeviceState(dev, self.devices.get(dev) or batch.new_devices.get(dev, DeviceKind.TRUCK))
-            try:
-                if isinstance(item, Inspection):
-                    result = self.pipeline.inspect(state, item)
-                else:
-                    result = reorderer.step(state, item)  # the reorder window travels in the state
-            except Exception as exc:
-                # One message the core cannot judge must not take its batch down with it: it becomes a
-                # dead letter (its device keeps the state it had before this message), the rest goes on.
-                self.metrics.ingest_errors.labels("pipeline").inc()
-                log.exception("core failed on a message from %s; dead-lettered", dev)
-                _item, topic, payload = decoded[seq]
-                detail = describe_error(exc)
-                batch.dead_letters.append((Rejected("pipeline_error", detail, dev, _source(item)), topic, payload))
-                if isinstance(item, Inspection):
-                    batch.inspections = [(i, src) for i, src in batch.inspections if i is not item]
-                continue
-            if not isinstance(item, Inspection):
-                batch.pings.append((item, result.flags))
-            working[dev] = result.state
-            self._collect(batch, result.alerts)
-            batch.trips.extend(result.trips)
-        ticked: set[str] = set()
-        if now is not None:
-            # only the devices due by now (a device changed by this batch is judged on its new state: its
-            # queued time was its old state's); the others would come out of a tick unchanged
-            candidates = set(self.timers.due(now)) | {d for d in working if d in self.states}
-            for dev in sorted(candidates, key=self.timers.rank):
-                current = working.get(dev, self.states[dev])
-                try:
-                    if dev in working:
-                        if not self.pipeline.needs_tick(current, now):
-                            continue
-                    elif not self.pipeline.in_tick_range(current, now):
-                        ticked.add(dev)  # rescheduled from ``now``: nothing is left to time before the horizon
-                        continue
-                    result = self.pipeline.tick(current, now)
-                except Exception:
-                    # a timer that fails for one device leaves that device as it was; the others still tick
-                    self.metrics.ingest_errors.labels("tick").inc()
-                    self._log_throttled("tick", f"timers failed for {dev}")
-                    continue
-                ticked.add(dev)
-                if result.state is not current:
-                    working[dev] = result.state
-                self._collect(batch, result.alerts)
-                batch.trips.extend(result.trips)
-        self._pending_ticks = None if now is None else (now, frozenset(ticked))
-        batch.states = {d: s for d, s in working.items() if s is not self.states.get(d)}
-        return batch, working
-
-    @staticmethod
-    def _collect(batch: Batch, events: Iterable[Event]) -> None:
-        for ev in events:
-            if isinstance(ev, AlertUpdate):
-                batch.updates.append(ev)
-            else:
-                batch.alerts.append(ev)
+        for failure in out.failures:
+            # One message the core cannot judge must not take its batch down with it: it becomes a dead
+            # letter (its device keeps the state it had before this message), the rest goes on.
+            self.metrics.ingest_errors.labels("pipeline").inc()
+            dev, item = failure.work.device_id, failure.work.item
+            log.error("core failed on a message from %s; dead-lettered", dev, exc_info=failure.error)
+            _item, topic, payload = decoded[failure.work.seq]
+            detail = describe_error(failure.error)
+            batch.dead_letters.append((Rejected("pipeline_error", detail, dev, _source(item)), topic, payload))
+            if isinstance(item, Inspection):
+                batch.inspections = [(i, src) for i, src in batch.inspections if i is not item]
+        for tick_failure in out.tick_failures:
+            # a timer that fails for one device leaves that device as it was; the others still tick
+            self.metrics.ingest_errors.labels("tick").inc()
+            self._log_throttled("tick", f"timers failed for {tick_failure.device_id}")
+        batch.pings.extend(out.fixes)
+        batch.alerts.extend(out.alerts)
+        batch.updates.extend(out.updates)
+        batch.trips.extend(out.trips)
+        self._pending_ticks = None if now is None else (now, out.ticked)
+        batch.states = out.dirty
+        return batch, out.states
 
     def decode(self, msg: Message, now: datetime) -> Decoded:
         """Bytes to a decoded item; total: whatever the payload, the answer is an item, never an exception."""

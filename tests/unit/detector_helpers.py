@@ -53,7 +53,7 @@ def offset(place: tuple[float, float], east_m: float, north_m: float) -> tuple[f
 class Runner:
     """One device's state as the pipeline would keep it, driving a single detector."""
 
-    detector: Detector
+    detector: Detector[Any]
     kind: DeviceKind = DeviceKind.TRUCK
     device_id: str = "TRK-1"
     index: FenceIndex = SANTOS

@@ -47,11 +47,14 @@ def test_core_measures_a_tiny_scenario_with_its_profile() -> None:
     assert res["target_pings_per_s"] == 25_000 and isinstance(res["target_met"], bool)
     stages = res["profile"]["stages"]
     assert set(stages) == set(STAGES)
-    # every ping goes through Engine.feed once; each accepted one through the geofence step and all detectors
-    assert stages["engine_feed (all per-ping work)"]["calls"] == res["pings"]
+    # every ping goes through Engine.feed once, into a batch; each accepted one through the geofence step and
+    # all detectors; a batch has one fence lookup
+    assert stages["engine_feed (buffering only)"]["calls"] == res["pings"]
+    batches = stages["run_batch (all per-ping work and ticks)"]["calls"]
+    assert batches > 0 and stages["prefetch (one fence lookup per batch)"]["calls"] == batches
     assert 0 < stages["geofence_step"]["calls"] <= res["pings"]
     assert stages["detector_on_fix"]["calls"] == 5 * stages["pipeline_step"]["calls"]
-    assert stages["ticks (Engine.tick)"]["calls"] > 0
+    assert stages["ticks (batch._tick)"]["calls"] > 0
 
 
 def test_state_sizes_every_device_of_a_tiny_fleet() -> None:

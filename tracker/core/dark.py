@@ -44,15 +44,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
 from geofences import FenceIndex, haversine_m
-from tracker.core.detector import FixContext, TickContext, first_after
+from tracker.core.detector import Detector, FixContext, TickContext, first_after
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
 from tracker.core.rules import clip_interval, silence_limit, silent
+
+if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
+    from tracker.core.state import DeviceState
 
 __all__ = ["DarkDetector", "DarkParams", "DarkState"]
 
@@ -144,11 +147,17 @@ def _fix_json(f: Fix) -> dict[str, Any]:
     return {"ts": f.ts.isoformat(), "lon": f.lon, "lat": f.lat}
 
 
-class DarkDetector:
+class DarkDetector(Detector[DarkState | None]):
     """Raises ``signal_lost`` for a silent tracker in the port, then closes it and raises ``signal_restored``."""
 
     name: ClassVar[str] = "signal_lost"
     Params: ClassVar[type[DarkParams]] = DarkParams
+
+    def read(self, device: DeviceState) -> DarkState | None:
+        return device.signal_lost
+
+    def write(self, device: DeviceState, state: DarkState | None) -> None:
+        device.signal_lost = state
 
     def __init__(self, params: DarkParams | None = None) -> None:
         self.params = params or DarkParams()

@@ -1,7 +1,9 @@
 """The contract every detector module follows.
 
 A detector is a stateless object holding its parameters plus pure functions over its
-own typed state (an immutable msgspec Struct, or None when it has nothing to remember).
+own typed state (an immutable msgspec Struct, or None when it has nothing to remember);
+it subclasses :class:`Detector`, which declares every hook the pipeline calls, with
+no-op defaults, and the detector's slot in the device state.
 The state lives in memory between fixes exactly as the detector returned it; only the
 store encodes it, once per batch, with ``tracker.core.codec``. The pipeline
 computes what several detectors need exactly once per fix (fence membership,
@@ -11,15 +13,21 @@ the database or the broker. Time comes from the fix, or from ``now`` on a tick.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from weakref import WeakKeyDictionary
 
 from geofences import FenceIndex, FenceKind
 from tracker.core.fix import Fix
 from tracker.core.model import DeviceKind, Event, Inspection, Ping
 from tracker.core.world import World
+
+if TYPE_CHECKING:  # the device state holds every detector's state type: a runtime import would be circular
+    from tracker.core.state import DeviceState
+
+S = TypeVar("S")
 
 AUTHORIZED_STOP_KINDS = frozenset(
     {
@@ -100,15 +108,49 @@ class TickContext:
     world: World
 
 
-class Detector(Protocol):
-    """``state``: the detector's own state type (typed in each detector; ``Any`` here only because a
-    protocol cannot name each implementation's type); None until it has something to remember."""
+class Detector(ABC, Generic[S]):
+    """One declared step of the pipeline: a detector with its typed state ``S`` and its hooks.
+
+    The pipeline walks a tuple of these and calls every hook of every step; nothing is found by name or by
+    type. A hook a detector has no rule for keeps its explicit default here (the state unchanged, no event),
+    so adding a hook to the contract means adding its default, not a lookup in the pipeline.
+
+    ``read`` / ``write`` are the detector's slot in :class:`~tracker.core.state.DeviceState`: a field of its
+    own, typed ``S`` (``None`` until it has something to remember). ``write`` is only ever called on a
+    copy the pipeline is filling (see ``tracker.core.state``).
+    """
 
     name: ClassVar[str]
+    """The alert kind the detector raises and its section in the thresholds (``tracker.core.params``)."""
 
-    def on_fix(self, state: Any, ping: Ping, ctx: FixContext) -> tuple[Any, list[Event]]: ...
+    @abstractmethod
+    def read(self, device: DeviceState) -> S: ...
 
-    def on_tick(self, state: Any, now: datetime, ctx: TickContext) -> tuple[Any, list[Event]]: ...
+    @abstractmethod
+    def write(self, device: DeviceState, state: S) -> None: ...
+
+    @abstractmethod
+    def on_fix(self, state: S, ping: Ping, ctx: FixContext) -> tuple[S, list[Event]]: ...
+
+    def on_tick(self, state: S, now: datetime, ctx: TickContext) -> tuple[S, list[Event]]:
+        """A timer tick without a fix; the default has no timer rule."""
+        return state, []
+
+    def next_due(self, state: S, ctx: TickContext, after: datetime | None) -> datetime | None:
+        """When ``on_tick`` could next change anything (the contract is :class:`Timed`'s).
+
+        The default is never late: the next tick, as every device was ticked before due times existed. A
+        detector with a timer rule says better; one without (the default ``on_tick``) says None.
+        """
+        return None if ctx.last is None else next_instant(after, ctx.last.ts)
+
+    def on_inspection(self, state: S, inspection: Inspection, ctx: TickContext) -> tuple[S, list[Event]]:
+        """A customs decision about the device's container; the default ignores it."""
+        return state, []
+
+    def on_pair(self, state: S, truck_id: str | None, at: datetime) -> S:
+        """A declared pairing of this container with ``truck_id`` (None: unpaired); the default ignores it."""
+        return state
 
 
 class Timed(Protocol):
@@ -153,9 +195,3 @@ def next_instant(after: datetime | None, last: datetime) -> datetime:
     ``last`` is the device's last fix, before which (and for some time after) no tick runs anyway.
     """
     return last if after is None else max(last, after + _TICK)
-
-
-class InspectionAware(Protocol):
-    """Detectors that also react to customs decisions about the device's container."""
-
-    def on_inspection(self, state: Any, inspection: Inspection, ctx: TickContext) -> tuple[Any, list[Event]]: ...

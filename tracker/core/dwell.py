@@ -24,13 +24,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
 
 from geofences import FenceKind
-from tracker.core.detector import FixContext, TickContext
+from tracker.core.detector import Detector, FixContext, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
+
+if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
+    from tracker.core.state import DeviceState
 
 __all__ = ["DWELL", "DwellDetector", "DwellParams", "DwellState", "DwellVisit"]
 
@@ -77,8 +80,14 @@ class DwellState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     visits: tuple[DwellVisit, ...] = ()
 
 
-class DwellDetector:
+class DwellDetector(Detector[DwellState | None]):
     name: ClassVar[str] = DWELL
+
+    def read(self, device: DeviceState) -> DwellState | None:
+        return device.dwell
+
+    def write(self, device: DeviceState, state: DwellState | None) -> None:
+        device.dwell = state
 
     def __init__(self, params: DwellParams | None = None) -> None:
         self.params = params or DwellParams()

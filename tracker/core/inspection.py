@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from msgspec.structs import replace
 
@@ -65,10 +65,13 @@ from tracker.core.access_state import (
     _secs,
     _stored,
 )
-from tracker.core.detector import FixContext, TickContext
+from tracker.core.detector import Detector, FixContext, TickContext
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
 from tracker.core.rules import learn_interval, silence_due, silent
+
+if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
+    from tracker.core.state import DeviceState
 
 __all__ = [
     "ROUTE_KINDS",
@@ -82,10 +85,16 @@ __all__ = [
 ]
 
 
-class AccessWindowDetector(AccessRules):
+class AccessWindowDetector(AccessRules, Detector[AccessState | None]):
     """Watches a container from customs clearance until it reaches the quay or is loaded."""
 
     name: ClassVar[str] = "post_inspection_access"
+
+    def read(self, device: DeviceState) -> AccessState | None:
+        return device.post_inspection_access
+
+    def write(self, device: DeviceState, state: AccessState | None) -> None:
+        device.post_inspection_access = state
 
     def __init__(self, params: AccessWindowParams | None = None) -> None:
         self.params = params or AccessWindowParams()
@@ -95,6 +104,9 @@ class AccessWindowDetector(AccessRules):
     def pair(self, state: AccessState | None, truck_id: str | None) -> AccessState | None:
         """Record the truck hauling this container (None to unpair): it is expected alongside, always."""
         return _stored(replace(state or _EMPTY, paired_truck=truck_id))
+
+    def on_pair(self, state: AccessState | None, truck_id: str | None, at: datetime) -> AccessState | None:
+        return self.pair(state, truck_id)
 
     # ---------------------------------------------------------------- customs
 

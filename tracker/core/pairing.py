@@ -23,15 +23,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 from msgspec.structs import replace
 
 from geofences import haversine_m
-from tracker.core.detector import FixContext, TickContext
+from tracker.core.detector import Detector, FixContext, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
 from tracker.core.world import Position
+
+if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
+    from tracker.core.state import DeviceState
 
 SEPARATED = "container_separated"
 MOVING_UNPAIRED = "container_moving_unpaired"
@@ -216,8 +219,14 @@ class _Gap:
     container_fixes: tuple[datetime, ...] = ()  # the container's fix the placement rests on most
 
 
-class PairingDetector:
+class PairingDetector(Detector[PairingState | None]):
     name: ClassVar[str] = "pairing"
+
+    def read(self, device: DeviceState) -> PairingState | None:
+        return device.pairing
+
+    def write(self, device: DeviceState, state: PairingState | None) -> None:
+        device.pairing = state
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params or Params()
@@ -257,6 +266,9 @@ class PairingDetector:
             moving_since=None,
             suspect=None,
         )
+
+    def on_pair(self, state: PairingState | None, truck_id: str | None, at: datetime) -> PairingState | None:
+        return self.unpair(state, at) if truck_id is None else self.pair(state, truck_id, at)
 
     @staticmethod
     def paired_truck(state: PairingState | None) -> str | None:

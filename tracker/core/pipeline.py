@@ -18,11 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from geofences import FenceIndex, FenceKind
 from tracker.core import geofence, motion
 from tracker.core.dark import DarkDetector
-from tracker.core.detector import Detector, FixContext, Motion, TickContext, in_authorized_zone, next_instant
+from tracker.core.detector import Detector, FixContext, Motion, TickContext, in_authorized_zone
 from tracker.core.dwell import DwellDetector
 from tracker.core.geofence import GeofenceParams
 from tracker.core.inspection import AccessWindowDetector
@@ -45,10 +46,11 @@ _QUIET = timedelta(seconds=TICK_QUIET_S)
 _HORIZON = timedelta(seconds=TICK_HORIZON_S)
 _INSTANT = timedelta(microseconds=1)
 
-_SLOTS = frozenset(DeviceState.__struct_fields__)
+Steps = tuple[Detector[Any], ...]
+"""The declared detector steps, in the order they run; each brings its hooks and its slot (``detector.Detector``)."""
 
 
-def default_detectors(params: DetectorParams | None = None) -> tuple[Detector, ...]:
+def default_detectors(params: DetectorParams | None = None) -> Steps:
     p = params or DetectorParams()
     return (
         StopDetector(p.unexpected_stop),
@@ -73,7 +75,7 @@ class _Rules:
     """Everything that judges a fix with one port's thresholds."""
 
     params: Params
-    detectors: tuple[Detector, ...]
+    detectors: Steps
     integrity: IntegrityCheck
 
     @classmethod
@@ -97,7 +99,7 @@ class Pipeline:
         index: FenceIndex,
         params: Params | None = None,
         *,
-        detectors: Sequence[Detector] | None = None,
+        detectors: Sequence[Detector[Any]] | None = None,
         integrity: IntegrityCheck | None = None,
         world: World | None = None,
         detector_params: DetectorParams | None = None,
@@ -114,10 +116,7 @@ class Pipeline:
             integrity = integrity or rules.integrity
         self.trips = trips or TripSegmenter()
         self.params = params or Params()
-        self.detectors = tuple(default_detectors() if detectors is None else detectors)
-        for det in self.detectors:
-            if det.name not in _SLOTS:
-                raise ValueError(f"detector {det.name!r} has no slot in DeviceState")
+        self.detectors: Steps = tuple(default_detectors() if detectors is None else detectors)
         self.integrity = integrity or IntegrityCheck()
         self._default = _Rules(self.params, self.detectors, self.integrity)
         self._ports: dict[str, _Rules] = (
@@ -257,8 +256,8 @@ class Pipeline:
         new.fences = fences
         new.motion = motion_state
         for det in rules.detectors:
-            det_state, det_events = det.on_fix(getattr(new, det.name), ping, ctx)
-            setattr(new, det.name, det_state)
+            det_state, det_events = det.on_fix(det.read(new), ping, ctx)
+            det.write(new, det_state)
             out.extend(det_events)
         new.trips, trips = self.trips.fix(state.trips, ping, ctx, out)
         self._place(new, moving, ping.speed)
@@ -326,18 +325,14 @@ class Pipeline:
         range ticks run in (``TICK_QUIET_S`` to ``TICK_HORIZON_S`` after its last fix); None for never.
 
         ``after``: the time of a tick already run on this very state (see ``detector.Timed``). Exactness is the
-        detectors' (never late); a detector without ``next_due`` is ticked at every tick, as all once were.
+        detectors' (never late); a detector that says nothing better is ticked at every tick (its default).
         """
         if state.last is None:
             return None
         ctx = self.tick_context(state)
         due: datetime | None = None
         for det in self._rules(state).detectors:
-            timed = getattr(det, "next_due", None)
-            if timed is None:
-                at: datetime | None = next_instant(after, state.last.ts)
-            else:
-                at = timed(getattr(state, det.name), ctx, after)
+            at = det.next_due(det.read(state), ctx, after)
             if at is not None and (due is None or at < due):
                 due = at
         at = self.trips.next_due(state.trips, state.last, state.kind, self.index)
@@ -383,12 +378,12 @@ class Pipeline:
         out: list[Event] = []
         new = state
         for det in self._rules(state).detectors:
-            current = getattr(state, det.name)
+            current = det.read(state)
             det_state, det_events = det.on_tick(current, now, ctx)
             if det_events or det_state != current:
                 if new is state:
                     new = state.copy()
-                setattr(new, det.name, det_state)
+                det.write(new, det_state)
             out.extend(det_events)
         trip_state, trips = self.trips.tick(state.trips, now, ctx, out)
         if trip_state is not state.trips:
@@ -403,11 +398,10 @@ class Pipeline:
         out: list[Event] = []
         new = state.copy()
         for det in self._rules(state).detectors:
-            handler = getattr(det, "on_inspection", None)
-            if handler is None:
-                continue
-            det_state, det_events = handler(getattr(state, det.name), inspection, ctx)
-            setattr(new, det.name, det_state)
+            current = det.read(state)
+            det_state, det_events = det.on_inspection(current, inspection, ctx)
+            if det_state is not current:
+                det.write(new, det_state)
             out.extend(det_events)
         new.trips, trips = self.trips.inspection(state.trips, inspection, state.last, self.index, state.fences, out)
         return StepResult(new, self._with_port(new, out), trips=trips)
@@ -416,11 +410,10 @@ class Pipeline:
         """Record (or clear, with ``None``) the truck hauling this container."""
         new = state.copy()
         for det in self.detectors:
-            if isinstance(det, PairingDetector):
-                current = state.pairing
-                new.pairing = det.unpair(current, at) if truck_id is None else det.pair(current, truck_id, at)
-            elif isinstance(det, AccessWindowDetector):
-                new.post_inspection_access = det.pair(state.post_inspection_access, truck_id)
+            current = det.read(state)
+            declared = det.on_pair(current, truck_id, at)
+            if declared is not current:
+                det.write(new, declared)
         return StepResult(new)
 
     def restore(self, states: Sequence[DeviceState]) -> None:

@@ -25,15 +25,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
 from geofences import FenceIndex, FenceKind, haversine_m
-from tracker.core.detector import FixContext, TickContext, first_after, in_authorized_zone, next_instant
+from tracker.core.detector import Detector, FixContext, TickContext, first_after, in_authorized_zone, next_instant
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
 from tracker.core.rules import met, standing_since, together_since
 from tracker.core.world import Position, World
+
+if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
+    from tracker.core.state import DeviceState
 
 KIND = "rendezvous"
 
@@ -146,8 +149,14 @@ def _seconds(a: datetime, b: datetime) -> float:
 _EMPTY = RendezvousState()
 
 
-class RendezvousDetector:
+class RendezvousDetector(Detector[RendezvousState | None]):
     name: ClassVar[str] = KIND
+
+    def read(self, device: DeviceState) -> RendezvousState | None:
+        return device.rendezvous
+
+    def write(self, device: DeviceState, state: RendezvousState | None) -> None:
+        device.rendezvous = state
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params or Params()

@@ -28,14 +28,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
 from geofences import Fence, FenceKind, haversine_m
-from tracker.core.detector import AUTHORIZED_STOP_KINDS, FixContext, TickContext
+from tracker.core.detector import AUTHORIZED_STOP_KINDS, Detector, FixContext, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
 from tracker.core.rules import stood_long_enough, stop_ended, stop_evidence
+
+if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
+    from tracker.core.state import DeviceState
 
 __all__ = ["DEFAULT_SPECIFICITY", "StopDetector", "StopParams"]
 
@@ -112,11 +115,17 @@ def _fix_json(ts: datetime, lon: float, lat: float) -> dict[str, Any]:
     return {"ts": ts.isoformat(), "lon": lon, "lat": lat}
 
 
-class StopDetector:
+class StopDetector(Detector[StopState | None]):
     """Raises ``unexpected_stop`` once per stop and closes it when the device moves on."""
 
     name: ClassVar[str] = "unexpected_stop"
     Params: ClassVar[type[StopParams]] = StopParams
+
+    def read(self, device: DeviceState) -> StopState | None:
+        return device.unexpected_stop
+
+    def write(self, device: DeviceState, state: StopState | None) -> None:
+        device.unexpected_stop = state
 
     def __init__(self, params: StopParams | None = None) -> None:
         self.params = params or StopParams()
