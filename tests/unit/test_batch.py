@@ -8,7 +8,7 @@ is computed once per batch, however many fixes it sent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from tests.unit.detector_helpers import OPEN, SANTOS, T0, at, offset
@@ -16,7 +16,7 @@ from tracker.core.batch import Work, run_batch
 from tracker.core.engine import Engine
 from tracker.core.model import DeviceKind, Inspection, InspectionResult, Ping
 from tracker.core.pipeline import Pipeline, StepResult
-from tracker.core.state import DeviceState
+from tracker.core.state import DeviceState, Fix
 
 POISON_LON = -46.3111  # a fix at this longitude makes the pipeline below raise
 
@@ -30,10 +30,10 @@ class Recording(Pipeline):
         self.stepped: list[tuple[str, datetime]] = []
         self.due_asked = 0
 
-    def prefetch(self, pings: Iterable[Ping]) -> None:
+    def prefetch(self, pings: Iterable[Ping], previous: Mapping[str, Fix | None] | None = None) -> None:
         batch = list(pings)
         self.prefetched.append(batch)
-        super().prefetch(batch)
+        super().prefetch(batch, previous)
 
     def step(self, state: DeviceState, ping: Ping) -> StepResult:
         if ping.lon == POISON_LON:

@@ -7,7 +7,8 @@ the device timers run at. The order of work, the same wherever the batch comes f
 1. every item in event-time order across devices (the caller's sequence breaks ties), so cross-device rules
    (pairing, rendezvous) compare a device with the others' positions as they were at that moment, and a
    clearance inside a batch of replayed fixes lands where it happened;
-2. the raw fence membership of all the batch's fixes in one vectorised lookup (``Pipeline.prefetch``);
+2. the raw fence membership of all the batch's fixes, and the fences each hop between consecutive fixes of
+   a device may cross, in one vectorised lookup (``Pipeline.prefetch``);
 3. each fix through the reorder window (``tracker.core.reorder``; the window travels in the state), each
    customs decision through ``Pipeline.inspect``. An item the core raises on is a :class:`Failure`: its
    device keeps the state it had before that item and the rest of the batch goes on;
@@ -117,8 +118,11 @@ def run_batch(
     ordered = sorted(work, key=lambda w: (w.item.ts, w.seq, w.device_id))
     working = out.states
     try:
-        # one vectorised fence lookup for the whole batch; each fix falls back to its own lookup without it
-        pipeline.prefetch(w.item for w in ordered if isinstance(w.item, Ping))
+        # one vectorised fence lookup (membership and the hops' crossings) for the whole batch; each fix
+        # falls back to its own lookup without it, so this changes how fast answers come, never what they are
+        fixes = [w.item for w in ordered if isinstance(w.item, Ping)]
+        before = {p.device_id: st.last for p in fixes if (st := states.get(p.device_id)) is not None}
+        pipeline.prefetch(fixes, before)
     except Exception as exc:
         out.prefetch_error = exc
         pipeline.prefetch(())
