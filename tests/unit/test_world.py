@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -98,7 +100,7 @@ def test_update_moves_a_device_between_cells() -> None:
     assert moved[0][1].ts == T0 + timedelta(seconds=60)
     assert len(world) == 2
     # the old cell keeps no trace of the device that left it
-    assert sum(len(members) for members in world._cells.values()) == 2
+    assert sum(len(members) for cells in world._grids.values() for members in cells.values()) == 2
 
 
 def test_update_within_a_cell_replaces_the_position() -> None:
@@ -123,7 +125,7 @@ def test_remove_forgets_the_device_everywhere() -> None:
     assert world.get("T1") is None
     assert len(world) == 1
     world.remove("T2")
-    assert len(world) == 0 and world._cells == {} and world.near(lon, lat, 50) == []
+    assert len(world) == 0 and all(not cells for cells in world._grids.values()) and world.near(lon, lat, 50) == []
 
 
 def test_exclude_and_ties_are_deterministic() -> None:
@@ -148,3 +150,22 @@ def test_device_near_a_cell_edge_is_found(
     world.update(Position("far", DeviceKind.TRUCK, T0, *device))
     assert haversine_m(*query, *device) <= radius
     assert [p.device_id for _, p in world.near(*query, radius)] == ["far"]
+
+
+def test_a_kind_query_is_the_full_answer_filtered() -> None:
+    """``kind=`` must give exactly the devices of that kind that the unfiltered query gives, in its order,
+    including a device that changed kind (it leaves the other kind's grid)."""
+    rng = random.Random(7)
+    world = World()
+    for i in range(300):
+        kind = DeviceKind.TRUCK if i % 5 == 0 else DeviceKind.CONTAINER
+        world.update(replace(pos(f"D{i:03d}", SANTOS, rng.uniform(-400, 400), rng.uniform(-400, 400)), kind=kind))
+    world.update(replace(world.get("D001") or pos("D001", SANTOS, 0, 0), kind=DeviceKind.TRUCK))
+    lon, lat = (float(v) for v in SANTOS.to_lonlat(0, 0))
+    everyone = world.near(lon, lat, 350, exclude="D000")
+    for kind in DeviceKind:
+        assert world.near(lon, lat, 350, exclude="D000", kind=kind) == [e for e in everyone if e[1].kind is kind]
+    trucks = {p.device_id for _, p in world.near(lon, lat, 600, kind=DeviceKind.TRUCK)}
+    assert "D001" in trucks and "D001" not in {
+        p.device_id for _, p in world.near(lon, lat, 600, kind=DeviceKind.CONTAINER)
+    }
