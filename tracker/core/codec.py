@@ -23,6 +23,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 from msgspec.structs import replace
 
+from tracker.core import geofence
 from tracker.core.dark import DarkState
 from tracker.core.dwell import DwellState
 from tracker.core.fix import Fix
@@ -59,7 +60,7 @@ class _Delta(msgspec.Struct, rename=_SHORT):
     fences: frozenset[str] | UnsetType = UNSET
     integrity: IntegrityState | UnsetType | None = UNSET
     motion: MotionState | UnsetType | None = UNSET
-    geofence_pending: frozenset[str] | UnsetType = UNSET
+    geofence_pending: geofence.Pending | UnsetType = UNSET
     unexpected_stop: StopState | UnsetType | None = UNSET
     signal_lost: DarkState | UnsetType | None = UNSET
     post_inspection_access: AccessState | UnsetType | None = UNSET
