@@ -317,25 +317,29 @@ def _prism(
     A multipath jump across a fence makes two chords through it, into the odd fix and out of it, and the prism
     may prove either. The fix on the far side of a proven gap may be the jump: then the next fix comes back
     through the fence (or stands inside it), and both are dropped, as a single fix inside a restricted fence
-    confirms no entry. Or the fix before the gap is the jump, which its own chord in marked: a proof that goes
-    back through the fence it came across is no crossing either. Either way the price is one reporting interval
+    confirms no entry. Or the fix before the gap is the jump, and the chord into it left a mark: a proof that
+    goes back through the fence it came across is no crossing either. Either way the price is one reporting interval
     before the alert. Marking does not depend on the gap (only the proof does): gaps jitter about any limit.
     """
     rp = params.reach
     if rp is None or last is None:
         return [], []
     through, proven = _judged(index, last, ping, new, params, rp)
+    chords_known = 0 < (ping.ts - last.ts).total_seconds() <= rp.max_gap_s  # else ``through`` was not computed
     confirmed: list[Alert] = []
     odd: set[str] = set()
     for m in marks:
         if m.fence_id not in index:
             continue  # a fence reload removed it
-        if m.fence_id in through or m.fence_id in new:
+        fence = index.get(m.fence_id)
+        back = m.fence_id in through or m.fence_id in new
+        if not back and not chords_known and m.proven:
+            back = reachability.chord_enters(fence, last, ping, rp, _graph(index, fence.port, rp))
+        if back:
             odd.add(m.fence_id)  # back across (or inside): the fix between was the odd one out
             continue
         if not m.proven:
             continue
-        fence = index.get(m.fence_id)
         before = (m.before.lon, m.before.lat, m.before.ts.timestamp())
         after = (last.lon, last.lat, last.ts.timestamp())
         graph = _graph(index, fence.port, rp)
