@@ -35,7 +35,7 @@ import msgspec
 from geofences import Fence, FenceKind, haversine_m
 from tracker.core.detector import AUTHORIZED_STOP_KINDS, FixContext, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
-from tracker.core.motion import holds
+from tracker.core.rules import stood_long_enough, stop_ended, stop_evidence
 
 __all__ = ["DEFAULT_SPECIFICITY", "StopDetector", "StopParams"]
 
@@ -192,7 +192,7 @@ class StopDetector:
         stop = state
         events: list[Event] = []
         since = ctx.motion.stationary_since
-        if stop is not None and stop.start != since:
+        if stop is not None and stop_ended(stop.start, ctx.motion):
             if stop.alert is not None:
                 alert = stop.alert
                 centre = alert.evidence["centre"]
@@ -212,7 +212,7 @@ class StopDetector:
             stop = None
         if since is None:
             return None, events
-        in_stop = holds(ctx.motion, ping.lon, ping.lat)
+        in_stop = stop_evidence(ctx.motion, ping.lon, ping.lat)
         if stop is None:
             stop = StopState(start=since, last_in=since, authorized=False, alert=None)
         if in_stop:
@@ -228,7 +228,7 @@ class StopDetector:
             return stop, events
         if in_stop:
             rule = self.threshold(ctx.kind, fences)
-            if (ping.ts - stop.start).total_seconds() >= rule[0]:
+            if stood_long_enough(stop.start, ping.ts, rule[0]):
                 alert = self._alert(self._raise(stop, ping, ctx, fences, rule), ctx.device_id)
                 stop = StopState(stop.start, stop.last_in, stop.authorized, alert)
                 events.append(alert)
