@@ -37,6 +37,11 @@ def test_the_shipped_file_holds_exactly_the_core_defaults() -> None:
         ({"rendezvous": {"port_area_only": "yes"}}, "expected true or false"),
         ({"ports": {"santos": {"pairing": {"infer_s": True}}}}, "detectors.ports.santos.pairing.infer_s"),
         ({"motion": 5}, "detectors.motion must be a table"),
+        ({"geofence": {"reach": {"max_speed": 15}}}, "unknown threshold detectors.geofence.reach.'max_speed'"),
+        ({"geofence": {"reach": {"access_m": "60 m"}}}, "bad value for detectors.geofence.reach.access_m"),
+        ({"geofence": {"reach": 20}}, "bad value for detectors.geofence.reach: expected a table"),
+        ({"geofence": {"reach": {"min_gap_s": 1000}}}, "bad thresholds in detectors.geofence.reach"),
+        ({"ports": {"callao": {"geofence": {"reach": {"snap": 1}}}}}, "detectors.ports.callao.geofence.reach.'snap'"),
     ],
 )
 def test_unknown_keys_and_bad_values_are_refused_with_the_key_named(table: dict[str, object], message: str) -> None:
@@ -56,7 +61,7 @@ def test_a_bad_file_stops_the_start_with_its_name(tmp_path: Path) -> None:
 
 
 def test_kind_tables_and_lists_are_typed() -> None:
-    p = parse(tomllib.loads('[unexpected_stop]\nby_zone = { restricted = 60 }\n[geofence]\nconfirm_entry_kinds = []\n'))
+    p = parse(tomllib.loads("[unexpected_stop]\nby_zone = { restricted = 60 }\n[geofence]\nconfirm_entry_kinds = []\n"))
     assert dict(p.unexpected_stop.by_zone) == {FenceKind.RESTRICTED: 60.0}
     assert p.geofence.confirm_entry_kinds == frozenset()
     assert p.signal_lost == DetectorParams().signal_lost
@@ -86,3 +91,35 @@ def test_a_fence_reload_keeps_the_thresholds() -> None:
     new = old.with_index(FenceIndex(load_port("santos").fences))
     assert new.detector_params is params and new.detectors == old.detectors and new._ports is old._ports
     assert old.detectors[1].params.k == 5  # type: ignore[attr-defined]
+
+
+def test_the_reachability_thresholds_are_a_sub_table_merged_per_port() -> None:
+    p = parse(
+        tomllib.loads(
+            "[geofence.reach]\nmax_speed_ms = 15\n"
+            "[ports.callao.geofence.reach]\naccess_m = 40\n"
+            "[ports.elsewhere.geofence]\nreach = false\n"
+        )
+    )
+    default = DetectorParams().geofence.reach
+    assert default is not None and p.geofence.reach == dataclasses.replace(default, max_speed_ms=15.0)
+    callao = p.for_port("callao").geofence.reach
+    assert callao == dataclasses.replace(default, max_speed_ms=15.0, access_m=40.0)  # over the file's base
+    assert p.for_port("elsewhere").geofence.reach is None
+    assert parse({"geofence": {"reach": True}}).geofence.reach == default
+
+
+def test_the_prism_speed_from_the_file_decides_a_sparse_crossing() -> None:
+    """DSP 07-09: two fixes 60 s apart either side, 1,329 m round it by road. At the default 20 m/s (1,230 m in
+    60 s) only the way through fits; allowed 25 m/s, the way round does too and nothing is proven."""
+    south, north = (-46.2934876, -23.975693), (-46.2984977, -23.9670165)  # as in test_reachability
+
+    def high(params: DetectorParams) -> list[Alert]:
+        engine = Engine(Pipeline(FenceIndex(load_port("santos").fences), detector_params=params))
+        fixes = [(south, 0), (north, 60), (north, 120)]
+        engine.run([Ping("BOX-1", at(s), lon, lat, received=at(s)) for (lon, lat), s in fixes])
+        alerts = [e.event for e in engine.emitted if isinstance(e.event, Alert)]
+        return [a for a in alerts if a.kind == "geofence_cross" and a.severity.value == "high"]
+
+    assert len(high(DetectorParams())) == 1
+    assert high(parse({"ports": {"santos": {"geofence": {"reach": {"max_speed_ms": 25}}}}})) == []

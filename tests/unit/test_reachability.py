@@ -11,20 +11,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from geofences import FenceIndex, load_port
 from tracker.config import Settings
-from tracker.core import geofence
+from tracker.core import codec, geofence
 from tracker.core.model import Alert, Ping, Severity
 from tracker.core.reachability import CorridorGraph, ReachParams, judge
-from tracker.core.state import Fix
+from tracker.core.state import DeviceState, Fix
 
 T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
 CALLAO = load_port("callao")
 SANTOS = load_port("santos")
 FORTRESS = CALLAO.by_id("callao-restricted-fortaleza-real-felipe")
 DSP07 = SANTOS.by_id("santos-restricted-07")
+DSP47 = SANTOS.by_id("santos-restricted-14")
 CALLAO_GRAPH = CorridorGraph.build(CALLAO.fences)
 SANTOS_GRAPH = CorridorGraph.build(SANTOS.fences)
 
@@ -102,17 +104,38 @@ def test_gaps_outside_the_judged_range_are_left_to_the_chord_rule() -> None:
     assert judge(SANTOS_GRAPH, DSP07, fix(DSP_SOUTH, 0), fix(DSP_NORTH, 3600)).reason == "gap_out_of_range"
 
 
+# the benchmark's false crossings (500 trucks x 24 h, seed 1): a device parked in the inspection area beside DSP
+# 47, one multipath fix 150 m off in the yard behind it (terminal 40, which no mapped road reaches but across the
+# fence), then back
+PARKED = (-46.362785, -23.9239638)
+JUMPED = (-46.3642319, -23.9242914)
+BACK = (-46.3629024, -23.9240219)
+
+
+def test_a_fix_whose_every_road_lies_across_the_fence_claims_nothing() -> None:
+    v = judge(SANTOS_GRAPH, DSP47, fix(JUMPED, 0), fix(BACK, 60.3), None, PLACES["santos"])
+    assert not v.crossed and v.reason == "cut_off" and (v.through_m or 0) > 0
+    # it is the roads on the fix's side that are missing: joined from anywhere, the prism would call it crossed
+    no_places = judge(SANTOS_GRAPH, DSP47, fix(JUMPED, 0), fix(BACK, 60.3), ReachParams(access_m=200.0))
+    assert no_places.reason == "cut_off"
+
+
+def test_a_60_s_trackers_gap_a_little_under_a_minute_is_judged_too() -> None:
+    v = judge(SANTOS_GRAPH, DSP07, fix(DSP_SOUTH, 0), fix(DSP_NORTH, 59.3), None, PLACES["santos"])
+    assert v.crossed and v.reason == "every_path_enters"
+
+
 def _steps(index: FenceIndex, *fixes: tuple[tuple[float, float], float]) -> list[Alert]:
     """Run fixes ((lon, lat), seconds) through the geofence step as the pipeline does (pending carried over)."""
     params = geofence.GeofenceParams()
     members: frozenset[str] = frozenset()
-    pending: frozenset[str] = frozenset()
+    pending: geofence.Pending = frozenset()
     last: Fix | None = None
     out: list[Alert] = []
     for (lon, lat), seconds in fixes:
         ping = Ping(device_id="BOX-1", ts=T0 + timedelta(seconds=seconds), lon=lon, lat=lat)
         members, alerts, pending = geofence.step(index, members, last, ping, params, pending)
-        out += [a for a in alerts if a.kind == "geofence_cross" and a.fence_id in (FORTRESS.id, DSP07.id)]
+        out += [a for a in alerts if a.kind == "geofence_cross" and a.fence_id in (FORTRESS.id, DSP07.id, DSP47.id)]
         last = Fix.of(ping)
     return out
 
@@ -145,3 +168,43 @@ def test_the_geofence_step_is_quiet_when_the_roads_round_the_fence_fit_the_gap()
     assert _steps(index, (DSP_SOUTH, 0), (DSP_NORTH, 120), (DSP_NORTH, 240)) == []
     index = FenceIndex(CALLAO.fences, entry_margin_m=Settings().entry_margin_m)
     assert _steps(index, (GAMARRA_SW, 0), (GAMARRA_NE, 120), (GAMARRA_NE, 240)) == []
+
+
+def test_a_fix_before_the_gap_that_jumped_across_the_fence_is_the_odd_one_out() -> None:
+    """Both chords of a jump go through the fence; the one into it was too short a gap for the prism (a 30 s
+    truck), the one out of it is proven: the mark the first chord left cancels the proof, whatever the gaps."""
+    index = FenceIndex(SANTOS.fences, entry_margin_m=Settings().entry_margin_m)
+    jump = _steps(index, (DSP_SOUTH, 0), (DSP_NORTH, 30), (DSP_SOUTH, 90), (DSP_SOUTH, 150), (DSP_SOUTH, 210))
+    assert [a for a in jump if a.severity is not Severity.LOW] == []
+    # the same proof without the jump before it is raised
+    real = _steps(index, (DSP_NORTH, 0), (DSP_NORTH, 30), (DSP_SOUTH, 90), (DSP_SOUTH, 150))
+    assert [a.ts for a in real if a.severity is Severity.HIGH] == [T0 + timedelta(seconds=90)]
+
+
+def test_the_benchmarks_parked_device_with_one_jumped_fix_raises_no_high_crossing() -> None:
+    index = FenceIndex(SANTOS.fences, entry_margin_m=Settings().entry_margin_m)
+    alerts = _steps(index, (PARKED, 0), (PARKED, 60.6), (JUMPED, 119.9), (BACK, 180.2), (BACK, 240.8))
+    assert [a for a in alerts if a.severity is not Severity.LOW] == []
+
+
+def test_a_held_crossing_survives_the_store_in_the_typed_and_the_old_string_form() -> None:
+    index = FenceIndex(SANTOS.fences, entry_margin_m=Settings().entry_margin_m)
+    params = geofence.GeofenceParams()
+    first = Ping(device_id="BOX-1", ts=T0, lon=DSP_SOUTH[0], lat=DSP_SOUTH[1])
+    far = Ping(device_id="BOX-1", ts=T0 + timedelta(seconds=60), lon=DSP_NORTH[0], lat=DSP_NORTH[1])
+    after = Ping(device_id="BOX-1", ts=T0 + timedelta(seconds=120), lon=DSP_NORTH[0], lat=DSP_NORTH[1])
+    members, _, _ = geofence.step(index, frozenset(), None, first, params)
+    members, _, pending = geofence.step(index, members, Fix.of(first), far, params)
+    assert isinstance(pending, geofence.GeofencePending)
+    (mark,) = pending.marks
+    assert mark == geofence.PrismMark(DSP07.id, Fix.of(first), proven=True)
+    state = DeviceState("BOX-1", last=Fix.of(far), fences=members, geofence_pending=pending)
+    assert codec.decode(codec.encode(state)) == state
+    # a state stored before the marks were typed: the pending set held the mark as a string
+    legacy = frozenset({f"prism:{DSP07.id}|{first.ts.isoformat()}|{first.lon}|{first.lat}"})
+    old = msgspec.msgpack.encode([["BOX-1", "truck", None, sorted(members), None, None, sorted(legacy)]])
+    restored = codec.decode(old)
+    assert restored.geofence_pending == legacy
+    for kept in (pending, restored.geofence_pending):
+        _, alerts, left = geofence.step(index, members, Fix.of(far), after, params, kept)
+        assert [a.severity for a in alerts if a.kind == "geofence_cross"] == [Severity.HIGH] and left == frozenset()

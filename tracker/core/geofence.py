@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from weakref import WeakKeyDictionary
 
+import msgspec
 import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
@@ -174,35 +175,90 @@ def alerts_for(
     return out
 
 
+class PrismMark(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """The straight line from ``before`` to the device's last fix runs through ``fence_id``'s core; kept for the
+    next fix only, which judges it.
+
+    ``proven``: every plausible path between the two fixes went through too, a crossing held until the next fix
+    confirms it. Otherwise the mark only says the last fix lies across that fence from the one before it: if the
+    next gap is proven to go back through the same fence, the last fix is the odd one out (a multipath jump), not
+    the far side of two crossings.
+    """
+
+    fence_id: str
+    before: Fix
+    proven: bool = False
+
+
+class GeofencePending(msgspec.Struct, frozen=True, omit_defaults=True, rename={"entries": "e", "marks": "m"}):
+    """What the geofence step carries between fixes when prism marks are held (otherwise just ``entries``).
+
+    A map in the stored state, not an array: a state stored before the marks were typed holds the pending set as a
+    plain array of strings, which still decodes as the ``frozenset[str]`` side of the slot's type.
+    """
+
+    entries: frozenset[str] = frozenset()
+    """Restricted entries waiting for a confirming fix."""
+    marks: tuple[PrismMark, ...] = ()
+    """Sorted by fence id (equal states encode to equal bytes)."""
+
+
+Pending = frozenset[str] | GeofencePending
+"""The ``geofence_pending`` slot: the waiting entries alone, or with the prism marks held."""
+
+_LEGACY_MARK = "prism:"
+"""How states stored before :class:`PrismMark` held a proven crossing in the pending set of strings:
+``prism:<fence id>|<iso ts>|<lon>|<lat>`` of the fix before the gap. Read, never written."""
+
+
+def _split(pending: Pending) -> tuple[frozenset[str], tuple[PrismMark, ...]]:
+    """(waiting entries, marks) of a pending slot, whichever form it was stored in."""
+    if isinstance(pending, GeofencePending):
+        return pending.entries, pending.marks
+    if not any(m.startswith(_LEGACY_MARK) for m in pending):
+        return pending, ()
+    entries = frozenset(m for m in pending if not m.startswith(_LEGACY_MARK))
+    marks: list[PrismMark] = []
+    for m in sorted(pending - entries):
+        try:
+            fid, ts, lon, lat = m[len(_LEGACY_MARK) :].rsplit("|", 3)
+            marks.append(PrismMark(fid, Fix(datetime.fromisoformat(ts), float(lon), float(lat)), proven=True))
+        except ValueError:
+            continue  # an unreadable old mark: the crossing it held is lost, the device's other state is not
+    return entries, tuple(marks)
+
+
+def _pending(entries: frozenset[str], marks: Sequence[PrismMark]) -> Pending:
+    if not marks:
+        return entries
+    return GeofencePending(entries, tuple(sorted(marks, key=lambda m: (m.fence_id, m.proven))))
+
+
 def step(
     index: FenceIndex,
     previous: frozenset[str],
     last: Fix | None,
     ping: Ping,
     params: GeofenceParams,
-    pending: frozenset[str] = frozenset(),
+    pending: Pending = frozenset(),
     raw: frozenset[str] | None = None,
-) -> tuple[frozenset[str], list[Alert], frozenset[str]]:
-    """New membership, the alerts its change raises (exits before enters, then crossings) and the
-    entries waiting for confirmation.
+) -> tuple[frozenset[str], list[Alert], Pending]:
+    """New membership, the alerts its change raises (exits before enters, then crossings) and what waits for
+    the next fix (entries waiting for confirmation, prism marks).
 
     Entering a fence of ``confirm_entry_kinds`` takes two consecutive fixes inside: a single
     multipath fix 50-300 m off (common beside cranes and stacks) must not raise a high alarm;
     the cost is one reporting interval. ``raw`` as for :func:`membership`.
     """
+    entries, marks = _split(pending)
     new = membership(index, previous, ping, raw)
     entering = frozenset(f for f in new - previous if index.get(f).kind in params.confirm_entry_kinds)
-    waiting = entering - pending
+    waiting = entering - entries
     new = new - waiting
-    passed = crossed(index, last, ping, previous | new | waiting | pending, params)
+    passed = crossed(index, last, ping, previous | new | waiting | entries, params)
     alerts = alerts_for(index, classify(previous, new, passed), ping, last, params)
-    held, confirmed = _prism(index, last, ping, previous | new, pending, params)
-    return new, alerts + confirmed, waiting | held
-
-
-PRISM_MARK = "prism:"
-"""Prefix of a held proven crossing in the pending set: ``prism:<fence id>|<iso ts>|<lon>|<lat>`` of the fix
-before the gap (the pending set is the step's only memory between fixes)."""
+    held, confirmed = _prism(index, last, ping, previous | new, marks, params)
+    return new, alerts + confirmed, _pending(waiting, held)
 
 
 def _prism(
@@ -210,39 +266,48 @@ def _prism(
     last: Fix | None,
     ping: Ping,
     new: frozenset[str],
-    pending: frozenset[str],
+    marks: Sequence[PrismMark],
     params: GeofenceParams,
-) -> tuple[frozenset[str], list[Alert]]:
-    """Proven crossings, each held for one fix: (crossings now held, alerts of those the next fix confirmed).
+) -> tuple[list[PrismMark], list[Alert]]:
+    """Proven crossings, each held for one fix: (marks now held, alerts of the crossings the next fix confirmed).
 
-    The fix on the far side of a fence may be a multipath jump: then the next fix comes back through the fence,
-    which the prism proves too. A crossing is raised only when the fix after its far-side fix does not come back
-    through that fence (nor stand inside it); one that does cancels both, as a single fix inside a restricted fence
-    confirms no entry. The price is one reporting interval before the alert.
+    A multipath jump across a fence makes two chords through it, into the odd fix and out of it, and the prism
+    may prove either. The fix on the far side of a proven gap may be the jump: then the next fix comes back
+    through the fence (or stands inside it), and both are dropped, as a single fix inside a restricted fence
+    confirms no entry. Or the fix before the gap is the jump, and the chord into it left a mark: a proof that
+    goes back through the fence it came across is no crossing either. Either way the price is one reporting interval
+    before the alert. Marking does not depend on the gap (only the proof does): gaps jitter about any limit.
     """
-    marks = {m for m in pending if m.startswith(PRISM_MARK)}
-    proven = proven_crossings(index, last, ping, new, params)
+    rp = params.reach
+    if rp is None or last is None:
+        return [], []
+    through, proven = _judged(index, last, ping, new, params, rp)
+    chords_known = 0 < (ping.ts - last.ts).total_seconds() <= rp.max_gap_s  # else ``through`` was not computed
     confirmed: list[Alert] = []
-    back: set[str] = set()
-    for m in sorted(marks):
-        fid, ts, lon, lat = m[len(PRISM_MARK) :].rsplit("|", 3)
-        if last is None or fid not in index or params.reach is None:
+    odd: set[str] = set()
+    for m in marks:
+        if m.fence_id not in index:
+            continue  # a fence reload removed it
+        fence = index.get(m.fence_id)
+        back = m.fence_id in through or m.fence_id in new
+        if not back and not chords_known and m.proven:
+            back = reachability.chord_enters(fence, last, ping, rp, _graph(index, fence.port, rp))
+        if back:
+            odd.add(m.fence_id)  # back across (or inside): the fix between was the odd one out
             continue
-        fence = index.get(fid)
-        if fid in proven or fid in new or reachability.chord_enters(fence, last, ping, params.reach):
-            back.add(fid)  # the next fix is back across (or inside): the far-side fix was the odd one out
+        if not m.proven:
             continue
-        before = (float(lon), float(lat), datetime.fromisoformat(ts).timestamp())
+        before = (m.before.lon, m.before.lat, m.before.ts.timestamp())
         after = (last.lon, last.lat, last.ts.timestamp())
-        graph = _graph(index, fence.port, params.reach)
-        verdict = reachability.judge(graph, fence, before, after, params.reach, _places(index, fence.port))
+        graph = _graph(index, fence.port, rp)
+        verdict = reachability.judge(graph, fence, before, after, rp, _places(index, fence.port))
         if verdict.crossed:
             confirmed.append(_proven_alert(index, fence, ping.device_id, last, before, verdict, params))
-    held = frozenset(
-        f"{PRISM_MARK}{fid}|{last.ts.isoformat()}|{last.lon}|{last.lat}"
-        for fid in proven
-        if fid not in back and last is not None
-    )
+    held = [
+        PrismMark(fid, last, fid in proven)
+        for fid, inside_m in through.items()
+        if fid not in odd and (fid in proven or inside_m >= rp.outlier_chord_m)
+    ]
     return held, confirmed
 
 
@@ -250,7 +315,7 @@ _CHORD_PAD_DEG = 1e-5
 """About a metre: a straight line in the local projection and in lon/lat differ by far less over a 15-minute gap."""
 
 
-_GRAPHS: WeakKeyDictionary[FenceIndex, dict[str, reachability.CorridorGraph | None]] = (
+_GRAPHS: WeakKeyDictionary[FenceIndex, dict[tuple[str, float, float, float], reachability.CorridorGraph | None]] = (
     WeakKeyDictionary()
 )
 
@@ -261,11 +326,13 @@ _WATCHED: WeakKeyDictionary[FenceIndex, dict[frozenset[FenceKind], tuple[Fence, 
 
 
 def _graph(index: FenceIndex, port: str, params: reachability.ReachParams) -> reachability.CorridorGraph | None:
-    """The port's corridor graph, built on first use for this index (fence reloads bring a new index)."""
+    """The port's corridor graph, built on first use for this index (fence reloads bring a new index) and these
+    building thresholds."""
     per_port = _GRAPHS.setdefault(index, {})
-    if port not in per_port:
-        per_port[port] = reachability.CorridorGraph.build((f for f in index.fences if f.port == port), params)
-    return per_port[port]
+    key = (port, params.snap_m, params.exit_m, params.densify_m)  # what the build reads (ports may differ)
+    if key not in per_port:
+        per_port[key] = reachability.CorridorGraph.build((f for f in index.fences if f.port == port), params)
+    return per_port[key]
 
 
 OFF_ROAD_KINDS = frozenset(
@@ -302,12 +369,23 @@ def proven_crossings(
     index: FenceIndex, last: Fix | None, ping: Ping, exclude: frozenset[str], params: GeofenceParams
 ) -> dict[str, reachability.Verdict]:
     """Fences of ``confirm_entry_kinds`` every plausible path between two sparse fixes goes through."""
-    rp = params.reach
-    if rp is None or last is None:
+    if params.reach is None or last is None:
         return {}
+    return _judged(index, last, ping, exclude, params, params.reach)[1]
+
+
+def _judged(
+    index: FenceIndex,
+    last: Fix,
+    ping: Ping,
+    exclude: frozenset[str],
+    params: GeofenceParams,
+    rp: reachability.ReachParams,
+) -> tuple[dict[str, float], dict[str, reachability.Verdict]]:
+    """(metres of the straight line inside each watched fence it runs through, the verdicts of those proven)."""
     gap = (ping.ts - last.ts).total_seconds()
-    if not rp.min_gap_s <= gap <= rp.max_gap_s:
-        return {}
+    if not 0 < gap <= rp.max_gap_s:
+        return {}, {}
     # a crossing is proven only where the straight line between the fixes runs through the fence (otherwise
     # ``judge`` answers "straight_line_avoids"): fences whose box misses the chord's box (padded by ~1 m for the
     # projection) cannot be crossed and are not judged. The prism's own box (budget/2 around the midpoint,
@@ -315,6 +393,7 @@ def proven_crossings(
     pad = _CHORD_PAD_DEG
     lo_lon, hi_lon = min(last.lon, ping.lon) - pad, max(last.lon, ping.lon) + pad
     lo_lat, hi_lat = min(last.lat, ping.lat) - pad, max(last.lat, ping.lat) + pad
+    through: dict[str, float] = {}
     out: dict[str, reachability.Verdict] = {}
     for fence in _watched(index, params.confirm_entry_kinds):
         if fence.id in exclude:
@@ -324,8 +403,15 @@ def proven_crossings(
             continue
         if fence.windows and not any(w.active(ping.ts) for w in fence.windows):
             continue
+        graph = _graph(index, fence.port, rp)
+        inside_m = reachability.chord_through(graph, fence, last, ping, rp)
+        if inside_m <= 0:
+            continue
+        through[fence.id] = inside_m
+        if gap < rp.min_gap_s:
+            continue
         verdict = reachability.judge(
-            _graph(index, fence.port, rp),
+            graph,
             fence,
             (last.lon, last.lat, last.ts.timestamp()),
             (ping.lon, ping.lat, ping.ts.timestamp()),
@@ -334,7 +420,7 @@ def proven_crossings(
         )
         if verdict.crossed:
             out[fence.id] = verdict
-    return out
+    return through, out
 
 
 def _proven_alert(

@@ -10,7 +10,10 @@ Layout: one sub-table per detector, named as its state slot (``unexpected_stop``
 ``post_inspection_access``, ``rendezvous``, ``pairing``) plus ``integrity``, ``motion`` and
 ``geofence``; ``[detectors.ports.<port>.<detector>]`` overrides keys for the devices in that port's
 fences. Per fence kind and per device kind thresholds are tables keyed by kind
-(``by_zone = { restricted = 120 }``). Pure: no file is read here.
+(``by_zone = { restricted = 120 }``). A detector's params that hold params of their own take them as a
+sub-table, merged key by key like the detector's: ``[detectors.geofence.reach]`` is the space-time prism of
+sparse fixes (``tracker.core.reachability.ReachParams``: plausible speed, judged gaps, GPS slack, how far a
+fix joins the corridor graph...), ``reach = false`` switches it off. Pure: no file is read here.
 """
 
 from __future__ import annotations
@@ -89,6 +92,10 @@ def _params(current: Any, table: Mapping[str, Any], where: str) -> Any:
     for key, raw in table.items():
         if key not in known:
             raise ValueError(f"unknown threshold {where}.{key!r} (known: {', '.join(sorted(known))})")
+        nested = _nested(hints[key])
+        if nested is not None:
+            changes[key] = _sub_params(nested, getattr(current, key), raw, f"{where}.{key}")
+            continue
         try:
             changes[key] = _coerce(hints[key], raw)
         except (TypeError, ValueError) as exc:
@@ -97,6 +104,29 @@ def _params(current: Any, table: Mapping[str, Any], where: str) -> Any:
         return dataclasses.replace(current, **changes)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"bad thresholds in {where}: {exc}") from None
+
+
+def _nested(hint: Any) -> tuple[type, bool] | None:
+    """(the dataclass a field holds, whether it may be None) when it holds one (``X`` or ``X | None``): such a
+    field's thresholds are a sub-table."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (UnionType, typing.Union) else (hint,)
+    options = [a for a in args if a is not NoneType]
+    if len(options) == 1 and isinstance(options[0], type) and dataclasses.is_dataclass(options[0]):
+        return options[0], NoneType in args
+    return None
+
+
+def _sub_params(nested: tuple[type, bool], current: Any, raw: Any, where: str) -> Any:
+    """A sub-table merged over the current params (their defaults when they were off). Where the field may be None,
+    ``false`` turns them off and ``true`` on (with the current thresholds, or the defaults)."""
+    cls, optional = nested
+    if isinstance(raw, bool):
+        if not optional:
+            raise ValueError(f"bad value for {where}: expected a table of thresholds, got {raw!r}")
+        return (current if current is not None else cls()) if raw else None
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"bad value for {where}: expected a table of thresholds, got {raw!r}")
+    return _params(current if current is not None else cls(), raw, where)
 
 
 def _coerce(hint: Any, raw: Any) -> Any:

@@ -47,7 +47,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geofences import Fence, FenceKind, LocalProjection
 
-__all__ = ["CorridorGraph", "ReachParams", "Verdict", "judge"]
+__all__ = ["CorridorGraph", "ReachParams", "Verdict", "chord_enters", "chord_through", "judge"]
 
 
 class _LonLat(Protocol):
@@ -68,8 +68,11 @@ class ReachParams:
     max_speed_ms: float = 20.0
     """Fastest plausible speed between two fixes (72 km/h): port roads are driven at 25-45 km/h, a truck racing
     between two fixes might do 60; above that the fixes are more likely wrong than the driving."""
-    min_gap_s: float = 60.0
-    """Gaps shorter than this are judged by the straight chord alone (the geofence step's crossing rule)."""
+    min_gap_s: float = 50.0
+    """Gaps shorter than this are judged by the straight chord alone (the geofence step's crossing rule). Below the
+    60 s reporting interval of container trackers: their gaps jitter by a second either way, and a limit at 60 s
+    judged half of them and not the other half (so a multipath fix arriving 59.4 s after the one before was never
+    recognised as the odd one out, and the proof of its way back raised a false crossing)."""
     max_gap_s: float = 900.0
     """Beyond fifteen minutes the prism covers most of a port: it proves nothing, so it is not computed."""
     edge_tolerance_m: float = 10.0
@@ -88,6 +91,17 @@ class ReachParams:
     """Road nodes this close to a gate are where the roads leave the port for the unmapped city."""
     densify_m: float = 25.0
     """Corridor lines are cut into pieces at most this long, so every point of a road is near a graph node."""
+    outlier_chord_m: float = 30.0
+    """A straight line into a fix that runs at least this far through a fence's core marks the fix: when the next
+    gap is then proven to go back through the same fence, the fix is a multipath jump across it (both chords
+    through the fence, the fixes either side of it together), not two crossings. Shorter runs are a road bend cut
+    short (the geofence step's ``min_cross_m``)."""
+
+    def __post_init__(self) -> None:
+        if self.max_speed_ms <= 0 or self.densify_m <= 0:
+            raise ValueError("max_speed_ms and densify_m must be above 0")
+        if self.min_gap_s > self.max_gap_s:
+            raise ValueError(f"min_gap_s ({self.min_gap_s}) is above max_gap_s ({self.max_gap_s})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +109,7 @@ class Verdict:
     """The outcome of one judgement: ``crossed`` only when every plausible path enters the fence."""
 
     crossed: bool
-    reason: str  # "straight_line_avoids" | "corridor_path_avoids" | "every_path_enters" | "implausible" | ...
+    reason: str  # "straight_line_avoids" | "corridor_path_avoids" | "every_path_enters" | "implausible" | "cut_off" ...
     gap_s: float
     budget_m: float
     straight_m: float
@@ -138,6 +152,20 @@ class CorridorGraph:
         self.adj = adj
         self.exits = np.zeros(len(xy), dtype=np.bool_) if exits is None else exits
         self.inside = inside  # the port (projected): outside it the public streets are not mapped
+        self._cores: dict[tuple[str, float], tuple[BaseGeometry, BaseGeometry]] = {}
+
+    def core(self, fence: Fence, edge_m: float) -> BaseGeometry:
+        """The fence shrunk by ``edge_m`` in the graph's plane, prepared; kept per fence (every judgement of a fence
+        needs it, and building it, a projection and a negative buffer, cost more than the rest of most judgements).
+        """
+        key = (fence.id, edge_m)
+        hit = self._cores.get(key)
+        if hit is not None and hit[0] is fence.geometry:
+            return hit[1]
+        core = shapely.make_valid(self.proj.project(fence.geometry)).buffer(-edge_m)
+        shapely.prepare(core)
+        self._cores[key] = (fence.geometry, core)
+        return core
 
     @classmethod
     def build(cls, fences: Iterable[Fence], params: ReachParams | None = None) -> CorridorGraph | None:
@@ -212,6 +240,11 @@ class CorridorGraph:
         )
         clear = ~np.asarray(shapely.intersects(spurs, core))
         return [(int(n), float(d[n])) for n in near[clear].tolist()]
+
+    def reaches(self, xy: tuple[float, float], core: BaseGeometry, metres: float) -> bool:
+        """Whether a straight drive of at most ``metres`` from ``xy`` reaches a graph node without entering
+        ``core``: some mapped road can be joined on this side of the fence."""
+        return bool(self._access(xy, core, np.ones(len(self.xy), dtype=np.bool_), metres))
 
     def near(self, xy: tuple[float, float], metres: float) -> bool:
         """Whether a graph node lies within ``metres`` of ``xy``."""
@@ -305,14 +338,34 @@ class CorridorGraph:
         return None
 
 
-def chord_enters(fence: Fence, a: _LonLat, b: _LonLat, params: ReachParams | None = None) -> bool:
-    """Whether the straight line between two fixes runs through the fence's core (whatever the roads)."""
+def _core(graph: CorridorGraph | None, fence: Fence, proj: LocalProjection, edge_m: float) -> BaseGeometry:
+    if graph is not None:
+        return graph.core(fence, edge_m)
+    return shapely.make_valid(proj.project(fence.geometry)).buffer(-edge_m)
+
+
+def chord_through(
+    graph: CorridorGraph | None, fence: Fence, a: _LonLat, b: _LonLat, params: ReachParams | None = None
+) -> float:
+    """Length (m) of the straight line between two fixes inside the fence's core, whatever the roads (0: none)."""
     p = params or ReachParams()
-    proj = LocalProjection(a.lon, a.lat)
-    core = shapely.make_valid(proj.project(fence.geometry)).buffer(-p.edge_tolerance_m)
+    proj = graph.proj if graph is not None else LocalProjection(a.lon, a.lat)
+    core = _core(graph, fence, proj, p.edge_tolerance_m)
+    if core.is_empty:
+        return 0.0
     ax, ay = (float(v) for v in proj.to_xy(a.lon, a.lat))
     bx, by = (float(v) for v in proj.to_xy(b.lon, b.lat))
-    return not core.is_empty and bool(LineString([(ax, ay), (bx, by)]).intersects(core))
+    chord = LineString([(ax, ay), (bx, by)])
+    if not chord.intersects(core):
+        return 0.0
+    return float(chord.intersection(core).length)
+
+
+def chord_enters(
+    fence: Fence, a: _LonLat, b: _LonLat, params: ReachParams | None = None, graph: CorridorGraph | None = None
+) -> bool:
+    """Whether the straight line between two fixes runs through the fence's core (whatever the roads)."""
+    return chord_through(graph, fence, a, b, params) > 0.0
 
 
 def judge(
@@ -340,7 +393,7 @@ def judge(
         return Verdict(False, "gap_out_of_range", gap, budget, straight)
     if straight > budget:
         return Verdict(False, "implausible", gap, budget, straight)
-    core = shapely.make_valid(proj.project(fence.geometry)).buffer(-p.edge_tolerance_m)
+    core = _core(graph, fence, proj, p.edge_tolerance_m)
     if core.is_empty:
         return Verdict(False, "fence_too_narrow", gap, budget, straight)
     if shapely.contains_xy(core, ax, ay) or shapely.contains_xy(core, bx, by):
@@ -357,6 +410,9 @@ def judge(
         limit = p.yard_access_m if in_place else p.access_m
         if not graph.near(xy, limit):
             return Verdict(False, "off_network", gap, budget, straight, None, inside.length)
+        if not graph.outside(xy) and not graph.reaches(xy, core, limit):
+            # every road within reach is across the fence: where the fix stands, the fence set maps no way out
+            return Verdict(False, "cut_off", gap, budget, straight, None, inside.length)
         reach.append(limit)
     avoiding = graph.shortest_avoiding((ax, ay), (bx, by), core, budget, (reach[0], reach[1]))
     if avoiding is not None:

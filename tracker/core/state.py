@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from tracker.core import geofence
 from tracker.core.dark import DarkState
 from tracker.core.dwell import DwellState
 from tracker.core.fix import Fix
@@ -78,7 +79,7 @@ class DeviceState(msgspec.Struct, array_like=True, omit_defaults=True):
     fences: frozenset[str] = frozenset()
     integrity: IntegrityState | None = None
     motion: MotionState | None = None
-    geofence_pending: frozenset[str] = frozenset()  # restricted entries waiting for a confirming fix
+    geofence_pending: geofence.Pending = frozenset()  # entries waiting for a confirming fix (and prism marks)
     unexpected_stop: StopState | None = None
     signal_lost: DarkState | None = None
     post_inspection_access: AccessState | None = None
