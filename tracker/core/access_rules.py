@@ -31,6 +31,7 @@ from tracker.core.detector import FixContext
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, Ping, Severity
 from tracker.core.motion import holds
+from tracker.core.rendezvous import position_stands
 from tracker.core.world import Position
 
 
@@ -381,6 +382,8 @@ class AccessRules:
                     standing = pos.ts if still else None
                 if pos.device_id == run.s.paired_truck or standing is None:
                     continue  # moving, or standing in an authorized zone (a quay, a yard) beside the box's edge
+                if pos.stationary_since is not None and not position_stands(pos):
+                    continue  # its newest fix is a departure passing by, not a stand (tracker.core.rendezvous)
                 if abs((ping.ts - pos.ts).total_seconds()) > p.alongside_max_age_s:
                     continue
                 # both have stood outside authorized zones since the later of the two, and not before clearance
