@@ -200,6 +200,27 @@ def test_a_stale_truck_position_draws_no_conclusion_but_is_noted() -> None:
     assert sep.evidence["unverified_since"] == at(200).isoformat()
 
 
+def test_trackers_reporting_every_five_minutes_in_step_still_see_a_dropped_box() -> None:
+    """Both trackers at a five-minute rhythm, the truck's fix always delivered a second after the box's: no truck
+    fix is ever within ``stale_s`` of a box fix, but the box has stood at one spot since before each of them."""
+
+    def run(away: bool) -> Sim:
+        sim = Sim()
+        sim.pair("CONT", "TRK", 0)
+        for t in (0, 300):  # dropped on the shoulder, the truck still beside it
+            sim.fix("CONT", t, 0, 0)
+            sim.fix("TRK", t + 1, 5, 0, K)
+        for i, t in enumerate((600, 900, 1200)):
+            sim.fix("CONT", t, 0, 0)
+            sim.fix("TRK", t + 1, 800 + 400 * i if away else 5, 0, K)
+        return sim
+
+    (sep,) = run(away=True).alerts(SEPARATED)
+    assert sep.ts == at(1200)  # readings at 900 (truck fix of 601) and 1200 (of 901): no fix shared
+    assert sep.evidence["lag_s"] == 299.0
+    assert run(away=False).alerts() == []
+
+
 def test_one_truck_outlier_never_confirms_itself() -> None:
     """A truck fix thrown 250 m off while the container reports twice is one reading, not two."""
     sim = Sim()

@@ -31,6 +31,7 @@ from msgspec.structs import replace
 from geofences import haversine_m
 from tracker.core.detector import FixContext, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
+from tracker.core.motion import holds
 from tracker.core.world import Position
 
 SEPARATED = "container_separated"
@@ -65,6 +66,12 @@ class Params:
     stationary_trust_s: float = 900.0
     """On a tick, how long a stationary container's last fix is trusted as where it still is; parked
     trackers report every few minutes."""
+    parked_stale_s: float = 600.0
+    """A truck fix up to this old is still compared with a container that has stood at one spot since
+    before that fix was taken (its position at the truck's instant is its stop, whatever the lag). Two
+    trackers reporting every five minutes in step, the truck's fix delivered a second after the box's,
+    are otherwise never within ``stale_s`` of each other, and a box dropped on a shoulder is never
+    compared with the truck that left it (edge-style benchmark at Santos: three separations missed)."""
 
 
 class _Fix(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
@@ -354,6 +361,7 @@ class PairingDetector:
         *,
         container_stationary: bool,
         centre: tuple[float, float] | None = None,
+        stood_since: datetime | None = None,
     ) -> _Gap | None:
         """How far the container is from ``truck``, both placed at the instant of the truck's fix.
 
@@ -362,15 +370,26 @@ class PairingDetector:
         (a parked truck's last fix can be a minute old), and the two would look apart while riding together.
         Two parked devices are compared by the centres of their stops (``centre``: the container's), which a
         multipath fix thrown 200 m off among the stacks does not move.
+
+        ``stood_since``: the container has stood at ``centre`` from then up to ``fix`` (this fix belongs to that
+        stop). A truck fix taken in that span finds the container at its centre at the truck's own instant, so it
+        is compared up to ``parked_stale_s`` old, with no uncertainty from the lag.
         """
+        p = self.params
         lag = _seconds(fix.ts, truck.ts)
-        if abs(lag) > self.params.stale_s:
+        covered = (
+            stood_since is not None and centre is not None and stood_since <= truck.ts and 0 <= lag <= p.parked_stale_s
+        )
+        if abs(lag) > p.stale_s and not covered:
             return None
-        if container_stationary and _parked_at_its_fix(truck, self.params):
+        if container_stationary and _parked_at_its_fix(truck, p):
             # both parked: each is where its stop is
             c_lon, c_lat = centre or (fix.lon, fix.lat)
             t_lon, t_lat = truck.centre or (truck.lon, truck.lat)
             return _Gap(haversine_m(c_lon, c_lat, t_lon, t_lat), 0.0, lag, c_lon, c_lat, (fix.ts,))
+        if covered and centre is not None:
+            # the box stood at its stop throughout: that is where it was when the truck's fix was taken
+            return _Gap(haversine_m(centre[0], centre[1], truck.lon, truck.lat), 0.0, lag, *centre, (fix.ts,))
         at = _position_at(st.history, truck.ts, self.params.stale_s)
         if at is not None:
             lon, lat, slack, used = at
@@ -395,8 +414,13 @@ class PairingDetector:
         centre = (
             None if m.centre_lon is None or m.centre_lat is None or not stationary else (m.centre_lon, m.centre_lat)
         )
+        stood_since = m.stationary_since if centre is not None and holds(m, fix.lon, fix.lat) else None
         gap = (
-            None if truck is None else self._gap(st, fix, speed, truck, container_stationary=stationary, centre=centre)
+            None
+            if truck is None
+            else self._gap(
+                st, fix, speed, truck, container_stationary=stationary, centre=centre, stood_since=stood_since
+            )
         )
         if truck is None or gap is None:
             # nothing to compare with: no verdict either way, but remember since when it is unverified
