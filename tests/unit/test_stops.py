@@ -93,6 +93,20 @@ def test_fixes_every_5_minutes_fire_on_the_second_fix() -> None:
     assert alert.ts == at(300) and alert.key == at(0).isoformat()
 
 
+def test_two_fixes_at_road_speed_five_minutes_and_40_m_apart_are_no_stop() -> None:
+    # a tracker reporting every five minutes, one fix just before a gate queue and one just after it: the cluster
+    # spans five minutes, but both fixes say the box is driving (edge-style benchmark, Santos seed 1)
+    r = runner()
+    r.fix(0, *OPEN, speed=11.4)
+    r.fix(300, *offset(OPEN, 40, 0), speed=10.2)
+    assert alerts(r.events) == []
+    # the same two fixes reporting no speed are a five-minute stop
+    r = runner()
+    r.fix(0, *OPEN, speed=0.0)
+    r.fix(300, *offset(OPEN, 40, 0), speed=0.0)
+    assert len(alerts(r.events)) == 1
+
+
 def test_time_to_alert_is_at_most_one_interval() -> None:
     r = runner()
     r.run(parked(OPEN, range(0, 1000, 240)))
