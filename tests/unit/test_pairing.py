@@ -221,6 +221,35 @@ def test_trackers_reporting_every_five_minutes_in_step_still_see_a_dropped_box()
     assert run(away=False).alerts() == []
 
 
+def test_a_box_fix_outside_its_stop_is_compared_where_it_is_not_at_the_stop_centre() -> None:
+    """Truck and box pull up together; the box's fix before was a multipath jump 160 m back, which the stationary
+    model took into a stop. Its next fixes, beside the truck, lie outside that stop (held as the departure or an
+    outlier): the box is where they are, not at the stop's centre, however many readings of that centre agree."""
+    world = World()
+    t_lon, t_lat = (float(v) for v in PROJ.to_lonlat(0, 0))
+    c_lon, c_lat = (float(v) for v in PROJ.to_lonlat(-160, 0))
+    stop = Motion(at(0), c_lon, c_lat, 15.0)  # the stop the jump made, still standing: its fixes are 160 m back
+    state: PairingState | None = DET.pair(None, "TRK", at(0))
+    events: list[Event] = []
+    for k, t in enumerate((30, 60, 90)):
+        world.update(Position("TRK", K, at(t - 5), t_lon, t_lat, at(0), speed=0.0, centre=(t_lon, t_lat)))
+        lon, lat = (float(v) for v in PROJ.to_lonlat(5 + k, 0))
+        ctx = FixContext("BOX", C, None, frozenset({"P"}), frozenset({"P"}), stop, INDEX, world, "callao")
+        state, out = DET.on_fix(state, Ping("BOX", at(t), lon, lat, speed=0.0), ctx)
+        events.extend(out)
+    assert [e for e in events if isinstance(e, Alert)] == []
+    # the same fixes inside the stop (the box really stands 160 m from its truck) are a separation
+    state = DET.pair(None, "TRK", at(0))
+    events = []
+    for k, t in enumerate((30, 60, 90)):
+        world.update(Position("TRK", K, at(t - 5), t_lon, t_lat, at(0), speed=0.0, centre=(t_lon, t_lat)))
+        lon, lat = (float(v) for v in PROJ.to_lonlat(-160 + k, 0))
+        ctx = FixContext("BOX", C, None, frozenset({"P"}), frozenset({"P"}), stop, INDEX, world, "callao")
+        state, out = DET.on_fix(state, Ping("BOX", at(t), lon, lat, speed=0.0), ctx)
+        events.extend(out)
+    assert [e.kind for e in events if isinstance(e, Alert)] == [SEPARATED]
+
+
 def test_one_truck_outlier_never_confirms_itself() -> None:
     """A truck fix thrown 250 m off while the container reports twice is one reading, not two."""
     sim = Sim()

@@ -368,11 +368,14 @@ class DarkDetector:
             clipped = min(p.max_interval_s, max(p.min_interval_s, gap))
             intervals, parked = st.intervals, st.parked
             if st.stationary:
-                parked = (*parked, clipped)[-p.history :]
                 # a silence that was raised as a loss is learned no slower than the parked allowance: a tracker that
                 # switched to its stop mode is held to that pace from then on, while a blackout cannot stretch the
-                # device's limit beyond what an unproven tracker gets anyway
-                slowest = max(slowest, min(clipped, p.parked_interval_s) if lost_here else clipped)
+                # device's limit beyond what an unproven tracker gets anyway. Nor can a silence that began outside
+                # the port, unwatched: a truck parked in town between two jobs says nothing for hours, and learned
+                # as its parked rhythm that gap held it to 30 minutes of silence in every later stop
+                capped = min(clipped, p.parked_interval_s) if lost_here or not st.fences else clipped
+                parked = (*parked, capped)[-p.history :]
+                slowest = max(slowest, capped)
             else:
                 intervals = (*intervals, clipped)[-p.history :]
         since = ctx.motion.stationary_since

@@ -411,10 +411,13 @@ class PairingDetector:
         assert st.truck is not None
         truck = ctx.world.get(st.truck)
         m = ctx.motion
-        centre = (
-            None if m.centre_lon is None or m.centre_lat is None or not stationary else (m.centre_lon, m.centre_lat)
-        )
-        stood_since = m.stationary_since if centre is not None and holds(m, fix.lon, fix.lat) else None
+        # the stop's centre stands for the box only while this fix belongs to the stop: a fix outside it (held as the
+        # departure or an outlier) is where the box is now, and the centre may rest on a multipath jump 160 m back
+        # (clear-style benchmark, Santos seed 1: two readings of one such centre confirmed each other)
+        centre: tuple[float, float] | None = None
+        if stationary and m.centre_lon is not None and m.centre_lat is not None and holds(m, fix.lon, fix.lat):
+            centre = (m.centre_lon, m.centre_lat)
+        stood_since = m.stationary_since if centre is not None else None
         gap = (
             None
             if truck is None
