@@ -95,6 +95,7 @@ class StopState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     last_in: datetime  # last fix that belonged to the stop
     authorized: bool
     alert: Alert | None  # the raised alert, exactly as raised, for its updates
+    standing_from: datetime | None = None  # the stop is timed from here: the fix before it reported road speed
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], device_id: str) -> StopState:
@@ -106,6 +107,15 @@ class StopState(msgspec.Struct, frozen=True, array_like=True, gc=False):
             authorized=bool(data["authorized"]),
             alert=None if raw is None else StopDetector._alert(raw, device_id),
         )
+
+
+def _driving(speed: float | None) -> bool:
+    return speed is not None and speed > DRIVING_MS
+
+
+def _begin(stop: StopState) -> datetime:
+    """When the stop began to stand: its first fix, unless that one was still rolling."""
+    return stop.standing_from or stop.start
 
 
 def _fence_json(f: Fence) -> dict[str, str]:
@@ -152,7 +162,7 @@ class StopDetector:
         m = ctx.motion
         assert m.centre_lon is not None and m.centre_lat is not None
         threshold, reason, zone = rule
-        duration = (ping.ts - stop.start).total_seconds()
+        duration = (ping.ts - _begin(stop)).total_seconds()
         restricted = any(f.kind is FenceKind.RESTRICTED for f in fences)
         severity = self.params.restricted_severity if restricted else self.params.severity
         named = zone or next((f for f in fences if f.kind is not FenceKind.PORT_BOUNDARY), None)
@@ -168,7 +178,7 @@ class StopDetector:
             "key": stop.start.isoformat(),
             "evidence": {
                 "centre": {"lon": m.centre_lon, "lat": m.centre_lat},
-                "started_at": stop.start.isoformat(),
+                "started_at": _begin(stop).isoformat(),
                 "duration_s": duration,
                 "radius_m": m.radius_m,
                 "fix": _fix_json(ping.ts, ping.lon, ping.lat),
@@ -218,25 +228,31 @@ class StopDetector:
             return None, events
         # a fix reporting road speed is a device on the move whatever the cluster says: a sparse tracker's fixes just
         # before and just after a gate queue lie 50 m and five minutes apart, both at 10 m/s (edge-style benchmark)
-        in_stop = holds(ctx.motion, ping.lon, ping.lat) and not (ping.speed is not None and ping.speed > DRIVING_MS)
+        in_stop = holds(ctx.motion, ping.lon, ping.lat) and not _driving(ping.speed)
         if stop is None:
-            stop = StopState(start=since, last_in=since, authorized=False, alert=None)
+            if _driving(ping.speed):
+                return None, events  # still rolling: the stop starts at a fix that stands
+            # a cluster seeded by a rolling fix (a truck slowing into a quay beside a restricted lot, its fix 12 m off)
+            # stands from this fix on: timed from the rolling one, a two-minute hand-over was a restricted-zone stop
+            prior = ctx.world.get(ctx.device_id)  # this device's previous fix (the world is updated after the step)
+            rolling = prior is not None and prior.ts >= since and _driving(prior.speed)
+            stop = StopState(since, since, False, None, ping.ts if rolling else None)
         if in_stop:
-            stop = StopState(stop.start, ping.ts, stop.authorized, stop.alert)
+            stop = StopState(stop.start, ping.ts, stop.authorized, stop.alert, stop.standing_from)
         if stop.alert is not None or stop.authorized:
             return stop, events
         fences = self._fences(ctx)
         if ctx.authorized_stop() or any(f.kind in AUTHORIZED_STOP_KINDS for f in fences):
-            return StopState(stop.start, stop.last_in, True, None), events
+            return StopState(stop.start, stop.last_in, True, None, stop.standing_from), events
         if not fences:
             # outside every fence of the port: a truck parked in town between two jobs is nobody's alarm (a cleared
             # box leaving the port is the access window's business, which watches it wherever it goes)
             return stop, events
         if in_stop:
             rule = self.threshold(ctx.kind, fences)
-            if (ping.ts - stop.start).total_seconds() >= rule[0]:
+            if (ping.ts - _begin(stop)).total_seconds() >= rule[0]:
                 alert = self._alert(self._raise(stop, ping, ctx, fences, rule), ctx.device_id)
-                stop = StopState(stop.start, stop.last_in, stop.authorized, alert)
+                stop = StopState(stop.start, stop.last_in, stop.authorized, alert, stop.standing_from)
                 events.append(alert)
         return stop, events
 
