@@ -221,6 +221,21 @@ def test_trackers_reporting_every_five_minutes_in_step_still_see_a_dropped_box()
     assert run(away=False).alerts() == []
 
 
+def test_a_truck_fix_a_fraction_of_a_second_before_the_boxs_stop_began_still_counts() -> None:
+    """The same five-minute rhythm, the truck's fix 0.4 s ahead of the box's: the box's stop began just after it, so
+    the box was within 0.4 s of driving (10 m at 25 m/s) of its stop then, and the reading counts with that slack."""
+    sim = Sim()
+    sim.pair("CONT", "TRK", 0)
+    sim.fix("CONT", 0, -300, 0)
+    sim.fix("TRK", 0.6, -295, 0, K)
+    for i, t in enumerate((300, 600, 900)):
+        sim.fix("CONT", t, 0, 0)  # the box stands from 300 on
+        sim.fix("TRK", t - 0.4, 1500 + 300 * i, 0, K)  # taken 0.4 s before, delivered after: it drove on
+    (sep,) = sim.alerts(SEPARATED)
+    assert sep.ts == at(900)  # first reading at 600 (the truck's fix of 299.6), second at 900 (of 899.6)
+    assert sep.evidence["first_reading"]["at"] == at(600).isoformat()
+
+
 def test_a_box_fix_outside_its_stop_is_compared_where_it_is_not_at_the_stop_centre() -> None:
     """Truck and box pull up together; the box's fix before was a multipath jump 160 m back, which the stationary
     model took into a stop. Its next fixes, beside the truck, lie outside that stop (held as the departure or an

@@ -35,6 +35,9 @@ from tracker.core.motion import holds
 from tracker.core.world import Position
 
 SEPARATED = "container_separated"
+MAX_PORT_SPEED_MS = 25.0
+"""90 km/h: faster than anything drives inside a port, the bound on how far a box may have been from where it
+was next seen standing, a few seconds earlier."""
 MOVING_UNPAIRED = "container_moving_unpaired"
 
 
@@ -373,12 +376,15 @@ class PairingDetector:
 
         ``stood_since``: the container has stood at ``centre`` from then up to ``fix`` (this fix belongs to that
         stop). A truck fix taken in that span finds the container at its centre at the truck's own instant, so it
-        is compared up to ``parked_stale_s`` old, with no uncertainty from the lag.
+        is compared up to ``parked_stale_s`` old, with no uncertainty from the lag. A truck fix taken shortly before
+        the stop's first fix (two trackers in step, a fraction of a second apart) finds the box within
+        ``MAX_PORT_SPEED_MS`` times that fraction of its centre: that is the reading's uncertainty.
         """
         p = self.params
         lag = _seconds(fix.ts, truck.ts)
+        early = 0.0 if stood_since is None else max(0.0, _seconds(stood_since, truck.ts))
         covered = (
-            stood_since is not None and centre is not None and stood_since <= truck.ts and 0 <= lag <= p.parked_stale_s
+            stood_since is not None and centre is not None and early <= p.stale_s and 0 <= lag <= p.parked_stale_s
         )
         if abs(lag) > p.stale_s and not covered:
             return None
@@ -389,7 +395,8 @@ class PairingDetector:
             return _Gap(haversine_m(c_lon, c_lat, t_lon, t_lat), 0.0, lag, c_lon, c_lat, (fix.ts,))
         if covered and centre is not None:
             # the box stood at its stop throughout: that is where it was when the truck's fix was taken
-            return _Gap(haversine_m(centre[0], centre[1], truck.lon, truck.lat), 0.0, lag, *centre, (fix.ts,))
+            slack = early * MAX_PORT_SPEED_MS
+            return _Gap(haversine_m(centre[0], centre[1], truck.lon, truck.lat), slack, lag, *centre, (fix.ts,))
         at = _position_at(st.history, truck.ts, self.params.stale_s)
         if at is not None:
             lon, lat, slack, used = at
