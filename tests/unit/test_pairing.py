@@ -236,33 +236,31 @@ def test_a_truck_fix_a_fraction_of_a_second_before_the_boxs_stop_began_still_cou
     assert sep.evidence["first_reading"]["at"] == at(600).isoformat()
 
 
-def test_a_box_fix_outside_its_stop_is_compared_where_it_is_not_at_the_stop_centre() -> None:
-    """Truck and box pull up together; the box's fix before was a multipath jump 160 m back, which the stationary
-    model took into a stop. Its next fixes, beside the truck, lie outside that stop (held as the departure or an
-    outlier): the box is where they are, not at the stop's centre, however many readings of that centre agree."""
+def test_a_reading_by_the_stop_centre_for_a_fix_outside_the_stop_shares_the_fix_before() -> None:
+    """Truck and box pull up together; the box's first fix there is a multipath jump 160 m back, which the stationary
+    model takes into a stop (one reading "apart"). Its next fix, beside the truck, lies outside that stop and is
+    compared by the stop's centre, which rests on the jump: no independent second reading, no separation."""
     world = World()
     t_lon, t_lat = (float(v) for v in PROJ.to_lonlat(0, 0))
     c_lon, c_lat = (float(v) for v in PROJ.to_lonlat(-160, 0))
-    stop = Motion(at(0), c_lon, c_lat, 15.0)  # the stop the jump made, still standing: its fixes are 160 m back
-    state: PairingState | None = DET.pair(None, "TRK", at(0))
-    events: list[Event] = []
-    for k, t in enumerate((30, 60, 90)):
-        world.update(Position("TRK", K, at(t - 5), t_lon, t_lat, at(0), speed=0.0, centre=(t_lon, t_lat)))
-        lon, lat = (float(v) for v in PROJ.to_lonlat(5 + k, 0))
-        ctx = FixContext("BOX", C, None, frozenset({"P"}), frozenset({"P"}), stop, INDEX, world, "callao")
-        state, out = DET.on_fix(state, Ping("BOX", at(t), lon, lat, speed=0.0), ctx)
-        events.extend(out)
-    assert [e for e in events if isinstance(e, Alert)] == []
-    # the same fixes inside the stop (the box really stands 160 m from its truck) are a separation
-    state = DET.pair(None, "TRK", at(0))
-    events = []
-    for k, t in enumerate((30, 60, 90)):
-        world.update(Position("TRK", K, at(t - 5), t_lon, t_lat, at(0), speed=0.0, centre=(t_lon, t_lat)))
-        lon, lat = (float(v) for v in PROJ.to_lonlat(-160 + k, 0))
-        ctx = FixContext("BOX", C, None, frozenset({"P"}), frozenset({"P"}), stop, INDEX, world, "callao")
-        state, out = DET.on_fix(state, Ping("BOX", at(t), lon, lat, speed=0.0), ctx)
-        events.extend(out)
-    assert [e.kind for e in events if isinstance(e, Alert)] == [SEPARATED]
+    stop = Motion(at(0), c_lon, c_lat, 15.0)  # the stop the jump made: its fixes are 160 m back
+
+    def run(second_x: float) -> list[Alert]:
+        state: PairingState | None = DET.pair(None, "TRK", at(0))
+        events: list[Event] = []
+        previous: Fix | None = None
+        for t, x in ((30, -160.0), (60, second_x)):
+            world.update(Position("TRK", K, at(t - 5), t_lon, t_lat, at(0), speed=0.0, centre=(t_lon, t_lat)))
+            lon, lat = (float(v) for v in PROJ.to_lonlat(x, 0))
+            ctx = FixContext("BOX", C, previous, frozenset({"P"}), frozenset({"P"}), stop, INDEX, world, "callao")
+            state, out = DET.on_fix(state, Ping("BOX", at(t), lon, lat, speed=0.0), ctx)
+            events.extend(out)
+            previous = Fix(at(t), lon, lat)
+        return [e for e in events if isinstance(e, Alert)]
+
+    assert run(5.0) == []
+    # the same second fix inside the stop (the box really stands 160 m from its truck) is a second reading
+    assert [a.kind for a in run(-159.0)] == [SEPARATED]
 
 
 def test_one_truck_outlier_never_confirms_itself() -> None:

@@ -365,6 +365,7 @@ class PairingDetector:
         container_stationary: bool,
         centre: tuple[float, float] | None = None,
         stood_since: datetime | None = None,
+        centre_rests_on: tuple[datetime, ...] | None = None,
     ) -> _Gap | None:
         """How far the container is from ``truck``, both placed at the instant of the truck's fix.
 
@@ -373,6 +374,8 @@ class PairingDetector:
         (a parked truck's last fix can be a minute old), and the two would look apart while riding together.
         Two parked devices are compared by the centres of their stops (``centre``: the container's), which a
         multipath fix thrown 200 m off among the stacks does not move.
+
+        ``centre_rests_on``: the container fixes the centre stands for when ``fix`` lies outside the stop.
 
         ``stood_since``: the container has stood at ``centre`` from then up to ``fix`` (this fix belongs to that
         stop). A truck fix taken in that span finds the container at its centre at the truck's own instant, so it
@@ -392,7 +395,8 @@ class PairingDetector:
             # both parked: each is where its stop is
             c_lon, c_lat = centre or (fix.lon, fix.lat)
             t_lon, t_lat = truck.centre or (truck.lon, truck.lat)
-            return _Gap(haversine_m(c_lon, c_lat, t_lon, t_lat), 0.0, lag, c_lon, c_lat, (fix.ts,))
+            used = centre_rests_on if centre is not None and centre_rests_on is not None else (fix.ts,)
+            return _Gap(haversine_m(c_lon, c_lat, t_lon, t_lat), 0.0, lag, c_lon, c_lat, used)
         if covered and centre is not None:
             # the box stood at its stop throughout: that is where it was when the truck's fix was taken
             slack = early * MAX_PORT_SPEED_MS
@@ -418,18 +422,27 @@ class PairingDetector:
         assert st.truck is not None
         truck = ctx.world.get(st.truck)
         m = ctx.motion
-        # the stop's centre stands for the box only while this fix belongs to the stop: a fix outside it (held as the
-        # departure or an outlier) is where the box is now, and the centre may rest on a multipath jump 160 m back
-        # (clear-style benchmark, Santos seed 1: two readings of one such centre confirmed each other)
-        centre: tuple[float, float] | None = None
-        if stationary and m.centre_lon is not None and m.centre_lat is not None and holds(m, fix.lon, fix.lat):
-            centre = (m.centre_lon, m.centre_lat)
-        stood_since = m.stationary_since if centre is not None else None
+        centre = (
+            None if m.centre_lon is None or m.centre_lat is None or not stationary else (m.centre_lon, m.centre_lat)
+        )
+        at_stop = centre is not None and holds(m, fix.lon, fix.lat)
+        stood_since = m.stationary_since if at_stop else None
+        # a fix outside the stop (held as an outlier or the departure) is compared by the stop's centre, which rests on
+        # the fixes before it: the reading shares the previous fix, so a centre that rests on a multipath jump cannot
+        # confirm the reading that jump made (clear-style benchmark, Santos seed 1: two readings of one such centre)
+        rests_on = None if at_stop or ctx.previous is None else (ctx.previous.ts,)
         gap = (
             None
             if truck is None
             else self._gap(
-                st, fix, speed, truck, container_stationary=stationary, centre=centre, stood_since=stood_since
+                st,
+                fix,
+                speed,
+                truck,
+                container_stationary=stationary,
+                centre=centre,
+                stood_since=stood_since,
+                centre_rests_on=rests_on,
             )
         )
         if truck is None or gap is None:
