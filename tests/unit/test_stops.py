@@ -13,7 +13,6 @@ from tests.unit.detector_helpers import OPEN, OUTSIDE, RESTRICTED, SANTOS, TERMI
 from tracker.core.detector import AUTHORIZED_STOP_KINDS
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Severity
 from tracker.core.stops import StopDetector, StopParams
-from tracker.core.world import Position
 
 
 def alerts(events: Sequence[Event]) -> list[Alert]:
@@ -108,27 +107,21 @@ def test_two_fixes_at_road_speed_five_minutes_and_40_m_apart_are_no_stop() -> No
     assert len(alerts(r.events)) == 1
 
 
-def _placed(r: Runner, seconds: float, place: tuple[float, float], speed: float) -> None:
-    """One fix, then the device placed in the world view with its reported speed, as the pipeline does after a step."""
-    r.fix(seconds, *place, speed=speed)
-    r.world.update(Position(r.device_id, r.kind, at(seconds), *place, speed=speed))
-
-
 def test_a_stop_seeded_by_a_rolling_fix_is_timed_from_the_first_fix_that_stands() -> None:
     # a truck slowing into a quay beside a restricted lot: its last rolling fix (2.8 m/s) lands in the lot, the next
     # stands; two minutes from the rolling fix were a restricted-zone stop (edge-style benchmark, Santos seed 4)
     r = runner()
-    _placed(r, 0, RESTRICTED, 2.8)
-    _placed(r, 120, offset(RESTRICTED, 5, 0), 0.0)
+    r.fix(0, *RESTRICTED, speed=2.8)
+    r.fix(120, *offset(RESTRICTED, 5, 0), speed=0.0)
     assert alerts(r.events) == []
-    _placed(r, 240, offset(RESTRICTED, 3, 0), 0.0)
+    r.fix(240, *offset(RESTRICTED, 3, 0), speed=0.0)
     [alert] = alerts(r.events)  # standing since 120 s: two minutes at 240 s
     assert alert.ts == at(240) and alert.evidence["started_at"] == at(120).isoformat()
     assert alert.key == at(0).isoformat()  # the stop is still the cluster that began at the rolling fix
     # the same fixes with the first one standing are a two-minute stop at 120 s
     r = runner()
-    _placed(r, 0, RESTRICTED, 0.0)
-    _placed(r, 120, offset(RESTRICTED, 5, 0), 0.0)
+    r.fix(0, *RESTRICTED, speed=0.0)
+    r.fix(120, *offset(RESTRICTED, 5, 0), speed=0.0)
     assert [a.ts for a in alerts(r.events)] == [at(120)]
 
 
