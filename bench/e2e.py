@@ -54,6 +54,10 @@ from shapely.geometry import Point
 
 from geofences import FenceIndex, FenceKind, LocalProjection, load_port
 from tracker.adapters.brokeradmin import BrokerAdmin, new_password
+from tracker.sim import spots
+from tracker.sim.rawmqtt import Packet, count_pubacks, read_packets
+from tracker.sim.rawmqtt import string as _string
+from tracker.sim.rawmqtt import varint as _varint
 
 REPO = Path(__file__).resolve().parents[1]
 SANTOS = REPO / "geofences" / "ports" / "santos.geojson"
@@ -79,20 +83,6 @@ Message = tuple[str, bytes]
 # ---- MQTT 3.1.1 on a raw socket -----------------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        digit, n = n % 128, n // 128
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _string(text: str | bytes) -> bytes:
-    raw = text.encode() if isinstance(text, str) else text
-    return len(raw).to_bytes(2, "big") + raw
-
-
 def connect(port: int, user: str, password: str, *, clean: bool = True) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -115,29 +105,6 @@ def frames_of(messages: Sequence[Message]) -> list[bytes]:
     return out
 
 
-def _packets(buf: bytes) -> tuple[list[tuple[int, int, int]], int]:
-    """(type byte, start of variable header, end) of each whole packet in ``buf``, and where the rest starts."""
-    out = []
-    pos = 0
-    n = len(buf)
-    while n - pos >= 2:
-        length, mult, k = 0, 1, pos + 1
-        while k < n:
-            length += (buf[k] & 0x7F) * mult
-            mult *= 128
-            if not buf[k] & 0x80:
-                break
-            k += 1
-        else:
-            break
-        end = k + 1 + length
-        if end > n:
-            break
-        out.append((buf[pos], k + 1, end))
-        pos = end
-    return out, pos
-
-
 class RawPublisher:
     """One connection sending pre-encoded QoS 1 frames, at a pace or as fast as the broker takes them."""
 
@@ -152,18 +119,10 @@ class RawPublisher:
         self._thread: threading.Thread | None = None
 
     def _read(self) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = self.sock.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            buf += chunk
-            packets, rest = _packets(buf)
-            self.acked += sum(1 for t, _, _ in packets if t == 0x40)
-            buf = buf[rest:]
+        def count(_buf: bytes, found: list[Packet]) -> None:
+            self.acked += count_pubacks(found)
+
+        read_packets(self.sock, count)
 
     def _run(self, frames: Sequence[bytes], rate: float | None, start: float) -> None:
         i = 0
@@ -217,18 +176,9 @@ class RawSubscriber:
         self._reader.start()
 
     def _read(self) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = self.sock.recv(262144)
-            except OSError:
-                return
-            if not chunk:
-                return
-            buf += chunk
-            packets, rest = _packets(buf)
+        def ack(buf: bytes, found: list[Packet]) -> None:
             acks = []
-            for t, var, _end in packets:
+            for t, var, _end in found:
                 if t >> 4 == 3:
                     self.received += 1
                     if (t >> 1) & 3:
@@ -238,7 +188,8 @@ class RawSubscriber:
                 self.last_at = time.perf_counter()
                 with contextlib.suppress(OSError):
                     self.sock.sendall(b"".join(acks))
-            buf = buf[rest:]
+
+        read_packets(self.sock, ack, 262144)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -275,31 +226,8 @@ def split(per_device: Sequence[Sequence[Message]], conns: int) -> list[list[Mess
 
 def restricted_spots(index: FenceIndex, inset_m: float = 20.0, spacing_m: float = 40.0) -> list[tuple[str, Point]]:
     """Points ``inset_m`` inside Santos's restricted fences, ``spacing_m`` apart, round-robin over the fences
-    (as tests/faults/streams.py places its intruders)."""
-    by_fence: dict[str, list[Point]] = {}
-    for fence in load_port("santos").fences:
-        if fence.kind is not FenceKind.RESTRICTED:
-            continue
-        proj = LocalProjection.around(fence.geometry)
-        inner = proj.project(fence.geometry).buffer(-inset_m)
-        if inner.is_empty:
-            continue
-        minx, miny, maxx, maxy = inner.bounds
-        y = miny + spacing_m / 2
-        while y <= maxy:
-            x = minx + spacing_m / 2
-            while x <= maxx:
-                if inner.contains(Point(x, y)):
-                    lon, lat = proj.to_lonlat(x, y)
-                    by_fence.setdefault(fence.id, []).append(Point(float(lon), float(lat)))
-                x += spacing_m
-            y += spacing_m
-    out: list[tuple[str, Point]] = []
-    while any(by_fence.values()):
-        for fid in sorted(by_fence):
-            if by_fence[fid]:
-                out.append((fid, by_fence[fid].pop(0)))
-    return out
+    (tracker/sim/spots.py, as the fault scenarios place their intruders)."""
+    return [(fid, Point(*p)) for fid, p in spots.restricted_spots(load_port("santos").fences, inset_m, spacing_m)]
 
 
 def approach(index: FenceIndex, spot: Point, distance_m: float = 100.0) -> tuple[float, float]:

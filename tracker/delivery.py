@@ -5,7 +5,9 @@ announced before it is saved; this module drains those rows. Each MQTT row is fi
 numbered feed event (tracker/adapters/store_feeds.py) and handed to the open live feeds (SSE and
 WebSocket viewers, tracker/feeds.py) and to the per-organisation webhook worker
 (tracker/webhook_worker.py), whether or not the broker is up; then MQTT rows go out in order and
-the first failure stops the MQTT part of a round (the rest waits for the broker). Rows of the
+the first failure stops the MQTT part of a round (the rest waits for the broker). A row refused because
+the broker is away keeps no back-off: when the link is back the rows go out at once, in order, instead
+of each waiting out a delay that grew with the outage. Rows of the
 fleet-wide ``TRACKER_WEBHOOK_URLS`` are delivered independently, each retried with back-off by the
 store. Positions of each committed batch reach the live feeds through ``positions()``.
 """
@@ -134,6 +136,7 @@ class Delivery:
                 self.worker.wake()
             delivered: list[int] = []
             failures: dict[str, list[int]] = {}
+            waiting: dict[str, list[int]] = {}  # MQTT rows refused because the broker is away: no back-off
             broker_down = False
             for row in rows:
                 payload = row["payload"]
@@ -149,18 +152,21 @@ class Delivery:
                             continue
                         await link.publish(row["topic"], text.encode(), qos=1)
                 except (PublishError, WebhookError) as exc:
-                    failures.setdefault(str(exc), []).append(row["id"])
                     self.metrics.publish_failures.labels(channel).inc()
                     if channel == "mqtt":
                         broker_down = True  # keep MQTT order: the rest waits for the broker
+                    away = channel == "mqtt" and not link.connected.is_set()
+                    (waiting if away else failures).setdefault(str(exc), []).append(row["id"])
                     continue
                 delivered.append(row["id"])
                 self.metrics.published.labels(channel).inc()
             await store.mark_delivered(delivered)
             for error, ids in failures.items():
                 await store.mark_failed(ids, error)
+            for error, ids in waiting.items():
+                await store.mark_failed(ids, error, backoff=False)
             sent += len(delivered)
-            if failures:
+            if failures or waiting:
                 if broker_down:
                     await link.wait_connected(self.settings.outbox_poll_s)
                 return sent

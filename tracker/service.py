@@ -12,14 +12,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 
-from geofences import Fence, FenceIndex, FenceSet, load_fence_set
 from tracker.adapters.api import Listeners, start_listeners
 from tracker.adapters.audit_keys import signer_from_settings
 from tracker.adapters.decode import Limits, decode_inspection, decode_mqtt
@@ -29,16 +25,15 @@ from tracker.adapters.errors import (
     describe_error,
     message_specific,
 )
-from tracker.adapters.mqtt import Message, MqttLink, PublishError, mqtt_tls_options
-from tracker.adapters.scope import DEFAULT_ORG
+from tracker.adapters.mqtt import Message, MqttLink, mqtt_tls_options
 from tracker.adapters.store import Batch, BatchResult, Store
 from tracker.adapters.store_alerts import AlertStore
 from tracker.adapters.store_exports import ExportsStore
-from tracker.adapters.store_fences import FenceConflictError, FenceStore, FenceVersion, content_sha256
+from tracker.adapters.store_fences import FenceStore
 from tracker.adapters.store_inspections import InspectionStore
 from tracker.adapters.store_orgs import OrgStore
-from tracker.audit import CHECKPOINT_TOPIC, AuditError, Checkpoint, Signer, signature_ok
-from tracker.commands import ChangeFences, Command, DeactivateDevice, Item, Pair, RegisterDevice
+from tracker.audit import Checkpoint, Signer
+from tracker.commands import ChangeFences, DeactivateDevice, Pair, RegisterDevice
 from tracker.config import Settings
 from tracker.core.model import AlertUpdate, DeviceKind, Event, Ignored, Inspection, Ping, Rejected
 from tracker.core.pipeline import Pipeline
@@ -48,67 +43,23 @@ from tracker.core.timers import DueQueue
 from tracker.delivery import Delivery
 from tracker.detector_config import load_detector_params
 from tracker.metrics import Metrics
+from tracker.service_audit import Anchoring
+from tracker.service_base import Clock, Decoded, _Queued, _source, utcnow
+from tracker.service_commands import Commands
+from tracker.service_fences import FenceControl
+from tracker.service_fences import Fences as Fences
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-Decoded = tuple[Item, str | None, bytes | None]
-"""A decoded input with the topic it came on and, for dead letters, the raw payload."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Queued:
-    """A command waiting for the single writer, with its caller's future and deadline (``loop.time()``)."""
+class Service(FenceControl, Commands, Anchoring):
+    """The running service: lifecycle, the single writer's loop and batch write, readiness.
 
-    command: Command
-    done: asyncio.Future[None]
-    deadline: float
-    dead_letter: bool
-
-
-def _source(item: object) -> str:
-    return str(getattr(item, "source", "native"))
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class Fences:
-    """The fence sets in force, their versions and their index; swapped whole when a set changes.
-
-    ``files``: ports whose set comes from a fence file (``TRACKER_FENCE_FILES``): the file wins over
-    the database at every start, so such a port is not changed through the API.
+    Its parts are mixins beside this module (tracker/service_fences.py, service_commands.py,
+    service_audit.py), over the shared state that tracker/service_base.py declares.
     """
 
-    sets: dict[str, FenceSet] = field(default_factory=dict)
-    index: FenceIndex = field(default_factory=lambda: FenceIndex([]))
-    versions: dict[str, FenceVersion] = field(default_factory=dict)
-    files: frozenset[str] = frozenset()
-
-    @classmethod
-    def build(
-        cls,
-        sets: Iterable[FenceSet],
-        hysteresis_m: float,
-        entry_margin_m: float = 10.0,
-        *,
-        versions: Mapping[str, FenceVersion] | None = None,
-        files: frozenset[str] = frozenset(),
-    ) -> Fences:
-        by_port = {s.port: s for s in sets}
-        fences: list[Fence] = [f for s in by_port.values() for f in s.fences]
-        index = FenceIndex(fences, hysteresis_m=hysteresis_m, entry_margin_m=entry_margin_m)
-        kept = {p: v for p, v in (versions or {}).items() if p in by_port}
-        return cls(by_port, index, kept, files)
-
-    def stamps(self) -> dict[str, dict[str, object]]:
-        """{port: {version, sha256}} of every set in force, for the alerts a batch raises."""
-        return {p: v.stamp() for p, v in self.versions.items()}
-
-
-class Service:
     def __init__(self, settings: Settings, *, clock: Clock = utcnow) -> None:
         self.settings = settings
         self.clock = clock
@@ -243,133 +194,6 @@ class Service:
                 log.warning("database pool did not close within 10 s; terminating its connections")
                 self.store.pool.terminate()
 
-    async def _cancel_tasks(self, timeout: float = 15.0) -> None:
-        """Cancel the background loops, again while one is still running.
-
-        A single ``cancel()`` is not enough on Python 3.11: ``asyncio.wait_for`` returns its result and
-        swallows the cancellation when its inner future completes at the same moment (a message arriving
-        just as the service stops), and the loop then runs on, so ``stop()`` would wait for ever.
-        """
-        self._stopping = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        pending = {t for t in self._tasks if not t.done()}
-        while pending:
-            for task in pending:
-                task.cancel()
-            _done, pending = await asyncio.wait(pending, timeout=0.5)
-            if pending and loop.time() > deadline:
-                log.warning("tasks still running after %.0f s: %s", timeout, sorted(t.get_name() for t in pending))
-                break
-        for task in self._tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                log.error("task %s had ended with %r", task.get_name(), task.exception())
-
-    async def reload_fences(self) -> None:
-        """The newest stored version of every port, then the fence files (which win for their port)."""
-        assert self.fence_store is not None
-        sets: list[FenceSet] = []
-        versions: dict[str, FenceVersion] = {}
-        for version, doc in await self.fence_store.current():
-            if version.change != "migrated" and content_sha256(doc) != version.sha256:
-                log.error(
-                    "fence set %r version %s does not hash to what was stored when it was made: edited in place?",
-                    version.port,
-                    version.version,
-                )
-            fs = load_fence_set(doc)
-            sets.append(fs)
-            versions[fs.port] = version
-        files: set[str] = set()
-        for path in self.settings.fence_files:
-            fs = load_fence_set(path)
-            if fs.port in versions:
-                log.warning("fence file %s replaces stored version %s of %r", path, versions[fs.port].version, fs.port)
-            versions[fs.port] = FenceVersion(
-                fs.port, None, content_sha256(fs.to_geojson()), "file", None, "file", None, len(fs.fences)
-            )
-            files.add(fs.port)
-            sets.append(fs)
-        s = self.settings
-        # off the event loop: indexing a large port takes most of a second
-        built = await asyncio.to_thread(
-            Fences.build, sets, s.hysteresis_m, s.entry_margin_m, versions=versions, files=frozenset(files)
-        )
-        self._install(built)
-
-    def _install(self, fences: Fences) -> None:
-        """Put a new fence index in force between two batches; every device keeps its state."""
-        self.fences = fences
-        self.pipeline = self.pipeline.with_index(self.fences.index)  # keeps the world view and the hauls
-        self._forget_removed_fences()
-        self._reschedule_all()  # whether a zone authorizes a stop, hence a rendezvous timer, is the index's
-        log.info(
-            "fences: %s",
-            ", ".join(
-                f"{p}={len(fs.fences)} (v{getattr(fences.versions.get(p), 'version', None) or 'file'})"
-                for p, fs in self.fences.sets.items()
-            )
-            or "none loaded",
-        )
-
-    def _forget_removed_fences(self) -> None:
-        """A device inside a fence that no longer exists is simply no longer inside it.
-
-        The core looks every fence of a device's membership up in the index; an id the new index does
-        not know (its fence was deleted) would fail every later fix of that device. Dropping it here
-        ends the membership without an exit alert (the fence is gone, not left); the next fix stores it.
-        """
-        index = self.fences.index
-        for dev, state in list(self.states.items()):
-            if any(f not in index for f in state.fences):
-                kept = state.copy()  # states handed out are never changed: a new one replaces it
-                kept.fences = frozenset(f for f in state.fences if f in index)
-                self.states[dev] = kept
-
-    async def _change_fences(self, command: ChangeFences, deadline: float) -> None:
-        """Store a new version of a port's fence set and put it in force, or refuse it whole."""
-        assert self.fence_store is not None
-        port = command.fence_set.port
-        if port in self.fences.files:
-            raise FenceConflictError(
-                f"fence set {port!r} comes from a fence file (TRACKER_FENCE_FILES); change it there"
-            )
-        current = self.fences.versions.get(port)
-        base = current.version if current is not None and current.version is not None else 0
-        if base != command.base:
-            raise FenceConflictError(f"fence set {port!r} is at version {base}, not {command.base}; retry")
-        s = self.settings
-        sets = [fs for p, fs in self.fences.sets.items() if p != port] + [command.fence_set]
-        try:  # indexed before it is stored: a set that cannot be put in force is never a version
-            built = await asyncio.to_thread(
-                Fences.build,
-                sets,
-                s.hysteresis_m,
-                s.entry_margin_m,
-                versions=self.fences.versions,
-                files=self.fences.files,
-            )
-        except ValueError as exc:  # a fence id another port already uses
-            raise CommandRejectedError(str(exc)) from exc
-        try:
-            async with asyncio.timeout_at(deadline):
-                saved = await self.fence_store.save(
-                    command.fence_set,
-                    base=base,
-                    author=command.author,
-                    change=command.change,
-                    fence_id=command.fence_id,
-                )
-        except Exception:
-            # the database may be ahead of memory (another writer, or a commit whose answer was lost):
-            # catch up so that the caller's retry builds on what is really stored
-            with contextlib.suppress(Exception):
-                await self.reload_fences()
-            raise
-        built.versions[port] = saved
-        self._install(built)
-        log.info("fence set %r is now version %d (%s by %s)", port, saved.version, command.change, command.author)
-
     async def ready(self) -> dict[str, bool]:
         """Ready means fixes get stored now: broker and database reachable, and ingest neither stalled nor lagging."""
         db = self.store is not None and await self.store.ready()
@@ -383,14 +207,6 @@ class Service:
     def broker_connected(self) -> bool:
         return self.link is not None and self.link.connected.is_set()
 
-    @property
-    def fence_sets(self) -> Mapping[str, FenceSet]:
-        return self.fences.sets
-
-    @property
-    def fence_versions(self) -> Mapping[str, FenceVersion]:
-        return self.fences.versions
-
     def announce(self) -> None:
         """The API committed outbox rows (an alert changed): deliver them now, not at the next poll."""
         self.delivery.wake()
@@ -399,12 +215,6 @@ class Service:
     def feeds(self) -> Delivery:
         """The live feeds and webhooks (tracker/delivery.py) as the HTTP layer reaches them."""
         return self.delivery
-
-    def _fence_port(self, fence_id: str) -> str | None:
-        try:
-            return self.fences.index.get(fence_id).port
-        except KeyError:
-            return None
 
     def _ingest_dead(self) -> bool:
         return any(t.get_name() == "ingest" and t.done() for t in self._tasks)
@@ -488,58 +298,6 @@ class Service:
             return
         if not fut.done():
             fut.set_result(None)
-
-    async def _pair(self, command: Pair) -> None:
-        assert self.store is not None
-        container_id = command.container_id
-        state = self.states.get(container_id) or DeviceState(container_id, DeviceKind.CONTAINER)
-        result = self.pipeline.pair(state, command.truck_id, command.at)
-        batch = Batch(states={container_id: result.state})
-        await self.store.record_pairing(container_id, command.truck_id, command.at, "api")
-        await self.store.write_batch(batch)
-        self.states[container_id] = result.state
-        self._reschedule(container_id)
-
-    def _reschedule(self, device_id: str, ticked_at: datetime | None = None) -> None:
-        """Queue the device's next tick from its adopted state (``ticked_at``: a tick just ran on it)."""
-        if device_id in self.deactivated:  # a deactivated tracker is silent by decision: no timer alerts
-            self.timers.schedule(device_id, None)
-            return
-        state = self.states[device_id]
-        try:
-            due = self.pipeline.next_due(state, ticked_at)
-        except Exception:
-            # a due time that cannot be computed must not lose the timer: tick the device at every tick
-            self.metrics.ingest_errors.labels("tick").inc()
-            self._log_throttled("next_due", f"due time failed for {device_id}; ticked at every tick")
-            due = None if state.last is None else state.last.ts
-        self.timers.schedule(device_id, due)
-
-    def _reschedule_all(self) -> None:
-        """Rebuild the due-time queue from the states (at start, and when the fence index changes)."""
-        self.timers.rebuild((dev, None) for dev in self.states)
-        for dev in self.states:
-            self._reschedule(dev)
-
-    async def _register(self, command: RegisterDevice, deadline: float) -> None:
-        """Store the device, then let ingest and customs routing know it; a hung database ends at the deadline."""
-        assert self.store is not None
-        async with asyncio.timeout_at(deadline):
-            await self.store.register_device(
-                command.device_id, command.kind, name=command.name, container_no=command.container_no, org=command.org
-            )
-        self.devices[command.device_id] = command.kind
-        self.deactivated.discard(command.device_id)
-        if command.org is not None:
-            if command.org == DEFAULT_ORG:
-                self.device_orgs.pop(command.device_id, None)
-            else:
-                self.device_orgs[command.device_id] = command.org
-        if command.container_no is not None:
-            for devices in self.containers.values():
-                if command.device_id in devices:
-                    devices.remove(command.device_id)
-            self.containers.setdefault(command.container_no, []).append(command.device_id)
 
     async def _deactivate(self, command: DeactivateDevice, deadline: float) -> None:
         """Refuse the device's fixes from now on (dead letters ``deactivated_device``); its data stays."""
@@ -767,49 +525,6 @@ class Service:
         self._adopt(batch, working, result)
         return result
 
-    async def submit(
-        self,
-        command: Command,
-        timeout: float = 5.0,
-        *,
-        dead_letter: bool = False,
-    ) -> None:
-        """Hand an API-originated fact to the single writer and wait until it is stored.
-
-        Raises ``StoreUnavailableError`` when it could not be stored within ``timeout`` seconds (the fact
-        is then withdrawn, not stored later) and ``CommandRejectedError`` when the database refused its
-        content, unless ``dead_letter`` (device ingest over HTTP), where a refused fix is dead-lettered.
-        """
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        await self.commands.put(_Queued(command, fut, loop.time() + timeout, dead_letter))
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout + 1.0)
-        except TimeoutError:
-            fut.cancel()
-            raise StoreUnavailableError(f"not stored within {timeout:.0f} s") from None
-
-    def _stalled(self, stalled: bool) -> None:
-        loop_time = asyncio.get_running_loop().time()
-        if stalled:
-            if self._stalled_since is None:
-                self._stalled_since = loop_time
-                log.error("the database refuses writes; ingest waits (messages stay unacknowledged)")
-            self.metrics.store_stalled.set(1)
-        else:
-            if self._stalled_since is not None:
-                log.warning("the database takes writes again after %.1f s", loop_time - self._stalled_since)
-            self._stalled_since = None
-            self._last_commit = loop_time
-            self.metrics.store_stalled.set(0)
-
-    def _log_throttled(self, key: str, message: str, every_s: float = 60.0) -> None:
-        """Poison can repeat thousands of times a second; the log says so once a minute per kind, with a count."""
-        now = asyncio.get_running_loop().time()
-        if now - self._throttle.get(key, -every_s) >= every_s:
-            self._throttle[key] = now
-            log.error("%s (further ones counted in tracker_ingest_errors, logged once a minute)", message)
-
     def ingest_health(self) -> dict[str, float | int | bool]:
         """How far behind ingest is, from what this process can see (broker backlog is not visible here).
 
@@ -895,89 +610,6 @@ class Service:
                 raise
             except Exception:
                 log.exception("TimescaleDB jobs failed; retrying next period")
-
-    # ---- audit checkpoints ----------------------------------------------------------------------
-
-    async def checkpoint(self) -> Checkpoint | None:
-        """Sign the chain head if it moved, store that, and publish the newest checkpoint retained.
-
-        The retained copy on the broker is the anchor outside the database; a failed publish is
-        retried at the next interval (the stored copy is already safe).
-        """
-        if self.signer is None or self.store is None:
-            return None
-        if not await self.anchor_holds():
-            return None  # never sign over a chain that lost what was anchored: the last good copies stay
-        cp = await self.store.checkpoint(self.signer)
-        if cp is not None:
-            self._write_anchor(cp)
-        if cp is not None and cp != self._published and self.link is not None:
-            try:
-                await self.link.publish(CHECKPOINT_TOPIC, cp.to_bytes(), qos=1, retain=True)
-                self._published = cp
-            except PublishError as exc:
-                log.warning("checkpoint of %d links stored, not yet published (%s); retrying", cp.count, exc)
-        return cp
-
-    async def anchor_holds(self) -> bool:
-        """Whether the chain still holds the last checkpoint kept outside the database.
-
-        Someone with the schema owner's rights can cut the chain's tail and delete the stored checkpoints
-        together; a service that then signed a new checkpoint over the shorter chain would launder the cut
-        (its retained MQTT copy replaces the old one). The anchor file, which the database cannot reach,
-        remembers what was covered: if that link is gone or different, the service stops checkpointing,
-        says so loudly and reports not ready, so the last good checkpoints stay the evidence.
-        """
-        path = self.settings.audit_anchor_file
-        if not path or self.store is None or self.signer is None:
-            return True
-        try:
-            raw = await asyncio.to_thread(Path(path).read_bytes)
-        except FileNotFoundError:
-            return True
-        try:
-            anchor = Checkpoint.from_json(json.loads(raw))
-        except (ValueError, AuditError) as exc:
-            return self._anchor_failed(f"anchor file {path} is unreadable: {exc}")
-        if not signature_ok([self.signer.public_key], anchor.signed_message(), anchor.signature):
-            return self._anchor_failed(f"anchor file {path} is not signed by this service's key")
-        held = await self.store.link_hash_at(anchor.count) if anchor.count > 0 else anchor.head
-        if held != anchor.head:
-            what = "is gone" if held is None else "was rewritten"
-            return self._anchor_failed(f"link #{anchor.count} covered by {anchor.describe()} {what}")
-        self._anchor_problem = None
-        self.metrics.audit_anchor_broken.set(0)
-        return True
-
-    def _anchor_failed(self, problem: str) -> bool:
-        if self._anchor_problem != problem:
-            log.critical(
-                "ALERT LOG ROLLED BACK OR REWRITTEN: %s; no checkpoint is signed until this is resolved", problem
-            )
-        self._anchor_problem = problem
-        self.metrics.audit_anchor_broken.set(1)
-        return False
-
-    def _write_anchor(self, cp: Checkpoint) -> None:
-        path = self.settings.audit_anchor_file
-        if not path:
-            return
-        target = Path(path)
-        tmp = target.with_name(target.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(cp.to_bytes())
-        os.replace(tmp, target)
-
-    async def _checkpoint_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.audit_checkpoint_s)
-            try:
-                await self.checkpoint()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("audit checkpoint failed; retrying next period")
 
 
 async def run_forever(settings: Settings) -> None:

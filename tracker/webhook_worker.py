@@ -69,6 +69,7 @@ class WebhookWorker:
         self.stopping = stopping
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._claimed: dict[asyncio.Task[None], int] = {}  # sending task -> the delivery it leased
         r = metrics.registry
         self.attempts = Counter(
             "tracker_webhook_attempts", "per-organisation webhook delivery attempts", ["outcome"], registry=r
@@ -101,10 +102,22 @@ class WebhookWorker:
                         log.exception("webhook round failed; retrying")
                         await asyncio.sleep(1.0)
             finally:
-                for task in self._inflight:
-                    task.cancel()
-                if self._inflight:
-                    await asyncio.wait(self._inflight, timeout=2.0)
+                await self._stop_sending()
+
+    async def _stop_sending(self) -> None:
+        """Cancel the sends in flight and give their leases back, so that after a restart they are due at
+        once rather than when the lease runs out (a send cut here may have reached its receiver: it is
+        sent again, which is the at-least-once a receiver deduplicates on ``X-Tracker-Event-Id``)."""
+        tasks = set(self._inflight)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+        cut = [self._claimed[t] for t in tasks if t.cancelled() and t in self._claimed]
+        if cut:
+            # the service may cancel this task again while it stops: the release is shielded and bounded
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self.hooks.release(cut)), 2.0)
 
     async def match(self, batch: int = 500) -> int:
         """Owe deliveries for the next events after the cursor; how many events were read."""
@@ -128,10 +141,13 @@ class WebhookWorker:
         for due in await self.hooks.claim_due(free, lease):
             task = asyncio.create_task(self._send(http, due), name="webhook-send")
             self._inflight.add(task)
+            self._claimed[task] = due.id
             task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
+        if not task.cancelled():  # a cancelled send's lease is given back by _stop_sending
+            self._claimed.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook delivery task failed: %r", task.exception())
         self._wake.set()  # a slot is free: there may be more due

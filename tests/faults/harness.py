@@ -31,7 +31,6 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.e2e import _string, _varint
 from tests.conftest import (
     REPO_ROOT,
     Account,
@@ -47,6 +46,9 @@ from tests.conftest import (
     run_migrate,
     run_stack,
 )
+from tracker.sim.rawmqtt import Packet, count_pubacks, read_packets
+from tracker.sim.rawmqtt import string as _string
+from tracker.sim.rawmqtt import varint as _varint
 
 SANTOS = REPO_ROOT / "geofences" / "ports" / "santos.geojson"
 HTTP_TIMEOUT_S = 15.0
@@ -583,35 +585,10 @@ class RawPublisher:
         return frames
 
     def _read(self) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = self.sock.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            buf += chunk
-            pos = 0
-            while True:
-                if len(buf) - pos < 2:
-                    break
-                length, mult, k = 0, 1, pos + 1
-                while k < len(buf):
-                    length += (buf[k] & 0x7F) * mult
-                    mult *= 128
-                    if not buf[k] & 0x80:
-                        break
-                    k += 1
-                else:
-                    break
-                end = k + 1 + length
-                if end > len(buf):
-                    break
-                if buf[pos] == 0x40:
-                    self.acked += 1
-                pos = end
-            buf = buf[pos:]
+        def count(_buf: bytes, found: list[Packet]) -> None:
+            self.acked += count_pubacks(found)
+
+        read_packets(self.sock, count)
 
     def _run(self, frames: Sequence[bytes], rate: float | None) -> None:
         self.started_at = time.monotonic()

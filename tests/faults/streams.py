@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
-from shapely.geometry import Point
-
 from geofences import FenceKind, LocalProjection, load_fence_set
 from tests.faults.harness import SANTOS, Message
 from tracker.adapters.decode import Limits, decode_inspection, decode_mqtt
@@ -34,6 +32,7 @@ from tracker.core.engine import Engine
 from tracker.core.model import Alert, Ping
 from tracker.core.pipeline import Params, Pipeline
 from tracker.service import Fences
+from tracker.sim import spots
 
 HYSTERESIS_M = 25.0  # the service's defaults (TRACKER_HYSTERESIS_M, TRACKER_ENTRY_MARGIN_M)
 ENTRY_MARGIN_M = 10.0
@@ -52,36 +51,7 @@ def _fences() -> Fences:
 def restricted_spots(inset_m: float = 20.0, spacing_m: float = 40.0) -> list[tuple[str, LonLat]]:
     """Points well inside Santos's restricted fences, ``spacing_m`` apart (farther than the 30 m at which
     two standing devices would make a rendezvous), each inside only its restricted fence and the port."""
-    fences = _fences()
-    out: list[tuple[str, LonLat]] = []
-    for fs in fences.sets.values():
-        for fence in fs.fences:
-            if fence.kind is not FenceKind.RESTRICTED:
-                continue
-            proj = LocalProjection.around(fence.geometry)
-            inner = proj.project(fence.geometry).buffer(-inset_m)
-            if inner.is_empty:
-                continue
-            minx, miny, maxx, maxy = inner.bounds
-            y = miny + spacing_m / 2
-            while y <= maxy:
-                x = minx + spacing_m / 2
-                while x <= maxx:
-                    if inner.contains(Point(x, y)):
-                        lon, lat = proj.to_lonlat(x, y)
-                        out.append((fence.id, (float(lon), float(lat))))
-                    x += spacing_m
-                y += spacing_m
-    # round-robin over fences, so that a few intruders already cover several fences
-    by_fence: dict[str, list[LonLat]] = {}
-    for fid, point in out:
-        by_fence.setdefault(fid, []).append(point)
-    spread: list[tuple[str, LonLat]] = []
-    while any(by_fence.values()):
-        for fid in sorted(by_fence):
-            if by_fence[fid]:
-                spread.append((fid, by_fence[fid].pop(0)))
-    return spread
+    return spots.restricted_spots((f for fs in _fences().sets.values() for f in fs.fences), inset_m, spacing_m)
 
 
 def _approach(spot: LonLat, fence_id: str, distance_m: float = 100.0) -> LonLat:

@@ -21,7 +21,7 @@ from shapely.ops import substring
 from geofences import Fence, FenceIndex, FenceKind, LocalProjection, distance_m, load_port
 from tests.unit.detector_helpers import stored
 from tracker.core import motion
-from tracker.core.detector import FixContext, Motion, TickContext
+from tracker.core.detector import FixContext, Motion, TickContext, in_authorized_zone
 from tracker.core.inspection import ROUTE_KINDS, AccessWindowDetector, AccessWindowParams
 from tracker.core.model import (
     Alert,
@@ -202,7 +202,9 @@ class Trip:
     def fix(self, t: float, pt: Point2, *events: str) -> list[Event]:
         ping = Ping(self.device, at(t), pt[0], pt[1], events=events)
         fences = INDEX.membership(pt[0], pt[1], self.fences)
-        self.mstate, self.motion = motion.update(self.mstate, ping, motion.MotionParams())
+        # as the pipeline does: the motion model is told whether the fix lies in an authorised stop zone
+        authorized = in_authorized_zone(INDEX, fences)
+        self.mstate, self.motion = motion.update(self.mstate, ping, motion.MotionParams(), authorized)
         ctx = FixContext(
             device_id=self.device,
             kind=self.kind,
@@ -431,6 +433,29 @@ def test_stop_inside_a_terminal_does_not_fire() -> None:
     trip = cleared_at_inspection()
     trip.drive(10, [TERMINAL] * 60)  # ten minutes in the Santos Brasil yard
     assert trip.alerts("stop") == []
+
+
+# the edge of the Santos terminal 06 yard: 5 m inside it, and 35 m out on the corridor beside it (beyond the
+# fence's 25 m exit hysteresis, 34 m from any authorised zone), 40 m apart: one stop's cluster
+YARD_EDGE = (-46.31500871165907, -23.95011476759482)
+BESIDE_YARD = (-46.31480892006252, -23.950424711902546)
+
+
+def test_a_stop_begun_in_a_yard_counts_from_its_first_fix_outside() -> None:
+    """Only time outside authorised zones counts (the motion model's ``outside_since``, the shared rule): a box
+    whose stop began at the yard's edge and which then stood beside it has stood outside since its first fix
+    there, not since the stop's first fix in the yard."""
+    assert FenceKind.TERMINAL in kinds_at(YARD_EDGE)
+    assert not kinds_at(BESIDE_YARD) & {FenceKind.TERMINAL, FenceKind.GATE, FenceKind.CUSTOMS_YARD}
+    trip = cleared_at_inspection()
+    trip.drive(10, [ROAD_MID])
+    trip.fix(20, YARD_EDGE)
+    trip.drive(30, [BESIDE_YARD] * 15)  # the stop is stationary from 20 s, outside from 30 s
+    [(t, alert)] = trip.alerts("stop")
+    assert t == 150
+    assert alert.evidence["started_at"] == at(20).isoformat()
+    assert alert.evidence["unauthorized_since"] == at(30).isoformat()
+    assert alert.evidence["duration_s"] == 120.0
 
 
 def test_stop_that_began_before_clearance_counts_from_clearance() -> None:

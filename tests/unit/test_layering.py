@@ -1,7 +1,8 @@
 """The hub's seams, checked on the syntax tree so they cannot erode one convenient import at a time.
 
 * The HTTP layer depends on ``tracker.adapters.ports``, never on the composition root: no import of
-  ``tracker.service`` from ``tracker/adapters/api.py``, not even one guarded by ``TYPE_CHECKING``.
+  ``tracker.service`` (or its ``service_*`` parts) from ``tracker/adapters/api.py`` or any ``api_*.py``
+  route module beside it, not even one guarded by ``TYPE_CHECKING``.
 * Every SQL statement is in ``tracker/adapters/store.py`` or an area's ``store_<area>.py`` beside it:
   elsewhere in ``tracker/`` no call of the
   asyncpg query methods (``fetch``, ``fetchrow``, ``fetchval``, ``execute``, ``executemany``,
@@ -40,10 +41,31 @@ def query_calls(source: str) -> list[int]:
     ]
 
 
+API_MODULES = sorted((TRACKER / "adapters").glob("api*.py"))
+
+
+def _service_imports(modules: set[str]) -> set[str]:
+    return {m for m in modules if m.split(".")[:2] == ["tracker", "service"] or m.startswith("tracker.service_")}
+
+
 def test_the_api_does_not_import_the_service() -> None:
     modules = imported_modules((TRACKER / "adapters" / "api.py").read_text(encoding="utf-8"))
-    assert not {m for m in modules if m == "tracker.service" or m.startswith("tracker.service.")}
+    assert not _service_imports(modules)
     assert "tracker.adapters.ports" in modules
+
+
+@pytest.mark.parametrize("path", API_MODULES, ids=lambda p: p.name)
+def test_no_route_module_imports_the_service(path: Path) -> None:
+    assert len(API_MODULES) > 10  # the glob found the route modules
+    assert not _service_imports(imported_modules(path.read_text(encoding="utf-8")))
+
+
+def test_the_service_check_sees_a_service_part() -> None:
+    assert _service_imports({"tracker.service_commands", "tracker.service.Service"}) == {
+        "tracker.service_commands",
+        "tracker.service.Service",
+    }
+    assert not _service_imports({"tracker.adapters.ports", "tracker.servicing"})
 
 
 def test_the_import_check_sees_a_guarded_import() -> None:

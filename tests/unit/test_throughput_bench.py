@@ -73,12 +73,13 @@ def test_e2e_frames_split_and_intruders() -> None:
     intruder's walk raises geofence_enter on its restricted fence in the core (an entry needs two fixes inside)."""
     from datetime import UTC, datetime
 
-    from bench.e2e import _packets, frames_of, intruders, split, steps
+    from bench.e2e import frames_of, intruders, split, steps
     from geofences import FenceIndex, load_port
     from tracker.adapters.decode import Limits, decode_mqtt
     from tracker.core.engine import Engine
     from tracker.core.model import Alert, Ping
     from tracker.core.pipeline import Pipeline
+    from tracker.sim.rawmqtt import packets as _packets
 
     per_dev = steps("T", 5, 0, 4, 1_700_000_000.0)
     per_conn = split(per_dev, 2)

@@ -17,9 +17,10 @@ from tests.unit.detector_helpers import OPEN, OUTSIDE, SANTOS, TERMINAL, at, off
 from tracker.core import codec
 from tracker.core.model import Alert, DeviceKind, Inspection, InspectionResult, Ping
 from tracker.core.pipeline import Pipeline
+from tracker.core.reorder import Reorderer
 from tracker.core.state import DeviceState
 from tracker.core.stops import StopDetector
-from tracker.core.trips import Trip, TripParams, TripSegmenter, TripState, trip_id, trips_in
+from tracker.core.trips import RETRACTED, Trip, TripParams, TripSegmenter, TripState, trip_id, trips_in
 
 QUAY = (-46.29146, -23.98392)  # santos-quay-01, inside the port boundary
 GATE = (-46.315181, -23.93485)  # santos-gate-054 (Paquetá)
@@ -453,3 +454,63 @@ def test_seeded_random_plans_reach_every_boundary_and_keep_the_invariants() -> N
         ("container", "loaded"),
     }
     assert expected <= reasons, expected - reasons
+
+
+# ---- late fixes (tracker.core.reorder) -------------------------------------------------------------------
+
+
+def _fed(fixes: Iterable[tuple[float, tuple[float, float]]], window_s: float = 30.0) -> tuple[DeviceState, list[Trip]]:
+    """Fixes through the reorder window in the order given (the service's path), and every trip output."""
+    seg = TripSegmenter()
+    reorderer = Reorderer(Pipeline(SANTOS, detectors=(), trips=seg), window_s)
+    state = DeviceState("TRK-1", DeviceKind.TRUCK)
+    out: list[Trip] = []
+    for t, place in fixes:
+        result = reorderer.step(state, Ping("TRK-1", at(t), place[0], place[1]))
+        state = result.state
+        out.extend(result.trips)
+    return state, out
+
+
+def test_a_late_fix_before_a_trips_first_fix_withdraws_the_trip_it_replaced() -> None:
+    """The trip opened at 0 s was stored (200 m done by 10 s); a fix from -3 s arrives after the one at 10 s: in
+    order the trip starts at -3 s, another id. The trip from 0 s is withdrawn, or its row stays open forever."""
+    fixes = [(float(t), offset(OPEN, 20.0 * t, 0.0)) for t in range(0, 60, 5)]
+    straggler = (-3.0, offset(OPEN, -60.0, 0.0))
+    _, in_order = _fed(sorted([straggler, *fixes]))
+    _, late = _fed([*fixes[:3], straggler, *fixes[3:]])
+    speculative = trip_id("TRK-1", at(0))
+    assert any(t.id == speculative and not t.retracted for t in late)  # it had been output, and stored
+    [withdrawn] = [t for t in late if t.retracted]
+    assert withdrawn.id == speculative and withdrawn.end_reason == RETRACTED
+    assert trips_in(late) == trips_in(in_order)
+    assert [t.start for t in trips_in(late).values()] == [at(-3)]
+
+
+def test_after_a_late_fix_the_stored_open_trip_never_goes_back_in_time() -> None:
+    """Replayed from the rewound state, snapshots are rate-limited from an earlier ``emitted_at``: a straggler
+    just past that limit is output, and the fix after it, which the store already holds as the trip's latest
+    snapshot, no longer is. The open trip is output once more as it now stands, so the row never regresses."""
+    fixes = [(float(t), offset(OPEN, 3.0 * t, 0.0)) for t in range(0, 300, 7)]  # 3 m/s, a fix every 7 s
+    for late_t in [x + 0.5 for x in range(60, 250, 3)]:
+        before = [f for f in fixes if f[0] < late_t + 20]  # the straggler comes 20 s late
+        _, stored = _fed(before)
+        state, out = _fed([*before, (late_t, offset(OPEN, 3.0 * late_t, 0.0))])
+        assert state.trips is not None and state.trips.open is not None
+        trip = state.trips.open
+        assert trips_in(out)[trip.id].end >= trips_in(stored)[trip.id].end, late_t
+        assert trips_in(out)[trip.id] == TripSegmenter().snapshot(state.trips), late_t
+
+
+def test_late_fixes_leave_the_trips_in_order_delivery_would() -> None:
+    """Seeded: a drive in and out of the port with random fixes held back up to 25 s (inside the 30 s window);
+    the closed trips held at the end are exactly those of in-order delivery, and no withdrawn trip remains."""
+    rnd = random.Random(7)
+    path = [(float(t), offset(OPEN, 25.0 * t, 0.0)) for t in range(0, 120, 5)]
+    _, in_order = _fed(path)
+    for _ in range(20):
+        delayed = sorted(path, key=lambda f: f[0] + (rnd.uniform(0.0, 25.0) if rnd.random() < 0.3 else 0.0))
+        _, late = _fed(delayed)
+        held = trips_in(late)
+        assert {k: t for k, t in held.items() if t.closed} == {k: t for k, t in trips_in(in_order).items() if t.closed}
+        assert set(held) == set(trips_in(in_order))

@@ -136,9 +136,9 @@ async def create_webhook(request: web.Request) -> web.Response:
         events=events,
     )
     async with _db(request):
-        if who.role != "admin" and len(await store.registered(new.org)) >= MAX_WEBHOOKS_PER_ORG:
-            raise error(409, "conflict", f"an organisation has at most {MAX_WEBHOOKS_PER_ORG} webhooks")
-        hook = await store.create(new)
+        hook = await store.create(new, cap=None if who.role == "admin" else MAX_WEBHOOKS_PER_ORG)
+    if hook is None:
+        raise error(409, "conflict", f"an organisation has at most {MAX_WEBHOOKS_PER_ORG} webhooks")
     return web.json_response({**hook.to_json(), "secret": secret}, status=201)
 
 

@@ -2,7 +2,8 @@
 
 The core outputs a trip each time it closes and, rate-limited, while it is open; a batch may carry
 several outputs of one trip, of which the last is the truth. Rows are upserted by trip id (derived from
-device and start), so replays and retried batches rewrite the same row. Which box a tracker rides on and
+device and start), so replays and retried batches rewrite the same row; a trip withdrawn after a late fix
+(``end_reason`` ``retracted``) keeps its row, which no read returns. Which box a tracker rides on and
 which boxes a truck hauled are facts of the ``devices`` and ``pairings`` tables, filled in here at write
 time (a truck's boxes are the pairings declared on it during the trip, as scopes count them): a tracker
 moved to another box later does not rewrite the history of the trips it made on the previous one.
@@ -18,13 +19,16 @@ from typing import Any
 
 import asyncpg
 
-from tracker.core.trips import Trip
+from tracker.core.trips import RETRACTED, Trip
 
 TRIP_COLUMNS = (
     "trip_id, device_id, kind, container_no, carried, partners, start_ts, end_ts, closed, end_reason,"
     " origin_fence, destination_fence, port, start_lon, start_lat, end_lon, end_lat, distance_m, duration_s,"
     " moving_s, stopped_s, stops, visits, customs, alert_ids, truncated, updated_at"
 )
+
+_SHOWN = f"end_reason IS DISTINCT FROM '{RETRACTED}'"
+"""Withdrawn trips stay in the table (the service's role may not delete trips) and are never read back."""
 
 _UPSERT = """
 WITH hauled AS (  -- boxes declared on this truck during the trip
@@ -143,6 +147,8 @@ class TripStore:
 
     @staticmethod
     async def write(conn: asyncpg.Connection, trips: Sequence[Trip]) -> int:
+        # a withdrawn trip (end_reason ``retracted``: a late fix replayed in order no longer makes it) is written
+        # like any other and hidden from every read: the service may not delete trips, and the row stays for audit
         rows = latest(trips)
         if rows:
             await conn.executemany(_UPSERT, [_row(t) for t in rows])
@@ -152,7 +158,7 @@ class TripStore:
         """Trips of one device overlapping [start, end), oldest first."""
         rows = await self.pool.fetch(
             f"SELECT {TRIP_COLUMNS} FROM trips WHERE device_id = $1 AND start_ts < $3 AND end_ts >= $2"  # noqa: S608 - constant column list
-            " ORDER BY start_ts LIMIT $4",
+            f" AND {_SHOWN} ORDER BY start_ts LIMIT $4",
             device_id,
             start,
             end,
@@ -166,7 +172,7 @@ class TripStore:
         """Trips of a box overlapping [start, end): its own trackers' and those of the trucks that hauled it."""
         rows = await self.pool.fetch(
             f"SELECT {TRIP_COLUMNS} FROM trips WHERE (container_no = $1 OR carried @> ARRAY[$1::text])"  # noqa: S608 - constant column list
-            " AND start_ts < $3 AND end_ts >= $2 ORDER BY start_ts, device_id LIMIT $4",
+            f" AND start_ts < $3 AND end_ts >= $2 AND {_SHOWN} ORDER BY start_ts, device_id LIMIT $4",
             container_no,
             start,
             end,
@@ -176,7 +182,7 @@ class TripStore:
 
     async def get(self, trip_id: uuid.UUID) -> dict[str, Any] | None:
         row = await self.pool.fetchrow(
-            f"SELECT {TRIP_COLUMNS} FROM trips WHERE trip_id = $1",  # noqa: S608 - constant column list
+            f"SELECT {TRIP_COLUMNS} FROM trips WHERE trip_id = $1 AND {_SHOWN}",  # noqa: S608 - constant column list
             trip_id,
         )
         return None if row is None else trip_json(row)

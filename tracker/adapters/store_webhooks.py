@@ -118,25 +118,38 @@ class WebhookStore:
 
     # ---- registrations (API) --------------------------------------------------------------------
 
-    async def create(self, new: NewWebhook) -> WebhookRow:
-        """Deliveries start with the events recorded after this moment."""
-        row = await self.pool.fetchrow(
-            "INSERT INTO webhooks (id, org, role, devices, created_by, url, secret, ports, severities, kinds,"  # noqa: S608
-            " events, from_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-            " (SELECT coalesce(max(seq), 0) FROM feed_events))"
-            f" RETURNING {HOOK_COLUMNS}",  # constant column list
-            uuid.uuid4(),
-            new.org,
-            new.role,
-            None if new.devices is None else sorted(new.devices),
-            new.created_by,
-            new.url,
-            new.secret,
-            list(new.ports),
-            list(new.severities),
-            list(new.kinds),
-            list(new.events),
-        )
+    async def create(self, new: NewWebhook, *, cap: int | None = None) -> WebhookRow | None:
+        """Deliveries start with the events recorded after this moment; None when the organisation already
+        has ``cap`` live webhooks.
+
+        The count and the insert run under a transaction lock per organisation: checked apart, requests
+        arriving together each saw room for one more and together went past the cap.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            if cap is not None:
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('webhooks:' || coalesce($1, '')))", new.org)
+                live = await conn.fetchval(
+                    "SELECT count(*) FROM webhooks WHERE deleted_at IS NULL AND org IS NOT DISTINCT FROM $1", new.org
+                )
+                if live >= cap:
+                    return None
+            row = await conn.fetchrow(
+                "INSERT INTO webhooks (id, org, role, devices, created_by, url, secret, ports, severities, kinds,"  # noqa: S608
+                " events, from_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+                " (SELECT coalesce(max(seq), 0) FROM feed_events))"
+                f" RETURNING {HOOK_COLUMNS}",  # constant column list
+                uuid.uuid4(),
+                new.org,
+                new.role,
+                None if new.devices is None else sorted(new.devices),
+                new.created_by,
+                new.url,
+                new.secret,
+                list(new.ports),
+                list(new.severities),
+                list(new.kinds),
+                list(new.events),
+            )
         assert row is not None
         return _hook(row)
 
@@ -259,6 +272,13 @@ class WebhookStore:
             out.append(DueDelivery(int(r["id"]), r["webhook_id"], r["url"], r["secret"], int(r["attempts"]), event))
         return out
 
+    async def release(self, delivery_ids: Sequence[int]) -> None:
+        """Claimed deliveries whose sender stopped before recording an attempt: due now, not at the lease's end."""
+        await self.pool.execute(
+            "UPDATE webhook_deliveries SET next_attempt_at = now() WHERE id = ANY($1::bigint[]) AND status = 'pending'",
+            list(delivery_ids),
+        )
+
     async def record_attempt(
         self,
         delivery_id: int,
@@ -284,7 +304,7 @@ class WebhookStore:
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, last_status = $2, last_error = $3,"
                 " status = CASE WHEN $4 THEN 'delivered' WHEN attempts + 1 >= $5 THEN 'dead' ELSE 'pending' END,"
                 " finished_at = CASE WHEN $4 OR attempts + 1 >= $5 THEN now() END,"
-                " next_attempt_at = now() + make_interval(secs => least($7, $6 * power(2, attempts)))"
+                " next_attempt_at = now() + make_interval(secs => least($7, $6 * power(2, least(attempts, 30))))"
                 " WHERE id = $1 AND status = 'pending' RETURNING status",
                 delivery_id,
                 http_status,

@@ -2,11 +2,15 @@
 
 One method per condition (silence, overrun, sensor, zone, stop, off route, alongside), each raising at
 most one alert per occurrence through :meth:`AccessRules._emit`; the detector class mixes them in.
+
+The stop, silence and meeting tests themselves are ``tracker.core.rules``, the ones ``stops``, ``dark`` and
+``rendezvous`` apply: the window only decides what counts inside it (time outside authorised zones since the
+clearance, its own thresholds, a neighbour's single slow fix), so a stop, a silence or a meeting is judged by
+the same arithmetic whichever detector reports it.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,8 +34,18 @@ from tracker.core.access_state import (
 from tracker.core.detector import FixContext
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, Ping, Severity
-from tracker.core.motion import holds
 from tracker.core.rendezvous import position_stands
+from tracker.core.rules import (
+    median_interval,
+    met,
+    silence_limit,
+    silent,
+    standing_since,
+    stood_long_enough,
+    stop_ended,
+    stop_evidence,
+    together_since,
+)
 from tracker.core.world import Position
 
 
@@ -43,9 +57,7 @@ class AccessRules:
     def dark_limit(self, intervals: tuple[float, ...]) -> float:
         """Seconds of silence after which a cleared container's tracker counts as dark."""
         p = self.params
-        if not intervals:
-            return p.dark_s
-        return max(p.dark_s, p.dark_k * float(statistics.median(intervals)))
+        return silence_limit(median_interval(intervals), p.dark_k, p.dark_s)
 
     # ---------------------------------------------------------------- sub-conditions
 
@@ -127,7 +139,7 @@ class AccessRules:
                 "threshold_s": limit,
                 "dark_s": p.dark_s,
                 "dark_k": p.dark_k,
-                "expected_interval_s": float(statistics.median(run.s.intervals)) if run.s.intervals else None,
+                "expected_interval_s": median_interval(run.s.intervals),
             }
         )
         self._emit(
@@ -145,7 +157,7 @@ class AccessRules:
     def _silence_ended(self, run: _Run, window: Clearance, ping: Ping, ctx: FixContext) -> None:
         prev = ctx.previous
         silent_since = window.ts if prev is None or prev.ts < window.ts else prev.ts
-        if "dark" not in run.s.open and ping.ts - silent_since > timedelta(seconds=self.dark_limit(run.s.intervals)):
+        if "dark" not in run.s.open and silent(silent_since, ping.ts, self.dark_limit(run.s.intervals)):
             # no tick saw this silence (a replay, or ticks stalled): raise it now, as a tick would have
             self._dark(run, window, silent_since, prev, ctx.index, ctx.fences_before)
         if "dark" in run.s.open:
@@ -236,7 +248,7 @@ class AccessRules:
 
     def _stop(self, run: _Run, window: Clearance, ping: Ping, ctx: FixContext, authorized: bool) -> None:
         since = ctx.motion.stationary_since
-        if since != run.s.stop_since:
+        if stop_ended(run.s.stop_since, ctx.motion):
             # a different stationary period (or none): the stop being followed is over
             if "stop" in run.s.open and run.s.stop_since is not None:
                 run.end(
@@ -249,24 +261,21 @@ class AccessRules:
                     },
                 )
             run.update(stop_since=since, stop_unauth_since=None)
-            fresh = True
-        else:
-            fresh = False
-        if since is None or not holds(ctx.motion, ping.lon, ping.lat):
+        if since is None or not stop_evidence(ctx.motion, ping.lon, ping.lat):
             # a fix outside the stop's cluster may be the departure: it is no evidence of more standing still
             return
-        if authorized:
+        outside = ctx.motion.outside_since
+        if authorized or outside is None:
             run.update(stop_unauth_since=None)
             return
-        start = run.s.stop_unauth_since
-        if start is None:
-            # the stop began at ``since``; it counts as unauthorised from then unless the fix before was in an
-            # authorised zone, and never from before the clearance
-            start = max(since, window.ts) if fresh and not run.s.authorized else ping.ts
-            run.update(stop_unauth_since=start)
-        duration = ping.ts - start
-        if duration < timedelta(seconds=self.params.stop_s):
+        # only the time outside authorised zones counts, as for every detector asking it (the motion model's
+        # ``outside_since``: the first fix of the stop's current run outside them), and never before the clearance
+        start = max(outside, window.ts)
+        if run.s.stop_unauth_since != start:
+            run.update(stop_unauth_since=start)  # kept in the state as before, for the record
+        if not stood_long_enough(start, ping.ts, self.params.stop_s):
             return
+        duration = ping.ts - start
         m = ctx.motion
         evidence = self._base(window, "stop", ping.ts, ctx.index, ctx.fences)
         evidence.update(
@@ -373,13 +382,10 @@ class AccessRules:
         # own time alongside counts from when this stop left authorized zones (tracker.core.motion): the departure
         # fix of a box that waited beside others in the inspection area is no minute spent with them on the road
         own_since = ctx.motion.outside_since if own_since is not None else None
-        if own_since is not None and not authorized and holds(ctx.motion, ping.lon, ping.lat):
+        if own_since is not None and not authorized and stop_evidence(ctx.motion, ping.lon, ping.lat):
             for dist, pos in ctx.world.near(ping.lon, ping.lat, p.alongside_m, exclude=ctx.device_id):
-                standing = pos.outside_since
-                if standing is None and pos.stationary_since is None and not pos.authorized:
-                    # one fix so far: its own reported speed says whether it stands
-                    still = pos.speed is not None and pos.speed <= p.still_speed_ms
-                    standing = pos.ts if still else None
+                # one fix so far: its own reported speed says whether it stands (``still_speed_ms``)
+                standing = standing_since(pos, p.still_speed_ms)
                 if pos.device_id == run.s.paired_truck or standing is None:
                     continue  # moving, or standing in an authorized zone (a quay, a yard) beside the box's edge
                 if pos.stationary_since is not None and not position_stands(pos):
@@ -387,7 +393,7 @@ class AccessRules:
                 if abs((ping.ts - pos.ts).total_seconds()) > p.alongside_max_age_s:
                     continue
                 # both have stood outside authorized zones since the later of the two, and not before clearance
-                since = max(own_since, standing, window.ts)
+                since = together_since(own_since, standing, window.ts)
                 found[pos.device_id] = (dist, pos, since)
         for slot in sorted(s for s in run.s.open if s.startswith("alongside:")):
             other = slot.split(":", 1)[1]
@@ -406,7 +412,7 @@ class AccessRules:
         for other, (dist, pos, since) in sorted(found.items()):
             duration = ping.ts - since
             slot = f"alongside:{other}"
-            if duration <= timedelta(seconds=p.alongside_s) or slot in run.s.open:
+            if not met(since, ping.ts, p.alongside_s) or slot in run.s.open:
                 continue
             evidence = self._base(window, "alongside", ping.ts, ctx.index, ctx.fences)
             evidence.update(

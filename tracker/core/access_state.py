@@ -169,8 +169,8 @@ class AccessState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=Tr
     last_inspection: Mapping[str, Any] | None = None
     recalls: tuple[str, ...] = ()  # keys of the latest selected/held alerts, so a redelivery is not raised again
     stop_since: datetime | None = None  # stationary_since of the stop being followed
-    stop_unauth_since: datetime | None = None  # since when that stop is outside authorised zones
-    authorized: bool = False  # whether the last fix was in an authorised stop zone
+    stop_unauth_since: datetime | None = None  # since when that stop counts (``motion.outside_since``, clipped)
+    authorized: bool = False  # whether the last fix was in an authorised stop zone (kept for the record)
     off_since: datetime | None = None  # first fix of the current excursion off the route
     off_fix: Mapping[str, Any] | None = None
     open: Mapping[str, Alert] = msgspec.field(default_factory=dict)

@@ -52,6 +52,7 @@ from geofences import FenceIndex, haversine_m
 from tracker.core.detector import FixContext, TickContext, first_after
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
+from tracker.core.rules import clip_interval, silence_limit, silent
 
 __all__ = ["DarkDetector", "DarkParams", "DarkState"]
 
@@ -228,7 +229,7 @@ class DarkDetector:
             expected, basis = self.expected(kind, intervals, hint)
         else:
             expected, basis = self.parked_expected(kind, parked, proven)
-        return max(p.min_gap_s, p.k * expected), expected, basis
+        return silence_limit(expected, p.k, p.min_gap_s), expected, basis
 
     def _proven(self, st: DarkState) -> float | None:
         """The slowest parked interval, if the device's parked rhythm is proven for this stop; None otherwise.
@@ -365,7 +366,7 @@ class DarkDetector:
             # losses are learned too (clipped): the median shrugs off the odd one, and a tracker whose
             # real rhythm is slower than its kind's default must not stay "lost" on every single fix.
             # The interval belongs to the mode of the fix it follows: that is the rhythm the tracker chose.
-            clipped = min(p.max_interval_s, max(p.min_interval_s, gap))
+            clipped = clip_interval(gap, p.min_interval_s, p.max_interval_s)
             intervals, parked = st.intervals, st.parked
             if st.stationary:
                 # a silence that was raised as a loss is learned no slower than the parked allowance: a tracker that
@@ -445,7 +446,7 @@ class DarkDetector:
         st = state
         if st is None or st.lost is not None or not st.fences:
             return state, []
-        if (now - st.last.ts).total_seconds() <= self._state_limit(ctx.kind, st)[0]:
+        if not silent(st.last.ts, now, self._state_limit(ctx.kind, st)[0]):
             return state, []
         lost = self._alert(self.name, self._lost(ctx.device_id, ctx.kind, st, ctx.index), ctx.device_id)
         return msgspec.structs.replace(st, lost=lost), [lost]

@@ -68,6 +68,7 @@ from tracker.core.access_state import (
 from tracker.core.detector import FixContext, TickContext
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
+from tracker.core.rules import learn_interval, silence_due, silent
 
 __all__ = [
     "ROUTE_KINDS",
@@ -328,8 +329,9 @@ class AccessWindowDetector(AccessRules):
         if previous is None or ping.ts <= previous.ts:
             return intervals
         p = self.params
-        gap = min(p.dark_max_interval_s, _secs(ping.ts - previous.ts))
-        return (*intervals, gap)[-p.dark_history :]
+        # learned in milliseconds (the figure the evidence quotes), never clipped from below: the window has no floor
+        gap = _secs(ping.ts - previous.ts)
+        return learn_interval(intervals, gap, floor_s=0.0, ceiling_s=p.dark_max_interval_s, history=p.dark_history)
 
     def _fix(self, run: _Run, ping: Ping, ctx: FixContext) -> None:
         window = run.s.window
@@ -369,7 +371,7 @@ class AccessWindowDetector(AccessRules):
         due: list[datetime] = []
         silent_since = window.ts if ctx.last is None or ctx.last.ts < window.ts else ctx.last.ts
         if "dark" not in s.open and self._key(window, "dark", silent_since) not in s.keys:
-            due.append(silent_since + timedelta(seconds=self.dark_limit(s.intervals)) + _INSTANT)
+            due.append(silence_due(silent_since, self.dark_limit(s.intervals)))
         if self._key(window, "overrun", window.ts) not in s.keys:
             due.append(window.ts + timedelta(seconds=self.params.max_window_s) + _INSTANT)
         return min(due, default=None)
@@ -384,7 +386,7 @@ class AccessWindowDetector(AccessRules):
         if window is None or now < window.ts:
             return state, []
         silent_since = window.ts if ctx.last is None or ctx.last.ts < window.ts else ctx.last.ts
-        if now - silent_since > timedelta(seconds=self.dark_limit(run.s.intervals)):
+        if silent(silent_since, now, self.dark_limit(run.s.intervals)):
             self._dark(run, window, silent_since, ctx.last, ctx.index, ctx.fences)
         self._overrun(run, window, now, ctx.index, ctx.fences)
         if not run.events:

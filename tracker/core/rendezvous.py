@@ -38,6 +38,7 @@ import msgspec
 from geofences import FenceIndex, FenceKind, haversine_m
 from tracker.core.detector import FixContext, Motion, TickContext, first_after, in_authorized_zone, next_instant
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
+from tracker.core.rules import met, standing_since, together_since
 from tracker.core.world import Position, World
 
 KIND = "rendezvous"
@@ -313,7 +314,8 @@ class RendezvousDetector:
             partners = {m.partner for m in still_open}
             done = {k for k, _ in closed}
             for distance, other in world.near(me.lon, me.lat, p.distance_m, exclude=me.device_id):
-                if other.device_id in partners or other.outside_since is None or other.authorized:
+                standing = standing_since(other)
+                if other.device_id in partners or standing is None:
                     continue
                 if not position_stands(other, p):
                     continue  # its newest fix is a departure (or an outlier) that happens to lie here
@@ -321,8 +323,8 @@ class RendezvousDetector:
                     continue  # a haul standing together: the box on its own truck
                 if _seconds(at, other.ts) > p.stale_s:
                     continue
-                since = max(me.outside_since, other.outside_since)
-                if _seconds(at, since) <= p.min_duration_s:
+                since = together_since(me.outside_since, standing)
+                if not met(since, at, p.min_duration_s):
                     continue
                 key = meeting_key(me.device_id, other.device_id, since)
                 if key in done:

@@ -86,6 +86,8 @@ class Reorderer:
             new_events.extend(result.alerts)
             trips.extend(result.trips)
             current = result.state
+        rewound = [*(e.before.trips for e in log[k:]), state.trips]  # what the speculative run stored trips from
+        trips.extend(self.pipeline.trips.after_rewind(rewound, current.trips, trips))
         old_events = [ev for e in log[k:] for ev in e.events]
         old_keys = {_key(ev) for ev in old_events}
         new_keys = {_key(ev) for ev in new_events}

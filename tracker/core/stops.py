@@ -35,7 +35,7 @@ import msgspec
 from geofences import Fence, FenceKind, haversine_m
 from tracker.core.detector import AUTHORIZED_STOP_KINDS, FixContext, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
-from tracker.core.motion import holds
+from tracker.core.rules import stood_long_enough, stop_ended, stop_evidence
 
 __all__ = ["DEFAULT_SPECIFICITY", "StopDetector", "StopParams"]
 
@@ -207,7 +207,7 @@ class StopDetector:
         stop = state
         events: list[Event] = []
         since = ctx.motion.stationary_since
-        if stop is not None and stop.start != since:
+        if stop is not None and stop_ended(stop.start, ctx.motion):
             if stop.alert is not None:
                 alert = stop.alert
                 centre = alert.evidence["centre"]
@@ -231,7 +231,7 @@ class StopDetector:
             return (StopState(ping.ts, ping.ts, False, None, None, True) if rolling else None), events
         # a fix reporting road speed is a device on the move whatever the cluster says: a sparse tracker's fixes just
         # before and just after a gate queue lie 50 m and five minutes apart, both at 10 m/s (edge-style benchmark)
-        in_stop = holds(ctx.motion, ping.lon, ping.lat) and not rolling
+        in_stop = stop_evidence(ctx.motion, ping.lon, ping.lat) and not rolling
         if stop is not None and stop.rolling:
             # the cluster was seeded by a rolling fix (a truck slowing into a quay beside a restricted lot, its fix 12 m
             # off): it stands from the first fix that does not roll; timed from the rolling one, a two-minute
@@ -256,7 +256,7 @@ class StopDetector:
             return stop, events
         if in_stop:
             rule = self.threshold(ctx.kind, fences)
-            if (ping.ts - _begin(stop)).total_seconds() >= rule[0]:
+            if stood_long_enough(_begin(stop), ping.ts, rule[0]):
                 alert = self._alert(self._raise(stop, ping, ctx, fences, rule), ctx.device_id)
                 stop = StopState(stop.start, stop.last_in, stop.authorized, alert, stop.standing_from)
                 events.append(alert)

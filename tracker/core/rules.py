@@ -1,0 +1,135 @@
+"""The rules several detectors apply to the same facts, written once.
+
+Three questions are asked by more than one detector: has a device stood still long enough for its stop
+to matter (``tracker.core.stops`` and the access window of ``tracker.core.inspection``), has a tracker been
+silent longer than its rhythm allows (``tracker.core.dark`` and the window), and is another device standing
+alongside (``tracker.core.rendezvous`` and the window). Each detector decides *where* and *for whom* the
+question matters (inside the port, after a clearance, which thresholds); the answer itself must be the same
+everywhere, or an officer reading a ``signal_lost`` and a ``post_inspection_access`` ``dark`` raised on one
+silence would find them judging it by two different arithmetics. So the comparisons, the interval learning
+and the "who is standing here and since when" test live here, as pure functions of plain values, and the
+detectors call them instead of keeping copies that drift apart.
+
+Every "longer than" is strict and every "at least" inclusive, as in the detectors' parameter docs, and all
+durations are compared as float seconds (``timedelta.total_seconds()``), the form ``detector.first_after``
+inverts for the timers: a rule and the due time of its tick cannot disagree about the crossing instant.
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import datetime
+
+from tracker.core.detector import Motion, first_after
+from tracker.core.motion import holds
+from tracker.core.world import Position
+
+__all__ = [
+    "clip_interval",
+    "learn_interval",
+    "median_interval",
+    "met",
+    "silence_due",
+    "silence_limit",
+    "silent",
+    "standing_since",
+    "stood_long_enough",
+    "stop_ended",
+    "stop_evidence",
+    "together_since",
+]
+
+
+# ---------------------------------------------------------------- standing still (the stop rule)
+
+
+def stop_ended(followed_since: datetime | None, motion: Motion) -> bool:
+    """Whether the stop a detector follows (its ``stationary_since``) is over at this fix.
+
+    The motion model restarts its stationary period when the device leaves its cluster, so a different
+    start (or none: moving) means a different stop, whatever the fences say.
+    """
+    return motion.stationary_since != followed_since
+
+
+def stop_evidence(motion: Motion, lon: float, lat: float) -> bool:
+    """Whether this fix is evidence of more standing still: stationary, and inside the stop's cluster.
+
+    The single fix that may be the departure (outside the cluster, held pending by the motion model) must
+    not add its time to the stop: a truck that drives off after 4 min 50 s did not stand for five minutes.
+    """
+    return motion.stationary_since is not None and holds(motion, lon, lat)
+
+
+def stood_long_enough(start: datetime, ts: datetime, limit_s: float) -> bool:
+    """A stop counted from ``start`` has lasted at least ``limit_s`` at ``ts`` (inclusive: "at least")."""
+    return (ts - start).total_seconds() >= limit_s
+
+
+# ---------------------------------------------------------------- silence (the going-dark rule)
+
+
+def clip_interval(gap_s: float, floor_s: float, ceiling_s: float) -> float:
+    """An interval between two fixes as it is learned: a retry burst or a day asleep cannot set the rhythm."""
+    return min(ceiling_s, max(floor_s, gap_s))
+
+
+def learn_interval(
+    intervals: tuple[float, ...], gap_s: float, *, floor_s: float, ceiling_s: float, history: int
+) -> tuple[float, ...]:
+    """The recent intervals with this one appended (clipped), the oldest forgotten beyond ``history``."""
+    return (*intervals, clip_interval(gap_s, floor_s, ceiling_s))[-history:]
+
+
+def median_interval(intervals: tuple[float, ...]) -> float | None:
+    """The tracker's rhythm from its recent intervals: a median, so one tunnel or one burst does not move it."""
+    return float(statistics.median(intervals)) if intervals else None
+
+
+def silence_limit(expected_s: float | None, k: float, floor_s: float) -> float:
+    """Seconds of silence after which a tracker counts as dark: ``k`` missed reports, never below ``floor_s``.
+
+    ``expected_s`` None: the rhythm is not known, the floor alone applies.
+    """
+    return floor_s if expected_s is None else max(floor_s, k * expected_s)
+
+
+def silent(since: datetime, now: datetime, limit_s: float) -> bool:
+    """Silent for longer than ``limit_s`` (strict: a fix exactly on the limit is on time)."""
+    return (now - since).total_seconds() > limit_s
+
+
+def silence_due(since: datetime, limit_s: float) -> datetime:
+    """The first instant :func:`silent` holds: when a tick must look (never late, see ``detector.Timed``)."""
+    return first_after(since, limit_s)
+
+
+# ---------------------------------------------------------------- alongside (the meeting rule)
+
+
+def standing_since(other: Position, still_speed_ms: float | None = None) -> datetime | None:
+    """Since when a neighbour has stood outside every authorised stop zone; None if it moves or stands in one.
+
+    Its stop's ``outside_since`` (``tracker.core.motion``) counts, unless its latest fix lies in an
+    authorised zone. ``still_speed_ms``: a neighbour with a single fix here (a sparse tracker has given no
+    second fix to prove it stands) counts as standing from that fix when it reported at most this speed; None
+    (the rendezvous rule) waits for the motion model to see it stand.
+    """
+    if other.authorized:
+        return None
+    if other.outside_since is not None:
+        return other.outside_since
+    if still_speed_ms is not None and other.stationary_since is None:
+        return other.ts if other.speed is not None and other.speed <= still_speed_ms else None
+    return None
+
+
+def together_since(own_since: datetime, other_since: datetime, not_before: datetime | None = None) -> datetime:
+    """Two devices have stood together since the later of their own starts (and never before ``not_before``)."""
+    since = max(own_since, other_since)
+    return since if not_before is None else max(since, not_before)
+
+
+def met(since: datetime, at: datetime, min_s: float) -> bool:
+    """Together for longer than ``min_s`` (strict): a meeting, not a wait at a junction."""
+    return (at - since).total_seconds() > min_s
