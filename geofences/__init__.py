@@ -13,7 +13,7 @@ from geofences.fence import (
     load_fence_set,
     load_port,
 )
-from geofences.geo import EARTH_RADIUS_M, LocalProjection, buffer_m, distance_m, haversine_m
+from geofences.geo import EARTH_RADIUS_M, LocalProjection, buffer_m, distance_m, haversine_m, within_m
 from geofences.index import DEFAULT_CELL_DEG, FenceIndex
 from geofences.transitions import Transition, TransitionKind, classify, steady_state
 
@@ -44,4 +44,5 @@ __all__ = [
     "load_fence_set",
     "load_port",
     "steady_state",
+    "within_m",
 ]

@@ -48,6 +48,9 @@ _TILE_SHIFT = 6
 cell: a lookup is one search among a few hundred tiles and one array read, where a search among all
 cells would cost a cache miss per step."""
 _TILE = 1 << _TILE_SHIFT
+_intersects_xy = shapely.lib.intersects_xy
+"""``shapely.intersects_xy`` without its argument handling (half the cost of a one-point test): the
+geometries here are prepared when the grid is built, which is all the wrapper would add."""
 
 
 def _keys(ix: IntArray, iy: IntArray) -> IntArray:
@@ -116,6 +119,19 @@ class CellGrid:
     @property
     def cells(self) -> int:
         return len(self._cells)
+
+    @property
+    def always(self) -> list[int]:
+        """The fences left out of the grid (see :attr:`direct`)."""
+        return list(self._always_list)
+
+    def fences_by_cell(self) -> dict[int, tuple[int, ...]]:
+        """Cell key -> the fences touching the cell, for walks that visit cells one by one (segments)."""
+        out: dict[int, tuple[int, ...]] = {}
+        fid = self._fid_list
+        for k, a, b in zip(self._cells_list, self._start_list, self._start_list[1:], strict=False):
+            out[k] = tuple(fid[a:b])
+        return out
 
     @property
     def direct(self) -> int:
@@ -276,10 +292,10 @@ class CellGrid:
                         out.append(f)
                         continue
                     bx0, by0, bx1, by1 = bounds[f]
-                    if bx0 <= x <= bx1 and by0 <= y <= by1 and shapely.intersects_xy(self._geoms[f], x, y):
+                    if bx0 <= x <= bx1 and by0 <= y <= by1 and _intersects_xy(self._geoms[f], x, y):
                         out.append(f)
         for f in self._always_list:
             bx0, by0, bx1, by1 = self._bounds_list[f]
-            if bx0 <= x <= bx1 and by0 <= y <= by1 and shapely.intersects_xy(self._geoms[f], x, y):
+            if bx0 <= x <= bx1 and by0 <= y <= by1 and _intersects_xy(self._geoms[f], x, y):
                 out.append(f)
         return out

@@ -23,22 +23,43 @@ EARTH_RADIUS_M = 6_371_008.8
 so that distances computed either way agree with each other."""
 
 FloatArray = npt.NDArray[np.float64]
+_M_PER_DEG = EARTH_RADIUS_M * math.pi / 180.0
+_sin, _cos, _asin, _sqrt = math.sin, math.cos, math.asin, math.sqrt
 
-__all__ = ["EARTH_RADIUS_M", "LocalProjection", "buffer_m", "distance_m", "haversine_m"]
+__all__ = ["EARTH_RADIUS_M", "LocalProjection", "buffer_m", "distance_m", "haversine_m", "within_m"]
+
+
+_RAD = math.pi / 180.0
+"""What ``math.radians`` multiplies by (CPython's ``degToRad``): the same product without the call."""
 
 
 def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
     """Great-circle distance on the mean sphere.
 
     The sphere differs from the WGS84 ellipsoid by at most ~0.5 %, i.e. centimetres over the distances a
-    truck covers between two pings, which is well below GPS noise.
+    truck covers between two pings, which is well below GPS noise. Called for nearly every fix by several
+    detectors, so it avoids attribute lookups and ``math.radians`` calls; the arithmetic is the textbook
+    formula's, operation for operation (tests/unit/test_geo.py compares it bit for bit).
     """
-    p1 = math.radians(lat1)
-    p2 = math.radians(lat2)
-    dp = p2 - p1
-    dl = math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+    p1 = lat1 * _RAD
+    p2 = lat2 * _RAD
+    s = _sin((p2 - p1) / 2)
+    t = _sin((lon2 - lon1) * _RAD / 2)
+    r = _sqrt(s**2 + _cos(p1) * _cos(p2) * t**2)
+    return 2 * EARTH_RADIUS_M * _asin(r if r < 1.0 else 1.0)  # min(1.0, r), NaN included
+
+
+def within_m(lon1: float, lat1: float, lon2: float, lat2: float, metres: float) -> bool:
+    """``haversine_m(...) <= metres``, deciding from latitude alone when it can.
+
+    A great circle between two points is at least as long as their difference in latitude along a meridian
+    (``R * |dlat|``); when that alone exceeds ``metres`` by more than any rounding (one part in 1e9, and a
+    micrometre below which the formula's squares underflow), so does the distance, and no trigonometry is
+    needed. Otherwise the exact distance decides.
+    """
+    if abs(lat2 - lat1) * _M_PER_DEG > metres * (1 + 1e-9) + 1e-6:
+        return False
+    return haversine_m(lon1, lat1, lon2, lat2) <= metres
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,18 @@ shapely Point per fix and skips the exact test wherever a cell lies wholly insid
 port is most of the time. The batch methods answer a whole batch with a handful of numpy and shapely
 calls; the one-fix methods give the same answers fix by fix (tests/unit/test_index_batch.py compares
 both with a plain STRtree evaluation).
+
+Segments (crossings between two fixes) are walked through a finer grid of their own
+(:mod:`geofences.segments`, built on first use), so that one fix's hop needs no geometry unless a fence
+other than its own lies in a cell it passes; a batch of hops goes through the STRtree at once
+(:meth:`FenceIndex.crossings_batch`). tests/unit/test_index_segments.py compares both with the plain
+per-segment STRtree evaluation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +31,8 @@ from shapely.geometry.base import BaseGeometry
 
 from geofences.cells import CellGrid, IntArray
 from geofences.fence import Fence, FenceKind
-from geofences.geo import buffer_m
+from geofences.geo import EARTH_RADIUS_M, buffer_m
+from geofences.segments import SegmentGrid
 
 __all__ = ["DEFAULT_CELL_DEG", "FenceIndex"]
 
@@ -36,6 +44,9 @@ _SMALL_BATCH = 4
 """Up to this many fixes the one-fix path is faster than setting up arrays."""
 _MAX_INTERNED = 1 << 16
 _EMPTY: frozenset[str] = frozenset()
+_KY = math.radians(1.0) * EARTH_RADIUS_M  # metres per degree of latitude, as LocalProjection has it
+_intersects_xy = shapely.lib.intersects_xy
+"""One-point tests on geometries prepared at construction, without ``shapely.intersects_xy``'s wrapper."""
 
 
 def _coords(lons: Any, lats: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -70,7 +81,9 @@ def _isin_sorted(a: IntArray, b: IntArray) -> npt.NDArray[np.bool_]:
 
 
 class FenceIndex:
-    """Immutable after construction, so one instance can be shared by every device's state machine."""
+    """Its answers never change after construction, so one instance can be shared by every device's state
+    machine (the segment grid, built on first use, and the crossings kept by :meth:`prefetch_crossings` are
+    caches of pure functions of the coordinates)."""
 
     def __init__(
         self,
@@ -119,9 +132,14 @@ class FenceIndex:
         shapely.prepare(self._geoms)
         shapely.prepare(self._outer)
         shapely.prepare(self._inner)
-        self._tree = shapely.STRtree(self._geoms)  # for segments (crossed); points use the grid
+        self._tree = shapely.STRtree(self._geoms)  # long jumps and batches of segments; points use the grid
         self._cells = CellGrid(self._geoms, cell_deg=cell_deg)
         self._sets: dict[tuple[int, ...], frozenset[str]] = {}
+        self._segments: SegmentGrid | None = None
+        # hops computed ahead for a batch: (crossings, the exclusion assumed) per segment
+        self._met: dict[
+            tuple[float, float, float, float], tuple[tuple[tuple[str, BaseGeometry], ...], frozenset[str]]
+        ] = {}
 
     @property
     def fences(self) -> tuple[Fence, ...]:
@@ -194,12 +212,12 @@ class FenceIndex:
         if self._inner_ids:
             for fid in (raw & self._inner_ids) - previous:
                 # entering one of these takes the fix entry_margin_m inside
-                if not shapely.intersects_xy(self._inner[self._by_id[fid]], x, y):
+                if not _intersects_xy(self._inner[self._by_id[fid]], x, y):
                     result = result - {fid}
         for fid in previous - raw:
             # leaving takes the fix hysteresis_m outside
             i = self._by_id.get(fid)
-            if i is not None and shapely.intersects_xy(self._outer[i], x, y):
+            if i is not None and _intersects_xy(self._outer[i], x, y):
                 result = result | {fid}
         return result
 
@@ -306,30 +324,181 @@ class FenceIndex:
         """
         return tuple(fid for fid, _ in self.crossings(lon0, lat0, lon1, lat1, exclude))
 
+    @property
+    def segments(self) -> SegmentGrid:
+        """The cell grid segments are walked through, built on first use (only crossings need it)."""
+        if self._segments is None:
+            self._segments = SegmentGrid(self._geoms, self._id_list)
+        return self._segments
+
+    def near_segment(self, lon0: float, lat0: float, lon1: float, lat1: float) -> set[str]:
+        """Fences the straight segment may meet: every fence it does meet, and some it passes close to.
+
+        No geometry is built: the segment's cells are walked (:mod:`geofences.segments`); a long jump
+        is asked of the STRtree by bounding box instead.
+        """
+        if len(self._fences) == 0:
+            return set()
+        near = self.segments.near(lon0, lat0, lon1, lat1)
+        if near is None:
+            box = shapely.box(min(lon0, lon1), min(lat0, lat1), max(lon0, lon1), max(lat0, lat1))
+            ids = self._id_list
+            near = {ids[f] for f in self._tree.query(box).tolist()}
+        return near
+
     def crossings(
-        self, lon0: float, lat0: float, lon1: float, lat1: float, exclude: frozenset[str] = frozenset()
+        self,
+        lon0: float,
+        lat0: float,
+        lon1: float,
+        lat1: float,
+        exclude: frozenset[str] = frozenset(),
+        among: Iterable[str] | None = None,
     ) -> tuple[tuple[str, BaseGeometry], ...]:
         """:meth:`crossed` with the part of the segment inside each fence, which a caller judging how
-        far the path ran inside would otherwise compute a second time."""
+        far the path ran inside would otherwise compute a second time.
+
+        ``among``: look only at these fences (a caller that ruled the others out already, from
+        :meth:`near_segment`); by default every fence the segment's cells list.
+        """
         if len(self._fences) == 0:
             return ()
         if lon0 == lon1 and lat0 == lat1:
             return ()
-        seg = shapely.LineString([(lon0, lat0), (lon1, lat1)])
-        # bounding boxes first, then the exact test only for fences not already excluded (normally
-        # the device's own fences, which the segment always meets)
-        near = [f for f in self._tree.query(seg).tolist() if self._id_list[f] not in exclude]
+        if among is None:
+            among = self.near_segment(lon0, lat0, lon1, lat1)
+        by_id = self._by_id
+        near = [by_id[f] for f in among if f not in exclude]
         if not near:
             return ()
-        shapely.prepare(seg)  # as STRtree.query(seg, predicate="intersects") does
-        hits = np.asarray(near)[shapely.intersects(seg, self._geoms[near])]
-        found: list[tuple[float, str, BaseGeometry]] = []
-        for f in hits.tolist():
-            inter = shapely.intersection(seg, self._geoms[f])
-            coords = shapely.get_coordinates(inter)
-            # the segment is straight in lon/lat and the local projection is affine per point, so
-            # ordering by position along the segment in degrees is the same as ordering in metres
-            first = min((seg.project(shapely.Point(c)) for c in coords), default=0.0)
-            found.append((first, self._id_list[f], inter))
+        seg = shapely.linestrings([(lon0, lat0), (lon1, lat1)])
+        # the exact test on the fences' prepared geometries; normally one or two candidates are left
+        geoms = self._geoms[near]
+        hit = shapely.intersects(geoms, seg)
+        if not hit.any():
+            return ()
+        hits = [f for f, h in zip(near, hit.tolist(), strict=True) if h]
+        inters = shapely.intersection(seg, self._geoms[hits])
+        if len(hits) == 1:
+            return ((self._id_list[hits[0]], inters[0]),)
+        # the segment is straight in lon/lat and the local projection is affine per point, so ordering by
+        # position along the segment in degrees is the same as ordering in metres
+        coords, part = shapely.get_coordinates(inters, return_index=True)
+        first = [0.0] * len(hits)
+        if len(coords):
+            along = shapely.line_locate_point(seg, shapely.points(coords))
+            starts = np.flatnonzero(np.diff(part, prepend=-1))
+            for k, v in zip(part[starts].tolist(), np.minimum.reduceat(along, starts).tolist(), strict=True):
+                first[k] = v
+        ids = self._id_list
+        found = [(first[k], ids[f], inters[k]) for k, f in enumerate(hits)]
         found.sort(key=lambda t: (t[0], t[1]))
         return tuple((fid, inter) for _, fid, inter in found)
+
+    def crossings_batch(
+        self,
+        lon0: Any,
+        lat0: Any,
+        lon1: Any,
+        lat1: Any,
+        exclude: Sequence[frozenset[str]] | None = None,
+        min_inside_m: Mapping[FenceKind, float] | None = None,
+    ) -> list[tuple[tuple[str, BaseGeometry], ...]]:
+        """:meth:`crossings` for many segments at once, each with its own ``exclude``, in a handful of shapely calls.
+
+        The bounding-box pairs come from one STRtree query; the excluded ones (normally the fences both ends
+        lie in, the port boundary among them, whose intersections would cost the most) are dropped before the
+        exact test, as :meth:`crossings` drops them. ``min_inside_m``: a caller that only counts a crossing of
+        a fence of kind ``k`` when at least this many metres of the segment run inside it; a segment shorter
+        than that (in the local projection at its start, with slack for rounding) is not tested against those
+        fences, whose part inside could not be long enough.
+        """
+        x0, y0 = _coords(lon0, lat0)
+        x1, y1 = _coords(lon1, lat1)
+        n = len(x0)
+        if exclude is not None and len(exclude) != n:
+            raise ValueError(f"got {n} segments but {len(exclude)} exclusions")
+        out: list[tuple[tuple[str, BaseGeometry], ...]] = [()] * n
+        moving = np.flatnonzero((x0 != x1) | (y0 != y1))
+        if len(self._fences) == 0 or len(moving) == 0:
+            return out
+        coords = np.stack([x0[moving], y0[moving], x1[moving], y1[moving]], axis=1).reshape(-1, 2, 2)
+        segs = shapely.linestrings(coords)
+        si, fi = self._tree.query(segs)
+        if exclude is not None and len(si):
+            nf = len(self._fences)
+            codes = np.sort(
+                np.fromiter(
+                    (
+                        k * nf + self._by_id[f]
+                        for k, row in enumerate(moving.tolist())
+                        for f in exclude[row]
+                        if f in self._by_id  # an id this index does not know excludes nothing
+                    ),
+                    dtype=np.int64,
+                )
+            )
+            keep = ~_isin_sorted(si * nf + fi, codes)
+            si, fi = si[keep], fi[keep]
+        if min_inside_m and len(si):
+            need = np.array([min_inside_m.get(f.kind, 0.0) for f in self._fences])
+            sx0, sy0, sx1, sy1 = x0[moving], y0[moving], x1[moving], y1[moving]
+            hop = np.hypot((sx1 - sx0) * (_KY * np.cos(np.radians(sy0))), (sy1 - sy0) * _KY)
+            keep = hop[si] >= need[fi] * (1 - 2e-9)  # twice the per-fix slack: numpy's cos may differ by an ulp
+            si, fi = si[keep], fi[keep]
+        hit = shapely.intersects(self._geoms[fi], segs[si])  # the fences' prepared geometries, as one fix's lookup
+        si, fi = si[hit], fi[hit]
+        if len(si) == 0:
+            return out
+        inters = shapely.intersection(segs[si], self._geoms[fi])
+        pts, part = shapely.get_coordinates(inters, return_index=True)
+        first = np.zeros(len(si))
+        if len(pts):
+            along = shapely.line_locate_point(segs[si[part]], shapely.points(pts))
+            starts = np.flatnonzero(np.diff(part, prepend=-1))
+            first[part[starts]] = np.minimum.reduceat(along, starts)
+        ids = self._id_list
+        found: dict[int, list[tuple[float, str, BaseGeometry]]] = {}
+        for s_, f, at, inter in zip(si.tolist(), fi.tolist(), first.tolist(), inters.tolist(), strict=True):
+            found.setdefault(s_, []).append((at, ids[f], inter))
+        rows = moving.tolist()
+        for s_, items in found.items():
+            items.sort(key=lambda t: (t[0], t[1]))
+            out[rows[s_]] = tuple((fid, inter) for _, fid, inter in items)
+        return out
+
+    def prefetch_crossings(
+        self,
+        lon0: Any,
+        lat0: Any,
+        lon1: Any,
+        lat1: Any,
+        exclude: Sequence[frozenset[str]] | None = None,
+        min_inside_m: Mapping[FenceKind, float] | None = None,
+    ) -> None:
+        """Compute :meth:`crossings_batch` for a micro-batch's hops and keep it until the next call.
+
+        :meth:`met` then answers those hops without a lookup, for any exclusion that covers the one assumed
+        here (fences left out by ``min_inside_m`` are missing from the answer: the caller's own rule drops
+        them too). What is kept is a pure function of the coordinates and that assumption, so keeping it can never
+        change an answer, only how fast it comes.
+        """
+        x0, y0 = _coords(lon0, lat0)
+        x1, y1 = _coords(lon1, lat1)
+        keys = list(zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist(), strict=True))
+        assumed = list(exclude) if exclude is not None else [_EMPTY] * len(keys)
+        answers = self.crossings_batch(x0, y0, x1, y1, assumed, min_inside_m)
+        self._met = dict(zip(keys, zip(answers, assumed, strict=True), strict=True))
+
+    def met(
+        self, lon0: float, lat0: float, lon1: float, lat1: float, exclude: frozenset[str] = frozenset()
+    ) -> tuple[tuple[str, BaseGeometry], ...] | None:
+        """:meth:`crossings` of the hop if :meth:`prefetch_crossings` computed it (with an assumed exclusion
+        that ``exclude`` covers); else None."""
+        got = self._met.get((lon0, lat0, lon1, lat1))
+        if got is None:
+            return None
+        answer, assumed = got
+        if not assumed <= exclude:
+            return None  # a fence left out ahead is not excluded after all: the hop is looked up on its own
+        return tuple(c for c in answer if c[0] not in exclude)

@@ -6,8 +6,10 @@ import math
 
 import pytest
 import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from geofences import LocalProjection, buffer_m, distance_m, haversine_m
+from geofences import EARTH_RADIUS_M, LocalProjection, buffer_m, distance_m, haversine_m, within_m
 
 SANTOS = (-46.30, -23.95)
 
@@ -58,3 +60,36 @@ def test_distance_m() -> None:
     lat_edge = -23.949
     north = lat_edge + 100.0 / 111_195.08
     assert distance_m(square, -46.300, north) == pytest.approx(100.0, rel=1e-3)
+
+
+def _textbook_haversine(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    """The formula as first written, with math.radians and min: the fast one must match it bit for bit."""
+    p1 = math.radians(lat1)
+    p2 = math.radians(lat2)
+    dp = p2 - p1
+    dl = math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+coord = st.tuples(st.floats(-180, 180), st.floats(-90, 90))
+near_santos = st.tuples(st.floats(-46.4, -46.2), st.floats(-24.0, -23.8))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(coord, near_santos), st.one_of(coord, near_santos), st.floats(0.0, 50_000.0))
+def test_haversine_and_within_are_the_textbook_formula(
+    a: tuple[float, float], b: tuple[float, float], r: float
+) -> None:
+    want = _textbook_haversine(*a, *b)
+    assert haversine_m(*a, *b) == want
+    assert within_m(*a, *b, r) == (want <= r)
+
+
+def test_within_on_the_edge_and_with_nan() -> None:
+    lon, lat = SANTOS
+    north = (lon, lat + 30.0 / (EARTH_RADIUS_M * math.pi / 180.0))
+    d = haversine_m(*SANTOS, *north)
+    assert within_m(*SANTOS, *north, d) and not within_m(*SANTOS, *north, math.nextafter(d, 0.0))
+    assert not within_m(math.nan, lat, lon, lat, 10.0)
+    assert haversine_m(0.0, 0.0, 180.0, 0.0) == _textbook_haversine(0.0, 0.0, 180.0, 0.0)

@@ -22,7 +22,6 @@ from geofences import (
     Fence,
     FenceIndex,
     FenceKind,
-    LocalProjection,
     Transition,
     TransitionKind,
     classify,
@@ -61,88 +60,24 @@ def membership(
     return index.membership(ping.lon, ping.lat, previous, raw)
 
 
-_CELL_DEG = 0.0002
-"""Side of a cell of the segment pre-filter: about 22 m by 20 m at Santos. Roads run beside terminals and
-one another, so coarser cells (measured: 100 m) list a neighbouring fence for nine hops in ten; at this
-size the filter settles four in ten of the simulator's hops, for a grid built in 0.2 s."""
-_EPS = 1e-9
-_WIDE_CELLS = 25_000
-"""A fence whose bounding box spans more cells than this (the port boundary) is not gridded: it is a
-candidate for every segment unless excluded, as it is for a device inside it."""
-_MAX_QUERY_CELLS = 64
-
-
-class SegmentFilter:
-    """Which fences a straight segment between two fixes could meet, without building any geometry.
-
-    ``FenceIndex.crossings`` builds a LineString and queries an STRtree for every fix, to find that almost
-    always nothing but the device's own fences (excluded anyway) lies on the way. This grid records, for
-    every cell of ``_CELL_DEG``, the fences whose geometry touches the cell (each cell grown by ``_EPS``);
-    a segment can only meet a fence listed in a cell of its bounding box, so when every such fence is
-    excluded there is nothing to look up. The answer is conservative, never lossy: any common point of
-    segment and fence lies in a cell of the segment's bounding box that the fence touches.
-    """
-
-    def __init__(self, index: FenceIndex) -> None:
-        s = _CELL_DEG
-        cells: dict[int, set[str]] = {}
-        wide: set[str] = set()
-        for fence in index.fences:
-            minx, miny, maxx, maxy = fence.geometry.bounds
-            if not all(map(math.isfinite, (minx, miny, maxx, maxy))):
-                continue  # an empty geometry meets nothing
-            ix0, iy0, ix1, iy1 = (math.floor(v / s) for v in (minx, miny, maxx, maxy))
-            if (ix1 - ix0 + 1) * (iy1 - iy0 + 1) > _WIDE_CELLS:
-                wide.add(fence.id)
-                continue
-            gx, gy = np.meshgrid(np.arange(ix0, ix1 + 1), np.arange(iy0, iy1 + 1))
-            xs, ys = gx.ravel(), gy.ravel()
-            boxes = shapely.box(xs * s - _EPS, ys * s - _EPS, (xs + 1) * s + _EPS, (ys + 1) * s + _EPS)
-            touched = shapely.intersects(fence.geometry, boxes)
-            for x, y in zip(xs[touched].tolist(), ys[touched].tolist(), strict=True):
-                cells.setdefault(_key(x, y), set()).add(fence.id)
-        self._cells = {k: frozenset(v) for k, v in cells.items()}
-        self._wide = frozenset(wide)
-
-    def may_meet(self, lon0: float, lat0: float, lon1: float, lat1: float, exclude: frozenset[str]) -> bool:
-        """False when the segment can meet no fence outside ``exclude``; True when it may."""
-        if self._wide and not self._wide <= exclude:
-            return True
-        s = _CELL_DEG
-        ix0, ix1 = math.floor(min(lon0, lon1) / s), math.floor(max(lon0, lon1) / s)
-        iy0, iy1 = math.floor(min(lat0, lat1) / s), math.floor(max(lat0, lat1) / s)
-        if (ix1 - ix0 + 1) * (iy1 - iy0 + 1) > _MAX_QUERY_CELLS:
-            return True  # a long jump: the STRtree is the better judge
-        cells = self._cells
-        for ix in range(ix0, ix1 + 1):
-            for iy in range(iy0, iy1 + 1):
-                near = cells.get(_key(ix, iy))
-                if near is not None and not near <= exclude:
-                    return True
-        return False
-
-
-def _key(ix: int, iy: int) -> int:
-    return (ix << 32) ^ (iy & 0xFFFFFFFF)
-
-
 _KY = math.radians(1.0) * EARTH_RADIUS_M  # metres per degree of latitude, as LocalProjection has it
-
-_FILTERS: WeakKeyDictionary[FenceIndex, SegmentFilter] = WeakKeyDictionary()
-
-
-def segment_filter(index: FenceIndex) -> SegmentFilter:
-    """The filter of ``index``, built on first use and kept as long as the index lives (indexes are immutable)."""
-    found = _FILTERS.get(index)
-    if found is None:
-        found = _FILTERS[index] = SegmentFilter(index)
-    return found
+_SHORT = 1 - 1e-9
+"""The part of a hop inside a fence is part of the hop: a fence whose shortest counted chord is longer than the
+hop (with this much slack for rounding) is not looked at."""
 
 
 def crossed(
-    index: FenceIndex, last: Fix | None, ping: Ping, exclude: frozenset[str], params: GeofenceParams
+    index: FenceIndex,
+    last: Fix | None,
+    ping: Ping,
+    exclude: frozenset[str],
+    params: GeofenceParams,
 ) -> tuple[str, ...]:
-    """Fences passed through between two sparse fixes (a gate jumped over between pings)."""
+    """Fences passed through between two sparse fixes (a gate jumped over between pings).
+
+    The hop's fences come from ``FenceIndex.met`` when ``Pipeline.prefetch`` computed them for the batch, else
+    from the walk of its cells (``FenceIndex.near_segment``) and the exact test of those not excluded.
+    """
     if last is None or (ping.ts - last.ts).total_seconds() > params.max_cross_gap_s:
         return ()
     if last.lon == ping.lon and last.lat == ping.lat:
@@ -151,19 +86,35 @@ def crossed(
     # in the same local projection as below, crosses nothing (a parked or crawling device, most of a port)
     kx = _KY * math.cos(math.radians(last.lat))
     hop = math.hypot((ping.lon - last.lon) * kx, (ping.lat - last.lat) * _KY)
-    if hop < min(params.min_cross_m, params.min_cross_gate_m) * (1 - 1e-9):
+    gate_m, cross_m = params.min_cross_gate_m, params.min_cross_m
+    if hop < min(cross_m, gate_m) * _SHORT:
         return ()
-    if not segment_filter(index).may_meet(last.lon, last.lat, ping.lon, ping.lat, exclude):
-        return ()
-    candidates = index.crossings(last.lon, last.lat, ping.lon, ping.lat, exclude)
+    gate_fits, other_fits = hop >= gate_m * _SHORT, hop >= cross_m * _SHORT
+
+    def looked_at(f: str) -> bool:
+        return f not in exclude and (gate_fits if index.get(f).kind is FenceKind.GATE else other_fits)
+
+    met = index.met(last.lon, last.lat, ping.lon, ping.lat, exclude)  # computed ahead for a batch (Pipeline.prefetch)
+    if met is not None:
+        candidates = tuple((f, inside) for f, inside in met if looked_at(f))
+    else:
+        among = [f for f in index.near_segment(last.lon, last.lat, ping.lon, ping.lat) if looked_at(f)]
+        if not among:
+            return ()
+        candidates = index.crossings(last.lon, last.lat, ping.lon, ping.lat, exclude, among)
     if not candidates:
         return ()
-    proj = LocalProjection(last.lon, last.lat)
+    # the part of the chord between the fixes inside each fence, measured in LocalProjection(last.lon, last.lat):
+    # the same arithmetic as LocalProjection.to_xy, on all the parts at once
+    insides = np.empty(len(candidates), dtype=object)
+    insides[:] = [inside for _, inside in candidates]
+    origin = np.array([last.lon, last.lat])
+    scale = np.array([kx, _KY])
+    lengths = shapely.length(shapely.transform(insides, lambda c: (c - origin) * scale)).tolist()
     out = []
-    for f, inside in candidates:  # inside: the part of the chord between the fixes inside the fence
-        fence = index.get(f)
-        needed = params.min_cross_gate_m if fence.kind is FenceKind.GATE else params.min_cross_m
-        if proj.project(inside).length >= needed:
+    for (f, _), length in zip(candidates, lengths, strict=True):
+        needed = gate_m if index.get(f).kind is FenceKind.GATE else cross_m
+        if length >= needed:
             out.append(f)
     return tuple(out)
 
@@ -180,6 +131,10 @@ def _severity(fence: Fence, transition: TransitionKind, params: GeofenceParams) 
     return params.exit.get(fence.kind, Severity.INFO)
 
 
+_VERBS = {TransitionKind.ENTER: "entered", TransitionKind.EXIT: "left", TransitionKind.CROSS: "passed through"}
+_KIND_NAMES = {k: k.value.replace("_", " ") for k in FenceKind}
+
+
 def alerts_for(
     index: FenceIndex,
     transitions: Sequence[Transition],
@@ -189,29 +144,31 @@ def alerts_for(
 ) -> list[Alert]:
     """One alert per transition of an active fence (a fence outside its time window raises nothing)."""
     out: list[Alert] = []
+    if not transitions:
+        return out
+    ts = ping.ts.isoformat()  # once per fix, not per alert: a road junction changes three fences at once
+    before = None if last is None else (last.ts.isoformat(), last.lon, last.lat)
     for tr in transitions:
         fence = index.get(tr.fence_id)
         if fence.windows and not any(w.active(ping.ts) for w in fence.windows):
             continue
-        kind = f"geofence_{tr.kind.value}"
-        verb = {"enter": "entered", "exit": "left", "cross": "passed through"}[tr.kind.value]
         evidence: dict[str, object] = {
             "fence": {"id": fence.id, "name": fence.name, "kind": fence.kind.value},
-            "fix": {"ts": ping.ts.isoformat(), "lon": ping.lon, "lat": ping.lat, "accuracy": ping.accuracy},
+            "fix": {"ts": ts, "lon": ping.lon, "lat": ping.lat, "accuracy": ping.accuracy},
         }
-        if last is not None:
-            evidence["previous_fix"] = {"ts": last.ts.isoformat(), "lon": last.lon, "lat": last.lat}
+        if before is not None:
+            evidence["previous_fix"] = {"ts": before[0], "lon": before[1], "lat": before[2]}
         out.append(
             Alert(
-                kind=kind,
+                kind=f"geofence_{tr.kind.value}",
                 severity=_severity(fence, tr.kind, params),
                 device_id=ping.device_id,
                 ts=ping.ts,
-                message=f"{ping.device_id} {verb} {fence.kind.value.replace('_', ' ')} {fence.name!r}",
+                message=f"{ping.device_id} {_VERBS[tr.kind]} {_KIND_NAMES[fence.kind]} {fence.name!r}",
                 port=fence.port,
                 fence_id=fence.id,
                 evidence=evidence,
-                key=f"{fence.id}@{ping.ts.isoformat()}",
+                key=f"{fence.id}@{ts}",
             )
         )
     return out

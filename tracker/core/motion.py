@@ -40,7 +40,7 @@ from typing import Any
 
 import msgspec
 
-from geofences import haversine_m
+from geofences import haversine_m, within_m
 from tracker.core.detector import Motion
 from tracker.core.model import Ping
 
@@ -190,7 +190,7 @@ def update(
     if (ping.ts - st.last_seen).total_seconds() > params.max_gap_s:
         new = _seed(ping.ts, ping.lon, ping.lat, authorized)
         return new, new.motion()
-    inside = haversine_m(ping.lon, ping.lat, st.lon, st.lat) <= params.radius_m
+    inside = within_m(ping.lon, ping.lat, st.lon, st.lat, params.radius_m)
     if inside:
         # back inside: a pending fix, if any, was an outlier and is forgotten
         new = _join(st, ping, params, authorized)
@@ -210,7 +210,7 @@ def update(
             pending=_Pending(ping.ts, ping.lon, ping.lat, authorized),
             outside_since=st.outside_since,
         )
-    elif haversine_m(ping.lon, ping.lat, st.pending.lon, st.pending.lat) <= params.radius_m:
+    elif within_m(ping.lon, ping.lat, st.pending.lon, st.pending.lat, params.radius_m):
         # two outside fixes together: it left and stopped again right away (or is creeping)
         new = _pair(st.pending, ping, params, authorized)
     else:
@@ -233,4 +233,4 @@ def holds(motion: Motion, lon: float, lat: float) -> bool:
     """
     if motion.stationary_since is None or motion.centre_lon is None or motion.centre_lat is None:
         return False
-    return haversine_m(lon, lat, motion.centre_lon, motion.centre_lat) <= motion.radius_m
+    return within_m(lon, lat, motion.centre_lon, motion.centre_lat, motion.radius_m)

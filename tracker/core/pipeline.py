@@ -15,11 +15,11 @@ for one fix, each computed once and shared:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from geofences import FenceIndex
+from geofences import FenceIndex, FenceKind
 from tracker.core import geofence, motion
 from tracker.core.dark import DarkDetector
 from tracker.core.detector import Detector, FixContext, Motion, TickContext, in_authorized_zone, next_instant
@@ -160,7 +160,7 @@ class Pipeline:
 
     # ---- fixes ----------------------------------------------------------------------------------
 
-    def prefetch(self, pings: Iterable[Ping]) -> None:
+    def prefetch(self, pings: Iterable[Ping], previous: Mapping[str, Fix | None] | None = None) -> None:
         """Look up the raw fence membership of a whole micro-batch at once, before stepping it.
 
         Membership with hysteresis needs the device's previous membership, known only once its previous
@@ -168,14 +168,44 @@ class Pipeline:
         vectorised lookup for the batch replaces one lookup per fix. The result is kept until the next
         call and only for the index it came from; a fix not in it is looked up on its own, so calling
         this never changes an answer, only how fast it comes.
+
+        ``previous``: each device's last accepted fix before the batch (its state's ``last``). Given it, the
+        fences every hop of the batch meets are computed at once too (``FenceIndex.prefetch_crossings``),
+        taking each device's previous fix in the batch as the start of its next hop; a hop that turns out
+        otherwise (that fix was rejected) is looked up on its own.
         """
-        points = list(dict.fromkeys((p.lon, p.lat) for p in pings))
+        batch = list(pings)
+        hops: list[tuple[float, float, float, float]] = []
+        rules = [r.params.geofence for r in (self._default, *self._ports.values())]
+        if previous is not None:
+            longest = max(g.max_cross_gap_s for g in rules)
+            before: dict[str, tuple[float, float, datetime]] = {
+                d: (f.lon, f.lat, f.ts) for d, f in previous.items() if f is not None
+            }
+            for p in batch:
+                b = before.get(p.device_id)
+                if b is not None and (b[0], b[1]) != (p.lon, p.lat) and 0 < (p.ts - b[2]).total_seconds() <= longest:
+                    hops.append((b[0], b[1], p.lon, p.lat))
+                if b is None or p.ts > b[2]:
+                    before[p.device_id] = (p.lon, p.lat, p.ts)
+            hops = list(dict.fromkeys(hops))
+        # the hops' start points too: the fences both ends lie in are assumed excluded from their crossings
+        points = list(dict.fromkeys([(p.lon, p.lat) for p in batch] + [(h[0], h[1]) for h in hops]))
         if not points:
             self._raw = {}
-            return
-        raw = self.index.fences_at([p[0] for p in points], [p[1] for p in points])
-        self._raw = dict(zip(points, raw, strict=True))
-        self._raw_index = self.index
+        else:
+            raw = self.index.fences_at([p[0] for p in points], [p[1] for p in points])
+            self._raw = dict(zip(points, raw, strict=True))
+            self._raw_index = self.index
+        self.index.prefetch_crossings(
+            [h[0] for h in hops],
+            [h[1] for h in hops],
+            [h[2] for h in hops],
+            [h[3] for h in hops],
+            [self._raw[(h[0], h[1])] | self._raw[(h[2], h[3])] for h in hops],
+            # the shortest part inside a fence that any port's rules count as a crossing, per fence kind
+            {k: min(g.min_cross_gate_m if k is FenceKind.GATE else g.min_cross_m for g in rules) for k in FenceKind},
+        )
 
     def _prefetched(self, ping: Ping) -> frozenset[str] | None:
         if self._raw_index is not self.index:
