@@ -28,11 +28,14 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from geofences import FenceIndex, FenceKind, haversine_m, load_port
+import numpy as np
+import shapely
+
+from geofences import FenceIndex, FenceKind, LocalProjection, haversine_m, load_port
 from tracker.config import Settings
 from tracker.core.engine import Engine
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Ping, Severity
@@ -173,9 +176,18 @@ def translate(trace: Trace, device_id: str, lon0: float, lat0: float, start: dat
     return pings
 
 
+PATH_INSIDE_M = 20.0
+"""A restricted-fence visit in which the translated path itself lies this far inside the fence (twice the 10 m entry
+margin, four sigma of a 5 m receiver) is the path's doing, not the detector's: the trace does not follow Santos roads,
+and a path that drives 30 m into a vacant lot has entered it. Such entries and their exits are counted apart (true to
+the path) from those the noise, a gap or the hysteresis could have made, on which the target is judged."""
+
+
 def replay_one(pipeline_index: FenceIndex, pings: list[Ping], device_id: str) -> list[Alert]:
     engine = Engine(Pipeline(pipeline_index), kinds={device_id: DeviceKind.TRUCK}, tick_every_s=5.0)
-    engine.run(pings, until=pings[-1].ts + timedelta(minutes=10))
+    # the clock stops with the recording (as in bench.detection, RUN_ON_S): a trace ending inside the port is the end
+    # of the file, not a tracker falling silent, and ticking on past it raised a loss for a bus whose route ends there
+    engine.run(pings, until=pings[-1].ts)
     raised: dict[str, Alert] = {}
     for em in engine.emitted:
         ev = em.event
@@ -185,6 +197,42 @@ def replay_one(pipeline_index: FenceIndex, pings: list[Ping], device_id: str) ->
         elif ev.severity in SECURITY:
             raised.setdefault(str(ev.id), ev)
     return list(raised.values())
+
+
+def depth_inside_m(index: FenceIndex, fence_id: str, lon: float, lat: float) -> float:
+    """How far (m) a point lies inside a fence; 0 outside."""
+    fence = index.get(fence_id)
+    if not shapely.contains_xy(fence.geometry, lon, lat):
+        return 0.0
+    proj = LocalProjection(lon, lat)
+    ring = shapely.transform(fence.geometry.exterior, lambda xy: np.column_stack(proj.to_xy(xy[:, 0], xy[:, 1])))
+    return float(ring.distance(shapely.Point(0.0, 0.0)))
+
+
+def true_to_path(index: FenceIndex, pings: list[Ping], alerts: list[Alert]) -> set[str]:
+    """Ids of restricted-fence entries (and their exits) whose visit takes the path itself ``PATH_INSIDE_M`` inside.
+
+    A visit runs from its entry alert to the next exit alert of that fence (or the end of the trace)."""
+    out: set[str] = set()
+    fence_alerts = sorted(
+        (a for a in alerts if a.kind in ("geofence_enter", "geofence_exit") and a.fence_id is not None),
+        key=lambda a: a.ts,
+    )
+    for a in fence_alerts:
+        if a.kind != "geofence_enter" or index.get(str(a.fence_id)).kind is not FenceKind.RESTRICTED:
+            continue
+        exit_ = next(
+            (b for b in fence_alerts if b.kind == "geofence_exit" and b.fence_id == a.fence_id and b.ts > a.ts), None
+        )
+        until = exit_.ts if exit_ is not None else pings[-1].ts
+        deepest = max(
+            (depth_inside_m(index, str(a.fence_id), p.lon, p.lat) for p in pings if a.ts <= p.ts <= until), default=0.0
+        )
+        if deepest >= PATH_INSIDE_M:
+            out.add(str(a.id))
+            if exit_ is not None:
+                out.add(str(exit_.id))
+    return out
 
 
 def per_1000_km(counts: Counter[str], km: float) -> dict[str, float]:
@@ -211,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         alerts = replay_one(index, pings, dev)
         inside = sum(1 for f in index.fences_at([q.lon for q in pings], [q.lat for q in pings]) if f)
         kinds = Counter(a.kind for a in alerts)
+        path_ids = true_to_path(index, pings, alerts)
+        path_kinds = Counter(a.kind for a in alerts if str(a.id) in path_ids)
         hours = (tr.ts[-1] - tr.ts[0]).total_seconds() / 3600.0
         gaps = sorted((tr.ts[j] - tr.ts[j - 1]).total_seconds() for j in range(1, len(tr.ts)))
         rows.append(
@@ -225,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "hours": round(hours, 2),
                 "median_interval_s": gaps[len(gaps) // 2] if gaps else None,
                 "alerts": dict(kinds),
+                "alerts_true_to_path": dict(path_kinds),
             }
         )
         c, km, h = by_source.get(tr.source, (Counter(), 0.0, 0.0))
@@ -234,12 +285,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             for a in sorted(alerts, key=lambda a: a.ts)[:5]
         )
     vehicle_alerts: Counter[str] = Counter()
+    vehicle_path: Counter[str] = Counter()
     vehicle_km = 0.0
     for row in rows:
         if row["mode"] == "vehicle":
             vehicle_alerts += Counter(row["alerts"])
+            vehicle_path += Counter(row["alerts_true_to_path"])
             vehicle_km += row["km"]
     vehicle_rate = per_1000_km(vehicle_alerts, vehicle_km)
+    unexplained = vehicle_alerts - vehicle_path
+    unexplained_rate = per_1000_km(unexplained, vehicle_km)
     total: Counter[str] = Counter()
     total_km = 0.0
     for c, km, _ in by_source.values():
@@ -261,8 +316,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "km": round(vehicle_km, 1),
             "alerts": dict(sorted(vehicle_alerts.items())),
             "alerts_per_1000_km": vehicle_rate,
+            "alerts_true_to_path": dict(sorted(vehicle_path.items())),
+            "true_to_path_rule": f"restricted-fence entry (and its exit) whose visit puts the path itself at least "
+            f"{PATH_INSIDE_M:g} m inside the fence",
+            "alerts_not_explained_by_path": dict(sorted(unexplained.items())),
+            "alerts_not_explained_per_1000_km": unexplained_rate,
             "target_per_1000_km_per_kind": VEHICLE_TARGET_PER_1000_KM,
-            "kinds_over_target": {k: v for k, v in vehicle_rate.items() if v > VEHICLE_TARGET_PER_1000_KM},
+            "target_judged_on": "alerts_not_explained_per_1000_km",
+            "kinds_over_target": {k: v for k, v in unexplained_rate.items() if v > VEHICLE_TARGET_PER_1000_KM},
+            "kinds_over_target_counting_every_alert": {
+                k: v for k, v in vehicle_rate.items() if v > VEHICLE_TARGET_PER_1000_KM
+            },
         },
         "by_source": {
             s: {
@@ -285,7 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{s:<22} {v['km']:>8}  {v['alerts_per_1000_km']}")
     print(f"{'all':<22} {res['km']:>8}  {res['alerts_per_1000_km']}")
     veh = res["vehicles"]
-    print(f"{'vehicles':<22} {veh['km']:>8}  {veh['alerts_per_1000_km']}  over target: {veh['kinds_over_target']}")
+    print(f"{'vehicles':<22} {veh['km']:>8}  {veh['alerts_per_1000_km']}")
+    print(f"{'  true to the path':<22} {'':>8}  {veh['alerts_true_to_path']}")
+    print(
+        f"{'  not explained':<22} {'':>8}  {veh['alerts_not_explained_per_1000_km']}  over target: "
+        f"{veh['kinds_over_target']}"
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -9,10 +9,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.detector_helpers import OPEN, at, offset
+from tests.unit.detector_helpers import OPEN, SANTOS, at, offset
 from tracker.core.integrity import IntegrityCheck, IntegrityParams, accepted
-from tracker.core.model import Alert, Event, Ping, Severity
-from tracker.core.state import Fix
+from tracker.core.model import Alert, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
+from tracker.core.pipeline import Pipeline
+from tracker.core.state import DeviceState, Fix
 
 
 @dataclass
@@ -255,3 +256,45 @@ def test_repeat_window_stretches_to_a_slow_trackers_rhythm() -> None:
 
 def test_the_same_spread_on_a_fast_tracker_is_no_burst() -> None:
     assert _spoofed_every_other_report(10).alerts() == []
+
+
+# -- a rejected fix's sensor events (through the pipeline) ---------------------------------------------------
+
+
+def _cleared_box_with_a_jammed_fix(events: tuple[str, ...]) -> tuple[list[Event], DeviceState, DeviceState]:
+    """A cleared box standing in the port, then one fix 20 km off (a teleport the check rejects) carrying ``events``.
+
+    Returns the events of the rejected fix's step, and the states before and after it."""
+    pipeline = Pipeline(SANTOS)
+    state = DeviceState("MSCU1234565", kind=DeviceKind.CONTAINER)
+    for t in (0, 60, 120):
+        state = pipeline.step(state, Ping("MSCU1234565", at(t), *OPEN)).state
+    state = pipeline.inspect(
+        state, Inspection("MSCU1234565", InspectionResult.CLEARED, at(130), "santos-inspection-41", "S1", "C-1")
+    ).state
+    for t in (180, 240):
+        state = pipeline.step(state, Ping("MSCU1234565", at(t), *OPEN)).state
+    before = state
+    result = pipeline.step(before, Ping("MSCU1234565", at(300), *offset(OPEN, 20_000, 0), events=events))
+    assert not accepted(result.flags) and "teleport" in result.flags
+    return list(result.alerts), before, result.state
+
+
+def test_a_door_opening_on_a_fix_rejected_as_a_teleport_still_reaches_the_access_window() -> None:
+    events, before, after = _cleared_box_with_a_jammed_fix(("door_open",))
+    sensor = [e for e in events if isinstance(e, Alert) and e.evidence.get("reason") == "sensor"]
+    assert len(sensor) == 1
+    alert = sensor[0]
+    assert alert.kind == "post_inspection_access" and alert.ts == at(300)
+    assert alert.evidence["events"] == ["door_open"]
+    # judged where the box last plausibly was, not at the spoofed position
+    assert (alert.evidence["fix"]["lon"], alert.evidence["fix"]["lat"]) == OPEN
+    assert any(isinstance(e, Alert) and e.kind == "gps_integrity" for e in events)
+    # the rejected position moved nothing: the last accepted fix, the fences and the motion are those before it
+    assert after.last == before.last and after.fences == before.fences and after.motion == before.motion
+
+
+def test_a_rejected_fix_without_sensor_events_raises_no_access_alert() -> None:
+    events, before, after = _cleared_box_with_a_jammed_fix(())
+    assert [e for e in events if isinstance(e, Alert) and e.kind == "post_inspection_access"] == []
+    assert after.post_inspection_access == before.post_inspection_access

@@ -200,6 +200,69 @@ def test_a_stale_truck_position_draws_no_conclusion_but_is_noted() -> None:
     assert sep.evidence["unverified_since"] == at(200).isoformat()
 
 
+def test_trackers_reporting_every_five_minutes_in_step_still_see_a_dropped_box() -> None:
+    """Both trackers at a five-minute rhythm, the truck's fix always delivered a second after the box's: no truck
+    fix is ever within ``stale_s`` of a box fix, but the box has stood at one spot since before each of them."""
+
+    def run(away: bool) -> Sim:
+        sim = Sim()
+        sim.pair("CONT", "TRK", 0)
+        for t in (0, 300):  # dropped on the shoulder, the truck still beside it
+            sim.fix("CONT", t, 0, 0)
+            sim.fix("TRK", t + 1, 5, 0, K)
+        for i, t in enumerate((600, 900, 1200)):
+            sim.fix("CONT", t, 0, 0)
+            sim.fix("TRK", t + 1, 800 + 400 * i if away else 5, 0, K)
+        return sim
+
+    (sep,) = run(away=True).alerts(SEPARATED)
+    assert sep.ts == at(1200)  # readings at 900 (truck fix of 601) and 1200 (of 901): no fix shared
+    assert sep.evidence["lag_s"] == 299.0
+    assert run(away=False).alerts() == []
+
+
+def test_a_truck_fix_a_fraction_of_a_second_before_the_boxs_stop_began_still_counts() -> None:
+    """The same five-minute rhythm, the truck's fix 0.4 s ahead of the box's: the box's stop began just after it, so
+    the box was within 0.4 s of driving (10 m at 25 m/s) of its stop then, and the reading counts with that slack."""
+    sim = Sim()
+    sim.pair("CONT", "TRK", 0)
+    sim.fix("CONT", 0, -300, 0)
+    sim.fix("TRK", 0.6, -295, 0, K)
+    for i, t in enumerate((300, 600, 900)):
+        sim.fix("CONT", t, 0, 0)  # the box stands from 300 on
+        sim.fix("TRK", t - 0.4, 1500 + 300 * i, 0, K)  # taken 0.4 s before, delivered after: it drove on
+    (sep,) = sim.alerts(SEPARATED)
+    assert sep.ts == at(900)  # first reading at 600 (the truck's fix of 299.6), second at 900 (of 899.6)
+    assert sep.evidence["first_reading"]["at"] == at(600).isoformat()
+
+
+def test_a_reading_by_the_stop_centre_for_a_fix_outside_the_stop_shares_the_fix_before() -> None:
+    """Truck and box pull up together; the box's first fix there is a multipath jump 160 m back, which the stationary
+    model takes into a stop (one reading "apart"). Its next fix, beside the truck, lies outside that stop and is
+    compared by the stop's centre, which rests on the jump: no independent second reading, no separation."""
+    world = World()
+    t_lon, t_lat = (float(v) for v in PROJ.to_lonlat(0, 0))
+    c_lon, c_lat = (float(v) for v in PROJ.to_lonlat(-160, 0))
+    stop = Motion(at(0), c_lon, c_lat, 15.0)  # the stop the jump made: its fixes are 160 m back
+
+    def run(second_x: float) -> list[Alert]:
+        state: PairingState | None = DET.pair(None, "TRK", at(0))
+        events: list[Event] = []
+        previous: Fix | None = None
+        for t, x in ((30, -160.0), (60, second_x)):
+            world.update(Position("TRK", K, at(t - 5), t_lon, t_lat, at(0), speed=0.0, centre=(t_lon, t_lat)))
+            lon, lat = (float(v) for v in PROJ.to_lonlat(x, 0))
+            ctx = FixContext("BOX", C, previous, frozenset({"P"}), frozenset({"P"}), stop, INDEX, world, "callao")
+            state, out = DET.on_fix(state, Ping("BOX", at(t), lon, lat, speed=0.0), ctx)
+            events.extend(out)
+            previous = Fix(at(t), lon, lat)
+        return [e for e in events if isinstance(e, Alert)]
+
+    assert run(5.0) == []
+    # the same second fix inside the stop (the box really stands 160 m from its truck) is a second reading
+    assert [a.kind for a in run(-159.0)] == [SEPARATED]
+
+
 def test_one_truck_outlier_never_confirms_itself() -> None:
     """A truck fix thrown 250 m off while the container reports twice is one reading, not two."""
     sim = Sim()

@@ -14,7 +14,7 @@ from tests.unit import synthetic
 from tests.unit.detector_helpers import stored
 from tracker.core.detector import AUTHORIZED_STOP_KINDS, FixContext, Motion, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
-from tracker.core.rendezvous import Params, RendezvousDetector, meeting_key
+from tracker.core.rendezvous import Params, RendezvousDetector, meeting_key, stands_at_fix
 from tracker.core.state import Fix
 from tracker.core.world import Position, World
 
@@ -309,6 +309,68 @@ def test_a_tick_skips_the_devices_own_partner_known_from_its_world_position() ->
 
     assert len(raised(None)) == 1
     assert raised("B") == []
+
+
+def _xy(x: float, y: float) -> tuple[float, float]:
+    lon, lat = (float(v) for v in PROJ.to_lonlat(x, y))
+    return lon, lat
+
+
+@pytest.mark.parametrize(
+    ("speed", "centre", "fires"),
+    [
+        (None, (5.0, 0.0), True),  # standing at its stop
+        (0.0, None, True),  # no centre known: the stop is where its fix is
+        (12.0, (5.0, 0.0), False),  # reports road speed: driving off, its stop not yet ended
+        (None, (600.0, 0.0), False),  # its stop is 600 m back: this fix is the departure passing by
+    ],
+)
+def test_a_neighbours_first_fix_after_leaving_its_stop_does_not_stand_beside_anyone(
+    speed: float | None, centre: tuple[float, float] | None, fires: bool
+) -> None:
+    # A sparse tracker (one fix every two minutes) that stood ten minutes on its own shoulder drives past a parked
+    # truck: its first fix outside the stop lies 5 m from the truck and still carries the stop's start, since the
+    # stationary model holds one outside fix as a possible outlier (edge-style benchmark, Santos seed 1)
+    world = World()
+    lon_a, lat_a = _xy(0, 0)
+    world.update(Position("A", DeviceKind.TRUCK, at(250), lon_a, lat_a, at(0), outside_since=at(0)))
+    world.update(
+        Position(
+            "B",
+            DeviceKind.TRUCK,
+            at(260),
+            *_xy(5, 0),
+            at(20),
+            outside_since=at(20),
+            speed=speed,
+            centre=None if centre is None else _xy(*centre),
+        )
+    )
+    _, events = _tick(world, "A", Fix(at(250), lon_a, lat_a), at(0), at(400), None)
+    assert len(events) == (1 if fires else 0)
+
+
+def test_the_devices_own_departure_fix_does_not_start_a_meeting() -> None:
+    def raised(own_speed: float | None) -> list[Event]:
+        world = World()
+        lon_a, lat_a = _xy(0, 0)
+        world.update(
+            Position("A", DeviceKind.TRUCK, at(250), lon_a, lat_a, at(0), outside_since=at(0), speed=own_speed)
+        )
+        world.update(Position("B", DeviceKind.TRUCK, at(260), *_xy(5, 0), at(20), outside_since=at(20)))
+        return _tick(world, "A", Fix(at(250), lon_a, lat_a), at(0), at(400), None)[1]
+
+    assert len(raised(None)) == 1
+    assert raised(11.0) == []
+
+
+def test_stands_at_fix_needs_the_fix_at_its_stop_and_no_road_speed() -> None:
+    lon, lat = _xy(0, 0)
+    assert stands_at_fix(lon, lat, None, at(0), _xy(40, 0))
+    assert not stands_at_fix(lon, lat, None, at(0), _xy(60, 0))
+    assert not stands_at_fix(lon, lat, 2.5, at(0), None)
+    assert stands_at_fix(lon, lat, 1.5, at(0), None)
+    assert not stands_at_fix(lon, lat, 0.0, None, None)  # moving: no stop at all
 
 
 def test_a_neighbour_whose_tracker_went_quiet_long_ago_is_ignored() -> None:

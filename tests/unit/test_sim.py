@@ -25,6 +25,7 @@ from tracker.sim.scenario import (
     EDGE_AUTHORIZED_M,
     NIGHT_START,
     SPARSE_INTERVALS,
+    STOP_RULE_S,
     Scenario,
     SimConfig,
     StagingStyle,
@@ -334,3 +335,24 @@ def test_the_edge_style_runs_at_night_with_sparse_trackers_and_stages_near_zones
         assert d > EDGE_AUTHORIZED_M[0] - SHOULDER_OFFSET_M, f"{t.kind} staged {d:.0f} m from an authorised zone"
         near += d <= EDGE_AUTHORIZED_M[1] + SHOULDER_OFFSET_M
     assert near, "no anomaly was staged near an authorised zone"
+
+
+@pytest.mark.parametrize("seed", [3, 6])
+def test_an_edge_style_stop_outlasts_the_rule_by_two_intervals_of_the_slower_tracker(
+    graph: RoadGraph, seed: int
+) -> None:
+    """A five-minute tracker shows such a stop with at least three fixes; a seven-minute stop held one, which no
+    product can tell from a slow drive past (at these seeds a stop drawn shorter than that is lengthened)."""
+    cfg = SimConfig(trucks=12, hours=1, anomaly_share=1.0, seed=seed, style=StagingStyle.EDGE)
+    sc = generate(cfg, graph)
+    by_dev: dict[str, list[float]] = {}
+    for p in sc.pings:
+        by_dev.setdefault(p.device_id, []).append(p.ts.timestamp())
+    median = {d: statistics.median(b - a for a, b in itertools.pairwise(sorted(set(ts)))) for d, ts in by_dev.items()}
+    trips = {t.trip: t for t in sc.trip_log}
+    unexpected = [t for t in sc.truth if t.kind is AnomalyKind.UNEXPECTED_STOP]
+    assert unexpected
+    for t in unexpected:
+        assert t.trip is not None
+        slowest = max(median[trips[t.trip].truck], median[trips[t.trip].container])
+        assert (t.end - t.start).total_seconds() >= STOP_RULE_S + 2 * slowest - 10

@@ -93,6 +93,38 @@ def test_fixes_every_5_minutes_fire_on_the_second_fix() -> None:
     assert alert.ts == at(300) and alert.key == at(0).isoformat()
 
 
+def test_two_fixes_at_road_speed_five_minutes_and_40_m_apart_are_no_stop() -> None:
+    # a tracker reporting every five minutes, one fix just before a gate queue and one just after it: the cluster
+    # spans five minutes, but both fixes say the box is driving (edge-style benchmark, Santos seed 1)
+    r = runner()
+    r.fix(0, *OPEN, speed=11.4)
+    r.fix(300, *offset(OPEN, 40, 0), speed=10.2)
+    assert alerts(r.events) == []
+    # the same two fixes reporting no speed are a five-minute stop
+    r = runner()
+    r.fix(0, *OPEN, speed=0.0)
+    r.fix(300, *offset(OPEN, 40, 0), speed=0.0)
+    assert len(alerts(r.events)) == 1
+
+
+def test_a_stop_seeded_by_a_rolling_fix_is_timed_from_the_first_fix_that_stands() -> None:
+    # a truck slowing into a quay beside a restricted lot: its last rolling fix (2.8 m/s) lands in the lot, the next
+    # stands; two minutes from the rolling fix were a restricted-zone stop (edge-style benchmark, Santos seed 4)
+    r = runner()
+    r.fix(0, *RESTRICTED, speed=2.8)
+    r.fix(120, *offset(RESTRICTED, 5, 0), speed=0.0)
+    assert alerts(r.events) == []
+    r.fix(240, *offset(RESTRICTED, 3, 0), speed=0.0)
+    [alert] = alerts(r.events)  # standing since 120 s: two minutes at 240 s
+    assert alert.ts == at(240) and alert.evidence["started_at"] == at(120).isoformat()
+    assert alert.key == at(0).isoformat()  # the stop is still the cluster that began at the rolling fix
+    # the same fixes with the first one standing are a two-minute stop at 120 s
+    r = runner()
+    r.fix(0, *RESTRICTED, speed=0.0)
+    r.fix(120, *offset(RESTRICTED, 5, 0), speed=0.0)
+    assert [a.ts for a in alerts(r.events)] == [at(120)]
+
+
 def test_time_to_alert_is_at_most_one_interval() -> None:
     r = runner()
     r.run(parked(OPEN, range(0, 1000, 240)))

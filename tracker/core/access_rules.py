@@ -34,6 +34,7 @@ from tracker.core.access_state import (
 from tracker.core.detector import FixContext
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, Ping, Severity
+from tracker.core.rendezvous import position_stands
 from tracker.core.rules import (
     median_interval,
     met,
@@ -387,6 +388,8 @@ class AccessRules:
                 standing = standing_since(pos, p.still_speed_ms)
                 if pos.device_id == run.s.paired_truck or standing is None:
                     continue  # moving, or standing in an authorized zone (a quay, a yard) beside the box's edge
+                if pos.stationary_since is not None and not position_stands(pos):
+                    continue  # its newest fix is a departure passing by, not a stand (tracker.core.rendezvous)
                 if abs((ping.ts - pos.ts).total_seconds()) > p.alongside_max_age_s:
                     continue
                 # both have stood outside authorized zones since the later of the two, and not before clearance

@@ -152,6 +152,12 @@ class Detector(ABC, Generic[S]):
         """A declared pairing of this container with ``truck_id`` (None: unpaired); the default ignores it."""
         return state
 
+    def on_sensor(self, state: S, ping: Ping, ctx: FixContext) -> tuple[S, list[Event]]:
+        """The sensor events of a fix the integrity check rejected, placed at the last accepted fix (``ctx``
+        holds its fences); the default ignores them. Only a rule about what the tracker sensed (a door, a
+        seal) belongs here: nothing about the implausible position may be learned from it."""
+        return state, []
+
 
 class Timed(Protocol):
     """Detectors that can tell, from their own state alone, when a tick could next do anything.

@@ -318,6 +318,25 @@ class AccessWindowDetector(AccessRules, Detector[AccessState | None]):
             run.update(intervals=learned)
         return _stored(run.s), run.events
 
+    def on_sensor(
+        self, state: AccessState | None, ping: Ping, ctx: FixContext
+    ) -> tuple[AccessState | None, list[Event]]:
+        """Sensor events of a fix the integrity check rejected: the door opened even if the position is implausible.
+
+        The pipeline hands over such a fix placed at the last accepted one (``ctx`` holds its fences). Only the
+        sensor rule runs: nothing about stops, zones, meetings or the reporting rhythm is learned from it.
+        """
+        if ctx.kind is not DeviceKind.CONTAINER or state is None:
+            return state, []
+        run = _Run(state, ctx.device_id)
+        window = run.s.window
+        if window is None or ping.ts < window.ts:
+            return state, []
+        self._sensor(run, window, ping, ctx)
+        if not run.events:
+            return state, []
+        return _stored(run.s), run.events
+
     def _learn(self, intervals: tuple[float, ...], previous: Fix | None, ping: Ping) -> tuple[float, ...]:
         if previous is None or ping.ts <= previous.ts:
             return intervals

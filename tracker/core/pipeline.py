@@ -226,6 +226,9 @@ class Pipeline:
             late = "duplicate_ts" if ping.ts == last.ts else "late"
             return StepResult(new, tuple(out), (*flags, late) if late not in flags else flags)
         if not accepted(flags):
+            if ping.events and last is not None:
+                new, sensed = self._sensed_on_rejected(state, new, ping, last, rules)
+                out.extend(self._with_port(new, sensed))
             return StepResult(new, tuple(out), flags)
         if new is state:
             new = state.copy()
@@ -262,6 +265,39 @@ class Pipeline:
         new.trips, trips = self.trips.fix(state.trips, ping, ctx, out)
         self._place(new, moving, ping.speed)
         return StepResult(new, self._with_port(new, out), flags, trips)
+
+    def _sensed_on_rejected(
+        self, state: DeviceState, new: DeviceState, ping: Ping, last: Fix, rules: _Rules
+    ) -> tuple[DeviceState, list[Event]]:
+        """The sensor events of a fix the integrity check rejected, for detectors that judge them (``on_sensor``).
+
+        Integrity keeps an implausible position away from the detectors, not what the tracker sensed: a door
+        opened whatever the receiver made of its position (a jammer beside the box is when one would open). The
+        event is judged at the last accepted fix and fences; no other state of the device changes.
+        """
+        at_last = replace(ping, lon=last.lon, lat=last.lat, speed=None, heading=None, accuracy=None)
+        ctx = FixContext(
+            device_id=state.device_id,
+            kind=state.kind,
+            previous=last,
+            fences_before=state.fences,
+            fences=state.fences,
+            motion=motion.current(state.motion),
+            index=self.index,
+            world=self.world,
+            params_port=self._port_of(state.fences),
+            paired_with=self._partner(state),
+        )
+        out: list[Event] = []
+        for det in rules.detectors:
+            current = det.read(new)
+            det_state, det_events = det.on_sensor(current, at_last, ctx)
+            if det_state is not current:
+                if new is state:
+                    new = state.copy()
+                det.write(new, det_state)
+            out.extend(det_events)
+        return new, out
 
     def _place(self, state: DeviceState, moving: Motion, speed: float | None = None) -> None:
         """Put the device's last accepted fix in the world view (after a fix, and when restoring)."""

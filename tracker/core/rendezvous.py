@@ -10,6 +10,12 @@ devices of a meeting reach the same alert id: the alert is filed under the alpha
 first device and keyed by the pair and the moment they were first both standing there, so
 the store keeps one alert whichever side noticed first.
 
+A device counts as standing only while its newest fix shows it at its stop (:func:`stands_at_fix`): a stop
+lasts until a second fix outside it, so a tracker that has just driven off still carries its stop's start
+while its newest fix is wherever it has got to. A sparse tracker passing a parked truck at road speed puts
+one fix beside it, and the stop it left 600 m back made the pair look ten minutes old (measured: most false
+meetings of the detection benchmark's edge style, and its false "alongside" alerts, were this).
+
 Time together counts from when both were standing *outside* authorized zones
 (``Motion.outside_since``), not from the start of their stops: two trucks that waited side by
 side in a yard and leave together send their first fixes from the road just outside, while
@@ -30,7 +36,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from geofences import FenceIndex, FenceKind, haversine_m
-from tracker.core.detector import Detector, FixContext, TickContext, first_after, in_authorized_zone, next_instant
+from tracker.core.detector import (
+    Detector,
+    FixContext,
+    Motion,
+    TickContext,
+    first_after,
+    in_authorized_zone,
+    next_instant,
+)
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
 from tracker.core.rules import met, standing_since, together_since
 from tracker.core.world import Position, World
@@ -59,6 +73,12 @@ class Params:
     port_area_only: bool = True
     """Only meetings of a device inside some fence of the port (terminals, corridors, the port boundary)
     are ours; what happens out in the city is for the police."""
+    stop_radius_m: float = 50.0
+    """A fix further than this from its stop's centre is the device leaving (or an outlier), not standing
+    there: the stationary model's own cluster radius (``[detectors.motion] radius_m``)."""
+    moving_speed_ms: float = 2.0
+    """A fix reporting more than this (m/s) is a device on the move, whatever its stop still says; a parked
+    tracker's Doppler speed stays well below it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +98,7 @@ class _Self:
     fence_id: str | None
     fences: tuple[str, ...]
     paired_with: str | None = None  # its own container (or truck): standing together is expected
+    standing: bool = True  # its fix lies at its stop and reports no road speed (``stands_at_fix``)
 
 
 class _Meeting(msgspec.Struct, frozen=True, array_like=True):
@@ -113,6 +134,38 @@ def _alert_from_json(data: Mapping[str, Any]) -> Alert:
     return Alert.from_state({"kind": KIND, "severity": Severity.HIGH.value, **data})
 
 
+def stands_at_fix(
+    lon: float,
+    lat: float,
+    speed: float | None,
+    stationary_since: datetime | None,
+    centre: tuple[float, float] | None,
+    params: Params | None = None,
+) -> bool:
+    """Whether a device's newest fix shows it standing at its stop, not merely carrying the stop's start.
+
+    The stationary model holds one fix outside a stop as a possible outlier before it ends the stop, so
+    the first fix after a departure still has ``stationary_since`` (and ``outside_since``) of the stop it
+    left, wherever it lies. Standing needs that fix to be within ``stop_radius_m`` of the stop's centre
+    and not to report road speed. Shared by every rule that asks "who stood next to whom" (meetings here,
+    the access window's "alongside").
+    """
+    p = params or _DEFAULT_PARAMS
+    if stationary_since is None:
+        return False
+    if speed is not None and speed > p.moving_speed_ms:
+        return False
+    return centre is None or haversine_m(lon, lat, centre[0], centre[1]) <= p.stop_radius_m
+
+
+def position_stands(pos: Position, params: Params | None = None) -> bool:
+    """:func:`stands_at_fix` for a device's latest position in the world view."""
+    return stands_at_fix(pos.lon, pos.lat, pos.speed, pos.stationary_since, pos.centre, params)
+
+
+_DEFAULT_PARAMS = Params()
+
+
 def _iso(ts: datetime | None) -> str | None:
     return None if ts is None else ts.isoformat()
 
@@ -140,6 +193,10 @@ def _fence_context(index: FenceIndex, fences: frozenset[str], port: str | None) 
         return port, None
     ranked = sorted(fences, key=lambda f: (index.get(f).kind == FenceKind.PORT_BOUNDARY, f))
     return port or index.get(ranked[0]).port, ranked[0]
+
+
+def _centre(m: Motion) -> tuple[float, float] | None:
+    return None if m.centre_lon is None or m.centre_lat is None else (m.centre_lon, m.centre_lat)
 
 
 def _seconds(a: datetime, b: datetime) -> float:
@@ -179,6 +236,9 @@ class RendezvousDetector(Detector[RendezvousState | None]):
             fence_id=fence_id,
             fences=tuple(sorted(ctx.fences)),
             paired_with=ctx.paired_with,
+            standing=stands_at_fix(
+                ping.lon, ping.lat, ping.speed, ctx.motion.stationary_since, _centre(ctx.motion), self.params
+            ),
         )
         return self._evaluate(state or _EMPTY, me, ping.ts, ctx.world)
 
@@ -232,6 +292,14 @@ class RendezvousDetector(Detector[RendezvousState | None]):
             fence_id=fence_id,
             fences=tuple(sorted(ctx.fences)),
             paired_with=None if own is None else own.paired_with,
+            standing=stands_at_fix(
+                ctx.last.lon,
+                ctx.last.lat,
+                None if own is None else own.speed,
+                ctx.motion.stationary_since,
+                _centre(ctx.motion),
+                self.params,
+            ),
         )
         return self._evaluate(state or _EMPTY, me, now, ctx.world)
 
@@ -255,6 +323,7 @@ class RendezvousDetector(Detector[RendezvousState | None]):
             self_fresh
             and me.stationary_since is not None
             and me.outside_since is not None
+            and me.standing
             and not me.authorized
             and (me.in_port or not p.port_area_only)
         )
@@ -265,6 +334,8 @@ class RendezvousDetector(Detector[RendezvousState | None]):
                 standing = standing_since(other)
                 if other.device_id in partners or standing is None:
                     continue
+                if not position_stands(other, p):
+                    continue  # its newest fix is a departure (or an outlier) that happens to lie here
                 if me.paired_with == other.device_id or other.paired_with == me.device_id:
                     continue  # a haul standing together: the box on its own truck
                 if _seconds(at, other.ts) > p.stale_s:

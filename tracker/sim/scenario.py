@@ -106,6 +106,9 @@ DARK_DRIVING_MS = 2.5
 creeps), so the motion detector has seen it moving."""
 RENDEZVOUS_RULE_S = 300.0
 """The meeting length the product's rendezvous rule looks for; injected meetings outlast it (see road_anomaly)."""
+STOP_RULE_S = 300.0
+"""The stop length the product's unexpected-stop rule looks for outside named zones; injected stops outlast it by two
+reporting intervals of the slower tracker on board (see road_anomaly)."""
 ANOMALY_AUTHORIZED_CLEAR_M = 40.0
 """A roadside anomaly is staged this far from every authorised zone: beyond the 25 m fence hysteresis plus noise."""
 ANOMALY_HOLD_S = {
@@ -943,7 +946,11 @@ class _Planner:
         truck.drive([shoulder], 2.0)
         if anomaly is AnomalyKind.UNEXPECTED_STOP:
             t0 = truck.t
-            truck.stay(rng.uniform(*STOP_MIN_S[anomaly]))
+            # long enough for the slower tracker on board to show it beyond the rule twice over, as a meeting is: a
+            # 7-minute stop seen by trackers reporting every five minutes holds one fix, and no product can tell it
+            # from a slow drive past (edge style, Santos seed 3: the one stop missed)
+            seen = STOP_RULE_S + 2 * max(truck.interval, cont.interval)
+            truck.stay(max(rng.uniform(*STOP_MIN_S[anomaly]), seen))
             self.truth.append(GroundTruth(truck.device_id, anomaly, self.at(t0), self.at(truck.t), None, no))
         elif anomaly is AnomalyKind.RENDEZVOUS:
             t0 = truck.t
