@@ -564,8 +564,9 @@ class PairingDetector(Detector[PairingState | None]):
         p = self.params
         best: tuple[float, str] | None = None
         if not stationary:
-            for _, pos in ctx.world.near(fix.lon, fix.lat, self._search_m(speed), exclude=ctx.device_id):
-                if pos.kind != DeviceKind.TRUCK or pos.stationary_since is not None:
+            search = self._search_m(speed)
+            for _, pos in ctx.world.near(fix.lon, fix.lat, search, exclude=ctx.device_id, kind=DeviceKind.TRUCK):
+                if pos.stationary_since is not None:
                     continue
                 gap = self._gap(st, fix, speed, pos, container_stationary=False)
                 if gap is None or gap.distance_m + gap.slack_m > p.infer_m:
@@ -589,9 +590,8 @@ class PairingDetector(Detector[PairingState | None]):
 
         A parked truck is taken to be still where it stands: a container rolling away from it is leaving it,
         which is what this rule is about."""
-        for _, pos in ctx.world.near(fix.lon, fix.lat, self._search_m(speed), exclude=ctx.device_id):
-            if pos.kind != DeviceKind.TRUCK:
-                continue
+        search = self._search_m(speed)
+        for _, pos in ctx.world.near(fix.lon, fix.lat, search, exclude=ctx.device_id, kind=DeviceKind.TRUCK):
             gap = self._gap(st, fix, speed, pos, container_stationary=True)
             if gap is not None and gap.distance_m - gap.slack_m <= self.params.infer_m:
                 return True
