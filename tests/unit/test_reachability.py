@@ -9,12 +9,14 @@ south of the fortress is on no mapped road at all, so the corridors cannot say h
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, time, timedelta
 
 import msgspec
 import pytest
 
 from geofences import FenceIndex, load_port
+from geofences.fence import TimeWindow
 from tracker.config import Settings
 from tracker.core import codec, geofence
 from tracker.core.model import Alert, Ping, Severity
@@ -208,3 +210,20 @@ def test_a_held_crossing_survives_the_store_in_the_typed_and_the_old_string_form
     for kept in (pending, restored.geofence_pending):
         _, alerts, left = geofence.step(index, members, Fix.of(far), after, params, kept)
         assert [a.severity for a in alerts if a.kind == "geofence_cross"] == [Severity.HIGH] and left == frozenset()
+
+
+def _with_dsp07_windows(windows: tuple[TimeWindow, ...]) -> FenceIndex:
+    fences = [replace(f, windows=windows) if f.id == DSP07.id else f for f in SANTOS.fences]
+    return FenceIndex(fences, entry_margin_m=Settings().entry_margin_m)
+
+
+@pytest.mark.parametrize("windows", [(), (TimeWindow(time(2, 0), time(3, 1, 30)),)], ids=["always", "closes"])
+def test_a_jump_back_across_a_fence_is_no_crossing_even_when_its_window_closes(
+    windows: tuple[TimeWindow, ...],
+) -> None:
+    """A multipath jump to the far side of DSP 07-09 and straight back: the proven chord into the jump is held,
+    and the chord back out cancels it. With the fence enforced until 03:01:30 (fixes from 03:00), the jump
+    falls inside the window and the way back after it: the way back must still cancel the held crossing, or a
+    window boundary turns one bad fix into a high-severity crossing."""
+    alerts = _steps(_with_dsp07_windows(windows), (DSP_SOUTH, 0), (DSP_NORTH, 60), (DSP_SOUTH, 120), (DSP_SOUTH, 180))
+    assert [a for a in alerts if a.severity is not Severity.LOW] == []

@@ -290,7 +290,9 @@ def _prism(
             continue  # a fence reload removed it
         fence = index.get(m.fence_id)
         back = m.fence_id in through or m.fence_id in new
-        if not back and not chords_known and m.proven:
+        if not back and m.proven and (not chords_known or fence.windows):
+            # ``through`` leaves out a fence whose time window is closed at this fix: the way back across it is
+            # still the way back (a window closing between the jump and the return proves no crossing)
             back = reachability.chord_enters(fence, last, ping, rp, _graph(index, fence.port, rp))
         if back:
             odd.add(m.fence_id)  # back across (or inside): the fix between was the odd one out
