@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from tests.unit.detector_helpers import OPEN, SANTOS, T0, at, offset
+from tests.unit.detector_helpers import OPEN, RESTRICTED, SANTOS, T0, at, offset
 from tracker.core.batch import Work, run_batch
 from tracker.core.engine import Engine
 from tracker.core.model import DeviceKind, Inspection, InspectionResult, Ping
@@ -128,3 +128,22 @@ def test_the_engine_computes_a_due_time_once_per_device_per_batch() -> None:
     assert pipeline.due_asked == 0  # buffered until the tick boundary (or a read)
     assert len(engine.states["TRK-1"].log) > 0  # reading runs the batch
     assert pipeline.due_asked == 1 and len(pipeline.prefetched) == 1 and len(pipeline.prefetched[0]) == 30
+
+
+def _kinds(engine: Engine) -> list[str]:
+    return [str(getattr(e.event, "kind", "")) for e in engine.emitted]
+
+
+def test_replacing_the_emitted_list_first_runs_what_was_fed_before() -> None:
+    """A caller that swaps in a fresh list to collect what comes next must not find earlier fixes' events in it."""
+    fixes = [Ping("TRK-1", at(s), *offset(RESTRICTED, s * 0.3, 0.0)) for s in (0, 10, 20)]
+    control = Engine(Pipeline(SANTOS), tick_every_s=600.0)
+    for p in fixes:
+        control.feed(p)
+    assert "geofence_enter" in _kinds(control)  # the second fix inside confirms the entry
+    engine = Engine(Pipeline(SANTOS), tick_every_s=600.0)
+    engine.feed(fixes[0])
+    engine.feed(fixes[1])
+    engine.emitted = []
+    engine.feed(fixes[2])
+    assert "geofence_enter" not in _kinds(engine)

@@ -88,6 +88,7 @@ class Engine:
 
     @emitted.setter
     def emitted(self, value: list[Emitted]) -> None:
+        self.flush()  # what was fed before belongs to the list being replaced, not to the new one
         self._emitted = value
 
     @property
