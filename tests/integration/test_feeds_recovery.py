@@ -101,7 +101,7 @@ async def mqtt_tried(stack: StackInfo, dev: str) -> bool:
         return bool(
             await conn.fetchval(
                 "SELECT count(*) FROM outbox o JOIN alerts a USING (alert_id) WHERE a.device_id = $1"
-                " AND o.channel = 'mqtt' AND o.delivered_at IS NULL AND o.attempts > 0",
+                " AND o.channel = 'mqtt' AND o.delivered_at IS NULL AND o.last_error IS NOT NULL",
                 dev,
             )
         )
@@ -404,6 +404,13 @@ async def test_an_outbox_row_refused_for_a_long_time_keeps_its_capped_back_off(s
         assert ids
         await store.pool.execute("UPDATE outbox SET attempts = 5000 WHERE id = ANY($1::bigint[])", ids)
         await store.mark_failed(ids, "not connected", backoff=False)
+        # a refusal while the broker is away is no attempt: the count stays, the error is kept, the row stays due
+        row = await store.pool.fetchrow(
+            "SELECT max(attempts) AS n, max(last_error) AS e, max(next_attempt_at - now()) AS wait FROM outbox"
+            " WHERE id = ANY($1::bigint[])",
+            ids,
+        )
+        assert row["n"] == 5000 and row["e"] == "not connected" and row["wait"].total_seconds() <= 0
         await store.mark_failed(ids, "no PUBACK within 10 s")
         wait = await store.pool.fetchval(
             "SELECT max(next_attempt_at - now()) FROM outbox WHERE id = ANY($1::bigint[])", ids

@@ -187,12 +187,15 @@ class Store(BatchWriter, AuditStore):
     async def mark_failed(self, ids: Sequence[int], error: str, *, backoff: bool = True) -> None:
         """Retry later with capped exponential back-off; a row is never dropped.
 
-        ``backoff=False``: the attempt is counted but the row stays due (MQTT rows while the broker is away:
-        they wait for the connection, not for a delay grown during the outage, and keep their order).
+        ``backoff=False``: MQTT rows while the broker is away. Nothing was sent, so no attempt is counted (the
+        error is kept) and the row stays due: it waits for the connection, not for a delay grown during the
+        outage, and the first real failure after the outage backs off from where the row's real attempts left it
+        (counting the refusals made that first failure wait the full five minutes while later rows went first).
         """
         if ids:
             await self.pool.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = CASE WHEN $3"
+                "UPDATE outbox SET attempts = attempts + CASE WHEN $3 THEN 1 ELSE 0 END, last_error = $2,"
+                " next_attempt_at = CASE WHEN $3"
                 " THEN now() + least(interval '5 minutes', interval '1 second' * power(2, least(attempts, 16)))"
                 " ELSE now() END WHERE id = ANY($1::bigint[])",
                 list(ids),

@@ -170,8 +170,8 @@ _MEMO: dict[str, _Memo] = {}
 against. The service writes a device's state once per batch, and between two batches its window gains a fix or
 two while the other entries stay the very objects they were: at one fix a second a 30 s window re-diffed in
 full cost ~400 µs per write, more than the core spent on the device's fixes. A hit needs the same entry object
-and the same ``after`` object (both held here, so their ids cannot be reused), so the bytes never depend on the
-memo; it holds at most the entries of each device's last written window."""
+(held here, so its id cannot be reused) and an ``after`` equal to the one it was diffed against, so the bytes
+never depend on the memo; it holds at most the entries of each device's last written window."""
 
 
 def encode(state: DeviceState) -> bytes:
@@ -186,7 +186,9 @@ def encode(state: DeviceState) -> bytes:
     logged: list[_Logged] = []
     for entry in reversed(state.log):
         hit = seen.get(id(entry))
-        if hit is not None and hit[0] is entry and hit[1] is after:
+        if hit is not None and hit[0] is entry and (hit[1] is after or hit[1] == after):
+            # (equal: the newest entry was diffed against the state then current, which the next fix's entry
+            # holds as an equal copy; comparing is a C loop, diffing a Python one)
             item = hit[2]
         else:
             p = entry.ping
