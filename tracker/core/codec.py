@@ -164,14 +164,32 @@ def _unalert(a: _Alert, device_id: str, at: datetime) -> Alert:
     return Alert(a.kind, a.severity, a.device_id or device_id, ts, "", a.port, a.fence_id, {}, key)
 
 
-_Memo = dict[int, tuple[Entry, msgspec.Struct, "_Logged"]]
-_MEMO: dict[str, _Memo] = {}
-"""Per device, the written form of each logged entry at its last encoding, with the state it was diffed
-against. The service writes a device's state once per batch, and between two batches its window gains a fix or
-two while the other entries stay the very objects they were: at one fix a second a 30 s window re-diffed in
-full cost ~400 µs per write, more than the core spent on the device's fixes. A hit needs the same entry object
-(held here, so its id cannot be reused) and an ``after`` equal to the one it was diffed against, so the bytes
-never depend on the memo; it holds at most the entries of each device's last written window."""
+class _Written:
+    """One window entry as last written: what it was diffed against, and its msgpack bytes at a given ``dt``."""
+
+    __slots__ = ("after", "entry", "item", "raw")
+
+    def __init__(self, entry: Entry, after: msgspec.Struct, item: _Logged) -> None:
+        self.entry, self.after, self.item = entry, after, item
+        self.raw: tuple[int, bytes] | None = None  # (dt, the item's msgpack with that dt)
+
+
+_MEMO: dict[str, dict[int, _Written]] = {}
+"""Per device, the written form of each logged entry at its last encoding. The service writes a device's state
+once per batch, and between two batches its window gains a fix or two while the other entries stay the very
+objects they were: at one fix a second a 30 s window re-diffed and re-packed in full cost ~400 µs per write,
+more than the core spent on the device's fixes. A hit needs the same entry object (held here, so its id cannot
+be reused) and an ``after`` equal to the one it was diffed against, and the bytes are re-packed whenever the
+entry's ``dt`` changed, so the output never depends on the memo; it holds at most the entries of each device's
+last written window."""
+
+
+class _StoredOut(msgspec.Struct, array_like=True, omit_defaults=True):
+    """:class:`_Stored` as written: the same msgpack, with each logged entry's bytes packed beforehand."""
+
+    state: DeviceState
+    t0: datetime | None = None
+    log: tuple[msgspec.Raw, ...] = ()
 
 
 def encode(state: DeviceState) -> bytes:
@@ -182,39 +200,50 @@ def encode(state: DeviceState) -> bytes:
     bare = replace(state, log=())
     after: msgspec.Struct = bare
     seen = _MEMO.get(dev, {})
-    memo: _Memo = {}
-    logged: list[_Logged] = []
+    memo: dict[int, _Written] = {}
+    written: list[_Written] = []
     for entry in reversed(state.log):
         hit = seen.get(id(entry))
-        if hit is not None and hit[0] is entry and (hit[1] is after or hit[1] == after):
+        if hit is not None and hit.entry is entry and (hit.after is after or hit.after == after):
             # (equal: the newest entry was diffed against the state then current, which the next fix's entry
             # holds as an equal copy; comparing is a C loop, diffing a Python one)
-            item = hit[2]
+            w = hit
+            w.after = after
         else:
             p = entry.ping
-            item = _Logged(
-                0,
-                p.lon,
-                p.lat,
-                _diff(entry.before, after),
-                tuple(_alert(a, dev, p.ts) for a in entry.alerts),
-                tuple(_Update(_alert(u.alert, dev, p.ts), _micros(u.ts, p.ts), u.closes) for u in entry.updates),
-                p.speed,
-                p.heading,
-                p.accuracy,
-                p.events,
+            w = _Written(
+                entry,
+                after,
+                _Logged(
+                    0,
+                    p.lon,
+                    p.lat,
+                    _diff(entry.before, after),
+                    tuple(_alert(a, dev, p.ts) for a in entry.alerts),
+                    tuple(_Update(_alert(u.alert, dev, p.ts), _micros(u.ts, p.ts), u.closes) for u in entry.updates),
+                    p.speed,
+                    p.heading,
+                    p.accuracy,
+                    p.events,
+                ),
             )
-        memo[id(entry)] = (entry, after, item)
-        logged.append(item)
+        memo[id(entry)] = w
+        written.append(w)
         after = entry.before
     _MEMO[dev] = memo
-    logged.reverse()
+    written.reverse()
     t0 = state.log[0].ping.ts
     prev = t0
-    for item, entry in zip(logged, state.log, strict=True):
-        item.dt = _micros(entry.ping.ts, prev)  # set on every write: the oldest entry's changes as the window slides
-        prev = entry.ping.ts
-    return zlib.compress(_ENCODER.encode(_Stored(bare, t0, tuple(logged))), _LEVEL)
+    raws: list[msgspec.Raw] = []
+    for w in written:
+        ts = w.entry.ping.ts
+        dt = _micros(ts, prev)  # the oldest entry's changes as the window slides
+        prev = ts
+        if w.raw is None or w.raw[0] != dt:
+            w.item.dt = dt
+            w.raw = (dt, _ENCODER.encode(w.item))
+        raws.append(msgspec.Raw(w.raw[1]))
+    return zlib.compress(_ENCODER.encode(_StoredOut(bare, t0, tuple(raws))), _LEVEL)
 
 
 def decode(data: bytes) -> DeviceState:
