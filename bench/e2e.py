@@ -309,6 +309,22 @@ def stack(command: str, env: dict[str, str], *extra: str) -> None:
         raise RuntimeError(f"deploy/stack.sh {command} failed\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
+def service_env(secrets: dict[str, str], acc: Accounts, dsn: str, mqtt_port: int) -> dict[str, str]:
+    """The service's environment on a throwaway stack: its own broker account, the database as the service
+    role, Santos' fences, unknown devices registered; no owner or broker-admin secret reaches it."""
+    env = {
+        k: v
+        for k, v in secrets.items()
+        if k.startswith("TRACKER_") and "PG_" not in k and not k.startswith("TRACKER_MQTT_ADMIN_")
+    }
+    env.update(
+        TRACKER_MQTT_USERNAME=acc.service[0], TRACKER_MQTT_PASSWORD=acc.service[1], TRACKER_DB_DSN=dsn,
+        TRACKER_MQTT_HOST="127.0.0.1", TRACKER_MQTT_PORT=str(mqtt_port), TRACKER_HTTP_HOST="127.0.0.1",
+        TRACKER_HTTP_PORT=str(free_port()), TRACKER_FENCE_FILES=str(SANTOS), TRACKER_UNKNOWN_DEVICES="register",
+    )  # fmt: skip
+    return env
+
+
 class Service:
     """``tracker run`` in a process of its own, as deployed (the broker and database are the stack's)."""
 
@@ -483,16 +499,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(f"tracker migrate failed\n{proc.stdout}\n{proc.stderr}")
         acc = await asyncio.to_thread(make_accounts, mqtt_port, secrets, args.connections)
         stack_s = time.perf_counter() - t_stack
-        svc_env = {
-            k: v
-            for k, v in secrets.items()
-            if k.startswith("TRACKER_") and "PG_" not in k and not k.startswith("TRACKER_MQTT_ADMIN_")
-        }
-        svc_env.update(
-            TRACKER_MQTT_USERNAME=acc.service[0], TRACKER_MQTT_PASSWORD=acc.service[1], TRACKER_DB_DSN=dsn,
-            TRACKER_MQTT_HOST="127.0.0.1", TRACKER_MQTT_PORT=str(mqtt_port), TRACKER_HTTP_HOST="127.0.0.1",
-            TRACKER_HTTP_PORT=str(free_port()), TRACKER_FENCE_FILES=str(SANTOS), TRACKER_UNKNOWN_DEVICES="register",
-        )  # fmt: skip
+        svc_env = service_env(secrets, acc, dsn, mqtt_port)
         svc = Service(svc_env, stack_dir / "service.log")
         return await phases(args, mqtt_port, dsn, acc, svc, stack_s)
     except BaseException:

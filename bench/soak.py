@@ -52,12 +52,12 @@ if __package__ in (None, ""):  # run as a script: the repository root holds the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.e2e import (
-    SANTOS,
     RawPublisher,
     Service,
     free_port,
     make_accounts,
     parse_env,
+    service_env,
     stack,
 )
 from bench.hotpath import spots
@@ -196,16 +196,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         if proc.returncode != 0:
             raise RuntimeError(f"tracker migrate failed\n{proc.stdout}\n{proc.stderr}")
         acc = await asyncio.to_thread(make_accounts, mqtt_port, secrets, args.connections)
-        svc_env = {
-            k: v
-            for k, v in secrets.items()
-            if k.startswith("TRACKER_") and "PG_" not in k and not k.startswith("TRACKER_MQTT_ADMIN_")
-        }
-        svc_env.update(
-            TRACKER_MQTT_USERNAME=acc.service[0], TRACKER_MQTT_PASSWORD=acc.service[1], TRACKER_DB_DSN=dsn,
-            TRACKER_MQTT_HOST="127.0.0.1", TRACKER_MQTT_PORT=str(mqtt_port), TRACKER_HTTP_HOST="127.0.0.1",
-            TRACKER_HTTP_PORT=str(free_port()), TRACKER_FENCE_FILES=str(SANTOS), TRACKER_UNKNOWN_DEVICES="register",
-        )  # fmt: skip
+        svc_env = service_env(secrets, acc, dsn, mqtt_port)
         svc = Service(svc_env, stack_dir / "service.log")
         svc.start()
         await svc.wait_ready(120)
