@@ -242,19 +242,7 @@ class Pipeline:
         if waiting or pending:
             new.geofence_pending = waiting
         out.extend(fence_alerts)
-        partner = self._partner(state)
-        ctx = FixContext(
-            device_id=state.device_id,
-            kind=state.kind,
-            previous=last,
-            fences_before=state.fences,
-            fences=fences,
-            motion=moving,
-            index=self.index,
-            world=self.world,
-            params_port=self._port_of(fences),
-            paired_with=partner,
-        )
+        ctx = self._fix_context(state, fences, moving)
         new.last = Fix.of(ping)
         new.fences = fences
         new.motion = motion_state
@@ -266,6 +254,21 @@ class Pipeline:
         self._place(new, moving, ping.speed)
         return StepResult(new, self._with_port(new, out), flags, trips)
 
+    def _fix_context(self, state: DeviceState, fences: frozenset[str], moving: Motion) -> FixContext:
+        """What the detectors see of a fix of the device in ``state``, placed in ``fences`` and ``moving``."""
+        return FixContext(
+            device_id=state.device_id,
+            kind=state.kind,
+            previous=state.last,
+            fences_before=state.fences,
+            fences=fences,
+            motion=moving,
+            index=self.index,
+            world=self.world,
+            params_port=self._port_of(fences),
+            paired_with=self._partner(state),
+        )
+
     def _sensed_on_rejected(
         self, state: DeviceState, new: DeviceState, ping: Ping, last: Fix, rules: _Rules
     ) -> tuple[DeviceState, list[Event]]:
@@ -276,18 +279,7 @@ class Pipeline:
         event is judged at the last accepted fix and fences; no other state of the device changes.
         """
         at_last = replace(ping, lon=last.lon, lat=last.lat, speed=None, heading=None, accuracy=None)
-        ctx = FixContext(
-            device_id=state.device_id,
-            kind=state.kind,
-            previous=last,
-            fences_before=state.fences,
-            fences=state.fences,
-            motion=motion.current(state.motion),
-            index=self.index,
-            world=self.world,
-            params_port=self._port_of(state.fences),
-            paired_with=self._partner(state),
-        )
+        ctx = self._fix_context(state, state.fences, motion.current(state.motion))
         out: list[Event] = []
         for det in rules.detectors:
             current = det.read(new)
