@@ -117,12 +117,16 @@ class DarkParams:
     (two fixes 20 s apart in one spot) has seen the stop, so the parked limit applies there. Trackers that log on
     motion go quiet within seconds of stopping (two of the four losses of public GeoLife traces replayed into Santos:
     silent 12 and 2.5 minutes, each reappearing within 75 m). Below the slowest a truck drives in traffic, so a
-    blackout while driving keeps the tight limit. Only where a stop is authorised (see ``halt_clear_m``)."""
+    blackout while driving keeps the tight limit. Never close to a restricted fence (see ``halt_clear_m``)."""
     halt_clear_m: float = 50.0
-    """Slowing down buys the parked limit only inside an authorised stop zone (terminal, gate, parking, inspection
-    area, customs yard) and at least this far from every restricted fence. Anywhere else one slow fix followed by a
-    jammer would buy fifteen minutes unwatched, on the road or beside a restricted lot; a device that really stands
-    there still gets the parked limit once the stationary model has seen it stand (two fixes in one spot)."""
+    """Inside an authorised stop zone (terminal, gate, parking, inspection area, customs yard) slowing down buys the
+    parked limit only this far from every restricted fence: one slow fix followed by a jammer beside a restricted lot
+    must not buy fifteen minutes unwatched next to it. A device that really stands there still gets the parked limit
+    once the stationary model has seen it stand (two fixes in one spot)."""
+    halt_clear_open_m: float = 300.0
+    """Outside authorised stop zones (roads, open port ground) the clearance from every restricted fence is wider:
+    nobody parks there on purpose, yet honest trackers do go quiet there as they stop (the two GeoLife losses above
+    were on open ground, over 300 m from any restricted lot), so denying the grace everywhere would flag them."""
 
 
 class DarkState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
@@ -456,18 +460,16 @@ class DarkDetector(Detector[DarkState | None]):
     def _may_halt(self, ping: Ping, ctx: FixContext) -> bool:
         """Whether a device slowing down here may be granted the parked limit before it is seen standing.
 
-        Inside an authorised stop zone, and neither inside nor within ``halt_clear_m`` of a restricted fence: a
-        truck braking into a terminal slot or a gate queue is about to park, one braking on a road or beside a
-        restricted lot has no reason to, and an insider's jammer must not be excused by one slow fix.
+        Never inside a restricted fence nor within ``halt_clear_m`` of one (``halt_clear_open_m`` outside an
+        authorised stop zone): a truck braking into a terminal slot, a gate queue or on open ground far from any
+        restricted lot is likely parking, one braking beside a restricted lot has no reason to, and an insider's
+        jammer there must not be excused by one slow fix.
         """
-        if not ctx.authorized_stop():
-            return False
         index = ctx.index
         if any(f in index and index.get(f).kind is FenceKind.RESTRICTED for f in ctx.fences):
             return False
-        return not any(
-            shapely.contains_xy(g, ping.lon, ping.lat) for g in _near_restricted(index, self.params.halt_clear_m)
-        )
+        clear = self.params.halt_clear_m if ctx.authorized_stop() else self.params.halt_clear_open_m
+        return not any(shapely.contains_xy(g, ping.lon, ping.lat) for g in _near_restricted(index, clear))
 
     def on_inspection(
         self, state: DarkState | None, inspection: Inspection, ctx: TickContext
