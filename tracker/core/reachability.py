@@ -152,20 +152,29 @@ class CorridorGraph:
         self.adj = adj
         self.exits = np.zeros(len(xy), dtype=np.bool_) if exits is None else exits
         self.inside = inside  # the port (projected): outside it the public streets are not mapped
-        self._cores: dict[tuple[str, float], tuple[BaseGeometry, BaseGeometry]] = {}
+        self._cores: dict[tuple[str, float], tuple[BaseGeometry, BaseGeometry, tuple[float, float, float, float]]] = {}
 
     def core(self, fence: Fence, edge_m: float) -> BaseGeometry:
         """The fence shrunk by ``edge_m`` in the graph's plane, prepared; kept per fence (every judgement of a fence
         needs it, and building it, a projection and a negative buffer, cost more than the rest of most judgements).
         """
+        return self._core(fence, edge_m)[0]
+
+    def core_bounds(self, fence: Fence, edge_m: float) -> tuple[float, float, float, float]:
+        """The bounding box of :meth:`core` (x0, y0, x1, y1 in the graph's plane; NaN when the core is empty)."""
+        return self._core(fence, edge_m)[1]
+
+    def _core(self, fence: Fence, edge_m: float) -> tuple[BaseGeometry, tuple[float, float, float, float]]:
         key = (fence.id, edge_m)
         hit = self._cores.get(key)
         if hit is not None and hit[0] is fence.geometry:
-            return hit[1]
+            return hit[1], hit[2]
         core = shapely.make_valid(self.proj.project(fence.geometry)).buffer(-edge_m)
         shapely.prepare(core)
-        self._cores[key] = (fence.geometry, core)
-        return core
+        b = core.bounds
+        box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+        self._cores[key] = (fence.geometry, core, box)
+        return core, box
 
     @classmethod
     def build(cls, fences: Iterable[Fence], params: ReachParams | None = None) -> CorridorGraph | None:
@@ -350,11 +359,17 @@ def chord_through(
     """Length (m) of the straight line between two fixes inside the fence's core, whatever the roads (0: none)."""
     p = params or ReachParams()
     proj = graph.proj if graph is not None else LocalProjection(a.lon, a.lat)
+    ax, ay = (float(v) for v in proj.to_xy(a.lon, a.lat))
+    bx, by = (float(v) for v in proj.to_xy(b.lon, b.lat))
+    if graph is not None:
+        # most chords that reach the fence's box miss its core's box (asked at every fix near a watched fence):
+        # no geometry is needed for those; an empty core has a NaN box, which no comparison passes
+        x0, y0, x1, y1 = graph.core_bounds(fence, p.edge_tolerance_m)
+        if not (min(ax, bx) <= x1 and max(ax, bx) >= x0 and min(ay, by) <= y1 and max(ay, by) >= y0):
+            return 0.0
     core = _core(graph, fence, proj, p.edge_tolerance_m)
     if core.is_empty:
         return 0.0
-    ax, ay = (float(v) for v in proj.to_xy(a.lon, a.lat))
-    bx, by = (float(v) for v in proj.to_xy(b.lon, b.lat))
     chord = LineString([(ax, ay), (bx, by)])
     if not chord.intersects(core):
         return 0.0
