@@ -153,6 +153,32 @@ class CorridorGraph:
         self.exits = np.zeros(len(xy), dtype=np.bool_) if exits is None else exits
         self.inside = inside  # the port (projected): outside it the public streets are not mapped
         self._cores: dict[tuple[str, float], tuple[BaseGeometry, BaseGeometry, tuple[float, float, float, float]]] = {}
+        self._blocked: dict[int, tuple[BaseGeometry, list[list[bool]]]] = {}  # see blocked_edges()
+
+    def blocked_edges(self, core: BaseGeometry) -> list[list[bool]]:
+        """For every edge in ``adj`` order (``[u][k]`` for ``adj[u][k]``), whether the straight drive from ``u``
+        to its neighbour enters ``core``: one vectorised test per core, kept while that core is, instead of a
+        line built and tested for every edge each search relaxes (most of a proof's cost)."""
+        hit = self._blocked.get(id(core))
+        if hit is not None and hit[0] is core:
+            return hit[1]
+        us = [u for u, nbrs in enumerate(self.adj) for _ in nbrs]
+        vs = [v for nbrs in self.adj for v, _ in nbrs]
+        if us:
+            # the same lines the search built, one per directed edge (from ``u`` to ``v``)
+            lines = shapely.linestrings(np.stack([self.xy[us], self.xy[vs]], axis=1))
+            flat = np.asarray(shapely.intersects(lines, core)).tolist()
+        else:
+            flat = []
+        out: list[list[bool]] = []
+        k = 0
+        for nbrs in self.adj:
+            out.append(flat[k : k + len(nbrs)])
+            k += len(nbrs)
+        if len(self._blocked) >= 64:
+            self._blocked.clear()
+        self._blocked[id(core)] = (core, out)
+        return out
 
     def core(self, fence: Fence, edge_m: float) -> BaseGeometry:
         """The fence shrunk by ``edge_m`` in the graph's plane, prepared; kept per fence (every judgement of a fence
@@ -270,18 +296,19 @@ class CorridorGraph:
         dist: dict[int, float] = {}
         heap = [(w, n) for n, w in starts]
         heapq.heapify(heap)
+        blocked = self.blocked_edges(core)
+        open_room = room.tolist()
+        bounds = bound.tolist()
         while heap:
             d, u = heapq.heappop(heap)
             if u in dist:
                 continue
             dist[u] = d
-            for v, w in self.adj[u]:
-                if v in dist or not room[v]:
+            for (v, w), cut in zip(self.adj[u], blocked[u], strict=True):
+                if v in dist or not open_room[v]:
                     continue
                 nd = d + w
-                if nd + bound[v] > budget:
-                    continue
-                if shapely.intersects(LineString([self.xy[u], self.xy[v]]), core):
+                if nd + bounds[v] > budget or cut:
                     continue
                 heapq.heappush(heap, (nd, v))
         return dist
