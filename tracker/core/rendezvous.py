@@ -221,6 +221,16 @@ class RendezvousDetector(Detector[RendezvousState | None]):
     def on_fix(
         self, state: RendezvousState | None, ping: Ping, ctx: FixContext
     ) -> tuple[RendezvousState | None, list[Event]]:
+        m = ctx.motion
+        if state is None and (
+            m.stationary_since is None
+            or m.outside_since is None
+            or (self.params.port_area_only and not ctx.fences)
+            or ctx.authorized_stop()
+        ):
+            # nothing open, nothing closed to prune, and no meeting may start (see ``_evaluate``'s ``may_start``):
+            # most fixes of a port, moving or parked in a yard, end here without building the device's picture
+            return None, []
         port, fence_id = _fence_context(ctx.index, ctx.fences, ctx.params_port)
         me = _Self(
             device_id=ctx.device_id,
