@@ -179,6 +179,8 @@ class Timed(Protocol):
 
 
 _TICK = timedelta(microseconds=1)
+_EPOCH = datetime(2000, 1, 1)
+_AFTER: dict[float, timedelta] = {}  # threshold (s) -> the first offset beyond it, see first_after()
 
 
 def first_after(start: datetime, seconds: float) -> datetime:
@@ -187,12 +189,20 @@ def first_after(start: datetime, seconds: float) -> datetime:
     Detectors compare silences as floats; ``start + timedelta(seconds=...)`` rounds to the microsecond, so
     the exact crossing is found by stepping from that estimate (a step or two at most).
     """
-    t = start + timedelta(seconds=seconds)
-    while (t - _TICK - start).total_seconds() > seconds:
-        t -= _TICK
-    while not (t - start).total_seconds() > seconds:
-        t += _TICK
-    return t
+    step = _AFTER.get(seconds)
+    if step is None:
+        # whether ``t`` qualifies depends only on ``t - start``, an exact count of microseconds: the count is
+        # found once per threshold (detectors ask about a handful of them, at every fix and due time)
+        t = _EPOCH + timedelta(seconds=seconds)
+        while (t - _TICK - _EPOCH).total_seconds() > seconds:
+            t -= _TICK
+        while not (t - _EPOCH).total_seconds() > seconds:
+            t += _TICK
+        step = t - _EPOCH
+        if len(_AFTER) >= 4096:
+            _AFTER.clear()
+        _AFTER[seconds] = step
+    return start + step
 
 
 def next_instant(after: datetime | None, last: datetime) -> datetime:
