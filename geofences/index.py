@@ -136,9 +136,11 @@ class FenceIndex:
         self._cells = CellGrid(self._geoms, cell_deg=cell_deg)
         self._sets: dict[tuple[int, ...], frozenset[str]] = {}
         self._segments: SegmentGrid | None = None
-        # hops computed ahead for a batch: (crossings, the exclusion assumed) per segment
+        # hops computed ahead for a batch: (crossings, the exclusion assumed, each crossing's part inside in
+        # metres of the local projection at the hop's start) per segment
         self._met: dict[
-            tuple[float, float, float, float], tuple[tuple[tuple[str, BaseGeometry], ...], frozenset[str]]
+            tuple[float, float, float, float],
+            tuple[tuple[tuple[str, BaseGeometry], ...], frozenset[str], tuple[float, ...]],
         ] = {}
 
     @property
@@ -488,7 +490,50 @@ class FenceIndex:
         keys = list(zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist(), strict=True))
         assumed = list(exclude) if exclude is not None else [_EMPTY] * len(keys)
         answers = self.crossings_batch(x0, y0, x1, y1, assumed, min_inside_m)
-        self._met = dict(zip(keys, zip(answers, assumed, strict=True), strict=True))
+        lengths = self._inside_lengths(keys, answers)
+        self._met = dict(zip(keys, zip(answers, assumed, lengths, strict=True), strict=True))
+
+    @staticmethod
+    def _inside_lengths(
+        keys: Sequence[tuple[float, float, float, float]], answers: Sequence[tuple[tuple[str, BaseGeometry], ...]]
+    ) -> list[tuple[float, ...]]:
+        """The length of every crossing's part inside its fence, in the local projection at its hop's start
+        (``LocalProjection(lon0, lat0)``'s arithmetic, as a one-hop caller measures it), all in one go."""
+        parts = [inside for answer in answers for _, inside in answer]
+        if not parts:
+            return [()] * len(answers)
+        origin = np.empty((len(parts), 2))
+        scale = np.empty((len(parts), 2))
+        k = 0
+        for (lon0, lat0, _, _), answer in zip(keys, answers, strict=True):
+            if answer:
+                n = len(answer)
+                origin[k : k + n] = (lon0, lat0)
+                scale[k : k + n] = (_KY * math.cos(math.radians(lat0)), _KY)
+                k += n
+        geoms = np.empty(len(parts), dtype=object)
+        geoms[:] = parts
+        coords, which = shapely.get_coordinates(geoms, return_index=True)
+        local = shapely.set_coordinates(geoms.copy(), (coords - origin[which]) * scale[which])
+        flat = shapely.length(local).tolist()
+        out: list[tuple[float, ...]] = []
+        k = 0
+        for answer in answers:
+            out.append(tuple(flat[k : k + len(answer)]))
+            k += len(answer)
+        return out
+
+    def met_measured(
+        self, lon0: float, lat0: float, lon1: float, lat1: float, exclude: frozenset[str] = frozenset()
+    ) -> tuple[tuple[str, BaseGeometry, float], ...] | None:
+        """:meth:`met` with each crossing's part inside measured in metres (``LocalProjection(lon0, lat0)``)."""
+        got = self._met.get((lon0, lat0, lon1, lat1))
+        if got is None:
+            return None
+        answer, assumed, lengths = got
+        if not assumed <= exclude:
+            return None
+        return tuple((f, inside, m) for (f, inside), m in zip(answer, lengths, strict=True) if f not in exclude)
 
     def met(
         self, lon0: float, lat0: float, lon1: float, lat1: float, exclude: frozenset[str] = frozenset()
@@ -498,7 +543,7 @@ class FenceIndex:
         got = self._met.get((lon0, lat0, lon1, lat1))
         if got is None:
             return None
-        answer, assumed = got
+        answer, assumed, _ = got
         if not assumed <= exclude:
             return None  # a fence left out ahead is not excluded after all: the hop is looked up on its own
         return tuple(c for c in answer if c[0] not in exclude)

@@ -76,8 +76,8 @@ def crossed(
 ) -> tuple[str, ...]:
     """Fences passed through between two sparse fixes (a gate jumped over between pings).
 
-    The hop's fences come from ``FenceIndex.met`` when ``Pipeline.prefetch`` computed them for the batch, else
-    from the walk of its cells (``FenceIndex.near_segment``) and the exact test of those not excluded.
+    The hop's fences, measured, come from ``FenceIndex.met_measured`` when ``Pipeline.prefetch`` computed them for
+    the batch, else from the walk of its cells (``FenceIndex.near_segment``) and the exact test of those not excluded.
     """
     if last is None or (ping.ts - last.ts).total_seconds() > params.max_cross_gap_s:
         return ()
@@ -95,14 +95,18 @@ def crossed(
     def looked_at(f: str) -> bool:
         return f not in exclude and (gate_fits if index.get(f).kind is FenceKind.GATE else other_fits)
 
-    met = index.met(last.lon, last.lat, ping.lon, ping.lat, exclude)  # computed ahead for a batch (Pipeline.prefetch)
+    # computed (and measured, in the same projection as below) ahead for a batch (Pipeline.prefetch)
+    met = index.met_measured(last.lon, last.lat, ping.lon, ping.lat, exclude)
     if met is not None:
-        candidates = tuple((f, inside) for f, inside in met if looked_at(f))
-    else:
-        among = [f for f in index.near_segment(last.lon, last.lat, ping.lon, ping.lat) if looked_at(f)]
-        if not among:
-            return ()
-        candidates = index.crossings(last.lon, last.lat, ping.lon, ping.lat, exclude, among)
+        return tuple(
+            f
+            for f, _, length in met
+            if looked_at(f) and length >= (gate_m if index.get(f).kind is FenceKind.GATE else cross_m)
+        )
+    among = [f for f in index.near_segment(last.lon, last.lat, ping.lon, ping.lat) if looked_at(f)]
+    if not among:
+        return ()
+    candidates = index.crossings(last.lon, last.lat, ping.lon, ping.lat, exclude, among)
     if not candidates:
         return ()
     # the part of the chord between the fixes inside each fence, measured in LocalProjection(last.lon, last.lat):
