@@ -101,7 +101,8 @@ class _Self:
     standing: bool = True  # its fix lies at its stop and reports no road speed (``stands_at_fix``)
 
 
-class _Meeting(msgspec.Struct, frozen=True, array_like=True):
+# gc=False: immutable values that hold no container able to point back at them (see DeviceState)
+class _Meeting(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A raised meeting; the alert is kept field by field so that updates refer to it unchanged."""
 
     partner: str
@@ -109,7 +110,7 @@ class _Meeting(msgspec.Struct, frozen=True, array_like=True):
     alert: Alert
 
 
-class RendezvousState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+class RendezvousState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """Meetings this device is part of (stored by ``tracker.core.codec``)."""
 
     open: tuple[_Meeting, ...] = ()
