@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from geofences import FenceIndex, FenceKind
 from tracker.core import geofence, motion
 from tracker.core.dark import DarkDetector
@@ -85,8 +87,10 @@ class _Rules:
         return cls(Params(p.geofence, p.motion), default_detectors(p), IntegrityCheck(p.integrity))
 
 
-@dataclass(frozen=True, slots=True)
-class StepResult:
+class StepResult(msgspec.Struct, frozen=True, gc=False):
+    """What one fix, tick or decision came to; built once or twice per fix (a msgspec Struct: cheap to build,
+    and out of the cyclic collector, as the states it holds)."""
+
     state: DeviceState
     alerts: tuple[Event, ...] = ()
     flags: tuple[str, ...] = ()
