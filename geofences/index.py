@@ -136,6 +136,7 @@ class FenceIndex:
         self._cells = CellGrid(self._geoms, cell_deg=cell_deg)
         self._sets: dict[tuple[int, ...], frozenset[str]] = {}
         self._segments: SegmentGrid | None = None
+        self._need: dict[tuple[tuple[FenceKind, float], ...], npt.NDArray[np.float64]] = {}  # see _needs()
         # hops computed ahead for a batch: (crossings, the exclusion assumed, each crossing's part inside in
         # metres of the local projection at the hop's start) per segment
         self._met: dict[
@@ -443,7 +444,7 @@ class FenceIndex:
             keep = ~_isin_sorted(si * nf + fi, codes)
             si, fi = si[keep], fi[keep]
         if min_inside_m and len(si):
-            need = np.array([min_inside_m.get(f.kind, 0.0) for f in self._fences])
+            need = self._needs(min_inside_m)
             sx0, sy0, sx1, sy1 = x0[moving], y0[moving], x1[moving], y1[moving]
             hop = np.hypot((sx1 - sx0) * (_KY * np.cos(np.radians(sy0))), (sy1 - sy0) * _KY)
             keep = hop[si] >= need[fi] * (1 - 2e-9)  # twice the per-fix slack: numpy's cos may differ by an ulp
@@ -468,6 +469,14 @@ class FenceIndex:
             items.sort(key=lambda t: (t[0], t[1]))
             out[rows[s_]] = tuple((fid, inter) for _, fid, inter in items)
         return out
+
+    def _needs(self, min_inside_m: Mapping[FenceKind, float]) -> npt.NDArray[np.float64]:
+        """``min_inside_m`` per fence, as an array (kept per distinct rule: asked once per micro-batch)."""
+        key = tuple(sorted(min_inside_m.items()))
+        need = self._need.get(key)
+        if need is None:
+            need = self._need[key] = np.array([min_inside_m.get(f.kind, 0.0) for f in self._fences])
+        return need
 
     def prefetch_crossings(
         self,
