@@ -21,10 +21,10 @@ import msgspec
 from msgspec.structs import replace
 
 from geofences import haversine_m
-from tracker.core.detector import Detector, FixContext, TickContext
+from tracker.core.detector import Detector, FixContext, TickContext, first_after, in_authorized_zone
 from tracker.core.model import Alert, DeviceKind, Event, Ping, Severity
 from tracker.core.motion import holds
-from tracker.core.pairing_separation import SEPARATED, ContainerFix, end, measure, seconds, verdict
+from tracker.core.pairing_separation import SEPARATED, ContainerFix, end, measure, reread, seconds, verdict
 
 if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
     from tracker.core.state import DeviceState
@@ -68,6 +68,13 @@ class Params:
     trackers reporting every five minutes in step, the truck's fix delivered a second after the box's,
     are otherwise never within ``stale_s`` of each other, and a box dropped on a shoulder is never
     compared with the truck that left it (edge-style benchmark at Santos: three separations missed)."""
+    recheck_lag_s: float = 5.0
+    """A standing container's reading that found no truck fix within this of its own fix is taken again on the
+    next tick, against the truck's fix if that was taken within this of the container's (see
+    ``pairing_separation.reread``). Fixes are judged in event-time order, so with two trackers in step the box's
+    fix is otherwise always compared with the truck's fix of one interval earlier. Within a few seconds of its
+    fix a silent box cannot have gone far (the lag is counted at ``MAX_PORT_SPEED_MS``); later, its silence may
+    be a pick-up, which is why there is no other timer rule here."""
 
 
 class PairingState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
@@ -86,6 +93,7 @@ class PairingState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=T
     unpaired_move: Alert | None = None  # open container_moving_unpaired alert
     unverified_since: datetime | None = None  # the paired truck could not be compared (stale or unknown)
     suspect: dict[str, Any] | None = None  # a first too-far comparison, waiting for a second to confirm it
+    recheck: datetime | None = None  # the container fix whose reading had no truck fix of its instant (a tick)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> PairingState:
@@ -150,6 +158,7 @@ class PairingDetector(Detector[PairingState | None]):
             candidate=None,
             candidate_since=None,
             suspect=None,
+            recheck=None,
         )
 
     def unpair(self, state: PairingState | None, ts: datetime) -> PairingState:
@@ -170,6 +179,7 @@ class PairingDetector(Detector[PairingState | None]):
             anchor=None,
             moving_since=None,
             suspect=None,
+            recheck=None,
         )
 
     def on_pair(self, state: PairingState | None, truck_id: str | None, at: datetime) -> PairingState | None:
@@ -191,7 +201,7 @@ class PairingDetector(Detector[PairingState | None]):
         fix = ContainerFix(ping.ts, ping.lon, ping.lat, ping.speed)
         history = tuple(f for f in st.history if f.ts < ping.ts)
         keep_from = next((i for i, f in enumerate(history) if seconds(ping.ts, f.ts) <= p.stale_s), len(history))
-        st = replace(st, history=(*history[max(0, keep_from - 1) :], fix))
+        st = replace(st, history=(*history[max(0, keep_from - 1) :], fix), recheck=None)
 
         speed = self._speed(ping, ctx)
         stationary = ctx.motion.stationary_since is not None
@@ -221,8 +231,9 @@ class PairingDetector(Detector[PairingState | None]):
         return st, events
 
     def next_due(self, state: PairingState | None, ctx: TickContext, after: datetime | None) -> datetime | None:
-        """Never: ticks do nothing here (see ``on_tick``)."""
-        return None
+        """Only to read a standing container's last fix again, once the truck's fix of that instant may have come
+        (``recheck_lag_s`` after it); otherwise never (see ``on_tick``)."""
+        return None if state is None or state.recheck is None else self._recheck_due(state.recheck)
 
     def on_tick(
         self, state: PairingState | None, now: datetime, ctx: TickContext
@@ -235,8 +246,30 @@ class PairingDetector(Detector[PairingState | None]):
         false separations of the detection benchmark came from this rule). The cost is at most
         one container reporting interval of delay; a container that stays silent is the
         going-dark detectors' business.
+
+        The one exception is about the container's last fix, not its silence: a standing container whose
+        reading had no truck fix of its instant (fixes are judged in event-time order, and the truck's, taken
+        a fraction of a second later, came after it) is read again against the truck's fix once, if that fix
+        was taken within ``recheck_lag_s`` of the container's (``pairing_separation.reread``). That reading
+        may only raise: a truck fix timed seconds after the box's widens the reading, and must not clear a
+        far reading waiting for its second.
         """
-        return state, []
+        if state is None or state.recheck is None or now < self._recheck_due(state.recheck):
+            return state, []
+        st = replace(state, recheck=None)
+        fix = st.history[-1] if st.history else None
+        truck = None if st.truck is None else ctx.world.get(st.truck)
+        if fix is None or fix.ts != state.recheck or truck is None or st.separation is not None:
+            return st, []
+        gap = reread(self.params, st.history, truck, ctx.motion)
+        if gap is None or gap.distance_m - gap.slack_m <= self.params.separated_m:
+            return st, []
+        port = next((ctx.index.get(f).port for f in sorted(ctx.fences) if f in ctx.index), None)
+        authorized = in_authorized_zone(ctx.index, ctx.fences)
+        return verdict(self.params, ctx.device_id, st, fix, gap, truck, True, authorized, max(fix.ts, truck.ts), port)
+
+    def _recheck_due(self, fix_ts: datetime) -> datetime:
+        return first_after(fix_ts, self.params.recheck_lag_s)
 
     # -- rules ----------------------------------------------------------------------------------------------
 
@@ -300,6 +333,10 @@ class PairingDetector(Detector[PairingState | None]):
                 centre_rests_on=rests_on,
             )
         )
+        # judged before the truck's fix of this instant came (or with none): a tick reads it again (``on_tick``)
+        fresh = truck is not None and abs(seconds(fix.ts, truck.ts)) <= self.params.recheck_lag_s
+        if not fresh and stationary and st.separation is None:
+            st = replace(st, recheck=fix.ts)
         if truck is None or gap is None:
             # nothing to compare with: no verdict either way, but remember since when it is unverified
             return replace(st, unverified_since=st.unverified_since or at), []

@@ -18,6 +18,7 @@ view's positions: no state of their own.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,9 @@ import msgspec
 from msgspec.structs import replace
 
 from geofences import haversine_m
+from tracker.core.detector import Motion
 from tracker.core.model import Alert, AlertUpdate, Event, Severity
+from tracker.core.motion import holds
 from tracker.core.world import Position
 
 if TYPE_CHECKING:  # the pairing module holds the state and thresholds and calls these rules: importing it is circular
@@ -182,6 +185,40 @@ def measure(
         return Gap(haversine_m(lon, lat, truck.lon, truck.lat), slack, lag, lon, lat, used)
     distance = haversine_m(fix.lon, fix.lat, truck.lon, truck.lat)
     return Gap(distance, speed * abs(lag), lag, fix.lon, fix.lat, (fix.ts,))
+
+
+def reread(p: Params, history: tuple[ContainerFix, ...], truck: Position, motion: Motion) -> Gap | None:
+    """The reading of a standing container's last fix against a truck fix taken within ``recheck_lag_s`` of it,
+    made on a tick because the truck's fix came after the container's had been judged; None when there is none.
+
+    The container is placed as its fix's own reading would have placed it (its stop, by the stop's centre), and
+    the lag between the two fixes counts in full as distance it may have covered at ``MAX_PORT_SPEED_MS``: a
+    fix 41 ms later leaves a metre of doubt, one 5 s later 125 m. Which fixes it rests on is recorded as for any
+    reading, so it confirms only a first reading it shares no fix with.
+    """
+    if not history or motion.stationary_since is None:
+        return None
+    fix = history[-1]
+    lag = seconds(fix.ts, truck.ts)
+    if abs(lag) > p.recheck_lag_s:
+        return None
+    centre = None if motion.centre_lon is None or motion.centre_lat is None else (motion.centre_lon, motion.centre_lat)
+    at_stop = centre is not None and holds(motion, fix.lon, fix.lat)
+    previous = history[-2] if len(history) > 1 else None
+    gap = measure(
+        p,
+        history,
+        fix,
+        fix.speed or 0.0,
+        truck,
+        container_stationary=True,
+        centre=centre,
+        stood_since=motion.stationary_since if at_stop else None,
+        centre_rests_on=None if at_stop or previous is None else (previous.ts,),
+    )
+    if gap is None:
+        return None
+    return dataclasses.replace(gap, slack_m=max(gap.slack_m, abs(lag) * MAX_PORT_SPEED_MS))
 
 
 def verdict(
