@@ -6,15 +6,24 @@ a process of its own. ``--devices`` devices (default 2,000) report at ``--rate``
 500, one fix per device every 4 s), stamped with the wall clock as a live fleet would be: three in four
 stand or creep at their own spot inside a Santos fence, one in four drives a circle of 40-160 m around
 theirs at 4-8 m/s, crossing fence edges (entries, exits, trips and their alerts go on all the time). The
-population never changes, so whatever the service keeps per device is in place after the first minutes;
-memory that still grows after that grows with the pings, which is a leak.
+population never changes, so whatever the service keeps per device is bounded by it; memory that still
+grows once the states are full grows with the pings, which is a leak.
 
 Every ``--sample-s`` seconds (15) it reads the service's VmRSS and VmData from /proc, the pings and
-alerts committed so far, and the service's CPU time. Verdict: the least-squares slope of RSS over the last
-``--judge-minutes`` (8 of the default 10; all but the first 2 in any case), against ``--max-slope-kib-min``,
-and not before every device has sent ``--warmup-fixes`` (40) fixes: a state fills fix by fix (the reorder
-window, the dark rule's intervals, stop states), so at a low rate warm-up outlasts 2 minutes. The slope over
-the last 8 minutes is reported beside it either way.
+alerts committed so far, the stored states' size (``device_state``) and the service's CPU time. Verdict:
+the least-squares slope of RSS over the last ``--judge-minutes`` (8 of the default 18) against
+``--max-slope-kib-min``, and not before the fleet's states are full: every device has sent
+``--warmup-fixes`` (40) fixes (the reorder window, the dark rule's intervals, stop states fill fix by fix)
+and ``--warmup-minutes`` (10) have passed (what fills by the clock: the rendezvous rule files a meeting,
+its alert kept whole, for neighbours standing together 5 min; at 500 pings/s that is a ~9 MiB step at
+~5.2 min, which the old judged window, from 2.7 min of 10, took for a slope). Verdicts: ``pass``;
+``filling`` (over the target, but no more than the stored states' own growth in the window accounts for,
+at the RSS-per-stored-KiB ratio of the warm-up: bounded by design, e.g. the open trips of the circling
+quarter gaining fence visits and alert ids up to ``TripParams.max_items``); ``leak`` (more than that);
+``behind`` (the backlog grew or stood above two samples' worth: RSS then holds in-flight work, no verdict).
+``--in-process`` replays the same traffic through the service's core path without broker or database on a
+simulated clock (what grows there is the core's and the codec's, not the adapters'); ``--tracemalloc DIR``
+turns on the service's memory tracing (deploy/README.md; its RSS is then no measure).
 
 The threshold, 256 KiB/min: anything the service kept per ping would cost at least a pointer in a
 container and the smallest object it points to (~36 bytes), i.e. >= 1 MiB/min at 500 pings/s, four times
