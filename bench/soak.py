@@ -289,7 +289,7 @@ def warmup_s(args: argparse.Namespace) -> float:
 
 
 def judge(
-    alive: bool, points: int, kib_min: float, kept_up: bool, filling_kib_min: float, max_slope: float
+    alive: bool, points: int, kib_min: float, kept_up: bool, filling_kib_min: float | None, max_slope: float
 ) -> tuple[str, str]:
     """pass, or why not: the service died or fell behind (no verdict on memory then), its states were still
     filling in the judged window (growth bounded by design, the warm-up was too short), or a leak."""
@@ -301,6 +301,8 @@ def judge(
         return "behind", "the service fell behind: RSS then also holds in-flight work, so no verdict on memory"
     if kib_min <= max_slope:
         return "pass", f"RSS slope {kib_min:.0f} KiB/min <= {max_slope:g} after the fleet's states filled"
+    if filling_kib_min is None:
+        return "fail", f"RSS slope {kib_min:.0f} KiB/min; warm-up too short to tell states filling from a leak"
     if kib_min - max_slope <= filling_kib_min:
         return "filling", (
             f"RSS slope {kib_min:.0f} KiB/min, no more than the stored states' own growth accounts for "
@@ -345,7 +347,8 @@ def summarise(
     warm = [s for s in samples if 120 <= s["t_s"] <= judged_from]
     d_state = warm[-1]["state_kib"] - warm[0]["state_kib"] if len(warm) >= 2 else 0.0
     factor = (warm[-1]["rss_kib"] - warm[0]["rss_kib"]) / d_state if d_state > 0 else 0.0
-    verdict, why = judge(alive, len(window), kib_min, kept_up, state_min * factor, args.max_slope_kib_min)
+    filling = state_min * factor if d_state > 0 else None  # no warm-up past 2 min (a smoke run): cannot tell
+    verdict, why = judge(alive, len(window), kib_min, kept_up, filling, args.max_slope_kib_min)
     return {
         "benchmark": "soak: flat memory of tracker run under a steady population",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -14,6 +14,8 @@ def test_verdicts() -> None:
     assert judge(True, 30, 300.0, True, 60.0, 256.0)[0] == "filling"
     assert judge(True, 30, 300.0, True, 10.0, 256.0)[0] == "leak"
     assert judge(True, 30, 2000.0, True, 0.0, 256.0)[0] == "leak"
+    assert judge(True, 30, 2000.0, True, None, 256.0)[0] == "fail"  # a smoke run: no warm-up to compare with
+    assert judge(True, 30, 100.0, True, None, 256.0)[0] == "pass"
     # no verdict on memory without a steady state, whatever the slope
     assert judge(True, 30, 10.0, False, 0.0, 256.0)[0] == "behind"
     assert judge(False, 30, 10.0, True, 0.0, 256.0)[0] == "died"
