@@ -562,6 +562,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "TRACKER_MQTT_ADMIN_PASSWORD is set for the service, which never needs the broker admin account"
             )
 
+        from tracker.memtrace import start_from_env
+
+        start_from_env()  # off unless TRACKER_TRACEMALLOC is set (deploy/README.md, "Memory tracing")
         asyncio.run(run_forever(settings))
         return 0
     if args.cmd == "migrate":

@@ -332,7 +332,7 @@ class TripSegmenter:
     ) -> Trip:
         p = self.params
         visits = tuple(
-            Visit(f, str(ctx.index.get(f).kind), at.ts)
+            Visit(f, ctx.index.get(f).kind.value, at.ts)
             for f in sorted(fences)
             if f in ctx.index and ctx.index.get(f).kind in p.visit_kinds
         )[: p.max_items]
@@ -374,7 +374,8 @@ class TripSegmenter:
             if len(visits) >= p.max_items:
                 truncated = True
                 continue
-            visits.append(Visit(f, str(ctx.index.get(f).kind), ping.ts))
+            # the enum's own value, shared: str() made a copy per visit, which an open trip keeps up to max_items
+            visits.append(Visit(f, ctx.index.get(f).kind.value, ping.ts))
         new = tuple(visits)
         if new == trip.visits:
             return trip, False
