@@ -10,6 +10,7 @@ codec must decode to the very state the typed core keeps.
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -227,3 +228,30 @@ def test_the_write_memo_never_changes_the_bytes() -> None:
         assert codec.decode(warm) == state
         codec.encode(state)  # leave the memo as a write of this state leaves it
     assert hits > len(times)  # the memo was in use, not only rebuilt
+
+
+def test_the_reorder_window_keeps_the_sign_of_a_zero() -> None:
+    """-0.0 == 0.0, but the restored state must be the very state: a logged state whose only differences from the
+    next one are the signs of zeros (a float field, a float in a list) keeps them."""
+    state = _windowed()
+    entry = state.log[-1]
+    assert state.last is not None and state.integrity is not None
+    last = state.last
+    after = msgspec.structs.replace(
+        state,
+        last=msgspec.structs.replace(last, lon=0.0),
+        integrity=msgspec.structs.replace(state.integrity, intervals=(0.0, 1.0)),
+    )
+    before = msgspec.structs.replace(
+        entry.before,
+        last=msgspec.structs.replace(last, lon=-0.0),
+        integrity=msgspec.structs.replace(state.integrity, intervals=(-0.0, 1.0)),
+    )
+    logged = Entry(entry.ping, before, entry.alerts, entry.updates)
+    after = msgspec.structs.replace(after, log=(*state.log[:-1], logged))
+    codec._MEMO.clear()
+    again = codec.decode(codec.encode(after))
+    assert again.last is not None and math.copysign(1.0, again.last.lon) == 1.0
+    restored = again.log[-1].before
+    assert restored.last is not None and math.copysign(1.0, restored.last.lon) == -1.0
+    assert restored.integrity is not None and math.copysign(1.0, restored.integrity.intervals[0]) == -1.0

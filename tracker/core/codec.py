@@ -107,11 +107,16 @@ _DECODER = msgspec.msgpack.Decoder(_Stored)
 _LEGACY = msgspec.msgpack.Decoder(_Legacy)
 
 
+_EXACT = frozenset({str, int, bool, datetime, type(None)})
+"""Types whose equal values encode alike. Others may not: -0.0 == 0.0, and so do a fix or a tuple holding them."""
+
+
 def _diff(before: msgspec.Struct, after: msgspec.Struct) -> list[Any]:
     """The fields of ``before`` that differ from ``after``'s, flat as ``[key, value, ...]`` in field order:
     key ``i`` -> field i's value, or ``~i`` -> the difference (this form) of two Structs of one type in field i.
-    Values of different types (0 and 0.0) differ. A list, not a map: the deterministic encoder sorts only
-    maps with string keys."""
+    Values of different types (0 and 0.0) differ, and so do -0.0 and 0.0 (equal as numbers, but the restored
+    state must be the very state, sign of zero included). A list, not a map: the deterministic encoder sorts
+    only maps with string keys."""
     out: list[Any] = []
     for i, (a, b) in enumerate(zip(astuple(before), astuple(after), strict=True)):
         if a is b:
@@ -122,7 +127,7 @@ def _diff(before: msgspec.Struct, after: msgspec.Struct) -> list[Any]:
             sub = _diff(a, b)
             if sub:
                 out += (~i, sub)
-        elif a != b:
+        elif a != b or (type(a) not in _EXACT and _ENCODER.encode(a) != _ENCODER.encode(b)):
             out += (i, a)
     return out
 
