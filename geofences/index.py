@@ -136,9 +136,12 @@ class FenceIndex:
         self._cells = CellGrid(self._geoms, cell_deg=cell_deg)
         self._sets: dict[tuple[int, ...], frozenset[str]] = {}
         self._segments: SegmentGrid | None = None
-        # hops computed ahead for a batch: (crossings, the exclusion assumed) per segment
+        self._need: dict[tuple[tuple[FenceKind, float], ...], npt.NDArray[np.float64]] = {}  # see _needs()
+        # hops computed ahead for a batch: (crossings, the exclusion assumed, each crossing's part inside in
+        # metres of the local projection at the hop's start) per segment
         self._met: dict[
-            tuple[float, float, float, float], tuple[tuple[tuple[str, BaseGeometry], ...], frozenset[str]]
+            tuple[float, float, float, float],
+            tuple[tuple[tuple[str, BaseGeometry], ...], frozenset[str], tuple[float, ...]],
         ] = {}
 
     @property
@@ -441,7 +444,7 @@ class FenceIndex:
             keep = ~_isin_sorted(si * nf + fi, codes)
             si, fi = si[keep], fi[keep]
         if min_inside_m and len(si):
-            need = np.array([min_inside_m.get(f.kind, 0.0) for f in self._fences])
+            need = self._needs(min_inside_m)
             sx0, sy0, sx1, sy1 = x0[moving], y0[moving], x1[moving], y1[moving]
             hop = np.hypot((sx1 - sx0) * (_KY * np.cos(np.radians(sy0))), (sy1 - sy0) * _KY)
             keep = hop[si] >= need[fi] * (1 - 2e-9)  # twice the per-fix slack: numpy's cos may differ by an ulp
@@ -467,6 +470,14 @@ class FenceIndex:
             out[rows[s_]] = tuple((fid, inter) for _, fid, inter in items)
         return out
 
+    def _needs(self, min_inside_m: Mapping[FenceKind, float]) -> npt.NDArray[np.float64]:
+        """``min_inside_m`` per fence, as an array (kept per distinct rule: asked once per micro-batch)."""
+        key = tuple(sorted(min_inside_m.items()))
+        need = self._need.get(key)
+        if need is None:
+            need = self._need[key] = np.array([min_inside_m.get(f.kind, 0.0) for f in self._fences])
+        return need
+
     def prefetch_crossings(
         self,
         lon0: Any,
@@ -488,7 +499,50 @@ class FenceIndex:
         keys = list(zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist(), strict=True))
         assumed = list(exclude) if exclude is not None else [_EMPTY] * len(keys)
         answers = self.crossings_batch(x0, y0, x1, y1, assumed, min_inside_m)
-        self._met = dict(zip(keys, zip(answers, assumed, strict=True), strict=True))
+        lengths = self._inside_lengths(keys, answers)
+        self._met = dict(zip(keys, zip(answers, assumed, lengths, strict=True), strict=True))
+
+    @staticmethod
+    def _inside_lengths(
+        keys: Sequence[tuple[float, float, float, float]], answers: Sequence[tuple[tuple[str, BaseGeometry], ...]]
+    ) -> list[tuple[float, ...]]:
+        """The length of every crossing's part inside its fence, in the local projection at its hop's start
+        (``LocalProjection(lon0, lat0)``'s arithmetic, as a one-hop caller measures it), all in one go."""
+        parts = [inside for answer in answers for _, inside in answer]
+        if not parts:
+            return [()] * len(answers)
+        origin = np.empty((len(parts), 2))
+        scale = np.empty((len(parts), 2))
+        k = 0
+        for (lon0, lat0, _, _), answer in zip(keys, answers, strict=True):
+            if answer:
+                n = len(answer)
+                origin[k : k + n] = (lon0, lat0)
+                scale[k : k + n] = (_KY * math.cos(math.radians(lat0)), _KY)
+                k += n
+        geoms = np.empty(len(parts), dtype=object)
+        geoms[:] = parts
+        coords, which = shapely.get_coordinates(geoms, return_index=True)
+        local = shapely.set_coordinates(geoms.copy(), (coords - origin[which]) * scale[which])
+        flat = shapely.length(local).tolist()
+        out: list[tuple[float, ...]] = []
+        k = 0
+        for answer in answers:
+            out.append(tuple(flat[k : k + len(answer)]))
+            k += len(answer)
+        return out
+
+    def met_measured(
+        self, lon0: float, lat0: float, lon1: float, lat1: float, exclude: frozenset[str] = frozenset()
+    ) -> tuple[tuple[str, BaseGeometry, float], ...] | None:
+        """:meth:`met` with each crossing's part inside measured in metres (``LocalProjection(lon0, lat0)``)."""
+        got = self._met.get((lon0, lat0, lon1, lat1))
+        if got is None:
+            return None
+        answer, assumed, lengths = got
+        if not assumed <= exclude:
+            return None
+        return tuple((f, inside, m) for (f, inside), m in zip(answer, lengths, strict=True) if f not in exclude)
 
     def met(
         self, lon0: float, lat0: float, lon1: float, lat1: float, exclude: frozenset[str] = frozenset()
@@ -498,7 +552,7 @@ class FenceIndex:
         got = self._met.get((lon0, lat0, lon1, lat1))
         if got is None:
             return None
-        answer, assumed = got
+        answer, assumed, _ = got
         if not assumed <= exclude:
             return None  # a fence left out ahead is not excluded after all: the hop is looked up on its own
         return tuple(c for c in answer if c[0] not in exclude)

@@ -8,17 +8,16 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp import web
 
 from tests.conftest import StackInfo, free_port
 from tests.integration.conftest import new_device_id, service_env, start_service
 from tests.integration.mqttprobe import Probe
+from tests.integration.receivers import HELD, Endpoint, auth, serving, stored_alert
 from tests.integration.tcpproxy import TcpProxy
 from tests.integration.test_feeds import restricted_fix
 from tests.integration.test_stream import (
@@ -31,49 +30,17 @@ from tests.integration.test_stream import (
     ws_connect,
 )
 from tracker.adapters.api_webhooks import MAX_WEBHOOKS_PER_ORG
-from tracker.adapters.webhooks import SIGNATURE_HEADER, verify
+from tracker.adapters.store import Batch, Store
 
 FLEET_SECRET = "a-fleet-webhook-secret-of-some-length"
 OUTAGE_S = 20.0
 
 
-@dataclass
-class Endpoint:
-    """A webhook receiver on loopback answering ``status`` (changeable while it runs); with ``hang_s`` it
-    holds the request that long first (recorded with status 0: its sender may be gone by the answer)."""
-
-    status: int = 204
-    hang_s: float = 0.0
-    secret: str = ""
-    calls: list[tuple[int, dict[str, Any], bool]] = field(default_factory=list)  # (answered, body, signed ok)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        ok = verify(self.secret, request.headers.get(SIGNATURE_HEADER, ""), raw)
-        if self.hang_s:
-            self.calls.append((0, json.loads(raw), ok))
-            await asyncio.sleep(self.hang_s)
-            return web.Response(status=503)
-        self.calls.append((self.status, json.loads(raw), ok))
-        return web.Response(status=self.status)
-
-
 @pytest.fixture
 async def endpoints() -> AsyncIterator[tuple[dict[str, Endpoint], str]]:
     points = {"fleet": Endpoint(secret=FLEET_SECRET), "org": Endpoint()}
-    app = web.Application()
-    for name, point in points.items():
-        app.router.add_post(f"/{name}", point.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield points, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    async with serving(points) as base:
+        yield points, base
 
 
 async def register_hook(http: aiohttp.ClientSession, base: str, token: str, url: str) -> dict[str, Any]:
@@ -181,8 +148,8 @@ async def test_alerts_stored_while_the_broker_is_unreachable_reach_every_feed_th
             messages = await collect(ws, lambda ms: any(m.get("alert", {}).get("id") in enters for m in ms))
 
             async def webhooks_got_it() -> bool:
-                fleet = any(b.get("id") in enters and ok for _, b, ok in points["fleet"].calls)
-                mine = any(b["alert"]["id"] in enters and ok for _, b, ok in points["org"].calls)
+                fleet = any(c.body.get("id") in enters and c.signed for c in points["fleet"].calls)
+                mine = any(c.body["alert"]["id"] in enters and c.signed for c in points["org"].calls)
                 return fleet and mine
 
             await until(webhooks_got_it, 15, "both webhooks to receive the alert")
@@ -262,7 +229,7 @@ async def test_webhook_deliveries_pending_across_a_restart_are_resumed_none_lost
         await wait_recorded(stack, [first], 1)
         await until(lambda: len(receiver.calls) >= 1, 15, "a failed attempt before the stop")
         receiver.hang_s = 20.0  # the next attempt (after a back-off of at most 1 s) is in flight at the stop
-        await until(lambda: any(status == 0 for status, _, _ in receiver.calls), 15, "a send in flight")
+        await until(lambda: any(c.status == HELD for c in receiver.calls), 15, "a send in flight")
     finally:
         await asyncio.wait_for(svc.stop(), 15)
     await raise_alerts(device, second)  # queued in the service's persistent session while it is down
@@ -296,13 +263,13 @@ async def test_webhook_deliveries_pending_across_a_restart_are_resumed_none_lost
     finally:
         await asyncio.wait_for(svc.stop(), 15)
     assert sorted(int(d["event_id"]) for d in rows) == sorted(events)  # one delivery per event: none lost
-    ok = [b["id"] for status, b, _ in receiver.calls if status == 204]
+    ok = [c.body["id"] for c in receiver.calls if c.status == 204]
     assert sorted(int(i) for i in ok) == sorted(events), (ok, events)  # each event one 2xx: none repeated
-    assert all(signed for _, _, signed in receiver.calls)
-    failed_before = {b["id"] for status, b, _ in receiver.calls if status == 503}
+    assert all(c.signed for c in receiver.calls)
+    failed_before = {c.body["id"] for c in receiver.calls if c.status == 503}
     assert failed_before, "no delivery was pending at the restart"
     for d in rows:
-        tries = [status for status, b, _ in receiver.calls if b["id"] == d["event_id"] and status != 0]
+        tries = [c.status for c in receiver.calls if c.body["id"] == d["event_id"] and c.status != HELD]
         assert tries[-1] == 204 and d["attempts"] == len(tries), (d, tries)  # a send cut by the stop: no attempt
 
 
@@ -393,23 +360,7 @@ async def test_an_organisation_gets_at_most_twenty_webhooks_even_when_it_asks_al
 async def test_an_outbox_row_refused_for_a_long_time_keeps_its_capped_back_off(stack: StackInfo) -> None:
     """A row the broker refused thousands of times (an outage of hours, one attempt counted per poll) still
     gets its 5-minute back-off: 2^attempts seconds must not overflow the database's arithmetic."""
-    from datetime import UTC, datetime
-
-    from tracker.adapters.store import Batch, Store
-    from tracker.core.model import Alert, Severity
-
-    dev = new_device_id("BOF")
-    alert = Alert(
-        kind="geofence_enter",
-        severity=Severity.HIGH,
-        device_id=dev,
-        ts=datetime.now(UTC).replace(microsecond=0),
-        message=f"{dev} entered restricted 'test'",
-        port="santos",
-        fence_id="test-fence",
-        evidence={"note": "an outbox row refused for hours"},
-        key="backoff-test",
-    )
+    alert = stored_alert(new_device_id("BOF"), "an outbox row refused for hours", "backoff-test")
     store = await Store.connect(stack.dsn, max_size=1)
     try:
         await store.write_batch(Batch(alerts=[alert]))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from tests.conftest import StackInfo
 from tests.integration.conftest import new_device_id, service_env, start_service
 from tests.integration.mqttprobe import Probe
+from tests.integration.receivers import stored_alert
 from tracker.adapters.store import Batch, Store
-from tracker.core.model import Alert, Severity
 
 
 async def test_alert_saved_before_a_crash_is_published_after_restart(
@@ -19,17 +18,7 @@ async def test_alert_saved_before_a_crash_is_published_after_restart(
     svc = await start_service(env)
     await svc.stop()
     dev = new_device_id()
-    alert = Alert(
-        kind="geofence_enter",
-        severity=Severity.HIGH,
-        device_id=dev,
-        ts=datetime.now(UTC).replace(microsecond=0),
-        message=f"{dev} entered restricted 'test'",
-        port="santos",
-        fence_id="test-fence",
-        evidence={"note": "written by the store, then the process died before the outbox ran"},
-        key="crash-test",
-    )
+    alert = stored_alert(dev, "written by the store, then the process died before the outbox ran", "crash-test")
     store = await Store.connect(stack.dsn, max_size=1)
     try:
         await store.migrate()

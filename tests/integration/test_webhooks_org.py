@@ -8,52 +8,20 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from tests.conftest import StackInfo, free_port
+from tests.conftest import StackInfo
 from tests.integration.conftest import new_device_id, service_env, start_service
 from tests.integration.mqttprobe import Probe
+from tests.integration.receivers import Endpoint, auth, serving
 from tests.integration.test_feeds import restricted_fix
 from tracker.adapters.api import hash_token
-from tracker.adapters.webhooks import SIGNATURE_HEADER, verify
 from tracker.service import Service
 
 MAX_ATTEMPTS = 3
-
-
-@dataclass
-class Endpoint:
-    """A webhook receiver: answers the first ``fail_first`` tries of each event with 500 (all: ``always``), or hangs."""
-
-    fail_first: int = 0
-    always: int | None = None
-    hang_s: float = 0.0
-    secret: str = ""
-    calls: list[tuple[int, dict[str, Any], dict[str, str], bytes]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if self.hang_s:
-            await asyncio.sleep(self.hang_s)
-        event = json.loads(body)
-        if self.always is not None:
-            status = self.always
-        else:
-            tried = sum(1 for _, b, _, _ in self.calls if b["id"] == event["id"])
-            status = 500 if tried < self.fail_first else 204
-        self.calls.append((status, event, dict(request.headers), body))
-        return web.Response(status=status)
-
-    def signed_ok(self) -> bool:
-        return all(verify(self.secret, h.get(SIGNATURE_HEADER, ""), raw) for _, _, h, raw in self.calls)
-
-    def devices(self) -> set[str]:
-        return {body["alert"]["device_id"] for _, body, _, _ in self.calls}
 
 
 @pytest.fixture
@@ -61,19 +29,12 @@ async def receivers() -> AsyncIterator[tuple[dict[str, Endpoint], str]]:
     points = {
         "ops": Endpoint(),  # organisation A, high and above only
         "flaky": Endpoint(fail_first=2),  # organisation B, all of its alerts
-        "down": Endpoint(always=500),  # admin, dies after MAX_ATTEMPTS
+        "down": Endpoint(status=500),  # admin, dies after MAX_ATTEMPTS
         "elsewhere": Endpoint(),  # admin, a port where nothing happens
         "hangs": Endpoint(hang_s=5.0),  # admin, slower than the timeout
     }
-    app = web.Application()
-    for name, point in points.items():
-        app.router.add_post(f"/{name}", point.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield points, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(points) as base:
+        yield points, base
 
 
 @pytest.fixture
@@ -88,10 +49,6 @@ async def svc(stack_env: dict[str, str]) -> AsyncIterator[Service]:
     service = await start_service(env)
     yield service
     await asyncio.wait_for(service.stop(), 15)
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def token(svc: Service, role: str) -> tuple[str, str]:
@@ -203,20 +160,20 @@ async def test_webhooks_are_per_organisation_signed_filtered_retried_and_die(
 
     # organisation A: only its device, only high and above, every request signed with its secret
     assert points["ops"].devices() == {dev_a}
-    assert {body["alert"]["severity"] for _, body, _, _ in points["ops"].calls} <= {"high", "critical"}
+    assert {c.body["alert"]["severity"] for c in points["ops"].calls} <= {"high", "critical"}
     assert points["ops"].signed_ok()
     # organisation B: only its device; each event's first two attempts got 500, the third got through
     assert points["flaky"].devices() == {dev_b}
     assert points["flaky"].signed_ok()
     for d in mine_b:
-        tries = [status for status, body, _, _ in points["flaky"].calls if body["id"] == d["event_id"]]
+        tries = [c.status for c in points["flaky"].calls if c.body["id"] == d["event_id"]]
         assert tries == [500, 500, 204], (d, tries)
         assert d["attempts"] == 3 and [a["http_status"] for a in d["attempt_log"]] == [500, 500, 204]
     # admin's failing receiver: exactly MAX_ATTEMPTS tries, then dead, each try recorded
     for d in dead:
         assert d["attempts"] == MAX_ATTEMPTS and len(d["attempt_log"]) == MAX_ATTEMPTS
         assert d["last_status"] == 500 and d["next_attempt_at"] is None
-    assert {b["alert"]["kind"] for _, b, _, _ in points["down"].calls} == {"geofence_enter"}
+    assert {c.body["alert"]["kind"] for c in points["down"].calls} == {"geofence_enter"}
     assert points["down"].devices() == {dev_a, dev_b}
     # a filter on a port where nothing happened: nothing
     assert points["elsewhere"].calls == []
@@ -224,6 +181,6 @@ async def test_webhooks_are_per_organisation_signed_filtered_retried_and_die(
     assert hanging and all(len(d["attempt_log"]) == MAX_ATTEMPTS for d in hanging)
     assert all(a["error"] and "Timeout" in a["error"] for d in hanging for a in d["attempt_log"])
     # each delivery's body carries the event id the feeds use, as a header too
-    for _, body, headers, _ in points["ops"].calls:
-        assert headers["X-Tracker-Event-Id"] == body["id"] and body["type"] == "alert"
+    for c in points["ops"].calls:
+        assert c.headers["X-Tracker-Event-Id"] == c.body["id"] and c.body["type"] == "alert"
     assert elapsed < 20

@@ -7,7 +7,8 @@ import statistics
 
 import pytest
 
-from tests.unit.detector_helpers import OPEN, OUTSIDE, TERMINAL, Runner, at, offset
+from geofences import FenceKind
+from tests.unit.detector_helpers import OPEN, OUTSIDE, SANTOS, TERMINAL, Runner, at, offset
 from tracker.core import motion
 from tracker.core.dark import DarkDetector
 from tracker.core.detector import TickContext
@@ -228,6 +229,19 @@ def test_a_parked_truck_silent_beyond_the_parked_allowance_still_raises() -> Non
     assert lost.evidence["expected_interval_basis"] == "parked allowance"
 
 
+BESIDE_RESTRICTED = (-46.34165, -23.925069)  # santos-terminal-26, 40 m from santos-restricted-08
+NEAR_RESTRICTED = (-46.2925247, -23.9725003)  # open port ground, 200 m from santos-restricted-06
+
+
+def _halting(r: Runner, place: tuple[float, float], step_m: float = 1.0, speed: float | None = 1.0) -> float:
+    """Drive about ``place`` reporting every 10 s, then brake: three fixes a second apart ``step_m`` apart, as a
+    tracker that logs on motion sends just before it goes quiet, the last one at ``place``. Returns its time."""
+    r.run(driving(place, range(0, 300, 10)), tick_every=TICK)
+    for k in range(1, 4):
+        r.fix(300 + k, *offset(place, 0, step_m * (k - 3)), speed=speed)
+    return 303
+
+
 @pytest.mark.parametrize(
     ("step_m", "speed", "raised"),
     [
@@ -237,20 +251,64 @@ def test_a_parked_truck_silent_beyond_the_parked_allowance_still_raises() -> Non
         (1.0, 8.0, True),
     ],
 )
-def test_a_truck_coming_to_a_halt_and_falling_silent_gets_the_parked_allowance(
+def test_a_truck_coming_to_a_halt_in_a_terminal_and_falling_silent_gets_the_parked_allowance(
     step_m: float, speed: float | None, raised: bool
 ) -> None:
     # a tracker that logs on motion goes quiet within seconds of stopping, before the stationary model (two fixes
     # 20 s apart in one spot) has seen the stop: a GeoLife trace replayed into Santos did, silent for 12 minutes
     r = Runner(DarkDetector())
-    r.run(driving(ROAD, range(0, 300, 10)), tick_every=TICK)
-    base = circling(ROAD, 30)
-    for k in range(1, 4):
-        r.fix(300 + k, *offset(base, 0, step_m * k), speed=speed)
-    lost = alerts(ticks(r, 305, 303 + 700), "signal_lost")
+    last = _halting(r, TERMINAL, step_m, speed)
+    assert any(SANTOS.get(f).kind is FenceKind.TERMINAL for f in r.fences)
+    lost = alerts(ticks(r, last + 2, last + 700), "signal_lost")
     assert len(lost) == (1 if raised else 0)
     if raised:
         assert lost[0].evidence["limit_s"] == 120
+
+
+def test_a_truck_parking_in_a_terminal_is_held_to_the_parked_allowance_not_less() -> None:
+    r = Runner(DarkDetector())
+    last = _halting(r, TERMINAL)
+    assert alerts(ticks(r, last + 2, last + 900), "signal_lost") == []
+    [lost] = alerts(ticks(r, last + 905, last + 1000), "signal_lost")
+    assert lost.ts == at(last + 900) and lost.evidence["stationary_at_last_fix"] is True
+
+
+@pytest.mark.parametrize(
+    ("place", "where"),
+    [
+        (NEAR_RESTRICTED, "on open port ground, 200 m from a restricted lot"),
+        (BESIDE_RESTRICTED, "in a terminal, 40 m from a restricted lot"),
+    ],
+)
+def test_slowing_once_then_jamming_near_a_restricted_lot_raises_at_the_moving_limit(
+    place: tuple[float, float], where: str
+) -> None:
+    # the insider's trick: one slow fix, then the jammer. Slowing down is no stop near a restricted lot (300 m on
+    # open ground, 50 m in an authorised zone): the tracker keeps the limit of a moving one, 3 x 10 s floored at
+    # 120 s, not 15 min
+    r = Runner(DarkDetector())
+    last = _halting(r, place)
+    assert r.fences, where
+    assert alerts(ticks(r, last + 2, last + 120), "signal_lost") == []
+    [lost] = alerts(ticks(r, last + 122, last + 300), "signal_lost")
+    assert lost.ts == at(last + 120), where
+    assert lost.evidence["limit_s"] == 120 and lost.evidence["stationary_at_last_fix"] is False
+
+
+def test_slowing_on_open_ground_far_from_restricted_lots_gets_the_parked_allowance() -> None:
+    # honest trackers that log on motion go quiet as they stop, wherever that is: two GeoLife traces replayed into
+    # Santos did on open ground, 2 km from any restricted lot
+    r = Runner(DarkDetector())
+    last = _halting(r, ROAD)
+    assert alerts(ticks(r, last + 2, last + 800), "signal_lost") == []
+
+
+def test_a_truck_seen_standing_on_the_road_still_gets_the_parked_allowance() -> None:
+    # standing still (two fixes in one spot), not merely slowing: a queue on the road, the tracker in its stop mode
+    r = Runner(DarkDetector())
+    r.run([*driving(ROAD, range(0, 300, 10)), *reporting(offset(ROAD, 0, 300), range(300, 340, 10))], tick_every=TICK)
+    assert r.state is not None and r.state.stationary
+    assert alerts(ticks(r, 335, 330 + 900), "signal_lost") == []
 
 
 def test_an_hour_parked_in_town_is_not_learned_as_the_trucks_parked_rhythm() -> None:

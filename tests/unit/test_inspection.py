@@ -199,8 +199,8 @@ class Trip:
             self.log.append((t, ev))
         return out
 
-    def fix(self, t: float, pt: Point2, *events: str) -> list[Event]:
-        ping = Ping(self.device, at(t), pt[0], pt[1], events=events)
+    def fix(self, t: float, pt: Point2, *events: str, speed: float | None = None) -> list[Event]:
+        ping = Ping(self.device, at(t), pt[0], pt[1], speed=speed, events=events)
         fences = INDEX.membership(pt[0], pt[1], self.fences)
         # as the pipeline does: the motion model is told whether the fix lies in an authorised stop zone
         authorized = in_authorized_zone(INDEX, fences)
@@ -416,6 +416,32 @@ def test_stop_of_120_s_outside_authorized_zones_fires_at_120_s() -> None:
     [(tu, upd)] = trip.updates()
     assert tu == 370 and upd.closes and upd.alert == alert
     assert upd.fields["duration_s"] == 350.0
+
+
+def test_a_stop_seeded_by_a_rolling_fix_is_timed_from_the_first_fix_that_stands() -> None:
+    """The shared stop rule (``rules.rolling``), as the unexpected-stop detector applies it: a fix reporting road
+    speed is no time spent standing, neither as the fix that seeds the stop's cluster nor later in it."""
+    trip = cleared_at_inspection()
+    trip.drive(10, [ROAD_MID])
+    trip.fix(20, VACANT[0], speed=8.0)  # still driving as it reaches the spot: seeds the cluster, stands not
+    for s in range(30, 140, 10):
+        trip.fix(s, offset(VACANT[0], 3.0, 0.0), speed=0.0)
+    trip.fix(140, VACANT[0], speed=8.0)  # road speed inside the cluster: no evidence of standing either
+    assert trip.alerts("stop") == []  # timed from 20 s, 120 s were reached at 140 s
+    trip.fix(150, VACANT[0], speed=0.0)
+    [(t, alert)] = trip.alerts("stop")
+    assert t == 150
+    ev = alert.evidence
+    assert ev["started_at"] == at(20).isoformat()  # the stop is still the cluster the rolling fix began
+    assert ev["standing_since"] == ev["unauthorized_since"] == at(30).isoformat()
+    assert ev["duration_s"] == 120.0
+    # the same fixes standing from the first are a stop at 140 s
+    trip = cleared_at_inspection()
+    trip.drive(10, [ROAD_MID])
+    trip.fix(20, VACANT[0], speed=0.0)
+    for s in range(30, 150, 10):
+        trip.fix(s, offset(VACANT[0], 3.0, 0.0), speed=0.0)
+    assert [t for t, _ in trip.alerts("stop")] == [140]
 
 
 def test_stop_of_119_s_does_not_fire() -> None:

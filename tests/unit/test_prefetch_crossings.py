@@ -76,3 +76,39 @@ def test_a_stale_prefetch_is_only_a_miss() -> None:
             state = st.get(ping.device_id) or DeviceState(ping.device_id, DeviceKind.TRUCK)
             st[ping.device_id] = pl.step(state, ping).state
     assert states == plain_states
+
+
+def test_measured_hops_match_the_one_hop_measurement() -> None:
+    """The batch measures each crossing's part inside exactly as the one-hop path does (same floats)."""
+    import math
+
+    import numpy as np
+    import shapely
+
+    from geofences import EARTH_RADIUS_M
+
+    index = FenceIndex(load_port("santos").fences, entry_margin_m=Settings().entry_margin_m)
+    last: dict[str, Ping] = {}
+    hops = []
+    for ping in PINGS:
+        prev = last.get(ping.device_id)
+        if prev is not None and (prev.lon, prev.lat) != (ping.lon, ping.lat):
+            hops.append((prev.lon, prev.lat, ping.lon, ping.lat))
+        last[ping.device_id] = ping
+    hops = list(dict.fromkeys(hops))
+    index.prefetch_crossings([h[0] for h in hops], [h[1] for h in hops], [h[2] for h in hops], [h[3] for h in hops])
+    measured = 0
+    ky = math.radians(1.0) * EARTH_RADIUS_M
+    for lon0, lat0, lon1, lat1 in hops:
+        got = index.met_measured(lon0, lat0, lon1, lat1)
+        assert got is not None
+        assert [(f, g) for f, g, _ in got] == list(index.met(lon0, lat0, lon1, lat1) or ())
+        if not got:
+            continue
+        insides = np.empty(len(got), dtype=object)
+        insides[:] = [g for _, g, _ in got]
+        origin, scale = np.array([lon0, lat0]), np.array([ky * math.cos(math.radians(lat0)), ky])
+        one = shapely.length(shapely.transform(insides, lambda c, o=origin, s=scale: (c - o) * s)).tolist()
+        assert [m for _, _, m in got] == one
+        measured += len(got)
+    assert measured >= 50

@@ -127,10 +127,16 @@ def test_rows_written_as_json_before_the_codec_decode_to_the_typed_state() -> No
     assert kept >= {"integrity", "motion", "signal_lost", "unexpected_stop", "post_inspection_access", "pairing"}
     for device_id, state in engine.states.items():
         # the reorder window and the slots added after those rows (dwell visits, trips, a stop's standing start, a
-        # rolling fix kept in case it seeds a stop) start empty after the upgrade
+        # rolling fix kept in case it seeds a stop, the access window's standing start and rolling fixes) start empty
+        # after the upgrade
         stop = state.unexpected_stop
         stop = None if stop is None or stop.rolling else msgspec.structs.replace(stop, standing_from=None)
-        upgraded = msgspec.structs.replace(state, log=(), dwell=None, trips=None, unexpected_stop=stop)
+        access = state.post_inspection_access
+        if access is not None:
+            access = msgspec.structs.replace(access, stop_standing_from=None, rolled_at=None, stood_at=None)
+        upgraded = msgspec.structs.replace(
+            state, log=(), dwell=None, trips=None, unexpected_stop=stop, post_inspection_access=access
+        )
         assert DeviceState.from_json(device_id, old[device_id]) == upgraded, device_id
 
 

@@ -38,6 +38,7 @@ from tracker.core.rendezvous import position_stands
 from tracker.core.rules import (
     median_interval,
     met,
+    rolling,
     silence_limit,
     silent,
     standing_since,
@@ -248,6 +249,11 @@ class AccessRules:
 
     def _stop(self, run: _Run, window: Clearance, ping: Ping, ctx: FixContext, authorized: bool) -> None:
         since = ctx.motion.stationary_since
+        moving = rolling(ping.speed)
+        if moving:
+            run.update(rolled_at=ping.ts, stood_at=None)
+        elif run.s.rolled_at is not None and run.s.stood_at is None:
+            run.update(stood_at=ping.ts)
         if stop_ended(run.s.stop_since, ctx.motion):
             # a different stationary period (or none): the stop being followed is over
             if "stop" in run.s.open and run.s.stop_since is not None:
@@ -260,17 +266,27 @@ class AccessRules:
                         "moved_fix": _fix_json(ping.ts, ping.lon, ping.lat, ping.accuracy),
                     },
                 )
-            run.update(stop_since=since, stop_unauth_since=None)
-        if since is None or not stop_evidence(ctx.motion, ping.lon, ping.lat):
-            # a fix outside the stop's cluster may be the departure: it is no evidence of more standing still
+            run.update(stop_since=since, stop_unauth_since=None, stop_standing_from=None)
+        if since is None or moving or not stop_evidence(ctx.motion, ping.lon, ping.lat):
+            # a fix outside the stop's cluster may be the departure, and one at road speed is a device on the move
+            # whatever the cluster says: neither is evidence of more standing still
             return
+        standing = run.s.stop_standing_from
+        if standing is None:
+            # fixed at the stop's first fix of evidence. A stop whose cluster began with fixes at road speed stands
+            # from its first fix that does not roll, as for the unexpected-stop rule: timed from the rolling fix, a
+            # box slowing to a halt beside the road had stood there for the seconds it was still driving
+            rolled, stood = run.s.rolled_at, run.s.stood_at
+            standing = since if rolled is None or rolled < since or stood is None else stood
+            run.update(stop_standing_from=standing)
         outside = ctx.motion.outside_since
         if authorized or outside is None:
             run.update(stop_unauth_since=None)
             return
         # only the time outside authorised zones counts, as for every detector asking it (the motion model's
-        # ``outside_since``: the first fix of the stop's current run outside them), and never before the clearance
-        start = max(outside, window.ts)
+        # ``outside_since``: the first fix of the stop's current run outside them), never before the clearance and
+        # never before the stop's first fix that stands
+        start = max(outside, window.ts, standing)
         if run.s.stop_unauth_since != start:
             run.update(stop_unauth_since=start)  # kept in the state as before, for the record
         if not stood_long_enough(start, ping.ts, self.params.stop_s):
@@ -282,6 +298,7 @@ class AccessRules:
             {
                 "started_at": since.isoformat(),
                 "unauthorized_since": start.isoformat(),
+                "standing_since": standing.isoformat(),
                 "duration_s": _secs(duration),
                 "threshold_s": self.params.stop_s,
                 "centre": None if m.centre_lon is None else {"lon": m.centre_lon, "lat": m.centre_lat},

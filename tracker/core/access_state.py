@@ -175,6 +175,9 @@ class AccessState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=Tr
     off_fix: Mapping[str, Any] | None = None
     open: Mapping[str, Alert] = msgspec.field(default_factory=dict)
     intervals: tuple[float, ...] = ()  # recent seconds between accepted fixes, windows or not: the tracker's rhythm
+    stop_standing_from: datetime | None = None  # the followed stop is timed from here: its first fix that stands
+    rolled_at: datetime | None = None  # the last fix in a window that reported road speed (``rules.rolling``)
+    stood_at: datetime | None = None  # the first fix after that one that did not
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None, device_id: str) -> AccessState:

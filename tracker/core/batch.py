@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import msgspec
+
 from tracker.core.model import Alert, AlertUpdate, Event, Inspection, Ping
 from tracker.core.pipeline import Pipeline, StepResult
 from tracker.core.reorder import Reorderer
@@ -34,8 +36,7 @@ from tracker.core.trips import Trip
 __all__ = ["BatchOutcome", "Done", "Failure", "TickFailure", "Work", "run_batch"]
 
 
-@dataclass(frozen=True, slots=True)
-class Work:
+class Work(msgspec.Struct, frozen=True, gc=False):
     """One item for one device. ``seq``: the caller's position for it (ties in event time keep that order,
     and a failure names it); an inspection routed to two devices is two items with the same ``seq``."""
 
@@ -44,8 +45,7 @@ class Work:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class Done:
+class Done(msgspec.Struct, frozen=True, gc=False):
     """What one item came to (``result.state`` is its device's state after it)."""
 
     work: Work

@@ -45,10 +45,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
+from weakref import WeakKeyDictionary
 
 import msgspec
+import shapely
+from shapely.geometry.base import BaseGeometry
 
-from geofences import FenceIndex, haversine_m
+from geofences import FenceIndex, FenceKind, buffer_m, haversine_m
 from tracker.core.detector import Detector, FixContext, TickContext, first_after
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
@@ -111,10 +114,19 @@ class DarkParams:
     stopping_speed_ms: float = 2.0
     """A device slower than this at its last fix (its reported speed, else the chord from the fix before) is coming
     to a halt or creeping in a queue: its tracker may fall to its parked rhythm at once, before the stationary model
-    (two fixes 20 s apart in one spot) has seen the stop, so the parked limit applies. Trackers that log on motion go
-    quiet within seconds of stopping (two of the four losses of public GeoLife traces replayed into Santos: silent
-    12 and 2.5 minutes, each reappearing within 75 m). Below the slowest a truck drives in traffic, so a blackout
-    while driving keeps the tight limit."""
+    (two fixes 20 s apart in one spot) has seen the stop, so the parked limit applies there. Trackers that log on
+    motion go quiet within seconds of stopping (two of the four losses of public GeoLife traces replayed into Santos:
+    silent 12 and 2.5 minutes, each reappearing within 75 m). Below the slowest a truck drives in traffic, so a
+    blackout while driving keeps the tight limit. Never close to a restricted fence (see ``halt_clear_m``)."""
+    halt_clear_m: float = 50.0
+    """Inside an authorised stop zone (terminal, gate, parking, inspection area, customs yard) slowing down buys the
+    parked limit only this far from every restricted fence: one slow fix followed by a jammer beside a restricted lot
+    must not buy fifteen minutes unwatched next to it. A device that really stands there still gets the parked limit
+    once the stationary model has seen it stand (two fixes in one spot)."""
+    halt_clear_open_m: float = 300.0
+    """Outside authorised stop zones (roads, open port ground) the clearance from every restricted fence is wider:
+    nobody parks there on purpose, yet honest trackers do go quiet there as they stop (the two GeoLife losses above
+    were on open ground, over 300 m from any restricted lot), so denying the grace everywhere would flag them."""
 
 
 class DarkState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
@@ -148,6 +160,21 @@ class DarkState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True
             proven_s=float(data.get("proven_s", 0.0)),
             slowest_parked_s=float(data.get("slowest_parked_s", 0.0)),
         )
+
+
+_NEAR_RESTRICTED: WeakKeyDictionary[FenceIndex, dict[float, tuple[BaseGeometry, ...]]] = WeakKeyDictionary()
+
+
+def _near_restricted(index: FenceIndex, metres: float) -> tuple[BaseGeometry, ...]:
+    """The restricted fences of ``index`` grown by ``metres`` (prepared), built once per index: it is immutable."""
+    known = _NEAR_RESTRICTED.setdefault(index, {})
+    got = known.get(metres)
+    if got is None:
+        grown = [buffer_m(f.geometry, metres) for f in index.fences if f.kind is FenceKind.RESTRICTED]
+        for g in grown:
+            shapely.prepare(g)
+        got = known[metres] = tuple(grown)
+    return got
 
 
 def _fix_json(f: Fix) -> dict[str, Any]:
@@ -389,7 +416,9 @@ class DarkDetector(Detector[DarkState | None]):
             else:
                 intervals = (*intervals, clipped)[-p.history :]
         since = ctx.motion.stationary_since
-        stationary = since is not None or (st is not None and self._stopping(ping, st.last))
+        stationary = since is not None or (
+            st is not None and self._stopping(ping, st.last) and self._may_halt(ping, ctx)
+        )
         stopped_for = 0.0 if since is None else max(0.0, (ping.ts - since).total_seconds())
         if ctx.kind is DeviceKind.CONTAINER and ctx.authorized_stop():
             if st is None:
@@ -427,6 +456,20 @@ class DarkDetector(Detector[DarkState | None]):
         if dt <= 0:
             return False
         return haversine_m(before.lon, before.lat, ping.lon, ping.lat) / dt < self.params.stopping_speed_ms
+
+    def _may_halt(self, ping: Ping, ctx: FixContext) -> bool:
+        """Whether a device slowing down here may be granted the parked limit before it is seen standing.
+
+        Never inside a restricted fence nor within ``halt_clear_m`` of one (``halt_clear_open_m`` outside an
+        authorised stop zone): a truck braking into a terminal slot, a gate queue or on open ground far from any
+        restricted lot is likely parking, one braking beside a restricted lot has no reason to, and an insider's
+        jammer there must not be excused by one slow fix.
+        """
+        index = ctx.index
+        if any(f in index and index.get(f).kind is FenceKind.RESTRICTED for f in ctx.fences):
+            return False
+        clear = self.params.halt_clear_m if ctx.authorized_stop() else self.params.halt_clear_open_m
+        return not any(shapely.contains_xy(g, ping.lon, ping.lat) for g in _near_restricted(index, clear))
 
     def on_inspection(
         self, state: DarkState | None, inspection: Inspection, ctx: TickContext

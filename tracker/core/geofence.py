@@ -76,8 +76,8 @@ def crossed(
 ) -> tuple[str, ...]:
     """Fences passed through between two sparse fixes (a gate jumped over between pings).
 
-    The hop's fences come from ``FenceIndex.met`` when ``Pipeline.prefetch`` computed them for the batch, else
-    from the walk of its cells (``FenceIndex.near_segment``) and the exact test of those not excluded.
+    The hop's fences, measured, come from ``FenceIndex.met_measured`` when ``Pipeline.prefetch`` computed them for
+    the batch, else from the walk of its cells (``FenceIndex.near_segment``) and the exact test of those not excluded.
     """
     if last is None or (ping.ts - last.ts).total_seconds() > params.max_cross_gap_s:
         return ()
@@ -95,14 +95,18 @@ def crossed(
     def looked_at(f: str) -> bool:
         return f not in exclude and (gate_fits if index.get(f).kind is FenceKind.GATE else other_fits)
 
-    met = index.met(last.lon, last.lat, ping.lon, ping.lat, exclude)  # computed ahead for a batch (Pipeline.prefetch)
+    # computed (and measured, in the same projection as below) ahead for a batch (Pipeline.prefetch)
+    met = index.met_measured(last.lon, last.lat, ping.lon, ping.lat, exclude)
     if met is not None:
-        candidates = tuple((f, inside) for f, inside in met if looked_at(f))
-    else:
-        among = [f for f in index.near_segment(last.lon, last.lat, ping.lon, ping.lat) if looked_at(f)]
-        if not among:
-            return ()
-        candidates = index.crossings(last.lon, last.lat, ping.lon, ping.lat, exclude, among)
+        return tuple(
+            f
+            for f, _, length in met
+            if looked_at(f) and length >= (gate_m if index.get(f).kind is FenceKind.GATE else cross_m)
+        )
+    among = [f for f in index.near_segment(last.lon, last.lat, ping.lon, ping.lat) if looked_at(f)]
+    if not among:
+        return ()
+    candidates = index.crossings(last.lon, last.lat, ping.lon, ping.lat, exclude, among)
     if not candidates:
         return ()
     # the part of the chord between the fixes inside each fence, measured in LocalProjection(last.lon, last.lat):
@@ -322,15 +326,25 @@ _GRAPHS: WeakKeyDictionary[FenceIndex, dict[tuple[str, float, float, float], rea
 )
 
 
-_WATCHED: WeakKeyDictionary[FenceIndex, dict[frozenset[FenceKind], tuple[Fence, ...]]] = (
-    WeakKeyDictionary()
+_Watched = tuple[tuple[Fence, float, float, float, float], ...]
+"""Fences of the watched kinds with their bounding boxes (lon/lat), read once per index instead of once per fix."""
+_LAST_GRAPHS: tuple[FenceIndex | None, dict[tuple[str, float, float, float], reachability.CorridorGraph | None]] = (
+    None,
+    {},
 )
+"""The last index's graphs at hand (asked at every fix; the weak map is for fence reloads)."""
+_WATCHED: WeakKeyDictionary[FenceIndex, dict[frozenset[FenceKind], _Watched]] = WeakKeyDictionary()
+_LAST_WATCHED: tuple[FenceIndex | None, dict[frozenset[FenceKind], _Watched]] = (None, {})
 
 
 def _graph(index: FenceIndex, port: str, params: reachability.ReachParams) -> reachability.CorridorGraph | None:
     """The port's corridor graph, built on first use for this index (fence reloads bring a new index) and these
     building thresholds."""
-    per_port = _GRAPHS.setdefault(index, {})
+    global _LAST_GRAPHS
+    last_index, per_port = _LAST_GRAPHS
+    if last_index is not index:
+        per_port = _GRAPHS.setdefault(index, {})
+        _LAST_GRAPHS = (index, per_port)
     key = (port, params.snap_m, params.exit_m, params.densify_m)  # what the build reads (ports may differ)
     if key not in per_port:
         per_port[key] = reachability.CorridorGraph.build((f for f in index.fences if f.port == port), params)
@@ -360,11 +374,18 @@ def _places(index: FenceIndex, port: str) -> BaseGeometry:
     return per_port[port]
 
 
-def _watched(index: FenceIndex, kinds: frozenset[FenceKind]) -> tuple[Fence, ...]:
-    per_kinds = _WATCHED.setdefault(index, {})
-    if kinds not in per_kinds:
-        per_kinds[kinds] = tuple(f for f in index.fences if f.kind in kinds)
-    return per_kinds[kinds]
+def _watched(index: FenceIndex, kinds: frozenset[FenceKind]) -> _Watched:
+    """Asked at every fix: the last index's table is kept at hand (the weak map is for fence reloads)."""
+    global _LAST_WATCHED
+    last_index, per_kinds = _LAST_WATCHED
+    if last_index is not index:
+        per_kinds = _WATCHED.setdefault(index, {})
+        _LAST_WATCHED = (index, per_kinds)
+    found = per_kinds.get(kinds)
+    if found is None:
+        boxes = [(f, f.geometry.bounds) for f in index.fences if f.kind in kinds]
+        found = per_kinds[kinds] = tuple((f, float(b[0]), float(b[1]), float(b[2]), float(b[3])) for f, b in boxes)
+    return found
 
 
 def proven_crossings(
@@ -397,11 +418,8 @@ def _judged(
     lo_lat, hi_lat = min(last.lat, ping.lat) - pad, max(last.lat, ping.lat) + pad
     through: dict[str, float] = {}
     out: dict[str, reachability.Verdict] = {}
-    for fence in _watched(index, params.confirm_entry_kinds):
-        if fence.id in exclude:
-            continue
-        x0, y0, x1, y1 = fence.geometry.bounds
-        if x1 < lo_lon or x0 > hi_lon or y1 < lo_lat or y0 > hi_lat:
+    for fence, x0, y0, x1, y1 in _watched(index, params.confirm_entry_kinds):
+        if x1 < lo_lon or x0 > hi_lon or y1 < lo_lat or y0 > hi_lat or fence.id in exclude:
             continue
         if fence.windows and not any(w.active(ping.ts) for w in fence.windows):
             continue

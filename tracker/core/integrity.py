@@ -135,7 +135,8 @@ class _Flagged(msgspec.Struct, frozen=True, array_like=True, gc=False):
         )
 
 
-class IntegrityState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+# gc=False: immutable values that hold no container able to point back at them (see DeviceState)
+class IntegrityState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """What the plausibility check remembers about one device (stored by ``tracker.core.codec``)."""
 
     accepted_ts: datetime | None  # last fix this check accepted, to pair ``previous`` with its accuracy

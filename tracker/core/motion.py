@@ -115,8 +115,12 @@ class MotionState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=Tr
 
     def motion(self) -> Motion:
         if not self.stationary:
-            return Motion(None)
+            return _MOVING
         return Motion(self.since, self.lon, self.lat, self.radius_m, self.outside_since)
+
+
+_MOVING = Motion(None)
+"""The motion of every moving device (immutable, so one value serves every fix)."""
 
 
 def _seed(ts: datetime, lon: float, lat: float, authorized: bool) -> MotionState:
@@ -220,7 +224,7 @@ def update(
 
 def current(state: MotionState | None) -> Motion:
     """The motion as of the last fix, for ticks: nothing is extrapolated from the clock."""
-    return Motion(None) if state is None else state.motion()
+    return _MOVING if state is None else state.motion()
 
 
 def holds(motion: Motion, lon: float, lat: float) -> bool:

@@ -5,17 +5,9 @@ another truck) or that moves with no truck known to haul it is how loaded contai
 opened after customs clearance. The pair is declared by the API (gate-in, dispatch) or
 inferred when a truck and the container move together for a while.
 
-Positions of two devices are never compared at different instants: a truck's latest fix is
-often tens of seconds older than the container's, and at road speed that alone is a
-hundred metres. The container keeps its own recent fixes and is placed where it was when
-the truck's fix was taken (interpolated; extrapolated a little when the truck's fix is the
-newer one); only when that is impossible is the gap widened by the distance the container
-could have covered meanwhile.
-
-A separation is raised only when two consecutive comparisons, sharing no fix of either device,
-both find the container too far from its truck: a single multipath outlier (a fix hundreds of metres off, typical
-right after a box is lifted among stacks) must not page anyone. The price is one reporting interval
-of the slower device before a real separation is reported.
+This module holds the pairing state, the API side, inference and the unpaired-movement rule; whether a paired
+container is still on its truck (the reading of the gap at one instant and the two-reading verdict) is
+``tracker.core.pairing_separation``.
 """
 
 from __future__ import annotations
@@ -29,18 +21,16 @@ import msgspec
 from msgspec.structs import replace
 
 from geofences import haversine_m
-from tracker.core.detector import Detector, FixContext, TickContext
-from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
+from tracker.core.detector import Detector, FixContext, TickContext, first_after, in_authorized_zone
+from tracker.core.model import Alert, DeviceKind, Event, Ping, Severity
 from tracker.core.motion import holds
-from tracker.core.world import Position
+from tracker.core.pairing_separation import SEPARATED, ContainerFix, end, measure, reread, seconds, verdict
 
 if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
     from tracker.core.state import DeviceState
 
-SEPARATED = "container_separated"
-MAX_PORT_SPEED_MS = 25.0
-"""90 km/h: faster than anything drives inside a port, the bound on how far a box may have been from where it
-was next seen standing, a few seconds earlier."""
+__all__ = ["MOVING_UNPAIRED", "SEPARATED", "PairingDetector", "PairingState", "Params"]
+
 MOVING_UNPAIRED = "container_moving_unpaired"
 
 
@@ -78,24 +68,13 @@ class Params:
     trackers reporting every five minutes in step, the truck's fix delivered a second after the box's,
     are otherwise never within ``stale_s`` of each other, and a box dropped on a shoulder is never
     compared with the truck that left it (edge-style benchmark at Santos: three separations missed)."""
-
-
-class _Fix(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
-    ts: datetime
-    lon: float
-    lat: float
-    speed: float | None = None  # m/s as the tracker reported it
-
-    @classmethod
-    def from_json(cls, data: list[Any]) -> _Fix:
-        """The JSON form states were stored in before ``tracker.core.codec``."""
-        speed = data[3] if len(data) > 3 else None
-        return cls(
-            datetime.fromisoformat(data[0]), float(data[1]), float(data[2]), None if speed is None else float(speed)
-        )
-
-    def evidence(self) -> dict[str, Any]:
-        return {"ts": self.ts.isoformat(), "lon": self.lon, "lat": self.lat}
+    recheck_lag_s: float = 5.0
+    """A standing container's reading that found no truck fix within this of its own fix is taken again on the
+    next tick, against the truck's fix if that was taken within this of the container's (see
+    ``pairing_separation.reread``). Fixes are judged in event-time order, so with two trackers in step the box's
+    fix is otherwise always compared with the truck's fix of one interval earlier. Within a few seconds of its
+    fix a silent box cannot have gone far (the lag is counted at ``MAX_PORT_SPEED_MS``); later, its silence may
+    be a pick-up, which is why there is no other timer rule here."""
 
 
 class PairingState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
@@ -109,11 +88,12 @@ class PairingState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=T
     candidate_since: datetime | None = None
     anchor: tuple[float, float] | None = None  # centre of the last stationary period
     moving_since: datetime | None = None
-    history: tuple[_Fix, ...] = ()  # the container's own recent fixes, to compare at the truck's fix time
+    history: tuple[ContainerFix, ...] = ()  # the container's own recent fixes, to compare at the truck's fix time
     separation: Alert | None = None  # open container_separated alert
     unpaired_move: Alert | None = None  # open container_moving_unpaired alert
     unverified_since: datetime | None = None  # the paired truck could not be compared (stale or unknown)
     suspect: dict[str, Any] | None = None  # a first too-far comparison, waiting for a second to confirm it
+    recheck: datetime | None = None  # the container fix whose reading had no truck fix of its instant (a tick)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> PairingState:
@@ -137,7 +117,7 @@ class PairingState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=T
             candidate_since=ts("candidate_since"),
             anchor=None if anchor is None else (float(anchor[0]), float(anchor[1])),
             moving_since=ts("moving_since"),
-            history=tuple(_Fix.from_json(f) for f in data.get("history", ())),
+            history=tuple(ContainerFix.from_json(f) for f in data.get("history", ())),
             separation=None if sep is None else _alert_from_json(SEPARATED, sep),
             unpaired_move=None if mov is None else _alert_from_json(MOVING_UNPAIRED, mov),
             unverified_since=ts("unverified_since"),
@@ -150,83 +130,6 @@ _EMPTY = PairingState()
 
 def _alert_from_json(kind: str, data: Mapping[str, Any]) -> Alert:
     return Alert.from_state({"kind": kind, "severity": Severity.HIGH.value, **data})
-
-
-def _seconds(a: datetime, b: datetime) -> float:
-    return (a - b).total_seconds()
-
-
-def _speed_bound(a: _Fix, b: _Fix, span: float) -> float:
-    """The fastest the container is known to have gone between two of its fixes: the chord, or what it reported."""
-    chord = haversine_m(a.lon, a.lat, b.lon, b.lat) / span if span > 0 else 0.0
-    return max(chord, a.speed or 0.0, b.speed or 0.0)
-
-
-def _position_at(
-    history: tuple[_Fix, ...], ts: datetime, limit_s: float
-) -> tuple[float, float, float, tuple[datetime, ...]] | None:
-    """Where the container was at ``ts``, and how far off that may be: interpolated between its fixes, or
-    extrapolated from the last two when ``ts`` is newer (by at most ``limit_s``); None when its fixes do not
-    reach back that far. The last item names the fix the estimate rests on most (the nearer in time).
-
-    A straight line between two fixes five minutes apart is a poor guess for a box that stood in a gate
-    queue and then drove off: placed on that line it lies hundreds of metres from the truck it rides on.
-    The uncertainty is the distance it could have covered, at the fastest speed it showed (chord or
-    reported), from the nearer of the two fixes; a box that stood still has next to none.
-    """
-    if not history:
-        return None
-    last = history[-1]
-    if ts >= last.ts:
-        ahead = _seconds(ts, last.ts)
-        if ahead == 0:
-            return last.lon, last.lat, 0.0, (last.ts,)
-        if ahead > limit_s or len(history) < 2:
-            return None
-        prev = history[-2]
-        span = _seconds(last.ts, prev.ts)
-        if span <= 0:
-            return None
-        k = ahead / span
-        slack = _speed_bound(prev, last, span) * ahead
-        return last.lon + (last.lon - prev.lon) * k, last.lat + (last.lat - prev.lat) * k, slack, (last.ts,)
-    for older, newer in zip(history[-2::-1], history[::-1], strict=False):
-        if older.ts <= ts <= newer.ts:
-            span = _seconds(newer.ts, older.ts)
-            k = 0.0 if span <= 0 else _seconds(ts, older.ts) / span
-            slack = _speed_bound(older, newer, span) * min(_seconds(ts, older.ts), _seconds(newer.ts, ts))
-            lon = older.lon + (newer.lon - older.lon) * k
-            nearer = older if k < 0.5 else newer
-            return lon, older.lat + (newer.lat - older.lat) * k, slack, (nearer.ts,)
-    return None
-
-
-def _parked_at_its_fix(truck: Position, p: Params) -> bool:
-    """Whether the truck's stop centre is where the truck is: stationary, not reporting road speed, and its last
-    fix within ``moved_m`` of that centre.
-
-    A stop lasts until a second fix outside it: the truck's first fix after it drove off (to the inspection area
-    next door, a minute's drive) is held as a possible outlier, so the stop, and its centre, still stand back at
-    the gate queue. Comparing a box parked at the new place with that centre finds them hundreds of metres apart
-    while they stand side by side.
-    """
-    if truck.stationary_since is None:
-        return False
-    if truck.speed is not None and truck.speed > p.moving_speed_ms:
-        return False
-    return truck.centre is None or haversine_m(truck.lon, truck.lat, *truck.centre) <= p.moved_m
-
-
-@dataclass(frozen=True, slots=True)
-class _Gap:
-    """Distance between container and truck at the instant of the truck's fix, with its uncertainty."""
-
-    distance_m: float
-    slack_m: float  # how far off the distance may be because the instants could not be matched
-    lag_s: float  # container fix time minus truck fix time
-    container_lon: float
-    container_lat: float
-    container_fixes: tuple[datetime, ...] = ()  # the container's fix the placement rests on most
 
 
 class PairingDetector(Detector[PairingState | None]):
@@ -255,6 +158,7 @@ class PairingDetector(Detector[PairingState | None]):
             candidate=None,
             candidate_since=None,
             suspect=None,
+            recheck=None,
         )
 
     def unpair(self, state: PairingState | None, ts: datetime) -> PairingState:
@@ -275,6 +179,7 @@ class PairingDetector(Detector[PairingState | None]):
             anchor=None,
             moving_since=None,
             suspect=None,
+            recheck=None,
         )
 
     def on_pair(self, state: PairingState | None, truck_id: str | None, at: datetime) -> PairingState | None:
@@ -293,10 +198,10 @@ class PairingDetector(Detector[PairingState | None]):
             return state, []
         p = self.params
         st = state or _EMPTY
-        fix = _Fix(ping.ts, ping.lon, ping.lat, ping.speed)
+        fix = ContainerFix(ping.ts, ping.lon, ping.lat, ping.speed)
         history = tuple(f for f in st.history if f.ts < ping.ts)
-        keep_from = next((i for i, f in enumerate(history) if _seconds(ping.ts, f.ts) <= p.stale_s), len(history))
-        st = replace(st, history=(*history[max(0, keep_from - 1) :], fix))
+        keep_from = next((i for i, f in enumerate(history) if seconds(ping.ts, f.ts) <= p.stale_s), len(history))
+        st = replace(st, history=(*history[max(0, keep_from - 1) :], fix), recheck=None)
 
         speed = self._speed(ping, ctx)
         stationary = ctx.motion.stationary_since is not None
@@ -310,7 +215,7 @@ class PairingDetector(Detector[PairingState | None]):
 
         # a pairing replaced or withdrawn through the API ends the separation it was about
         if st.separation is not None and st.separation.evidence.get("truck", {}).get("id") != st.truck:
-            events.append(self._end(st.separation, ping.ts, "unpaired" if st.truck is None else "re-paired"))
+            events.append(end(st.separation, ping.ts, "unpaired" if st.truck is None else "re-paired"))
             st = replace(st, separation=None)
 
         if st.truck is not None:
@@ -326,8 +231,9 @@ class PairingDetector(Detector[PairingState | None]):
         return st, events
 
     def next_due(self, state: PairingState | None, ctx: TickContext, after: datetime | None) -> datetime | None:
-        """Never: ticks do nothing here (see ``on_tick``)."""
-        return None
+        """Only to read a standing container's last fix again, once the truck's fix of that instant may have come
+        (``recheck_lag_s`` after it); otherwise never (see ``on_tick``)."""
+        return None if state is None or state.recheck is None else self._recheck_due(state.recheck)
 
     def on_tick(
         self, state: PairingState | None, now: datetime, ctx: TickContext
@@ -340,8 +246,30 @@ class PairingDetector(Detector[PairingState | None]):
         false separations of the detection benchmark came from this rule). The cost is at most
         one container reporting interval of delay; a container that stays silent is the
         going-dark detectors' business.
+
+        The one exception is about the container's last fix, not its silence: a standing container whose
+        reading had no truck fix of its instant (fixes are judged in event-time order, and the truck's, taken
+        a fraction of a second later, came after it) is read again against the truck's fix once, if that fix
+        was taken within ``recheck_lag_s`` of the container's (``pairing_separation.reread``). That reading
+        may only raise: a truck fix timed seconds after the box's widens the reading, and must not clear a
+        far reading waiting for its second.
         """
-        return state, []
+        if state is None or state.recheck is None or now < self._recheck_due(state.recheck):
+            return state, []
+        st = replace(state, recheck=None)
+        fix = st.history[-1] if st.history else None
+        truck = None if st.truck is None else ctx.world.get(st.truck)
+        if fix is None or fix.ts != state.recheck or truck is None or st.separation is not None:
+            return st, []
+        gap = reread(self.params, st.history, truck, ctx.motion)
+        if gap is None or gap.distance_m - gap.slack_m <= self.params.separated_m:
+            return st, []
+        port = next((ctx.index.get(f).port for f in sorted(ctx.fences) if f in ctx.index), None)
+        authorized = in_authorized_zone(ctx.index, ctx.fences)
+        return verdict(self.params, ctx.device_id, st, fix, gap, truck, True, authorized, max(fix.ts, truck.ts), port)
+
+    def _recheck_due(self, fix_ts: datetime) -> datetime:
+        return first_after(fix_ts, self.params.recheck_lag_s)
 
     # -- rules ----------------------------------------------------------------------------------------------
 
@@ -364,66 +292,13 @@ class PairingDetector(Detector[PairingState | None]):
         prev = ctx.previous
         if prev is None:
             return 0.0
-        dt = _seconds(ping.ts, prev.ts)
+        dt = seconds(ping.ts, prev.ts)
         return 0.0 if dt <= 0 else haversine_m(prev.lon, prev.lat, ping.lon, ping.lat) / dt
-
-    def _gap(
-        self,
-        st: PairingState,
-        fix: _Fix,
-        speed: float,
-        truck: Position,
-        *,
-        container_stationary: bool,
-        centre: tuple[float, float] | None = None,
-        stood_since: datetime | None = None,
-        centre_rests_on: tuple[datetime, ...] | None = None,
-    ) -> _Gap | None:
-        """How far the container is from ``truck``, both placed at the instant of the truck's fix.
-
-        Comparing the container as it is now with a parked truck's last fix is right only while the container
-        stands still too: a container on the move means the truck may have driven off with it since that fix
-        (a parked truck's last fix can be a minute old), and the two would look apart while riding together.
-        Two parked devices are compared by the centres of their stops (``centre``: the container's), which a
-        multipath fix thrown 200 m off among the stacks does not move.
-
-        ``centre_rests_on``: the container fixes the centre stands for when ``fix`` lies outside the stop.
-
-        ``stood_since``: the container has stood at ``centre`` from then up to ``fix`` (this fix belongs to that
-        stop). A truck fix taken in that span finds the container at its centre at the truck's own instant, so it
-        is compared up to ``parked_stale_s`` old, with no uncertainty from the lag. A truck fix taken shortly before
-        the stop's first fix (two trackers in step, a fraction of a second apart) finds the box within
-        ``MAX_PORT_SPEED_MS`` times that fraction of its centre: that is the reading's uncertainty.
-        """
-        p = self.params
-        lag = _seconds(fix.ts, truck.ts)
-        early = 0.0 if stood_since is None else max(0.0, _seconds(stood_since, truck.ts))
-        covered = (
-            stood_since is not None and centre is not None and early <= p.stale_s and 0 <= lag <= p.parked_stale_s
-        )
-        if abs(lag) > p.stale_s and not covered:
-            return None
-        if container_stationary and _parked_at_its_fix(truck, p):
-            # both parked: each is where its stop is
-            c_lon, c_lat = centre or (fix.lon, fix.lat)
-            t_lon, t_lat = truck.centre or (truck.lon, truck.lat)
-            used = centre_rests_on if centre is not None and centre_rests_on is not None else (fix.ts,)
-            return _Gap(haversine_m(c_lon, c_lat, t_lon, t_lat), 0.0, lag, c_lon, c_lat, used)
-        if covered and centre is not None:
-            # the box stood at its stop throughout: that is where it was when the truck's fix was taken
-            slack = early * MAX_PORT_SPEED_MS
-            return _Gap(haversine_m(centre[0], centre[1], truck.lon, truck.lat), slack, lag, *centre, (fix.ts,))
-        at = _position_at(st.history, truck.ts, self.params.stale_s)
-        if at is not None:
-            lon, lat, slack, used = at
-            return _Gap(haversine_m(lon, lat, truck.lon, truck.lat), slack, lag, lon, lat, used)
-        distance = haversine_m(fix.lon, fix.lat, truck.lon, truck.lat)
-        return _Gap(distance, speed * abs(lag), lag, fix.lon, fix.lat, (fix.ts,))
 
     def _check_separation(
         self,
         st: PairingState,
-        fix: _Fix,
+        fix: ContainerFix,
         speed: float,
         still: bool,
         stationary: bool,
@@ -446,8 +321,9 @@ class PairingDetector(Detector[PairingState | None]):
         gap = (
             None
             if truck is None
-            else self._gap(
-                st,
+            else measure(
+                self.params,
+                st.history,
                 fix,
                 speed,
                 truck,
@@ -457,110 +333,18 @@ class PairingDetector(Detector[PairingState | None]):
                 centre_rests_on=rests_on,
             )
         )
+        # judged before the truck's fix of this instant came (or with none): a tick reads it again (``on_tick``)
+        fresh = truck is not None and abs(seconds(fix.ts, truck.ts)) <= self.params.recheck_lag_s
+        if not fresh and stationary and st.separation is None:
+            st = replace(st, recheck=fix.ts)
         if truck is None or gap is None:
             # nothing to compare with: no verdict either way, but remember since when it is unverified
             return replace(st, unverified_since=st.unverified_since or at), []
-        return self._separation_verdict(ctx.device_id, st, fix, gap, truck, still, ctx.authorized_stop(), at, port)
+        return verdict(self.params, ctx.device_id, st, fix, gap, truck, still, ctx.authorized_stop(), at, port)
 
-    def _separation_verdict(
-        self,
-        device_id: str,
-        st: PairingState,
-        fix: _Fix,
-        gap: _Gap,
-        truck: Position,
-        still: bool,
-        authorized: bool,
-        at: datetime,
-        port: str | None,
-    ) -> tuple[PairingState, list[Event]]:
-        p = self.params
-        unverified = st.unverified_since
-        st = replace(st, unverified_since=None)
-        if st.separation is not None:
-            if gap.distance_m + gap.slack_m <= p.rejoin_m:
-                update = self._end(st.separation, at, "rejoined", gap=gap, truck=truck)
-                return replace(st, separation=None), [update]
-            return st, []
-        if gap.distance_m - gap.slack_m <= p.separated_m:
-            return replace(st, suspect=None), []
-        if st.inferred and still and authorized:
-            # an inferred haul ends where containers are dropped: no one declared it, no one undeclares it
-            # and where it is dropped is where a later movement is measured from
-            return replace(
-                st,
-                truck=None,
-                inferred=False,
-                paired_at=None,
-                unpaired_at=at,
-                anchor=(fix.lon, fix.lat),
-                moving_since=None,
-                suspect=None,
-            ), []
-        assert st.truck is not None
-        seen = [fix.ts.isoformat(), truck.ts.isoformat(), [t.isoformat() for t in gap.container_fixes]]
-        first = st.suspect
-        if (
-            first is None
-            or first.get("truck") != st.truck
-            or _seconds(at, datetime.fromisoformat(first["at"])) > p.confirm_within_s
-        ):
-            # a first reading: an outlier of either tracker looks just like this, so wait for a second one
-            # (the next reading: a close one in between clears this; two outliers an hour apart do not
-            # confirm each other)
-            suspect = {
-                "truck": st.truck,
-                "fixes": seen,
-                "at": at.isoformat(),
-                "distance_m": round(gap.distance_m, 1),
-                "container_fix": fix.evidence(),
-                "unverified_since": None if unverified is None else unverified.isoformat(),
-            }
-            return replace(st, suspect=suspect), []
-        fixes = first.get("fixes") or [None, None, []]
-        used_before = set(fixes[2] if len(fixes) > 2 else [fixes[0]])
-        if fixes[0] == seen[0] or fixes[1] == seen[1] or used_before & set(seen[2]):
-            # a fix of either device shared with the first reading makes this no independent second one: a truck
-            # reporting once a minute is compared with two container fixes in a row, and one multipath jump of
-            # either tracker would otherwise confirm itself (a box placed between two fixes rests on the nearer).
-            # Wait for both trackers to have spoken again.
-            return replace(st, unverified_since=unverified), []
-        if unverified is None and first.get("unverified_since") is not None:
-            unverified = datetime.fromisoformat(first["unverified_since"])
-        alert = Alert(
-            kind=SEPARATED,
-            severity=Severity.HIGH,
-            device_id=device_id,
-            ts=at,
-            message=(
-                f"container is {gap.distance_m:.0f} m from its {'inferred' if st.inferred else 'declared'} "
-                f"truck {st.truck}"
-            ),
-            port=port,
-            evidence={
-                "container_fix": fix.evidence(),
-                "container_at_truck_fix": {"lon": gap.container_lon, "lat": gap.container_lat},
-                "truck": {
-                    "id": truck.device_id,
-                    "fix": {"ts": truck.ts.isoformat(), "lon": truck.lon, "lat": truck.lat},
-                },
-                "distance_m": round(gap.distance_m, 1),
-                "uncertainty_m": round(gap.slack_m, 1),
-                "lag_s": gap.lag_s,
-                "pairing": {
-                    "inferred": st.inferred,
-                    "since": None if st.paired_at is None else st.paired_at.isoformat(),
-                },
-                "container_still": still,
-                "first_reading": {k: first[k] for k in ("at", "distance_m", "container_fix")},
-                "unverified_since": None if unverified is None else unverified.isoformat(),
-                "thresholds": {"separated_m": p.separated_m, "rejoin_m": p.rejoin_m, "stale_s": p.stale_s},
-            },
-            key=f"{st.truck}@{at.isoformat()}",
-        )
-        return replace(st, separation=alert, suspect=None), [alert]
-
-    def _infer(self, st: PairingState, fix: _Fix, speed: float, stationary: bool, ctx: FixContext) -> PairingState:
+    def _infer(
+        self, st: PairingState, fix: ContainerFix, speed: float, stationary: bool, ctx: FixContext
+    ) -> PairingState:
         p = self.params
         best: tuple[float, str] | None = None
         if not stationary:
@@ -568,7 +352,7 @@ class PairingDetector(Detector[PairingState | None]):
             for _, pos in ctx.world.near(fix.lon, fix.lat, search, exclude=ctx.device_id, kind=DeviceKind.TRUCK):
                 if pos.stationary_since is not None:
                     continue
-                gap = self._gap(st, fix, speed, pos, container_stationary=False)
+                gap = measure(self.params, st.history, fix, speed, pos, container_stationary=False)
                 if gap is None or gap.distance_m + gap.slack_m > p.infer_m:
                     continue
                 if best is None or (gap.distance_m, pos.device_id) < best:
@@ -578,21 +362,21 @@ class PairingDetector(Detector[PairingState | None]):
         truck_id = best[1]
         if st.candidate != truck_id or st.candidate_since is None:
             return replace(st, candidate=truck_id, candidate_since=fix.ts)
-        if _seconds(fix.ts, st.candidate_since) >= p.infer_s:
+        if seconds(fix.ts, st.candidate_since) >= p.infer_s:
             return replace(st, truck=truck_id, inferred=True, paired_at=fix.ts, candidate=None, candidate_since=None)
         return st
 
     def _search_m(self, speed: float) -> float:
         return min(self.params.infer_m + speed * self.params.stale_s, self.params.max_search_m)
 
-    def _truck_alongside(self, st: PairingState, fix: _Fix, speed: float, ctx: FixContext) -> bool:
+    def _truck_alongside(self, st: PairingState, fix: ContainerFix, speed: float, ctx: FixContext) -> bool:
         """Whether some truck may be within ``infer_m`` (uncertainty counted in its favour).
 
         A parked truck is taken to be still where it stands: a container rolling away from it is leaving it,
         which is what this rule is about."""
         search = self._search_m(speed)
         for _, pos in ctx.world.near(fix.lon, fix.lat, search, exclude=ctx.device_id, kind=DeviceKind.TRUCK):
-            gap = self._gap(st, fix, speed, pos, container_stationary=True)
+            gap = measure(self.params, st.history, fix, speed, pos, container_stationary=True)
             if gap is not None and gap.distance_m - gap.slack_m <= self.params.infer_m:
                 return True
         return False
@@ -600,7 +384,7 @@ class PairingDetector(Detector[PairingState | None]):
     def _check_unpaired_move(
         self,
         st: PairingState,
-        fix: _Fix,
+        fix: ContainerFix,
         speed: float,
         stationary: bool,
         moving: bool,
@@ -611,7 +395,7 @@ class PairingDetector(Detector[PairingState | None]):
         if stationary:
             events: list[Event] = []
             if st.unpaired_move is not None:
-                events.append(self._end(st.unpaired_move, fix.ts, "stopped", where=fix))
+                events.append(end(st.unpaired_move, fix.ts, "stopped", where=fix))
             return replace(st, moving_since=None, unpaired_move=None), events
         moved = None if st.anchor is None else haversine_m(st.anchor[0], st.anchor[1], fix.lon, fix.lat)
         if not moving:
@@ -619,7 +403,7 @@ class PairingDetector(Detector[PairingState | None]):
         st = replace(st, moving_since=st.moving_since or fix.ts)
         if st.truck is not None:
             if st.unpaired_move is not None:
-                return replace(st, unpaired_move=None), [self._end(st.unpaired_move, fix.ts, "paired", where=fix)]
+                return replace(st, unpaired_move=None), [end(st.unpaired_move, fix.ts, "paired", where=fix)]
             return st, []
         if st.unpaired_move is not None or self._truck_alongside(st, fix, speed, ctx):
             return st, []
@@ -650,26 +434,3 @@ class PairingDetector(Detector[PairingState | None]):
             key=st.moving_since.isoformat(),
         )
         return replace(st, unpaired_move=alert), [alert]
-
-    @staticmethod
-    def _end(
-        alert: Alert,
-        at: datetime,
-        reason: str,
-        *,
-        gap: _Gap | None = None,
-        truck: Position | None = None,
-        where: _Fix | None = None,
-    ) -> AlertUpdate:
-        fields: dict[str, Any] = {
-            "ended_at": at.isoformat(),
-            "duration_s": round(_seconds(at, alert.ts), 1),
-            "reason": reason,
-        }
-        if gap is not None:
-            fields["distance_m"] = round(gap.distance_m, 1)
-        if truck is not None:
-            fields["truck_fix"] = {"ts": truck.ts.isoformat(), "lon": truck.lon, "lat": truck.lat}
-        if where is not None:
-            fields["container_fix"] = where.evidence()
-        return AlertUpdate(alert=alert, ts=at, fields=fields, closes=True)

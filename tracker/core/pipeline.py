@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from geofences import FenceIndex, FenceKind
 from tracker.core import geofence, motion
 from tracker.core.dark import DarkDetector
@@ -45,6 +47,8 @@ TICK_HORIZON_S = 24 * 3600.0
 _QUIET = timedelta(seconds=TICK_QUIET_S)
 _HORIZON = timedelta(seconds=TICK_HORIZON_S)
 _INSTANT = timedelta(microseconds=1)
+_UNKNOWN = "\x00unknown"  # not a port name: a fence set whose port is not kept yet
+_MAX_PORTS_OF = 1 << 14
 
 Steps = tuple[Detector[Any], ...]
 """The declared detector steps, in the order they run; each brings its hooks and its slot (``detector.Detector``)."""
@@ -83,8 +87,10 @@ class _Rules:
         return cls(Params(p.geofence, p.motion), default_detectors(p), IntegrityCheck(p.integrity))
 
 
-@dataclass(frozen=True, slots=True)
-class StepResult:
+class StepResult(msgspec.Struct, frozen=True, gc=False):
+    """What one fix, tick or decision came to; built once or twice per fix (a msgspec Struct: cheap to build,
+    and out of the cyclic collector, as the states it holds)."""
+
     state: DeviceState
     alerts: tuple[Event, ...] = ()
     flags: tuple[str, ...] = ()
@@ -126,6 +132,8 @@ class Pipeline:
         self._trucks: dict[str, str] = {}  # truck -> the container that last reported it as its partner
         self._raw: dict[tuple[float, float], frozenset[str]] = {}  # see prefetch()
         self._raw_index: FenceIndex | None = None
+        self._ports_of: dict[frozenset[str], str | None] = {}  # see _port_of()
+        self._ports_index: FenceIndex | None = None
 
     def with_index(self, index: FenceIndex, params: Params | None = None) -> Pipeline:
         """The same pipeline over a new fence index (a fence set was reloaded), losing no state.
@@ -331,9 +339,19 @@ class Pipeline:
         return container
 
     def _port_of(self, fences: frozenset[str]) -> str | None:
-        for fence_id in sorted(fences):
-            return self.index.get(fence_id).port
-        return None
+        """The port of the first of ``fences`` by id; asked several times per fix about a few hundred distinct
+        sets, so the answer is kept per set and index."""
+        if not fences:
+            return None
+        if self._ports_index is not self.index:
+            self._ports_of, self._ports_index = {}, self.index
+        port = self._ports_of.get(fences, _UNKNOWN)
+        if port is _UNKNOWN:
+            port = self.index.get(min(fences)).port
+            if len(self._ports_of) >= _MAX_PORTS_OF:
+                self._ports_of.clear()
+            self._ports_of[fences] = port
+        return port
 
     # ---- timers and external facts ------------------------------------------------------------
 

@@ -152,20 +152,55 @@ class CorridorGraph:
         self.adj = adj
         self.exits = np.zeros(len(xy), dtype=np.bool_) if exits is None else exits
         self.inside = inside  # the port (projected): outside it the public streets are not mapped
-        self._cores: dict[tuple[str, float], tuple[BaseGeometry, BaseGeometry]] = {}
+        self._cores: dict[tuple[str, float], tuple[BaseGeometry, BaseGeometry, tuple[float, float, float, float]]] = {}
+        self._blocked: dict[int, tuple[BaseGeometry, list[list[bool]]]] = {}  # see blocked_edges()
+
+    def blocked_edges(self, core: BaseGeometry) -> list[list[bool]]:
+        """For every edge in ``adj`` order (``[u][k]`` for ``adj[u][k]``), whether the straight drive from ``u``
+        to its neighbour enters ``core``: one vectorised test per core, kept while that core is, instead of a
+        line built and tested for every edge each search relaxes (most of a proof's cost)."""
+        hit = self._blocked.get(id(core))
+        if hit is not None and hit[0] is core:
+            return hit[1]
+        us = [u for u, nbrs in enumerate(self.adj) for _ in nbrs]
+        vs = [v for nbrs in self.adj for v, _ in nbrs]
+        if us:
+            # the same lines the search built, one per directed edge (from ``u`` to ``v``)
+            lines = shapely.linestrings(np.stack([self.xy[us], self.xy[vs]], axis=1))
+            flat = np.asarray(shapely.intersects(lines, core)).tolist()
+        else:
+            flat = []
+        out: list[list[bool]] = []
+        k = 0
+        for nbrs in self.adj:
+            out.append(flat[k : k + len(nbrs)])
+            k += len(nbrs)
+        if len(self._blocked) >= 64:
+            self._blocked.clear()
+        self._blocked[id(core)] = (core, out)
+        return out
 
     def core(self, fence: Fence, edge_m: float) -> BaseGeometry:
         """The fence shrunk by ``edge_m`` in the graph's plane, prepared; kept per fence (every judgement of a fence
         needs it, and building it, a projection and a negative buffer, cost more than the rest of most judgements).
         """
+        return self._core(fence, edge_m)[0]
+
+    def core_bounds(self, fence: Fence, edge_m: float) -> tuple[float, float, float, float]:
+        """The bounding box of :meth:`core` (x0, y0, x1, y1 in the graph's plane; NaN when the core is empty)."""
+        return self._core(fence, edge_m)[1]
+
+    def _core(self, fence: Fence, edge_m: float) -> tuple[BaseGeometry, tuple[float, float, float, float]]:
         key = (fence.id, edge_m)
         hit = self._cores.get(key)
         if hit is not None and hit[0] is fence.geometry:
-            return hit[1]
+            return hit[1], hit[2]
         core = shapely.make_valid(self.proj.project(fence.geometry)).buffer(-edge_m)
         shapely.prepare(core)
-        self._cores[key] = (fence.geometry, core)
-        return core
+        b = core.bounds
+        box = (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+        self._cores[key] = (fence.geometry, core, box)
+        return core, box
 
     @classmethod
     def build(cls, fences: Iterable[Fence], params: ReachParams | None = None) -> CorridorGraph | None:
@@ -261,18 +296,19 @@ class CorridorGraph:
         dist: dict[int, float] = {}
         heap = [(w, n) for n, w in starts]
         heapq.heapify(heap)
+        blocked = self.blocked_edges(core)
+        open_room = room.tolist()
+        bounds = bound.tolist()
         while heap:
             d, u = heapq.heappop(heap)
             if u in dist:
                 continue
             dist[u] = d
-            for v, w in self.adj[u]:
-                if v in dist or not room[v]:
+            for (v, w), cut in zip(self.adj[u], blocked[u], strict=True):
+                if v in dist or not open_room[v]:
                     continue
                 nd = d + w
-                if nd + bound[v] > budget:
-                    continue
-                if shapely.intersects(LineString([self.xy[u], self.xy[v]]), core):
+                if nd + bounds[v] > budget or cut:
                     continue
                 heapq.heappush(heap, (nd, v))
         return dist
@@ -350,11 +386,17 @@ def chord_through(
     """Length (m) of the straight line between two fixes inside the fence's core, whatever the roads (0: none)."""
     p = params or ReachParams()
     proj = graph.proj if graph is not None else LocalProjection(a.lon, a.lat)
+    ax, ay = (float(v) for v in proj.to_xy(a.lon, a.lat))
+    bx, by = (float(v) for v in proj.to_xy(b.lon, b.lat))
+    if graph is not None:
+        # most chords that reach the fence's box miss its core's box (asked at every fix near a watched fence):
+        # no geometry is needed for those; an empty core has a NaN box, which no comparison passes
+        x0, y0, x1, y1 = graph.core_bounds(fence, p.edge_tolerance_m)
+        if not (min(ax, bx) <= x1 and max(ax, bx) >= x0 and min(ay, by) <= y1 and max(ay, by) >= y0):
+            return 0.0
     core = _core(graph, fence, proj, p.edge_tolerance_m)
     if core.is_empty:
         return 0.0
-    ax, ay = (float(v) for v in proj.to_xy(a.lon, a.lat))
-    bx, by = (float(v) for v in proj.to_xy(b.lon, b.lat))
     chord = LineString([(ax, ay), (bx, by)])
     if not chord.intersects(core):
         return 0.0

@@ -101,7 +101,8 @@ class _Self:
     standing: bool = True  # its fix lies at its stop and reports no road speed (``stands_at_fix``)
 
 
-class _Meeting(msgspec.Struct, frozen=True, array_like=True):
+# gc=False: immutable values that hold no container able to point back at them (see DeviceState)
+class _Meeting(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A raised meeting; the alert is kept field by field so that updates refer to it unchanged."""
 
     partner: str
@@ -109,7 +110,7 @@ class _Meeting(msgspec.Struct, frozen=True, array_like=True):
     alert: Alert
 
 
-class RendezvousState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+class RendezvousState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """Meetings this device is part of (stored by ``tracker.core.codec``)."""
 
     open: tuple[_Meeting, ...] = ()
@@ -221,6 +222,16 @@ class RendezvousDetector(Detector[RendezvousState | None]):
     def on_fix(
         self, state: RendezvousState | None, ping: Ping, ctx: FixContext
     ) -> tuple[RendezvousState | None, list[Event]]:
+        m = ctx.motion
+        if state is None and (
+            m.stationary_since is None
+            or m.outside_since is None
+            or (self.params.port_area_only and not ctx.fences)
+            or ctx.authorized_stop()
+        ):
+            # nothing open, nothing closed to prune, and no meeting may start (see ``_evaluate``'s ``may_start``):
+            # most fixes of a port, moving or parked in a yard, end here without building the device's picture
+            return None, []
         port, fence_id = _fence_context(ctx.index, ctx.fences, ctx.params_port)
         me = _Self(
             device_id=ctx.device_id,

@@ -25,10 +25,12 @@ from tracker.core.motion import holds
 from tracker.core.world import Position
 
 __all__ = [
+    "ROLLING_MS",
     "clip_interval",
     "learn_interval",
     "median_interval",
     "met",
+    "rolling",
     "silence_due",
     "silence_limit",
     "silent",
@@ -38,6 +40,10 @@ __all__ = [
     "stop_evidence",
     "together_since",
 ]
+
+ROLLING_MS = 2.0
+"""A fix reporting more than this (m/s) is never time spent standing still (a parked tracker's Doppler speed is far
+below it); the same bound as ``[detectors.rendezvous] moving_speed_ms``."""
 
 
 # ---------------------------------------------------------------- standing still (the stop rule)
@@ -59,6 +65,16 @@ def stop_evidence(motion: Motion, lon: float, lat: float) -> bool:
     not add its time to the stop: a truck that drives off after 4 min 50 s did not stand for five minutes.
     """
     return motion.stationary_since is not None and holds(motion, lon, lat)
+
+
+def rolling(speed: float | None) -> bool:
+    """Whether a fix reports road speed (above :data:`ROLLING_MS`): a device on the move whatever its cluster says.
+
+    Such a fix is no evidence of standing still and does not start the time a stop is measured by: a stop whose
+    cluster was seeded by a rolling fix (a truck slowing into a slot, its last fix at speed a few metres off) stands
+    from its first fix that does not roll. A fix without a speed is judged by the motion model alone.
+    """
+    return speed is not None and speed > ROLLING_MS
 
 
 def stood_long_enough(start: datetime, ts: datetime, limit_s: float) -> bool:

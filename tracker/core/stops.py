@@ -35,16 +35,13 @@ import msgspec
 from geofences import Fence, FenceKind, haversine_m
 from tracker.core.detector import AUTHORIZED_STOP_KINDS, Detector, FixContext, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
+from tracker.core.rules import rolling as _rolling
 from tracker.core.rules import stood_long_enough, stop_ended, stop_evidence
 
 if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
     from tracker.core.state import DeviceState
 
 __all__ = ["DEFAULT_SPECIFICITY", "StopDetector", "StopParams"]
-
-DRIVING_MS = 2.0
-"""A fix reporting more than this (m/s) is never time spent standing still (a parked tracker's Doppler speed is far
-below it); the same bound as ``[detectors.rendezvous] moving_speed_ms``."""
 
 DEFAULT_SPECIFICITY: tuple[FenceKind, ...] = (
     FenceKind.RESTRICTED,
@@ -111,10 +108,6 @@ class StopState(msgspec.Struct, frozen=True, array_like=True, gc=False):
             authorized=bool(data["authorized"]),
             alert=None if raw is None else StopDetector._alert(raw, device_id),
         )
-
-
-def _driving(speed: float | None) -> bool:
-    return speed is not None and speed > DRIVING_MS
 
 
 def _begin(stop: StopState) -> datetime:
@@ -234,7 +227,7 @@ class StopDetector(Detector[StopState | None]):
                     )
                 )
             stop = None
-        rolling = _driving(ping.speed)
+        rolling = _rolling(ping.speed)
         if since is None:
             # a rolling fix is remembered in case it seeds the stop that follows (see below)
             return (StopState(ping.ts, ping.ts, False, None, None, True) if rolling else None), events

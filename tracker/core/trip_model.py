@@ -38,7 +38,8 @@ def _ts(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-class Stop(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+# gc=False: immutable values that hold no container able to point back at them (see DeviceState)
+class Stop(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """A standstill of at least ``min_stop_s`` during a trip: where, from when to when, inside which fences."""
 
     start: datetime
@@ -62,7 +63,7 @@ class Stop(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
         }
 
 
-class Visit(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+class Visit(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """One stay inside one fence: entered at ``enter``, left at ``exit`` (None: still inside at the trip's end)."""
 
     fence_id: str
@@ -85,7 +86,7 @@ class Visit(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
         return out
 
 
-class Customs(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+class Customs(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """When customs first said each thing about the box during (or just before) the trip."""
 
     cleared: datetime | None = None
@@ -112,7 +113,7 @@ class Customs(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
         }
 
 
-class Trip(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+class Trip(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """One journey, open (``closed`` False: ``end`` is the latest fix so far) or closed."""
 
     id: str
@@ -213,7 +214,7 @@ class Trip(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
         )
 
 
-class Standstill(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+class Standstill(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """The device's current stationary period as the motion model reports it (finalised into a Stop later)."""
 
     since: datetime
@@ -223,7 +224,7 @@ class Standstill(msgspec.Struct, frozen=True, array_like=True, omit_defaults=Tru
     fences: tuple[str, ...]
 
 
-class TripState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+class TripState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """What the segmenter remembers about one device between steps (its slot in ``DeviceState``, stored by
     ``tracker.core.codec``; fields are only ever appended)."""
 
