@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -416,8 +417,10 @@ class Service(FenceControl, Commands, Anchoring):
         assert self.link is not None
         now = self.clock()
         self._in_flight_since = min(m.received for m in messages) if messages else None
-        for msg in messages:
-            self.metrics.received.labels(msg.topic.split("/", 1)[0]).inc()
+        # one labelled increment per batch and topic prefix, not one per message
+        received = Counter(msg.topic.split("/", 1)[0] for msg in messages)
+        for prefix, n in received.items():
+            self.metrics.received.labels(prefix).inc(n)
         decoded = [self.decode(msg, now) for msg in messages]
         await self.commit(decoded)
         for msg in messages:
@@ -544,10 +547,14 @@ class Service(FenceControl, Commands, Anchoring):
             self._newest_fix_lag = max(0.0, ages[len(ages) // 2])
         elif batch.pings:
             self._newest_fix_lag = 0.0
+        lag = self.metrics.ingest_lag
+        flagged: Counter[str] = Counter()
         for ping, flags in batch.pings:
-            self.metrics.ingest_lag.observe(max(0.0, (now - ping.ts).total_seconds()))
-            for flag in flags:
-                self.metrics.pings_flagged.labels(flag).inc()
+            lag.observe(max(0.0, (now - ping.ts).total_seconds()))
+            if flags:
+                flagged.update(flags)
+        for flag, n in flagged.items():
+            self.metrics.pings_flagged.labels(flag).inc(n)
         for rejected, topic, _payload in batch.dead_letters:
             self.metrics.rejected.labels(rejected.reason).inc()
             echo = {"reason": rejected.reason, "detail": rejected.detail, "topic": topic, "at": now.isoformat()}

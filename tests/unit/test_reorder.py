@@ -108,3 +108,23 @@ def test_shuffling_within_the_window_gives_the_same_alerts(points: list[tuple[fl
     state, events, _ = feed(delivered)
     assert effective_alerts(events).keys() == effective_alerts(ordered_events).keys()
     assert state == ordered_state
+
+
+def test_a_fast_reporter_keeps_at_most_max_fixes_and_a_fix_older_than_them_is_only_flagged_late() -> None:
+    """At two fixes a second the 30 s window would hold 60 entries: it keeps MAX_FIXES. A straggler newer than
+    the oldest kept entry is still replayed in its place; one older than it (newer fixes were dropped, so a
+    replay could not put it before them) is stored and flagged late, never replayed out of order."""
+    from tracker.core.reorder import MAX_FIXES
+
+    pings = [fix(0.5 * i, -500.0 + i, -500.0) for i in range(40)]
+    state, _, _ = feed(pings)
+    assert len(state.log) == MAX_FIXES
+    assert [e.ping.ts for e in state.log] == [p.ts for p in pings[-MAX_FIXES:]]
+    inside = fix(0.5 * (40 - MAX_FIXES) + 0.25, -500.0, -500.0)  # just after the oldest kept entry
+    state_in, _, flags_in = feed([*pings, inside])
+    assert flags_in[-1] == (REORDERED,)
+    assert len(state_in.log) == MAX_FIXES
+    older = fix(0.5 * (40 - MAX_FIXES) - 0.25, -500.0, -500.0)  # within 30 s, but before the oldest kept entry
+    state_old, _, flags_old = feed([*pings, older])
+    assert REORDERED not in flags_old[-1]
+    assert [e.ping.ts for e in state_old.log] == [p.ts for p in pings[-MAX_FIXES:]]

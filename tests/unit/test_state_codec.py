@@ -10,6 +10,7 @@ codec must decode to the very state the typed core keeps.
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -233,3 +234,70 @@ def test_the_write_memo_never_changes_the_bytes() -> None:
         assert codec.decode(warm) == state
         codec.encode(state)  # leave the memo as a write of this state leaves it
     assert hits > len(times)  # the memo was in use, not only rebuilt
+
+
+def test_the_reorder_window_keeps_the_sign_of_a_zero() -> None:
+    """-0.0 == 0.0, but the restored state must be the very state: a logged state whose only differences from the
+    next one are the signs of zeros (a float field, a float in a list) keeps them."""
+    state = _windowed()
+    entry = state.log[-1]
+    assert state.last is not None and state.integrity is not None
+    last = state.last
+    after = msgspec.structs.replace(
+        state,
+        last=msgspec.structs.replace(last, lon=0.0),
+        integrity=msgspec.structs.replace(state.integrity, intervals=(0.0, 1.0)),
+    )
+    before = msgspec.structs.replace(
+        entry.before,
+        last=msgspec.structs.replace(last, lon=-0.0),
+        integrity=msgspec.structs.replace(state.integrity, intervals=(-0.0, 1.0)),
+    )
+    logged = Entry(entry.ping, before, entry.alerts, entry.updates)
+    after = msgspec.structs.replace(after, log=(*state.log[:-1], logged))
+    codec._MEMO.clear()
+    again = codec.decode(codec.encode(after))
+    assert again.last is not None and math.copysign(1.0, again.last.lon) == 1.0
+    restored = again.log[-1].before
+    assert restored.last is not None and math.copysign(1.0, restored.last.lon) == -1.0
+    assert restored.integrity is not None and math.copysign(1.0, restored.integrity.intervals[0]) == -1.0
+
+
+def test_a_sliding_window_in_the_log_is_stored_as_its_slide_and_restored_exactly() -> None:
+    """A detector's list of recent values that dropped its oldest item and gained a newest is stored as that
+    item and a length (``_diff``'s ``[i]`` form), and comes back as it was, type and zero signs included."""
+    state = _windowed()
+    entry = state.log[-1]
+    assert state.integrity is not None
+    for before_items, after_items, slid in (
+        ((5.0, 1.0, 2.0, 3.0), (1.0, 2.0, 3.0, 4.0), True),
+        ((5.0, 6.0, 1.0, 2.0), (1.0, 2.0, 3.0, 4.0), True),
+        ((1.0, 2.0, 3.0), (1.0, 2.0, 3.0, 4.0), True),  # grew by one
+        ((9.0, -0.0, 2.0), (0.0, 2.0, 7.0), False),  # equal items but a zero's sign: stored whole
+    ):
+        after = msgspec.structs.replace(
+            state, integrity=msgspec.structs.replace(state.integrity, intervals=after_items)
+        )
+        assert after.integrity is not None
+        before = msgspec.structs.replace(
+            entry.before, integrity=msgspec.structs.replace(after.integrity, intervals=before_items)
+        )
+        diff = codec._diff(msgspec.structs.replace(before, log=()), msgspec.structs.replace(after, log=()))
+        assert any(type(k) is list for k in _keys(diff)) is slid, diff
+        logged = Entry(entry.ping, before, entry.alerts, entry.updates)
+        whole = msgspec.structs.replace(after, log=(*state.log[:-1], logged))
+        codec._MEMO.clear()
+        again = codec.decode(codec.encode(whole))
+        restored = again.log[-1].before.integrity
+        assert again == whole and restored is not None
+        assert type(restored.intervals) is tuple
+        assert [math.copysign(1.0, x) for x in restored.intervals] == [math.copysign(1.0, x) for x in before_items]
+
+
+def _keys(diff: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for k, v in zip(diff[::2], diff[1::2], strict=True):
+        out.append(k)
+        if type(k) is int and k < 0:
+            out += _keys(v)
+    return out

@@ -18,7 +18,8 @@ what a replay needs and cannot re-derive:
   or not needed, see ``Entry``), with the common key ``"<fence>@<time>"`` re-derived;
 - the state before it as a difference from the state after it (the next entry's ``before``, or
   the current state for the newest): only the fields that differ, recursing into the detectors'
-  Structs, so a fix that moved the end of a trip stores that end, not the trip.
+  Structs, so a fix that moved the end of a trip stores that end, not the trip; a detector's sliding list
+  (recent fixes, reporting intervals) as the items it dropped since and a length.
 
 The whole record is then deflated (zlib, standard library): what is left repeats itself (fence
 ids, the fix's time and position in several detectors), which deflate removes exactly and
@@ -107,24 +108,55 @@ _DECODER = msgspec.msgpack.Decoder(_Stored)
 _LEGACY = msgspec.msgpack.Decoder(_Legacy)
 
 
+_EXACT = frozenset({str, int, bool, datetime, type(None)})
+"""Types whose equal values encode alike. Others may not: -0.0 == 0.0, and so do a fix or a tuple holding them."""
+
+
+_SMALL = 4
+"""A Struct of this many fields or fewer (a ``Fix``: time and position) is stored whole when it differs: its
+difference would be nearly as long, and diffing it was a quarter of the diff's calls."""
+
+
 def _diff(before: msgspec.Struct, after: msgspec.Struct) -> list[Any]:
     """The fields of ``before`` that differ from ``after``'s, flat as ``[key, value, ...]`` in field order:
-    key ``i`` -> field i's value, or ``~i`` -> the difference (this form) of two Structs of one type in field i.
-    Values of different types (0 and 0.0) differ. A list, not a map: the deterministic encoder sorts only
-    maps with string keys."""
+    key ``i`` -> field i's value, ``~i`` -> the difference (this form) of two Structs of one type in field i, or
+    ``[i]`` -> ``[head, n]``: field i is ``head`` followed by the first ``n`` items of the later state's field i.
+    The last form is for the detectors' sliding windows (recent fixes, reporting intervals): between two fixes
+    such a list drops its oldest item and gains a newest, and stored whole it was most of a logged entry.
+
+    Values of different types (0 and 0.0) differ, and so do -0.0 and 0.0 (equal as numbers, but the restored
+    state must be the very state, sign of zero included). A list, not a map: the deterministic encoder sorts
+    only maps with string keys."""
     out: list[Any] = []
     for i, (a, b) in enumerate(zip(astuple(before), astuple(after), strict=True)):
         if a is b:
             continue
         if type(a) is not type(b):
             out += (i, a)
-        elif isinstance(a, msgspec.Struct):
+        elif isinstance(a, msgspec.Struct) and len(a.__struct_fields__) > _SMALL:
             sub = _diff(a, b)
             if sub:
                 out += (~i, sub)
-        elif a != b:
-            out += (i, a)
+        elif a != b or (type(a) not in _EXACT and _ENCODER.encode(a) != _ENCODER.encode(b)):
+            slid = _slide(a, b) if type(a) is tuple or type(a) is list else None
+            if slid is None:
+                out += (i, a)
+            else:
+                out += ([i], slid)
     return out
+
+
+def _slide(a: list[Any] | tuple[Any, ...], b: list[Any] | tuple[Any, ...]) -> list[Any] | None:
+    """``[head, n]`` with ``a == head + b[:n]`` item for item, byte for byte once encoded, if ``a`` is ``b`` slid on by
+    up to two items (the oldest dropped, newer ones appended) and that saves something; else None."""
+    for s in range(min(3, len(a) - 1)):
+        n = len(a) - s
+        if n >= 2 and n <= len(b) and a[s:] == b[:n]:
+            head = list(a[:s])
+            if _ENCODER.encode(a) == _ENCODER.encode([*head, *b[:n]]):  # (equal is not enough: -0.0 == 0.0)
+                return [head, n]
+            return None
+    return None
 
 
 @functools.cache
@@ -137,7 +169,12 @@ def _apply(after: _S, diff: list[Any]) -> _S:
     fields = _fields(type(after))
     changes: dict[str, Any] = {}
     for k, v in zip(diff[::2], diff[1::2], strict=True):
-        if k >= 0:
+        if type(k) is list:
+            f = fields[k[0]]
+            head, n = v
+            later = getattr(after, f.name)
+            changes[f.name] = type(later)([*msgspec.convert(head, f.type), *later[:n]])
+        elif k >= 0:
             f = fields[k]
             changes[f.name] = msgspec.convert(v, f.type)
         else:
@@ -165,13 +202,14 @@ def _unalert(a: _Alert, device_id: str, at: datetime) -> Alert:
 
 
 class _Written:
-    """One window entry as last written: what it was diffed against, and its msgpack bytes at a given ``dt``."""
+    """One window entry as last written: what it was diffed against, and its msgpack bytes after a given fix time
+    (the entry before it, or ``t0`` for the oldest: its ``dt`` is counted from there)."""
 
     __slots__ = ("after", "entry", "item", "raw")
 
     def __init__(self, entry: Entry, after: msgspec.Struct, item: _Logged) -> None:
         self.entry, self.after, self.item = entry, after, item
-        self.raw: tuple[int, bytes] | None = None  # (dt, the item's msgpack with that dt)
+        self.raw: tuple[datetime, msgspec.Raw] | None = None  # (the time dt counts from, the item's msgpack)
 
 
 _MEMO: dict[str, dict[int, _Written]] = {}
@@ -237,12 +275,12 @@ def encode(state: DeviceState) -> bytes:
     raws: list[msgspec.Raw] = []
     for w in written:
         ts = w.entry.ping.ts
-        dt = _micros(ts, prev)  # the oldest entry's changes as the window slides
+        raw = w.raw
+        if raw is None or raw[0] != prev:  # (the oldest entry's changes as the window slides)
+            w.item.dt = _micros(ts, prev)
+            raw = w.raw = (prev, msgspec.Raw(_ENCODER.encode(w.item)))
         prev = ts
-        if w.raw is None or w.raw[0] != dt:
-            w.item.dt = dt
-            w.raw = (dt, _ENCODER.encode(w.item))
-        raws.append(msgspec.Raw(w.raw[1]))
+        raws.append(raw[1])
     return zlib.compress(_ENCODER.encode(_StoredOut(bare, t0, tuple(raws))), _LEVEL)
 
 

@@ -11,6 +11,12 @@ delivery would have produced. Older stragglers are only stored and flagged ``lat
 The log is part of the device's state (``DeviceState.log``, stored with it by ``tracker.core.codec``),
 so a restart, or another process taking the device over, still replays a late fix instead of flagging
 it. Each entry keeps the state before its fix without that state's own log.
+
+The window is bounded by fix count as well as by time (``MAX_FIXES``): a tracker reporting twice a second
+would otherwise keep 60 entries, and each costs its share of every state write (diffed, packed and deflated
+by the codec), of the state row and of the process's memory, all for stragglers that are late by more
+fixes than a reordering broker delivery ever produces. A fix older than the oldest entry of a full window is
+flagged ``late`` like one older than the window's time.
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ from tracker.core.state import DeviceState, Entry
 from tracker.core.trips import Trip
 
 REORDERED = "reordered"
+MAX_FIXES = 12
+"""Entries a window keeps at most. Trackers reporting every 10 s or slower never reach it within 30 s; at one or
+two fixes a second it keeps the window's state row near a kibibyte (about 60 B per entry after deflate) and a
+replay at 12 fixes."""
 
 Log = tuple[Entry, ...]
 
@@ -36,15 +46,20 @@ def _key(ev: Event) -> tuple[object, ...]:
 
 
 class Reorderer:
-    def __init__(self, pipeline: Pipeline, window_s: float = 30.0) -> None:
+    def __init__(self, pipeline: Pipeline, window_s: float = 30.0, max_fixes: int = MAX_FIXES) -> None:
         self.pipeline = pipeline
         self.window = timedelta(seconds=window_s)
+        self.max_fixes = max(1, max_fixes)
 
     def _trim(self, log: Log) -> Log:
         if not log:
             return log
         newest = max(e.ping.ts for e in log)
-        return tuple(e for e in log if e.ping.ts >= newest - self.window)
+        oldest = newest - self.window
+        if log[0].ping.ts >= oldest and len(log) <= self.max_fixes:
+            return log  # (the common case: nothing to drop, no copy)
+        kept = tuple(e for e in log if e.ping.ts >= oldest)
+        return kept[-self.max_fixes :] if len(kept) > self.max_fixes else kept
 
     def step(self, state: DeviceState, ping: Ping) -> StepResult:
         """One fix through the pipeline, in event-time order within the window; the log travels in the state."""
@@ -73,8 +88,10 @@ class Reorderer:
         k = next((i for i, e in enumerate(log) if e.ping.ts >= ping.ts), None)
         if k is not None and log[k].ping.ts == ping.ts:
             return log, StepResult(state, (), ("duplicate_ts",))  # a redelivery of a fix already judged
-        if k is None or newest - ping.ts > self.window:
-            return log, self.pipeline.step(state, ping)  # too late to matter: stored and flagged only
+        if k is None or newest - ping.ts > self.window or (k == 0 and len(log) >= self.max_fixes):
+            # too late to matter: stored and flagged only (a full window may have dropped newer fixes than this one,
+            # so replaying it from the oldest entry kept could put it after them)
+            return log, self.pipeline.step(state, ping)
         current = log[k].before
         replayed: list[Entry] = []
         new_events: list[Event] = []
