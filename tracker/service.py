@@ -37,6 +37,7 @@ from tracker.audit import Checkpoint, Signer
 from tracker.commands import ChangeFences, DeactivateDevice, Pair, RegisterDevice
 from tracker.config import Settings
 from tracker.core.batch import Work, run_batch
+from tracker.core.engine import tune_gc
 from tracker.core.model import DeviceKind, Ignored, Inspection, Ping, Rejected
 from tracker.core.pipeline import Pipeline
 from tracker.core.state import DeviceState
@@ -588,6 +589,7 @@ class Service(FenceControl, Commands, Anchoring):
 async def run_forever(settings: Settings) -> None:
     service = Service(settings)
     await service.start()
+    tune_gc()  # after start-up: fences, graphs, indexes and the restored states are built and stay
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal
