@@ -26,7 +26,7 @@ import msgspec
 from geofences import FenceIndex, FenceKind, load_port
 from tracker.config import Settings
 from tracker.core import codec
-from tracker.core.engine import Engine
+from tracker.core.engine import Engine, tune_gc
 from tracker.core.model import DeviceKind, Ping
 from tracker.core.pipeline import Pipeline
 from tracker.core.state import DeviceState
@@ -120,6 +120,7 @@ def _qual_ok(filename: str, line: int, qualname: str) -> bool:
 def core(trucks: int, hours: float, seed: int, runs: int, profile: bool) -> dict[str, Any]:
     """Pings per second of the whole core on simulator traffic: ``runs`` fresh replays, median taken."""
     scenario, gen_s = scenario_of(trucks, hours, seed)
+    tune_gc()  # the service's collector settings, applied once its start-up is done (here: the scenario built)
     pings = len(scenario.pings)
     wall: list[float] = []
     cpu: list[float] = []

@@ -37,6 +37,7 @@ from tracker.audit import Checkpoint, Signer
 from tracker.commands import ChangeFences, DeactivateDevice, Pair, RegisterDevice
 from tracker.config import Settings
 from tracker.core.batch import Work, run_batch
+from tracker.core.engine import tune_gc
 from tracker.core.model import DeviceKind, Ignored, Inspection, Ping, Rejected
 from tracker.core.pipeline import Pipeline
 from tracker.core.state import DeviceState
@@ -91,6 +92,7 @@ class Service(FenceControl, Commands, Anchoring):
         self.deactivated: set[str] = set()  # devices whose fixes are refused until registered again
         self.timers = DueQueue()  # when each device next needs a tick (tracker.core.timers)
         self._pending_ticks: tuple[datetime, frozenset[str]] | None = None  # the devices build_batch ticked
+        self._pending_due: dict[str, datetime | None] = {}  # due times build_batch computed (BatchOutcome.due)
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: Listeners | None = None
         self.delivery = Delivery(settings, self.metrics, stopping=lambda: self._stopping)
@@ -383,6 +385,7 @@ class Service(FenceControl, Commands, Anchoring):
         batch.updates.extend(out.updates)
         batch.trips.extend(out.trips)
         self._pending_ticks = None if now is None else (now, out.ticked)
+        self._pending_due = out.due
         batch.states = out.dirty
         return batch, out.states
 
@@ -532,8 +535,12 @@ class Service(FenceControl, Commands, Anchoring):
     def _adopt(self, batch: Batch, working: dict[str, DeviceState], result: BatchResult) -> None:
         self.states.update(working)
         tick_at, ticked = self._pending_ticks or (None, frozenset())
+        computed = self._pending_due  # on the very states adopted here: not computed twice (never a ticked one)
         for dev in (*working, *(d for d in ticked if d not in working)):
-            self._reschedule(dev, tick_at if dev in ticked else None)
+            if dev in computed and dev not in ticked and dev not in self.deactivated:
+                self.timers.schedule(dev, computed[dev])
+            else:
+                self._reschedule(dev, tick_at if dev in ticked else None)
         self.devices.update(batch.new_devices)
         self.metrics.devices.set(len(self.states))
         now = self.clock()
@@ -588,6 +595,7 @@ class Service(FenceControl, Commands, Anchoring):
 async def run_forever(settings: Settings) -> None:
     service = Service(settings)
     await service.start()
+    tune_gc()  # after start-up: fences, graphs, indexes and the restored states are built and stay
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal

@@ -115,7 +115,8 @@ def _seal(raw: str | None) -> str | None:
     return norm or None
 
 
-class Clearance(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+# gc=False: immutable values that hold no container able to point back at them (see DeviceState)
+class Clearance(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """The customs clearance that opened the current window; quoted in every alert of that window."""
 
     ts: datetime
@@ -152,7 +153,8 @@ class Clearance(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True
         return out
 
 
-class AccessState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+# gc=False: its dicts hold strings, counts, JSON values and alerts, never a state (see DeviceState)
+class AccessState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """What the detector remembers about one container, between fixes and across restarts.
 
     ``open`` holds each occurrence that has been raised and has not ended yet, with the alert

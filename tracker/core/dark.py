@@ -129,7 +129,8 @@ class DarkParams:
     were on open ground, over 300 m from any restricted lot), so denying the grace everywhere would flag them."""
 
 
-class DarkState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+# gc=False: immutable values that hold no container able to point back at them (see DeviceState)
+class DarkState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """What the going-dark rule remembers about one device (stored by ``tracker.core.codec``)."""
 
     last: Fix

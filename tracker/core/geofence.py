@@ -194,7 +194,8 @@ class PrismMark(msgspec.Struct, frozen=True, array_like=True, gc=False):
     proven: bool = False
 
 
-class GeofencePending(msgspec.Struct, frozen=True, omit_defaults=True, rename={"entries": "e", "marks": "m"}):
+# gc=False: immutable values that hold no container able to point back at them (see DeviceState)
+class GeofencePending(msgspec.Struct, frozen=True, omit_defaults=True, gc=False, rename={"entries": "e", "marks": "m"}):
     """What the geofence step carries between fixes when prism marks are held (otherwise just ``entries``).
 
     A map in the stored state, not an array: a state stored before the marks were typed holds the pending set as a

@@ -77,7 +77,8 @@ class Params:
     be a pick-up, which is why there is no other timer rule here."""
 
 
-class PairingState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+# gc=False: ``suspect`` holds JSON values and the rest is immutable, never a state (see DeviceState)
+class PairingState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """What the pairing rules remember about one container (stored by ``tracker.core.codec``)."""
 
     truck: str | None = None
