@@ -7,8 +7,8 @@ from tests.unit.test_inspection import ROAD_MID, VACANT, cleared_at_inspection
 
 def test_standing_in_a_vacant_lot_for_20_minutes_reporting_road_speed_is_still_a_stop() -> None:
     # the position says the box has not moved for 20 minutes (fixes within 3 m of each other); only the speed field,
-    # which the tracker (or whoever holds it) writes, says 8 m/s. Since the rolling-fix change every such fix is "no
-    # evidence of standing" and returns before the stop is judged, so the stop rule never fires
+    # which the tracker (or whoever holds it) writes, says 8 m/s. Taken at its word, every such fix would be "no
+    # evidence of standing" and the stop rule would never fire
     trip = cleared_at_inspection()
     trip.drive(10, [ROAD_MID])
     for s in range(20, 20 + 1200, 10):

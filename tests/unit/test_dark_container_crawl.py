@@ -13,8 +13,8 @@ BESIDE_RESTRICTED = (-46.34165, -23.925069)  # santos-terminal-26, 40 m from san
 
 def test_a_container_crawling_beside_a_restricted_lot_then_jammed_raises_at_the_moving_limit() -> None:
     # the insider's trick of test_dark's slowing-once-then-jamming case, with a box instead of a truck: one fix at
-    # a crawl (3 m/s, below yard_speed_ms) 40 m from a restricted lot, then the jammer. ``_may_halt`` denies the
-    # parked limit there, yet the container's yard rule grants it (15 min) without asking
+    # a crawl (3 m/s, below yard_speed_ms) 40 m from a restricted lot, then the jammer. The container's yard rule
+    # asks ``_may_halt`` too, so the parked limit (15 min) is denied there
     r = Runner(DarkDetector(), kind=DeviceKind.CONTAINER, device_id="CONT-1")
     r.run(driving(BESIDE_RESTRICTED, range(0, 300, 10)), tick_every=TICK)
     r.fix(301, *offset(BESIDE_RESTRICTED, 0, 0), speed=3.0)

@@ -12,9 +12,9 @@ from tracker.core.state import Entry
 
 
 def test_the_write_memo_keeps_the_sign_of_a_zero_in_the_state_after_the_newest_entry() -> None:
-    # the memo reuses an entry's difference when the state after it is == the one it was diffed against; -0.0 ==
-    # 0.0, so a current state that differs only by a zero's sign reuses a difference that no longer restores the
-    # logged state: its before comes back with the new state's -0.0 instead of its own 0.0
+    # the memo may reuse an entry's difference only when the state after it is the one it was diffed against; -0.0 ==
+    # 0.0, so a current state that differs only by a zero's sign must not reuse a difference that would restore the
+    # logged state with the new state's -0.0 instead of its own 0.0
     state = _windowed()
     assert state.integrity is not None
     entry = state.log[-1]
