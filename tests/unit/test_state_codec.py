@@ -117,9 +117,10 @@ def test_rows_written_as_json_before_the_codec_decode_to_the_typed_state() -> No
     """``legacy_states.json``: ``DeviceState.to_json()`` of every device after this very replay, as the store
     wrote it before migration 004 (recorded with that version of the core)."""
     scenario = generate(SimConfig(port="santos", trucks=12, hours=1.0, anomaly_share=0.5, seed=3))
-    # the rule added after those rows that changes what this replay learns (a truck slowing to a halt counts as
-    # parked for going dark) is switched off, so the comparison is about decoding, not about newer behaviour
-    same_rules = DetectorParams(signal_lost=DarkParams(stopping_speed_ms=0.0))
+    # the rules added after those rows that change what this replay learns (a truck slowing to a halt counts as
+    # parked for going dark; a box crawling beside a restricted lot does not) are switched off, so the comparison
+    # is about decoding, not about newer behaviour
+    same_rules = DetectorParams(signal_lost=DarkParams(stopping_speed_ms=0.0, halt_clear_m=0.0))
     engine = replay(scenario, pipeline=Pipeline(SANTOS, detector_params=same_rules))
     old = json.loads(LEGACY.read_text())
     assert set(old) == set(engine.states)

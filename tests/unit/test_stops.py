@@ -248,3 +248,21 @@ def test_never_two_alerts_with_one_id_nor_two_for_one_stop(steps: list[tuple[int
     closed = [u.alert.id for u in updates(r.events)]
     assert len(set(closed)) == len(closed)
     assert set(closed) <= {a.id for a in raised}
+
+
+def test_a_tracker_standing_still_while_reporting_road_speed_still_stops() -> None:
+    # the speed field is the tracker's word: fixes within 3 m of each other for six minutes, each saying 8 m/s, are
+    # a stop (an insider's tracker must not switch the stop rule off by lying about its speed)
+    r = runner()
+    for t, lon, lat in parked(OPEN, range(0, 400, 10), noise_m=1.5):
+        r.fix(t, lon, lat, speed=8.0)
+    [alert] = alerts(r.events)
+    assert alert.kind == "unexpected_stop" and alert.ts <= at(320)
+
+
+def test_reported_speed_counts_when_the_fixes_move() -> None:
+    # the same speed on fixes that do move 25 m every 10 s (a slow crawl) is rolling: no stop
+    r = runner()
+    for i, t in enumerate(range(0, 400, 10)):
+        r.fix(t, *offset(OPEN, 25.0 * (i % 8), 0), speed=8.0)
+    assert alerts(r.events) == []

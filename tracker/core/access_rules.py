@@ -249,7 +249,7 @@ class AccessRules:
 
     def _stop(self, run: _Run, window: Clearance, ping: Ping, ctx: FixContext, authorized: bool) -> None:
         since = ctx.motion.stationary_since
-        moving = rolling(ping.speed)
+        moving = rolling(ping.speed, ping.lon, ping.lat, ping.ts, ctx.previous)
         if moving:
             run.update(rolled_at=ping.ts, stood_at=None)
         elif run.s.rolled_at is not None and run.s.stood_at is None:

@@ -230,6 +230,12 @@ class _StoredOut(msgspec.Struct, array_like=True, omit_defaults=True):
     log: tuple[msgspec.Raw, ...] = ()
 
 
+def _same(a: msgspec.Struct, b: msgspec.Struct) -> bool:
+    """Equal and encoding to the same bytes: ``-0.0 == 0.0``, so equality alone would let the memo reuse a
+    difference that rebuilds a zero with the other sign (both encodings are C loops, still cheaper than a diff)."""
+    return a == b and _ENCODER.encode(a) == _ENCODER.encode(b)
+
+
 def encode(state: DeviceState) -> bytes:
     dev = state.device_id
     if not state.log:
@@ -242,7 +248,7 @@ def encode(state: DeviceState) -> bytes:
     written: list[_Written] = []
     for entry in reversed(state.log):
         hit = seen.get(id(entry))
-        if hit is not None and hit.entry is entry and (hit.after is after or hit.after == after):
+        if hit is not None and hit.entry is entry and (hit.after is after or _same(hit.after, after)):
             # (equal: the newest entry was diffed against the state then current, which the next fix's entry
             # holds as an equal copy; comparing is a C loop, diffing a Python one)
             w = hit

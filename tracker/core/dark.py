@@ -426,9 +426,15 @@ class DarkDetector(Detector[DarkState | None]):
                 # a first fix cannot show motion; a box first heard in a terminal or at a gate is standing there
                 # (it spends days in yards and moves only on a truck, itself watched), so it gets the parked limit
                 stationary = True
-            elif not stationary and ping.speed is not None and ping.speed <= p.yard_speed_ms:
+            elif (
+                not stationary
+                and ping.speed is not None
+                and ping.speed <= p.yard_speed_ms
+                and self._may_halt(ping, ctx)
+            ):
                 # crawling to its slot in a yard: the next thing a box does there is to be set down and sleep, and
-                # its tracker falls to its yard rhythm at once
+                # its tracker falls to its yard rhythm at once. Not beside a restricted lot (``_may_halt``): one
+                # crawling fix there, then a jammer, must not buy the box fifteen minutes unwatched next to it
                 stationary = True
         same_stop = st is not None and st.stationary and stationary and stopped_for >= st.stopped_for_s
         if st is not None and st.stationary and not same_stop and not st.stop_tainted:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import statistics
 from datetime import datetime
 
+from geofences import haversine_m
 from tracker.core.detector import Motion, first_after
+from tracker.core.fix import Fix
 from tracker.core.motion import holds
 from tracker.core.world import Position
 
@@ -67,14 +69,32 @@ def stop_evidence(motion: Motion, lon: float, lat: float) -> bool:
     return motion.stationary_since is not None and holds(motion, lon, lat)
 
 
-def rolling(speed: float | None) -> bool:
-    """Whether a fix reports road speed (above :data:`ROLLING_MS`): a device on the move whatever its cluster says.
+STILL_M = 15.0
+"""Two fixes closer than this are one spot as far as GNSS noise goes (a parked tracker wanders a few metres)."""
+
+
+def rolling(speed: float | None, lon: float, lat: float, ts: datetime, previous: Fix | None) -> bool:
+    """Whether a fix is at road speed (above :data:`ROLLING_MS`): a device on the move whatever its cluster says.
 
     Such a fix is no evidence of standing still and does not start the time a stop is measured by: a stop whose
     cluster was seeded by a rolling fix (a truck slowing into a slot, its last fix at speed a few metres off) stands
     from its first fix that does not roll. A fix without a speed is judged by the motion model alone.
+
+    The reported speed is the tracker's word, so it does not count when the position contradicts it: a fix within
+    :data:`STILL_M` of the one before, at a chord speed under half the bound, stood still whatever it says. Otherwise
+    a tracker standing still while reporting 8 m/s on every fix would switch the stop rules off (a cleared container
+    left unwatched in a vacant lot). A sparse tracker creeping 40 m through a gate queue in five minutes, both fixes
+    at speed, still rolls.
     """
-    return speed is not None and speed > ROLLING_MS
+    if speed is None or speed <= ROLLING_MS:
+        return False
+    if previous is None:
+        return True
+    dt = (ts - previous.ts).total_seconds()
+    if dt <= 0:
+        return True
+    moved = haversine_m(previous.lon, previous.lat, lon, lat)
+    return not (moved < STILL_M and moved / dt < ROLLING_MS / 2)
 
 
 def stood_long_enough(start: datetime, ts: datetime, limit_s: float) -> bool:
