@@ -325,9 +325,11 @@ async def postgis_throwaway(fences: Sequence[Fence], x: FloatArray, y: FloatArra
     env.update(TRACKER_STACK_DIR=str(stack_dir), TRACKER_MQTT_PORT=str(free_port()), TRACKER_PG_PORT=str(free_port()))
     await asyncio.to_thread(stack, "infra", env)
     try:
-        text = (stack_dir / "secrets.env").read_text()
+        # the schema owner's DSN: the service's own role may not create tables in the schema (least privilege),
+        # and the benchmark's tables are scratch tables of a throwaway database
+        text = (stack_dir / "owner.env").read_text()
         secrets = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-        return await postgis(secrets["TRACKER_DB_DSN"], fences, x, y, repeats)
+        return await postgis(secrets["TRACKER_DB_OWNER_DSN"], fences, x, y, repeats)
     finally:
         await asyncio.to_thread(stack, "destroy", env, "--yes")
         shutil.rmtree(stack_dir, ignore_errors=True)
