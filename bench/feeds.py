@@ -82,8 +82,7 @@ def run(batch: int, rounds: int) -> dict[str, object]:
             "fixes_per_viewer_per_batch": received,  # each viewer's scope admits half of the fleet
         }
     items = [
-        PositionItem(p.device_id, "truck", p.ts, p.lon, p.lat, p.speed, p.heading, "santos").to_json()
-        for p, _ in pings
+        PositionItem(p.device_id, "truck", p.ts, p.lon, p.lat, p.speed, p.heading, "santos").to_json() for p, _ in pings
     ]
     encode = []
     for _ in range(rounds):

@@ -415,8 +415,7 @@ def _parse_geometry(
     if gtype in _LINEAR:
         if kind is not FenceKind.CORRIDOR:
             raise FenceError(
-                f"{label}: geometry type {gtype} is only allowed for kind 'corridor'"
-                f" (got kind {kind.value!r})"
+                f"{label}: geometry type {gtype} is only allowed for kind 'corridor' (got kind {kind.value!r})"
             )
     elif gtype not in _POLYGONAL:
         raise FenceError(

@@ -33,8 +33,24 @@ NETWORK_SIGNS = re.compile(
 
 
 def pip_audit_command(osv_url: str | None, output: Path, cache: Path, extra: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "pip_audit", "--skip-editable", "--progress-spinner", "off", "--format", "json",
-           "--output", str(output), "--cache-dir", str(cache), "--timeout", "20", "--vulnerability-service", "osv"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip_audit",
+        "--skip-editable",
+        "--progress-spinner",
+        "off",
+        "--format",
+        "json",
+        "--output",
+        str(output),
+        "--cache-dir",
+        str(cache),
+        "--timeout",
+        "20",
+        "--vulnerability-service",
+        "osv",
+    ]
     if osv_url:
         cmd += ["--osv-url", osv_url]
     return cmd + extra

@@ -71,9 +71,7 @@ class Builder:
     features: list[dict[str, Any]] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
 
-    def add(
-        self, fid: str, name: str, kind: str, geom: BaseGeometry, props: dict[str, Any] | None = None
-    ) -> None:
+    def add(self, fid: str, name: str, kind: str, geom: BaseGeometry, props: dict[str, Any] | None = None) -> None:
         if fid in self.ids:
             raise ValueError(f"duplicate id {fid}")
         self.ids.add(fid)
@@ -314,9 +312,7 @@ OsmElement = tuple[str, str, dict[str, str], list[str]]  # (tag, id, tags, node 
 def _osm(path: Path) -> tuple[dict[str, tuple[float, float]], list[OsmElement]]:
     # The file is the pinned, provenance-checked OSM extract, not untrusted input.
     root = ET.parse(path).getroot()  # noqa: S314
-    nodes = {
-        n.get("id", ""): (float(n.get("lon", "nan")), float(n.get("lat", "nan"))) for n in root.iter("node")
-    }
+    nodes = {n.get("id", ""): (float(n.get("lon", "nan")), float(n.get("lat", "nan"))) for n in root.iter("node")}
     elements: list[OsmElement] = []
     for el in root:
         if el.tag not in ("node", "way"):
@@ -586,9 +582,7 @@ def _yard_connectors(
                 for end in (Point(lines[i].coords[0]), Point(lines[i].coords[-1])):
                     # the nearest point of the main group, else its vertices nearest first, clear of keep_out
                     targets = [shapely.ops.nearest_points(main_lines, end)[0]]
-                    targets += sorted(
-                        (Point(c) for j in main for c in lines[j].coords), key=lambda q: q.distance(end)
-                    )
+                    targets += sorted((Point(c) for j in main for c in lines[j].coords), key=lambda q: q.distance(end))
                     for q in targets:
                         if LineString([end, q]).intersects(avoid):
                             continue

@@ -10,6 +10,8 @@ bash deploy/stack.sh install
 
 echo "== ruff check"
 .venv/bin/ruff check .
+echo "== ruff format"
+.venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
 echo "== pip-audit"

@@ -106,7 +106,6 @@ def link_hash(seq: int, prev: str, doc: str) -> str:
     return hashlib.sha256(LINK_HASH_PREFIX + f"{seq}\n{prev}\n".encode() + doc.encode()).hexdigest()
 
 
-
 # ---------------------------------------------------------------------------- links
 
 
@@ -181,7 +180,6 @@ def parse_document(doc: str) -> Fact:
     if fact not in FACTS:
         raise AuditError(f"unknown fact {fact!r}")
     return Fact(alert, str(fact), actor, parse_ts(obj.get("at"), "document 'at'"), body)
-
 
 
 # ---------------------------------------------------------------------------- checkpoints

@@ -157,7 +157,6 @@ def update_body(ts: datetime, closes: bool, fields: JSONValue) -> dict[str, JSON
     return {"ts": iso(ts), "closes": closes, "fields": fields}
 
 
-
 # ---------------------------------------------------------------------------- bundles
 
 

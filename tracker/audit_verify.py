@@ -226,9 +226,7 @@ def _compare(state: _State, row: AlertRecord, updates: list[tuple[datetime, bool
     return None
 
 
-def verify(
-    bundle: Bundle, public_keys: Sequence[Ed25519PublicKey], anchors: Iterable[Checkpoint] = ()
-) -> Report:
+def verify(bundle: Bundle, public_keys: Sequence[Ed25519PublicKey], anchors: Iterable[Checkpoint] = ()) -> Report:
     """Check the chain, its signatures, every checkpoint and every alert row against the links.
 
     ``anchors`` are checkpoints obtained elsewhere (the retained MQTT message, a copy a

@@ -71,9 +71,7 @@ def import_fences(
     gdf = gpd.read_file(path, engine="pyogrio", layer=layer)
     if gdf.crs is None:
         if assume_crs is None:
-            raise ValueError(
-                f"{path}: the file has no CRS; pass assume_crs (e.g. 'EPSG:31983') if you know what it is"
-            )
+            raise ValueError(f"{path}: the file has no CRS; pass assume_crs (e.g. 'EPSG:31983') if you know what it is")
         gdf = gdf.set_crs(assume_crs)
     gdf = gdf.to_crs("EPSG:4326")
     geom_col = gdf.geometry.name

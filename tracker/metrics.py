@@ -60,9 +60,7 @@ class Metrics:
         self.pings_accepted = Counter("tracker_pings_accepted", "fixes decoded and handed to the core", registry=r)
         self.pings_stored = Counter("tracker_pings_stored", "fixes newly stored (redeliveries excluded)", registry=r)
         self.pings_flagged = Counter("tracker_pings_flagged", "fixes stored with a flag", ["flag"], registry=r)
-        self.rejected = ClosedLabel(
-            Counter("tracker_pings_rejected", "payloads dead-lettered", ["reason"], registry=r)
-        )
+        self.rejected = ClosedLabel(Counter("tracker_pings_rejected", "payloads dead-lettered", ["reason"], registry=r))
         self.ignored = ClosedLabel(
             Counter("tracker_messages_ignored", "well-formed messages without a fix", ["kind"], registry=r),
             IGNORED_KINDS,

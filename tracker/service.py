@@ -54,7 +54,6 @@ from tracker.service_fences import Fences as Fences
 log = logging.getLogger(__name__)
 
 
-
 class Service(FenceControl, Commands, Anchoring):
     """The running service: lifecycle, the single writer's loop and batch write, readiness.
 

@@ -191,5 +191,6 @@ class WebhookWorker:
         self.attempts.labels("delivered" if delivered else "failed").inc()
         if outcome == "dead":
             self.dead.inc()
-            log.warning("webhook %s: delivery %d dead after %d attempts (%s)", due.webhook_id, due.id,
-                        due.attempts + 1, error)
+            log.warning(
+                "webhook %s: delivery %d dead after %d attempts (%s)", due.webhook_id, due.id, due.attempts + 1, error
+            )

@@ -276,9 +276,7 @@ def lonlat_points(value: Any) -> list[tuple[float, float]]:
     return found
 
 
-async def test_every_kind_of_evidence_the_core_raises_is_drawn_and_in_view(
-    dash: DashPage, stack: StackInfo
-) -> None:
+async def test_every_kind_of_evidence_the_core_raises_is_drawn_and_in_view(dash: DashPage, stack: StackInfo) -> None:
     alerts = core_alerts()
     labels = {a["label"] for a in alerts}
     assert {"geofence_enter", "rendezvous", "unexpected_stop", "container_separated", "signal_restored",

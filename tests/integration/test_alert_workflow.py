@@ -47,7 +47,10 @@ async def svc(stack_env: dict[str, str]) -> AsyncIterator[Service]:
 
 
 async def test_every_change_is_recorded_announced_and_linked(
-    stack: StackInfo, stack_env: dict[str, str], scratch: Scratch, security: Probe  # noqa: F811
+    stack: StackInfo,
+    stack_env: dict[str, str],
+    scratch: Scratch,  # noqa: F811
+    security: Probe,
 ) -> None:
     svc = await start_service(service_env(stack_env, TRACKER_DB_DSN=scratch.dsn))
     try:
@@ -243,4 +246,3 @@ async def test_a_scoped_page_continues_past_what_it_may_not_see(svc: Service, st
 
 def _q(ts: Any) -> str:
     return str(ts.isoformat()).replace("+", "%2B")
-

@@ -85,8 +85,13 @@ def base(service: Service) -> str:
 
 async def test_deep_json_and_huge_integers_are_400_on_every_post_route(svc: Service, stack: StackInfo) -> None:
     alert = uuid.uuid4()
-    routes = ["/v1/devices", f"/v1/alerts/{alert}/ack", f"/v1/alerts/{alert}/resolve", "/v1/inspections",
-              "/v1/pairings"]
+    routes = [
+        "/v1/devices",
+        f"/v1/alerts/{alert}/ack",
+        f"/v1/alerts/{alert}/resolve",
+        "/v1/inspections",
+        "/v1/pairings",
+    ]
     async with aiohttp.ClientSession() as http:
         for route in routes:
             for body in (DEEP, DIGITS):
@@ -118,8 +123,9 @@ async def test_times_outside_the_calendar_and_bad_filters_are_400(svc: Service, 
             async with http.get(URL(f"{base(svc)}{path}?{query}", encoded=True), headers=admin) as r:
                 assert r.status == 400, (path, params, await r.text())
                 assert (await r.json())["parameter"] == parameter
-        async with http.post(f"{base(svc)}/v1/pairings?at=0001-01-01T00:00:00", headers=admin,
-                             json={"container_id": "NONE"}) as r:
+        async with http.post(
+            f"{base(svc)}/v1/pairings?at=0001-01-01T00:00:00", headers=admin, json={"container_id": "NONE"}
+        ) as r:
             assert r.status in (400, 422), await r.text()
 
 
@@ -127,12 +133,12 @@ async def test_times_outside_the_calendar_and_bad_filters_are_400(svc: Service, 
 async def test_text_postgres_cannot_hold_is_422(svc: Service, stack: StackInfo, bad: str) -> None:
     admin = auth(stack.admin_token)
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base(svc)}/v1/devices", headers=admin,
-                             json={"device_id": new_device_id(), "name": bad}) as r:
+        async with http.post(
+            f"{base(svc)}/v1/devices", headers=admin, json={"device_id": new_device_id(), "name": bad}
+        ) as r:
             assert r.status == 422, await r.text()
             assert (await r.json())["field"] == "name"
-        async with http.post(f"{base(svc)}/v1/alerts/{uuid.uuid4()}/resolve", headers=admin,
-                             json={"note": bad}) as r:
+        async with http.post(f"{base(svc)}/v1/alerts/{uuid.uuid4()}/resolve", headers=admin, json={"note": bad}) as r:
             assert r.status == 422, await r.text()
             assert (await r.json())["field"] == "note"
         body = {"container_no": CONTAINER_NO, "result": "cleared", "ts": time.time() - 5, "facility": bad}
@@ -144,8 +150,7 @@ async def test_text_postgres_cannot_hold_is_422(svc: Service, stack: StackInfo, 
 
 
 async def test_non_ascii_bearer_bytes_are_401(svc: Service) -> None:
-    head = (b"GET /v1/alerts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-            b"Authorization: Bearer \xff\xfe\r\n\r\n")
+    head = b"GET /v1/alerts HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer \xff\xfe\r\n\r\n"
     doc = assert_json_error(*await raw_http(int(svc.http_port or 0), head), 401)
     assert doc["error"] == "unauthenticated"
 
@@ -197,14 +202,16 @@ async def test_repeated_authentication_failures_get_429(stack_env: dict[str, str
 async def test_token_cache_is_bounded_and_revocation_lags_by_its_ttl(
     stack_env: dict[str, str], stack: StackInfo
 ) -> None:
-    env = service_env(stack_env, TRACKER_API_TOKEN_CACHE_SIZE="20", TRACKER_API_TOKEN_CACHE_TTL_S="1",
-                      TRACKER_API_AUTH_FAIL_BURST="0")
+    env = service_env(
+        stack_env, TRACKER_API_TOKEN_CACHE_SIZE="20", TRACKER_API_TOKEN_CACHE_TTL_S="1", TRACKER_API_AUTH_FAIL_BURST="0"
+    )
     service = await start_service(env)
     token = f"op-{uuid.uuid4().hex}"
     conn = await asyncpg.connect(stack.dsn)
     try:
-        await conn.execute("INSERT INTO api_tokens (token_sha256, name, role) VALUES ($1, 'cache-test', 'operator')",
-                           hash_token(token))
+        await conn.execute(
+            "INSERT INTO api_tokens (token_sha256, name, role) VALUES ($1, 'cache-test', 'operator')", hash_token(token)
+        )
         assert service._listeners is not None
         cache = service._listeners.runners[0].app[TOKENS]
         async with aiohttp.ClientSession() as http:
@@ -282,8 +289,9 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 async def test_api_over_tls(stack_env: dict[str, str], stack: StackInfo, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
-    service = await start_service(service_env(stack_env, TRACKER_HTTP_TLS_CERT=str(cert),
-                                              TRACKER_HTTP_TLS_KEY=str(key)))
+    service = await start_service(
+        service_env(stack_env, TRACKER_HTTP_TLS_CERT=str(cert), TRACKER_HTTP_TLS_KEY=str(key))
+    )
     try:
         trust = ssl.create_default_context(cafile=str(cert))
         https = f"https://127.0.0.1:{service.http_port}"
@@ -351,8 +359,9 @@ async def test_database_away_gives_503_within_seconds(stack_env: dict[str, str],
     pg = urlsplit(stack.dsn)
     proxy = TcpProxy("127.0.0.1", int(pg.port or 5432))
     port = await proxy.start()
-    env = service_env(stack_env, TRACKER_DB_DSN=_via(stack.dsn, port), TRACKER_API_WRITE_TIMEOUT_S="2",
-                      TRACKER_API_DB_TIMEOUT_S="2")
+    env = service_env(
+        stack_env, TRACKER_DB_DSN=_via(stack.dsn, port), TRACKER_API_WRITE_TIMEOUT_S="2", TRACKER_API_DB_TIMEOUT_S="2"
+    )
     service = await start_service(env)
     admin = auth(stack.admin_token)
     url = base(service)
@@ -375,8 +384,15 @@ async def test_database_away_gives_503_within_seconds(stack_env: dict[str, str],
             async with http.get(f"{url}/metrics") as r:
                 assert r.status == 200
             writes: list[tuple[str, dict[str, Any]]] = [
-                ("/v1/inspections", {"container_no": CONTAINER_NO, "result": "held", "ts": time.time() - 1,
-                                     "inspection_id": f"away-{uuid.uuid4().hex[:8]}"}),
+                (
+                    "/v1/inspections",
+                    {
+                        "container_no": CONTAINER_NO,
+                        "result": "held",
+                        "ts": time.time() - 1,
+                        "inspection_id": f"away-{uuid.uuid4().hex[:8]}",
+                    },
+                ),
                 ("/v1/pairings", {"container_id": box, "truck_id": truck}),
                 ("/v1/devices", {"device_id": new_device_id()}),
                 (f"/v1/alerts/{uuid.uuid4()}/ack", {}),

@@ -33,8 +33,12 @@ ADVISORY = {
 
 async def run_audit(osv_url: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
-        subprocess.run, [sys.executable, str(SCRIPT), "--osv-url", osv_url], capture_output=True, text=True,
-        timeout=300, check=False,
+        subprocess.run,
+        [sys.executable, str(SCRIPT), "--osv-url", osv_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 

@@ -76,8 +76,9 @@ async def test_signed_webhook_is_retried_until_delivered_and_sse_streams_the_ale
         lon, lat = restricted_fix()
         headers = {"Authorization": f"Bearer {stack.admin_token}"}
         async with aiohttp.ClientSession() as http:
-            stream = await http.get(f"http://127.0.0.1:{svc.http_port}/v1/alerts/stream?min_severity=high",
-                                    headers=headers)
+            stream = await http.get(
+                f"http://127.0.0.1:{svc.http_port}/v1/alerts/stream?min_severity=high", headers=headers
+            )
             assert stream.status == 200
             await asyncio.sleep(0.2)
             for ts in (time.time() - 10, time.time()):  # a second fix inside confirms a restricted entry
@@ -145,12 +146,25 @@ async def test_osmand_http_ingest(stack_env: dict[str, str], stack: StackInfo) -
             r = await http.post(f"http://127.0.0.1:{svc.http_port}/v1/devices", json={"device_id": dev}, headers=admin)
             assert r.status == 201
             now = int(time.time())
-            r = await http.get(base, params={"id": dev, "lat": "-24.3", "lon": "-46.2", "timestamp": str(now),
-                                             "speed": "10", "bearing": "90"})
+            r = await http.get(
+                base,
+                params={
+                    "id": dev,
+                    "lat": "-24.3",
+                    "lon": "-46.2",
+                    "timestamp": str(now),
+                    "speed": "10",
+                    "bearing": "90",
+                },
+            )
             assert r.status == 200, await r.text()
-            body = {"location": {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 5)),
-                                 "coords": {"latitude": -24.3, "longitude": -46.1999, "speed": 5, "heading": 90}},
-                    "device_id": dev}
+            body = {
+                "location": {
+                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 5)),
+                    "coords": {"latitude": -24.3, "longitude": -46.1999, "speed": 5, "heading": 90},
+                },
+                "device_id": dev,
+            }
             r = await http.post(base, json=body)
             assert r.status == 200, await r.text()
             r = await http.get(base, params={"id": "NOT-REGISTERED-1", "lat": "-24.3", "lon": "-46.2"})
@@ -165,9 +179,13 @@ async def test_osmand_http_ingest(stack_env: dict[str, str], stack: StackInfo) -
             assert [r["source"] for r in rows] == ["osmand", "osmand"]
             assert abs(rows[0]["speed"] - 10 * 0.514444) < 1e-3  # knots on the query-string protocol
             assert abs(rows[1]["speed"] - 5.0) < 1e-6  # m/s in the JSON body
-            reasons = {r["reason"] for r in await conn.fetch(
-                "SELECT reason FROM dead_letters WHERE source = 'osmand' AND device_id IN ($1, 'NOT-REGISTERED-1')",
-                dev)}
+            reasons = {
+                r["reason"]
+                for r in await conn.fetch(
+                    "SELECT reason FROM dead_letters WHERE source = 'osmand' AND device_id IN ($1, 'NOT-REGISTERED-1')",
+                    dev,
+                )
+            }
             assert reasons == {"unknown_device", "lat_out_of_range"}
         finally:
             await conn.close()

@@ -46,14 +46,19 @@ async def test_restricted_entry_raises_stored_and_published_alert(
     now = datetime.now(UTC).replace(microsecond=0)
     # 30 s earlier the truck was ~150 m further south, outside the fence (a plausible approach)
     out_lat = lat - 0.00135
-    await device.apublish(f"trackers/{dev}/ping", json.dumps({"ts": (now - timedelta(seconds=30)).isoformat(),
-                                                               "lat": out_lat, "lon": lon}))
+    await device.apublish(
+        f"trackers/{dev}/ping",
+        json.dumps({"ts": (now - timedelta(seconds=30)).isoformat(), "lat": out_lat, "lon": lon}),
+    )
     # the first fix inside could be a multipath outlier: a second one confirms the entry
-    await device.apublish(f"trackers/{dev}/ping", json.dumps({"ts": (now - timedelta(seconds=10)).isoformat(),
-                                                               "lat": lat, "lon": lon, "speed": 0.5}))
+    await device.apublish(
+        f"trackers/{dev}/ping",
+        json.dumps({"ts": (now - timedelta(seconds=10)).isoformat(), "lat": lat, "lon": lon, "speed": 0.5}),
+    )
     sent = time.monotonic()
-    await device.apublish(f"trackers/{dev}/ping", json.dumps({"ts": now.isoformat(), "lat": lat, "lon": lon,
-                                                               "speed": 3.2}))
+    await device.apublish(
+        f"trackers/{dev}/ping", json.dumps({"ts": now.isoformat(), "lat": lat, "lon": lon, "speed": 3.2})
+    )
     msg = await security.expect(
         lambda m: json.loads(m.payload)["device_id"] == dev and json.loads(m.payload)["fence_id"] == fence_id,
         timeout=2.0,
@@ -70,8 +75,9 @@ async def test_restricted_entry_raises_stored_and_published_alert(
     try:
         rows = await conn.fetch("SELECT ts FROM pings WHERE device_id = $1 ORDER BY ts", dev)
         assert [r["ts"] for r in rows] == [now - timedelta(seconds=30), now - timedelta(seconds=10), now]
-        stored = await conn.fetchrow("SELECT kind, severity, status, fence_id FROM alerts WHERE alert_id = $1::uuid",
-                                     alert["id"])
+        stored = await conn.fetchrow(
+            "SELECT kind, severity, status, fence_id FROM alerts WHERE alert_id = $1::uuid", alert["id"]
+        )
         assert dict(stored) == {"kind": "geofence_enter", "severity": "high", "status": "open", "fence_id": fence_id}
         state = await conn.fetchval("SELECT state FROM device_state WHERE device_id = $1", dev)
         assert fence_id in codec.decode(state).fences
@@ -110,6 +116,7 @@ async def test_redelivered_ping_is_stored_once_and_alerts_once(
     await device.apublish(f"trackers/{dev}/ping", payload)
     conn = await asyncpg.connect(stack.dsn)
     try:
+
         async def four_received() -> bool:
             return bool(service.metrics.pings_accepted._value.get() >= 4)
 
@@ -128,9 +135,7 @@ async def _count(conn: asyncpg.Connection, sql: str, arg: str, expected: int) ->
     return int(await conn.fetchval(sql, arg)) == expected
 
 
-async def test_garbage_is_dead_lettered_and_ingest_continues(
-    service: Service, device: Probe, stack: StackInfo
-) -> None:
+async def test_garbage_is_dead_lettered_and_ingest_continues(service: Service, device: Probe, stack: StackInfo) -> None:
     dev = new_device_id()
     conn = await asyncpg.connect(stack.dsn)
     try:
@@ -146,9 +151,7 @@ async def test_garbage_is_dead_lettered_and_ingest_continues(
             r["reason"] for r in await conn.fetch("SELECT reason FROM dead_letters WHERE device_id = $1", dev)
         )
         assert reasons == ["bad_json", "lat_out_of_range", "too_large"]
-        raw = await conn.fetchval(
-            "SELECT payload FROM dead_letters WHERE device_id = $1 AND reason = 'bad_json'", dev
-        )
+        raw = await conn.fetchval("SELECT payload FROM dead_letters WHERE device_id = $1 AND reason = 'bad_json'", dev)
         assert raw == b"\x00garbage{"
     finally:
         await conn.close()
@@ -204,8 +207,11 @@ async def test_unknown_device_rejected_when_registration_is_off(
         await device.apublish(f"trackers/{dev}/ping", json.dumps({"ts": time.time(), "lat": lat, "lon": lon}))
         conn = await asyncpg.connect(stack.dsn)
         try:
-            await wait_for(lambda: _count(
-                conn, "SELECT count(*) FROM dead_letters WHERE device_id = $1 AND reason = 'unknown_device'", dev, 1))
+            await wait_for(
+                lambda: _count(
+                    conn, "SELECT count(*) FROM dead_letters WHERE device_id = $1 AND reason = 'unknown_device'", dev, 1
+                )
+            )
             assert await conn.fetchval("SELECT count(*) FROM pings WHERE device_id = $1", dev) == 0
         finally:
             await conn.close()

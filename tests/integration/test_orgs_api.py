@@ -63,8 +63,11 @@ async def test_admin_manages_organisations_tokens_and_coverage(svc: Service, sta
     await register(admin, box, None, "container", container_no=number)
     alert = await raise_alert(svc, box, "santos", now_s() - timedelta(minutes=5))
     assert alert not in await ids(ins)
-    window = {"container_no": number, "from": (now_s() - timedelta(hours=1)).isoformat(),
-              "to": (now_s() + timedelta(hours=1)).isoformat()}
+    window = {
+        "container_no": number,
+        "from": (now_s() - timedelta(hours=1)).isoformat(),
+        "to": (now_s() + timedelta(hours=1)).isoformat(),
+    }
     status, cover = await admin.post(f"/v1/orgs/{org_id}/coverage", window)
     assert status == 201 and cover["container_no"] == number, cover
     assert alert in await ids(ins)
@@ -80,13 +83,25 @@ async def test_admin_manages_organisations_tokens_and_coverage(svc: Service, sta
     assert (await admin.call("DELETE", f"/v1/tokens/{uuid.uuid4()}"))[0] == 404
 
     # only admins manage organisations and tokens
-    status, op = await admin.post("/v1/tokens", {"name": f"op-{uid()}", "role": "operator", "org": org_id,
-                                                 "expires_at": (datetime.now(UTC) + timedelta(days=1)).isoformat()})
+    status, op = await admin.post(
+        "/v1/tokens",
+        {
+            "name": f"op-{uid()}",
+            "role": "operator",
+            "org": org_id,
+            "expires_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+        },
+    )
     assert status == 201 and op["expires_at"] is not None
     operator = Client(svc, op["token"])
-    for method, path in (("GET", "/v1/tokens"), ("POST", "/v1/tokens"), ("GET", "/v1/orgs"),
-                         ("POST", "/v1/orgs"), ("DELETE", f"/v1/tokens/{op['id']}"),
-                         ("GET", f"/v1/orgs/{org_id}/coverage")):
+    for method, path in (
+        ("GET", "/v1/tokens"),
+        ("POST", "/v1/tokens"),
+        ("GET", "/v1/orgs"),
+        ("POST", "/v1/orgs"),
+        ("DELETE", f"/v1/tokens/{op['id']}"),
+        ("GET", f"/v1/orgs/{org_id}/coverage"),
+    ):
         status, body = await operator.call(method, path, {} if method == "POST" else None)
         assert (status, body["error"]) == (403, "forbidden"), (method, path)
 
@@ -171,7 +186,8 @@ async def test_the_command_line_manages_organisations_tokens_and_coverage(svc: S
     listed = await asyncio.to_thread(run_cli, ["org", "list"], stack.dsn)
     assert f"{org_id}  Desk  ports: santos" in listed.stdout
     made = await asyncio.to_thread(
-        run_cli, ["token", "create", "--name", f"desk-{uid()}", "--role", "security", "--org", org_id, "--days", "1"],
+        run_cli,
+        ["token", "create", "--name", f"desk-{uid()}", "--role", "security", "--org", org_id, "--days", "1"],
         stack.dsn,
     )
     assert made.returncode == 0, made.stderr
@@ -191,8 +207,9 @@ async def test_the_command_line_manages_organisations_tokens_and_coverage(svc: S
     )
     assert cover.returncode == 0, cover.stderr
     assert number in (await asyncio.to_thread(run_cli, ["coverage", "list", org_id], stack.dsn)).stdout
-    bad = await asyncio.to_thread(run_cli, ["coverage", "add", org_id, "ABCU1234567", "--from", "2026-01-01",
-                                            "--to", "2026-02-01"], stack.dsn)
+    bad = await asyncio.to_thread(
+        run_cli, ["coverage", "add", org_id, "ABCU1234567", "--from", "2026-01-01", "--to", "2026-02-01"], stack.dsn
+    )
     assert bad.returncode == 2
     revoked = await asyncio.to_thread(run_cli, ["token", "revoke", token_id], stack.dsn)
     assert revoked.returncode == 0, revoked.stderr

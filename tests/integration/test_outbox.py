@@ -36,4 +36,3 @@ async def test_alert_saved_before_a_crash_is_published_after_restart(
         assert body["evidence"]["note"].startswith("written by the store")
     finally:
         await svc.stop()
-

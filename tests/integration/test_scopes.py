@@ -88,8 +88,17 @@ async def raise_alert(svc: Service, device_id: str, port: str | None, ts: dateti
     """Store an alert as the detectors would (signed link, outbox row) and have it announced."""
     assert svc.store is not None
     at = ts or now_s()
-    alert = Alert("geofence_enter", Severity.HIGH, device_id, at, f"test alert for {device_id}", port, None,
-                  {"fence": {"id": "x"}}, key=uuid.uuid4().hex)
+    alert = Alert(
+        "geofence_enter",
+        Severity.HIGH,
+        device_id,
+        at,
+        f"test alert for {device_id}",
+        port,
+        None,
+        {"fence": {"id": "x"}},
+        key=uuid.uuid4().hex,
+    )
     result = await svc.store.write_batch(Batch(alerts=[alert]))
     assert result.alerts_stored
     svc.announce()
@@ -244,8 +253,10 @@ async def test_an_insurer_sees_its_covered_containers_inside_the_dates(
     t0 = now_s() - timedelta(hours=3)
     await svc.orgs.add_coverage(insurer, number, t0, t0 + timedelta(hours=2), "test")
     # the truck hauls the box from t0+1h on
-    status, body = await admin.post(f"/v1/pairings?at={(t0 + timedelta(hours=1)).isoformat().replace('+', '%2B')}",
-                                    {"container_id": box, "truck_id": truck})
+    status, body = await admin.post(
+        f"/v1/pairings?at={(t0 + timedelta(hours=1)).isoformat().replace('+', '%2B')}",
+        {"container_id": box, "truck_id": truck},
+    )
     assert status == 201, body
     secret, _ = await token(svc, "insurer", insurer)
     ins = Client(svc, secret)

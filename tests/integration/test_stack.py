@@ -272,9 +272,7 @@ def _receive_all(client: Client, count: int) -> list[bytes]:
     return [bytes(client.receive().payload) for _ in range(count)]
 
 
-def test_persistent_session_gets_messages_sent_while_away(
-    stack: StackInfo, accounts: Callable[[str], Account]
-) -> None:
+def test_persistent_session_gets_messages_sent_while_away(stack: StackInfo, accounts: Callable[[str], Account]) -> None:
     account = accounts("service")
     device = f"TRUCK-{uuid.uuid4().hex[:6]}"
     first = _persistent_subscriber(stack, account)

@@ -44,8 +44,11 @@ async def org_token(svc: Service, role: str, ports: list[str] | None = None) -> 
 async def register(svc: Service, admin: str, device_id: str, org_id: str | None) -> None:
     async with (
         aiohttp.ClientSession() as http,
-        http.post(url(svc, "/v1/devices"), headers={"Authorization": f"Bearer {admin}"},
-                  json={"device_id": device_id, **({"org": org_id} if org_id else {})}) as r,
+        http.post(
+            url(svc, "/v1/devices"),
+            headers={"Authorization": f"Bearer {admin}"},
+            json={"device_id": device_id, **({"org": org_id} if org_id else {})},
+        ) as r,
     ):
         assert r.status == 201, await r.text()
 
@@ -197,8 +200,9 @@ async def ws_connect(http: aiohttp.ClientSession, svc: Service, token: str, **su
     await ws.send_json({"type": "auth", "token": token})
     ready = await ws.receive_json(timeout=5)
     assert ready["type"] == "ready", ready
-    await ws.send_json({"type": "subscribe", "alerts": True, "positions": False, "port": None,
-                        "last_event_id": None, **subscribe})
+    await ws.send_json(
+        {"type": "subscribe", "alerts": True, "positions": False, "port": None, "last_event_id": None, **subscribe}
+    )
     return ws
 
 
@@ -354,9 +358,10 @@ async def test_a_viewer_that_does_not_read_is_disconnected_as_a_slow_consumer(
             t0 = time.time() - 600
             deadline = time.monotonic() + 60
             sent = 0
-            while svc.metrics.registry.get_sample_value(
-                "tracker_feed_slow_consumers_total", {"transport": "ws"}
-            ) in (None, 0.0):
+            while svc.metrics.registry.get_sample_value("tracker_feed_slow_consumers_total", {"transport": "ws"}) in (
+                None,
+                0.0,
+            ):
                 assert time.monotonic() < deadline, f"no slow-consumer disconnect after {sent} fixes"
                 for i in range(200):
                     body = {"ts": t0 + (sent + i) * 0.05, "lat": lat + 0.01 + i * 1e-6, "lon": lon + 0.01, "speed": 3}
@@ -397,8 +402,9 @@ async def test_an_acknowledgement_is_an_updated_event_on_the_websocket(
             json={"note": "on it"},
         ) as r:
             assert r.status == 200, await r.text()
-        updated = await collect(ws, lambda ms: any(m["event"] == "updated" and m["alert"]["id"] == alert["id"]
-                                                   for m in ms))
+        updated = await collect(
+            ws, lambda ms: any(m["event"] == "updated" and m["alert"]["id"] == alert["id"] for m in ms)
+        )
         await ws.close()
     event = next(m for m in updated if m["event"] == "updated" and m["alert"]["id"] == alert["id"])
     assert event["alert"]["status"] == "acknowledged"
@@ -424,9 +430,10 @@ async def test_an_sse_viewer_that_does_not_read_gets_a_slow_consumer_error(
             transport.pause_reading()  # the viewer stops reading; alerts keep coming
             deadline = time.monotonic() + 90
             raised = 0
-            while svc.metrics.registry.get_sample_value(
-                "tracker_feed_slow_consumers_total", {"transport": "sse"}
-            ) in (None, 0.0):
+            while svc.metrics.registry.get_sample_value("tracker_feed_slow_consumers_total", {"transport": "sse"}) in (
+                None,
+                0.0,
+            ):
                 assert time.monotonic() < deadline, f"no slow-consumer disconnect after {raised} devices' alerts"
                 for _ in range(10):
                     await raise_alerts(device, new_device_id())

@@ -99,8 +99,12 @@ async def test_webhooks_are_per_organisation_signed_filtered_retried_and_die(
         # refusals: a role that may not read alerts, a URL that is not http(s), an unknown filter field
         async with http.post(f"{base}/v1/webhooks", headers=auth(customs), json={"url": f"{hooks_base}/ops"}) as r:
             assert r.status == 403
-        for bad in ({"url": "ftp://127.0.0.1/x"}, {"url": f"{hooks_base}/ops", "sevrities": ["high"]},
-                    {"url": f"{hooks_base}/ops", "severities": ["urgent"]}, {"url": f"{hooks_base}/ops", "events": []}):
+        for bad in (
+            {"url": "ftp://127.0.0.1/x"},
+            {"url": f"{hooks_base}/ops", "sevrities": ["high"]},
+            {"url": f"{hooks_base}/ops", "severities": ["urgent"]},
+            {"url": f"{hooks_base}/ops", "events": []},
+        ):
             async with http.post(f"{base}/v1/webhooks", headers=auth(org_a), json=bad) as r:
                 assert r.status == 422, (bad, await r.text())
                 assert set(await r.json()) >= {"error", "message"}

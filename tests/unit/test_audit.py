@@ -306,8 +306,9 @@ def test_a_malformed_bundle_is_an_audit_error() -> None:
     with pytest.raises(audit.AuditError):
         Bundle.from_json({"format": "something else"})
     with pytest.raises(audit.AuditError):
-        Bundle.from_json({"format": audit.BUNDLE_FORMAT, "links": [{"seq": "1"}], "alerts": [], "updates": [],
-                          "checkpoints": []})
+        Bundle.from_json(
+            {"format": audit.BUNDLE_FORMAT, "links": [{"seq": "1"}], "alerts": [], "updates": [], "checkpoints": []}
+        )
 
 
 def test_checkpoint_json_round_trip(signer: Signer) -> None:
@@ -320,9 +321,7 @@ def test_checkpoint_json_round_trip(signer: Signer) -> None:
 
 def test_keys_load_from_pem_hex_base64_and_raw(signer: Signer) -> None:
     key = Ed25519PrivateKey.generate()
-    seed = key.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-    )
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     want = audit.key_id(key.public_key())
     for data in (audit.private_pem(key), seed.hex().encode() + b"\n", base64.b64encode(seed), seed):
         assert audit.key_id(audit.load_private_key(data).public_key()) == want

@@ -208,8 +208,9 @@ def test_an_unexpected_exception_becomes_a_decode_error(monkeypatch: pytest.Monk
     for r in (
         decode_mqtt("trackers/T1/ping", body, NOW),
         decode_native("T1", body, NOW),
-        decode_owntracks("u", "d", json.dumps({"_type": "location", "tst": 1795435200, "lat": 1, "lon": 2}).encode(),
-                         NOW),
+        decode_owntracks(
+            "u", "d", json.dumps({"_type": "location", "tst": 1795435200, "lat": 1, "lon": 2}).encode(), NOW
+        ),
         decode_osmand({"id": "T1", "lat": "1", "lon": "2"}, NOW),
     ):
         assert isinstance(r, Rejected)
@@ -242,8 +243,27 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=6,
 )
-KEYS = ["ts", "tst", "lat", "lon", "speed", "heading", "accuracy", "events", "_type", "vel", "cog", "acc",
-        "container_no", "result", "facility", "seal", "inspection_id", "device_id", "location"]
+KEYS = [
+    "ts",
+    "tst",
+    "lat",
+    "lon",
+    "speed",
+    "heading",
+    "accuracy",
+    "events",
+    "_type",
+    "vel",
+    "cog",
+    "acc",
+    "container_no",
+    "result",
+    "facility",
+    "seal",
+    "inspection_id",
+    "device_id",
+    "location",
+]
 objects = st.dictionaries(st.sampled_from(KEYS), json_values, max_size=8)
 topics = st.sampled_from(["trackers/T1/ping", "owntracks/u/d", "customs/inspections", "trackers/x y/ping"]) | st.text(
     max_size=40
@@ -293,10 +313,28 @@ def test_arbitrary_objects_with_the_decoders_keys(obj: dict[str, Any], kind: str
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.sampled_from(["id", "deviceid", "lat", "lon", "location", "timestamp", "speed", "bearing",
-                                        "heading", "accuracy", "hacc", "ignition"]),
-                       st.text(max_size=40) | st.sampled_from([FAR_FUTURE, FAR_PAST, DIGITS_5000, "nan", "1e999"]),
-                       max_size=8))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "id",
+                "deviceid",
+                "lat",
+                "lon",
+                "location",
+                "timestamp",
+                "speed",
+                "bearing",
+                "heading",
+                "accuracy",
+                "hacc",
+                "ignition",
+            ]
+        ),
+        st.text(max_size=40) | st.sampled_from([FAR_FUTURE, FAR_PAST, DIGITS_5000, "nan", "1e999"]),
+        max_size=8,
+    )
+)
 def test_arbitrary_osmand_parameters(params: dict[str, str]) -> None:
     assert_clean(decode_osmand(params, NOW))
 

@@ -58,9 +58,18 @@ async def test_positions_wait_for_the_next_batch_and_overflow_marks_the_viewer_s
 
 def hook(**filters: tuple[str, ...]) -> WebhookRow:
     return WebhookRow(
-        id=uuid.uuid4(), org="o", role="operator", devices=None, created_by="t", url="https://example.org/h",
-        ports=filters.get("ports", ()), severities=filters.get("severities", ()), kinds=filters.get("kinds", ()),
-        events=filters.get("events", ("raised", "updated")), from_seq=10, created_at=datetime.now(UTC),
+        id=uuid.uuid4(),
+        org="o",
+        role="operator",
+        devices=None,
+        created_by="t",
+        url="https://example.org/h",
+        ports=filters.get("ports", ()),
+        severities=filters.get("severities", ()),
+        kinds=filters.get("kinds", ()),
+        events=filters.get("events", ("raised", "updated")),
+        from_seq=10,
+        created_at=datetime.now(UTC),
     )
 
 

@@ -186,7 +186,7 @@ def test_a_stale_truck_position_draws_no_conclusion_but_is_noted() -> None:
     sim.fix("TRK", 0, 500, 0, K)  # far away, but 200 s before the container fixes below
     park(sim, "CONT", 0, 0, 200, 400, 20)
     assert sim.alerts() == []
-    state = (sim.devices["CONT"].state or PairingState())
+    state = sim.devices["CONT"].state or PairingState()
     assert state.unverified_since == at(200)
     # a fresh fix of the truck still far away settles it, and the alert says since when it was unverified
     sim.fix("TRK", 410, 500, 0, K)

@@ -59,9 +59,7 @@ class _ClosingError(Exception):
         self.close_code = close_code
 
 
-async def _replay(
-    request: web.Request, sub: Subscriber, last_event_id: str
-) -> tuple[list[FeedEvent], int, str | None]:
+async def _replay(request: web.Request, sub: Subscriber, last_event_id: str) -> tuple[list[FeedEvent], int, str | None]:
     """(events the viewer missed and may see, the id live events must come after, reset reason)."""
     svc = _svc(request)
     store = svc.feeds.feed_store
@@ -278,8 +276,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
             return (port is None or item.port == port) and sees_position(who, item)
 
         sub = Subscriber(
-            "ws", s.stream_queue, s.stream_max_positions, alerts=alerts, positions=positions,
-            sees_alert=sees_event, sees_position=sees_fix,
+            "ws",
+            s.stream_queue,
+            s.stream_max_positions,
+            alerts=alerts,
+            positions=positions,
+            sees_alert=sees_event,
+            sees_position=sees_fix,
         )
         with svc.feeds.hub.subscribe(sub):
             replayed, watermark, reset = await _replay(request, sub, last) if last is not None else ([], 0, None)

@@ -231,7 +231,6 @@ def _check_text(body: dict[str, Any]) -> None:
             stack.extend((top, v) for v in value)
 
 
-
 async def _submit(request: web.Request, command: Command, dead_letter: bool = False) -> None:
     """Hand a fact to the single writer within ``TRACKER_API_WRITE_TIMEOUT_S``.
 

@@ -104,9 +104,7 @@ def _strings(body: dict[str, Any], name: str, allowed: tuple[str, ...] | None = 
         or len(value) > MAX_FILTER_VALUES
         or not all(isinstance(v, str) and 0 < len(v) <= 64 for v in value)
     ):
-        raise error(
-            422, "bad_field", f"{name} must be a list of at most {MAX_FILTER_VALUES} short strings", field=name
-        )
+        raise error(422, "bad_field", f"{name} must be a list of at most {MAX_FILTER_VALUES} short strings", field=name)
     if allowed is not None and not set(value) <= set(allowed):
         raise error(422, "bad_field", f"{name} may hold only {'|'.join(allowed)}", field=name)
     return tuple(dict.fromkeys(value))

@@ -427,9 +427,7 @@ def inspection_from_json(obj: Mapping[str, Any], now: datetime, limits: Limits =
                 raise ValueError(raw_result)
             result = InspectionResult(raw_result)
         except ValueError:
-            raise _BadError(
-                "bad_result", f"result must be one of {[r.value for r in InspectionResult]}"
-            ) from None
+            raise _BadError("bad_result", f"result must be one of {[r.value for r in InspectionResult]}") from None
         ts = _check_time(parse_ts(obj.get("ts")), now, limits)
         return Inspection(
             container_no=container_no,

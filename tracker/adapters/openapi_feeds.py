@@ -135,9 +135,9 @@ def _paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
         "/v1/stream": {
             "get": {
                 "summary": "WebSocket live feed of alerts and positions (see README 'Live feeds')",
-                "description": "Token in the first message {\"type\":\"auth\",\"token\":...} (or an Authorization"
-                " header, checked before the upgrade); then {\"type\":\"subscribe\",\"alerts\":bool,\"positions\":"
-                "bool,\"port\":null|str,\"last_event_id\":null|str}. Server messages: ready, alert, positions,"
+                "description": 'Token in the first message {"type":"auth","token":...} (or an Authorization'
+                ' header, checked before the upgrade); then {"type":"subscribe","alerts":bool,"positions":'
+                'bool,"port":null|str,"last_event_id":null|str}. Server messages: ready, alert, positions,'
                 " reset, error; close codes 4001 unauthorized, 4003 forbidden, 4008 slow consumer.",
                 "security": secured,
                 "responses": {
@@ -203,7 +203,6 @@ def _paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
             }
         },
     }
-
 
 
 PATHS = _paths([{"bearer": []}])

@@ -83,6 +83,8 @@ class ApiFenceStore(Protocol):
     async def versions(self, port: str, limit: int = 100) -> list[FenceVersion]: ...
 
     async def version(self, port: str, version: int) -> tuple[FenceVersion, dict[str, Any]] | None: ...
+
+
 class ApiAlerts(Protocol):
     """The alert workflow's reads and changes (tracker/adapters/store_alerts.py)."""
 

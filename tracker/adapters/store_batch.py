@@ -95,7 +95,6 @@ class BatchWriter(SchemaStore):
             out.extend(("webhook", url) for url in self.webhooks)
         return out
 
-
     async def write_batch(self, batch: Batch) -> BatchResult:
         async with self.pool.acquire() as conn, conn.transaction():
             chain = await _Chain.open(conn, self.signer) if batch.alerts or batch.updates else None

@@ -89,9 +89,7 @@ class DueDelivery:
     event: FeedEvent
 
 
-HOOK_COLUMNS = (
-    "id, org, role, devices, created_by, url, secret, ports, severities, kinds, events, from_seq, created_at"
-)
+HOOK_COLUMNS = "id, org, role, devices, created_by, url, secret, ports, severities, kinds, events, from_seq, created_at"
 
 
 def _hook(r: asyncpg.Record) -> WebhookRow:
@@ -266,9 +264,7 @@ class WebhookStore:
         out = []
         for r in rows:
             payload = json.loads(r["payload"]) if isinstance(r["payload"], str) else r["payload"]
-            event = FeedEvent(
-                int(r["seq"]), r["event"], payload["alert"], payload.get("update"), payload.get("change")
-            )
+            event = FeedEvent(int(r["seq"]), r["event"], payload["alert"], payload.get("update"), payload.get("change"))
             out.append(DueDelivery(int(r["id"]), r["webhook_id"], r["url"], r["secret"], int(r["attempts"]), event))
         return out
 

@@ -163,4 +163,3 @@ class Inspection:
     facility: str | None = None
     seal: str | None = None
     inspection_id: str | None = None
-
