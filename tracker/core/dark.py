@@ -39,7 +39,6 @@ id and restores it at once, so offline replays find every gap live operation fin
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -55,7 +54,7 @@ from geofences import FenceIndex, FenceKind, buffer_m, haversine_m
 from tracker.core.detector import Detector, FixContext, TickContext, first_after
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
-from tracker.core.rules import clip_interval, silence_limit, silent
+from tracker.core.rules import clip_interval, median, silence_limit, silent
 
 if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
     from tracker.core.state import DeviceState
@@ -163,6 +162,21 @@ class DarkState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True
         )
 
 
+_Limit = tuple[float, float, str]  # (limit, expected interval, where the expected interval comes from)
+_MAX_LIMITS = 1 << 14
+_SORTED: dict[frozenset[str], tuple[str, ...]] = {}
+
+
+def _sorted(fences: frozenset[str]) -> tuple[str, ...]:
+    """The fence ids in order, as the state keeps them: a few hundred distinct sets, asked on every fix."""
+    got = _SORTED.get(fences)
+    if got is None:
+        if len(_SORTED) >= _MAX_LIMITS:
+            _SORTED.clear()
+        got = _SORTED[fences] = tuple(sorted(fences))
+    return got
+
+
 _NEAR_RESTRICTED: WeakKeyDictionary[FenceIndex, dict[float, tuple[BaseGeometry, ...]]] = WeakKeyDictionary()
 
 
@@ -196,6 +210,9 @@ class DarkDetector(Detector[DarkState | None]):
 
     def __init__(self, params: DarkParams | None = None) -> None:
         self.params = params or DarkParams()
+        # (kind, intervals, parked, stationary, proven) -> _state_limit(): a pure function of these and the
+        # parameters, asked for each state at its fix, at its due time and on ticks
+        self._limits: dict[tuple[DeviceKind, tuple[float, ...], tuple[float, ...], bool, float | None], _Limit] = {}
 
     def expected(
         self, kind: DeviceKind, intervals: tuple[float, ...], parked: tuple[float, ...] = ()
@@ -208,11 +225,11 @@ class DarkDetector(Detector[DarkState | None]):
         """
         p = self.params
         if len(intervals) >= p.min_samples:
-            return float(statistics.median(intervals)), f"median of the last {len(intervals)} intervals"
+            return median(intervals), f"median of the last {len(intervals)} intervals"
         default = float(p.default_interval_s.get(kind, p.min_gap_s / p.k))
-        if not intervals and parked and (hint := float(statistics.median(parked))) > default:
+        if not intervals and parked and (hint := median(parked)) > default:
             return hint, f"median of {len(parked)} parked intervals (moving rhythm not yet seen)"
-        if intervals and (seen := float(statistics.median(intervals))) > default:
+        if intervals and (seen := median(intervals)) > default:
             # a tracker configured slower than its kind's default says so with its first intervals; waiting
             # for ``min_samples`` of them would raise a loss on each. A faster one is not trusted that early.
             return seen, f"median of the first {len(intervals)} intervals"
@@ -282,9 +299,16 @@ class DarkDetector(Detector[DarkState | None]):
         watched_before = st.proven_s >= p.proven_parked_s and st.stopped_for_s <= st.proven_s
         return st.slowest_parked_s if watched_now or watched_before else None
 
-    def _state_limit(self, kind: DeviceKind, st: DarkState) -> tuple[float, float, str]:
+    def _state_limit(self, kind: DeviceKind, st: DarkState) -> _Limit:
         proven = self._proven(st) if kind in self.params.proven_kinds else None
-        return self._limit(kind, st.intervals, st.parked if st.stationary else None, proven, st.parked)
+        key = (kind, st.intervals, st.parked, st.stationary, proven)
+        found = self._limits.get(key)
+        if found is None:
+            found = self._limit(kind, st.intervals, st.parked if st.stationary else None, proven, st.parked)
+            if len(self._limits) >= _MAX_LIMITS:
+                self._limits.clear()
+            self._limits[key] = found
+        return found
 
     # -- alerts ----------------------------------------------------------------------------
 
@@ -369,7 +393,7 @@ class DarkDetector(Detector[DarkState | None]):
         st = state
         if st is None and ctx.previous is not None:
             # no memory of this device (first run of the detector): the pipeline still knows its last fix
-            st = DarkState(ctx.previous, tuple(sorted(ctx.fences_before)), (), None)
+            st = DarkState(ctx.previous, _sorted(ctx.fences_before), (), None)
         events: list[Event] = []
         intervals: tuple[float, ...] = ()
         parked: tuple[float, ...] = ()
@@ -443,7 +467,7 @@ class DarkDetector(Detector[DarkState | None]):
         tainted = lost_here or (same_stop and st is not None and st.stop_tainted)
         new = DarkState(
             Fix.of(ping),
-            tuple(sorted(ctx.fences)),
+            _sorted(ctx.fences),
             intervals,
             None,
             parked,
