@@ -121,8 +121,8 @@ class DwellDetector(Detector[DwellState | None]):
         gap = ctx.previous is not None and (ping.ts - ctx.previous.ts).total_seconds() > self.params.max_gap_s
         if state is not None and state.visits and not gap and len(state.visits) == len(watched_in):
             # the same watched fences as at the last fix, no silence: only a limit running out can change anything
-            for visit, (fid, limit) in zip(state.visits, watched_in, strict=True):
-                if visit.fence_id != fid or (visit.alert is None and (ping.ts - visit.enter).total_seconds() > limit):
+            for seen, (fid, limit) in zip(state.visits, watched_in, strict=True):
+                if seen.fence_id != fid or (seen.alert is None and (ping.ts - seen.enter).total_seconds() > limit):
                     break
             else:
                 return state, []
