@@ -405,15 +405,17 @@ class DarkDetector(Detector[DarkState | None]):
                 return st, []
             gap = (ping.ts - st.last.ts).total_seconds()
             lost = st.lost
-            moved = haversine_m(st.last.lon, st.last.lat, ping.lon, ping.lat)
-            if lost is None and st.fences and gap > self._state_limit(ctx.kind, st)[0]:
+            # every limit is at least ``min_gap_s``: a shorter gap (nearly every fix) needs no limit worked out
+            late = gap > p.min_gap_s
+            if late and lost is None and st.fences and gap > self._state_limit(ctx.kind, st)[0]:
                 lost = self._alert(self.name, self._lost(ctx.device_id, ctx.kind, st, ctx.index), ctx.device_id)
                 events.append(lost)
             elif (
-                lost is None
+                late
+                and lost is None
                 and st.fences
                 and st.stationary
-                and moved > p.woke_m
+                and (moved := haversine_m(st.last.lon, st.last.lat, ping.lon, ping.lat)) > p.woke_m
                 and gap > self._limit(ctx.kind, st.intervals, None, None, st.parked)[0]
             ):
                 # the parked allowance is for a tracker asleep in its stop mode; trackers wake when their vehicle

@@ -210,8 +210,14 @@ class TripSegmenter:
                     changed = True
         # 3. port boundary for trucks
         in_port = _in_port(index, ctx.fences)
-        crossed = prev is not None and in_port != _in_port(index, ctx.fences_before)
-        if kind is DeviceKind.TRUCK and trip is not None and prev is not None and crossed:
+        # (the same fences as before, as on most fixes, cannot cross the port boundary)
+        crossed = (
+            prev is not None
+            and kind is DeviceKind.TRUCK
+            and ctx.fences != ctx.fences_before
+            and in_port != _in_port(index, ctx.fences_before)
+        )
+        if trip is not None and prev is not None and crossed:
             if not in_port:  # left the port: the trip ends at the first fix outside, through the last fence
                 seg = haversine_m(prev.lon, prev.lat, ping.lon, ping.lat)
                 trip, _ = self._visits(trip, ping, ctx)
@@ -399,6 +405,8 @@ class TripSegmenter:
 
     def _with_alerts(self, trip: Trip, events: Sequence[Event], until: datetime | None) -> Trip:
         """Alerts worth an operator's look (``alert_min_severity`` and up) raised while the trip is open."""
+        if not events:
+            return trip
         ids = list(trip.alerts)
         for e in events:
             if not isinstance(e, Alert) or not self._counts(e):
