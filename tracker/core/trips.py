@@ -129,9 +129,27 @@ def _best_fence(index: FenceIndex, fences: Iterable[str], visits: Sequence[Visit
     )
 
 
-def _in_port(index: FenceIndex, fences: Iterable[str]) -> bool:
-    """Inside the port: some fence of a port set (any still indexed) holds the device."""
-    return any(f in index for f in fences)
+_IN_PORT: tuple[FenceIndex | None, dict[frozenset[str], bool]] = (None, {})
+
+
+def _in_port(index: FenceIndex, fences: frozenset[str]) -> bool:
+    """Inside the port: some fence of a port set (any still indexed) holds the device.
+
+    Asked at every fix about a few hundred distinct sets: the answer is kept per set for the index in use (an
+    index is immutable; a reload brings a new one)."""
+    global _IN_PORT
+    if not fences:
+        return False
+    last, known = _IN_PORT
+    if last is not index:
+        known = {}
+        _IN_PORT = (index, known)
+    found = known.get(fences)
+    if found is None:
+        if len(known) >= 1 << 14:
+            known.clear()
+        found = known[fences] = any(f in index for f in fences)
+    return found
 
 
 def _port(index: FenceIndex, fences: Iterable[str]) -> str | None:
