@@ -7,6 +7,7 @@ reporting interval after a threshold is crossed).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -987,3 +988,29 @@ def test_no_alert_is_raised_twice(actions: list[Action]) -> None:
     opened = [ev for _, ev in trip.log if isinstance(ev, Alert) and ev.kind == "access_window_opened"]
     closed = [ev for _, ev in trip.log if isinstance(ev, Alert) and ev.kind == "access_window_closed"]
     assert len(opened) - len(closed) in (0, 1)
+
+
+@pytest.mark.parametrize("port", ["santos", "callao"])
+def test_nearest_route_fence_is_the_one_a_full_scan_finds(port: str) -> None:
+    """The off-route evidence names the nearest route fence; the bounded search must find the very fence and
+    distance that measuring every route fence finds, anywhere in and around the port."""
+    index = FenceIndex(load_port(port).fences)
+    det = AccessWindowDetector()
+
+    def full_scan(lon: float, lat: float) -> tuple[float, str] | None:
+        best: tuple[float, str] | None = None
+        for f in index.fences:
+            if f.kind in ROUTE_KINDS:
+                d = distance_m(f.geometry, lon, lat)
+                if best is None or (d, f.id) < best:
+                    best = (d, f.id)
+        return best
+
+    minx, miny, maxx, maxy = shapely.total_bounds([f.geometry for f in index.fences])
+    rng = random.Random(7)
+    for _ in range(300):
+        lon, lat = rng.uniform(minx - 0.02, maxx + 0.02), rng.uniform(miny - 0.02, maxy + 0.02)
+        got = det._nearest_route(index, lon, lat)
+        want = full_scan(lon, lat)
+        assert want is not None and got is not None
+        assert (got["id"], got["distance_m"]) == (want[1], round(want[0], 1))

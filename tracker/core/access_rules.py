@@ -11,11 +11,15 @@ the same arithmetic whichever detector reports it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from geofences import FenceIndex, FenceKind, distance_m
+from shapely.geometry.base import BaseGeometry
+
+from geofences import EARTH_RADIUS_M, FenceIndex, FenceKind, distance_m
 from tracker.core.access_state import (
     KIND,
     ROUTE_KINDS,
@@ -48,6 +52,11 @@ from tracker.core.rules import (
     together_since,
 )
 from tracker.core.world import Position
+
+_Route = tuple[float, float, float, float, str, BaseGeometry]  # bounds (lon/lat), fence id, geometry
+_ROUTES: WeakKeyDictionary[FenceIndex, dict[frozenset[str] | None, tuple[_Route, ...]]] = WeakKeyDictionary()
+_M_PER_DEG = math.radians(1.0) * EARTH_RADIUS_M
+_BOUND_SLACK_M = 1.0  # far more than the rounding between a box bound and the measured distance
 
 
 class AccessRules:
@@ -326,14 +335,38 @@ class AccessRules:
         ids = self.params.route_fence_ids
         return kind is not FenceKind.CORRIDOR or ids is None or fence_id in ids
 
+    def _routes(self, index: FenceIndex) -> tuple[_Route, ...]:
+        """The route fences of ``index`` with their bounding boxes, kept per index (immutable) and route ids."""
+        known = _ROUTES.setdefault(index, {})
+        ids = self.params.route_fence_ids
+        got = known.get(ids)
+        if got is None:
+            got = known[ids] = tuple(
+                (*f.geometry.bounds, f.id, f.geometry) for f in index.fences if self._on_route(index, f.id)
+            )
+        return got
+
     def _nearest_route(self, index: FenceIndex, lon: float, lat: float) -> dict[str, Any] | None:
+        """The nearest route fence (ties: the smallest id) and its distance.
+
+        Measuring a fence projects it around the fix, and a port has dozens of route fences: each is first bounded
+        from below by its bounding box in the same plane (the projection is linear, so the fence lies inside the
+        projected box), nearest box first, and measured only while that bound could still beat the best so far.
+        """
+        kx = _M_PER_DEG * math.cos(math.radians(lat))
+        routes = self._routes(index)
+        bounded = sorted(
+            (math.hypot(max(minx - lon, 0.0, lon - maxx) * kx, max(miny - lat, 0.0, lat - maxy) * _M_PER_DEG), k)
+            for k, (minx, miny, maxx, maxy, _id, _geom) in enumerate(routes)
+        )
         best: tuple[float, str] | None = None
-        for fence in index.fences:
-            if not self._on_route(index, fence.id):
-                continue
-            d = distance_m(fence.geometry, lon, lat)
-            if best is None or (d, fence.id) < best:
-                best = (d, fence.id)
+        for bound, k in bounded:
+            if best is not None and bound > best[0] + _BOUND_SLACK_M:
+                break  # this fence and every later one lie farther than the best (rounding allowed for)
+            fence_id, geometry = routes[k][4], routes[k][5]
+            d = distance_m(geometry, lon, lat)
+            if best is None or (d, fence_id) < best:
+                best = (d, fence_id)
         if best is None:
             return None
         return {**_fence_json(index, best[1]), "distance_m": round(best[0], 1)}

@@ -39,7 +39,6 @@ id and restores it at once, so offline replays find every gap live operation fin
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -55,7 +54,7 @@ from geofences import FenceIndex, FenceKind, buffer_m, haversine_m
 from tracker.core.detector import Detector, FixContext, TickContext, first_after
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
-from tracker.core.rules import clip_interval, silence_limit, silent
+from tracker.core.rules import clip_interval, median, silence_limit, silent
 
 if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
     from tracker.core.state import DeviceState
@@ -163,6 +162,22 @@ class DarkState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True
         )
 
 
+_MAX_SORTED = 1 << 14
+# which rule gave a device's expected interval (DarkDetector._expected_rule, _parked_rule)
+_BY_MEDIAN, _BY_PARKED_HINT, _BY_FIRST, _BY_DEFAULT, _BY_PROVEN, _BY_ALLOWANCE = range(6)
+_SORTED: dict[frozenset[str], tuple[str, ...]] = {}
+
+
+def _sorted(fences: frozenset[str]) -> tuple[str, ...]:
+    """The fence ids in order, as the state keeps them: a few hundred distinct sets, asked on every fix."""
+    got = _SORTED.get(fences)
+    if got is None:
+        if len(_SORTED) >= _MAX_SORTED:
+            _SORTED.clear()
+        got = _SORTED[fences] = tuple(sorted(fences))
+    return got
+
+
 _NEAR_RESTRICTED: WeakKeyDictionary[FenceIndex, dict[float, tuple[BaseGeometry, ...]]] = WeakKeyDictionary()
 
 
@@ -206,17 +221,36 @@ class DarkDetector(Detector[DarkState | None]):
         known at all: a box that reported every five minutes in its yard and has just been lifted onto
         a truck is not expected to report every minute before it showed that it does.
         """
+        value, rule = self._expected_rule(kind, intervals, parked)
+        return value, self._basis(rule, kind, intervals, parked)
+
+    def _expected_rule(
+        self, kind: DeviceKind, intervals: tuple[float, ...], parked: tuple[float, ...] = ()
+    ) -> tuple[float, int]:
+        """:meth:`expected` with the rule that gave the interval instead of its wording: the limit is asked for
+        at every fix and due time, its wording only when a loss is raised."""
         p = self.params
         if len(intervals) >= p.min_samples:
-            return float(statistics.median(intervals)), f"median of the last {len(intervals)} intervals"
+            return median(intervals), _BY_MEDIAN
         default = float(p.default_interval_s.get(kind, p.min_gap_s / p.k))
-        if not intervals and parked and (hint := float(statistics.median(parked))) > default:
-            return hint, f"median of {len(parked)} parked intervals (moving rhythm not yet seen)"
-        if intervals and (seen := float(statistics.median(intervals))) > default:
+        if not intervals and parked and (hint := median(parked)) > default:
+            return hint, _BY_PARKED_HINT
+        if intervals and (seen := median(intervals)) > default:
             # a tracker configured slower than its kind's default says so with its first intervals; waiting
             # for ``min_samples`` of them would raise a loss on each. A faster one is not trusted that early.
-            return seen, f"median of the first {len(intervals)} intervals"
-        return default, f"default for {kind.value}"
+            return seen, _BY_FIRST
+        return default, _BY_DEFAULT
+
+    @staticmethod
+    def _basis(rule: int, kind: DeviceKind, intervals: tuple[float, ...], parked: tuple[float, ...]) -> str:
+        """Where an expected interval of :meth:`_expected_rule` comes from, for the evidence."""
+        if rule == _BY_MEDIAN:
+            return f"median of the last {len(intervals)} intervals"
+        if rule == _BY_PARKED_HINT:
+            return f"median of {len(parked)} parked intervals (moving rhythm not yet seen)"
+        if rule == _BY_FIRST:
+            return f"median of the first {len(intervals)} intervals"
+        return f"default for {kind.value}"
 
     def parked_expected(
         self, kind: DeviceKind, parked: tuple[float, ...], proven: float | None = None
@@ -229,13 +263,22 @@ class DarkDetector(Detector[DarkState | None]):
         is held to that interval, not to a median: a tracker with a stop mode mixes fast and
         slow intervals, and the slow one is the rhythm it may fall back to.
         """
+        value, rule = self._parked_rule(kind, parked, proven)
+        if rule == _BY_PROVEN:
+            return value, "parked: slowest interval seen while parked (proven rhythm)"
+        if rule == _BY_ALLOWANCE:
+            return value, "parked allowance"
+        return value, f"parked: {self._basis(rule, kind, parked, ())}"
+
+    def _parked_rule(self, kind: DeviceKind, parked: tuple[float, ...], proven: float | None) -> tuple[float, int]:
+        """:meth:`parked_expected` with the rule instead of its wording (see :meth:`_expected_rule`)."""
         p = self.params
         if proven is not None and len(parked) >= p.min_samples:
-            return max(proven, *parked), "parked: slowest interval seen while parked (proven rhythm)"
-        learned, basis = self.expected(kind, parked)
+            return max(proven, *parked), _BY_PROVEN
+        learned, rule = self._expected_rule(kind, parked)
         if learned >= p.parked_interval_s:
-            return learned, f"parked: {basis}"
-        return p.parked_interval_s, "parked allowance"
+            return learned, rule
+        return p.parked_interval_s, _BY_ALLOWANCE
 
     def limit(
         self,
@@ -285,6 +328,16 @@ class DarkDetector(Detector[DarkState | None]):
     def _state_limit(self, kind: DeviceKind, st: DarkState) -> tuple[float, float, str]:
         proven = self._proven(st) if kind in self.params.proven_kinds else None
         return self._limit(kind, st.intervals, st.parked if st.stationary else None, proven, st.parked)
+
+    def _state_limit_s(self, kind: DeviceKind, st: DarkState) -> float:
+        """The limit of :meth:`_state_limit` alone: what fixes, due times and ticks compare a silence with."""
+        p = self.params
+        if st.stationary:
+            proven = self._proven(st) if kind in p.proven_kinds else None
+            expected = self._parked_rule(kind, st.parked, proven)[0]
+        else:
+            expected = self._expected_rule(kind, st.intervals, st.parked)[0]
+        return silence_limit(expected, p.k, p.min_gap_s)
 
     # -- alerts ----------------------------------------------------------------------------
 
@@ -369,7 +422,7 @@ class DarkDetector(Detector[DarkState | None]):
         st = state
         if st is None and ctx.previous is not None:
             # no memory of this device (first run of the detector): the pipeline still knows its last fix
-            st = DarkState(ctx.previous, tuple(sorted(ctx.fences_before)), (), None)
+            st = DarkState(ctx.previous, _sorted(ctx.fences_before), (), None)
         events: list[Event] = []
         intervals: tuple[float, ...] = ()
         parked: tuple[float, ...] = ()
@@ -381,15 +434,17 @@ class DarkDetector(Detector[DarkState | None]):
                 return st, []
             gap = (ping.ts - st.last.ts).total_seconds()
             lost = st.lost
-            moved = haversine_m(st.last.lon, st.last.lat, ping.lon, ping.lat)
-            if lost is None and st.fences and gap > self._state_limit(ctx.kind, st)[0]:
+            # every limit is at least ``min_gap_s``: a shorter gap (nearly every fix) needs no limit worked out
+            late = gap > p.min_gap_s
+            if late and lost is None and st.fences and gap > self._state_limit_s(ctx.kind, st):
                 lost = self._alert(self.name, self._lost(ctx.device_id, ctx.kind, st, ctx.index), ctx.device_id)
                 events.append(lost)
             elif (
-                lost is None
+                late
+                and lost is None
                 and st.fences
                 and st.stationary
-                and moved > p.woke_m
+                and (moved := haversine_m(st.last.lon, st.last.lat, ping.lon, ping.lat)) > p.woke_m
                 and gap > self._limit(ctx.kind, st.intervals, None, None, st.parked)[0]
             ):
                 # the parked allowance is for a tracker asleep in its stop mode; trackers wake when their vehicle
@@ -443,7 +498,7 @@ class DarkDetector(Detector[DarkState | None]):
         tainted = lost_here or (same_stop and st is not None and st.stop_tainted)
         new = DarkState(
             Fix.of(ping),
-            tuple(sorted(ctx.fences)),
+            _sorted(ctx.fences),
             intervals,
             None,
             parked,
@@ -499,13 +554,13 @@ class DarkDetector(Detector[DarkState | None]):
         already reported lost (the only one ``on_tick`` can raise)."""
         if state is None or state.lost is not None or not state.fences:
             return None
-        return first_after(state.last.ts, self._state_limit(ctx.kind, state)[0])
+        return first_after(state.last.ts, self._state_limit_s(ctx.kind, state))
 
     def on_tick(self, state: DarkState | None, now: datetime, ctx: TickContext) -> tuple[DarkState | None, list[Event]]:
         st = state
         if st is None or st.lost is not None or not st.fences:
             return state, []
-        if not silent(st.last.ts, now, self._state_limit(ctx.kind, st)[0]):
+        if not silent(st.last.ts, now, self._state_limit_s(ctx.kind, st)):
             return state, []
         lost = self._alert(self.name, self._lost(ctx.device_id, ctx.kind, st, ctx.index), ctx.device_id)
         return msgspec.structs.replace(st, lost=lost), [lost]

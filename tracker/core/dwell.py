@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
 
-from geofences import FenceKind
+from geofences import FenceIndex, FenceKind
 from tracker.core.detector import Detector, FixContext, TickContext
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the device state holds this detector's state type: a runtim
 __all__ = ["DWELL", "DwellDetector", "DwellParams", "DwellState", "DwellVisit"]
 
 DWELL = "dwell"
+_MAX_WATCHED = 1 << 14
 
 
 def _default_limits() -> Mapping[tuple[DeviceKind, FenceKind], float]:
@@ -91,21 +92,43 @@ class DwellDetector(Detector[DwellState | None]):
 
     def __init__(self, params: DwellParams | None = None) -> None:
         self.params = params or DwellParams()
+        self._watched: dict[tuple[DeviceKind, frozenset[str]], tuple[tuple[str, float], ...]] = {}
+        self._watched_index: FenceIndex | None = None
 
     def _limit(self, kind: DeviceKind, fence_kind: FenceKind) -> float | None:
         return self.params.limits.get((kind, fence_kind))
 
+    def _watched_in(self, kind: DeviceKind, fences: frozenset[str], index: FenceIndex) -> tuple[tuple[str, float], ...]:
+        """The watched fences of a set with their limits, by fence id; kept per index (immutable) and set, as a
+        few hundred distinct sets are asked about on every fix."""
+        if self._watched_index is not index:
+            self._watched, self._watched_index = {}, index
+        key = (kind, fences)
+        got = self._watched.get(key)
+        if got is None:
+            found = {
+                f: limit for f in fences if f in index and (limit := self._limit(kind, index.get(f).kind)) is not None
+            }
+            if len(self._watched) >= _MAX_WATCHED:
+                self._watched.clear()
+            got = self._watched[key] = tuple(sorted(found.items()))
+        return got
+
     def on_fix(self, state: DwellState | None, ping: Ping, ctx: FixContext) -> tuple[DwellState | None, list[Event]]:
-        watched = {
-            f: limit
-            for f in ctx.fences
-            if f in ctx.index and (limit := self._limit(ctx.kind, ctx.index.get(f).kind)) is not None
-        }
-        if state is None and not watched:
+        watched_in = self._watched_in(ctx.kind, ctx.fences, ctx.index)
+        if state is None and not watched_in:
             return state, []
+        gap = ctx.previous is not None and (ping.ts - ctx.previous.ts).total_seconds() > self.params.max_gap_s
+        if state is not None and state.visits and not gap and len(state.visits) == len(watched_in):
+            # the same watched fences as at the last fix, no silence: only a limit running out can change anything
+            for seen, (fid, limit) in zip(state.visits, watched_in, strict=True):
+                if seen.fence_id != fid or (seen.alert is None and (ping.ts - seen.enter).total_seconds() > limit):
+                    break
+            else:
+                return state, []
+        watched = dict(watched_in)
         visits = {} if state is None else {v.fence_id: v for v in state.visits}
         events: list[Event] = []
-        gap = ctx.previous is not None and (ping.ts - ctx.previous.ts).total_seconds() > self.params.max_gap_s
         for fid in sorted(visits):
             if fid not in watched or gap:
                 events.extend(self._ended(visits.pop(fid), ping.ts, "exited" if fid not in watched else "silence"))

@@ -200,17 +200,20 @@ class PairingDetector(Detector[PairingState | None]):
         p = self.params
         st = state or _EMPTY
         fix = ContainerFix(ping.ts, ping.lon, ping.lat, ping.speed)
-        history = tuple(f for f in st.history if f.ts < ping.ts)
+        history = st.history
+        if history and history[-1].ts >= ping.ts:  # kept in time order: only then is there anything to drop
+            history = tuple(f for f in history if f.ts < ping.ts)
         keep_from = next((i for i, f in enumerate(history) if seconds(ping.ts, f.ts) <= p.stale_s), len(history))
-        st = replace(st, history=(*history[max(0, keep_from - 1) :], fix), recheck=None)
 
         speed = self._speed(ping, ctx)
         stationary = ctx.motion.stationary_since is not None
+        anchor = st.anchor
         if stationary and ctx.motion.centre_lon is not None and ctx.motion.centre_lat is not None:
-            st = replace(st, anchor=(ctx.motion.centre_lon, ctx.motion.centre_lat))
-        elif stationary or st.anchor is None:
+            anchor = (ctx.motion.centre_lon, ctx.motion.centre_lat)
+        elif stationary or anchor is None:
             # a container first seen on the move is measured from where it was first seen
-            st = replace(st, anchor=(ping.lon, ping.lat))
+            anchor = (ping.lon, ping.lat)
+        st = replace(st, history=(*history[max(0, keep_from - 1) :], fix), recheck=None, anchor=anchor)
         events: list[Event] = []
         port = ctx.params_port or next((ctx.index.get(f).port for f in sorted(ctx.fences)), None)
 

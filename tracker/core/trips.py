@@ -129,9 +129,27 @@ def _best_fence(index: FenceIndex, fences: Iterable[str], visits: Sequence[Visit
     )
 
 
-def _in_port(index: FenceIndex, fences: Iterable[str]) -> bool:
-    """Inside the port: some fence of a port set (any still indexed) holds the device."""
-    return any(f in index for f in fences)
+_IN_PORT: tuple[FenceIndex | None, dict[frozenset[str], bool]] = (None, {})
+
+
+def _in_port(index: FenceIndex, fences: frozenset[str]) -> bool:
+    """Inside the port: some fence of a port set (any still indexed) holds the device.
+
+    Asked at every fix about a few hundred distinct sets: the answer is kept per set for the index in use (an
+    index is immutable; a reload brings a new one)."""
+    global _IN_PORT
+    if not fences:
+        return False
+    last, known = _IN_PORT
+    if last is not index:
+        known = {}
+        _IN_PORT = (index, known)
+    found = known.get(fences)
+    if found is None:
+        if len(known) >= 1 << 14:
+            known.clear()
+        found = known[fences] = any(f in index for f in fences)
+    return found
 
 
 def _port(index: FenceIndex, fences: Iterable[str]) -> str | None:
@@ -210,8 +228,14 @@ class TripSegmenter:
                     changed = True
         # 3. port boundary for trucks
         in_port = _in_port(index, ctx.fences)
-        crossed = prev is not None and in_port != _in_port(index, ctx.fences_before)
-        if kind is DeviceKind.TRUCK and trip is not None and prev is not None and crossed:
+        # (the same fences as before, as on most fixes, cannot cross the port boundary)
+        crossed = (
+            prev is not None
+            and kind is DeviceKind.TRUCK
+            and ctx.fences != ctx.fences_before
+            and in_port != _in_port(index, ctx.fences_before)
+        )
+        if trip is not None and prev is not None and crossed:
             if not in_port:  # left the port: the trip ends at the first fix outside, through the last fence
                 seg = haversine_m(prev.lon, prev.lat, ping.lon, ping.lat)
                 trip, _ = self._visits(trip, ping, ctx)
@@ -399,6 +423,8 @@ class TripSegmenter:
 
     def _with_alerts(self, trip: Trip, events: Sequence[Event], until: datetime | None) -> Trip:
         """Alerts worth an operator's look (``alert_min_severity`` and up) raised while the trip is open."""
+        if not events:
+            return trip
         ids = list(trip.alerts)
         for e in events:
             if not isinstance(e, Alert) or not self._counts(e):
