@@ -208,10 +208,10 @@ def _ref(name: str) -> dict[str, str]:
 
 def document() -> dict[str, Any]:
     """The whole document: the routes described here and those the area modules describe next to their handlers."""
-    from tracker.adapters import api_alerts, api_fences, api_inspections, api_orgs, api_trips, openapi_feeds
+    from tracker.adapters import api_alerts, api_inspections, api_orgs, api_trips, openapi_feeds, openapi_fences
 
     doc = _core_document()
-    for module in (api_alerts, api_orgs, api_fences, api_inspections, api_trips, openapi_feeds):
+    for module in (api_alerts, api_orgs, openapi_fences, api_inspections, api_trips, openapi_feeds):
         doc["components"]["schemas"].update(module.SCHEMAS)
         for path, ops in module.PATHS.items():
             doc["paths"].setdefault(path, {}).update(ops)
