@@ -146,7 +146,10 @@ def fuzz(base_url: str, token: str, *, max_examples: int, seed: int = 0) -> Figu
 
 
 def _keep(figures: Figures, seen: set[str], text: str) -> None:
-    title = text.strip().splitlines()[0] if text.strip() else text
+    # a report's first line is only "Schemathesis found N distinct failure(s)": the failures' own titles
+    # (lines "- ...") tell two reports apart, so a second kind of failure is kept too
+    lines = text.strip().splitlines()
+    title = " ".join(line for line in lines if line.startswith("- ")) or (lines[0] if lines else text)
     if title not in seen and len(figures.failures) < MAX_FAILURES_KEPT:
         seen.add(title)
         figures.failures.append(text[:3000])

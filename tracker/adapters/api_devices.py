@@ -24,6 +24,7 @@ from tracker.adapters.api_request import (
     OPS_ROUTES,
     _db,
     _int_param,
+    _known_query,
     _read_json,
     _service,
     _submit,
@@ -41,10 +42,12 @@ MAX_POSITIONS = 50_000
 
 
 async def healthz(request: web.Request) -> web.Response:
+    _known_query(request)
     return web.json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
+    _known_query(request)
     svc = _service(request)
     try:
         async with _db(request):
@@ -60,6 +63,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    _known_query(request)
     svc = _service(request)
     if svc.store is not None:
         try:
@@ -340,6 +344,7 @@ async def osmand_ingest(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
+    _known_query(request)
     from tracker.adapters.openapi import document_for
 
     return web.json_response(document_for(request.app[OPS_ROUTES]))

@@ -21,7 +21,7 @@ TIME = {"type": "string", "description": "ISO-8601 (naive is UTC) or epoch secon
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
 
 ERROR_TEXT = {
-    400: "bad parameter or body",
+    400: "bad, unknown or repeated query parameter, or bad body",
     401: "no, malformed or unknown token",
     403: "role not allowed",
     404: "not found (also for anything outside the token's scope)",
@@ -208,10 +208,10 @@ def _ref(name: str) -> dict[str, str]:
 
 def document() -> dict[str, Any]:
     """The whole document: the routes described here and those the area modules describe next to their handlers."""
-    from tracker.adapters import api_alerts, api_fences, api_inspections, api_orgs, api_trips, openapi_feeds
+    from tracker.adapters import api_alerts, api_inspections, api_orgs, api_trips, openapi_feeds, openapi_fences
 
     doc = _core_document()
-    for module in (api_alerts, api_orgs, api_fences, api_inspections, api_trips, openapi_feeds):
+    for module in (api_alerts, api_orgs, openapi_fences, api_inspections, api_trips, openapi_feeds):
         doc["components"]["schemas"].update(module.SCHEMAS)
         for path, ops in module.PATHS.items():
             doc["paths"].setdefault(path, {}).update(ops)
@@ -227,7 +227,9 @@ def _core_document() -> dict[str, Any]:
             "version": __version__,
             "description": "GPS tracking of trucks and containers in seaports, geofences and security alerts. "
             "/metrics and /readyz are served here unless the service runs a separate ops listener "
-            "(TRACKER_OPS_PORT).",
+            "(TRACKER_OPS_PORT). A query parameter an operation does not list, or one given twice, is "
+            "answered 400 (error unknown_parameter or repeated_parameter) on every route but the dashboard's "
+            "page and files.",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -237,13 +239,20 @@ def _core_document() -> dict[str, Any]:
             "/healthz": {
                 "get": {
                     "summary": "liveness",
-                    "responses": {"200": _json("alive", _obj({"status": {"const": "ok"}}, ["status"]))},
+                    "responses": {
+                        "200": _json("alive", _obj({"status": {"const": "ok"}}, ["status"])),
+                        **_errors(400),
+                    },
                 }
             },
             "/readyz": {
                 "get": {
                     "summary": "broker and database reachable",
-                    "responses": {"200": _json("ready", _ref("Ready")), "503": _json("not ready", _ref("Ready"))},
+                    "responses": {
+                        "200": _json("ready", _ref("Ready")),
+                        "503": _json("not ready", _ref("Ready")),
+                        **_errors(400),
+                    },
                 }
             },
             "/metrics": {
@@ -253,7 +262,8 @@ def _core_document() -> dict[str, Any]:
                         "200": {
                             "description": "Prometheus text exposition",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        **_errors(400),
                     },
                 }
             },
@@ -285,7 +295,9 @@ def _core_document() -> dict[str, Any]:
                     },
                 }
             },
-            "/v1/openapi.json": {"get": {"summary": "this document", "responses": {"200": _json("OpenAPI")}}},
+            "/v1/openapi.json": {
+                "get": {"summary": "this document", "responses": {"200": _json("OpenAPI"), **_errors(400)}}
+            },
             "/v1/devices": {
                 "post": {
                     "summary": "register a device (admin)",
