@@ -431,3 +431,25 @@ def test_only_neighbours_are_examined(n: int) -> None:
         sim.world.update(Position(f"X{i:05d}", DeviceKind.TRUCK, at(0), lon, lat, at(0)))
     together(sim, ("A", 25, 25), ("B", 35, 25), every(0, 400, 30))
     assert {tuple(d["id"] for d in a.evidence["devices"]) for a in sim.alerts()} >= {("A", "B")}
+
+
+@pytest.mark.parametrize("speed", [None, 8.0])
+def test_standing_together_while_reporting_road_speed_is_still_a_meeting(speed: float | None) -> None:
+    """The insider's trick against the meeting rule: both trackers report 8 m/s on every fix while they stand
+    side by side in a vacant lot. The reported speed counts only where the position bears it out (``rules``)."""
+    from tests.unit.detector_helpers import RESTRICTED, SANTOS, at, offset
+    from tracker.core.engine import Engine
+    from tracker.core.pipeline import Pipeline
+
+    engine = Engine(Pipeline(SANTOS), kinds={"TRK-1": DeviceKind.TRUCK, "BOX-1": DeviceKind.CONTAINER})
+    for s in range(0, 420, 20):
+        engine.run(
+            [
+                Ping("TRK-1", at(s), *offset(RESTRICTED, 0.0, 0.0), speed=speed, received=at(s)),
+                Ping("BOX-1", at(s + 1), *offset(RESTRICTED, 3.0, 2.0), speed=speed, received=at(s + 1)),
+            ]
+        )
+    engine.run([], until=at(480))
+    meetings = [e.event for e in engine.emitted if isinstance(e.event, Alert) and e.event.kind == "rendezvous"]
+    assert len({a.id for a in meetings}) == 1  # one meeting (raised once per device's judgement)
+    assert {d["id"] for d in meetings[0].evidence["devices"]} == {"TRK-1", "BOX-1"}

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bench.detection import replay
@@ -86,8 +86,24 @@ def _events(engine: Engine) -> list[Any]:
     return [(e.at, e.event) for e in engine.emitted]
 
 
+_STOOD = ("restricted", 0.0, 0.0)
+_LIED = [
+    # a box and a truck standing together in a vacant lot, the box's second fix at a speed its position denies,
+    # then a far fix integrity rejects; the restart comes before that second fix (the world view's speed of a
+    # device once came only from the live fix, so a restarted engine judged the meeting on another speed)
+    *[("BOX-1", 1.0, "open", 0.0, 0.0, None, "fix")] * 4,
+    ("TRK-1", 1.0, *_STOOD, None, "fix"),
+    ("TRK-1", 76.0, *_STOOD, None, "fix"),
+    ("BOX-1", 1.0, *_STOOD, None, "fix"),
+    ("BOX-1", 20.0, *_STOOD, 3.0, "fix"),
+    ("BOX-1", 1.0, "open", 0.0, 0.0, None, "fix"),
+]
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.lists(moves, min_size=2, max_size=40), st.sets(st.integers(0, 39), max_size=4))
+@example(_LIED, {7})
+@example(_LIED, {8})
 def test_a_replay_interrupted_by_a_restart_anywhere_raises_the_same_events(
     plan: list[tuple[Any, ...]], cuts: set[int]
 ) -> None:
@@ -128,15 +144,21 @@ def test_rows_written_as_json_before_the_codec_decode_to_the_typed_state() -> No
     assert kept >= {"integrity", "motion", "signal_lost", "unexpected_stop", "post_inspection_access", "pairing"}
     for device_id, state in engine.states.items():
         # the reorder window and the slots added after those rows (dwell visits, trips, a stop's standing start, a
-        # rolling fix kept in case it seeds a stop, the access window's standing start and rolling fixes) start empty
-        # after the upgrade
+        # rolling fix kept in case it seeds a stop, the access window's standing start and rolling fixes, the last
+        # fix's speed) start empty after the upgrade
         stop = state.unexpected_stop
         stop = None if stop is None or stop.rolling else msgspec.structs.replace(stop, standing_from=None)
         access = state.post_inspection_access
         if access is not None:
             access = msgspec.structs.replace(access, stop_standing_from=None, rolled_at=None, stood_at=None)
         upgraded = msgspec.structs.replace(
-            state, log=(), dwell=None, trips=None, unexpected_stop=stop, post_inspection_access=access
+            state,
+            log=(),
+            dwell=None,
+            trips=None,
+            unexpected_stop=stop,
+            post_inspection_access=access,
+            last_speed=None,
         )
         assert DeviceState.from_json(device_id, old[device_id]) == upgraded, device_id
 

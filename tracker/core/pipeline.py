@@ -35,6 +35,7 @@ from tracker.core.motion import MotionParams
 from tracker.core.pairing import PairingDetector
 from tracker.core.params import DetectorParams
 from tracker.core.rendezvous import RendezvousDetector
+from tracker.core.rules import believed_speed
 from tracker.core.state import DeviceState, Fix
 from tracker.core.stops import StopDetector
 from tracker.core.trips import Trip, TripSegmenter
@@ -252,6 +253,7 @@ class Pipeline:
         out.extend(fence_alerts)
         ctx = self._fix_context(state, fences, moving)
         new.last = Fix.of(ping)
+        new.last_speed = believed_speed(ping.speed, ping.lon, ping.lat, ping.ts, last)
         new.fences = fences
         new.motion = motion_state
         for det in rules.detectors:
@@ -259,7 +261,7 @@ class Pipeline:
             det.write(new, det_state)
             out.extend(det_events)
         new.trips, trips = self.trips.fix(state.trips, ping, ctx, out)
-        self._place(new, moving, ping.speed)
+        self._place(new, moving)
         return StepResult(new, self._with_port(new, out), flags, trips)
 
     def _fix_context(self, state: DeviceState, fences: frozenset[str], moving: Motion) -> FixContext:
@@ -299,7 +301,7 @@ class Pipeline:
             out.extend(det_events)
         return new, out
 
-    def _place(self, state: DeviceState, moving: Motion, speed: float | None = None) -> None:
+    def _place(self, state: DeviceState, moving: Motion) -> None:
         """Put the device's last accepted fix in the world view (after a fix, and when restoring)."""
         assert state.last is not None
         partner = self._partner(state)
@@ -313,7 +315,7 @@ class Pipeline:
                 stationary_since=moving.stationary_since,
                 authorized=in_authorized_zone(self.index, state.fences),
                 outside_since=moving.outside_since if moving.stationary_since is not None else None,
-                speed=speed,
+                speed=state.last_speed,
                 centre=(moving.centre_lon, moving.centre_lat)
                 if moving.stationary_since is not None
                 and moving.centre_lon is not None

@@ -46,7 +46,7 @@ from tracker.core.detector import (
     next_instant,
 )
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Ping, Severity
-from tracker.core.rules import met, standing_since, together_since
+from tracker.core.rules import believed_speed, met, standing_since, together_since
 from tracker.core.world import Position, World
 
 if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
@@ -248,7 +248,12 @@ class RendezvousDetector(Detector[RendezvousState | None]):
             fences=tuple(sorted(ctx.fences)),
             paired_with=ctx.paired_with,
             standing=stands_at_fix(
-                ping.lon, ping.lat, ping.speed, ctx.motion.stationary_since, _centre(ctx.motion), self.params
+                ping.lon,
+                ping.lat,
+                believed_speed(ping.speed, ping.lon, ping.lat, ping.ts, ctx.previous),
+                ctx.motion.stationary_since,
+                _centre(ctx.motion),
+                self.params,
             ),
         )
         return self._evaluate(state or _EMPTY, me, ping.ts, ctx.world)

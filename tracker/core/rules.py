@@ -88,13 +88,31 @@ def rolling(speed: float | None, lon: float, lat: float, ts: datetime, previous:
     """
     if speed is None or speed <= ROLLING_MS:
         return False
+    return not _stood(lon, lat, ts, previous)
+
+
+def believed_speed(speed: float | None, lon: float, lat: float, ts: datetime, previous: Fix | None) -> float | None:
+    """The reported speed as far as the position bears it out: ``None`` (no word) for a road speed the fix
+    contradicts, as :func:`rolling` judges it.
+
+    What the world view keeps of a device's speed, and what the meeting rules read: a truck and a box standing
+    together in a vacant lot, both reporting 8 m/s, are standing together. Kept in the device's state
+    (``DeviceState.last_speed``), so a restarted engine judges meetings on the very speeds a running one does.
+    """
+    if speed is None or speed <= ROLLING_MS or not _stood(lon, lat, ts, previous):
+        return speed
+    return None
+
+
+def _stood(lon: float, lat: float, ts: datetime, previous: Fix | None) -> bool:
+    """A fix within :data:`STILL_M` of the one before, at a chord speed under half of :data:`ROLLING_MS`."""
     if previous is None:
-        return True
+        return False
     dt = (ts - previous.ts).total_seconds()
     if dt <= 0:
-        return True
+        return False
     moved = haversine_m(previous.lon, previous.lat, lon, lat)
-    return not (moved < STILL_M and moved / dt < ROLLING_MS / 2)
+    return moved < STILL_M and moved / dt < ROLLING_MS / 2
 
 
 def stood_long_enough(start: datetime, ts: datetime, limit_s: float) -> bool:

@@ -101,6 +101,7 @@ class DeviceState(msgspec.Struct, array_like=True, omit_defaults=True, gc=False)
     log: tuple[Entry, ...] = ()  # the reorder window's recent fixes (tracker.core.reorder)
     dwell: DwellState | None = None
     trips: TripState | None = None  # tracker.core.trips (not a detector: the pipeline calls it after them)
+    last_speed: float | None = None  # m/s reported with ``last``, as far as its position bears it out (rules)
 
     def copy(self) -> DeviceState:
         """A shallow copy to fill in place (the detectors' states are immutable and shared; so is the log,
