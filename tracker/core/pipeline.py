@@ -49,6 +49,8 @@ _HORIZON = timedelta(seconds=TICK_HORIZON_S)
 _INSTANT = timedelta(microseconds=1)
 _UNKNOWN = "\x00unknown"  # not a port name: a fence set whose port is not kept yet
 _MAX_PORTS_OF = 1 << 14
+_MAX_RAW = 1 << 16
+"""Points whose raw membership ``prefetch`` keeps across batches (a few MiB at most; then it starts afresh)."""
 
 Steps = tuple[Detector[Any], ...]
 """The declared detector steps, in the order they run; each brings its hooks and its slot (``detector.Detector``)."""
@@ -186,30 +188,42 @@ class Pipeline:
         rules = [r.params.geofence for r in (self._default, *self._ports.values())]
         if previous is not None:
             longest = max(g.max_cross_gap_s for g in rules)
+            # a hop shorter than every port's shortest counted chord crosses nothing (``geofence.crossed`` says so
+            # before it asks for the hop's fences, with this very arithmetic): not worth computing ahead
+            shortest = min(min(g.min_cross_m, g.min_cross_gate_m) for g in rules) * geofence.SHORT
             before: dict[str, tuple[float, float, datetime]] = {
                 d: (f.lon, f.lat, f.ts) for d, f in previous.items() if f is not None
             }
             for p in batch:
                 b = before.get(p.device_id)
-                if b is not None and (b[0], b[1]) != (p.lon, p.lat) and 0 < (p.ts - b[2]).total_seconds() <= longest:
+                if (
+                    b is not None
+                    and (b[0], b[1]) != (p.lon, p.lat)
+                    and 0 < (p.ts - b[2]).total_seconds() <= longest
+                    and geofence.hop_m(b[0], b[1], p.lon, p.lat) >= shortest
+                ):
                     hops.append((b[0], b[1], p.lon, p.lat))
                 if b is None or p.ts > b[2]:
                     before[p.device_id] = (p.lon, p.lat, p.ts)
             hops = list(dict.fromkeys(hops))
-        # the hops' start points too: the fences both ends lie in are assumed excluded from their crossings
-        points = list(dict.fromkeys([(p.lon, p.lat) for p in batch] + [(h[0], h[1]) for h in hops]))
-        if not points:
-            self._raw = {}
-        else:
+        if self._raw_index is not self.index or len(self._raw) > _MAX_RAW:
+            self._raw, self._raw_index = {}, self.index
+        known = self._raw
+        # the hops' start points too: the fences both ends lie in are assumed excluded from their crossings. Most
+        # start points are a device's fix of an earlier batch, already looked up then: raw membership is a pure
+        # function of the point and the index, so what earlier batches found is kept (bounded) and reused
+        points = [
+            q for q in dict.fromkeys([(p.lon, p.lat) for p in batch] + [(h[0], h[1]) for h in hops]) if q not in known
+        ]
+        if points:
             raw = self.index.fences_at([p[0] for p in points], [p[1] for p in points])
-            self._raw = dict(zip(points, raw, strict=True))
-            self._raw_index = self.index
+            known.update(zip(points, raw, strict=True))
         self.index.prefetch_crossings(
             [h[0] for h in hops],
             [h[1] for h in hops],
             [h[2] for h in hops],
             [h[3] for h in hops],
-            [self._raw[(h[0], h[1])] | self._raw[(h[2], h[3])] for h in hops],
+            [known[(h[0], h[1])] | known[(h[2], h[3])] for h in hops],
             # the shortest part inside a fence that any port's rules count as a crossing, per fence kind
             {k: min(g.min_cross_gate_m if k is FenceKind.GATE else g.min_cross_m for g in rules) for k in FenceKind},
         )
@@ -244,9 +258,8 @@ class Pipeline:
         fences, fence_alerts, waiting = geofence.step(
             self.index, state.fences, last, ping, rules.params.geofence, pending, self._prefetched(ping)
         )
-        motion_state, moving = motion.update(
-            state.motion, ping, rules.params.motion, in_authorized_zone(self.index, fences)
-        )
+        authorized = in_authorized_zone(self.index, fences)
+        motion_state, moving = motion.update(state.motion, ping, rules.params.motion, authorized)
         if waiting or pending:
             new.geofence_pending = waiting
         out.extend(fence_alerts)
@@ -259,7 +272,7 @@ class Pipeline:
             det.write(new, det_state)
             out.extend(det_events)
         new.trips, trips = self.trips.fix(state.trips, ping, ctx, out)
-        self._place(new, moving, ping.speed)
+        self._place(new, moving, ping.speed, authorized)
         return StepResult(new, self._with_port(new, out), flags, trips)
 
     def _fix_context(self, state: DeviceState, fences: frozenset[str], moving: Motion) -> FixContext:
@@ -299,8 +312,12 @@ class Pipeline:
             out.extend(det_events)
         return new, out
 
-    def _place(self, state: DeviceState, moving: Motion, speed: float | None = None) -> None:
-        """Put the device's last accepted fix in the world view (after a fix, and when restoring)."""
+    def _place(
+        self, state: DeviceState, moving: Motion, speed: float | None = None, authorized: bool | None = None
+    ) -> None:
+        """Put the device's last accepted fix in the world view (after a fix, and when restoring).
+
+        ``authorized``: ``in_authorized_zone`` of the state's fences, when the caller already asked."""
         assert state.last is not None
         partner = self._partner(state)
         self.world.update(
@@ -311,7 +328,7 @@ class Pipeline:
                 lon=state.last.lon,
                 lat=state.last.lat,
                 stationary_since=moving.stationary_since,
-                authorized=in_authorized_zone(self.index, state.fences),
+                authorized=in_authorized_zone(self.index, state.fences) if authorized is None else authorized,
                 outside_since=moving.outside_since if moving.stationary_since is not None else None,
                 speed=speed,
                 centre=(moving.centre_lon, moving.centre_lat)
