@@ -42,6 +42,10 @@ synthetic ones (bench/throughput.py): finer cells build slower for little gain, 
 exact tests per fix."""
 _SMALL_BATCH = 4
 """Up to this many fixes the one-fix path is faster than setting up arrays."""
+_FEW = 256
+"""Up to this many fixes the cells are looked up point by point and only the exact tests are vectorised
+(``CellGrid.hits_few``): a service micro-batch, or a replay's, is a few dozen fixes, where setting up the
+arrays of the fully vectorised lookup costs more than the lookups."""
 _MAX_INTERNED = 1 << 16
 _EMPTY: frozenset[str] = frozenset()
 _KY = math.radians(1.0) * EARTH_RADIUS_M  # metres per degree of latitude, as LocalProjection has it
@@ -195,6 +199,9 @@ class FenceIndex:
         x, y = _coords(lons, lats)
         if len(x) <= _SMALL_BATCH:
             return [self._raw_one(a, b) for a, b in zip(x.tolist(), y.tolist(), strict=True)]
+        if len(x) <= _FEW:
+            frozen = self._frozen
+            return [frozen(tuple(sorted(h))) if h else _EMPTY for h in self._cells.hits_few(x.tolist(), y.tolist())]
         p, f = self._cells.hits(x, y)
         return self._sets_of(np.sort(p * len(self._fences) + f), len(x))
 
