@@ -422,6 +422,8 @@ class Pipeline:
 
     def _with_port(self, state: DeviceState, events: Sequence[Event]) -> tuple[Event, ...]:
         """File alerts that name no fence under the port the device is in, so port subscribers see them."""
+        if not events:
+            return ()
         port = self._port_of(state.fences)
         if port is None:
             return tuple(events)
