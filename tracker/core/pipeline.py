@@ -136,6 +136,7 @@ class Pipeline:
         self._raw_index: FenceIndex | None = None
         self._ports_of: dict[frozenset[str], str | None] = {}  # see _port_of()
         self._ports_index: FenceIndex | None = None
+        self._cross: tuple[dict[str, _Rules], tuple[float, float, dict[FenceKind, float]]] | None = None
 
     def with_index(self, index: FenceIndex, params: Params | None = None) -> Pipeline:
         """The same pipeline over a new fence index (a fence set was reloaded), losing no state.
@@ -185,12 +186,8 @@ class Pipeline:
         """
         batch = list(pings)
         hops: list[tuple[float, float, float, float]] = []
-        rules = [r.params.geofence for r in (self._default, *self._ports.values())]
+        longest, shortest, min_inside = self._cross_rules()
         if previous is not None:
-            longest = max(g.max_cross_gap_s for g in rules)
-            # a hop shorter than every port's shortest counted chord crosses nothing (``geofence.crossed`` says so
-            # before it asks for the hop's fences, with this very arithmetic): not worth computing ahead
-            shortest = min(min(g.min_cross_m, g.min_cross_gate_m) for g in rules) * geofence.SHORT
             before: dict[str, tuple[float, float, datetime]] = {
                 d: (f.lon, f.lat, f.ts) for d, f in previous.items() if f is not None
             }
@@ -224,9 +221,25 @@ class Pipeline:
             [h[2] for h in hops],
             [h[3] for h in hops],
             [known[(h[0], h[1])] | known[(h[2], h[3])] for h in hops],
-            # the shortest part inside a fence that any port's rules count as a crossing, per fence kind
+            min_inside,
+        )
+
+    def _cross_rules(self) -> tuple[float, float, dict[FenceKind, float]]:
+        """What ``prefetch`` needs of every port's geofence rules, derived once per set of rules: the longest gap a
+        crossing is looked for over, the shortest hop that can cross anything (``geofence.crossed`` says so before
+        it asks for the hop's fences, with this very arithmetic) and the shortest part inside a fence that any
+        port counts as a crossing, per fence kind."""
+        got = self._cross
+        if got is not None and got[0] is self._ports:
+            return got[1]
+        rules = [r.params.geofence for r in (self._default, *self._ports.values())]
+        derived = (
+            max(g.max_cross_gap_s for g in rules),
+            min(min(g.min_cross_m, g.min_cross_gate_m) for g in rules) * geofence.SHORT,
             {k: min(g.min_cross_gate_m if k is FenceKind.GATE else g.min_cross_m for g in rules) for k in FenceKind},
         )
+        self._cross = (self._ports, derived)
+        return derived
 
     def _prefetched(self, ping: Ping) -> frozenset[str] | None:
         if self._raw_index is not self.index:
