@@ -92,23 +92,28 @@ def crossed(
     # the part inside a fence is part of the hop: a hop shorter than the shortest chord that counts, measured
     # in the same local projection as below, crosses nothing (a parked or crawling device, most of a port)
     kx = _KY * math.cos(math.radians(last.lat))
-    hop = hop_m(last.lon, last.lat, ping.lon, ping.lat)
+    hop = math.hypot((ping.lon - last.lon) * kx, (ping.lat - last.lat) * _KY)  # hop_m's arithmetic, inlined
     gate_m, cross_m = params.min_cross_gate_m, params.min_cross_m
     if hop < min(cross_m, gate_m) * SHORT:
         return ()
     gate_fits, other_fits = hop >= gate_m * SHORT, hop >= cross_m * SHORT
+    # computed (and measured, in the same projection as below) ahead for a batch (Pipeline.prefetch)
+    met = index.met_measured(last.lon, last.lat, ping.lon, ping.lat, exclude)
+    if met is not None:
+        if not met:
+            return ()  # (most hops: no fence but those both ends lie in)
+        out: list[str] = []
+        for f, _, length in met:
+            if index.get(f).kind is FenceKind.GATE:
+                if gate_fits and length >= gate_m:
+                    out.append(f)
+            elif other_fits and length >= cross_m:
+                out.append(f)
+        return tuple(out)
 
     def looked_at(f: str) -> bool:
         return f not in exclude and (gate_fits if index.get(f).kind is FenceKind.GATE else other_fits)
 
-    # computed (and measured, in the same projection as below) ahead for a batch (Pipeline.prefetch)
-    met = index.met_measured(last.lon, last.lat, ping.lon, ping.lat, exclude)
-    if met is not None:
-        return tuple(
-            f
-            for f, _, length in met
-            if looked_at(f) and length >= (gate_m if index.get(f).kind is FenceKind.GATE else cross_m)
-        )
     among = [f for f in index.near_segment(last.lon, last.lat, ping.lon, ping.lat) if looked_at(f)]
     if not among:
         return ()
