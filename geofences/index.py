@@ -356,6 +356,19 @@ class FenceIndex:
             near = {ids[f] for f in self._tree.query(box).tolist()}
         return near
 
+    def near_box(self, lon0: float, lat0: float, lon1: float, lat1: float) -> set[str]:
+        """Fences whose bounding box meets the segment's: every fence it meets, and more than
+        :meth:`near_segment` lists, without the segment grid.
+
+        For a caller that looks up a hop now and then (one the batch did not compute ahead): an STRtree query
+        costs a few times a walk of the grid, and building the grid costs as much as a hundred thousand queries.
+        """
+        if len(self._fences) == 0:
+            return set()
+        box = shapely.box(min(lon0, lon1), min(lat0, lat1), max(lon0, lon1), max(lat0, lat1))
+        ids = self._id_list
+        return {ids[f] for f in self._tree.query(box).tolist()}
+
     def crossings(
         self,
         lon0: float,

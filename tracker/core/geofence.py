@@ -83,7 +83,7 @@ def crossed(
     """Fences passed through between two sparse fixes (a gate jumped over between pings).
 
     The hop's fences, measured, come from ``FenceIndex.met_measured`` when ``Pipeline.prefetch`` computed them for
-    the batch, else from the walk of its cells (``FenceIndex.near_segment``) and the exact test of those not excluded.
+    the batch, else from the fences by bounding box (``FenceIndex.near_box``) and the exact test of those not excluded.
     """
     if last is None or (ping.ts - last.ts).total_seconds() > params.max_cross_gap_s:
         return ()
@@ -114,7 +114,9 @@ def crossed(
     def looked_at(f: str) -> bool:
         return f not in exclude and (gate_fits if index.get(f).kind is FenceKind.GATE else other_fits)
 
-    among = [f for f in index.near_segment(last.lon, last.lat, ping.lon, ping.lat) if looked_at(f)]
+    # (a hop the batch did not compute ahead is rare: the fences by bounding box, without building the segment grid;
+    # the exact test below decides either way)
+    among = [f for f in index.near_box(last.lon, last.lat, ping.lon, ping.lat) if looked_at(f)]
     if not among:
         return ()
     candidates = index.crossings(last.lon, last.lat, ping.lon, ping.lat, exclude, among)
