@@ -49,8 +49,9 @@ _HORIZON = timedelta(seconds=TICK_HORIZON_S)
 _INSTANT = timedelta(microseconds=1)
 _UNKNOWN = "\x00unknown"  # not a port name: a fence set whose port is not kept yet
 _MAX_PORTS_OF = 1 << 14
-_MAX_RAW = 1 << 16
-"""Points whose raw membership ``prefetch`` keeps across batches (a few MiB at most; then it starts afresh)."""
+_MAX_RAW = 1 << 15
+"""Points whose raw membership ``prefetch`` keeps across batches (about 5 MiB at most, then it starts afresh): more
+than one fix per device of a busy port, whose next hop starts there."""
 
 Steps = tuple[Detector[Any], ...]
 """The declared detector steps, in the order they run; each brings its hooks and its slot (``detector.Detector``)."""
