@@ -91,6 +91,11 @@ class LocalProjection:
         lat_a = np.asarray(lat, dtype=np.float64)
         return (lon_a - self.lon0) * self._kx, (lat_a - self.lat0) * self._ky
 
+    def xy(self, lon: float, lat: float) -> tuple[float, float]:
+        """:meth:`to_xy` of one point, as floats: the same arithmetic (IEEE doubles either way, so the very same
+        numbers) without building arrays, for callers placing a fix or two at every fix."""
+        return (lon - self.lon0) * self._kx, (lat - self.lat0) * self._ky
+
     def to_lonlat(self, x: Any, y: Any) -> tuple[FloatArray, FloatArray]:
         x_a = np.asarray(x, dtype=np.float64)
         y_a = np.asarray(y, dtype=np.float64)

@@ -75,6 +75,14 @@ def check(
     want = [ref.membership(x, y, q) for (x, y), q in zip(points, prevs, strict=True)]
     assert index.fences_at(np.array(xs), np.array(ys)) == want_raw
     assert [index.fences_at([x], [y])[0] for x, y in points] == want_raw
+    # both batch lookups of the grid, whichever fences_at picks for this many points
+    p, f = index.grid.hits(np.array(xs, dtype=np.float64), np.array(ys, dtype=np.float64))
+    vectorised: list[list[int]] = [[] for _ in points]
+    for a, b in zip(p.tolist(), f.tolist(), strict=True):
+        vectorised[a].append(b)
+    few = index.grid.hits_few([float(x) for x in xs], [float(y) for y in ys])
+    assert [sorted(h) for h in few] == [sorted(h) for h in vectorised]
+    assert [frozenset(index.fences[i].id for i in h) for h in few] == want_raw
     assert index.membership_batch(xs, ys, prevs) == want
     assert [index.membership(x, y, q) for (x, y), q in zip(points, prevs, strict=True)] == want
     got_with_raw = [index.membership(x, y, q, raw=r) for (x, y), q, r in zip(points, prevs, want_raw, strict=True)]

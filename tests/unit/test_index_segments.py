@@ -105,6 +105,10 @@ def test_crossings_are_the_strtree_paths(case: tuple[str, int, float, float, flo
     want = reference(index, lon0, lat0, lon1, lat1, exclude)
     assert _same(got, want)
     assert {f for f, _ in want} <= set(index.near_segment(lon0, lat0, lon1, lat1))
+    # the candidates by bounding box (what a hop not computed ahead is looked up with) give the same crossings
+    by_box = index.near_box(lon0, lat0, lon1, lat1)
+    assert {f for f, _ in want} <= by_box
+    assert _same(index.crossings(lon0, lat0, lon1, lat1, exclude, by_box), want)
 
 
 @settings(max_examples=300, deadline=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -92,3 +93,39 @@ def test_a_prefetch_for_another_index_is_ignored() -> None:
     assert result.state.fences == frozenset()
     pipeline.prefetch([])
     assert pipeline.step(DeviceState(ping.device_id, DeviceKind.TRUCK), ping).state.fences == frozenset()
+
+
+class _Counting(FenceIndex):
+    """Counts the points asked of the raw lookup (what ``prefetch`` keeps across batches is not asked again)."""
+
+    asked = 0
+
+    def fences_at(self, lons: Any, lats: Any) -> list[frozenset[str]]:
+        self.asked += len(lons)
+        return super().fences_at(lons, lats)
+
+
+def test_points_of_earlier_batches_are_not_looked_up_again() -> None:
+    index = _Counting(load_port("santos").fences, entry_margin_m=Settings().entry_margin_m)
+    pipeline = Pipeline(index)
+    states: dict[str, DeviceState] = {}
+    plain = replay(PINGS, None)
+    got: list[StepResult] = []
+    starts = ahead = 0
+    for i in range(0, len(PINGS), 20):
+        batch = PINGS[i : i + 20]
+        starts += sum(1 for p in batch if (st := states.get(p.device_id)) is not None and st.last is not None)
+        before = index.asked
+        pipeline.prefetch(batch, {d: s.last for d, s in states.items()})
+        ahead += index.asked - before  # (detectors ask the index too, while stepping)
+        for ping in batch:
+            state = states.get(ping.device_id) or DeviceState(
+                ping.device_id, SCENARIO.devices.get(ping.device_id, DeviceKind.TRUCK)
+            )
+            result = pipeline.step(state, ping)
+            states[ping.device_id] = result.state
+            got.append(result)
+    assert got == plain
+    # every fix is looked up once; the hops' start points, fixes of earlier batches, were found then
+    assert ahead <= len({(p.lon, p.lat) for p in PINGS})
+    assert starts > len(PINGS) // 2  # there were hop starts to find again

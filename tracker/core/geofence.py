@@ -62,9 +62,15 @@ def membership(
 
 
 _KY = math.radians(1.0) * EARTH_RADIUS_M  # metres per degree of latitude, as LocalProjection has it
-_SHORT = 1 - 1e-9
+_EMPTY: frozenset[str] = frozenset()
+SHORT = 1 - 1e-9
 """The part of a hop inside a fence is part of the hop: a fence whose shortest counted chord is longer than the
 hop (with this much slack for rounding) is not looked at."""
+
+
+def hop_m(lon0: float, lat0: float, lon1: float, lat1: float) -> float:
+    """Length of a hop in the local projection at its start (``LocalProjection(lon0, lat0)``'s arithmetic)."""
+    return math.hypot((lon1 - lon0) * (_KY * math.cos(math.radians(lat0))), (lat1 - lat0) * _KY)
 
 
 def crossed(
@@ -77,7 +83,7 @@ def crossed(
     """Fences passed through between two sparse fixes (a gate jumped over between pings).
 
     The hop's fences, measured, come from ``FenceIndex.met_measured`` when ``Pipeline.prefetch`` computed them for
-    the batch, else from the walk of its cells (``FenceIndex.near_segment``) and the exact test of those not excluded.
+    the batch, else from the fences by bounding box (``FenceIndex.near_box``) and the exact test of those not excluded.
     """
     if last is None or (ping.ts - last.ts).total_seconds() > params.max_cross_gap_s:
         return ()
@@ -86,24 +92,31 @@ def crossed(
     # the part inside a fence is part of the hop: a hop shorter than the shortest chord that counts, measured
     # in the same local projection as below, crosses nothing (a parked or crawling device, most of a port)
     kx = _KY * math.cos(math.radians(last.lat))
-    hop = math.hypot((ping.lon - last.lon) * kx, (ping.lat - last.lat) * _KY)
+    hop = math.hypot((ping.lon - last.lon) * kx, (ping.lat - last.lat) * _KY)  # hop_m's arithmetic, inlined
     gate_m, cross_m = params.min_cross_gate_m, params.min_cross_m
-    if hop < min(cross_m, gate_m) * _SHORT:
+    if hop < min(cross_m, gate_m) * SHORT:
         return ()
-    gate_fits, other_fits = hop >= gate_m * _SHORT, hop >= cross_m * _SHORT
+    gate_fits, other_fits = hop >= gate_m * SHORT, hop >= cross_m * SHORT
+    # computed (and measured, in the same projection as below) ahead for a batch (Pipeline.prefetch)
+    met = index.met_measured(last.lon, last.lat, ping.lon, ping.lat, exclude)
+    if met is not None:
+        if not met:
+            return ()  # (most hops: no fence but those both ends lie in)
+        out: list[str] = []
+        for f, _, length in met:
+            if index.get(f).kind is FenceKind.GATE:
+                if gate_fits and length >= gate_m:
+                    out.append(f)
+            elif other_fits and length >= cross_m:
+                out.append(f)
+        return tuple(out)
 
     def looked_at(f: str) -> bool:
         return f not in exclude and (gate_fits if index.get(f).kind is FenceKind.GATE else other_fits)
 
-    # computed (and measured, in the same projection as below) ahead for a batch (Pipeline.prefetch)
-    met = index.met_measured(last.lon, last.lat, ping.lon, ping.lat, exclude)
-    if met is not None:
-        return tuple(
-            f
-            for f, _, length in met
-            if looked_at(f) and length >= (gate_m if index.get(f).kind is FenceKind.GATE else cross_m)
-        )
-    among = [f for f in index.near_segment(last.lon, last.lat, ping.lon, ping.lat) if looked_at(f)]
+    # (a hop the batch did not compute ahead is rare: the fences by bounding box, without building the segment grid;
+    # the exact test below decides either way)
+    among = [f for f in index.near_box(last.lon, last.lat, ping.lon, ping.lat) if looked_at(f)]
     if not among:
         return ()
     candidates = index.crossings(last.lon, last.lat, ping.lon, ping.lat, exclude, among)
@@ -257,13 +270,24 @@ def step(
     """
     entries, marks = _split(pending)
     new = membership(index, previous, ping, raw)
-    entering = frozenset(f for f in new - previous if index.get(f).kind in params.confirm_entry_kinds)
-    waiting = entering - entries
-    new = new - waiting
-    passed = crossed(index, last, ping, previous | new | waiting | entries, params)
-    alerts = alerts_for(index, classify(previous, new, passed), ping, last, params)
-    held, confirmed = _prism(index, last, ping, previous | new, marks, params)
-    return new, alerts + confirmed, _pending(waiting, held)
+    # most fixes change nothing (the index hands out one shared set per membership): then nothing is entering,
+    # no set is rebuilt and the transitions are only the crossings, if any
+    same = new is previous or new == previous
+    if same:
+        new = previous
+        waiting: frozenset[str] = _EMPTY
+    else:
+        confirm = params.confirm_entry_kinds
+        entering = frozenset(f for f in new - previous if index.get(f).kind in confirm)
+        waiting = entering - entries if entering else _EMPTY
+        if waiting:
+            new = new - waiting
+    seen = previous if same else previous | new
+    passed = crossed(index, last, ping, seen | waiting | entries if waiting or entries else seen, params)
+    transitions = classify(previous, new, passed) if passed or not same else []
+    alerts = alerts_for(index, transitions, ping, last, params)
+    held, confirmed = _prism(index, last, ping, seen, marks, params)
+    return new, alerts + confirmed if confirmed else alerts, _pending(waiting, held)
 
 
 def _prism(
@@ -366,8 +390,16 @@ OFF_ROAD_KINDS = frozenset(
 _PLACES: WeakKeyDictionary[FenceIndex, dict[str, BaseGeometry]] = WeakKeyDictionary()
 
 
+_LAST_PLACES: tuple[FenceIndex | None, dict[str, BaseGeometry]] = (None, {})
+"""The last index's unions at hand (the weak map is for fence reloads), as for the graphs."""
+
+
 def _places(index: FenceIndex, port: str) -> BaseGeometry:
-    per_port = _PLACES.setdefault(index, {})
+    global _LAST_PLACES
+    last_index, per_port = _LAST_PLACES
+    if last_index is not index:
+        per_port = _PLACES.setdefault(index, {})
+        _LAST_PLACES = (index, per_port)
     if port not in per_port:
         geom = shapely.union_all([f.geometry for f in index.fences if f.port == port and f.kind in OFF_ROAD_KINDS])
         shapely.prepare(geom)

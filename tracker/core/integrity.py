@@ -238,7 +238,15 @@ class IntegrityCheck:
         ref_acc = st.accepted_acc if st.accepted_ts == previous.ts else None
         verdict = self._judge(ping, previous, ref_acc, kind)
         if not verdict.flags:
-            return _accept(self._learn(st, previous, ping), ping), (), []
+            # ``_accept(self._learn(st, previous, ping), ping)`` in one copy of the state (every plausible fix)
+            if verdict.dt_s > 0:
+                intervals = (*st.intervals, min(verdict.dt_s, p.max_interval_s))[-p.interval_history :]
+                return (
+                    _with(st, intervals=intervals, accepted_ts=ping.ts, accepted_acc=ping.accuracy, rejected=()),
+                    (),
+                    [],
+                )
+            return _accept(st, ping), (), []
 
         # consecutive rejected fixes that agree with each other (speed only: a fast convoy of
         # far-apart fixes is still one consistent track) point at a wrong reference

@@ -51,6 +51,16 @@ class Ping:
     source: str = "native"  # native | owntracks | osmand
     received: datetime | None = None
 
+    def bare(self) -> Ping:
+        """This fix without its source and receive time, which no step reads (how the reorder window keeps it).
+
+        Built with the constructor: ``dataclasses.replace`` looks every field up by name, several times the cost,
+        and the window keeps one fix per fix.
+        """
+        if self.received is None and self.source == "native":
+            return self
+        return Ping(self.device_id, self.ts, self.lon, self.lat, self.speed, self.heading, self.accuracy, self.events)
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
@@ -88,6 +98,13 @@ class Alert:
     fence_id: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     key: str = ""  # what makes this alert unique for its device and kind (e.g. the fence and time)
+
+    def slim(self) -> Alert:
+        """This alert without message and evidence, as far as a replay needs it (``state.Entry`` keeps it so); by the
+        constructor, for the reason given at :meth:`Ping.bare`."""
+        if not (self.evidence or self.message):
+            return self
+        return Alert(self.kind, self.severity, self.device_id, self.ts, "", self.port, self.fence_id, {}, self.key)
 
     @property
     def id(self) -> uuid.UUID:

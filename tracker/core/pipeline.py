@@ -50,6 +50,9 @@ _HORIZON = timedelta(seconds=TICK_HORIZON_S)
 _INSTANT = timedelta(microseconds=1)
 _UNKNOWN = "\x00unknown"  # not a port name: a fence set whose port is not kept yet
 _MAX_PORTS_OF = 1 << 14
+_MAX_RAW = 1 << 15
+"""Points whose raw membership ``prefetch`` keeps across batches (about 5 MiB at most, then it starts afresh): more
+than one fix per device of a busy port, whose next hop starts there."""
 
 Steps = tuple[Detector[Any], ...]
 """The declared detector steps, in the order they run; each brings its hooks and its slot (``detector.Detector``)."""
@@ -135,6 +138,7 @@ class Pipeline:
         self._raw_index: FenceIndex | None = None
         self._ports_of: dict[frozenset[str], str | None] = {}  # see _port_of()
         self._ports_index: FenceIndex | None = None
+        self._cross: tuple[dict[str, _Rules], tuple[float, float, dict[FenceKind, float]]] | None = None
 
     def with_index(self, index: FenceIndex, params: Params | None = None) -> Pipeline:
         """The same pipeline over a new fence index (a fence set was reloaded), losing no state.
@@ -184,36 +188,60 @@ class Pipeline:
         """
         batch = list(pings)
         hops: list[tuple[float, float, float, float]] = []
-        rules = [r.params.geofence for r in (self._default, *self._ports.values())]
+        longest, shortest, min_inside = self._cross_rules()
         if previous is not None:
-            longest = max(g.max_cross_gap_s for g in rules)
             before: dict[str, tuple[float, float, datetime]] = {
                 d: (f.lon, f.lat, f.ts) for d, f in previous.items() if f is not None
             }
             for p in batch:
                 b = before.get(p.device_id)
-                if b is not None and (b[0], b[1]) != (p.lon, p.lat) and 0 < (p.ts - b[2]).total_seconds() <= longest:
+                if (
+                    b is not None
+                    and (b[0], b[1]) != (p.lon, p.lat)
+                    and 0 < (p.ts - b[2]).total_seconds() <= longest
+                    and geofence.hop_m(b[0], b[1], p.lon, p.lat) >= shortest
+                ):
                     hops.append((b[0], b[1], p.lon, p.lat))
                 if b is None or p.ts > b[2]:
                     before[p.device_id] = (p.lon, p.lat, p.ts)
             hops = list(dict.fromkeys(hops))
-        # the hops' start points too: the fences both ends lie in are assumed excluded from their crossings
-        points = list(dict.fromkeys([(p.lon, p.lat) for p in batch] + [(h[0], h[1]) for h in hops]))
-        if not points:
-            self._raw = {}
-        else:
+        if self._raw_index is not self.index or len(self._raw) > _MAX_RAW:
+            self._raw, self._raw_index = {}, self.index
+        known = self._raw
+        # the hops' start points too: the fences both ends lie in are assumed excluded from their crossings. Most
+        # start points are a device's fix of an earlier batch, already looked up then: raw membership is a pure
+        # function of the point and the index, so what earlier batches found is kept (bounded) and reused
+        points = [
+            q for q in dict.fromkeys([(p.lon, p.lat) for p in batch] + [(h[0], h[1]) for h in hops]) if q not in known
+        ]
+        if points:
             raw = self.index.fences_at([p[0] for p in points], [p[1] for p in points])
-            self._raw = dict(zip(points, raw, strict=True))
-            self._raw_index = self.index
+            known.update(zip(points, raw, strict=True))
         self.index.prefetch_crossings(
             [h[0] for h in hops],
             [h[1] for h in hops],
             [h[2] for h in hops],
             [h[3] for h in hops],
-            [self._raw[(h[0], h[1])] | self._raw[(h[2], h[3])] for h in hops],
-            # the shortest part inside a fence that any port's rules count as a crossing, per fence kind
+            [known[(h[0], h[1])] | known[(h[2], h[3])] for h in hops],
+            min_inside,
+        )
+
+    def _cross_rules(self) -> tuple[float, float, dict[FenceKind, float]]:
+        """What ``prefetch`` needs of every port's geofence rules, derived once per set of rules: the longest gap a
+        crossing is looked for over, the shortest hop that can cross anything (``geofence.crossed`` says so before
+        it asks for the hop's fences, with this very arithmetic) and the shortest part inside a fence that any
+        port counts as a crossing, per fence kind."""
+        got = self._cross
+        if got is not None and got[0] is self._ports:
+            return got[1]
+        rules = [r.params.geofence for r in (self._default, *self._ports.values())]
+        derived = (
+            max(g.max_cross_gap_s for g in rules),
+            min(min(g.min_cross_m, g.min_cross_gate_m) for g in rules) * geofence.SHORT,
             {k: min(g.min_cross_gate_m if k is FenceKind.GATE else g.min_cross_m for g in rules) for k in FenceKind},
         )
+        self._cross = (self._ports, derived)
+        return derived
 
     def _prefetched(self, ping: Ping) -> frozenset[str] | None:
         if self._raw_index is not self.index:
@@ -245,9 +273,8 @@ class Pipeline:
         fences, fence_alerts, waiting = geofence.step(
             self.index, state.fences, last, ping, rules.params.geofence, pending, self._prefetched(ping)
         )
-        motion_state, moving = motion.update(
-            state.motion, ping, rules.params.motion, in_authorized_zone(self.index, fences)
-        )
+        authorized = in_authorized_zone(self.index, fences)
+        motion_state, moving = motion.update(state.motion, ping, rules.params.motion, authorized)
         if waiting or pending:
             new.geofence_pending = waiting
         out.extend(fence_alerts)
@@ -261,7 +288,7 @@ class Pipeline:
             det.write(new, det_state)
             out.extend(det_events)
         new.trips, trips = self.trips.fix(state.trips, ping, ctx, out)
-        self._place(new, moving)
+        self._place(new, moving, authorized)
         return StepResult(new, self._with_port(new, out), flags, trips)
 
     def _fix_context(self, state: DeviceState, fences: frozenset[str], moving: Motion) -> FixContext:
@@ -301,8 +328,10 @@ class Pipeline:
             out.extend(det_events)
         return new, out
 
-    def _place(self, state: DeviceState, moving: Motion) -> None:
-        """Put the device's last accepted fix in the world view (after a fix, and when restoring)."""
+    def _place(self, state: DeviceState, moving: Motion, authorized: bool | None = None) -> None:
+        """Put the device's last accepted fix in the world view (after a fix, and when restoring).
+
+        ``authorized``: ``in_authorized_zone`` of the state's fences, when the caller already asked."""
         assert state.last is not None
         partner = self._partner(state)
         self.world.update(
@@ -313,7 +342,7 @@ class Pipeline:
                 lon=state.last.lon,
                 lat=state.last.lat,
                 stationary_since=moving.stationary_since,
-                authorized=in_authorized_zone(self.index, state.fences),
+                authorized=in_authorized_zone(self.index, state.fences) if authorized is None else authorized,
                 outside_since=moving.outside_since if moving.stationary_since is not None else None,
                 speed=state.last_speed,
                 centre=(moving.centre_lon, moving.centre_lat)
@@ -407,6 +436,8 @@ class Pipeline:
 
     def _with_port(self, state: DeviceState, events: Sequence[Event]) -> tuple[Event, ...]:
         """File alerts that name no fence under the port the device is in, so port subscribers see them."""
+        if not events:
+            return ()
         port = self._port_of(state.fences)
         if port is None:
             return tuple(events)

@@ -386,8 +386,8 @@ def chord_through(
     """Length (m) of the straight line between two fixes inside the fence's core, whatever the roads (0: none)."""
     p = params or ReachParams()
     proj = graph.proj if graph is not None else LocalProjection(a.lon, a.lat)
-    ax, ay = (float(v) for v in proj.to_xy(a.lon, a.lat))
-    bx, by = (float(v) for v in proj.to_xy(b.lon, b.lat))
+    ax, ay = proj.xy(a.lon, a.lat)
+    bx, by = proj.xy(b.lon, b.lat)
     if graph is not None:
         # most chords that reach the fence's box miss its core's box (asked at every fix near a watched fence):
         # no geometry is needed for those; an empty core has a NaN box, which no comparison passes
@@ -427,8 +427,8 @@ def judge(
     p = params or ReachParams()
     gap = b[2] - a[2]
     proj = graph.proj if graph is not None else LocalProjection(a[0], a[1])
-    ax, ay = (float(v) for v in proj.to_xy(a[0], a[1]))
-    bx, by = (float(v) for v in proj.to_xy(b[0], b[1]))
+    ax, ay = proj.xy(a[0], a[1])
+    bx, by = proj.xy(b[0], b[1])
     straight = math.dist((ax, ay), (bx, by))
     budget = p.max_speed_ms * max(gap, 0.0) + p.gps_slack_m
     if gap < p.min_gap_s or gap > p.max_gap_s:

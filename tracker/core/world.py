@@ -55,10 +55,11 @@ class World:
     def update(self, pos: Position) -> None:
         cell = (pos.kind, self._cell(pos.lon, pos.lat))
         old = self._cell_of.get(pos.device_id)
-        if old is not None and old != cell:
-            self._leave(pos.device_id, old)
-        self._grids[cell[0]].setdefault(cell[1], set()).add(pos.device_id)
-        self._cell_of[pos.device_id] = cell
+        if old != cell:  # (most fixes stay in their 100 m cell: it already lists the device)
+            if old is not None:
+                self._leave(pos.device_id, old)
+            self._grids[cell[0]].setdefault(cell[1], set()).add(pos.device_id)
+            self._cell_of[pos.device_id] = cell
         self._pos[pos.device_id] = pos
 
     def _leave(self, device_id: str, where: tuple[DeviceKind, tuple[int, int]]) -> None:
