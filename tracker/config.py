@@ -108,8 +108,10 @@ class Settings:
     )
     max_payload_bytes: int = field(default=65536, metadata=_doc("payloads larger than this are dead-lettered"))
     max_future_s: float = field(default=300.0, metadata=_doc("fixes further in the future than this are rejected"))
-    batch_max: int = field(default=500, metadata=_doc("messages per ingest micro-batch"))
-    batch_wait_ms: float = field(default=20.0, metadata=_doc("how long a micro-batch waits to fill"))
+    batch_max: int = field(
+        default=2000, metadata=_doc("most messages per ingest micro-batch (it takes what is queued)")
+    )
+    batch_wait_ms: float = field(default=20.0, metadata=_doc("unused: a micro-batch no longer waits to fill"))
     reorder_window_s: float = field(
         default=30.0, metadata=_doc("fixes up to this much older than the newest are judged in event-time order")
     )

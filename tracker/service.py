@@ -3,7 +3,8 @@
 Ordering: a single ingest task drains the broker queue in micro-batches and runs the
 core over them, so one device's fixes are never processed concurrently; within a batch
 a device's fixes are taken in event-time order. Messages are acknowledged to the broker
-only after the batch's transaction committed.
+only after the batch's transaction committed. The core runs the next batch while one is being
+committed (``process``), on the states that one leaves; batches are written one after the other.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
 from tracker.adapters.api import Listeners, start_listeners
 from tracker.adapters.audit_keys import signer_from_settings
-from tracker.adapters.decode import Limits, decode_inspection, decode_mqtt
+from tracker.adapters.decode import Limits
 from tracker.adapters.errors import (
     CommandRejectedError,
     StoreUnavailableError,
@@ -27,14 +27,13 @@ from tracker.adapters.errors import (
     message_specific,
 )
 from tracker.adapters.mqtt import Message, MqttLink, mqtt_tls_options
-from tracker.adapters.store import Batch, BatchResult, Store
+from tracker.adapters.store import Batch, BatchResult, Store, encode_states
 from tracker.adapters.store_alerts import AlertStore
 from tracker.adapters.store_exports import ExportsStore
 from tracker.adapters.store_fences import FenceStore
 from tracker.adapters.store_inspections import InspectionStore
 from tracker.adapters.store_orgs import OrgStore
 from tracker.audit import Checkpoint, Signer
-from tracker.commands import ChangeFences, DeactivateDevice, Pair, RegisterDevice
 from tracker.config import Settings
 from tracker.core.batch import Work, run_batch
 from tracker.core.engine import tune_gc
@@ -50,15 +49,16 @@ from tracker.service_base import Clock, Decoded, _Queued, _source, utcnow
 from tracker.service_commands import Commands
 from tracker.service_fences import FenceControl
 from tracker.service_fences import Fences as Fences
+from tracker.service_intake import Built, Intake, _Writing
 
 log = logging.getLogger(__name__)
 
 
-class Service(FenceControl, Commands, Anchoring):
+class Service(FenceControl, Commands, Anchoring, Intake):
     """The running service: lifecycle, the single writer's loop and batch write, readiness.
 
     Its parts are mixins beside this module (tracker/service_fences.py, service_commands.py,
-    service_audit.py), over the shared state that tracker/service_base.py declares.
+    service_audit.py, service_intake.py), over the shared state that tracker/service_base.py declares.
     """
 
     def __init__(self, settings: Settings, *, clock: Clock = utcnow) -> None:
@@ -76,7 +76,8 @@ class Service(FenceControl, Commands, Anchoring):
         self.devices: dict[str, DeviceKind] = {}
         self.states: dict[str, DeviceState] = {}
         self.commands: asyncio.Queue[_Queued] = asyncio.Queue()
-        self._in_flight_since: float | None = None  # monotonic receive time of the oldest message being written
+        self._building_since: float | None = None  # monotonic receive time of the oldest message being run
+        self._writing: _Writing | None = None  # the batch being committed while the next one is run
         self._stalled_since: float | None = None  # monotonic time the store started refusing writes
         self._last_commit = 0.0
         self._newest_fix_lag = 0.0  # median fix age at commit in the last (well-filled) batch
@@ -224,102 +225,65 @@ class Service(FenceControl, Commands, Anchoring):
     # ---- ingest ---------------------------------------------------------------------------------
 
     async def _ingest_loop(self) -> None:
-        """The single writer: fixes, customs decisions, API commands and timer ticks all pass here."""
+        """The single writer: fixes, customs decisions, API commands and timer ticks all pass here.
+
+        A batch of fixes is taken as it stands (what is queued, up to ``batch_max``), run and encoded while the
+        batch before it is being committed, and written once that one is; commands and ticks run only with no
+        write under way. A light load thus gets small batches at once, a heavy one big batches.
+        """
         assert self.link is not None
         queue = self.link.messages
         loop = asyncio.get_running_loop()
-        wait = self.settings.batch_wait_ms / 1000.0
         next_tick = loop.time() + self.settings.tick_interval_s
-        while not self._stopping:
-            try:
-                if not self.commands.empty():
-                    await self._run_command(self.commands.get_nowait())
-                    continue
-                overdue = loop.time() - next_tick
-                # Timers wait while fixes are queued (after a restart the broker hands over a backlog:
-                # ticking first would call every device dark), unless the backlog starves them too long.
-                if overdue >= 0 and (queue.empty() or overdue > 10 * self.settings.tick_interval_s):
-                    next_tick = loop.time() + self.settings.tick_interval_s
-                    await self.commit([], tick_at=self.clock())
-                    continue
+        try:
+            while not self._stopping:
                 try:
-                    first = await asyncio.wait_for(queue.get(), max(0.001, min(0.1, next_tick - loop.time())))
-                except TimeoutError:
-                    continue
-                batch = [first]
-                deadline = loop.time() + wait
-                while len(batch) < self.settings.batch_max:
+                    if not self.commands.empty():
+                        await self._settle()
+                        await self._run_command(self.commands.get_nowait())
+                        continue
+                    overdue = loop.time() - next_tick
+                    # Timers wait while fixes are queued (after a restart the broker hands over a backlog:
+                    # ticking first would call every device dark), unless the backlog starves them too long.
+                    if overdue >= 0 and (queue.empty() or overdue > 10 * self.settings.tick_interval_s):
+                        next_tick = loop.time() + self.settings.tick_interval_s
+                        await self._settle()
+                        await self.commit([], tick_at=self.clock())
+                        continue
+                    try:
+                        first = await asyncio.wait_for(queue.get(), max(0.001, min(0.1, next_tick - loop.time())))
+                    except TimeoutError:
+                        if self._writing is not None and self._writing.task.done():
+                            await self._settle()  # a failed write is retried without waiting for more fixes
+                        continue
+                    batch = [first]
                     while len(batch) < self.settings.batch_max and not queue.empty():
                         batch.append(queue.get_nowait())
-                    remaining = deadline - loop.time()
-                    if remaining <= 0 or len(batch) >= self.settings.batch_max:
-                        break
-                    try:
-                        batch.append(await asyncio.wait_for(queue.get(), remaining))
-                    except TimeoutError:
-                        break
-                await self.process(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug must not stop ingest; an unacknowledged batch is redelivered
-                log.exception("ingest step failed")
-                await asyncio.sleep(1.0)
-
-    async def _run_command(self, queued: _Queued) -> None:
-        fut = queued.done
-        if fut.done():  # the caller gave up (timed out): a fact it was told is not stored must not appear later
-            return
-        command = queued.command
-        try:
-            if asyncio.get_running_loop().time() > queued.deadline:
-                raise StoreUnavailableError("the single writer was busy past the deadline")
-            if isinstance(command, Pair):
-                await self._pair(command)
-            elif isinstance(command, RegisterDevice):
-                await self._register(command, queued.deadline)
-            elif isinstance(command, ChangeFences):
-                await self._change_fences(command, queued.deadline)
-            elif isinstance(command, DeactivateDevice):
-                await self._deactivate(command, queued.deadline)
-            else:
-                fact: Decoded = (command.item, command.source, command.payload)
-                await self.commit([fact], deadline=queued.deadline, refuse=not queued.dead_letter)
-        except Exception as exc:
-            if not isinstance(exc, StoreUnavailableError | CommandRejectedError):
-                wrapped: Exception = (
-                    CommandRejectedError(describe_error(exc))
-                    if message_specific(exc)
-                    else StoreUnavailableError(describe_error(exc))
-                )
-                wrapped.__cause__ = exc
-                exc = wrapped
-            if not fut.done():
-                fut.set_exception(exc)
-            else:
-                log.warning("API command failed after its caller left: %s", describe_error(exc))
-            return
-        if not fut.done():
-            fut.set_result(None)
-
-    async def _deactivate(self, command: DeactivateDevice, deadline: float) -> None:
-        """Refuse the device's fixes from now on (dead letters ``deactivated_device``); its data stays."""
-        assert self.orgs is not None
-        async with asyncio.timeout_at(deadline):
-            await self.orgs.deactivate_device(command.device_id)
-        self.devices.pop(command.device_id, None)
-        self.deactivated.add(command.device_id)
-        self.timers.schedule(command.device_id, None)
+                    await self.process(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug must not stop ingest; an unacknowledged batch is redelivered
+                    log.exception("ingest step failed")
+                    await asyncio.sleep(1.0)
+        finally:
+            writing = self._writing
+            if writing is not None and not writing.task.done():  # let its commit and acknowledgements finish
+                await asyncio.wait({writing.task}, timeout=10.0)
+                writing.task.cancel()
 
     def build_batch(
-        self, decoded: Sequence[Decoded], now: datetime | None = None
+        self, decoded: Sequence[Decoded], now: datetime | None = None, *, base: _Writing | None = None
     ) -> tuple[Batch, dict[str, DeviceState]]:
         """Run the core over one micro-batch; returns what to write and the states to adopt after commit.
 
         Routing stays here (customs decisions to the devices of their container, unknown and deactivated
         devices to dead letters); the batch itself runs in ``tracker.core.batch``, which the replays and
-        the simulator use too. A ``now`` runs the timers of the devices due by then.
+        the simulator use too. A ``now`` runs the timers of the devices due by then. ``base``: the batch being
+        written, whose states and new devices this one builds on.
         """
         batch = Batch(fence_versions=self.fences.stamps())
+        states = self.states if base is None else {**self.states, **base.working}
+        known = self.devices if base is None else {**self.devices, **base.batch.new_devices}
         work: list[Work] = []
         for seq, (item, topic, payload) in enumerate(decoded):
             if isinstance(item, Rejected):
@@ -333,7 +297,7 @@ class Service(FenceControl, Commands, Anchoring):
                     self.metrics.inspections_unrouted.inc()
                 work.extend(Work(dev, item, seq) for dev in targets)
             else:
-                if item.device_id not in self.devices and item.device_id not in batch.new_devices:
+                if item.device_id not in known and item.device_id not in batch.new_devices:
                     if item.device_id in self.deactivated:
                         why = f"device {item.device_id!r} is deactivated"
                         rejected = Rejected("deactivated_device", why, item.device_id, item.source)
@@ -349,12 +313,12 @@ class Service(FenceControl, Commands, Anchoring):
                 work.append(Work(item.device_id, item, seq))
 
         def new_state(dev: str) -> DeviceState:
-            return DeviceState(dev, self.devices.get(dev) or batch.new_devices.get(dev, DeviceKind.TRUCK))
+            return DeviceState(dev, known.get(dev) or batch.new_devices.get(dev, DeviceKind.TRUCK))
 
         out = run_batch(
             self.pipeline,
             work,
-            self.states,
+            states,
             new_state,
             reorder_window_s=self.settings.reorder_window_s,
             now=now,
@@ -388,46 +352,70 @@ class Service(FenceControl, Commands, Anchoring):
         batch.states = out.dirty
         return batch, out.states
 
-    def decode(self, msg: Message, now: datetime) -> Decoded:
-        """Bytes to a decoded item; total: whatever the payload, the answer is an item, never an exception."""
-        item: Ping | Rejected | Ignored | Inspection
-        if msg.retain:
-            # a retained message would be replayed to every new subscriber: a poison published once would fire
-            # on every reconnect, and a retained fix is a stale position presented as news
-            item = Rejected("retained", "retained messages are refused on ingest topics")
-        else:
-            try:
-                if msg.topic == self.settings.inspection_topic:
-                    item = decode_inspection(msg.payload, now, self.limits)
-                else:
-                    item = decode_mqtt(msg.topic, msg.payload, now, self.limits)
-            except Exception as exc:  # the decoders are total; this is the last line if one of them is not
-                self.metrics.ingest_errors.labels("decode").inc()
-                self._log_throttled("decode", f"decoder raised on {msg.topic}: {type(exc).__name__}")
-                item = Rejected("decode_error", describe_error(exc))
-        # a dead letter keeps at most max_payload_bytes of its payload: enough to diagnose, no DoS lever
-        payload = msg.payload[: self.limits.max_payload_bytes]
-        return item, msg.topic, payload
-
     async def process(self, messages: list[Message]) -> None:
-        """Decode, run and store one micro-batch, then acknowledge it.
+        """Decode and run one micro-batch, then write it once the batch before it is committed.
 
         Every message is acknowledged only after what it became (stored fix, alert, dead letter) is
-        committed; a message that fails is isolated (see ``commit``), so the rest of its batch is stored.
+        committed, by the task that writes it (``_write``); a message that fails is isolated (see ``commit``),
+        so the rest of its batch is stored. The core runs this batch on the states the batch being written
+        leaves, in a worker thread, so that the event loop meanwhile carries that write's round trips
+        through; if that write does not go through as built, this batch is run again on what was stored.
         """
         assert self.store is not None
-        assert self.link is not None
-        now = self.clock()
-        self._in_flight_since = min(m.received for m in messages) if messages else None
+        self._building_since = min(m.received for m in messages) if messages else None
         # one labelled increment per batch and topic prefix, not one per message
         received = Counter(msg.topic.split("/", 1)[0] for msg in messages)
         for prefix, n in received.items():
             self.metrics.received.labels(prefix).inc(n)
+        ahead = self._writing if self._writing is not None and not self._writing.task.done() else None
+        try:
+            pending = await asyncio.to_thread(self._build, messages, ahead)
+            if not await self._settle():  # the batch before was rewritten: what it left is not what we ran on
+                await self.commit(pending.decoded)
+                self._acknowledge(messages)
+                return
+            pending.task = asyncio.create_task(self._write(pending), name="ingest-write")
+            self._writing = pending
+        finally:
+            self._building_since = None
+
+    def _build(self, messages: list[Message], ahead: _Writing | None) -> _Writing:
+        """Decode, run and encode one batch (in a worker thread: the ingest task waits for it, and no other
+        code runs the core or the codec meanwhile, since commands, ticks and retries run only between builds)."""
+        now = self.clock()
         decoded = [self.decode(msg, now) for msg in messages]
-        await self.commit(decoded)
+        batch, working = self.build_batch(decoded, base=ahead)
+        batch.state_rows = encode_states(batch.states)
+        return _Writing(messages, decoded, batch, working, (self._pending_ticks, self._pending_due))
+
+    async def _settle(self) -> bool:
+        """Wait for the batch being written; if it failed, write it the careful way (``commit``: retried,
+        bisected, dead-lettered, rebuilt on the stored states) and return False."""
+        writing, self._writing = self._writing, None
+        if writing is None or await writing.task:
+            return True
+        await self.commit(writing.decoded)
+        self._acknowledge(writing.messages)
+        return False
+
+    async def _write(self, w: _Writing) -> bool:
+        """Commit one built batch, adopt it and acknowledge its messages at once; False if the write failed."""
+        assert self.store is not None
+        try:
+            result = await self.store.write_batch(w.batch)
+        except Exception as exc:
+            log.info("batch write failed (%s); retried batch by batch", describe_error(exc, 200))
+            return False
+        self._stalled(False)
+        self._adopt(w.batch, w.working, result, w.built)
+        self._acknowledge(w.messages)
+        w.acknowledged = True
+        return True
+
+    def _acknowledge(self, messages: list[Message]) -> None:
+        assert self.link is not None
         for msg in messages:
             self.link.ack(msg)
-        self._in_flight_since = None
         self.metrics.batch_size.observe(len(messages))
 
     async def commit(
@@ -453,6 +441,7 @@ class Service(FenceControl, Commands, Anchoring):
         delay = 0.5
         while True:
             batch, working = self.build_batch(decoded, tick_at)
+            built = (self._pending_ticks, self._pending_due)  # (another batch may be built meanwhile)
             try:
                 result = await self.store.write_batch(batch)
                 break
@@ -493,48 +482,21 @@ class Service(FenceControl, Commands, Anchoring):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         self._stalled(False)
-        self._adopt(batch, working, result)
+        self._adopt(batch, working, result, built)
         return result
 
-    def ingest_health(self) -> dict[str, float | int | bool]:
-        """How far behind ingest is, from what this process can see (broker backlog is not visible here).
-
-        ``wait_s`` is how long the oldest message not yet committed has waited since paho handed it over
-        (queued or being written); ``fix_lag_s`` the median age of the fixes of the last batch at its
-        commit, counted only when that batch was at least half full (a backlog is being drained).
-        """
-        loop_time = asyncio.get_running_loop().time()
-        queue = self.link.messages if self.link is not None else None
-        oldest = self._in_flight_since
-        if queue is not None and not queue.empty():
-            head: Message = queue._queue[0]  # type: ignore[attr-defined]  # peek: asyncio.Queue keeps a deque
-            oldest = head.received if oldest is None else min(oldest, head.received)
-        wait_s = max(0.0, time.monotonic() - oldest) if oldest is not None else 0.0
-        stalled_s = loop_time - self._stalled_since if self._stalled_since is not None else 0.0
-        depth = queue.qsize() if queue is not None else 0
-        # the fixes' age says we are behind only while there is something left to catch up on
-        draining = depth > 0 or self._in_flight_since is not None
-        recent = loop_time - self._last_commit < self.settings.ingest_max_lag_s
-        fix_lag = self._newest_fix_lag if recent and draining else 0.0
-        self.metrics.ingest_wait.set(wait_s)
-        self.metrics.queue_depth.set(depth)
-        ok = (
-            wait_s <= self.settings.ingest_max_lag_s
-            and stalled_s <= self.settings.ingest_stall_s
-            and fix_lag <= self.settings.ingest_max_lag_s
-        )
-        return {
-            "ok": ok,
-            "wait_s": round(wait_s, 3),
-            "stalled_s": round(stalled_s, 3),
-            "fix_lag_s": round(fix_lag, 3),
-            "queued": depth,
-        }
-
-    def _adopt(self, batch: Batch, working: dict[str, DeviceState], result: BatchResult) -> None:
+    def _adopt(
+        self,
+        batch: Batch,
+        working: dict[str, DeviceState],
+        result: BatchResult,
+        built: Built | None = None,
+    ) -> None:
+        """Take a committed batch's states and due times (``built``: what its ``build_batch`` left, else the last's)."""
         self.states.update(working)
-        tick_at, ticked = self._pending_ticks or (None, frozenset())
-        computed = self._pending_due  # on the very states adopted here: not computed twice (never a ticked one)
+        ticks, computed = built or (self._pending_ticks, self._pending_due)
+        tick_at, ticked = ticks or (None, frozenset())
+        # (computed: on the very states adopted here, not computed twice; never a ticked one)
         for dev in (*working, *(d for d in ticked if d not in working)):
             if dev in computed and dev not in ticked and dev not in self.deactivated:
                 self.timers.schedule(dev, computed[dev])

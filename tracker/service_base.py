@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,8 +119,10 @@ class ServiceBase:
             self.metrics.store_stalled.set(0)
 
     def _log_throttled(self, key: str, message: str, every_s: float = 60.0) -> None:
-        """Poison can repeat thousands of times a second; the log says so once a minute per kind, with a count."""
-        now = asyncio.get_running_loop().time()
+        """Poison can repeat thousands of times a second; the log says so once a minute per kind, with a count.
+
+        Called from the worker thread that runs a batch through the core too, hence no event-loop clock."""
+        now = time.monotonic()
         if now - self._throttle.get(key, -every_s) >= every_s:
             self._throttle[key] = now
             log.error("%s (further ones counted in tracker_ingest_errors, logged once a minute)", message)

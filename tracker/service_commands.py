@@ -8,20 +8,87 @@ batches, so a device's state only ever changes in one task.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime
 
 from tracker.adapters.errors import (
+    CommandRejectedError,
     StoreUnavailableError,
+    describe_error,
+    message_specific,
 )
 from tracker.adapters.scope import DEFAULT_ORG
-from tracker.adapters.store import Batch
-from tracker.commands import Command, Pair, RegisterDevice
+from tracker.adapters.store import Batch, BatchResult
+from tracker.commands import ChangeFences, Command, DeactivateDevice, Pair, RegisterDevice
 from tracker.core.model import DeviceKind
 from tracker.core.state import DeviceState
-from tracker.service_base import ServiceBase, _Queued
+from tracker.service_base import Decoded, ServiceBase, _Queued
+
+log = logging.getLogger(__name__)
 
 
 class Commands(ServiceBase):
-    """Submitting API commands and the ones that change devices (a part of ``Service``)."""
+    """Submitting API commands, running them on the single writer, and the ones that change devices (a part
+    of ``Service``)."""
+
+    async def commit(  # the batch write of tracker/service.py
+        self,
+        decoded: Sequence[Decoded],
+        *,
+        tick_at: datetime | None = None,
+        deadline: float | None = None,
+        refuse: bool = False,
+    ) -> BatchResult:
+        raise NotImplementedError
+
+    async def _change_fences(self, command: ChangeFences, deadline: float) -> None:  # tracker/service_fences.py
+        raise NotImplementedError
+
+    async def _run_command(self, queued: _Queued) -> None:
+        fut = queued.done
+        if fut.done():  # the caller gave up (timed out): a fact it was told is not stored must not appear later
+            return
+        command = queued.command
+        try:
+            if asyncio.get_running_loop().time() > queued.deadline:
+                raise StoreUnavailableError("the single writer was busy past the deadline")
+            if isinstance(command, Pair):
+                await self._pair(command)
+            elif isinstance(command, RegisterDevice):
+                await self._register(command, queued.deadline)
+            elif isinstance(command, ChangeFences):
+                await self._change_fences(command, queued.deadline)
+            elif isinstance(command, DeactivateDevice):
+                await self._deactivate(command, queued.deadline)
+            else:
+                fact: Decoded = (command.item, command.source, command.payload)
+                await self.commit([fact], deadline=queued.deadline, refuse=not queued.dead_letter)
+        except Exception as exc:
+            if not isinstance(exc, StoreUnavailableError | CommandRejectedError):
+                wrapped: Exception = (
+                    CommandRejectedError(describe_error(exc))
+                    if message_specific(exc)
+                    else StoreUnavailableError(describe_error(exc))
+                )
+                wrapped.__cause__ = exc
+                exc = wrapped
+            if not fut.done():
+                fut.set_exception(exc)
+            else:
+                log.warning("API command failed after its caller left: %s", describe_error(exc))
+            return
+        if not fut.done():
+            fut.set_result(None)
+
+    async def _deactivate(self, command: DeactivateDevice, deadline: float) -> None:
+        """Refuse the device's fixes from now on (dead letters ``deactivated_device``); its data stays."""
+        assert self.orgs is not None
+        async with asyncio.timeout_at(deadline):
+            await self.orgs.deactivate_device(command.device_id)
+        self.devices.pop(command.device_id, None)
+        self.deactivated.add(command.device_id)
+        self.timers.schedule(command.device_id, None)
 
     async def _pair(self, command: Pair) -> None:
         assert self.store is not None

@@ -13,12 +13,15 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import asyncpg
+import pytest
 
 from tests.conftest import StackInfo
 from tests.integration.conftest import new_device_id, service_env, start_service
 from tests.integration.mqttprobe import Probe
+from tracker.adapters.decode import Limits, decode_mqtt
 from tracker.core.model import Ping
 from tracker.core.state import DeviceState
 
@@ -138,6 +141,44 @@ async def test_core_failure_isolates_one_message_and_is_not_redelivered(
         )
         await asyncio.sleep(0.5)
         assert await _count(conn, "SELECT count(*) FROM dead_letters WHERE device_id = $1", bad) == 12
+    finally:
+        await conn.close()
+        probe.close()
+        await svc.stop()
+
+
+async def test_a_decoder_bug_is_a_dead_letter_in_the_worker_thread_too(
+    stack_env: dict[str, str], stack: StackInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches are decoded and run in a worker thread: a decoder that raises there (its throttled log
+    included) still yields one dead letter per message while the good fixes around it are stored."""
+    good, bad = new_device_id("GOOD"), new_device_id("DECBUG")
+    real = decode_mqtt
+
+    def buggy(topic: str, payload: bytes, now: datetime, limits: Limits) -> object:
+        if bad in topic:
+            raise ZeroDivisionError("a decoder bug")
+        return real(topic, payload, now, limits)
+
+    monkeypatch.setattr("tracker.service_intake.decode_mqtt", buggy)
+    svc = await start_service(service_env(stack_env))
+    probe = Probe(stack.mqtt_host, stack.mqtt_port, stack.device_user, stack.device_password)
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        await _bursts(probe, lambda b: f"trackers/{bad}/ping", _fix(time.time() - 60, 0), [good], 4)
+        await _wait_for(
+            lambda: _count_eq(conn, "SELECT count(*) FROM pings WHERE device_id = $1", 21, good),
+            30,
+            "the good pings of the bursts were not all stored",
+        )
+        await _wait_for(
+            lambda: _count_eq(conn, "SELECT count(*) FROM dead_letters WHERE topic = $1", 4, f"trackers/{bad}/ping"),
+            10,
+            "the messages the decoder raised on were not dead-lettered",
+        )
+        rows = await conn.fetch("SELECT reason, detail FROM dead_letters WHERE topic = $1", f"trackers/{bad}/ping")
+        assert all(r["reason"] == "decode_error" and "ZeroDivisionError" in r["detail"] for r in rows), rows
+        assert svc.metrics.ingest_errors.labels("decode")._value.get() == 4
     finally:
         await conn.close()
         probe.close()

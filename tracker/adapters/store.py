@@ -30,6 +30,7 @@ from tracker.adapters.store_batch import Batch as Batch
 from tracker.adapters.store_batch import BatchResult as BatchResult
 from tracker.adapters.store_batch import BatchWriter
 from tracker.adapters.store_batch import alert_topic as alert_topic
+from tracker.adapters.store_batch import encode_states as encode_states
 from tracker.adapters.store_chain import ALERT_COLUMNS as ALERT_COLUMNS
 from tracker.adapters.store_chain import CHAIN_LOCK as CHAIN_LOCK
 from tracker.adapters.store_chain import AuditStore

@@ -51,6 +51,19 @@ SYSTEM_ACTOR = "system"
 """Who establishes the facts the detectors produce (raised, updated, retracted)."""
 
 
+StateRows = tuple[list[str], list[bytes], list[datetime | None]]
+"""The ``device_state`` rows of a batch as columns (device ids, encoded states, last fix times)."""
+
+
+def encode_states(states: Mapping[str, DeviceState]) -> StateRows:
+    """The rows one batch writes to ``device_state``, as the columns of one ``unnest`` upsert."""
+    return (
+        list(states),
+        [codec.encode(s) for s in states.values()],
+        [s.last.ts if s.last else None for s in states.values()],
+    )
+
+
 @dataclass(slots=True)
 class Batch:
     """Everything one ingest micro-batch writes, committed together or not at all."""
@@ -66,6 +79,9 @@ class Batch:
     fence_versions: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     """The fence-set versions in force when the batch was judged ({port: {version, sha256}}); every alert
     of the batch records those of its port (store_fences.fence_stamp)."""
+    state_rows: StateRows | None = None
+    """``states`` already encoded (``encode_states``): the service encodes a batch while the one before it
+    is being committed, so the transaction neither waits for the codec nor holds its locks meanwhile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +137,15 @@ class BatchWriter(SchemaStore):
             if batch.trips:
                 await self.trips.write(conn, batch.trips)
             if batch.states:
-                await conn.executemany(
-                    "INSERT INTO device_state (device_id, state, last_ts, updated_at) VALUES ($1, $2, $3, now())"
+                # one statement for every state of the batch: a row each through executemany cost the
+                # server one execution per device, and a busy batch changes hundreds
+                rows = batch.state_rows if batch.state_rows is not None else encode_states(batch.states)
+                await conn.execute(
+                    "INSERT INTO device_state (device_id, state, last_ts, updated_at)"
+                    " SELECT d, s, t, now() FROM unnest($1::text[], $2::bytea[], $3::timestamptz[]) AS u (d, s, t)"
                     " ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, last_ts = EXCLUDED.last_ts,"
                     " updated_at = now()",
-                    [(d, codec.encode(s), s.last.ts if s.last else None) for d, s in batch.states.items()],
+                    *rows,
                 )
             if batch.dead_letters:
                 await conn.executemany(
