@@ -296,6 +296,8 @@ class MqttLink:
             # see RECEIVE_BUFFER: what the broker sends back (PUBACKs of alerts, PINGRESP) waits behind this
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self._resume()
+        if self._client.want_write():  # asked for before this socket was known here
+            self._writer_on(sock)
         self._misc = self._loop.create_task(self._misc_loop(), name="mqtt-keepalive")
 
     def _socket_closed(self, sock: socket.socket) -> None:
@@ -371,7 +373,11 @@ class MqttLink:
     # ---- consuming ------------------------------------------------------------------------------
 
     def ack(self, message: Message) -> None:
-        if message.qos > 0:
+        """Acknowledge a committed message; while not connected the broker redelivers it instead.
+
+        An acknowledgement queued while the connecting thread is between creating the socket and queueing
+        CONNECT would go out first and break the connection; paho drops those queued earlier anyway."""
+        if message.qos > 0 and self.connected.is_set():
             self._client.ack(message.mid, message.qos)
 
     # ---- publishing -----------------------------------------------------------------------------
