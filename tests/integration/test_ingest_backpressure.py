@@ -31,6 +31,10 @@ async def test_backlog_waits_in_the_broker_while_the_database_is_held(
     publisher.max_inflight_messages_set(0)
     publisher.connect(stack.mqtt_host, stack.mqtt_port)
     publisher.loop_start()
+    watcher = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    watcher.username_pw_set(stack.security_user, stack.security_password)
+    watcher.connect(stack.mqtt_host, stack.mqtt_port)
+    watcher.loop_start()
     owner = await asyncpg.connect(stack.owner_dsn)
     try:
         link = svc.link
@@ -58,6 +62,22 @@ async def test_backlog_waits_in_the_broker_while_the_database_is_held(
             held = max(held, link.messages.qsize())
             await asyncio.sleep(0.05)
         assert held <= limit, f"the service held {held} messages while stalled, more than receive_maximum {limit}"
+        # reading is paused, writing is not: what the service publishes now still reaches the broker at once
+        assert link.read_pauses > 0, "the link never stopped reading"
+        assert link.reading_paused, f"reading goes on with {link.messages.qsize()} messages queued"
+        topic = f"alerts/backpressure/{dev}"
+        loop = asyncio.get_running_loop()
+        heard: asyncio.Future[bytes] = loop.create_future()
+
+        def on_message(client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+            payload = bytes(msg.payload)
+            loop.call_soon_threadsafe(lambda: None if heard.done() else heard.set_result(payload))
+
+        watcher.on_message = on_message
+        watcher.subscribe(topic, qos=0)
+        await asyncio.sleep(0.5)
+        link.publish_nowait(topic, b"written while reading is paused")
+        assert await asyncio.wait_for(heard, 5) == b"written while reading is paused"
         # acknowledgements now flow while most of the backlog is still queued in the broker: Mosquitto 2.0
         # moves up to receive_maximum queued messages into flight on every PUBACK, whatever is in flight
         await lock.rollback()
@@ -79,4 +99,6 @@ async def test_backlog_waits_in_the_broker_while_the_database_is_held(
         await owner.close()
         publisher.disconnect()
         publisher.loop_stop()
+        watcher.disconnect()
+        watcher.loop_stop()
         await asyncio.wait_for(svc.stop(), 15)

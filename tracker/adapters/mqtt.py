@@ -365,6 +365,11 @@ class MqttLink:
             if self._tls:
                 self._loop.call_soon(self._read)  # whatever TLS already decrypted
 
+    @property
+    def reading_paused(self) -> bool:
+        """Connected but not reading: the ingest loop has ``high_water`` messages and not yet taken them down."""
+        return self._sock is not None and not self._reading
+
     def _taken(self) -> None:
         """The ingest loop took a message: read again once it is down to the low mark."""
         if not self._reading and self.messages.qsize() <= self.low_water:
