@@ -11,7 +11,9 @@ directory, loopback only) and the service as a separate ``tracker run`` process:
 
 Every scenario's checks are recorded as they came out, passed or failed; the exit code is 1 when
 any failed. ``--size ci`` runs the CI sizes; ``--only NAME`` some scenarios; ``--markdown FILE``
-prints a result file's figures as the README quotes them, without running anything.
+prints a result file's figures as the README quotes them, without running anything. ``FAULTS_OVERLOAD_RATE``
+(pings/s) fixes the overload scenario's load instead of twice the rate measured in the run, for an A/B of two
+versions on a machine whose load varies.
 
 Run: ``.venv/bin/python bench/faults.py`` (about 15 minutes on the project's 2-core machine).
 """

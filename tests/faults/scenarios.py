@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -878,7 +879,9 @@ async def overload(stack: FaultStack, sizes: Sizes, workdir: Path) -> Outcome:
         lo, hi = (backlogged[0], backlogged[-1]) if len(backlogged) >= 2 else (trace[0], trace[-1])
         sustainable = (hi[1] - lo[1]) / max(0.2, hi[0] - lo[0])
         kept_up = len(backlogged) < 2
-        target = 2 * sustainable
+        # FAULTS_OVERLOAD_RATE fixes the load instead, so that two runs (an A/B of two versions on a busy machine,
+        # whose sustainable rate is measured differently each time) overload the service alike
+        target = float(os.environ.get("FAULTS_OVERLOAD_RATE") or 0) or 2 * sustainable
         # 2. twice that, paced, event time = send time
         rss0 = run.svc.rss_kib() or 0
         broker0 = stack.broker_rss_kib() or 0
