@@ -11,7 +11,9 @@ directory, loopback only) and the service as a separate ``tracker run`` process:
 
 Every scenario's checks are recorded as they came out, passed or failed; the exit code is 1 when
 any failed. ``--size ci`` runs the CI sizes; ``--only NAME`` some scenarios; ``--markdown FILE``
-prints a result file's figures as the README quotes them, without running anything.
+prints a result file's figures as the README quotes them, without running anything. ``FAULTS_OVERLOAD_RATE``
+(pings/s) fixes the overload scenario's load instead of twice the rate measured in the run, for an A/B of two
+versions on a machine whose load varies.
 
 Run: ``.venv/bin/python bench/faults.py`` (about 15 minutes on the project's 2-core machine).
 """
@@ -167,7 +169,8 @@ def markdown(res: Mapping[str, Any]) -> str:
         lines.append(
             f"* Overload: sustainable {_n(ov.get('sustainable_pings_per_s'))} pings/s (measured under a saturating "
             f"load), {_n(ov.get('achieved_publish_pings_per_s'))}/s published for {ov.get('overload_s')} s by "
-            f"{_n(ov.get('devices'))} devices; peak backlog {_n(ov.get('peak_backlog'))}, peak lag "
+            f"{_n(ov.get('devices'))} devices; peak backlog {_n(ov.get('peak_backlog'))} (peak "
+            f"{_n(ov.get('peak_queue_depth'))} of them in the service's queue, the rest in the broker), peak lag "
             f"{ov.get('peak_ingest_wait_s')} s (tracker_ingest_wait_seconds), /readyz 503 at "
             f"{ov.get('readyz_503_samples')} of {ov.get('samples_taken')} one-second samples; service RSS "
             f"{ov.get('rss_mib_fresh')} MiB fresh, {ov.get('rss_mib_peak')} MiB peak; broker RSS peak "

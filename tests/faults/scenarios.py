@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -878,7 +879,9 @@ async def overload(stack: FaultStack, sizes: Sizes, workdir: Path) -> Outcome:
         lo, hi = (backlogged[0], backlogged[-1]) if len(backlogged) >= 2 else (trace[0], trace[-1])
         sustainable = (hi[1] - lo[1]) / max(0.2, hi[0] - lo[0])
         kept_up = len(backlogged) < 2
-        target = 2 * sustainable
+        # FAULTS_OVERLOAD_RATE fixes the load instead, so that two runs (an A/B of two versions on a busy machine,
+        # whose sustainable rate is measured differently each time) overload the service alike
+        target = float(os.environ.get("FAULTS_OVERLOAD_RATE") or 0) or 2 * sustainable
         # 2. twice that, paced, event time = send time
         rss0 = run.svc.rss_kib() or 0
         broker0 = stack.broker_rss_kib() or 0
@@ -949,6 +952,8 @@ async def overload(stack: FaultStack, sizes: Sizes, workdir: Path) -> Outcome:
         ready_again = await run.wait_until(lambda: _ready(run), 30)
         ready_again_s = round(time.monotonic() - settled, 1) if ready_again else None
         backlog = max((s["published"] - s["stored"] for s in samples), default=0)
+        depths = [s["queue_depth"] for s in samples if s["queue_depth"] is not None]
+        peak_depth = round(max(depths)) if depths else None
         out.figures.update(
             probe_pings_per_s=PROBE_RATE,
             probe_kept_up=kept_up,
@@ -963,6 +968,7 @@ async def overload(stack: FaultStack, sizes: Sizes, workdir: Path) -> Outcome:
             pings_stored=len(rows),
             pings_missing=count - len(rows),
             peak_backlog=backlog,
+            peak_queue_depth=peak_depth,
             peak_mean_lag_s=max(lags) if lags else None,
             lag_at_end_of_load_s=loaded[-1]["mean_lag_s"] if loaded else None,
             recovery_s=None if recovery is None else round(recovery, 1),
@@ -997,9 +1003,10 @@ async def overload(stack: FaultStack, sizes: Sizes, workdir: Path) -> Outcome:
             f"peak mean lag per second {max(lags) if lags else None} s",
         )
         out.check(
-            "lag in /metrics: tracker_ingest_wait_seconds over 1 s while overloaded",
-            bool(waits) and max(waits) > 1.0,
-            f"peak {round(max(waits), 1) if waits else None} s",
+            f"the backlog waits in the broker: the service's queue never above receive_maximum ({RECEIVE_MAXIMUM})",
+            peak_depth is not None and peak_depth <= RECEIVE_MAXIMUM,
+            f"peak tracker_ingest_queue_depth {peak_depth}, peak backlog {backlog}; "
+            f"peak tracker_ingest_wait_seconds {round(max(waits), 1) if waits else None} s (time in this process)",
         )
         out.check(
             f"/readyz: 503 (ingest not ready) while a message waited over {READY_MAX_LAG_S:.0f} s, 200 after",
@@ -1024,6 +1031,9 @@ async def overload(stack: FaultStack, sizes: Sizes, workdir: Path) -> Outcome:
 PROBE_RATE = 6000.0
 READY_MAX_LAG_S = 5.0
 MEMORY_BOUND_MIB = 512
+# the service's MQTT Receive Maximum, max(2 × batch_max, 100) at the default batch_max of 500: the link reads no
+# further while that many messages wait for the ingest loop (tracker/adapters/mqtt.py)
+RECEIVE_MAXIMUM = 1000
 
 
 # ---- poison --------------------------------------------------------------------------------------------------------
