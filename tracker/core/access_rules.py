@@ -258,7 +258,7 @@ class AccessRules:
 
     def _stop(self, run: _Run, window: Clearance, ping: Ping, ctx: FixContext, authorized: bool) -> None:
         since = ctx.motion.stationary_since
-        moving = rolling(ping.speed, ping.lon, ping.lat, ping.ts, ctx.previous)
+        moving = rolling(ping.speed, ping.lon, ping.lat, ping.ts, ctx.previous, ctx.hop_m)
         if moving:
             run.update(rolled_at=ping.ts, stood_at=None)
         elif run.s.rolled_at is not None and run.s.stood_at is None:

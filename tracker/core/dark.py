@@ -50,7 +50,7 @@ import msgspec
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from geofences import FenceIndex, FenceKind, buffer_m, haversine_m
+from geofences import FenceIndex, FenceKind, buffer_m
 from tracker.core.detector import Detector, FixContext, TickContext, first_after
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
@@ -382,9 +382,9 @@ class DarkDetector(Detector[DarkState | None]):
     def _alert(kind: str, data: Mapping[str, Any], device_id: str) -> Alert:
         return Alert.from_state({**data, "kind": kind, "device_id": device_id})
 
-    def _restore(self, device_id: str, lost_alert: Alert, before: Fix, ping: Ping) -> list[Event]:
+    def _restore(self, device_id: str, lost_alert: Alert, before: Fix, ping: Ping, moved: float) -> list[Event]:
+        """``moved``: ``haversine_m`` from ``before`` to ``ping``."""
         gap = (ping.ts - before.ts).total_seconds()
-        moved = haversine_m(before.lon, before.lat, ping.lon, ping.lat)
         after = Fix.of(ping)
         far = moved > self.params.moved_m
         restored = Alert(
@@ -444,7 +444,7 @@ class DarkDetector(Detector[DarkState | None]):
                 and lost is None
                 and st.fences
                 and st.stationary
-                and (moved := haversine_m(st.last.lon, st.last.lat, ping.lon, ping.lat)) > p.woke_m
+                and (moved := ctx.hop_from(st.last, ping)) > p.woke_m
                 and gap > self._limit(ctx.kind, st.intervals, None, None, st.parked)[0]
             ):
                 # the parked allowance is for a tracker asleep in its stop mode; trackers wake when their vehicle
@@ -454,7 +454,7 @@ class DarkDetector(Detector[DarkState | None]):
                 events.append(lost)
             if lost is not None:
                 lost_here = True
-                events.extend(self._restore(ctx.device_id, lost, st.last, ping))
+                events.extend(self._restore(ctx.device_id, lost, st.last, ping, ctx.hop_from(st.last, ping)))
             # losses are learned too (clipped): the median shrugs off the odd one, and a tracker whose
             # real rhythm is slower than its kind's default must not stay "lost" on every single fix.
             # The interval belongs to the mode of the fix it follows: that is the rhythm the tracker chose.
@@ -473,7 +473,7 @@ class DarkDetector(Detector[DarkState | None]):
                 intervals = (*intervals, clipped)[-p.history :]
         since = ctx.motion.stationary_since
         stationary = since is not None or (
-            st is not None and self._stopping(ping, st.last) and self._may_halt(ping, ctx)
+            st is not None and self._stopping(ping, st.last, ctx) and self._may_halt(ping, ctx)
         )
         stopped_for = 0.0 if since is None else max(0.0, (ping.ts - since).total_seconds())
         if ctx.kind is DeviceKind.CONTAINER and ctx.authorized_stop():
@@ -510,14 +510,14 @@ class DarkDetector(Detector[DarkState | None]):
         )
         return new, events
 
-    def _stopping(self, ping: Ping, before: Fix) -> bool:
+    def _stopping(self, ping: Ping, before: Fix, ctx: FixContext) -> bool:
         """Whether the device is slower than ``stopping_speed_ms`` at this fix: reported, else from the chord."""
         if ping.speed is not None:
             return ping.speed < self.params.stopping_speed_ms
         dt = (ping.ts - before.ts).total_seconds()
         if dt <= 0:
             return False
-        return haversine_m(before.lon, before.lat, ping.lon, ping.lat) / dt < self.params.stopping_speed_ms
+        return ctx.hop_from(before, ping) / dt < self.params.stopping_speed_ms
 
     def _may_halt(self, ping: Ping, ctx: FixContext) -> bool:
         """Whether a device slowing down here may be granted the parked limit before it is seen standing.

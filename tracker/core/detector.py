@@ -20,7 +20,7 @@ from weakref import WeakKeyDictionary
 
 import msgspec
 
-from geofences import FenceIndex, FenceKind
+from geofences import FenceIndex, FenceKind, haversine_m
 from tracker.core.fix import Fix
 from tracker.core.model import DeviceKind, Event, Inspection, Ping
 from tracker.core.world import World
@@ -92,9 +92,22 @@ class FixContext(msgspec.Struct, frozen=True, gc=False):
     world: World  # other devices' latest positions (this device not yet updated)
     params_port: str | None = None  # port of the fences the device is in, when any
     paired_with: str | None = None  # the truck this container rides on (or the container this truck hauls)
+    hop_m: float | None = None  # haversine_m from ``previous`` to this fix, when the pipeline worked it out
 
     def authorized_stop(self) -> bool:
         return in_authorized_zone(self.index, self.fences)
+
+    def hop_from(self, before: Fix, ping: Ping) -> float:
+        """``haversine_m(before.lon, before.lat, ping.lon, ping.lat)`` for ``ping``, the fix of this context.
+
+        Integrity, motion, going dark, trips and pairing all measure the hop from the last accepted fix: the
+        pipeline measures it once (``hop_m``) and a detector whose own remembered fix lies where ``previous``
+        does gets that very value; any other start point is measured afresh."""
+        hop = self.hop_m
+        prev = self.previous
+        if hop is not None and prev is not None and before.lon == prev.lon and before.lat == prev.lat:
+            return hop
+        return haversine_m(before.lon, before.lat, ping.lon, ping.lat)
 
 
 class TickContext(msgspec.Struct, frozen=True, gc=False):

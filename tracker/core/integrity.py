@@ -198,11 +198,13 @@ class IntegrityCheck:
         kind: DeviceKind | None = None,
         *,
         teleport: bool = True,
+        hop_m: float | None = None,
     ) -> _Flagged:
-        """Flags for ``ping`` against a reference fix (no state involved)."""
+        """Flags for ``ping`` against a reference fix (no state involved); ``hop_m``: the distance between them,
+        when the caller measured it already."""
         p = self.params
         vmax = self._vmax_ms(kind or self.kind)
-        d = haversine_m(ref.lon, ref.lat, ping.lon, ping.lat)
+        d = haversine_m(ref.lon, ref.lat, ping.lon, ping.lat) if hop_m is None else hop_m
         dt = (ping.ts - ref.ts).total_seconds()
         flags: list[str] = []
         speed: float | None = None
@@ -222,12 +224,18 @@ class IntegrityCheck:
         return _Flagged(ping.ts, ping.lon, ping.lat, tuple(flags), d, dt, speed)
 
     def check(
-        self, state: IntegrityState | None, ping: Ping, previous: Fix | None, kind: DeviceKind | None = None
+        self,
+        state: IntegrityState | None,
+        ping: Ping,
+        previous: Fix | None,
+        kind: DeviceKind | None = None,
+        hop_m: float | None = None,
     ) -> tuple[IntegrityState, tuple[str, ...], list[Event]]:
         """Flags for one fix and the alert a burst of them raises.
 
         ``previous`` must be the last accepted fix. A fix older than it is not judged
-        (the pipeline marks it late), nor is the device's first fix.
+        (the pipeline marks it late), nor is the device's first fix. ``hop_m``: the distance from ``previous`` to
+        ``ping`` when the caller measured it (``haversine_m``, the pipeline's once per fix).
         """
         p = self.params
         st = _EMPTY if state is None else state
@@ -236,7 +244,7 @@ class IntegrityCheck:
                 st = _accept(st, ping)
             return st, (), []
         ref_acc = st.accepted_acc if st.accepted_ts == previous.ts else None
-        verdict = self._judge(ping, previous, ref_acc, kind)
+        verdict = self._judge(ping, previous, ref_acc, kind, hop_m=hop_m)
         if not verdict.flags:
             # ``_accept(self._learn(st, previous, ping), ping)`` in one copy of the state (every plausible fix)
             if verdict.dt_s > 0:

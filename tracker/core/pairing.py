@@ -286,7 +286,7 @@ class PairingDetector(Detector[PairingState | None]):
         if ping.speed is not None:
             return ping.speed > p.moving_speed_ms
         prev = ctx.previous
-        if prev is None or haversine_m(prev.lon, prev.lat, ping.lon, ping.lat) <= p.moved_m:
+        if prev is None or ctx.hop_from(prev, ping) <= p.moved_m:
             return False
         return self._speed(ping, ctx) > p.moving_speed_ms
 
@@ -297,7 +297,7 @@ class PairingDetector(Detector[PairingState | None]):
         if prev is None:
             return 0.0
         dt = seconds(ping.ts, prev.ts)
-        return 0.0 if dt <= 0 else haversine_m(prev.lon, prev.lat, ping.lon, ping.lat) / dt
+        return 0.0 if dt <= 0 else ctx.hop_from(prev, ping) / dt
 
     def _check_separation(
         self,

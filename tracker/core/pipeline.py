@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from geofences import FenceIndex, FenceKind
+from geofences import FenceIndex, FenceKind, haversine_m
 from tracker.core import geofence, motion
 from tracker.core.dark import DarkDetector
 from tracker.core.detector import Detector, FixContext, Motion, TickContext, in_authorized_zone
@@ -252,7 +252,9 @@ class Pipeline:
         """One fix; ``state`` is left as it was (the result holds a new state whenever anything changed)."""
         last = state.last
         rules = self._rules(state)
-        integrity_state, flags, raw_events = rules.integrity.check(state.integrity, ping, last, state.kind)
+        # the hop from the last accepted fix, measured once for integrity, the speed and the detectors
+        hop = None if last is None else haversine_m(last.lon, last.lat, ping.lon, ping.lat)
+        integrity_state, flags, raw_events = rules.integrity.check(state.integrity, ping, last, state.kind, hop)
         events = self._with_port(state, raw_events)
         new = state
         if integrity_state != state.integrity:
@@ -278,9 +280,9 @@ class Pipeline:
         if waiting or pending:
             new.geofence_pending = waiting
         out.extend(fence_alerts)
-        ctx = self._fix_context(state, fences, moving)
+        ctx = self._fix_context(state, fences, moving, hop)
         new.last = Fix.of(ping)
-        new.last_speed = believed_speed(ping.speed, ping.lon, ping.lat, ping.ts, last)
+        new.last_speed = believed_speed(ping.speed, ping.lon, ping.lat, ping.ts, last, hop)
         new.fences = fences
         new.motion = motion_state
         for det in rules.detectors:
@@ -291,8 +293,11 @@ class Pipeline:
         self._place(new, moving, authorized)
         return StepResult(new, self._with_port(new, out), flags, trips)
 
-    def _fix_context(self, state: DeviceState, fences: frozenset[str], moving: Motion) -> FixContext:
-        """What the detectors see of a fix of the device in ``state``, placed in ``fences`` and ``moving``."""
+    def _fix_context(
+        self, state: DeviceState, fences: frozenset[str], moving: Motion, hop: float | None = None
+    ) -> FixContext:
+        """What the detectors see of a fix of the device in ``state``, placed in ``fences`` and ``moving``;
+        ``hop``: the distance from ``state.last`` to that very fix (None: not measured)."""
         return FixContext(
             device_id=state.device_id,
             kind=state.kind,
@@ -304,6 +309,7 @@ class Pipeline:
             world=self.world,
             params_port=self._port_of(fences),
             paired_with=self._partner(state),
+            hop_m=hop,
         )
 
     def _sensed_on_rejected(

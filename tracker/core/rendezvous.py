@@ -250,7 +250,7 @@ class RendezvousDetector(Detector[RendezvousState | None]):
             standing=stands_at_fix(
                 ping.lon,
                 ping.lat,
-                believed_speed(ping.speed, ping.lon, ping.lat, ping.ts, ctx.previous),
+                believed_speed(ping.speed, ping.lon, ping.lat, ping.ts, ctx.previous, ctx.hop_m),
                 ctx.motion.stationary_since,
                 _centre(ctx.motion),
                 self.params,

@@ -45,13 +45,6 @@ def _key(ev: Event) -> tuple[object, ...]:
     return ("alert", ev.id)
 
 
-def _entry(ping: Ping, before: DeviceState, events: tuple[Event, ...]) -> Entry:
-    """``Entry.of`` given the fix and the alerts already as the window keeps them (``Ping.bare``, ``Alert.slim``):
-    the same entry, without ``dataclasses.replace``, which cost a twentieth of a replay at one entry per fix."""
-    slim = tuple(e.slim() if isinstance(e, Alert) else AlertUpdate(e.alert.slim(), e.ts, {}, e.closes) for e in events)
-    return Entry.of(ping.bare(), before, slim)
-
-
 class Reorderer:
     def __init__(self, pipeline: Pipeline, window_s: float = 30.0, max_fixes: int = MAX_FIXES) -> None:
         self.pipeline = pipeline
@@ -91,7 +84,7 @@ class Reorderer:
             result = self.pipeline.step(state, ping)
             if result.state is state:
                 return log, result
-            return self._trim((*log, _entry(ping, state, result.alerts))), result
+            return self._trim((*log, Entry.of(ping, state, result.alerts))), result
         k = next((i for i, e in enumerate(log) if e.ping.ts >= ping.ts), None)
         if k is not None and log[k].ping.ts == ping.ts:
             return log, StepResult(state, (), ("duplicate_ts",))  # a redelivery of a fix already judged
@@ -106,7 +99,7 @@ class Reorderer:
         for p in sorted([ping, *(e.ping for e in log[k:])], key=lambda x: x.ts):
             result = self.pipeline.step(current, p)
             if result.state is not current:
-                replayed.append(_entry(p, current, result.alerts))
+                replayed.append(Entry.of(p, current, result.alerts))
             new_events.extend(result.alerts)
             trips.extend(result.trips)
             current = result.state

@@ -73,7 +73,9 @@ STILL_M = 15.0
 """Two fixes closer than this are one spot as far as GNSS noise goes (a parked tracker wanders a few metres)."""
 
 
-def rolling(speed: float | None, lon: float, lat: float, ts: datetime, previous: Fix | None) -> bool:
+def rolling(
+    speed: float | None, lon: float, lat: float, ts: datetime, previous: Fix | None, moved: float | None = None
+) -> bool:
     """Whether a fix is at road speed (above :data:`ROLLING_MS`): a device on the move whatever its cluster says.
 
     Such a fix is no evidence of standing still and does not start the time a stop is measured by: a stop whose
@@ -84,34 +86,39 @@ def rolling(speed: float | None, lon: float, lat: float, ts: datetime, previous:
     :data:`STILL_M` of the one before, at a chord speed under half the bound, stood still whatever it says. Otherwise
     a tracker standing still while reporting 8 m/s on every fix would switch the stop rules off (a cleared container
     left unwatched in a vacant lot). A sparse tracker creeping 40 m through a gate queue in five minutes, both fixes
-    at speed, still rolls.
+    at speed, still rolls. ``moved``: ``haversine_m`` from ``previous`` to the fix, when the caller measured it
+    (``FixContext.hop_m``).
     """
     if speed is None or speed <= ROLLING_MS:
         return False
-    return not _stood(lon, lat, ts, previous)
+    return not _stood(lon, lat, ts, previous, moved)
 
 
-def believed_speed(speed: float | None, lon: float, lat: float, ts: datetime, previous: Fix | None) -> float | None:
+def believed_speed(
+    speed: float | None, lon: float, lat: float, ts: datetime, previous: Fix | None, moved: float | None = None
+) -> float | None:
     """The reported speed as far as the position bears it out: ``None`` (no word) for a road speed the fix
     contradicts, as :func:`rolling` judges it.
 
     What the world view keeps of a device's speed, and what the meeting rules read: a truck and a box standing
     together in a vacant lot, both reporting 8 m/s, are standing together. Kept in the device's state
     (``DeviceState.last_speed``), so a restarted engine judges meetings on the very speeds a running one does.
+    ``moved``: ``haversine_m`` from ``previous`` to the fix, when the caller measured it.
     """
-    if speed is None or speed <= ROLLING_MS or not _stood(lon, lat, ts, previous):
+    if speed is None or speed <= ROLLING_MS or not _stood(lon, lat, ts, previous, moved):
         return speed
     return None
 
 
-def _stood(lon: float, lat: float, ts: datetime, previous: Fix | None) -> bool:
+def _stood(lon: float, lat: float, ts: datetime, previous: Fix | None, moved: float | None = None) -> bool:
     """A fix within :data:`STILL_M` of the one before, at a chord speed under half of :data:`ROLLING_MS`."""
     if previous is None:
         return False
     dt = (ts - previous.ts).total_seconds()
     if dt <= 0:
         return False
-    moved = haversine_m(previous.lon, previous.lat, lon, lat)
+    if moved is None:
+        moved = haversine_m(previous.lon, previous.lat, lon, lat)
     return moved < STILL_M and moved / dt < ROLLING_MS / 2
 
 

@@ -49,32 +49,20 @@ class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     @classmethod
     def of(cls, ping: Ping, before: DeviceState, events: tuple[Event, ...]) -> Entry:
+        """The entry for ``ping`` judged from ``before``: the one place the window's fixes and events are slimmed
+        (``Ping.bare``, ``Alert.slim``, built by their constructors: this runs on every fix)."""
         alerts: list[Alert] = []
         updates: list[AlertUpdate] = []
         for e in events:
             if isinstance(e, Alert):
-                alerts.append(_slim(e))
+                alerts.append(e.slim())
             else:
-                updates.append(AlertUpdate(_slim(e.alert), e.ts, {}, e.closes))
-        # the core never reads a fix's source or receive time: kept, they would only be stored and compared.
-        # Built directly: ``dataclasses.replace`` costs several times more, and this runs on every fix
-        if ping.received is not None or ping.source != "native":
-            ping = Ping(
-                ping.device_id, ping.ts, ping.lon, ping.lat, ping.speed, ping.heading, ping.accuracy, ping.events
-            )
-        return cls(ping, before, tuple(alerts), tuple(updates))
+                updates.append(AlertUpdate(e.alert.slim(), e.ts, {}, e.closes))
+        return cls(ping.bare(), before, tuple(alerts), tuple(updates))
 
     @property
     def events(self) -> tuple[Event, ...]:
         return (*self.alerts, *self.updates)
-
-
-def _slim(alert: Alert) -> Alert:
-    """The alert without message and evidence (built directly: nearly every fix raises one to keep)."""
-    if not alert.evidence and not alert.message:
-        return alert
-    a = alert
-    return Alert(a.kind, a.severity, a.device_id, a.ts, "", a.port, a.fence_id, {}, a.key)
 
 
 class DeviceState(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):

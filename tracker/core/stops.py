@@ -227,7 +227,7 @@ class StopDetector(Detector[StopState | None]):
                     )
                 )
             stop = None
-        rolling = _rolling(ping.speed, ping.lon, ping.lat, ping.ts, ctx.previous)
+        rolling = _rolling(ping.speed, ping.lon, ping.lat, ping.ts, ctx.previous, ctx.hop_m)
         if since is None:
             # a rolling fix is remembered in case it seeds the stop that follows (see below)
             return (StopState(ping.ts, ping.ts, False, None, None, True) if rolling else None), events

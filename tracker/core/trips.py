@@ -237,7 +237,7 @@ class TripSegmenter:
         )
         if trip is not None and prev is not None and crossed:
             if not in_port:  # left the port: the trip ends at the first fix outside, through the last fence
-                seg = haversine_m(prev.lon, prev.lat, ping.lon, ping.lat)
+                seg = ctx.hop_from(prev, ping)
                 trip, _ = self._visits(trip, ping, ctx)
                 trip = self._extend(trip, ping, seg, ctx, events)
                 dest = _best_fence(index, ctx.fences_before, trip.visits)
@@ -256,7 +256,7 @@ class TripSegmenter:
         elif prev is not None and trip.end < ping.ts:  # (a trip opened at this very fix has nothing to add)
             continuing = trip.id == open_id
             moving = motion.stationary_since is None or not continuing  # a trip opened here starts moving
-            seg = haversine_m(prev.lon, prev.lat, ping.lon, ping.lat) if moving else 0.0
+            seg = ctx.hop_from(prev, ping) if moving else 0.0
             trip, visits_changed = self._visits(trip, ping, ctx)
             trip = self._extend(trip, ping, seg, ctx, events)
             changed = changed or visits_changed or not continuing
