@@ -52,6 +52,7 @@ from tests.faults.streams import (
     poison_messages,
     stream_t0,
 )
+from tracker.config import Settings
 
 FEW_S = 8.0
 READY_AFTER_DRAIN_S = 10.0
@@ -1031,9 +1032,9 @@ async def overload(stack: FaultStack, sizes: Sizes, workdir: Path) -> Outcome:
 PROBE_RATE = 6000.0
 READY_MAX_LAG_S = 5.0
 MEMORY_BOUND_MIB = 512
-# the service's MQTT Receive Maximum, max(2 × batch_max, 100) at the default batch_max of 500: the link reads no
-# further while that many messages wait for the ingest loop (tracker/adapters/mqtt.py)
-RECEIVE_MAXIMUM = 1000
+# the service's MQTT Receive Maximum, max(2 × batch_max, 100) (tracker/service.py) at the default batch_max: the link
+# reads no further while that many messages wait for the ingest loop (tracker/adapters/mqtt.py)
+RECEIVE_MAXIMUM = max(2 * Settings().batch_max, 100)
 
 
 # ---- poison --------------------------------------------------------------------------------------------------------
