@@ -23,7 +23,9 @@ off the event loop, and it is put back when the ingest loop has taken them down 
 stops: acknowledgements and alert publishes are written as before, so the broker learns of every commit
 at once (a link that stopped writing while it stopped reading lost PUBACKs on a broker restart and was
 sent processed messages again). Unread deliveries wait in the socket buffers and in the broker's session
-(in flight there, so redelivered after a reconnect); none is dropped and order is kept.
+(in flight there, so redelivered after a reconnect); none is dropped and order is kept. While an alert
+awaits its PUBACK the bound is twice that: the PUBACK comes behind the deliveries the broker sent before it,
+and with reading paused the alert would wait for the ingest loop to take the queue down.
 
 One cost: paho's keepalive wants a PINGRESP, which may wait behind unread deliveries. It is only asked
 for when nothing went either way for ``keepalive`` seconds, i.e. when the ingest loop took nothing and
@@ -332,8 +334,12 @@ class MqttLink:
             rc = self._client.loop_misc()
 
     def _room(self) -> int:
-        """Deliveries that may still be read: up to ``high_water`` waiting; the CONNACK is always read."""
-        room = self.high_water - self.messages.qsize()
+        """Deliveries that may still be read: up to ``high_water`` waiting, twice that while an alert awaits its
+        PUBACK (which sits in the socket behind the deliveries sent before it: with reading paused it would wait
+        until the ingest loop had taken the queue down, and an alert is what must not wait); the CONNACK is
+        always read."""
+        limit = 2 * self.high_water if self._pending else self.high_water
+        room = limit - self.messages.qsize()
         return room if self.connected.is_set() else max(room, 1)
 
     def _read(self) -> None:
@@ -400,6 +406,8 @@ class MqttLink:
             return
         fut: asyncio.Future[None] = self._loop.create_future()
         self._pending[info.mid] = fut
+        if not self._reading and self._room() > 0:
+            self._resume()  # its PUBACK is read past the deliveries ahead of it (``_room``)
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
