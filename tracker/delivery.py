@@ -4,8 +4,9 @@ The store writes an outbox row in the same transaction as the alert it announces
 announced before it is saved; this module drains those rows. Each MQTT row is first recorded as a
 numbered feed event (tracker/adapters/store_feeds.py) and handed to the open live feeds (SSE and
 WebSocket viewers, tracker/feeds.py) and to the per-organisation webhook worker
-(tracker/webhook_worker.py), whether or not the broker is up; then MQTT rows go out in order and
-the first failure stops the MQTT part of a round (the rest waits for the broker). A row refused because
+(tracker/webhook_worker.py), whether or not the broker is up; then a round's MQTT rows are written at
+once, in order, and their PUBACKs awaited together; a row that failed is retried once the broker is back
+(the round then waits for it), one confirmed after it is delivered. A row refused because
 the broker is away keeps no back-off: when the link is back the rows go out at once, in order, instead
 of each waiting out a delay that grew with the outage. Rows of the
 fleet-wide ``TRACKER_WEBHOOK_URLS`` are delivered independently, each retried with back-off by the
@@ -138,23 +139,33 @@ class Delivery:
             failures: dict[str, list[int]] = {}
             waiting: dict[str, list[int]] = {}  # MQTT rows refused because the broker is away: no back-off
             broker_down = False
+            # the round's MQTT rows are written at once, in order, and their PUBACKs awaited together: one at a
+            # time, a burst of alerts (a hundred trucks entering at once) waited a round trip each behind the
+            # ingest traffic; the broker keeps their order on the one connection
+            announced = {
+                row["id"]: asyncio.ensure_future(link.publish(row["topic"], _text(row["payload"]).encode(), qos=1))
+                for row in rows
+                if row["channel"] == "mqtt" and link.connected.is_set()
+            }
             for row in rows:
-                payload = row["payload"]
-                text = payload if isinstance(payload, str) else json.dumps(payload)
                 channel = row["channel"]
                 try:
                     if channel == "webhook":
                         if self._http is None:
                             raise WebhookError("webhooks are not configured in this process")
+                        text = _text(row["payload"])
                         await deliver(self._http, row["topic"], text.encode(), self.settings.webhook_secret)
                     else:
-                        if broker_down:
-                            continue
-                        await link.publish(row["topic"], text.encode(), qos=1)
+                        # already written: a row confirmed after an earlier one failed is delivered all the same
+                        # (announcing it again would repeat it); the failed ones are retried
+                        sending = announced.get(row["id"])
+                        if sending is None:
+                            raise PublishError("not connected")
+                        await sending
                 except (PublishError, WebhookError) as exc:
                     self.metrics.publish_failures.labels(channel).inc()
                     if channel == "mqtt":
-                        broker_down = True  # keep MQTT order: the rest waits for the broker
+                        broker_down = True  # the next round waits for the broker
                     away = channel == "mqtt" and not link.connected.is_set()
                     (waiting if away else failures).setdefault(str(exc), []).append(row["id"])
                     continue
@@ -202,3 +213,7 @@ class Delivery:
                 )
             )
         self.hub.publish_positions(items)
+
+
+def _text(payload: object) -> str:
+    return payload if isinstance(payload, str) else json.dumps(payload)
