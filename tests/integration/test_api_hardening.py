@@ -113,6 +113,8 @@ async def test_times_outside_the_calendar_and_bad_filters_are_400(svc: Service, 
         ("/v1/devices/ANY-1/positions", {"to": "0001-01-01T00:00:00"}, "to"),
         ("/v1/devices/ANY-1/positions", {"from": "9999-12-31T23:59:59-12:00"}, "from"),
         ("/v1/devices/ANY-1/positions", {"limit": "7" * 5000}, "limit"),
+        ("/v1/devices/ANY-1/trips", {"from": ""}, "from"),  # empty is not absent: the default is had by leaving it out
+        ("/v1/devices/ANY-1/positions", {"to": ""}, "to"),
         ("/v1/alerts", {"device_id": "\x00"}, "device_id"),
         ("/v1/alerts", {"device_id": "\ud800"}, "device_id"),
         ("/v1/alerts", {"since": "0001-01-01T00:00:00+01:00"}, "since"),

@@ -156,8 +156,10 @@ def _known_query(request: web.Request) -> None:
 
 def _time_param(request: web.Request, name: str) -> datetime | None:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
+    if raw == "":  # not taken for "absent": the spec declares a time, and the default is had by leaving it out
+        raise error(400, "bad_parameter", f"{name} is empty: give a time or leave it out", parameter=name)
     try:
         value = parse_ts(raw, name)
     except Exception:
