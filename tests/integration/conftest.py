@@ -37,7 +37,6 @@ def service_env(stack_env: dict[str, str], **overrides: str) -> dict[str, str]:
         TRACKER_HTTP_PORT="0",
         TRACKER_UNKNOWN_DEVICES="register",
         TRACKER_FENCE_FILES=str(SANTOS),
-        TRACKER_BATCH_WAIT_MS="5",
         TRACKER_OUTBOX_POLL_S="0.2",
     )
     env.update(overrides)

@@ -61,7 +61,7 @@ async def _bursts(
 
 async def test_reported_poison_bursts_never_stall_ingest(stack_env: dict[str, str], stack: StackInfo) -> None:
     """The attack as reported: 11 bursts of 1 bad + 5 good pings stored 1 good ping and then nothing."""
-    svc = await start_service(service_env(stack_env, TRACKER_BATCH_WAIT_MS="200"))
+    svc = await start_service(service_env(stack_env))
     probe = Probe(stack.mqtt_host, stack.mqtt_port, stack.device_user, stack.device_password)
     conn = await asyncpg.connect(stack.dsn)
     try:
@@ -99,7 +99,7 @@ async def test_core_failure_isolates_one_message_and_is_not_redelivered(
     stack_env: dict[str, str], stack: StackInfo
 ) -> None:
     client_id = f"svc-{uuid.uuid4().hex[:10]}"
-    env = service_env(stack_env, TRACKER_BATCH_WAIT_MS="200", TRACKER_MQTT_CLIENT_ID=client_id)
+    env = service_env(stack_env, TRACKER_MQTT_CLIENT_ID=client_id)
     svc = await start_service(env)
     probe = Probe(stack.mqtt_host, stack.mqtt_port, stack.device_user, stack.device_password)
     conn = await asyncpg.connect(stack.dsn)
@@ -191,7 +191,7 @@ async def test_database_refusing_one_message_isolates_it(stack_env: dict[str, st
     conn = await asyncpg.connect(stack.owner_dsn)  # only the schema owner may add a constraint
     constraint = f"refuse_{bad.lower().replace('-', '_')}"
     await conn.execute(f"ALTER TABLE pings ADD CONSTRAINT {constraint} CHECK (device_id <> '{bad}')")
-    svc = await start_service(service_env(stack_env, TRACKER_BATCH_WAIT_MS="200"))
+    svc = await start_service(service_env(stack_env))
     probe = Probe(stack.mqtt_host, stack.mqtt_port, stack.device_user, stack.device_password)
     try:
         await _bursts(probe, lambda b: f"trackers/{bad}/ping", _fix(time.time() - 60, 0), [good], 3)
