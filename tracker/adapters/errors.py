@@ -22,6 +22,9 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
+    # the client's own connection state ("another operation is in progress" on a connection whose backend was cut
+    # mid-transaction): never what a message carries, so a retry on a fresh connection, not a dead letter
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
