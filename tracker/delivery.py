@@ -120,7 +120,7 @@ class Delivery:
                 await asyncio.sleep(1.0)
 
     async def drain(self) -> int:
-        """Deliver pending outbox rows: MQTT in order (stop at the first failure), webhooks independently."""
+        """Deliver pending outbox rows: a round's MQTT rows written at once, in order, webhooks independently."""
         store, link, feeds = self._store, self._link, self.feed_store
         assert store is not None and link is not None and feeds is not None
         sent = 0
