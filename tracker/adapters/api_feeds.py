@@ -157,7 +157,7 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
             if sub.slow is not None:
                 note = json.dumps({"error": "slow_consumer", "message": f"disconnected: {sub.slow}"})
                 with contextlib.suppress(TimeoutError, ConnectionError):
-                    await asyncio.wait_for(response.write(f"event: error\ndata: {note}\n\n".encode()), 2.0)
+                    await asyncio.wait_for(_last_words(response, f"event: error\ndata: {note}\n\n".encode()), 2.0)
                 log.warning("SSE client %s disconnected as a slow consumer: %s", request.remote, sub.slow)
                 if request.transport is not None:
                     request.transport.close()
@@ -165,6 +165,14 @@ async def alert_stream(request: web.Request) -> web.StreamResponse:
             # the viewer went away (closed tab, dropped link): the normal end of a stream, not an error
             log.debug("SSE client %s disconnected", request.remote)
     return response
+
+
+async def _last_words(response: web.StreamResponse, note: bytes) -> None:
+    """The error event, then the chunked body's end: a stream cut without its end is a payload error
+    to HTTP clients, and some (aiohttp's among them) then drop what they had received but not yet
+    read, the error event included, so the viewer would never learn why it was disconnected."""
+    await response.write(note)
+    await response.write_eof()
 
 
 async def _until_slow(sub: Subscriber, work: Awaitable[None]) -> None:
