@@ -112,3 +112,50 @@ async def test_an_alert_unconfirmed_across_an_outage_is_announced_once(
         with contextlib.suppress(Exception):
             await link.stop()
         await proxy.close()
+
+
+async def test_the_read_bound_holds_while_many_alerts_await_their_puback(
+    stack: StackInfo, accounts: Callable[[str], Account], device: Probe
+) -> None:
+    """paho's ``loop_read`` reads as many packets as it holds unacknowledged publishes: with hundreds of alerts
+    unconfirmed (a broker that stopped answering them) one read could take hundreds of deliveries past the bound.
+    QoS 0 deliveries, which the broker sends without any flow control, fill the socket as fast as it can."""
+    proxy = SilencingProxy(stack.mqtt_host, stack.mqtt_port)
+    await proxy.start()
+    account = accounts("service")
+    dev = f"TRK-{uuid.uuid4().hex[:8].upper()}"
+    link = MqttLink(
+        host="127.0.0.1",
+        port=proxy.port,
+        username=account.username,
+        password=account.password,
+        client_id=account.username,
+        subscriptions=[f"trackers/{dev}/ping"],
+        receive_maximum=20,
+        reconnect_max_s=1,
+    )
+    link.start()
+    try:
+        assert await link.wait_connected(10, subscribed=True)
+        proxy.silent = True  # alerts go out but are never acknowledged: paho holds them all
+        held = 300
+        alerts = [link.publish(f"alerts/test/{dev}/{i}", b"{}", timeout=0.2) for i in range(held)]
+        results = await asyncio.gather(*alerts, return_exceptions=True)
+        assert all(isinstance(r, PublishError) for r in results)
+        sent = 5000
+        payload = json.dumps({"ts": 1_700_000_000, "lat": -23.95, "lon": -46.3}).encode()
+        for _ in range(sent):
+            device.client.publish(f"trackers/{dev}/ping", payload, qos=0)
+        peak, still = 0, 0
+        while still < 20:  # until the queue stops growing for a second
+            await asyncio.sleep(0.05)
+            size = link.messages.qsize()
+            still = still + 1 if size == peak else 0
+            peak = max(peak, size)
+        limit = 2 * link.high_water  # alerts await their PUBACK: twice the bound (see MqttLink._room)
+        assert link.reading_paused
+        assert peak == limit, f"{peak} deliveries held for a bound of {limit}"
+    finally:
+        with contextlib.suppress(Exception):
+            await link.stop()
+        await proxy.close()
