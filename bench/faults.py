@@ -10,7 +10,9 @@ directory, loopback only) and the service as a separate ``tracker run`` process:
 * 10,000 poison messages of 20 kinds among 100,000 good ones; retained poison and reconnects.
 
 Every scenario's checks are recorded as they came out, passed or failed; the exit code is 1 when
-any failed. ``--size ci`` runs the CI sizes; ``--only NAME`` some scenarios; ``--markdown FILE``
+any failed. Each scenario has a time limit (``--timeout``): one cut short is cancelled, its service stopped, and
+recorded as failed, so it cannot leave a service subscribed on the broker for the next ones. ``--size ci`` runs the
+CI sizes; ``--only NAME`` some scenarios; ``--markdown FILE``
 prints a result file's figures as the README quotes them, without running anything. ``FAULTS_OVERLOAD_RATE``
 (pings/s) fixes the overload scenario's load instead of twice the rate measured in the run, for an A/B of two
 versions on a machine whose load varies.
@@ -56,7 +58,11 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-async def run(names: Sequence[str], size: str, workdir: Path) -> dict[str, Any]:
+SCENARIO_TIMEOUT_S = {"full": 1200.0, "ci": 240.0}
+"""A scenario's time limit (as tests/faults/test_faults.py): cut short, it is cancelled and its service stopped."""
+
+
+async def run(names: Sequence[str], size: str, workdir: Path, timeout_s: float | None = None) -> dict[str, Any]:
     sizes = FULL if size == "full" else CI
     results: dict[str, Any] = {}
     began = datetime.now(UTC)
@@ -65,7 +71,8 @@ async def run(names: Sequence[str], size: str, workdir: Path) -> dict[str, Any]:
             print(f"== {name}", flush=True)
             t0 = time.monotonic()
             try:
-                outcome = await scenarios.SCENARIOS[name](stack, sizes, workdir)
+                limit = timeout_s or SCENARIO_TIMEOUT_S[size]
+                outcome = await scenarios.run_scenario(name, stack, sizes, workdir, limit)
                 entry = outcome.to_json()
             except Exception as exc:  # a scenario that breaks is a result too: recorded, the others still run
                 outcome = Outcome(name)
@@ -202,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--size", choices=("full", "ci"), default="full")
     p.add_argument("--only", action="append", choices=list(scenarios.SCENARIOS), help="run this scenario (repeatable)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--timeout", type=float, default=None, help="a scenario's time limit, s (1200 full, 240 ci)")
     p.add_argument("--keep-logs", action="store_true", help="keep the service logs (their folder is printed)")
     p.add_argument("--markdown", type=Path, default=None, help="print a result file's figures as Markdown, no run")
     args = p.parse_args(argv)
@@ -210,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     workdir = Path(tempfile.mkdtemp(prefix="port-tracker-faults-logs-"))
     try:
-        res = asyncio.run(run(args.only or list(scenarios.SCENARIOS), args.size, workdir))
+        res = asyncio.run(run(args.only or list(scenarios.SCENARIOS), args.size, workdir, args.timeout))
     finally:
         if args.keep_logs:
             print(f"service logs in {workdir}")

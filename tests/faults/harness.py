@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import asyncpg
@@ -265,7 +265,13 @@ class Http:
 
 
 class ServiceProcess:
-    """``tracker run`` in a process of its own, so that it can be killed with SIGKILL like a real one."""
+    """``tracker run`` in a process of its own, so that it can be killed with SIGKILL like a real one.
+
+    Every started one is known (``started``) until it is stopped, so that a scenario cut short (its time
+    limit) can be made to leave none behind: a service left running stays subscribed on the shared broker
+    and stores, and dead-letters, a copy of every later scenario's messages."""
+
+    started: ClassVar[set[ServiceProcess]] = set()
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = dict(env)
@@ -303,6 +309,7 @@ class ServiceProcess:
                 cmd, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
         self.starts += 1
+        ServiceProcess.started.add(self)
         # kills the service if this process dies without its teardown (the stack's reaper handles the rest)
         script = (
             'while kill -0 "$2" 2>/dev/null; do if ! kill -0 "$1" 2>/dev/null; then kill -9 "$2"; exit; fi;'
@@ -356,11 +363,20 @@ class ServiceProcess:
         return self.proc.returncode
 
     def _reap(self) -> None:
+        ServiceProcess.started.discard(self)
         if self._reaper is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._reaper.kill()
             self._reaper.wait()
             self._reaper = None
+
+    @classmethod
+    async def stop_all(cls) -> list[ServiceProcess]:
+        """Stop every service still running (SIGTERM, then SIGKILL); returns those that were."""
+        left = [svc for svc in list(cls.started) if svc.running()]
+        for svc in list(cls.started):
+            await svc.stop()
+        return left
 
     def rss_kib(self) -> int | None:
         return rss_kib(self.pid) if self.running() else None

@@ -281,9 +281,7 @@ class Run:
                 f"trackers/{stream.like}",
             )
         }
-        raised = await self.db.fetch(
-            "SELECT alert_id::text AS id, kind, severity, device_id FROM alerts WHERE device_id LIKE $1", stream.like
-        )
+        raised, retracted = await standing_alerts(self.db, stream.like)
         raised_ids = {r["id"] for r in raised}
         exp_ids = set(expected)
         out.figures.update(
@@ -294,6 +292,7 @@ class Run:
             dead_letters_of_valid_pings=dead,
             alerts_expected=len(exp_ids),
             alerts_raised=len(raised),
+            alerts_retracted=retracted,
             alerts_missing=len(exp_ids - raised_ids),
             alerts_unexpected=len(raised_ids - exp_ids),
         )
@@ -329,6 +328,21 @@ class Run:
         self.out.check(
             "every alert announced on alerts/#", not missing, f"{len(missing)} of {len(exp)} never announced"
         )
+
+
+async def standing_alerts(db: asyncpg.Pool, like: str) -> tuple[list[asyncpg.Record], int]:
+    """The alerts of devices matching ``like`` that stand, and how many were retracted.
+
+    A fix that arrives late inside the reorder window makes the service retract what the speculative run
+    raised and the replay in order no longer raises (tracker/core/reorder.py): what the content raises is
+    what stands, so a retracted alert is neither raised once too often nor one the content did not raise."""
+    rows = await db.fetch(
+        "SELECT a.alert_id::text AS id, a.kind, a.severity, a.device_id, EXISTS (SELECT 1 FROM alert_updates u"
+        " WHERE u.alert_id = a.alert_id AND u.fields->>'retracted' = 'true') AS retracted"
+        " FROM alerts a WHERE a.device_id LIKE $1",
+        like,
+    )
+    return [r for r in rows if not r["retracted"]], sum(1 for r in rows if r["retracted"])
 
 
 async def _observer(dsn: str) -> asyncpg.Connection:
@@ -1220,7 +1234,9 @@ async def _dead_letters(run: Run, kind: PoisonKind) -> dict[str, int]:
     return {r["reason"]: int(r["n"]) for r in rows}
 
 
-SCENARIOS: dict[str, Callable[[FaultStack, Sizes, Path], Awaitable[Outcome]]] = {
+Scenario = Callable[[FaultStack, Sizes, Path], Awaitable[Outcome]]
+
+SCENARIOS: dict[str, Scenario] = {
     "kill9": kill9,
     "broker_restart": broker_restart,
     "stack_rerun": stack_rerun,
@@ -1231,3 +1247,56 @@ SCENARIOS: dict[str, Callable[[FaultStack, Sizes, Path], Awaitable[Outcome]]] = 
     "poison": poison,
     "retained_poison": retained_poison,
 }
+
+
+TIMED_OUT = "the scenario finished within its time limit"
+
+
+async def run_scenario(name: str, stack: FaultStack, sizes: Sizes, workdir: Path, timeout_s: float) -> Outcome:
+    """One scenario with a time limit of its own, below the test's: cut short, it is cancelled, so its clean-up
+    runs (the service stopped, its session discarded), and the outcome says it timed out.
+
+    Stopped from outside instead (pytest-timeout's signal), the scenario's coroutine is abandoned where it
+    waits: its service stays running and subscribed on the shared broker, and every later scenario's messages
+    reach two services (its dead letters counted twice). Whatever the scenario left running is stopped here
+    too, and recorded as a failed check."""
+    began = time.monotonic()
+    outcome: Outcome | None = None
+    try:
+        async with asyncio.timeout(timeout_s) as limit:
+            outcome = await SCENARIOS[name](stack, sizes, workdir)
+    except TimeoutError:
+        if not limit.expired():
+            await _stop_left(stack)
+            raise
+    except BaseException:
+        await _stop_left(stack)  # a scenario that broke leaves nothing running either
+        raise
+    if outcome is None:
+        outcome = Outcome(name)
+        outcome.check(TIMED_OUT, False, f"cancelled after {time.monotonic() - began:.0f} s (limit {timeout_s:.0f} s)")
+        outcome.log_tail = _log_tail(workdir / f"{name}.service.log")
+    left = await _stop_left(stack)
+    outcome.check(
+        "no service left running",
+        not left,
+        f"{len(left)} stopped after the scenario (pids {[s.pid for s in left]})" if left else "none",
+    )
+    return outcome
+
+
+async def _stop_left(stack: FaultStack) -> list[ServiceProcess]:
+    """Every service still running stopped, and its persistent session (subscribed to every ping) discarded."""
+    left = await ServiceProcess.stop_all()
+    for svc in left:
+        account = Account(svc.env["TRACKER_MQTT_USERNAME"], svc.env["TRACKER_MQTT_PASSWORD"])
+        await asyncio.to_thread(discard_session, stack.info, account)
+    return left
+
+
+def _log_tail(path: Path, lines: int = 60) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no service log)"
+    return "--- service log (last lines)\n" + "\n".join(text[-lines:])

@@ -466,9 +466,8 @@ PATH_VALUES = {
     "port": "BRSSZ",
     "version": "1",
 }
-OUTSIDE_THE_RULE = ("/", "/web/{path}", "/v1/stream")
-"""The dashboard page and its files are for browsers, which add cache busters and tracking parameters;
-the WebSocket feed is answered 426 before anything else unless it is an upgrade."""
+OUTSIDE_THE_RULE = ("/", "/web/{path}")
+"""The dashboard page and its files are for browsers, which add cache busters and tracking parameters."""
 
 
 def _operations() -> list[tuple[str, str, list[str]]]:

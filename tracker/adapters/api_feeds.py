@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tracker.adapters.api import SERVICE, Principal, authenticate, error, require
+from tracker.adapters.api import SERVICE, Principal, _known_query, authenticate, error, require
 from tracker.adapters.feed_scope import may_read_alerts, may_read_positions, sees_alert, sees_position
 from tracker.adapters.ports import ApiService
 from tracker.feeds import FeedEvent, PositionItem, Subscriber
@@ -254,6 +254,9 @@ def _subscription(who: Principal, body: dict[str, Any]) -> tuple[bool, bool, str
 
 async def stream(request: web.Request) -> web.StreamResponse:
     """The WebSocket live feed (alerts and positions); see the module docstring and README "Live feeds"."""
+    # its query is checked as every route's (400 for an unknown, empty or repeated name; it declares none), and
+    # before the upgrade: a misspelt option must not open a feed that silently ignores it
+    _known_query(request)
     svc = _svc(request)
     s = svc.settings
     # no permessage-deflate: it costs the service CPU per viewer, and its background compression tasks

@@ -22,8 +22,10 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
-    # the client's own connection state ("another operation is in progress" on a connection whose backend was cut
-    # mid-transaction): never what a message carries, so a retry on a fresh connection, not a dead letter
+    # asyncpg's own protocol state: a session cut while idle (pg_terminate_backend) gets a FATAL that asyncpg has
+    # no operation for, and the next BEGIN on it, before the end of the stream is read, fails "cannot switch to
+    # state 15; another operation (2) is in progress" (tests/integration/test_cut_sessions.py). asyncpg then
+    # closes the connection: never what a message carries, so a retry on a fresh connection, not a dead letter
     asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,

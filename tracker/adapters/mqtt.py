@@ -27,6 +27,11 @@ sent processed messages again). Unread deliveries wait in the socket buffers and
 awaits its PUBACK the bound is twice that: the PUBACK comes behind the deliveries the broker sent before it,
 and with reading paused the alert would wait for the ingest loop to take the queue down.
 
+A QoS 1 publish stays with paho until its PUBACK and paho sends it again after each reconnect, so a publish
+whose wait ran out during an outage is unconfirmed, not lost: ``publish`` answers the caller's retry of the same
+announcement from the copy paho holds (or from its late PUBACK) instead of writing a second one, and each
+alert reaches the broker once per outage.
+
 One cost: paho's keepalive wants a PINGRESP, which may wait behind unread deliveries. It is only asked
 for when nothing went either way for ``keepalive`` seconds, i.e. when the ingest loop took nothing and
 committed nothing that long (a database away); after twice that the connection is dropped and made
@@ -42,6 +47,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +69,12 @@ log = logging.getLogger(__name__)
 RECEIVE_BUFFER = 64 * 1024
 # packets read per readiness callback at most: a burst must not hold the event loop (API, ingest) for long
 READ_BURST = 100
+# publishes the broker acknowledged after their caller had been told they failed, remembered (oldest dropped) so
+# that the caller's retry is answered "delivered" instead of announcing them twice (see ``MqttLink.publish``)
+LATE_ACKS_KEPT = 10_000
+
+_PublishKey = tuple[str, bytes, int, bool]
+"""topic, payload, QoS, retain: what makes two publishes the same announcement."""
 
 
 class PublishError(RuntimeError):
@@ -98,6 +110,16 @@ class Message:
     retain: bool = False
     received: float = 0.0
     """``time.monotonic()`` when paho handed the message over: how long it has waited for a commit."""
+
+
+@dataclass(slots=True)
+class _Held:
+    """A QoS 1 publish paho holds until its PUBACK (paho sends it again after every reconnect until then)."""
+
+    key: _PublishKey
+    done: asyncio.Future[None]
+    waiters: int = 0
+    gave_up: bool = False  # a caller was told it failed (timed out) while paho still held it
 
 
 def mqtt_tls_options(settings: Settings) -> TlsOptions | None:
@@ -158,7 +180,11 @@ class MqttLink:
         self.sessions_lost = 0  # reconnects that found no session (see _connected)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._pending: dict[int, _Held] = {}  # by mid: every QoS 1 publish paho holds
+        self._held: dict[_PublishKey, _Held] = {}  # the same, by content
+        self._late_acks: OrderedDict[_PublishKey, None] = OrderedDict()
+        self.late_acks = 0  # publishes acknowledged after their caller was told they failed
+        self.retries_joined = 0  # publishes answered by one paho already held, instead of a second copy
         self._tls = tls is not None
         self._sock: socket.socket | None = None  # the socket registered with the loop
         self._fd = -1
@@ -221,10 +247,11 @@ class MqttLink:
                 await asyncio.wait_for(asyncio.shield(self._runner), 10.0)
             self._runner.cancel()
         self.connected.clear()
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(PublishError("link stopped"))
+        for held in self._pending.values():
+            if not held.done.done() and held.waiters:
+                held.done.set_exception(PublishError("link stopped"))
         self._pending.clear()
+        self._held.clear()
 
     async def _run(self) -> None:
         """Connect, wait for the connection to end, back off, connect again: what paho's own thread did."""
@@ -344,11 +371,9 @@ class MqttLink:
 
     def _read(self) -> None:
         """Readable: read packets one by one while there is room, until the socket has nothing more."""
-        client = self._client
-        for _ in range(min(self._room(), READ_BURST)):
-            before = self._received
-            if client.loop_read() != paho.MQTT_ERR_SUCCESS or self._received == before:
-                break  # connection lost, nothing more to read, or a packet other than a delivery
+        for _ in range(READ_BURST):
+            if self._room() <= 0 or not self._read_packet():
+                break  # no room, connection lost, or nothing more to read
         sock = self._sock
         if sock is None:
             return
@@ -357,6 +382,23 @@ class MqttLink:
         elif self._tls and isinstance(sock, ssl.SSLSocket) and sock.pending():
             # decrypted bytes held inside the TLS object do not make the socket readable again
             self._loop.call_soon(self._read)
+
+    def _read_packet(self) -> bool:
+        """Read one MQTT packet at most: False once the connection is lost or the socket has nothing more.
+
+        paho's ``loop_read`` reads as many packets as paho holds unacknowledged publishes: with 300 alerts
+        awaiting their PUBACK one call took 382 deliveries past the bound of 40 (tests/integration/
+        test_link_outage.py); in general up to what the receive buffer holds, per call, ``READ_BURST`` calls per
+        readiness callback. This is that loop's body, once, so the bound is exact.
+        """
+        client = self._client
+        if client._sock is None:
+            return False
+        rc = client._packet_read()
+        if rc > 0:  # the connection is lost: what loop_read does then (close, on_disconnect)
+            client._loop_rc_handle(rc)
+            return False
+        return rc == paho.MQTT_ERR_SUCCESS
 
     def _pause(self) -> None:
         if self._reading:
@@ -396,24 +438,48 @@ class MqttLink:
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, timeout: float = 10.0, retain: bool = False
     ) -> None:
-        """Publish and wait for the broker's PUBACK (QoS 1), so the caller may mark it delivered."""
+        """Publish and wait for the broker's PUBACK (QoS 1), so the caller may mark it delivered.
+
+        A QoS 1 message handed to paho stays with paho until its PUBACK: after a reconnect paho sends it again
+        by itself. So a publish that timed out (the broker went away for longer than ``timeout``) is not lost,
+        only unconfirmed, and a caller that retries it (the outbox) must not put a second copy on the wire:
+        the retry of the same topic, payload, QoS and retain waits for the copy paho holds, or returns at once
+        if the broker acknowledged that copy after the first caller gave up. Each announcement reaches the
+        broker once per outage instead of once from paho's resend and once from the retry.
+        """
+        key: _PublishKey = (topic, payload, qos, retain)
+        if qos > 0 and key in self._late_acks:
+            del self._late_acks[key]  # acknowledged after the last caller gave up: delivered
+            self.retries_joined += 1
+            return
         if not self.connected.is_set():
             raise PublishError("not connected")
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise PublishError(f"publish failed: {paho.error_string(info.rc)}")
-        if qos == 0:
-            return
-        fut: asyncio.Future[None] = self._loop.create_future()
-        self._pending[info.mid] = fut
+        held = self._held.get(key) if qos > 0 else None
+        if held is not None:
+            self.retries_joined += 1
+        else:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            if qos == 0:
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    raise PublishError(f"publish failed: {paho.error_string(info.rc)}")
+                return
+            if info.rc == paho.MQTT_ERR_QUEUE_SIZE:  # the only refusal paho does not keep (and resend)
+                raise PublishError(f"publish failed: {paho.error_string(info.rc)}")
+            # MQTT_ERR_NO_CONN included: paho keeps the message and sends it on the next CONNACK
+            held = _Held(key, self._loop.create_future())
+            self._pending[info.mid] = self._held[key] = held
         if not self._reading and self._room() > 0:
             self._resume()  # its PUBACK is read past the deliveries ahead of it (``_room``)
+        held.waiters += 1
         try:
-            await asyncio.wait_for(fut, timeout)
+            await asyncio.wait_for(asyncio.shield(held.done), timeout)
         except TimeoutError:
-            raise PublishError(f"no PUBACK within {timeout} s") from None
+            if not held.done.done():
+                held.gave_up = True
+                raise PublishError(f"no PUBACK within {timeout} s (paho keeps it and sends it again)") from None
+            held.done.result()  # answered just as the wait ran out: that answer
         finally:
-            self._pending.pop(info.mid, None)
+            held.waiters -= 1
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 0) -> None:
         """Fire-and-forget for echoes (dead letters) whose record of truth is the database."""
@@ -478,9 +544,21 @@ class MqttLink:
             log.exception("MQTT message could not be handed over (mid %s)", getattr(msg, "mid", "?"))
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        fut = self._pending.get(mid)
-        if fut is not None and not fut.done():
-            if reason.is_failure:
-                fut.set_exception(PublishError(str(reason)))
-            else:
-                fut.set_result(None)
+        """The broker's PUBACK: paho forgets the message, and so do we (remembering it if its caller gave up)."""
+        held = self._pending.pop(mid, None)
+        if held is None:
+            return
+        if self._held.get(held.key) is held:
+            del self._held[held.key]
+        if held.done.done():
+            return
+        if reason.is_failure:  # refused by the broker (e.g. not authorised): nothing to resend, a retry may publish
+            if held.waiters:
+                held.done.set_exception(PublishError(str(reason)))
+            return
+        held.done.set_result(None)
+        if held.gave_up and not held.waiters:
+            self.late_acks += 1
+            self._late_acks[held.key] = None
+            while len(self._late_acks) > LATE_ACKS_KEPT:
+                self._late_acks.popitem(last=False)
