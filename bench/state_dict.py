@@ -8,7 +8,7 @@ fleet standing in Santos (bench/hotpath.py ``synthetic_states``, seed 2).
 
 Run once per retraining; the dictionaries already in codec_dict.py are kept (rows name theirs by id).
 
-    python bench/state_dict.py [--size 4096]
+    python bench/state_dict.py [--size 16384]
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def replay_samples(port: str, trucks: int, hours: float, every: int, rng: random
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--size", type=int, default=4096, help="dictionary bytes")
+    p.add_argument("--size", type=int, default=16384, help="dictionary bytes")
     p.add_argument("--trucks", type=int, default=60)
     p.add_argument("--hours", type=float, default=2.0)
     p.add_argument("--every", type=int, default=2_000, help="replay items between snapshots")
