@@ -357,3 +357,17 @@ def _keys(diff: list[Any]) -> list[Any]:
         if type(k) is int and k < 0:
             out += _keys(v)
     return out
+
+
+def test_threads_encoding_at_once_write_the_bytes_one_thread_writes() -> None:
+    """The service encodes in a worker thread while the event loop may encode a retried batch: each caller takes
+    a compression context of its own, so concurrent rows come out as a lone caller's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    states = [*replay(generate(SimConfig(port="santos", trucks=8, hours=0.5, seed=5))).states.values()]
+    assert len(states) >= 8 and any(s.log for s in states)
+    alone = [codec.encode(s) for s in states]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            assert list(pool.map(codec.encode, states)) == alone
+            assert [codec.decode(b) for b in pool.map(codec.encode, states)] == states

@@ -127,7 +127,10 @@ takes one (``list.pop`` and ``append`` are atomic) and gives it back."""
 
 
 def _compress(raw: bytes) -> bytes:
-    cctx = _CCTX.pop() if _CCTX else zstandard.ZstdCompressor(level=_LEVEL, dict_data=_DICT, write_checksum=False)
+    try:
+        cctx = _CCTX.pop()
+    except IndexError:  # (none idle: checking first would race with another thread's pop)
+        cctx = zstandard.ZstdCompressor(level=_LEVEL, dict_data=_DICT, write_checksum=False)
     try:
         return cctx.compress(raw)
     finally:
@@ -139,7 +142,10 @@ def _decompress(data: bytes) -> bytes:
     if dict_id and dict_id not in _DICTS:
         raise msgspec.DecodeError(f"a stored state on a dictionary this version does not hold ({dict_id})")
     idle = _DCTX.setdefault(dict_id, [])
-    dctx = idle.pop() if idle else zstandard.ZstdDecompressor(dict_data=_DICTS.get(dict_id))
+    try:
+        dctx = idle.pop()
+    except IndexError:
+        dctx = zstandard.ZstdDecompressor(dict_data=_DICTS.get(dict_id))
     try:
         return dctx.decompress(data)
     finally:
