@@ -590,7 +590,7 @@ async def phases(
         print(f"backlog: {drain['pings_per_s_after_first_row']:,} pings/s after the first row", flush=True)
 
         # 4. alert latency under a paced background
-        latency = await alert_latency(args, port, acc, svc, count)
+        latency = {} if args.no_latency else await alert_latency(args, port, acc, svc, count)
     finally:
         await db.close()
     ratio = base["msgs_per_s"] / service["pings_per_s"]
@@ -735,6 +735,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--background-rate", type=float, default=5000.0, help="pings/s behind the alert latency")
     p.add_argument("--background-s", type=float, default=20.0)
     p.add_argument("--alerts", type=int, default=100, help="intruders walking into restricted fences")
+    p.add_argument("--no-latency", action="store_true", help="skip the alert latency phase (throughput A/B runs)")
     p.add_argument("--timeout", type=float, default=300.0, help="bound of every wait, s")
     p.add_argument("--mqtt-port", type=int, default=0, help="0: a free loopback port")
     p.add_argument("--pg-port", type=int, default=0, help="0: a free loopback port")

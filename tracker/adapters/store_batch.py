@@ -172,6 +172,8 @@ class BatchWriter(SchemaStore):
             "pings_stage",
             columns=PING_COLUMNS,
             records=[
+                # (the tuples of events and flags go in as the text[] columns as they are: asyncpg encodes any
+                # sized iterable as an array; two list copies per fix were half of building the records)
                 (
                     p.device_id,
                     p.ts,
@@ -180,9 +182,9 @@ class BatchWriter(SchemaStore):
                     p.speed,
                     p.heading,
                     p.accuracy,
-                    list(p.events),
+                    p.events,
                     p.source,
-                    list(flags),
+                    flags,
                     p.received or now,
                 )
                 for p, flags in pings
