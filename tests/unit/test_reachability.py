@@ -13,7 +13,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
 import msgspec
+import numpy as np
 import pytest
+import shapely
+from shapely.geometry.base import BaseGeometry
 
 from geofences import FenceIndex, load_port
 from geofences.fence import TimeWindow
@@ -227,3 +230,39 @@ def test_a_jump_back_across_a_fence_is_no_crossing_even_when_its_window_closes(
     window boundary turns one bad fix into a high-severity crossing."""
     alerts = _steps(_with_dsp07_windows(windows), (DSP_SOUTH, 0), (DSP_NORTH, 60), (DSP_SOUTH, 120), (DSP_SOUTH, 180))
     assert [a for a in alerts if a.severity is not Severity.LOW] == []
+
+
+def _city_every_pair(
+    pa: tuple[np.ndarray, list[float]], pb: tuple[np.ndarray, list[float]], core: BaseGeometry, budget: float
+) -> float | None:
+    """The least cost of a clear drive between two exits, every pair looked at (what ``_city`` must equal)."""
+    best = None
+    for xa, da in zip(pa[0], pa[1], strict=True):
+        for xb, db in zip(pb[0], pb[1], strict=True):
+            cost = float(np.float64(da) + np.hypot(xa[0] - xb[0], xa[1] - xb[1]) + np.float64(db))
+            if cost > budget or (best is not None and cost >= best):
+                continue
+            if not shapely.intersects(shapely.linestrings([xa, xb]), core):
+                best = cost
+    return best
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_city_drive_leaves_out_only_exits_no_pair_within_budget_can_use(seed: int) -> None:
+    """``_city`` skips exits whose distance plus the straight line to the other fix is over budget: the answer is
+    still the least-cost clear pair of all, to the float (distances driven are never shorter than the straight
+    line from their fix, as on the graph)."""
+    rng = np.random.default_rng(seed)
+    a, b = np.array([0.0, 0.0]), np.array([rng.uniform(500, 2000), rng.uniform(-300, 300)])
+    core = shapely.buffer(shapely.points((a + b) / 2), rng.uniform(50, 200))
+    shapely.prepare(core)
+
+    def side(fix: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        pts = np.vstack([rng.uniform(-800, 2800, size=(40, 2)), fix])
+        driven = [float(np.hypot(*(p - fix)) * rng.uniform(1.0, 1.6)) for p in pts[:-1]]
+        return pts, [*driven, 0.0]
+
+    pa, pb = side(a), side(b)
+    straight = float(np.hypot(*(b - a)))
+    for budget in (straight * 1.01, straight * 1.2, straight * 2.0, straight * 0.5):
+        assert CorridorGraph._city(pa, pb, core, budget) == _city_every_pair(pa, pb, core, budget)

@@ -54,7 +54,7 @@ from geofences import FenceIndex, FenceKind, buffer_m
 from tracker.core.detector import Detector, FixContext, TickContext, first_after
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
-from tracker.core.rules import median, silence_limit, silent
+from tracker.core.rules import clip_interval, median, median_silence_limit, silence_limit, silent
 
 if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
     from tracker.core.state import DeviceState
@@ -339,14 +339,10 @@ class DarkDetector(Detector[DarkState | None]):
             expected = self._parked_rule(kind, st.parked, proven)[0]
         else:
             intervals = st.intervals
-            n = len(intervals)
-            if n >= p.min_samples:
-                # a moving device with its rhythm learned, the usual case at every due time: the arithmetic of
-                # ``_expected_rule`` (its median) and ``silence_limit``, operation for operation, without the calls
-                data = sorted(intervals)
-                i = n // 2
-                expected = float(data[i]) if n % 2 else float((data[i - 1] + data[i]) / 2)
-                return max(p.min_gap_s, p.k * expected)
+            if len(intervals) >= p.min_samples:
+                # a moving device with its rhythm learned, the usual case at every due time (``_expected_rule``'s
+                # median, then ``silence_limit``, without the calls between)
+                return median_silence_limit(intervals, p.k, p.min_gap_s)
             expected = self._expected_rule(kind, intervals, st.parked)[0]
         return silence_limit(expected, p.k, p.min_gap_s)
 
@@ -469,7 +465,7 @@ class DarkDetector(Detector[DarkState | None]):
             # losses are learned too (clipped): the median shrugs off the odd one, and a tracker whose
             # real rhythm is slower than its kind's default must not stay "lost" on every single fix.
             # The interval belongs to the mode of the fix it follows: that is the rhythm the tracker chose.
-            clipped = min(p.max_interval_s, max(p.min_interval_s, gap))  # clip_interval, inlined: every fix
+            clipped = clip_interval(gap, p.min_interval_s, p.max_interval_s)
             intervals, parked = st.intervals, st.parked
             if st.stationary:
                 # a silence that was raised as a loss is learned no slower than the parked allowance: a tracker that

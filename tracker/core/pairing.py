@@ -366,6 +366,8 @@ class PairingDetector(Detector[PairingState | None]):
                 if best is None or (gap.distance_m, pos.device_id) < best:
                     best = (gap.distance_m, pos.device_id)
         if best is None:
+            if st.candidate is None and st.candidate_since is None:
+                return st  # (nothing to forget, as at most fixes: no copy)
             return replace(st, candidate=None, candidate_since=None)
         truck_id = best[1]
         if st.candidate != truck_id or st.candidate_since is None:
@@ -404,6 +406,8 @@ class PairingDetector(Detector[PairingState | None]):
             events: list[Event] = []
             if st.unpaired_move is not None:
                 events.append(end(st.unpaired_move, fix.ts, "stopped", where=fix))
+            elif st.moving_since is None:
+                return st, events  # (nothing to forget, as at most standing fixes: no copy)
             return replace(st, moving_since=None, unpaired_move=None), events
         if not moving:
             return st, []

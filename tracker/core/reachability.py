@@ -153,15 +153,25 @@ class CorridorGraph:
         self.exits = np.zeros(len(xy), dtype=np.bool_) if exits is None else exits
         self.inside = inside  # the port (projected): outside it the public streets are not mapped
         self._cores: dict[tuple[str, float], tuple[BaseGeometry, BaseGeometry, tuple[float, float, float, float]]] = {}
-        self._blocked: dict[int, tuple[BaseGeometry, list[list[bool]]]] = {}  # see blocked_edges()
+        self._blocked: dict[int, tuple[BaseGeometry, list[list[bool]], list[list[tuple[int, float]]]]] = {}
+        """Per core (by id, with the core itself to tell a reused id): see blocked_edges() and _open_edges()."""
+        self._exits = self.exits.tolist()  # the same flags, read node by node without a numpy scalar each
 
     def blocked_edges(self, core: BaseGeometry) -> list[list[bool]]:
         """For every edge in ``adj`` order (``[u][k]`` for ``adj[u][k]``), whether the straight drive from ``u``
         to its neighbour enters ``core``: one vectorised test per core, kept while that core is, instead of a
         line built and tested for every edge each search relaxes (most of a proof's cost)."""
+        return self._edges(core)[0]
+
+    def _open_edges(self, core: BaseGeometry) -> list[list[tuple[int, float]]]:
+        """For every node, its edges (neighbour, length) in ``adj`` order whose straight drive stays out of ``core``:
+        what a search off ``core`` may relax, filtered once per core rather than tested edge by edge in every one."""
+        return self._edges(core)[1]
+
+    def _edges(self, core: BaseGeometry) -> tuple[list[list[bool]], list[list[tuple[int, float]]]]:
         hit = self._blocked.get(id(core))
         if hit is not None and hit[0] is core:
-            return hit[1]
+            return hit[1], hit[2]
         us = [u for u, nbrs in enumerate(self.adj) for _ in nbrs]
         vs = [v for nbrs in self.adj for v, _ in nbrs]
         if us:
@@ -175,10 +185,14 @@ class CorridorGraph:
         for nbrs in self.adj:
             out.append(flat[k : k + len(nbrs)])
             k += len(nbrs)
+        open_edges = [
+            [edge for edge, cut in zip(nbrs, cuts, strict=True) if not cut]
+            for nbrs, cuts in zip(self.adj, out, strict=True)
+        ]
         if len(self._blocked) >= 64:
             self._blocked.clear()
-        self._blocked[id(core)] = (core, out)
-        return out
+        self._blocked[id(core)] = (core, out, open_edges)
+        return out, open_edges
 
     def core(self, fence: Fence, edge_m: float) -> BaseGeometry:
         """The fence shrunk by ``edge_m`` in the graph's plane, prepared; kept per fence (every judgement of a fence
@@ -296,21 +310,25 @@ class CorridorGraph:
         dist: dict[int, float] = {}
         heap = [(w, n) for n, w in starts]
         heapq.heapify(heap)
-        blocked = self.blocked_edges(core)
+        edges = self._open_edges(core)  # the edges a drive off ``core`` may take, filtered once per core
+        # ``open_room[v]``: v is in ``room`` and not settled yet (a settled node is never relaxed into again), the two
+        # tests of the textbook loop in one list read; the same pushes in the same order, so the same distances
         open_room = room.tolist()
         bounds = bound.tolist()
+        pop, push = heapq.heappop, heapq.heappush
         while heap:
-            d, u = heapq.heappop(heap)
+            d, u = pop(heap)
             if u in dist:
                 continue
             dist[u] = d
-            for (v, w), cut in zip(self.adj[u], blocked[u], strict=True):
-                if v in dist or not open_room[v]:
+            open_room[u] = False
+            for v, w in edges[u]:
+                if not open_room[v]:
                     continue
                 nd = d + w
-                if nd + bounds[v] > budget or cut:
+                if nd + bounds[v] > budget:
                     continue
-                heapq.heappush(heap, (nd, v))
+                push(heap, (nd, v))
         return dist
 
     def shortest_avoiding(
@@ -335,38 +353,52 @@ class CorridorGraph:
             room &= ~np.asarray(shapely.contains_xy(core, self.xy[:, 0], self.xy[:, 1]))
         from_a = self._spread(self._access(a, core, room, lim_a), room, core, db, budget)
         from_b = self._spread(self._access(b, core, room, lim_b), room, core, da, budget)
-        best = min((d + from_b[n] for n, d in from_a.items() if n in from_b), default=None)
+        # (the nodes both searches reached, in any order: a minimum does not depend on it)
+        best = min((from_a[n] + from_b[n] for n in from_a.keys() & from_b.keys()), default=None)
         # through the city: from an exit reached from a (or a itself) to one reached from b (or b itself)
-        pa = [(self.xy[n], d) for n, d in from_a.items() if self.exits[n]]
-        pb = [(self.xy[n], d) for n, d in from_b.items() if self.exits[n]]
+        exits = self._exits
+        na = [n for n in from_a if exits[n]]
+        nb = [n for n in from_b if exits[n]]
         # a fix off the corridors may be on a street the fence set does not map, which joins the city: the fix
         # itself is a point such a drive may start or end at (an exit to an exit straight through the port is not)
-        pa.append((np.array(a), 0.0))
-        pb.append((np.array(b), 0.0))
-        if pa and pb:
-            city = self._city(pa, pb, core, budget if best is None else min(best, budget))
-            if city is not None:
-                best = city if best is None else min(best, city)
+        pa = (np.vstack([self.xy[na], np.array(a, dtype=np.float64)]), [*(from_a[n] for n in na), 0.0])
+        pb = (np.vstack([self.xy[nb], np.array(b, dtype=np.float64)]), [*(from_b[n] for n in nb), 0.0])
+        city = self._city(pa, pb, core, budget if best is None else min(best, budget))
+        if city is not None:
+            best = city if best is None else min(best, city)
         return best if best is not None and best <= budget else None
 
     @staticmethod
     def _city(
-        pa: list[tuple[FloatArray, float]], pb: list[tuple[FloatArray, float]], core: BaseGeometry, budget: float
+        pa: tuple[FloatArray, list[float]], pb: tuple[FloatArray, list[float]], core: BaseGeometry, budget: float
     ) -> float | None:
         """Cheapest a-exit + straight drive + b-exit within ``budget`` whose straight drive does not cross ``core``
-        (a street round the fence through the city is a chain of such drives between exits)."""
-        xa = np.array([q for q, _ in pa])
-        xb = np.array([q for q, _ in pb])
-        cost = (
-            np.array([d for _, d in pa])[:, None]
-            + np.hypot(xa[:, None, 0] - xb[None, :, 0], xa[:, None, 1] - xb[None, :, 1])
-            + np.array([d for _, d in pb])[None, :]
-        )
+        (a street round the fence through the city is a chain of such drives between exits). ``pa``, ``pb``: the
+        points (one row each, the fix itself last) and the distances driven to them from that fix."""
+        xa, da_list = pa
+        xb, db_list = pb
+        da, db = np.array(da_list), np.array(db_list)
+        # The last point of each side is its fix (driven 0 m), and every distance driven from a fix is the length of
+        # a chain of straight drives, never shorter than the straight line from the fix: so a pair (i, j) costs at
+        # least ``da[i]`` plus the straight line from point i to b's fix (triangle inequality), and ``db[j]`` plus the
+        # one from a's fix to point j. A point whose bound exceeds the budget by more than any rounding (one part in
+        # 1e9 and a micrometre, as ``geofences.within_m`` allows) is in no pair that fits: it is left out before the
+        # matrix of every pair is built, which for a budget about the shortest corridor path (a few per cent above
+        # the straight line) leaves the few exits near the line out of hundreds. The answer is the same: the least
+        # cost among pairs within budget whose drive is clear, as the first clear one in order of cost.
+        a, b = xa[-1], xb[-1]
+        limit = budget * (1 + 1e-9) + 1e-6
+        keep_a = np.flatnonzero(da + np.hypot(xa[:, 0] - b[0], xa[:, 1] - b[1]) <= limit)
+        keep_b = np.flatnonzero(db + np.hypot(xb[:, 0] - a[0], xb[:, 1] - a[1]) <= limit)
+        if len(keep_a) == 0 or len(keep_b) == 0:
+            return None
+        xa, da, xb, db = xa[keep_a], da[keep_a], xb[keep_b], db[keep_b]
+        cost = da[:, None] + np.hypot(xa[:, None, 0] - xb[None, :, 0], xa[:, None, 1] - xb[None, :, 1]) + db[None, :]
         flat = np.flatnonzero(cost.ravel() <= budget)
         order = flat[np.argsort(cost.ravel()[flat], kind="stable")]
         for chunk in range(0, len(order), 256):
             idx = order[chunk : chunk + 256]
-            i, j = np.divmod(idx, len(pb))
+            i, j = np.divmod(idx, len(db))
             segs = shapely.linestrings(np.stack([xa[i], xb[j]], axis=1))
             clear = np.flatnonzero(~np.asarray(shapely.intersects(segs, core)))
             if len(clear):

@@ -170,6 +170,8 @@ class TripSegmenter:
 
     def __init__(self, params: TripParams | None = None) -> None:
         self.params = params or TripParams()
+        self._set_down: dict[tuple[str, ...], bool] = {}
+        self._set_down_index: FenceIndex | None = None
 
     def next_due(self, ts: TripState | None, last: Fix | None, kind: DeviceKind, index: FenceIndex) -> datetime | None:
         """The earliest instant a tick could close the open trip (never late: see ``detector.Timed``)."""
@@ -347,13 +349,29 @@ class TripSegmenter:
 
     # ---- helpers ---------------------------------------------------------------------------------
 
-    def _park_limit(self, kind: DeviceKind, paired: bool, fences: Iterable[str], index: FenceIndex) -> float:
+    def _park_limit(self, kind: DeviceKind, paired: bool, fences: tuple[str, ...], index: FenceIndex) -> float:
         p = self.params
         if kind is _TRUCK:
             return p.truck_long_stop_s
-        if not paired and any(f in index and index.get(f).kind in p.set_down_kinds for f in fences):
+        if not paired and self._set_down_in(fences, index):
             return min(p.container_set_down_s, p.container_drop_s)
         return p.container_drop_s
+
+    def _set_down_in(self, fences: tuple[str, ...], index: FenceIndex) -> bool:
+        """Whether a standstill's fences hold a place a box is set down in (any still indexed).
+
+        Asked at every fix and due time of a standing box about the one fence tuple its standstill keeps: the
+        answer is kept per tuple for the index in use (immutable; a reload brings a new one), as ``_in_port``'s."""
+        if self._set_down_index is not index:
+            self._set_down, self._set_down_index = {}, index
+        known = self._set_down
+        found = known.get(fences)
+        if found is None:
+            kinds = self.params.set_down_kinds
+            if len(known) >= 1 << 14:
+                known.clear()
+            found = known[fences] = any(f in index and index.get(f).kind in kinds for f in fences)
+        return found
 
     def _open(
         self, customs: Customs, device_id: str, kind: DeviceKind, at: Fix, ctx: FixContext, fences: frozenset[str]
