@@ -23,7 +23,7 @@ from geofences.fence import TimeWindow
 from tracker.config import Settings
 from tracker.core import codec, geofence
 from tracker.core.model import Alert, Ping, Severity
-from tracker.core.reachability import CorridorGraph, ReachParams, judge
+from tracker.core.reachability import CorridorGraph, ReachParams, _misses_box, judge
 from tracker.core.state import DeviceState, Fix
 
 T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
@@ -266,3 +266,30 @@ def test_the_city_drive_leaves_out_only_exits_no_pair_within_budget_can_use(seed
     straight = float(np.hypot(*(b - a)))
     for budget in (straight * 1.01, straight * 1.2, straight * 2.0, straight * 0.5):
         assert CorridorGraph._city(pa, pb, core, budget) == _city_every_pair(pa, pb, core, budget)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_chord_ruled_out_beside_a_box_never_touches_it(seed: int) -> None:
+    """``_misses_box`` (which spares the geometry for chords passing a fence's core beside it) only ever rules out a
+    segment that does not touch the box, not even at a corner; chords grazing a corner or an edge within the
+    rounding are left to the geometry."""
+    rng = np.random.default_rng(seed)
+    box = (1000.0, -400.0, 1800.0, 300.0)
+    poly = shapely.box(*box)
+    corners = [(box[0], box[1]), (box[2], box[1]), (box[0], box[3]), (box[2], box[3])]
+    ruled_out = 0
+    for _ in range(4000):
+        ax, ay = rng.uniform(-500, 3500), rng.uniform(-2000, 2000)
+        if rng.random() < 0.3:  # aimed at a corner, to within a few rounding steps either side
+            cx, cy = corners[int(rng.integers(4))]
+            t = rng.uniform(1.5, 3.0)
+            bx, by = ax + t * (cx - ax), ay + t * (cy - ay)
+            bx += float(rng.choice([-1, 0, 1])) * 1e-9
+        else:
+            bx, by = rng.uniform(-500, 3500), rng.uniform(-2000, 2000)
+        if not (min(ax, bx) <= box[2] and max(ax, bx) >= box[0] and min(ay, by) <= box[3] and max(ay, by) >= box[1]):
+            continue
+        if _misses_box(ax, ay, bx, by, *box):
+            ruled_out += 1
+            assert not shapely.intersects(shapely.linestrings([[ax, ay], [bx, by]]), poly)
+    assert ruled_out > 100  # the test looks at segments the rule does rule out

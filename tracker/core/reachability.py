@@ -412,6 +412,31 @@ def _core(graph: CorridorGraph | None, fence: Fence, proj: LocalProjection, edge
     return shapely.make_valid(proj.project(fence.geometry)).buffer(-edge_m)
 
 
+_BOX_MARGIN_M = 1e-3
+"""How far :func:`_misses_box` grows the box before it rules a segment out: a millimetre, far beyond the rounding of
+its products (about 1e-7 m for a segment over a metre long on a port's plane), so "misses" is never a rounding
+artefact."""
+
+
+def _misses_box(ax: float, ay: float, bx: float, by: float, x0: float, y0: float, x1: float, y1: float) -> bool:
+    """Whether the segment from (ax, ay) to (bx, by), whose own box meets the box (x0, y0)-(x1, y1), passes beside it:
+    all four corners of the box (grown by :data:`_BOX_MARGIN_M`) lie strictly on one side of the segment's line (the
+    last separating axis of a segment and a box, once their boxes meet). A fence's core lies inside its box, so no
+    geometry is needed to know the segment misses the core; about half the chords that reach a fence's box, most
+    of them running past its corner. False (look at the geometry) for a segment under a metre, whose direction
+    the rounding could turn."""
+    dx, dy = bx - ax, by - ay
+    if abs(dx) + abs(dy) < 1.0:
+        return False
+    m = _BOX_MARGIN_M
+    lo_x, hi_x, lo_y, hi_y = x0 - m - ax, x1 + m - ax, y0 - m - ay, y1 + m - ay
+    s1 = dx * lo_y - dy * lo_x
+    s2 = dx * lo_y - dy * hi_x
+    s3 = dx * hi_y - dy * lo_x
+    s4 = dx * hi_y - dy * hi_x
+    return (s1 > 0 and s2 > 0 and s3 > 0 and s4 > 0) or (s1 < 0 and s2 < 0 and s3 < 0 and s4 < 0)
+
+
 def chord_through(
     graph: CorridorGraph | None, fence: Fence, a: _LonLat, b: _LonLat, params: ReachParams | None = None
 ) -> float:
@@ -426,9 +451,13 @@ def chord_through(
         x0, y0, x1, y1 = graph.core_bounds(fence, p.edge_tolerance_m)
         if not (min(ax, bx) <= x1 and max(ax, bx) >= x0 and min(ay, by) <= y1 and max(ay, by) >= y0):
             return 0.0
-    core = _core(graph, fence, proj, p.edge_tolerance_m)
-    if core.is_empty:
-        return 0.0
+        if _misses_box(ax, ay, bx, by, x0, y0, x1, y1):
+            return 0.0
+        core = graph.core(fence, p.edge_tolerance_m)  # (not empty: an empty core's NaN box passes no test above)
+    else:
+        core = _core(graph, fence, proj, p.edge_tolerance_m)
+        if core.is_empty:
+            return 0.0
     chord = LineString([(ax, ay), (bx, by)])
     if not chord.intersects(core):
         return 0.0
