@@ -422,9 +422,9 @@ def _misses_box(ax: float, ay: float, bx: float, by: float, x0: float, y0: float
     """Whether the segment from (ax, ay) to (bx, by), whose own box meets the box (x0, y0)-(x1, y1), passes beside it:
     all four corners of the box (grown by :data:`_BOX_MARGIN_M`) lie strictly on one side of the segment's line (the
     last separating axis of a segment and a box, once their boxes meet). A fence's core lies inside its box, so no
-    geometry is needed to know the segment misses the core; about half the chords that reach a fence's box, most
-    of them running past its corner. False (look at the geometry) for a segment under a metre, whose direction
-    the rounding could turn."""
+    geometry is needed to know the segment misses the core (one in ten of the chords that reach a core's box in the
+    simulator's replay: most of those run along a road beside the fence, and only the geometry can tell). False
+    (look at the geometry) for a segment under a metre, whose direction the rounding could turn."""
     dx, dy = bx - ax, by - ay
     if abs(dx) + abs(dy) < 1.0:
         return False
