@@ -13,14 +13,17 @@ from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
 import msgspec
+import numpy as np
 import pytest
+import shapely
+from shapely.geometry.base import BaseGeometry
 
 from geofences import FenceIndex, load_port
 from geofences.fence import TimeWindow
 from tracker.config import Settings
 from tracker.core import codec, geofence
 from tracker.core.model import Alert, Ping, Severity
-from tracker.core.reachability import CorridorGraph, ReachParams, judge
+from tracker.core.reachability import CorridorGraph, ReachParams, _misses_box, judge
 from tracker.core.state import DeviceState, Fix
 
 T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
@@ -227,3 +230,66 @@ def test_a_jump_back_across_a_fence_is_no_crossing_even_when_its_window_closes(
     window boundary turns one bad fix into a high-severity crossing."""
     alerts = _steps(_with_dsp07_windows(windows), (DSP_SOUTH, 0), (DSP_NORTH, 60), (DSP_SOUTH, 120), (DSP_SOUTH, 180))
     assert [a for a in alerts if a.severity is not Severity.LOW] == []
+
+
+def _city_every_pair(
+    pa: tuple[np.ndarray, list[float]], pb: tuple[np.ndarray, list[float]], core: BaseGeometry, budget: float
+) -> float | None:
+    """The least cost of a clear drive between two exits, every pair looked at (what ``_city`` must equal)."""
+    best = None
+    for xa, da in zip(pa[0], pa[1], strict=True):
+        for xb, db in zip(pb[0], pb[1], strict=True):
+            cost = float(np.float64(da) + np.hypot(xa[0] - xb[0], xa[1] - xb[1]) + np.float64(db))
+            if cost > budget or (best is not None and cost >= best):
+                continue
+            if not shapely.intersects(shapely.linestrings([xa, xb]), core):
+                best = cost
+    return best
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_city_drive_leaves_out_only_exits_no_pair_within_budget_can_use(seed: int) -> None:
+    """``_city`` skips exits whose distance plus the straight line to the other fix is over budget: the answer is
+    still the least-cost clear pair of all, to the float (distances driven are never shorter than the straight
+    line from their fix, as on the graph)."""
+    rng = np.random.default_rng(seed)
+    a, b = np.array([0.0, 0.0]), np.array([rng.uniform(500, 2000), rng.uniform(-300, 300)])
+    core = shapely.buffer(shapely.points((a + b) / 2), rng.uniform(50, 200))
+    shapely.prepare(core)
+
+    def side(fix: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        pts = np.vstack([rng.uniform(-800, 2800, size=(40, 2)), fix])
+        driven = [float(np.hypot(*(p - fix)) * rng.uniform(1.0, 1.6)) for p in pts[:-1]]
+        return pts, [*driven, 0.0]
+
+    pa, pb = side(a), side(b)
+    straight = float(np.hypot(*(b - a)))
+    for budget in (straight * 1.01, straight * 1.2, straight * 2.0, straight * 0.5):
+        assert CorridorGraph._city(pa, pb, core, budget) == _city_every_pair(pa, pb, core, budget)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_chord_ruled_out_beside_a_box_never_touches_it(seed: int) -> None:
+    """``_misses_box`` (which spares the geometry for chords passing a fence's core beside it) only ever rules out a
+    segment that does not touch the box, not even at a corner; chords grazing a corner or an edge within the
+    rounding are left to the geometry."""
+    rng = np.random.default_rng(seed)
+    box = (1000.0, -400.0, 1800.0, 300.0)
+    poly = shapely.box(*box)
+    corners = [(box[0], box[1]), (box[2], box[1]), (box[0], box[3]), (box[2], box[3])]
+    ruled_out = 0
+    for _ in range(4000):
+        ax, ay = rng.uniform(-500, 3500), rng.uniform(-2000, 2000)
+        if rng.random() < 0.3:  # aimed at a corner, to within a few rounding steps either side
+            cx, cy = corners[int(rng.integers(4))]
+            t = rng.uniform(1.5, 3.0)
+            bx, by = ax + t * (cx - ax), ay + t * (cy - ay)
+            bx += float(rng.choice([-1, 0, 1])) * 1e-9
+        else:
+            bx, by = rng.uniform(-500, 3500), rng.uniform(-2000, 2000)
+        if not (min(ax, bx) <= box[2] and max(ax, bx) >= box[0] and min(ay, by) <= box[3] and max(ay, by) >= box[1]):
+            continue
+        if _misses_box(ax, ay, bx, by, *box):
+            ruled_out += 1
+            assert not shapely.intersects(shapely.linestrings([[ax, ay], [bx, by]]), poly)
+    assert ruled_out > 100  # the test looks at segments the rule does rule out

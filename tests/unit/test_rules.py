@@ -14,6 +14,7 @@ from tracker.core.rules import (
     clip_interval,
     learn_interval,
     median_interval,
+    median_silence_limit,
     met,
     silence_due,
     silence_limit,
@@ -86,6 +87,24 @@ def test_intervals_are_clipped_and_only_the_recent_ones_kept() -> None:
     assert learned == (20.0, 30.0, 600.0)
     assert median_interval(()) is None
     assert median_interval((10.0, 20.0, 600.0)) == 20.0  # one long gap does not move the rhythm
+
+
+@pytest.mark.parametrize(
+    "intervals",
+    [
+        (10.0, 12.0, 11.0, 10.0),  # k x the largest within the floor: the floor, without a sort
+        (39.9, 40.0, 40.0, 10.0),  # k x the largest exactly on the floor
+        (40.0, 40.1, 10.0, 10.0),  # the largest just over it, the median well under: still the floor
+        (40.1, 40.2, 40.3, 10.0),  # the median over it: k x the median
+        (60.0, 61.0, 59.0, 60.0, 62.0),
+        (0.1, 0.2, 0.30000000000000004, 0.1),
+        (30.0, 300.0, 30.0, 300.0, 30.0, 300.0),
+    ],
+)
+def test_the_silence_limit_of_a_learned_rhythm_is_the_median_rule_to_the_float(intervals: tuple[float, ...]) -> None:
+    for k, floor in ((3.0, 120.0), (3.0, 0.9), (2.5, 100.0)):
+        expected = silence_limit(median_interval(intervals), k, floor)
+        assert median_silence_limit(intervals, k, floor) == expected
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ from geofences import FenceIndex, FenceKind, buffer_m
 from tracker.core.detector import Detector, FixContext, TickContext, first_after
 from tracker.core.fix import Fix
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Event, Inspection, InspectionResult, Ping, Severity
-from tracker.core.rules import clip_interval, median, silence_limit, silent
+from tracker.core.rules import clip_interval, median, median_silence_limit, silence_limit, silent
 
 if TYPE_CHECKING:  # the device state holds this detector's state type: a runtime import would be circular
     from tracker.core.state import DeviceState
@@ -166,6 +166,8 @@ _MAX_SORTED = 1 << 14
 # which rule gave a device's expected interval (DarkDetector._expected_rule, _parked_rule)
 _BY_MEDIAN, _BY_PARKED_HINT, _BY_FIRST, _BY_DEFAULT, _BY_PROVEN, _BY_ALLOWANCE = range(6)
 _SORTED: dict[frozenset[str], tuple[str, ...]] = {}
+_CONTAINER, _RESTRICTED = DeviceKind.CONTAINER, FenceKind.RESTRICTED
+# (enum members read through their class cost several times a global's lookup: asked on every fix)
 
 
 def _sorted(fences: frozenset[str]) -> tuple[str, ...]:
@@ -336,7 +338,12 @@ class DarkDetector(Detector[DarkState | None]):
             proven = self._proven(st) if kind in p.proven_kinds else None
             expected = self._parked_rule(kind, st.parked, proven)[0]
         else:
-            expected = self._expected_rule(kind, st.intervals, st.parked)[0]
+            intervals = st.intervals
+            if len(intervals) >= p.min_samples:
+                # a moving device with its rhythm learned, the usual case at every due time (``_expected_rule``'s
+                # median, then ``silence_limit``, without the calls between)
+                return median_silence_limit(intervals, p.k, p.min_gap_s)
+            expected = self._expected_rule(kind, intervals, st.parked)[0]
         return silence_limit(expected, p.k, p.min_gap_s)
 
     # -- alerts ----------------------------------------------------------------------------
@@ -476,7 +483,7 @@ class DarkDetector(Detector[DarkState | None]):
             st is not None and self._stopping(ping, st.last, ctx) and self._may_halt(ping, ctx)
         )
         stopped_for = 0.0 if since is None else max(0.0, (ping.ts - since).total_seconds())
-        if ctx.kind is DeviceKind.CONTAINER and ctx.authorized_stop():
+        if ctx.kind is _CONTAINER and ctx.authorized_stop():
             if st is None:
                 # a first fix cannot show motion; a box first heard in a terminal or at a gate is standing there
                 # (it spends days in yards and moves only on a truck, itself watched), so it gets the parked limit
@@ -528,7 +535,7 @@ class DarkDetector(Detector[DarkState | None]):
         jammer there must not be excused by one slow fix.
         """
         index = ctx.index
-        if any(f in index and index.get(f).kind is FenceKind.RESTRICTED for f in ctx.fences):
+        if any(f in index and index.get(f).kind is _RESTRICTED for f in ctx.fences):
             return False
         clear = self.params.halt_clear_m if ctx.authorized_stop() else self.params.halt_clear_open_m
         return not any(shapely.contains_xy(g, ping.lon, ping.lat) for g in _near_restricted(index, clear))

@@ -85,6 +85,10 @@ __all__ = [
 ]
 
 
+_CONTAINER, _QUAY = DeviceKind.CONTAINER, FenceKind.QUAY
+# (enum members read through their class cost several times a global's lookup: asked on every fix and due time)
+
+
 class AccessWindowDetector(AccessRules, Detector[AccessState | None]):
     """Watches a container from customs clearance until it reaches the quay or is loaded."""
 
@@ -113,7 +117,7 @@ class AccessWindowDetector(AccessRules, Detector[AccessState | None]):
     def on_inspection(
         self, state: AccessState | None, inspection: Inspection, ctx: TickContext
     ) -> tuple[AccessState | None, list[Event]]:
-        if ctx.kind is not DeviceKind.CONTAINER:
+        if ctx.kind is not _CONTAINER:
             return state, []
         run = _Run(state or _EMPTY, ctx.device_id)
         record = {
@@ -307,12 +311,21 @@ class AccessWindowDetector(AccessRules, Detector[AccessState | None]):
     # ---------------------------------------------------------------- fixes and ticks
 
     def on_fix(self, state: AccessState | None, ping: Ping, ctx: FixContext) -> tuple[AccessState | None, list[Event]]:
-        if ctx.kind is not DeviceKind.CONTAINER:
+        if ctx.kind is not _CONTAINER:
             return state, []
-        run = _Run(state or _EMPTY, ctx.device_id)
+        st = state or _EMPTY
         # the rhythm is learned on every fix, before and between windows too, so it is known at clearance;
         # this fix's own gap is judged against the rhythm before it and only then learned
-        learned = self._learn(run.s.intervals, ctx.previous, ping)
+        learned = self._learn(st.intervals, ctx.previous, ping)
+        window = st.window
+        if window is None or ping.ts < window.ts:
+            # no window open (most fixes of most boxes): ``_fix`` would only note whether the box stands in an
+            # authorised zone, done here in one step with the rhythm learned
+            authorized = ctx.authorized_stop()
+            if st.authorized != authorized or learned != st.intervals:
+                st = replace(st, authorized=authorized, intervals=learned)
+            return _stored(st), []
+        run = _Run(st, ctx.device_id)
         self._fix(run, ping, ctx)
         if learned != run.s.intervals:
             run.update(intervals=learned)
@@ -326,7 +339,7 @@ class AccessWindowDetector(AccessRules, Detector[AccessState | None]):
         The pipeline hands over such a fix placed at the last accepted one (``ctx`` holds its fences). Only the
         sensor rule runs: nothing about stops, zones, meetings or the reporting rhythm is learned from it.
         """
-        if ctx.kind is not DeviceKind.CONTAINER or state is None:
+        if ctx.kind is not _CONTAINER or state is None:
             return state, []
         run = _Run(state, ctx.device_id)
         window = run.s.window
@@ -356,7 +369,7 @@ class AccessWindowDetector(AccessRules, Detector[AccessState | None]):
         # the interval before this fix belongs to the window even when this fix reaches the quay
         self._silence_ended(run, window, ping, ctx)
         self._overrun(run, window, ping.ts, ctx.index, ctx.fences_before)
-        quays = sorted(f for f in ctx.fences if ctx.index.get(f).kind is FenceKind.QUAY)
+        quays = sorted(f for f in ctx.fences if ctx.index.get(f).kind is _QUAY)
         if quays:
             cause = {
                 "by": "quay",
@@ -376,22 +389,23 @@ class AccessWindowDetector(AccessRules, Detector[AccessState | None]):
     def next_due(self, state: AccessState | None, ctx: TickContext, after: datetime | None) -> datetime | None:
         """Only an open window has a silence or an overrun to time: the first instant either goes past its
         limit, unless its alert was already raised in this window (``on_tick`` would then change nothing)."""
-        if ctx.kind is not DeviceKind.CONTAINER or state is None or state.window is None:
+        if ctx.kind is not _CONTAINER or state is None or state.window is None:
             return None
         s = state
         window: Clearance = state.window
         due: list[datetime] = []
         silent_since = window.ts if ctx.last is None or ctx.last.ts < window.ts else ctx.last.ts
-        if "dark" not in s.open and self._key(window, "dark", silent_since) not in s.keys:
+        keys = s.keys  # (no alert raised in the window yet, as in most: no key to format and look for)
+        if "dark" not in s.open and (not keys or self._key(window, "dark", silent_since) not in keys):
             due.append(silence_due(silent_since, self.dark_limit(s.intervals)))
-        if self._key(window, "overrun", window.ts) not in s.keys:
+        if not keys or self._key(window, "overrun", window.ts) not in keys:
             due.append(window.ts + timedelta(seconds=self.params.max_window_s) + _INSTANT)
         return min(due, default=None)
 
     def on_tick(
         self, state: AccessState | None, now: datetime, ctx: TickContext
     ) -> tuple[AccessState | None, list[Event]]:
-        if ctx.kind is not DeviceKind.CONTAINER:
+        if ctx.kind is not _CONTAINER:
             return state, []
         run = _Run(state or _EMPTY, ctx.device_id)
         window = run.s.window

@@ -127,6 +127,7 @@ class PairingState(msgspec.Struct, frozen=True, array_like=True, omit_defaults=T
 
 
 _EMPTY = PairingState()
+_CONTAINER = DeviceKind.CONTAINER  # (an enum member read through its class costs several global lookups: every fix)
 
 
 def _alert_from_json(kind: str, data: Mapping[str, Any]) -> Alert:
@@ -195,7 +196,7 @@ class PairingDetector(Detector[PairingState | None]):
     def on_fix(
         self, state: PairingState | None, ping: Ping, ctx: FixContext
     ) -> tuple[PairingState | None, list[Event]]:
-        if ctx.kind != DeviceKind.CONTAINER:
+        if ctx.kind != _CONTAINER:
             return state, []
         p = self.params
         st = state or _EMPTY
@@ -203,7 +204,10 @@ class PairingDetector(Detector[PairingState | None]):
         history = st.history
         if history and history[-1].ts >= ping.ts:  # kept in time order: only then is there anything to drop
             history = tuple(f for f in history if f.ts < ping.ts)
-        keep_from = next((i for i, f in enumerate(history) if seconds(ping.ts, f.ts) <= p.stale_s), len(history))
+        # the first fix not older than ``stale_s`` (or none): a plain loop, as only the few oldest are ever passed over
+        keep_from, n, now, stale_s = 0, len(history), ping.ts, p.stale_s
+        while keep_from < n and (now - history[keep_from].ts).total_seconds() > stale_s:
+            keep_from += 1
 
         speed = self._speed(ping, ctx)
         stationary = ctx.motion.stationary_since is not None
@@ -362,6 +366,8 @@ class PairingDetector(Detector[PairingState | None]):
                 if best is None or (gap.distance_m, pos.device_id) < best:
                     best = (gap.distance_m, pos.device_id)
         if best is None:
+            if st.candidate is None and st.candidate_since is None:
+                return st  # (nothing to forget, as at most fixes: no copy)
             return replace(st, candidate=None, candidate_since=None)
         truck_id = best[1]
         if st.candidate != truck_id or st.candidate_since is None:
@@ -400,10 +406,12 @@ class PairingDetector(Detector[PairingState | None]):
             events: list[Event] = []
             if st.unpaired_move is not None:
                 events.append(end(st.unpaired_move, fix.ts, "stopped", where=fix))
+            elif st.moving_since is None:
+                return st, events  # (nothing to forget, as at most standing fixes: no copy)
             return replace(st, moving_since=None, unpaired_move=None), events
-        moved = None if st.anchor is None else haversine_m(st.anchor[0], st.anchor[1], fix.lon, fix.lat)
         if not moving:
             return st, []
+        moved = None if st.anchor is None else haversine_m(st.anchor[0], st.anchor[1], fix.lon, fix.lat)
         st = replace(st, moving_since=st.moving_since or fix.ts)
         if st.truck is not None:
             if st.unpaired_move is not None:

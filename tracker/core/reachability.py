@@ -153,15 +153,25 @@ class CorridorGraph:
         self.exits = np.zeros(len(xy), dtype=np.bool_) if exits is None else exits
         self.inside = inside  # the port (projected): outside it the public streets are not mapped
         self._cores: dict[tuple[str, float], tuple[BaseGeometry, BaseGeometry, tuple[float, float, float, float]]] = {}
-        self._blocked: dict[int, tuple[BaseGeometry, list[list[bool]]]] = {}  # see blocked_edges()
+        self._blocked: dict[int, tuple[BaseGeometry, list[list[bool]], list[list[tuple[int, float]]]]] = {}
+        """Per core (by id, with the core itself to tell a reused id): see blocked_edges() and _open_edges()."""
+        self._exits = self.exits.tolist()  # the same flags, read node by node without a numpy scalar each
 
     def blocked_edges(self, core: BaseGeometry) -> list[list[bool]]:
         """For every edge in ``adj`` order (``[u][k]`` for ``adj[u][k]``), whether the straight drive from ``u``
         to its neighbour enters ``core``: one vectorised test per core, kept while that core is, instead of a
         line built and tested for every edge each search relaxes (most of a proof's cost)."""
+        return self._edges(core)[0]
+
+    def _open_edges(self, core: BaseGeometry) -> list[list[tuple[int, float]]]:
+        """For every node, its edges (neighbour, length) in ``adj`` order whose straight drive stays out of ``core``:
+        what a search off ``core`` may relax, filtered once per core rather than tested edge by edge in every one."""
+        return self._edges(core)[1]
+
+    def _edges(self, core: BaseGeometry) -> tuple[list[list[bool]], list[list[tuple[int, float]]]]:
         hit = self._blocked.get(id(core))
         if hit is not None and hit[0] is core:
-            return hit[1]
+            return hit[1], hit[2]
         us = [u for u, nbrs in enumerate(self.adj) for _ in nbrs]
         vs = [v for nbrs in self.adj for v, _ in nbrs]
         if us:
@@ -175,10 +185,14 @@ class CorridorGraph:
         for nbrs in self.adj:
             out.append(flat[k : k + len(nbrs)])
             k += len(nbrs)
+        open_edges = [
+            [edge for edge, cut in zip(nbrs, cuts, strict=True) if not cut]
+            for nbrs, cuts in zip(self.adj, out, strict=True)
+        ]
         if len(self._blocked) >= 64:
             self._blocked.clear()
-        self._blocked[id(core)] = (core, out)
-        return out
+        self._blocked[id(core)] = (core, out, open_edges)
+        return out, open_edges
 
     def core(self, fence: Fence, edge_m: float) -> BaseGeometry:
         """The fence shrunk by ``edge_m`` in the graph's plane, prepared; kept per fence (every judgement of a fence
@@ -296,21 +310,25 @@ class CorridorGraph:
         dist: dict[int, float] = {}
         heap = [(w, n) for n, w in starts]
         heapq.heapify(heap)
-        blocked = self.blocked_edges(core)
+        edges = self._open_edges(core)  # the edges a drive off ``core`` may take, filtered once per core
+        # ``open_room[v]``: v is in ``room`` and not settled yet (a settled node is never relaxed into again), the two
+        # tests of the textbook loop in one list read; the same pushes in the same order, so the same distances
         open_room = room.tolist()
         bounds = bound.tolist()
+        pop, push = heapq.heappop, heapq.heappush
         while heap:
-            d, u = heapq.heappop(heap)
+            d, u = pop(heap)
             if u in dist:
                 continue
             dist[u] = d
-            for (v, w), cut in zip(self.adj[u], blocked[u], strict=True):
-                if v in dist or not open_room[v]:
+            open_room[u] = False
+            for v, w in edges[u]:
+                if not open_room[v]:
                     continue
                 nd = d + w
-                if nd + bounds[v] > budget or cut:
+                if nd + bounds[v] > budget:
                     continue
-                heapq.heappush(heap, (nd, v))
+                push(heap, (nd, v))
         return dist
 
     def shortest_avoiding(
@@ -335,38 +353,52 @@ class CorridorGraph:
             room &= ~np.asarray(shapely.contains_xy(core, self.xy[:, 0], self.xy[:, 1]))
         from_a = self._spread(self._access(a, core, room, lim_a), room, core, db, budget)
         from_b = self._spread(self._access(b, core, room, lim_b), room, core, da, budget)
-        best = min((d + from_b[n] for n, d in from_a.items() if n in from_b), default=None)
+        # (the nodes both searches reached, in any order: a minimum does not depend on it)
+        best = min((from_a[n] + from_b[n] for n in from_a.keys() & from_b.keys()), default=None)
         # through the city: from an exit reached from a (or a itself) to one reached from b (or b itself)
-        pa = [(self.xy[n], d) for n, d in from_a.items() if self.exits[n]]
-        pb = [(self.xy[n], d) for n, d in from_b.items() if self.exits[n]]
+        exits = self._exits
+        na = [n for n in from_a if exits[n]]
+        nb = [n for n in from_b if exits[n]]
         # a fix off the corridors may be on a street the fence set does not map, which joins the city: the fix
         # itself is a point such a drive may start or end at (an exit to an exit straight through the port is not)
-        pa.append((np.array(a), 0.0))
-        pb.append((np.array(b), 0.0))
-        if pa and pb:
-            city = self._city(pa, pb, core, budget if best is None else min(best, budget))
-            if city is not None:
-                best = city if best is None else min(best, city)
+        pa = (np.vstack([self.xy[na], np.array(a, dtype=np.float64)]), [*(from_a[n] for n in na), 0.0])
+        pb = (np.vstack([self.xy[nb], np.array(b, dtype=np.float64)]), [*(from_b[n] for n in nb), 0.0])
+        city = self._city(pa, pb, core, budget if best is None else min(best, budget))
+        if city is not None:
+            best = city if best is None else min(best, city)
         return best if best is not None and best <= budget else None
 
     @staticmethod
     def _city(
-        pa: list[tuple[FloatArray, float]], pb: list[tuple[FloatArray, float]], core: BaseGeometry, budget: float
+        pa: tuple[FloatArray, list[float]], pb: tuple[FloatArray, list[float]], core: BaseGeometry, budget: float
     ) -> float | None:
         """Cheapest a-exit + straight drive + b-exit within ``budget`` whose straight drive does not cross ``core``
-        (a street round the fence through the city is a chain of such drives between exits)."""
-        xa = np.array([q for q, _ in pa])
-        xb = np.array([q for q, _ in pb])
-        cost = (
-            np.array([d for _, d in pa])[:, None]
-            + np.hypot(xa[:, None, 0] - xb[None, :, 0], xa[:, None, 1] - xb[None, :, 1])
-            + np.array([d for _, d in pb])[None, :]
-        )
+        (a street round the fence through the city is a chain of such drives between exits). ``pa``, ``pb``: the
+        points (one row each, the fix itself last) and the distances driven to them from that fix."""
+        xa, da_list = pa
+        xb, db_list = pb
+        da, db = np.array(da_list), np.array(db_list)
+        # The last point of each side is its fix (driven 0 m), and every distance driven from a fix is the length of
+        # a chain of straight drives, never shorter than the straight line from the fix: so a pair (i, j) costs at
+        # least ``da[i]`` plus the straight line from point i to b's fix (triangle inequality), and ``db[j]`` plus the
+        # one from a's fix to point j. A point whose bound exceeds the budget by more than any rounding (one part in
+        # 1e9 and a micrometre, as ``geofences.within_m`` allows) is in no pair that fits: it is left out before the
+        # matrix of every pair is built, which for a budget about the shortest corridor path (a few per cent above
+        # the straight line) leaves the few exits near the line out of hundreds. The answer is the same: the least
+        # cost among pairs within budget whose drive is clear, as the first clear one in order of cost.
+        a, b = xa[-1], xb[-1]
+        limit = budget * (1 + 1e-9) + 1e-6
+        keep_a = np.flatnonzero(da + np.hypot(xa[:, 0] - b[0], xa[:, 1] - b[1]) <= limit)
+        keep_b = np.flatnonzero(db + np.hypot(xb[:, 0] - a[0], xb[:, 1] - a[1]) <= limit)
+        if len(keep_a) == 0 or len(keep_b) == 0:
+            return None
+        xa, da, xb, db = xa[keep_a], da[keep_a], xb[keep_b], db[keep_b]
+        cost = da[:, None] + np.hypot(xa[:, None, 0] - xb[None, :, 0], xa[:, None, 1] - xb[None, :, 1]) + db[None, :]
         flat = np.flatnonzero(cost.ravel() <= budget)
         order = flat[np.argsort(cost.ravel()[flat], kind="stable")]
         for chunk in range(0, len(order), 256):
             idx = order[chunk : chunk + 256]
-            i, j = np.divmod(idx, len(pb))
+            i, j = np.divmod(idx, len(db))
             segs = shapely.linestrings(np.stack([xa[i], xb[j]], axis=1))
             clear = np.flatnonzero(~np.asarray(shapely.intersects(segs, core)))
             if len(clear):
@@ -378,6 +410,31 @@ def _core(graph: CorridorGraph | None, fence: Fence, proj: LocalProjection, edge
     if graph is not None:
         return graph.core(fence, edge_m)
     return shapely.make_valid(proj.project(fence.geometry)).buffer(-edge_m)
+
+
+_BOX_MARGIN_M = 1e-3
+"""How far :func:`_misses_box` grows the box before it rules a segment out: a millimetre, far beyond the rounding of
+its products (about 1e-7 m for a segment over a metre long on a port's plane), so "misses" is never a rounding
+artefact."""
+
+
+def _misses_box(ax: float, ay: float, bx: float, by: float, x0: float, y0: float, x1: float, y1: float) -> bool:
+    """Whether the segment from (ax, ay) to (bx, by), whose own box meets the box (x0, y0)-(x1, y1), passes beside it:
+    all four corners of the box (grown by :data:`_BOX_MARGIN_M`) lie strictly on one side of the segment's line (the
+    last separating axis of a segment and a box, once their boxes meet). A fence's core lies inside its box, so no
+    geometry is needed to know the segment misses the core (one in ten of the chords that reach a core's box in the
+    simulator's replay: most of those run along a road beside the fence, and only the geometry can tell). False
+    (look at the geometry) for a segment under a metre, whose direction the rounding could turn."""
+    dx, dy = bx - ax, by - ay
+    if abs(dx) + abs(dy) < 1.0:
+        return False
+    m = _BOX_MARGIN_M
+    lo_x, hi_x, lo_y, hi_y = x0 - m - ax, x1 + m - ax, y0 - m - ay, y1 + m - ay
+    s1 = dx * lo_y - dy * lo_x
+    s2 = dx * lo_y - dy * hi_x
+    s3 = dx * hi_y - dy * lo_x
+    s4 = dx * hi_y - dy * hi_x
+    return (s1 > 0 and s2 > 0 and s3 > 0 and s4 > 0) or (s1 < 0 and s2 < 0 and s3 < 0 and s4 < 0)
 
 
 def chord_through(
@@ -394,9 +451,13 @@ def chord_through(
         x0, y0, x1, y1 = graph.core_bounds(fence, p.edge_tolerance_m)
         if not (min(ax, bx) <= x1 and max(ax, bx) >= x0 and min(ay, by) <= y1 and max(ay, by) >= y0):
             return 0.0
-    core = _core(graph, fence, proj, p.edge_tolerance_m)
-    if core.is_empty:
-        return 0.0
+        if _misses_box(ax, ay, bx, by, x0, y0, x1, y1):
+            return 0.0
+        core = graph.core(fence, p.edge_tolerance_m)  # (not empty: an empty core's NaN box passes no test above)
+    else:
+        core = _core(graph, fence, proj, p.edge_tolerance_m)
+        if core.is_empty:
+            return 0.0
     chord = LineString([(ax, ay), (bx, by)])
     if not chord.intersects(core):
         return 0.0

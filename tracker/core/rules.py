@@ -31,6 +31,7 @@ __all__ = [
     "clip_interval",
     "learn_interval",
     "median_interval",
+    "median_silence_limit",
     "met",
     "rolling",
     "silence_due",
@@ -164,6 +165,17 @@ def silence_limit(expected_s: float | None, k: float, floor_s: float) -> float:
     ``expected_s`` None: the rhythm is not known, the floor alone applies.
     """
     return floor_s if expected_s is None else max(floor_s, k * expected_s)
+
+
+def median_silence_limit(intervals: tuple[float, ...], k: float, floor_s: float) -> float:
+    """``silence_limit(median(intervals), k, floor_s)`` for a non-empty tuple, to the same float.
+
+    Asked at every due time of a device whose rhythm is learned. No median exceeds the largest value (the mean of
+    the two middle ones neither: rounding is monotone), so when ``k`` times that is within the floor, as for a truck
+    reporting every 10 to 30 s, the floor is the limit without a sort."""
+    if k * max(intervals) <= floor_s:
+        return floor_s
+    return max(floor_s, k * median(intervals))
 
 
 def silent(since: datetime, now: datetime, limit_s: float) -> bool:

@@ -115,6 +115,8 @@ _RANK = {s: i for i, s in enumerate(Severity)}
 _NO_CUSTOMS = Customs()
 _EMPTY = TripState()
 _SPECIFICITY = {kind: rank for rank, kind in enumerate(DEFAULT_SPECIFICITY)}
+_TRUCK = DeviceKind.TRUCK
+# (an enum member read through its class costs several times a global's lookup: the fix path asks about it often)
 
 
 def _best_fence(index: FenceIndex, fences: Iterable[str], visits: Sequence[Visit] = ()) -> str | None:
@@ -168,6 +170,8 @@ class TripSegmenter:
 
     def __init__(self, params: TripParams | None = None) -> None:
         self.params = params or TripParams()
+        self._set_down: dict[tuple[str, ...], bool] = {}
+        self._set_down_index: FenceIndex | None = None
 
     def next_due(self, ts: TripState | None, last: Fix | None, kind: DeviceKind, index: FenceIndex) -> datetime | None:
         """The earliest instant a tick could close the open trip (never late: see ``detector.Timed``)."""
@@ -227,13 +231,13 @@ class TripSegmenter:
                     pending = _NO_CUSTOMS
                     changed = True
         # 3. port boundary for trucks
-        in_port = _in_port(index, ctx.fences)
-        # (the same fences as before, as on most fixes, cannot cross the port boundary)
+        fences_changed = ctx.fences != ctx.fences_before
+        # (the same fences as before, as on most fixes, cannot cross the port boundary; whether they lie in the port
+        # is asked only when they changed or no trip runs, the only cases it is read in: a trip ends here only by
+        # crossing, which needs changed fences)
+        in_port = _in_port(index, ctx.fences) if fences_changed or trip is None else False
         crossed = (
-            prev is not None
-            and kind is DeviceKind.TRUCK
-            and ctx.fences != ctx.fences_before
-            and in_port != _in_port(index, ctx.fences_before)
+            prev is not None and kind is _TRUCK and fences_changed and in_port != _in_port(index, ctx.fences_before)
         )
         if trip is not None and prev is not None and crossed:
             if not in_port:  # left the port: the trip ends at the first fix outside, through the last fence
@@ -248,7 +252,7 @@ class TripSegmenter:
             trip, open_id, emitted_at = None, None, None
         # 4. open a trip where none runs, or carry the running one to this fix
         if trip is None:
-            may_open = in_port if kind is DeviceKind.TRUCK else not aboard
+            may_open = in_port if kind is _TRUCK else not aboard
             if may_open and not parked:
                 trip = self._open(pending, ctx.device_id, kind, Fix.of(ping), ctx, ctx.fences)
                 pending = _NO_CUSTOMS
@@ -257,16 +261,18 @@ class TripSegmenter:
             continuing = trip.id == open_id
             moving = motion.stationary_since is None or not continuing  # a trip opened here starts moving
             seg = ctx.hop_from(prev, ping) if moving else 0.0
-            trip, visits_changed = self._visits(trip, ping, ctx)
+            if fences_changed:  # (the same fences as before, as on most fixes, visit nothing new)
+                trip, visits_changed = self._visits(trip, ping, ctx)
+                changed = changed or visits_changed
             trip = self._extend(trip, ping, seg, ctx, events)
-            changed = changed or visits_changed or not continuing
+            changed = changed or not continuing
         # 5. a standstill long enough ends the trip where it began
         if new_still is not None and not parked:
             limit = self._park_limit(kind, ctx.paired_with is not None, new_still.fences, index)
             if (ping.ts - new_still.since).total_seconds() > limit:
                 if trip is not None:
                     end = max(new_still.since, trip.start)
-                    reason = "long_stop" if kind is DeviceKind.TRUCK else "set_down"
+                    reason = "long_stop" if kind is _TRUCK else "set_down"
                     dest = _best_fence(index, new_still.fences, trip.visits)
                     out.extend(self._closed(trip, end, reason, new_still.lon, new_still.lat, dest))
                     trip, emitted_at, pending = None, None, _NO_CUSTOMS
@@ -274,13 +280,13 @@ class TripSegmenter:
         # a box's truck comes from the box's own pairing state; a truck's box only from the world view, which
         # depends on the order the two devices' fixes came in (and on restarts): trucks' boxes are filled in
         # from the declared pairings when the trip is stored (tracker/adapters/store_trips.py)
-        partner = ctx.paired_with if kind is not DeviceKind.TRUCK else None
+        partner = ctx.paired_with if kind is not _TRUCK else None
         if trip is not None and partner and partner not in trip.partners and len(trip.partners) < p.max_items:
             trip = replace(trip, partners=(*trip.partners, partner))
             changed = True
         new = TripState(trip, new_still, parked, aboard, partner is not None, pending, emitted_at)
         if trip is not None:
-            new, snapshot = self._maybe_emit(new, ping.ts, changed or self._alerted(events))
+            new, snapshot = self._maybe_emit(new, ping.ts, changed, events)
             out.extend(snapshot)
         return new, tuple(out)
 
@@ -343,13 +349,29 @@ class TripSegmenter:
 
     # ---- helpers ---------------------------------------------------------------------------------
 
-    def _park_limit(self, kind: DeviceKind, paired: bool, fences: Iterable[str], index: FenceIndex) -> float:
+    def _park_limit(self, kind: DeviceKind, paired: bool, fences: tuple[str, ...], index: FenceIndex) -> float:
         p = self.params
-        if kind is DeviceKind.TRUCK:
+        if kind is _TRUCK:
             return p.truck_long_stop_s
-        if not paired and any(f in index and index.get(f).kind in p.set_down_kinds for f in fences):
+        if not paired and self._set_down_in(fences, index):
             return min(p.container_set_down_s, p.container_drop_s)
         return p.container_drop_s
+
+    def _set_down_in(self, fences: tuple[str, ...], index: FenceIndex) -> bool:
+        """Whether a standstill's fences hold a place a box is set down in (any still indexed).
+
+        Asked at every fix and due time of a standing box about the one fence tuple its standstill keeps: the
+        answer is kept per tuple for the index in use (immutable; a reload brings a new one), as ``_in_port``'s."""
+        if self._set_down_index is not index:
+            self._set_down, self._set_down_index = {}, index
+        known = self._set_down
+        found = known.get(fences)
+        if found is None:
+            kinds = self.params.set_down_kinds
+            if len(known) >= 1 << 14:
+                known.clear()
+            found = known[fences] = any(f in index and index.get(f).kind in kinds for f in fences)
+        return found
 
     def _open(
         self, customs: Customs, device_id: str, kind: DeviceKind, at: Fix, ctx: FixContext, fences: frozenset[str]
@@ -379,7 +401,7 @@ class TripSegmenter:
     def _extend(self, trip: Trip, ping: Ping, seg_m: float, ctx: FixContext, events: Sequence[Event]) -> Trip:
         away = haversine_m(trip.start_lon, trip.start_lat, ping.lon, ping.lat)
         trip = trip.extended(ping.ts, ping.lon, ping.lat, seg_m, away, ctx.params_port)
-        return self._with_alerts(trip, events, None)
+        return self._with_alerts(trip, events, None) if events else trip
 
     def _visits(self, trip: Trip, ping: Ping, ctx: FixContext) -> tuple[Trip, bool]:
         if ctx.fences == ctx.fences_before:
@@ -419,6 +441,8 @@ class TripSegmenter:
         return isinstance(e, Alert) and _RANK[e.severity] >= _RANK[self.params.alert_min_severity]
 
     def _alerted(self, events: Sequence[Event]) -> bool:
+        if not events:  # (nearly every fix and tick)
+            return False
         return any(self._counts(e) for e in events)
 
     def _with_alerts(self, trip: Trip, events: Sequence[Event], until: datetime | None) -> Trip:
@@ -466,14 +490,19 @@ class TripSegmenter:
             return ()
         return (closed,)
 
-    def _maybe_emit(self, ts: TripState, now: datetime, changed: bool) -> tuple[TripState, tuple[Trip, ...]]:
+    def _maybe_emit(
+        self, ts: TripState, now: datetime, changed: bool, events: Sequence[Event] = ()
+    ) -> tuple[TripState, tuple[Trip, ...]]:
+        """The open trip output now if it is visible and changed, or listed an alert among ``events`` (looked at
+        only when neither its visibility nor its last output's age decides), or was last output
+        ``update_every_s`` ago."""
         trip = ts.open
         assert trip is not None
         if trip.max_away_m < self.params.min_trip_m:
             return ts, ()
         last = ts.emitted_at
         due = last is None or (now - last).total_seconds() >= self.params.update_every_s
-        if not (changed or due):
+        if not (changed or due or self._alerted(events)):
             return ts, ()
         return replace(ts, emitted_at=now), (self.snapshot(ts),)
 
