@@ -12,10 +12,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from tests.unit.detector_helpers import OPEN, RESTRICTED, SANTOS, T0, at, offset
-from tracker.core.batch import Declared, PairDeclaration, Work, run_batch
+from tracker.core.batch import Work, run_batch
 from tracker.core.engine import Engine
 from tracker.core.model import DeviceKind, Inspection, InspectionResult, Ping
-from tracker.core.pairing import PairingDetector
 from tracker.core.pipeline import Pipeline, StepResult
 from tracker.core.state import DeviceState, Fix
 
@@ -42,10 +41,6 @@ class Recording(Pipeline):
         self.stepped.append((ping.device_id, ping.ts))
         return super().step(state, ping)
 
-    def pair(self, state: DeviceState, truck_id: str | None, at: datetime) -> StepResult:
-        self.stepped.append((f"pair {state.device_id} {truck_id}", at))
-        return super().pair(state, truck_id, at)
-
     def next_due(self, state: DeviceState, after: datetime | None = None) -> datetime | None:
         self.due_asked += 1
         return super().next_due(state, after)
@@ -57,7 +52,7 @@ def new(dev: str) -> DeviceState:
 
 def test_items_run_in_event_time_order_across_devices_with_one_fence_lookup() -> None:
     pipeline = Recording()
-    work: list[Work | Declared] = [
+    work = [
         Work("TRK-2", Ping("TRK-2", at(20), *OPEN), 0),
         Work("TRK-1", Ping("TRK-1", at(10), *OPEN), 1),
         Work("TRK-1", Ping("TRK-1", at(30), *offset(OPEN, 50.0, 0.0)), 2),
@@ -77,7 +72,7 @@ def test_an_item_the_core_raises_on_fails_alone_and_its_device_keeps_its_previou
     pipeline = Recording()
     before = run_batch(pipeline, [Work("TRK-1", Ping("TRK-1", at(0), *OPEN), 0)], {}, new).states
     frozen = dict(before)
-    work: list[Work | Declared] = [
+    work = [
         Work("TRK-1", Ping("TRK-1", at(10), *offset(OPEN, 20.0, 0.0)), 0),
         Work("TRK-1", Ping("TRK-1", at(20), POISON_LON, OPEN[1]), 1),
         Work("TRK-2", Ping("TRK-2", at(15), *OPEN), 2),
@@ -115,7 +110,7 @@ def test_an_inspection_routed_to_a_device_runs_in_its_place_in_time() -> None:
     pipeline = Recording()
     box = lambda d: DeviceState(d, DeviceKind.CONTAINER)  # noqa: E731
     cleared = Inspection("MSCU1234565", InspectionResult.CLEARED, at(15))
-    work: list[Work | Declared] = [
+    work = [
         Work("BOX-1", Ping("BOX-1", at(20), *OPEN), 0),
         Work("BOX-1", cleared, 1),
         Work("BOX-1", Ping("BOX-1", at(10), *OPEN), 2),
@@ -133,40 +128,6 @@ def test_the_engine_computes_a_due_time_once_per_device_per_batch() -> None:
     assert pipeline.due_asked == 0  # buffered until the tick boundary (or a read)
     assert len(engine.states["TRK-1"].log) > 0  # reading runs the batch
     assert pipeline.due_asked == 1 and len(pipeline.prefetched) == 1 and len(pipeline.prefetched[0]) == 30
-
-
-def test_a_pairing_declaration_runs_in_its_place_in_time_and_changes_only_its_container() -> None:
-    pipeline = Recording()
-    box = DeviceState("MSKU1234565", DeviceKind.CONTAINER)
-    work: list[Work | Declared] = [
-        Work(box.device_id, Ping(box.device_id, at(30), *offset(OPEN, 40.0, 0.0)), 0),
-        Declared(box.device_id, PairDeclaration("TRK-9", at(20)), 1),
-        Work(box.device_id, Ping(box.device_id, at(10), *OPEN), 2),
-    ]
-    out = run_batch(pipeline, work, {box.device_id: box}, new)
-    assert pipeline.stepped == [
-        (box.device_id, at(10)),
-        (f"pair {box.device_id} TRK-9", at(20)),
-        (box.device_id, at(30)),
-    ]
-    assert PairingDetector.paired_truck(out.states[box.device_id].pairing) == "TRK-9"
-    assert box.pairing is None and box.last is None  # the state handed in is left as it was
-    assert [d.work.seq for d in out.done] == [2, 0]  # fixes only: a declaration raises nothing
-
-
-def test_the_engine_buffers_a_pairing_declaration_with_the_fixes_instead_of_splitting_the_batch() -> None:
-    pipeline = Recording()
-    engine = Engine(pipeline, kinds={"MSKU1234565": DeviceKind.CONTAINER}, tick_every_s=600.0)
-    for s in range(0, 100, 10):
-        engine.feed(Ping("MSKU1234565", T0 + timedelta(seconds=s), *offset(OPEN, s * 2.0, 0.0)))
-    engine.pair("MSKU1234565", "TRK-9", T0 + timedelta(seconds=95))
-    for s in range(100, 200, 10):
-        engine.feed(Ping("MSKU1234565", T0 + timedelta(seconds=s), *offset(OPEN, s * 2.0, 0.0)))
-    assert pipeline.prefetched == []  # nothing ran yet: the declaration waits in the buffer too
-    state = engine.states["MSKU1234565"]
-    assert len(pipeline.prefetched) == 1 and len(pipeline.prefetched[0]) == 20  # one batch, not two
-    assert pipeline.stepped[10] == ("pair MSKU1234565 TRK-9", T0 + timedelta(seconds=95))
-    assert PairingDetector.paired_truck(state.pairing) == "TRK-9"
 
 
 def _kinds(engine: Engine) -> list[str]:

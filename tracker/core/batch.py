@@ -10,9 +10,8 @@ the device timers run at. The order of work, the same wherever the batch comes f
 2. the raw fence membership of all the batch's fixes, and the fences each hop between consecutive fixes of
    a device may cross, in one vectorised lookup (``Pipeline.prefetch``);
 3. each fix through the reorder window (``tracker.core.reorder``; the window travels in the state), each
-   customs decision through ``Pipeline.inspect``, each pairing declaration (replays only) through
-   ``Pipeline.pair``. An item the core raises on is a :class:`Failure`: its device keeps the state it had
-   before that item and the rest of the batch goes on;
+   customs decision through ``Pipeline.inspect``. An item the core raises on is a :class:`Failure`: its
+   device keeps the state it had before that item and the rest of the batch goes on;
 4. with ``now``, the timers of the devices that fall due: those the caller's queue says are due, and every
    device this batch changed (its queued time was its old state's), each judged on its newest state.
 
@@ -34,7 +33,7 @@ from tracker.core.reorder import Reorderer
 from tracker.core.state import DeviceState
 from tracker.core.trips import Trip
 
-__all__ = ["BatchOutcome", "Declared", "Done", "Failure", "PairDeclaration", "TickFailure", "Work", "run_batch"]
+__all__ = ["BatchOutcome", "Done", "Failure", "TickFailure", "Work", "run_batch"]
 
 
 class Work(msgspec.Struct, frozen=True, gc=False):
@@ -43,23 +42,6 @@ class Work(msgspec.Struct, frozen=True, gc=False):
 
     device_id: str
     item: Ping | Inspection
-    seq: int
-
-
-class PairDeclaration(msgspec.Struct, frozen=True, gc=False):
-    """The truck declared to haul a container from ``ts`` on (``None``: no truck any more)."""
-
-    truck_id: str | None
-    ts: datetime
-
-
-class Declared(msgspec.Struct, frozen=True, gc=False):
-    """A pairing declaration for one container, run in the batch's event-time order like its fixes (``seq`` as for
-    :class:`Work`). Only the replays' engine declares pairs inside a batch (the service applies an operator's
-    declaration between batches); it touches no state but its container's, and raises rather than fails alone."""
-
-    device_id: str
-    item: PairDeclaration
     seq: int
 
 
@@ -117,7 +99,7 @@ class BatchOutcome:
 
 def run_batch(
     pipeline: Pipeline,
-    work: Iterable[Work | Declared],
+    work: Iterable[Work],
     states: Mapping[str, DeviceState],
     new_state: Callable[[str], DeviceState],
     *,
@@ -126,7 +108,7 @@ def run_batch(
     due: Iterable[str] = (),
     rank: Callable[[str], int] | None = None,
 ) -> BatchOutcome:
-    """Run one micro-batch (see the module docstring); a :class:`Declared` pairing is applied at its place in it.
+    """Run one micro-batch (see the module docstring).
 
     ``new_state``: the state of a device not in ``states`` (its first fix). ``due``: the devices whose
     queued due time is at or before ``now``; ``rank`` orders the ticks (``DueQueue.rank``; devices it does
@@ -146,12 +128,8 @@ def run_batch(
         pipeline.prefetch(())
     reorderer = Reorderer(pipeline, reorder_window_s)
     for w in ordered:
-        dev = w.device_id
+        dev, item = w.device_id, w.item
         state = working.get(dev) or states.get(dev) or new_state(dev)
-        if isinstance(w, Declared):
-            working[dev] = pipeline.pair(state, w.item.truck_id, w.item.ts).state
-            continue
-        item = w.item
         try:
             result = pipeline.inspect(state, item) if isinstance(item, Inspection) else reorderer.step(state, item)
         except Exception as exc:

@@ -11,9 +11,8 @@ on arrival, and each batch gets one fence lookup and one due-time computation pe
 service, a tick looks only at the devices whose due time (``Pipeline.next_due``, kept in a
 :class:`~tracker.core.timers.DueQueue`) has come, and at those the batch changed.
 
-Reading ``states``, ``emitted``, ``flags`` or ``trips`` (and ``restore``) first runs what is buffered, so a
-caller sees every item it fed; a caller that reads after every item gets batches of one. A pairing declaration
-(``pair``) is buffered with the fixes and runs at its own time in the batch.
+Reading ``states``, ``emitted``, ``flags`` or ``trips`` (and ``pair``, ``restore``) first runs what is
+buffered, so a caller sees every item it fed; a caller that reads after every item gets batches of one.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from tracker.core.batch import BatchOutcome, Declared, PairDeclaration, Work, run_batch
+from tracker.core.batch import BatchOutcome, Work, run_batch
 from tracker.core.model import DeviceKind, Event, Inspection, Ping
 from tracker.core.pipeline import TICK_QUIET_S, Pipeline
 from tracker.core.state import DeviceState
@@ -89,9 +88,9 @@ class Engine:
         self._flags: dict[str, int] = {}
         self._emitted: list[Emitted] = []
         self._trips: list[Trip] = []  # trip outputs in order (tracker.core.trips.trips_in folds them)
-        self._pending: list[tuple[Work | Declared, datetime]] = []  # buffered items, the replay clock they came at
+        self._pending: list[tuple[Work, datetime]] = []  # buffered items with the replay clock they came at
         self._oldest: datetime | None = None  # event time of the oldest buffered fix (see _idle)
-        self._decided = False  # a customs decision or a pairing declaration is buffered
+        self._decided = False  # a customs decision is buffered
         self._seq = 0
 
     # ---- what callers read (every fed item run first) --------------------------------------------
@@ -165,17 +164,9 @@ class Engine:
             self.flush()
 
     def pair(self, container_id: str, truck_id: str | None, at: datetime) -> None:
-        """Declare (``None``: clear) the truck hauling a container from ``at`` on.
-
-        Buffered like a fix and run in the batch's event-time order at ``at``, not by running the buffer first:
-        a declaration touches only its container's state, and a replay declaring a pair every few ticks made one
-        batch in seven a short one, each paying a batch's fixed costs (the fence prefetch above all). Like a
-        customs decision it may open a timer at once, so the next tick runs the buffer."""
-        self._pending.append((Declared(container_id, PairDeclaration(truck_id, at), self._seq), self.clock or at))
-        self._seq += 1
-        self._decided = True
-        if len(self._pending) >= self.batch_max:
-            self.flush()
+        result = self.pipeline.pair(self.state(container_id), truck_id, at)
+        self._states[container_id] = result.state
+        self.timers.schedule(container_id, self.pipeline.next_due(result.state))
 
     def run(self, items: Iterable[Ping | Inspection], *, until: datetime | None = None) -> list[Emitted]:
         """Feed ``items``; with ``until``, move the clock there (ticks on the way) and run what is left.
@@ -225,7 +216,7 @@ class Engine:
     def _run(self, now: datetime | None) -> None:
         pending, self._pending = self._pending, []
         self._oldest, self._decided = None, False
-        fed_at = {w.seq: at for w, at in pending}  # (declarations raise nothing: theirs are never read)
+        fed_at = {w.seq: at for w, at in pending}
         out = run_batch(
             self.pipeline,
             [w for w, _at in pending],
