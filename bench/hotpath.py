@@ -76,11 +76,17 @@ def scenario_of(trucks: int, hours: float, seed: int) -> tuple[Scenario, float]:
     return sc, time.perf_counter() - t0
 
 
-def _replay(scenario: Scenario) -> Engine:
-    # the detection benchmark's own replay: delivery order, pairing declarations, customs decisions, ticks
+def fence_index(port: str) -> FenceIndex:
+    """The port's fence index as the service builds it, once at start-up (and again only on a fence reload)."""
+    return FenceIndex(load_port(port).fences, entry_margin_m=Settings().entry_margin_m)
+
+
+def _replay(scenario: Scenario, index: FenceIndex) -> Engine:
+    # the detection benchmark's own replay: delivery order, pairing declarations, customs decisions, ticks; a fresh
+    # pipeline (world view, caches of its own) over the index built once, as the service keeps it between batches
     from bench.detection import replay
 
-    return replay(scenario)
+    return replay(scenario, pipeline=Pipeline(index))
 
 
 def stage_shares(prof: cProfile.Profile, total_s: float) -> dict[str, dict[str, float]]:
@@ -119,6 +125,9 @@ def _qual_ok(filename: str, line: int, qualname: str) -> bool:
 def core(trucks: int, hours: float, seed: int, runs: int, profile: bool) -> dict[str, Any]:
     """Pings per second of the whole core on simulator traffic: ``runs`` fresh replays, median taken."""
     scenario, gen_s = scenario_of(trucks, hours, seed)
+    b0 = time.perf_counter()
+    index = fence_index("santos")  # start-up work, not per ping: outside the timed replays
+    build_s = time.perf_counter() - b0
     tune_gc()  # the service's collector settings, applied once its start-up is done (here: the scenario built)
     pings = len(scenario.pings)
     wall: list[float] = []
@@ -126,7 +135,7 @@ def core(trucks: int, hours: float, seed: int, runs: int, profile: bool) -> dict
     emitted = flags = 0
     for k in range(max(1, runs)):
         c0, t0 = time.process_time(), time.perf_counter()
-        engine = _replay(scenario)
+        engine = _replay(scenario, index)
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         emitted, flags = len(engine.emitted), sum(engine.flags.values())
@@ -141,6 +150,7 @@ def core(trucks: int, hours: float, seed: int, runs: int, profile: bool) -> dict
             "seed": seed,
             "anomaly_share": SimConfig().anomaly_share,
             "generate_s": round(gen_s, 2),
+            "fence_index_build_s": round(build_s, 3),
         },
         "pings": pings,
         "devices": len(scenario.devices),
@@ -157,7 +167,9 @@ def core(trucks: int, hours: float, seed: int, runs: int, profile: bool) -> dict
         "cpu_pings_per_s": round(pings / cmed),
         "cpu_us_per_ping": round(cmed / pings * 1e6, 1),
         "code_path": "bench.detection.replay: Engine(Pipeline(Santos fences), tick_every_s=5) fed in delivery "
-        "order with pairing declarations and customs decisions; timed per run including the delivery-order merge",
+        "order with pairing declarations and customs decisions; timed per run including the delivery-order merge; "
+        "the fence index is built once before the runs (as the service does at start-up), each run gets a fresh "
+        "pipeline over it, so the first run also builds the port's corridor graphs",
         "target_pings_per_s": TARGET_CORE_PINGS_PER_S,
         "target_us_per_ping": round(1e6 / TARGET_CORE_PINGS_PER_S, 1),
         "target_met": rate >= TARGET_CORE_PINGS_PER_S,
@@ -166,7 +178,7 @@ def core(trucks: int, hours: float, seed: int, runs: int, profile: bool) -> dict
         prof = cProfile.Profile()
         t0 = time.perf_counter()
         prof.enable()
-        _replay(scenario)
+        _replay(scenario, index)
         prof.disable()
         total = time.perf_counter() - t0
         out["profile"] = {
@@ -322,7 +334,7 @@ def state(sizes: Iterable[int], fixes: int, seed: int, sim: Scenario | None = No
         "by_devices": by_size,
     }
     if sim is not None:
-        engine = _replay(sim)
+        engine = _replay(sim, fence_index(sim.port))
         out["simulator_end_of_replay"] = size_stats(engine.states)
     largest = max((v["serialized_bytes_per_device_mean"] for v in by_size.values()), default=0)
     out["state_bytes_per_device"] = largest

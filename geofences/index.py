@@ -219,6 +219,8 @@ class FenceIndex:
         y = float(lat)
         if raw is None:
             raw = self._raw_one(x, y)
+        if raw is previous or raw == previous:
+            return raw  # (most fixes: in the very fences of the fix before, so nothing is entered or left)
         result = raw
         if self._inner_ids:
             for fid in (raw & self._inner_ids) - previous:
