@@ -527,6 +527,8 @@ async def phases(
     backlog = split(steps("BEN", n_dev, 1 + n_steps, n_back_steps, t0), conns)
     n_main, n_back = n_dev * n_steps, n_dev * n_back_steps
     timeout = args.timeout
+    if set(args.phases) == {"latency"}:
+        return await latency_only(args, port, dsn, acc, svc, stack_s)
 
     # 1. broker only, before the service ever subscribes (no session of its own collects these yet)
     base = await broker_only(port, acc, main, timeout)
@@ -610,6 +612,24 @@ async def phases(
         "drain_pings_per_s": drain["pings_per_s_after_first_row"],
         "p99_alert_latency_ms": latency.get("p99_ms"),
     }
+
+
+async def latency_only(
+    args: argparse.Namespace, port: int, dsn: str, acc: Accounts, svc: Service, stack_s: float
+) -> dict[str, Any]:
+    """``--phases latency``: the alert-latency phase alone, against a freshly started service."""
+    db = await asyncpg.connect(dsn)
+    try:
+
+        async def count(like: str) -> int:
+            return int(await db.fetchval("SELECT count(*) FROM pings WHERE device_id LIKE $1", like))
+
+        svc.start()
+        await svc.wait_ready()
+        latency = await alert_latency(args, port, acc, svc, count)
+    finally:
+        await db.close()
+    return {"stack_setup_s": round(stack_s, 1), "alert_latency": latency, "p99_alert_latency_ms": latency.get("p99_ms")}
 
 
 async def _ge(c: Any, n: int) -> bool:
@@ -736,6 +756,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--background-s", type=float, default=20.0)
     p.add_argument("--alerts", type=int, default=100, help="intruders walking into restricted fences")
     p.add_argument("--timeout", type=float, default=300.0, help="bound of every wait, s")
+    p.add_argument(
+        "--phases",
+        nargs="+",
+        choices=("all", "latency"),
+        default=["all"],
+        help="'latency': only the alert-latency phase (phase 4), on a fresh stack",
+    )
     p.add_argument("--mqtt-port", type=int, default=0, help="0: a free loopback port")
     p.add_argument("--pg-port", type=int, default=0, help="0: a free loopback port")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "throughput.json")

@@ -370,7 +370,8 @@ class Service(FenceControl, Commands, Anchoring, Intake):
         ahead = self._writing if self._writing is not None and not self._writing.task.done() else None
         try:
             pending = await asyncio.to_thread(self._build, messages, ahead)
-            if not await self._settle():  # the batch before was rewritten: what it left is not what we ran on
+            ok = await self._settle()
+            if not ok:  # the batch before was rewritten: what it left is not what we ran on
                 await self.commit(pending.decoded)
                 self._acknowledge(messages)
                 return
