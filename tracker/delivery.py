@@ -40,6 +40,11 @@ from tracker.webhook_worker import WebhookWorker
 
 log = logging.getLogger(__name__)
 
+MAX_IN_FLIGHT = 50
+"""MQTT rows written and awaiting their PUBACK at most: a burst beyond it waits for confirmations. paho reads
+ahead one packet per publish awaiting its PUBACK (tracker/adapters/mqtt.py counts reads in those units), so
+the bound keeps the link's reads fine-grained while rounds no longer wait for each other."""
+
 
 class Delivery:
     """The outbox loop, the live-feed fan-out and the webhook worker; the service runs ``run()`` among its tasks.
@@ -140,7 +145,10 @@ class Delivery:
         assert store is not None and link is not None and feeds is not None
         sent = 0
         while True:
-            rows = await store.pending_outbox(exclude=self._in_flight)
+            while len(self._in_flight) >= MAX_IN_FLIGHT and self._confirming:
+                await asyncio.wait(set(self._confirming), return_when=asyncio.FIRST_COMPLETED)
+            room = max(1, MAX_IN_FLIGHT - len(self._in_flight))
+            rows = await store.pending_outbox(min(200, room), exclude=self._in_flight)
             self.metrics.outbox_backlog.set(len(rows) + len(self._in_flight))
             if not rows:
                 return sent

@@ -345,14 +345,17 @@ class MqttLink:
     def _read(self) -> None:
         """Readable: read packets one by one while there is room, until the socket has nothing more."""
         client = self._client
-        for _ in range(min(self._room(), READ_BURST)):
+        # paho's loop_read reads up to one packet more per QoS 1 publish awaiting its PUBACK: reads are counted
+        # in those units, so that however many alerts are in flight the queue stays within its bound
+        per_read = 1 + len(self._pending) if self.connected.is_set() else 1
+        for _ in range(min(self._room() // per_read, READ_BURST)):
             before = self._received
             if client.loop_read() != paho.MQTT_ERR_SUCCESS or self._received == before:
                 break  # connection lost, nothing more to read, or a packet other than a delivery
         sock = self._sock
         if sock is None:
             return
-        if self._room() <= 0:
+        if self._room() < per_read:
             self._pause()
         elif self._tls and isinstance(sock, ssl.SSLSocket) and sock.pending():
             # decrypted bytes held inside the TLS object do not make the socket readable again
