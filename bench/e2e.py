@@ -670,6 +670,10 @@ async def alert_latency(
                     arrived.setdefault(dev, at)
 
     subscribed = threading.Event()
+    # the desk's thread timestamps an alert once it holds the GIL, which this process shares with the generator's
+    # threads: at the default 5 ms switch interval that wait alone was of the order of the 25 ms target
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
     desk.on_message = on_message
     desk.on_subscribe = lambda *a: subscribed.set()
     desk.connect("127.0.0.1", port)
@@ -719,6 +723,7 @@ async def alert_latency(
     finally:
         desk.disconnect()
         desk.loop_stop()
+        sys.setswitchinterval(switch)
     with lock:
         lat = [(arrived[d] - s) * 1000 for d, s in sent.items() if d in arrived]
     lag_s = caught_up - bg_sent_end
