@@ -1,16 +1,17 @@
 """Delivery: stored alerts announced to the broker, to webhooks and to the live feeds.
 
 The store writes an outbox row in the same transaction as the alert it announces, so nothing is
-announced before it is saved; this module drains those rows. Each MQTT row is first recorded as a
-numbered feed event (tracker/adapters/store_feeds.py) and handed to the open live feeds (SSE and
-WebSocket viewers, tracker/feeds.py) and to the per-organisation webhook worker
-(tracker/webhook_worker.py), whether or not the broker is up; then a round's MQTT rows are written at
-once, in order, and their PUBACKs awaited together; a row that failed is retried once the broker is back
-(the round then waits for it), one confirmed after it is delivered. A row refused because
-the broker is away keeps no back-off: when the link is back the rows go out at once, in order, instead
-of each waiting out a delay that grew with the outage. Rows of the
-fleet-wide ``TRACKER_WEBHOOK_URLS`` are delivered independently, each retried with back-off by the
-store. Positions of each committed batch reach the live feeds through ``positions()``.
+announced before it is saved; this module drains those rows. A round's MQTT rows are written to the
+broker at once, in order, as soon as they are read; each is then recorded as a numbered feed event
+(tracker/adapters/store_feeds.py) and handed to the open live feeds (SSE and WebSocket viewers,
+tracker/feeds.py) and to the per-organisation webhook worker (tracker/webhook_worker.py), whether or
+not the broker is up. Their PUBACKs are awaited beside the loop (``_confirm``), not by it: the next
+round goes out without waiting for them (they come back behind the deliveries the broker sent before
+them). A row is marked delivered once its PUBACK is in; one that failed is announced again, one
+confirmed after it is delivered. A row refused because the broker is away keeps no back-off: when the
+link is back the rows go out at once, in order, instead of each waiting out a delay that grew with the
+outage. Rows of the fleet-wide ``TRACKER_WEBHOOK_URLS`` are delivered independently, each retried with
+back-off by the store. Positions of each committed batch reach the live feeds through ``positions()``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ from tracker.webhook_worker import WebhookWorker
 
 log = logging.getLogger(__name__)
 
+MAX_IN_FLIGHT = 50
+"""MQTT rows written and awaiting their PUBACK at most: a burst beyond it waits for confirmations. paho reads
+ahead one packet per publish awaiting its PUBACK (tracker/adapters/mqtt.py counts reads in those units), so
+the bound keeps the link's reads fine-grained while rounds no longer wait for each other."""
+
 
 class Delivery:
     """The outbox loop, the live-feed fan-out and the webhook worker; the service runs ``run()`` among its tasks.
@@ -59,6 +65,8 @@ class Delivery:
         self._store: Store | None = None
         self._link: MqttLink | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._in_flight: set[int] = set()  # MQTT outbox rows written, their PUBACK not yet in
+        self._confirming: set[asyncio.Task[None]] = set()  # the rounds awaiting their PUBACKs (``_confirm``)
 
     def start(self, store: Store, link: MqttLink, api: ApiService) -> None:
         """``api``: the service as the API sees it, to judge webhook deliveries by their owner's scope."""
@@ -94,6 +102,12 @@ class Delivery:
         finally:
             webhooks.cancel()
             await asyncio.gather(webhooks, return_exceptions=True)
+            # PUBACKs still awaited are given a moment; a row left unmarked is announced again at the next start
+            if self._confirming:
+                await asyncio.wait(set(self._confirming), timeout=2.0)
+            for task in list(self._confirming):
+                task.cancel()
+            await asyncio.gather(*self._confirming, return_exceptions=True)
 
     async def _webhooks(self) -> None:
         assert self.worker is not None
@@ -120,67 +134,111 @@ class Delivery:
                 await asyncio.sleep(1.0)
 
     async def drain(self) -> int:
-        """Deliver pending outbox rows: a round's MQTT rows written at once, in order, webhooks independently."""
+        """Announce pending outbox rows: a round's MQTT rows written at once, in order, webhooks independently.
+
+        Returns the MQTT rows written (their PUBACKs are awaited by ``_confirm``, beside this loop) plus the
+        webhook rows delivered. A round does not wait for the PUBACKs of the round before it: they come back
+        behind the deliveries the broker sent the service before them, so waiting for them held every alert
+        committed meanwhile (seconds under load); the rows in flight are left out of the next round's query.
+        """
         store, link, feeds = self._store, self._link, self.feed_store
         assert store is not None and link is not None and feeds is not None
         sent = 0
         while True:
-            rows = await store.pending_outbox()
-            self.metrics.outbox_backlog.set(len(rows))
+            while len(self._in_flight) >= MAX_IN_FLIGHT and self._confirming:
+                await asyncio.wait(set(self._confirming), return_when=asyncio.FIRST_COMPLETED)
+            room = max(1, MAX_IN_FLIGHT - len(self._in_flight))
+            rows = await store.pending_outbox(min(200, room), exclude=self._in_flight)
+            self.metrics.outbox_backlog.set(len(rows) + len(self._in_flight))
             if not rows:
                 return sent
-            # numbered and shown on the live feeds once, in this order, even while the broker is away
-            events = await feeds.record([row["id"] for row in rows if row["channel"] == "mqtt"])
-            for event in events:
-                self.hub.publish_alert(event)
-            if events and self.worker is not None:
-                self.worker.wake()
-            delivered: list[int] = []
-            failures: dict[str, list[int]] = {}
-            waiting: dict[str, list[int]] = {}  # MQTT rows refused because the broker is away: no back-off
-            broker_down = False
-            # the round's MQTT rows are written at once, in order, and their PUBACKs awaited together: one at a
-            # time, a burst of alerts (a hundred trucks entering at once) waited a round trip each behind the
-            # ingest traffic; the broker keeps their order on the one connection
+            mqtt = [row["id"] for row in rows if row["channel"] == "mqtt"]
+            # written before anything else is awaited: the alert's way out is not behind a database round trip;
+            # the broker keeps their order on the one connection
             announced = {
                 row["id"]: asyncio.ensure_future(link.publish(row["topic"], _text(row["payload"]).encode(), qos=1))
                 for row in rows
                 if row["channel"] == "mqtt" and link.connected.is_set()
             }
+            if announced:
+                self._in_flight.update(announced)
+                task = asyncio.create_task(self._confirm(announced), name="outbox-confirm")
+                self._confirming.add(task)
+                task.add_done_callback(self._confirming.discard)
+            # numbered and shown on the live feeds once, in this order, even while the broker is away
+            events = await feeds.record(mqtt)
+            for event in events:
+                self.hub.publish_alert(event)
+            if events and self.worker is not None:
+                self.worker.wake()
+            sent += len(announced)
+            delivered: list[int] = []
+            failures: dict[str, list[int]] = {}
+            away = [i for i in mqtt if i not in announced]  # refused because the broker is away: no back-off
             for row in rows:
-                channel = row["channel"]
+                if row["channel"] != "webhook":
+                    continue
                 try:
-                    if channel == "webhook":
-                        if self._http is None:
-                            raise WebhookError("webhooks are not configured in this process")
-                        text = _text(row["payload"])
-                        await deliver(self._http, row["topic"], text.encode(), self.settings.webhook_secret)
-                    else:
-                        # already written: a row confirmed after an earlier one failed is delivered all the same
-                        # (announcing it again would repeat it); the failed ones are retried
-                        sending = announced.get(row["id"])
-                        if sending is None:
-                            raise PublishError("not connected")
-                        await sending
-                except (PublishError, WebhookError) as exc:
-                    self.metrics.publish_failures.labels(channel).inc()
-                    if channel == "mqtt":
-                        broker_down = True  # the next round waits for the broker
-                    away = channel == "mqtt" and not link.connected.is_set()
-                    (waiting if away else failures).setdefault(str(exc), []).append(row["id"])
+                    if self._http is None:
+                        raise WebhookError("webhooks are not configured in this process")
+                    text = _text(row["payload"])
+                    await deliver(self._http, row["topic"], text.encode(), self.settings.webhook_secret)
+                except WebhookError as exc:
+                    self.metrics.publish_failures.labels("webhook").inc()
+                    failures.setdefault(str(exc), []).append(row["id"])
                     continue
                 delivered.append(row["id"])
-                self.metrics.published.labels(channel).inc()
+                self.metrics.published.labels("webhook").inc()
             await store.mark_delivered(delivered)
             for error, ids in failures.items():
                 await store.mark_failed(ids, error)
-            for error, ids in waiting.items():
-                await store.mark_failed(ids, error, backoff=False)
+            if away:
+                self.metrics.publish_failures.labels("mqtt").inc(len(away))
+                await store.mark_failed(away, "not connected", backoff=False)
             sent += len(delivered)
-            if failures or waiting:
-                if broker_down:
+            if failures or away:
+                if away:
                     await link.wait_connected(self.settings.outbox_poll_s)
                 return sent
+
+    async def _confirm(self, announced: Mapping[int, asyncio.Future[None]]) -> None:
+        """Await a round's PUBACKs; a row is marked delivered only once the broker has it, else retried.
+
+        A row confirmed after an earlier one failed is delivered all the same (announcing it again would repeat
+        it); the failed ones are due again at once if the broker was away, after a back-off otherwise."""
+        store, link = self._store, self._link
+        assert store is not None and link is not None
+        delivered: list[int] = []
+        failures: dict[str, list[int]] = {}
+        waiting: dict[str, list[int]] = {}
+        try:
+            for row_id, sending in announced.items():
+                try:
+                    await sending
+                except PublishError as exc:
+                    self.metrics.publish_failures.labels("mqtt").inc()
+                    away = not link.connected.is_set()
+                    (waiting if away else failures).setdefault(str(exc), []).append(row_id)
+                    continue
+                delivered.append(row_id)
+                self.metrics.published.labels("mqtt").inc()
+            try:
+                await store.mark_delivered(delivered)
+                for error, ids in failures.items():
+                    await store.mark_failed(ids, error)
+                for error, ids in waiting.items():
+                    await store.mark_failed(ids, error, backoff=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # unmarked rows are announced again (at least once): never lost
+                log.exception("outbox rows could not be marked; they will be announced again")
+        finally:
+            for sending in announced.values():
+                sending.cancel()
+            self._in_flight.difference_update(announced)
+        if failures or waiting:
+            self.wake()
 
     def positions(
         self,

@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from tracker.adapters.api import Listeners, start_listeners
@@ -53,6 +54,9 @@ from tracker.service_intake import Built, Intake, _Writing
 
 log = logging.getLogger(__name__)
 
+SWITCH_INTERVAL_S = 0.0005
+"""The GIL switch interval the service runs with (``run_forever``; Python's default is 5 ms)."""
+
 
 class Service(FenceControl, Commands, Anchoring, Intake):
     """The running service: lifecycle, the single writer's loop and batch write, readiness.
@@ -78,6 +82,7 @@ class Service(FenceControl, Commands, Anchoring, Intake):
         self.commands: asyncio.Queue[_Queued] = asyncio.Queue()
         self._building_since: float | None = None  # monotonic receive time of the oldest message being run
         self._writing: _Writing | None = None  # the batch being committed while the next one is run
+        self._held: _Writing | None = None  # a batch run but kept back: settling the one before it raised
         self._stalled_since: float | None = None  # monotonic time the store started refusing writes
         self._last_commit = 0.0
         self._newest_fix_lag = 0.0  # median fix age at commit in the last (well-filled) batch
@@ -238,6 +243,9 @@ class Service(FenceControl, Commands, Anchoring, Intake):
         try:
             while not self._stopping:
                 try:
+                    if self._held is not None:
+                        await self._write_held()
+                        continue
                     if not self.commands.empty():
                         await self._settle()
                         await self._run_command(self.commands.get_nowait())
@@ -266,10 +274,36 @@ class Service(FenceControl, Commands, Anchoring, Intake):
                     log.exception("ingest step failed")
                     await asyncio.sleep(1.0)
         finally:
-            writing = self._writing
-            if writing is not None and not writing.task.done():  # let its commit and acknowledgements finish
-                await asyncio.wait({writing.task}, timeout=10.0)
-                writing.task.cancel()
+            await self._finish_write()
+
+    async def _write_held(self) -> None:
+        """Write the batch kept when settling the one before it raised: once that one is settled, carefully."""
+        await self._settle()
+        held = self._held
+        if held is not None:
+            await self.commit(held.decoded)
+            self._acknowledge(held.messages)
+            self._held = None
+
+    async def _finish_write(self, timeout: float = 10.0) -> None:
+        """Let the write in flight commit and acknowledge its messages before the loop ends (``stop()``).
+
+        ``stop()`` cancels the loop again every half second (``_cancel_tasks``); the write is shielded from
+        those cancellations and given ``timeout`` in all, then cancelled (its messages stay unacknowledged and
+        the broker redelivers them)."""
+        writing = self._writing
+        if writing is None or writing.task.done():
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not writing.task.done() and loop.time() < deadline:
+            try:
+                await asyncio.wait({writing.task}, timeout=deadline - loop.time())
+            except asyncio.CancelledError:
+                continue  # the loop is being cancelled already; the write still gets its time
+        if not writing.task.done():
+            log.warning("batch write still running after %.0f s at shutdown; cancelled", timeout)
+            writing.task.cancel()
 
     def build_batch(
         self, decoded: Sequence[Decoded], now: datetime | None = None, *, base: _Writing | None = None
@@ -370,7 +404,15 @@ class Service(FenceControl, Commands, Anchoring, Intake):
         ahead = self._writing if self._writing is not None and not self._writing.task.done() else None
         try:
             pending = await asyncio.to_thread(self._build, messages, ahead)
-            if not await self._settle():  # the batch before was rewritten: what it left is not what we ran on
+            try:
+                ok = await self._settle(pending)
+            except Exception:
+                # the batch before could not be settled (a bug): this one, run on it, is kept and written the
+                # careful way right after that one is (``_write_held``), never before it and never dropped
+                self._rewind(pending)
+                self._held = pending
+                raise
+            if not ok:  # the batch before was rewritten: what it left is not what we ran on
                 await self.commit(pending.decoded)
                 self._acknowledge(messages)
                 return
@@ -388,15 +430,53 @@ class Service(FenceControl, Commands, Anchoring, Intake):
         batch.state_rows = encode_states(batch.states)
         return _Writing(messages, decoded, batch, working, (self._pending_ticks, self._pending_due))
 
-    async def _settle(self) -> bool:
+    async def _settle(self, built_on: _Writing | None = None) -> bool:
         """Wait for the batch being written; if it failed, write it the careful way (``commit``: retried,
-        bisected, dead-lettered, rebuilt on the stored states) and return False."""
-        writing, self._writing = self._writing, None
-        if writing is None or await writing.task:
+        bisected, dead-lettered, rebuilt on the stored states) and return False.
+
+        ``built_on``: a batch already run on the one being written; if that write failed, the world view goes
+        back to the stored states for both before anything is rebuilt. The batch stays ``_writing`` until it is
+        committed and acknowledged, so that a hung write counts in ``ingest_health``'s wait; it is shielded: a
+        cancellation (``stop()``) leaves it running, and ``_finish_write`` lets it end.
+        """
+        writing = self._writing
+        if writing is None:
             return True
-        await self.commit(writing.decoded)
-        self._acknowledge(writing.messages)
-        return False
+        try:
+            written = await asyncio.shield(writing.task)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug after the write (adopting, acknowledging): written again, never dropped
+            log.exception("batch write raised; written again the careful way")
+            written = False
+        if not written:
+            self._rewind(writing, built_on)
+            await self.commit(writing.decoded)
+            self._acknowledge(writing.messages)
+            writing.acknowledged = True
+        if self._writing is writing:
+            self._writing = None
+        return written
+
+    def _rewind(self, *batches: _Writing | None) -> None:
+        """Put the devices of batches that were run but not stored as run back where the store has them.
+
+        Running a batch moves its devices in the pipeline's shared world view (the positions cross-device
+        rules read); a batch whose write failed, and any run on it, did not happen as run: what is rebuilt
+        after it must not meet those positions (nor a device that was never stored)."""
+        devices = {dev for w in batches if w is not None for dev in w.working}
+        self._rewind_devices(devices)
+
+    def _rewind_devices(self, devices: Iterable[str]) -> None:
+        world = self.pipeline.world
+        stored = []
+        for dev in devices:
+            state = self.states.get(dev)
+            if state is None or state.last is None:
+                world.remove(dev)
+            else:
+                stored.append(state)
+        self.pipeline.restore(stored)
 
     async def _write(self, w: _Writing) -> bool:
         """Commit one built batch, adopt it and acknowledge its messages at once; False if the write failed."""
@@ -446,6 +526,7 @@ class Service(FenceControl, Commands, Anchoring, Intake):
                 result = await self.store.write_batch(batch)
                 break
             except Exception as exc:
+                self._rewind_devices(working)  # it is rebuilt (whole or halved) on what the store has
                 if message_specific(exc):
                     if refuse:
                         raise CommandRejectedError(describe_error(exc)) from exc
@@ -557,6 +638,10 @@ async def run_forever(settings: Settings) -> None:
     service = Service(settings)
     await service.start()
     tune_gc()  # after start-up: fences, graphs, indexes and the restored states are built and stay
+    # The core runs in a worker thread while the event loop carries the write before it: every database reply,
+    # MQTT read and alert publish then waits for the GIL, up to the 5 ms default switch interval each, and a
+    # batch write makes some ten round trips. A shorter interval hands the loop the GIL sooner.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal

@@ -47,6 +47,7 @@ class Intake(ServiceBase):
     limits: Limits
     _building_since: float | None  # monotonic receive time of the oldest message being run
     _writing: _Writing | None  # the batch being committed while the next one is run
+    _held: _Writing | None  # a batch run but kept back until the one before it is settled
     _newest_fix_lag: float  # median fix age at commit in the last (well-filled) batch
 
     def decode(self, msg: Message, now: datetime) -> Decoded:
@@ -74,8 +75,9 @@ class Intake(ServiceBase):
         """How far behind ingest is, from what this process can see (broker backlog is not visible here).
 
         ``wait_s`` is how long the oldest message not yet committed has waited since paho handed it over
-        (queued or being written); ``fix_lag_s`` the median age of the fixes of the last batch at its
-        commit, counted only when that batch was at least half full (a backlog is being drained).
+        (queued, being run, being written or kept back: a write that hangs counts for as long as it hangs);
+        ``fix_lag_s`` the median age of the fixes of the last batch at its commit, counted only when that batch
+        was at least half full (a backlog is being drained).
         """
         loop_time = asyncio.get_running_loop().time()
         queue = self.link.messages if self.link is not None else None
@@ -107,7 +109,8 @@ class Intake(ServiceBase):
 
     def _in_flight_since(self) -> float | None:
         """The monotonic receive time of the oldest message being run or written (not yet acknowledged)."""
-        writing = self._writing
+        writing, held = self._writing, self._held
         written = writing.received if writing is not None and not writing.acknowledged else None
-        times = [t for t in (self._building_since, written) if t is not None]
+        kept = held.received if held is not None else None
+        times = [t for t in (self._building_since, written, kept) if t is not None]
         return min(times, default=None)

@@ -15,7 +15,7 @@ the columns that facts change.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -169,12 +169,15 @@ class Store(BatchWriter, AuditStore):
 
     # ---- outbox ---------------------------------------------------------------------------------
 
-    async def pending_outbox(self, limit: int = 200) -> list[asyncpg.Record]:
+    async def pending_outbox(self, limit: int = 200, exclude: Collection[int] = ()) -> list[asyncpg.Record]:
+        """Rows due for delivery, oldest first; ``exclude``: rows already written, their PUBACK awaited."""
         return list(
             await self.pool.fetch(
                 "SELECT id, alert_id, channel, topic, payload, attempts FROM outbox"
-                " WHERE delivered_at IS NULL AND next_attempt_at <= now() ORDER BY id LIMIT $1",
+                " WHERE delivered_at IS NULL AND next_attempt_at <= now() AND NOT (id = ANY($2::bigint[]))"
+                " ORDER BY id LIMIT $1",
                 limit,
+                list(exclude),
             )
         )
 
