@@ -41,9 +41,9 @@ from tracker.webhook_worker import WebhookWorker
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 50
-"""MQTT rows written and awaiting their PUBACK at most: a burst beyond it waits for confirmations. paho reads
-ahead one packet per publish awaiting its PUBACK (tracker/adapters/mqtt.py counts reads in those units), so
-the bound keeps the link's reads fine-grained while rounds no longer wait for each other."""
+"""MQTT rows written and awaiting their PUBACK at most: a burst beyond it waits for confirmations, so a broker
+that stops acknowledging holds a bounded number of announcements in paho's memory (and in its resend on
+reconnect) while rounds no longer wait for each other."""
 
 
 class Delivery:
