@@ -199,6 +199,13 @@ def test_the_codec_refuses_bytes_that_are_no_state() -> None:
     other = zstandard.ZstdCompressionDict(newest[:4] + (12345).to_bytes(4, "little") + newest[8:])
     with pytest.raises(msgspec.DecodeError):
         codec.decode(zstandard.ZstdCompressor(dict_data=other).compress(b"\x91\xa1x"))
+    # a bomb planted in the table: a few hundred bytes declaring 64 MiB, or no size at all, is refused unread
+    bomb = zstandard.ZstdCompressor().compress(bytes(64 << 20))
+    assert len(bomb) < 10_000
+    with pytest.raises(msgspec.DecodeError, match="declaring"):
+        codec.decode(bomb)
+    with pytest.raises(msgspec.DecodeError):
+        codec.decode(zstandard.ZstdCompressor(write_content_size=False).compress(bytes(64 << 20)))
 
 
 def _windowed() -> DeviceState:

@@ -137,10 +137,18 @@ def _compress(raw: bytes) -> bytes:
         _CCTX.append(cctx)
 
 
+_MAX_ROW = 1 << 22
+"""The largest decompressed state accepted (4 MiB, thousands of times a real one): a row is read from a database an
+insider may write to, and a frame declaring gigabytes must be refused, not allocated."""
+
+
 def _decompress(data: bytes) -> bytes:
-    dict_id = zstandard.get_frame_parameters(data).dict_id
+    params = zstandard.get_frame_parameters(data)
+    dict_id = params.dict_id
     if dict_id and dict_id not in _DICTS:
         raise msgspec.DecodeError(f"a stored state on a dictionary this version does not hold ({dict_id})")
+    if params.content_size > _MAX_ROW:  # CONTENTSIZE_UNKNOWN is larger still: rows this codec writes declare it
+        raise msgspec.DecodeError(f"a stored state declaring {params.content_size} B decompressed")
     idle = _DCTX.setdefault(dict_id, [])
     try:
         dctx = idle.pop()
