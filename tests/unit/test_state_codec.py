@@ -206,6 +206,8 @@ def test_the_codec_refuses_bytes_that_are_no_state() -> None:
         codec.decode(bomb)
     with pytest.raises(msgspec.DecodeError):
         codec.decode(zstandard.ZstdCompressor(write_content_size=False).compress(bytes(64 << 20)))
+    with pytest.raises(msgspec.DecodeError, match="inflating"):
+        codec.decode(zlib.compress(bytes(64 << 20)))
 
 
 def _windowed() -> DeviceState:

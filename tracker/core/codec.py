@@ -364,9 +364,12 @@ def decode(data: bytes) -> DeviceState:
             raise msgspec.DecodeError(f"not a stored state: {exc!r}") from exc
     elif head[:1] == _ZLIB:
         try:
-            raw = zlib.decompress(data)
+            inflate = zlib.decompressobj()
+            raw = inflate.decompress(data, _MAX_ROW)
         except zlib.error as exc:
             raise msgspec.DecodeError(f"not a stored state: {exc}") from exc
+        if inflate.unconsumed_tail:
+            raise msgspec.DecodeError(f"a stored state inflating to more than {_MAX_ROW} B")
     else:
         return _LEGACY.decode(data).state
     stored = _DECODER.decode(raw)
