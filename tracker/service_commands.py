@@ -22,6 +22,7 @@ from tracker.adapters.scope import DEFAULT_ORG
 from tracker.adapters.store import Batch, BatchResult
 from tracker.commands import ChangeFences, Command, DeactivateDevice, Pair, RegisterDevice
 from tracker.core.model import DeviceKind
+from tracker.core.reorder import Reorderer
 from tracker.core.state import DeviceState
 from tracker.service_base import Decoded, ServiceBase, _Queued
 
@@ -94,7 +95,8 @@ class Commands(ServiceBase):
         assert self.store is not None
         container_id = command.container_id
         state = self.states.get(container_id) or DeviceState(container_id, DeviceKind.CONTAINER)
-        result = self.pipeline.pair(state, command.truck_id, command.at)
+        # through the container's reorder window, so that a late fix replaying it cannot drop the declaration
+        result = Reorderer(self.pipeline, self.settings.reorder_window_s).declare(state, command.truck_id, command.at)
         batch = Batch(states={container_id: result.state})
         await self.store.record_pairing(container_id, command.truck_id, command.at, "api")
         await self.store.write_batch(batch)

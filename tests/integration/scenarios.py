@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import asyncpg
@@ -229,5 +230,7 @@ class Api:
             body["container_no"] = container_no
         await self.post("/v1/devices", body, 201)
 
-    async def pair(self, container_id: str, truck_id: str) -> None:
-        await self.post("/v1/pairings", {"container_id": container_id, "truck_id": truck_id}, 201)
+    async def pair(self, container_id: str, truck_id: str | None, at: datetime | None = None) -> None:
+        """Declare (``None``: end) the pair, effective ``at`` (default: the service's now)."""
+        query = "" if at is None else "?" + urlencode({"at": at.isoformat()})
+        await self.post(f"/v1/pairings{query}", {"container_id": container_id, "truck_id": truck_id}, 201)

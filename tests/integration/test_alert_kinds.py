@@ -617,13 +617,15 @@ async def test_rendezvous_of_two_trucks_on_the_access_road(
 
 
 async def paired_truck_and_box(service: Service, stack: StackInfo) -> tuple[str, str, datetime]:
-    """A truck and a container tracker registered and paired through the API, and a start time 90 s ago."""
+    """A truck and a container tracker registered and paired through the API from a start time 90 s ago on (the
+    haul's fixes are taken from then: a pair declared now would not hold for the ones older than it)."""
     api = Api(service.http_port, stack.admin_token)
     truck, box = new_device_id(), new_device_id("CNT")
     await api.register(truck, "truck")
     await api.register(box, "container", container_number())
-    await api.pair(box, truck)
-    return truck, box, now_s() - timedelta(seconds=90)
+    t0 = now_s() - timedelta(seconds=90)
+    await api.pair(box, truck, t0)
+    return truck, box, t0
 
 
 async def test_container_separated_from_paired_truck(
@@ -708,3 +710,39 @@ async def test_container_not_separated_by_single_outliers(
             assert suspect is None, (i, suspect)
     assert await stored_kinds(db, box, "container_separated") == 0
     assert not feed.matching(lambda b: b.get("device_id") == box and b.get("kind") == "container_separated")
+
+
+@pytest.mark.parametrize("declared", ["unpaired", "paired"])
+async def test_a_late_fix_after_a_pairing_declaration_keeps_the_declaration(
+    declared: str, service: Service, device: Probe, feed: AlertFeed, db: Db, stack: StackInfo
+) -> None:
+    """The API's declaration goes through the container's reorder window: a fix 5 s older than one the window
+    holds, arriving after the declaration, is replayed before it and the declaration applied again. Before, the
+    replay rewound the container to the pairing the declaration had replaced: an unpaired box was judged on its
+    old truck (a false separation when the truck left), and a newly paired one lost its pair (a missed one)."""
+    truck, box, t0 = await paired_truck_and_box(service, stack)
+    api = Api(service.http_port, stack.admin_token)
+    if declared == "paired":
+        await api.pair(box, None, t0)  # standing together unpaired until the declaration
+    spot = road_spot(2000)
+    for i in range(5):  # both standing at one spot, fixes every 10 s
+        await send(device, truck, [(t0 + timedelta(seconds=10 * i), spot, {})])
+        await send(device, box, [(t0 + timedelta(seconds=10 * i), moved(spot, 3, 2), {})])
+    await db.settle(truck, 5)
+    await db.settle(box, 5)
+    await api.pair(box, None if declared == "unpaired" else truck, t0 + timedelta(seconds=45))
+    await send(device, box, [(t0 + timedelta(seconds=35), moved(spot, 3, 1), {})])  # late: older than the 40 s fix
+    await db.settle(box, 6)
+    pairing = await db.detector_state(box, "pairing")
+    assert pairing.truck == (None if declared == "unpaired" else truck)
+    # the truck drives off along the road at 16 m/s, the box stays where it stood
+    for i in range(5):
+        ts = t0 + timedelta(seconds=50 + 10 * i)
+        await send(device, truck, [(ts, road_spot(2000 + 160 * (i + 1)), {})])
+        await db.settle(truck, 6 + i)
+        await send(device, box, [(ts + timedelta(seconds=1), moved(spot, 3, 2), {})])
+        await db.settle(box, 7 + i)
+    if declared == "paired":
+        _msg, body = await feed.raised(box, "container_separated", LATENCY_S + 2)
+        assert body["evidence"]["truck"]["id"] == truck
+    assert await stored_kinds(db, box, "container_separated") == (0 if declared == "unpaired" else 1)

@@ -31,7 +31,7 @@ from tracker.core.engine import Engine
 from tracker.core.model import Alert, AlertUpdate, DeviceKind, Inspection, InspectionResult, Ping, Severity
 from tracker.core.params import DetectorParams
 from tracker.core.pipeline import Pipeline
-from tracker.core.state import DeviceState, Entry
+from tracker.core.state import Declared, DeviceState, Entry
 from tracker.sim.scenario import SimConfig, generate
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -54,6 +54,12 @@ moves = st.tuples(
     st.one_of(st.none(), st.floats(0.0, 15.0)),  # reported speed
     st.sampled_from(["fix", "fix", "fix", "pair", "clear", "door", "late"]),
 )
+
+
+def _fixes(log: tuple[Entry | Declared, ...]) -> list[Entry]:
+    """A window known to hold fixes only (no pairing declaration), as its fixes' entries."""
+    assert all(isinstance(e, Entry) for e in log)
+    return [e for e in log if isinstance(e, Entry)]
 
 
 def _engine() -> Engine:
@@ -171,7 +177,7 @@ def test_the_reorder_window_is_stored_with_the_state_and_a_restart_replays_a_lat
     first = _engine()
     first.run(fixes)
     state = first.states["TRK-1"]
-    assert [e.ping.ts for e in state.log] == [at(0), at(10), at(20), at(30)]
+    assert [e.ping.ts for e in _fixes(state.log)] == [at(0), at(10), at(20), at(30)]
     again = codec.decode(codec.encode(state))
     assert again == state and [e.before for e in again.log] == [e.before for e in state.log]
     after = _restarted(first)
@@ -225,12 +231,12 @@ def _windowed() -> DeviceState:
 
 def test_a_state_with_its_reorder_window_fits_in_a_kibibyte_and_round_trips_exactly() -> None:
     state = _windowed()
-    assert len(state.log) >= 4 and any(e.alerts for e in state.log)
+    assert len(state.log) >= 4 and any(e.alerts for e in _fixes(state.log))
     data = codec.encode(state)
     again = codec.decode(data)
     assert again == state and [e.before for e in again.log] == [e.before for e in state.log]
-    assert [e.ping for e in again.log] == [e.ping for e in state.log]
-    assert [e.events for e in again.log] == [e.events for e in state.log]
+    assert [e.ping for e in _fixes(again.log)] == [e.ping for e in _fixes(state.log)]
+    assert [e.events for e in _fixes(again.log)] == [e.events for e in _fixes(state.log)]
     assert len(data) <= 1024, len(data)
 
 
@@ -253,7 +259,7 @@ def test_rows_of_the_deflated_layout_decode_exactly_window_included() -> None:
     assert old[:1] == b"\x78"
     again = codec.decode(old)
     assert again == state and [e.before for e in again.log] == [e.before for e in state.log]
-    assert [e.events for e in again.log] == [e.events for e in state.log]
+    assert [e.events for e in _fixes(again.log)] == [e.events for e in _fixes(state.log)]
 
 
 def test_rows_are_zstd_frames_on_the_newest_dictionary() -> None:
@@ -269,15 +275,15 @@ def test_rows_are_zstd_frames_on_the_newest_dictionary() -> None:
 def test_a_logged_alert_of_another_device_keeps_its_device() -> None:
     """A fix can raise an alert for its meeting's partner as well as its own; the log keeps whose it is."""
     state = _windowed()
-    entry = state.log[-1]
+    entry = _fixes(state.log)[-1]
     theirs = Alert("rendezvous", Severity.HIGH, "TRK-2", entry.ping.ts, "", "santos", None, {}, "TRK-1+TRK-2@x")
     mine = Alert("rendezvous", Severity.HIGH, "TRK-1", entry.ping.ts, "", "santos", None, {}, "TRK-1+TRK-2@x")
     logged = Entry.of(entry.ping, entry.before, (mine, theirs, AlertUpdate(theirs, at(99), {}, closes=True)))
     state = msgspec.structs.replace(state, log=(*state.log[:-1], logged))
     again = codec.decode(codec.encode(state))
     assert again == state
-    assert [a.device_id for a in again.log[-1].alerts] == ["TRK-1", "TRK-2"]
-    assert again.log[-1].updates[0].alert.device_id == "TRK-2"
+    assert [a.device_id for a in _fixes(again.log)[-1].alerts] == ["TRK-1", "TRK-2"]
+    assert _fixes(again.log)[-1].updates[0].alert.device_id == "TRK-2"
 
 
 def test_the_write_memo_never_changes_the_bytes() -> None:
@@ -305,7 +311,7 @@ def test_the_reorder_window_keeps_the_sign_of_a_zero() -> None:
     """-0.0 == 0.0, but the restored state must be the very state: a logged state whose only differences from the
     next one are the signs of zeros (a float field, a float in a list) keeps them."""
     state = _windowed()
-    entry = state.log[-1]
+    entry = _fixes(state.log)[-1]
     assert state.last is not None and state.integrity is not None
     last = state.last
     after = msgspec.structs.replace(
@@ -332,7 +338,7 @@ def test_a_sliding_window_in_the_log_is_stored_as_its_slide_and_restored_exactly
     """A detector's list of recent values that dropped its oldest item and gained a newest is stored as that
     item and a length (``_diff``'s ``[i]`` form), and comes back as it was, type and zero signs included."""
     state = _windowed()
-    entry = state.log[-1]
+    entry = _fixes(state.log)[-1]
     assert state.integrity is not None
     for before_items, after_items, slid in (
         ((5.0, 1.0, 2.0, 3.0), (1.0, 2.0, 3.0, 4.0), True),

@@ -21,6 +21,10 @@ what a replay needs and cannot re-derive:
   Structs, so a fix that moved the end of a trip stores that end, not the trip; a detector's sliding list
   (recent fixes, reporting intervals) as the items it dropped since and a length.
 
+A pairing declaration in the window (``state.Declared``) is an entry of the same chain: its place in time as
+``dt``, the state before it as a difference, and ``pair`` (the truck and how far its declared time lies before its
+place), which a fix's entry never has.
+
 The whole record is then compressed with zstd on a preset dictionary (``codec_dict``, trained by
 bench/state_dict.py on simulator and synthetic states): what is left repeats itself within a row (fence
 ids, the fix's time and position in several detectors) and across rows (field layout, fence ids, detector
@@ -33,7 +37,8 @@ Compatibility: fields are only ever appended (with a default) to a state Struct,
 reordered or removed, so a state written by an older version still decodes. Rows of the deflate
 layout (the same msgpack, deflated) decode whole, window included; rows written before the compact
 window (uncompressed msgpack) decode with their state and without their reorder window, which only
-means a straggler within 30 s of the upgrade is flagged ``late`` instead of replayed.
+means a straggler within 30 s of the upgrade is flagged ``late`` instead of replayed. Rows written before
+declarations were logged have no ``pair`` in any entry and decode as before.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from msgspec.structs import astuple, replace
 
 from tracker.core.codec_dict import DICTIONARIES
 from tracker.core.model import Alert, AlertUpdate, Ping, Severity
-from tracker.core.state import DeviceState, Entry
+from tracker.core.state import Declared, DeviceState, Entry
 
 _US = timedelta(microseconds=1)
 _S = TypeVar("_S", bound=msgspec.Struct)
@@ -86,8 +91,16 @@ class _Update(msgspec.Struct, array_like=True, omit_defaults=True):
     closes: bool = False
 
 
+class _Pair(msgspec.Struct, array_like=True, omit_defaults=True):
+    """A logged pairing declaration (``state.Declared``): the truck (``None``: the haul ended) and its declared
+    time as µs before its place in the window (0 but for a backdated one)."""
+
+    truck: str | None = None
+    back: int = 0
+
+
 class _Logged(msgspec.Struct, array_like=True, omit_defaults=True):
-    dt: int  # µs after the fix before it (the first: after ``_Stored.t0``)
+    dt: int  # µs after the entry before it (the first: after ``_Stored.t0``)
     lon: float
     lat: float
     before: list[Any] = []  # the difference from the state after it (see ``_diff``)
@@ -97,6 +110,10 @@ class _Logged(msgspec.Struct, array_like=True, omit_defaults=True):
     heading: float | None = None
     accuracy: float | None = None
     events: tuple[str, ...] = ()
+    pair: _Pair | None = None
+    """Set for a declaration, not a fix. Appended last, so rows without declarations keep their bytes; its
+    ``lon`` and ``lat`` are the container's last position before it, so a version before declarations were
+    logged, reading one after a rollback, takes it for a repeat of the position the box already had."""
 
 
 class _Stored(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -265,7 +282,7 @@ class _Written:
 
     __slots__ = ("after", "entry", "item", "raw")
 
-    def __init__(self, entry: Entry, after: msgspec.Struct, item: _Logged) -> None:
+    def __init__(self, entry: Entry | Declared, after: msgspec.Struct, item: _Logged) -> None:
         self.entry, self.after, self.item = entry, after, item
         self.raw: tuple[datetime, msgspec.Raw] | None = None  # (the time dt counts from, the item's msgpack)
 
@@ -317,6 +334,19 @@ def pack(state: DeviceState) -> bytes:
             # holds as an equal copy; comparing is a C loop, diffing a Python one)
             w = hit
             w.after = after
+        elif isinstance(entry, Declared):
+            where = entry.before.last
+            w = _Written(
+                entry,
+                after,
+                _Logged(
+                    0,
+                    0.0 if where is None else where.lon,
+                    0.0 if where is None else where.lat,
+                    _diff(entry.before, after),
+                    pair=_Pair(entry.truck, _micros(entry.ts, entry.at)),
+                ),
+            )
         else:
             p = entry.ping
             w = _Written(
@@ -340,11 +370,11 @@ def pack(state: DeviceState) -> bytes:
         after = entry.before
     _MEMO[dev] = memo
     written.reverse()
-    t0 = state.log[0].ping.ts
+    t0 = _ts(state.log[0])
     prev = t0
     raws: list[msgspec.Raw] = []
     for w in written:
-        ts = w.entry.ping.ts
+        ts = _ts(w.entry)
         raw = w.raw
         if raw is None or raw[0] != prev:  # (the oldest entry's changes as the window slides)
             w.item.dt = _micros(ts, prev)
@@ -352,6 +382,10 @@ def pack(state: DeviceState) -> bytes:
         prev = ts
         raws.append(raw[1])
     return _ENCODER.encode(_StoredOut(bare, t0, tuple(raws)))
+
+
+def _ts(entry: Entry | Declared) -> datetime:
+    return entry.ts if isinstance(entry, Declared) else entry.ping.ts
 
 
 def decode(data: bytes) -> DeviceState:
@@ -384,19 +418,22 @@ def decode(data: bytes) -> DeviceState:
     for item in stored.log:
         ts = ts + item.dt * _US
         pings.append(Ping(dev, ts, item.lon, item.lat, item.speed, item.heading, item.accuracy, item.events))
-    entries: list[Entry] = []
+    entries: list[Entry | Declared] = []
     after = state
     for item, ping in zip(reversed(stored.log), reversed(pings), strict=True):
         try:
             before = _apply(after, item.before)
         except (msgspec.ValidationError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise msgspec.DecodeError(f"a stored reorder log that does not fit its state: {exc}") from exc
+        after = before
+        if item.pair is not None:
+            entries.append(Declared(ping.ts, item.pair.truck, before, ping.ts - item.pair.back * _US))
+            continue
         alerts = tuple(_unalert(a, dev, ping.ts) for a in item.alerts)
         updates = tuple(
             AlertUpdate(_unalert(u.alert, dev, ping.ts), ping.ts + u.dt * _US, {}, u.closes) for u in item.updates
         )
         entries.append(Entry(ping, before, alerts, updates))
-        after = before
     entries.reverse()
     state.log = tuple(entries)
     return state

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from tracker.core.batch import BatchOutcome, Work, run_batch
 from tracker.core.model import DeviceKind, Event, Inspection, Ping
 from tracker.core.pipeline import TICK_QUIET_S, Pipeline
+from tracker.core.reorder import Reorderer
 from tracker.core.state import DeviceState
 from tracker.core.timers import DueQueue
 from tracker.core.trips import Trip
@@ -164,7 +165,9 @@ class Engine:
             self.flush()
 
     def pair(self, container_id: str, truck_id: str | None, at: datetime) -> None:
-        result = self.pipeline.pair(self.state(container_id), truck_id, at)
+        """Declare (``None``: end) the truck hauling a container from ``at`` on, through its reorder window
+        (``Reorderer.declare``): a late fix that rewinds the container then replays the declaration too."""
+        result = Reorderer(self.pipeline, self.reorder_window_s).declare(self.state(container_id), truck_id, at)
         self._states[container_id] = result.state
         self.timers.schedule(container_id, self.pipeline.next_due(result.state))
 

@@ -28,10 +28,10 @@ from tracker.core.rendezvous import RendezvousState
 from tracker.core.stops import StopState
 from tracker.core.trips import TripState
 
-__all__ = ["DeviceState", "Entry", "Fix"]
+__all__ = ["Declared", "DeviceState", "Entry", "Fix"]
 
 
-class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
+class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="fix"):
     """One recent fix of the reorder window (``tracker.core.reorder``): the fix, the state before it (without
     that state's own log) and what judging it raised, alerts and updates apart (only their alerts' order is
     ever used: a retraction follows it).
@@ -65,6 +65,24 @@ class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
         return (*self.alerts, *self.updates)
 
 
+class Declared(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="pair"):
+    """A pairing declaration in the reorder window (``tracker.core.reorder``): the truck declared to haul the
+    container (``None``: the haul ended) at ``at``, in the window at ``ts``, and the state before it (without
+    its log).
+
+    Kept so that a replay re-applies the declaration at its place: a late fix rewinds the device to a state
+    before it, and without the entry the replay would judge the fixes after it on the pairing the declaration
+    replaced. ``ts`` is ``at``, or the newest fix the window had judged when the declaration came if that is
+    later: a declaration never re-judges fixes already judged. It shares the log with :class:`Entry`, hence
+    the tags msgspec needs to tell them apart; no stored form holds them (the codec stores the state without
+    its log, and the log in a layout of its own), so they change no byte of a row."""
+
+    ts: datetime
+    truck: str | None
+    before: DeviceState
+    at: datetime
+
+
 class DeviceState(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
     """What the core remembers about one device; one slot per pipeline step or detector.
 
@@ -86,7 +104,7 @@ class DeviceState(msgspec.Struct, array_like=True, omit_defaults=True, gc=False)
     post_inspection_access: AccessState | None = None
     rendezvous: RendezvousState | None = None
     pairing: PairingState | None = None
-    log: tuple[Entry, ...] = ()  # the reorder window's recent fixes (tracker.core.reorder)
+    log: tuple[Entry | Declared, ...] = ()  # the reorder window's recent fixes and declarations (tracker.core.reorder)
     dwell: DwellState | None = None
     trips: TripState | None = None  # tracker.core.trips (not a detector: the pipeline calls it after them)
     last_speed: float | None = None  # m/s reported with ``last``, as far as its position bears it out (rules)
