@@ -32,14 +32,20 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._transports.update((writer, up_writer))
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
+        for src, dst, upstream in ((reader, up_writer, True), (up_reader, writer, False)):
+            task = asyncio.create_task(self._pipe(src, dst, upstream))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    def passes(self, upstream: bool) -> bool:
+        """Whether what arrives now is relayed (``upstream``: from the client); a subclass may swallow it."""
+        return True
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
         try:
             while data := await src.read(65536):
+                if not self.passes(upstream):
+                    continue
                 dst.write(data)
                 await dst.drain()
         except (OSError, asyncio.CancelledError):

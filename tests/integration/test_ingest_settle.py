@@ -64,6 +64,19 @@ async def _lock_states(conn: asyncpg.Connection) -> asyncpg.transaction.Transact
     return tx
 
 
+async def _one_batch_behind_another(
+    svc: Service, locker: asyncpg.Connection, probe: Probe, first: str, second: str
+) -> asyncpg.transaction.Transaction:
+    """``first``'s fix in a write held at its state upsert, ``second``'s batch run and waiting behind it; the
+    returned transaction holds the lock (roll it back to let the write go on)."""
+    tx = await _lock_states(locker)
+    await asyncio.to_thread(_publish, probe, first, time.time() - 5)
+    await _until(lambda: _write_in_flight(svc), 10, "the first write did not start")
+    await asyncio.to_thread(_publish, probe, second, time.time() - 4)
+    await _until(lambda: _second_batch_waiting(svc), 10, "the second batch did not wait for the first")
+    return tx
+
+
 async def test_stop_lets_the_write_in_flight_commit(stack_env: dict[str, str], stack: StackInfo) -> None:
     """stop() while batch N+1 waits for batch N's write: N is not cancelled (its fix is stored)."""
     first, second = new_device_id("INFLIGHT"), new_device_id("NEXT")
@@ -73,11 +86,7 @@ async def test_stop_lets_the_write_in_flight_commit(stack_env: dict[str, str], s
     probe = Probe(stack.mqtt_host, stack.mqtt_port, stack.device_user, stack.device_password)
     stopping: asyncio.Task[None] | None = None
     try:
-        tx = await _lock_states(locker)
-        await asyncio.to_thread(_publish, probe, first, time.time() - 5)
-        await _until(lambda: _write_in_flight(svc), 10, "the first write did not start")
-        await asyncio.to_thread(_publish, probe, second, time.time() - 4)
-        await _until(lambda: _second_batch_waiting(svc), 10, "the second batch did not wait for the first")
+        tx = await _one_batch_behind_another(svc, locker, probe, first, second)
         stopping = asyncio.create_task(svc.stop())
         await asyncio.sleep(1.5)  # stop() cancels the ingest task every half second meanwhile
         assert not stopping.done(), "stop() did not wait for the write in flight"
@@ -149,11 +158,7 @@ async def test_a_write_that_raises_does_not_drop_the_batch_run_on_it(
     locker = await asyncpg.connect(stack.owner_dsn)
     probe = Probe(stack.mqtt_host, stack.mqtt_port, stack.device_user, stack.device_password)
     try:
-        tx = await _lock_states(locker)
-        await asyncio.to_thread(_publish, probe, first, time.time() - 5)
-        await _until(lambda: _write_in_flight(svc), 10, "the first write did not start")
-        await asyncio.to_thread(_publish, probe, second, time.time() - 4)
-        await _until(lambda: _second_batch_waiting(svc), 10, "the second batch did not wait for the first")
+        tx = await _one_batch_behind_another(svc, locker, probe, first, second)
         await tx.rollback()
         await _until(lambda: bool(injected), 10, "the fault was not injected")
 

@@ -14,6 +14,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -28,30 +29,23 @@ class SilencingProxy(TcpProxy):
 
     silent = False
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._transports.update((writer, up_writer))
-        for src, dst, upstream in ((reader, up_writer, True), (up_reader, writer, False)):
-            task = asyncio.create_task(self._relay(src, dst, upstream))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def passes(self, upstream: bool) -> bool:
+        return not (upstream and self.silent)
 
-    async def _relay(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
-        try:
-            while data := await src.read(65536):
-                if upstream and self.silent:
-                    continue
-                dst.write(data)
-                await dst.drain()
-        except (OSError, asyncio.CancelledError):
-            pass
-        finally:
-            dst.transport.abort()
-            self._transports.discard(dst)
+
+def _started_link(proxy: TcpProxy, account: Account, **options: Any) -> MqttLink:
+    """The service's link, through ``proxy``, reconnecting within a second."""
+    link = MqttLink(
+        host="127.0.0.1",
+        port=proxy.port,
+        username=account.username,
+        password=account.password,
+        client_id=account.username,
+        reconnect_max_s=1,
+        **options,
+    )
+    link.start()
+    return link
 
 
 async def _copies(security: Probe, topic: str, settle_s: float) -> int:
@@ -72,15 +66,7 @@ async def test_an_alert_unconfirmed_across_an_outage_is_announced_once(
     proxy = SilencingProxy(stack.mqtt_host, stack.mqtt_port)
     await proxy.start()
     account = accounts("service")
-    link = MqttLink(
-        host="127.0.0.1",
-        port=proxy.port,
-        username=account.username,
-        password=account.password,
-        client_id=account.username,
-        reconnect_max_s=1,
-    )
-    link.start()
+    link = _started_link(proxy, account)
     topic = f"alerts/geofence_enter/TRK-{uuid.uuid4().hex[:8].upper()}"
     payload = json.dumps({"event": "raised", "id": str(uuid.uuid4())}).encode()
     try:
@@ -124,17 +110,7 @@ async def test_the_read_bound_holds_while_many_alerts_await_their_puback(
     await proxy.start()
     account = accounts("service")
     dev = f"TRK-{uuid.uuid4().hex[:8].upper()}"
-    link = MqttLink(
-        host="127.0.0.1",
-        port=proxy.port,
-        username=account.username,
-        password=account.password,
-        client_id=account.username,
-        subscriptions=[f"trackers/{dev}/ping"],
-        receive_maximum=20,
-        reconnect_max_s=1,
-    )
-    link.start()
+    link = _started_link(proxy, account, subscriptions=[f"trackers/{dev}/ping"], receive_maximum=20)
     try:
         assert await link.wait_connected(10, subscribed=True)
         proxy.silent = True  # alerts go out but are never acknowledged: paho holds them all
