@@ -130,6 +130,21 @@ async def test_times_outside_the_calendar_and_bad_filters_are_400(svc: Service, 
             f"{base(svc)}/v1/pairings?at=0001-01-01T00:00:00", headers=admin, json={"container_id": "NONE"}
         ) as r:
             assert r.status in (400, 422), await r.text()
+        # dated ahead, a declaration would sit in the box's reorder window before every fix to come
+        box, truck = new_device_id("BOX"), new_device_id()
+        for device, kind in ((box, "container"), (truck, "truck")):
+            async with http.post(
+                f"{base(svc)}/v1/devices", headers=admin, json={"device_id": device, "kind": kind}
+            ) as r:
+                assert r.status == 201, await r.text()
+        ahead = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat().replace("+", "%2B")
+        async with http.post(
+            URL(f"{base(svc)}/v1/pairings?at={ahead}", encoded=True),
+            headers=admin,
+            json={"container_id": box, "truck_id": truck},
+        ) as r:
+            assert r.status == 400, await r.text()
+            assert (await r.json())["parameter"] == "at"
 
 
 @pytest.mark.parametrize("bad", ["nul \x00 inside", "lone \ud800 surrogate"])

@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 MAX_POSITIONS = 50_000
 
 
+PAIRING_SKEW = timedelta(seconds=5)
+"""How far ahead of the service's clock a pairing's ``at`` may be: the operator's clock, not a plan."""
+
+
 async def healthz(request: web.Request) -> web.Response:
     _known_query(request)
     return web.json_response({"status": "ok"})
@@ -262,7 +266,14 @@ async def post_pairing(request: web.Request) -> web.Response:
         not isinstance(truck_id, str) or svc.devices.get(truck_id) is None or not who.scope.sees_device(truck_id)
     ):
         raise error(422, "bad_field", "truck_id must name a registered device or be null", field="truck_id")
-    at = _time_param(request, "at") or datetime.now(UTC)
+    now = datetime.now(UTC)
+    at = _time_param(request, "at") or now
+    if at > now + PAIRING_SKEW:
+        # a declaration states who hauls the box from a time that has come; one dated ahead would sit in the
+        # container's reorder window ahead of every fix to come, and the window would stop replaying its late fixes
+        raise error(
+            400, "bad_parameter", "at is in the future: a pairing holds from a time that has come", parameter="at"
+        )
     await _submit(request, Pair(container_id, truck_id, at))
     return web.json_response({"container_id": container_id, "truck_id": truck_id, "by": who.name}, status=201)
 

@@ -348,7 +348,7 @@ def _core_document() -> dict[str, Any]:
                 "post": {
                     "summary": "pair a container tracker with its truck, or unpair with truck_id null",
                     "security": secured,
-                    "parameters": [_param("at", "query", TIME, "default: now")],
+                    "parameters": [_param("at", "query", TIME, "default: now; at most 5 s ahead of now")],
                     "requestBody": _body(_ref("Pairing")),
                     "responses": {
                         "201": _json("paired", _ref("Paired")),
